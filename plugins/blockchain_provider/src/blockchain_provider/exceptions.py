@@ -19,7 +19,11 @@ class MalformedResponseError(BlockchainError, ValueError):
     """A ``BLK_Res`` value is none of the protocol's encodings; it is skipped, never fatal to a wait."""
 
 
-class BlockchainDeliveryError(BlockchainError):
+class BlockchainBrokerError(BlockchainError):
+    """The Kafka broker could not be reached or did not answer; the message names it."""
+
+
+class BlockchainDeliveryError(BlockchainBrokerError):
     """A request could not be delivered to its topic: nothing was sent, or the broker did not confirm it."""
 
     def __init__(self, message: str, *, topic: str, request_id: str | None = None) -> None:

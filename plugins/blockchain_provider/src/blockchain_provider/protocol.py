@@ -154,19 +154,36 @@ def new_request_id() -> str:
 
 
 @dataclass(frozen=True)
-class Request:
-    """One request ready to send: its topic (protocol name), header and optional body.
+class Call:
+    """What one request asks, before its token and request id are added.
 
-    The header holds the token; ``repr`` never shows it.
+    :param topic: the protocol (default) name of the request topic.
+    :param header: header keys besides ``auth`` and ``request_id`` (``start``/``limit`` of a list).
+    :param body: the body object, or ``None`` for a header-only request.
     """
 
     topic: str
-    header: Mapping[str, Any] = field(repr=False)
-    body: Mapping[str, Any] | None = None
+    header: Mapping[str, Any] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = field(default=None, repr=False)
 
-    @property
-    def request_id(self) -> str:
-        return self.header["request_id"]
+    def __post_init__(self) -> None:
+        if self.topic not in DEFAULT_TOPICS or self.topic == RESPONSES:
+            raise InvalidIdentifierError(f"Unknown request topic {_shown(self.topic)}")
+        reserved = {"auth", "request_id"} & set(self.header)
+        if reserved:
+            raise InvalidIdentifierError(
+                f"Header keys {sorted(reserved)} are set by the hook, not the caller"
+            )
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request ready to send. The header holds the token; ``repr`` never shows it."""
+
+    topic: str
+    request_id: str
+    header: Mapping[str, Any] = field(repr=False)
+    body: Mapping[str, Any] | None = field(default=None, repr=False)
 
     def encode(self) -> bytes:
         """The Kafka message value: a JSON array ``[header]`` or ``[header, body]``."""
@@ -176,16 +193,27 @@ class Request:
         return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
+        """(ours) The request id as a Kafka header, for gateways that read headers."""
         return [(REQUEST_ID_KAFKA_HEADER, self.request_id.encode("ascii"))]
 
     def kafka_key(self) -> bytes:
+        """(ours) The request id as the message key."""
         return self.request_id.encode("ascii")
 
 
-def _auth_header(token: str, request_id: str, **extra: Any) -> dict[str, Any]:
-    if not isinstance(token, str) or not token:
-        raise InvalidIdentifierError("The blockchain token is empty: set the connection's Token field")
-    return {"auth": token, "request_id": validate_request_id(request_id), **extra}
+def envelope(call: Call, request_id: str, token: str | None) -> Request:
+    """Add the token (``auth``) and request id to *call*.
+
+    Agent requests (``BLK_Agt``) are sent before a token exists and carry none.
+    """
+    header: dict[str, Any] = {}
+    if call.topic != AGENTS:
+        if not isinstance(token, str) or not token:
+            raise InvalidIdentifierError("The blockchain token is empty: set the connection's Token field")
+        header["auth"] = token
+    header.update(call.header)
+    header["request_id"] = validate_request_id(request_id)
+    return Request(call.topic, request_id, header, call.body)
 
 
 def _check_page(start: object, limit: object) -> tuple[int, int]:
@@ -196,23 +224,23 @@ def _check_page(start: object, limit: object) -> tuple[int, int]:
     return start, limit
 
 
-def list_request(topic: str, token: str, request_id: str, start: int, limit: int) -> Request:
+def list_call(topic: str, start: int, limit: int) -> Call:
     """A page of partner requests (``BLK_Part_Lst``) or order requests (``BLK_Act_Lst``)."""
     if topic not in (PARTNER_LIST, ORDER_LIST):
-        raise ValueError(f"{topic} is not a list topic")
+        raise InvalidIdentifierError(f"{topic} is not a list topic")
     start, limit = _check_page(start, limit)
-    return Request(topic, _auth_header(token, request_id, start=start, limit=limit))
+    return Call(topic, {"start": start, "limit": limit})
 
 
-def answer_request(topic: str, token: str, request_id: str, item_id: str, accept: bool) -> Request:
+def answer_call(topic: str, item_id: str, accept: bool) -> Call:
     """Accept or reject a partner request (``BLK_Part_Ans``) or an order (``BLK_Act_Ans``)."""
     if topic not in (PARTNER_ANSWER, ORDER_ANSWER):
-        raise ValueError(f"{topic} is not an answer topic")
+        raise InvalidIdentifierError(f"{topic} is not an answer topic")
     what = "partner request id" if topic == PARTNER_ANSWER else "order request id"
     validate_request_id(item_id, what)
     if not isinstance(accept, bool):
         raise InvalidIdentifierError(f"Invalid decision {_shown(accept)}: expected True (accept) or False")
-    return Request(topic, _auth_header(token, request_id), {"id": item_id, "response": 1 if accept else 0})
+    return Call(topic, {}, {"id": item_id, "response": 1 if accept else 0})
 
 
 PROPERTY_TYPES = ("STRING", "NUMBER", "BOOLEAN")
@@ -254,77 +282,78 @@ def _check_values(values: object) -> dict[str, Any]:
     return dict(values)
 
 
-def record_type_get(token: str, request_id: str, name: str) -> Request:
-    """(ours) Read a record type by name (``BLK_Rty``)."""
-    body = {"action": "get", "name": validate_name(name, "record type name")}
-    return Request(RECORD_TYPES, _auth_header(token, request_id), body)
+def record_type_get_call(name: str) -> Call:
+    """(ours) Read a record type by name (``BLK_Rty``); unknown names are answered ``error``."""
+    return Call(RECORD_TYPES, {}, {"action": "get", "name": validate_name(name, "record type name")})
 
 
-def record_type_create(token: str, request_id: str, name: str, properties: list[dict[str, Any]]) -> Request:
+def record_type_create_call(name: str, properties: list[dict[str, Any]]) -> Call:
     """(ours) Create a record type (``BLK_Rty``); ``properties`` are ``{name, data_type, dynamic}``."""
     body = {
         "action": "create",
         "name": validate_name(name, "record type name"),
         "properties": _check_properties(properties),
     }
-    return Request(RECORD_TYPES, _auth_header(token, request_id), body)
+    return Call(RECORD_TYPES, {}, body)
 
 
-def record_get(token: str, request_id: str, record_id: str) -> Request:
-    """(ours) Read a record (``BLK_Rec``)."""
-    body = {"action": "get", "record_id": validate_name(record_id, "record id")}
-    return Request(RECORDS, _auth_header(token, request_id), body)
+def record_get_call(record_id: str) -> Call:
+    """(ours) Read a record (``BLK_Rec``); unknown ids are answered ``error``."""
+    return Call(RECORDS, {}, {"action": "get", "record_id": validate_name(record_id, "record id")})
 
 
-def record_create(
-    token: str, request_id: str, record_id: str, record_type: str, properties: Mapping[str, Any]
-) -> Request:
-    """(ours) Create a record (``BLK_Rec``); identical re-creation is answered ``message``."""
+def record_create_call(record_id: str, record_type: str, properties: Mapping[str, Any]) -> Call:
+    """(ours) Create a record (``BLK_Rec``); creating it again identically is answered ``message``."""
     body = {
         "action": "create",
         "record_id": validate_name(record_id, "record id"),
         "record_type": validate_name(record_type, "record type name"),
         "properties": _check_values(properties),
     }
-    return Request(RECORDS, _auth_header(token, request_id), body)
+    return Call(RECORDS, {}, body)
 
 
-def record_update(token: str, request_id: str, record_id: str, properties: Mapping[str, Any]) -> Request:
+def record_update_call(record_id: str, properties: Mapping[str, Any]) -> Call:
     """(ours) Update dynamic properties of a record (``BLK_Rec``)."""
     body = {
         "action": "update",
         "record_id": validate_name(record_id, "record id"),
         "properties": _check_values(properties),
     }
-    return Request(RECORDS, _auth_header(token, request_id), body)
+    return Call(RECORDS, {}, body)
 
 
-def record_add_reporter(token: str, request_id: str, record_id: str, reporter: str) -> Request:
+def record_add_reporter_call(record_id: str, reporter: str) -> Call:
     """(ours) Authorise a reporter agent on a record (``BLK_Rec``)."""
     body = {
         "action": "add_reporter",
         "record_id": validate_name(record_id, "record id"),
         "reporter": validate_public_key(reporter, "reporter public key"),
     }
-    return Request(RECORDS, _auth_header(token, request_id), body)
+    return Call(RECORDS, {}, body)
 
 
-def agent_create(request_id: str, name: str, password: str) -> Request:
-    """(ours) Create an agent (``BLK_Agt``); there is no token yet, so the header has none."""
+def agent_create_call(name: str, password: str) -> Call:
+    """(ours) Create an agent (``BLK_Agt``). The answer's data holds ``public_key`` and ``token``."""
     if not isinstance(password, str) or len(password) < 12:
         raise InvalidIdentifierError("The agent password must be a string of at least 12 characters")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise InvalidIdentifierError(f"Invalid agent name {_shown(name)}: 1-200 characters")
-    header = {"request_id": validate_request_id(request_id)}
-    return Request(AGENTS, header, {"action": "create", "name": name, "password": password})
+    return Call(AGENTS, {}, {"action": "create", "name": name, "password": password})
 
 
-def agent_token(request_id: str, public_key: str, password: str) -> Request:
+def agent_token_call(public_key: str, password: str) -> Call:
     """(ours) Obtain a fresh token for an existing agent (``BLK_Agt``)."""
     if not isinstance(password, str) or not password:
         raise InvalidIdentifierError("The agent password is empty: set the connection's Agent password field")
-    header = {"public_key": validate_public_key(public_key), "request_id": validate_request_id(request_id)}
-    return Request(AGENTS, header, {"action": "token", "password": password})
+    return Call(
+        AGENTS, {"public_key": validate_public_key(public_key)}, {"action": "token", "password": password}
+    )
+
+
+def is_not_found(gateway_text: str) -> bool:
+    """(ours) Whether a gateway ``error`` text means that the record or record type does not exist."""
+    return "not found" in gateway_text.lower()
 
 
 # --------------------------------------------------------------------------------------
@@ -438,8 +467,11 @@ def matches(response: Response, *, request_id: str, token: str | None, by_reques
     return hmac.compare_digest(response.auth.encode("utf-8"), token.encode("utf-8"))
 
 
-def error_text(response: Response) -> str:
-    """The gateway's error text, as a single readable line."""
+def error_text(response: Response, secrets: tuple[str | None, ...] = ()) -> str:
+    """The gateway's error text as one readable line, with any of *secrets* replaced by ``***``."""
     value = response.value
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
     return " ".join(text.split())[:500]

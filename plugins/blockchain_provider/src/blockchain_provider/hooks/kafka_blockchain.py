@@ -1,0 +1,778 @@
+"""Request/reply with the blockchain gateway over Kafka.
+
+The MES publishes a request on a ``BLK_*`` topic; the gateway answers on the shared topic
+``BLK_Res``. :class:`KafkaBlockchainHook` sends a request and waits for its own answer
+(PROTOCOL.md section 2):
+
+* one producer (idempotent, ``acks=all``) and one response reader serve every request of a
+  hook instance, and are closed by :meth:`KafkaBlockchainHook.close` or the ``with`` block;
+* the reader assigns the ``BLK_Res`` partitions directly (no consumer-group join) and reads
+  to their end *before* the first request is sent, then keeps reading in a background
+  thread, so an answer that arrives a millisecond after the request is never missed;
+* an answer is matched by the echoed ``request_id`` when the gateway echoes one, otherwise
+  by the token, read at or after the positions fixed before sending; foreign and malformed
+  answers are skipped;
+* without echo, one request per token is in flight at a time (a process-wide lock here, an
+  Airflow pool per token in the DAGs); with echo, requests are pipelined;
+* every wait has a deadline.
+
+The token is never logged, put in an exception or shown by ``repr``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.apache.kafka.hooks.base import KafkaBaseHook
+from airflow.sdk import BaseHook
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from blockchain_provider import protocol
+from blockchain_provider.exceptions import (
+    BlockchainBrokerError,
+    BlockchainConfigError,
+    BlockchainDeliveryError,
+    BlockchainGatewayError,
+    BlockchainTimeoutError,
+    MalformedResponseError,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+#: How long the first request may wait for the response reader to be positioned.
+READER_START_TIMEOUT = 30.0
+
+#: Producer settings this hook needs; the kafka connection's extra cannot turn them off.
+PRODUCER_REQUIRED = {"enable.idempotence": True, "acks": "all"}
+#: Producer settings the kafka connection's extra may override.
+PRODUCER_DEFAULTS = {"linger.ms": 0, "message.timeout.ms": 10_000}
+#: Consumer settings the kafka connection's extra may override. The group id is only a
+#: label: the reader assigns partitions itself, never joins the group and commits nothing.
+CONSUMER_DEFAULTS = {
+    "group.id": "blockchain-provider-reply",
+    "fetch.wait.max.ms": 5,
+    "socket.nagle.disable": True,
+}
+CONSUMER_REQUIRED = {"enable.auto.commit": False, "enable.partition.eof": True}
+
+
+def _without(config: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key not in keys}
+
+
+class _Secret:
+    """A string that ``repr``/``str`` never show."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+
+def _mask(value: str) -> None:
+    """Register *value* with Airflow's secrets masker (task logs, supervisor logs)."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - Airflow < 3
+        return
+    mask_secret(value)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """What a ``blockchain_token`` connection holds. ``repr`` shows no secret."""
+
+    token: _Secret | None
+    public_key: str | None
+    agent_password: _Secret | None
+    instance_type: str | None
+    agent_name: str | None
+    record_id: str | None
+    echo_request_id: bool
+    timeout: float
+    topics: protocol.TopicMap = field(default_factory=protocol.TopicMap)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A successful answer: ``kind`` is ``data`` (a list or get) or ``message`` (a write)."""
+
+    kind: str
+    value: Any
+    topic: str
+    request_id: str
+    public_key: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request sent but not yet answered, as a deferred task hands it to the trigger."""
+
+    topic: str
+    request_id: str
+    response_topic: str
+    start_offsets: dict[str, int]
+    deadline: float
+    by_request_id_only: bool
+
+
+class _ProducerHook(KafkaBaseHook):
+    """Builds the request producer from the Kafka provider's ``kafka`` connection."""
+
+    def _get_client(self, config: dict[str, Any]) -> Producer:
+        config = {**PRODUCER_DEFAULTS, **config, **PRODUCER_REQUIRED}
+        config.setdefault("logger", log)
+        return Producer(config)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return str(self._build_config().get("bootstrap.servers"))
+
+
+class _ConsumerHook(KafkaBaseHook):
+    """Builds the response consumer from the Kafka provider's ``kafka`` connection."""
+
+    def _get_client(self, config: dict[str, Any]) -> Consumer:
+        config = {**CONSUMER_DEFAULTS, **_without(config, "auto.offset.reset"), **CONSUMER_REQUIRED}
+        config.setdefault("logger", log)
+        return Consumer(config)
+
+
+@dataclass
+class _Waiter:
+    request_id: str
+    token: str | None
+    by_request_id_only: bool
+    min_offsets: dict[int, int]
+    event: threading.Event = field(default_factory=threading.Event)
+    response: protocol.Response | None = None
+
+
+def _consume_available(consumer: Consumer, timeout: float, batch: int = 500) -> list[Any]:
+    """Wait up to *timeout* for one message, then take what else is already fetched.
+
+    ``Consumer.consume(n, timeout)`` waits the whole timeout unless *n* messages arrive, which
+    would add that timeout to every round trip.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=batch - 1, timeout=0)]
+
+
+class ResponseReader:
+    """Reads ``BLK_Res`` from fixed positions and hands each answer to the request it belongs to.
+
+    :param consumer: a consumer that is not subscribed to anything; the reader assigns it.
+    :param topic: the response topic.
+    """
+
+    def __init__(self, consumer: Consumer, topic: str) -> None:
+        self._consumer = consumer
+        self.topic = topic
+        self._lock = threading.Lock()
+        self._positions: dict[int, int] = {}
+        self._by_id: dict[str, _Waiter] = {}
+        self._by_token: list[_Waiter] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.malformed = 0
+        self.skipped = 0
+
+    # ---------------------------------------------------------------- positioning
+    def position(self, timeout: float | None = None) -> dict[int, int]:
+        """Assign every partition at its end and read up to it; return the positions.
+
+        Reading to the end (not only trusting the high watermark) keeps the positions right on
+        brokers whose watermark lags behind batched writes.
+        """
+        timeout = READER_START_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        metadata = self._consumer.list_topics(self.topic, timeout=timeout)
+        topic_meta = metadata.topics.get(self.topic)
+        if topic_meta is None or topic_meta.error is not None or not topic_meta.partitions:
+            raise BlockchainConfigError(
+                f"Response topic {self.topic} does not exist on the broker: create it or fix the "
+                "connection's topic overrides"
+            )
+        positions = {}
+        for partition in sorted(topic_meta.partitions):
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=max(0.1, deadline - time.monotonic())
+            )
+            positions[partition] = high
+        self._consumer.assign([TopicPartition(self.topic, p, off) for p, off in positions.items()])
+        at_end: set[int] = set()
+        while at_end != set(positions) and time.monotonic() < deadline:
+            for message in _consume_available(self._consumer, 0.1):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(message.partition())
+                    continue
+                positions[message.partition()] = message.offset() + 1
+        if at_end != set(positions):
+            raise BlockchainBrokerError(f"Could not read to the end of {self.topic} within {timeout:.0f} s")
+        self._positions = positions
+        return dict(positions)
+
+    def start(self) -> None:
+        self.position()
+        self._thread = threading.Thread(target=self._run, name=f"blk-reader-{self.topic}", daemon=True)
+        self._thread.start()
+
+    def snapshot(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._positions)
+
+    # ------------------------------------------------------------------- waiting
+    def register(self, request_id: str, token: str | None, by_request_id_only: bool) -> _Waiter:
+        with self._lock:
+            waiter = _Waiter(request_id, token, by_request_id_only, dict(self._positions))
+            self._by_id[request_id] = waiter
+            if not by_request_id_only and token:
+                self._by_token.append(waiter)
+            return waiter
+
+    def unregister(self, waiter: _Waiter) -> None:
+        with self._lock:
+            self._by_id.pop(waiter.request_id, None)
+            if waiter in self._by_token:
+                self._by_token.remove(waiter)
+
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._by_id)
+
+    # ------------------------------------------------------------------- reading
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = _consume_available(self._consumer, 0.1)
+            except Exception:  # the consumer was closed under us, or librdkafka failed
+                if not self._stop.is_set():
+                    log.exception("Reading %s failed; retrying", self.topic)
+                    time.sleep(0.5)
+                continue
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("Error reading %s: %s", self.topic, error)
+                    continue
+                self._dispatch(message.partition(), message.offset(), message.value())
+
+    def _dispatch(self, partition: int, offset: int, value: bytes | None) -> None:
+        try:
+            response = protocol.decode_response(value)
+        except MalformedResponseError as exc:
+            response = None
+            reason = str(exc)
+        with self._lock:
+            self._positions[partition] = offset + 1
+            if response is None:
+                self.malformed += 1
+                count = self.malformed
+            else:
+                waiter = self._match(partition, offset, response)
+                if waiter is None:
+                    self.skipped += 1
+                    return
+                waiter.response = response
+                self._by_id.pop(waiter.request_id, None)
+                if waiter in self._by_token:
+                    self._by_token.remove(waiter)
+                waiter.event.set()
+                return
+        if count <= 10 or count % 100 == 0:
+            log.warning(
+                "Skipped malformed response at %s[%d]@%d: %s (%d malformed so far)",
+                self.topic,
+                partition,
+                offset,
+                reason,
+                count,
+            )
+
+    def _match(self, partition: int, offset: int, response: protocol.Response) -> _Waiter | None:
+        if response.request_id is not None:
+            return self._by_id.get(response.request_id)
+        for waiter in self._by_token:
+            if offset >= waiter.min_offsets.get(partition, 0) and protocol.matches(
+                response, request_id=waiter.request_id, token=waiter.token, by_request_id_only=False
+            ):
+                return waiter
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+# Requests of one token are serialised across every hook instance of the process when the
+# gateway does not echo request ids. Keyed by a digest, so the token itself is not kept here.
+_TOKEN_LOCKS: dict[str, threading.Lock] = {}
+_TOKEN_LOCKS_GUARD = threading.Lock()
+
+
+def _token_lock(scope: str, token: str) -> threading.Lock:
+    key = hashlib.sha256(f"{scope}\0{token}".encode()).hexdigest()
+    with _TOKEN_LOCKS_GUARD:
+        return _TOKEN_LOCKS.setdefault(key, threading.Lock())
+
+
+class KafkaBlockchainHook(BaseHook):
+    """Request/reply with the blockchain gateway over Kafka.
+
+    :param kafka_config_id: the Kafka provider's ``kafka`` connection (broker, TLS/SASL),
+        defaults to ``kafka_default``.
+    :param token_conn_id: the ``blockchain_token`` connection holding the token, defaults to
+        ``blockchain_master``.
+    :param timeout: seconds to wait for an answer; defaults to the connection's ``timeout``
+        field, else 30.
+    """
+
+    conn_name_attr = "token_conn_id"
+    default_conn_name = "blockchain_master"
+    conn_type = "blockchain_token"
+    hook_name = "Blockchain token"
+
+    def __init__(
+        self,
+        kafka_config_id: str = KafkaBaseHook.default_conn_name,
+        token_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.kafka_config_id = kafka_config_id
+        self.token_conn_id = token_conn_id
+        self._timeout = timeout
+        self._producer: Producer | None = None
+        self._reader: ResponseReader | None = None
+        self._consumer: Consumer | None = None
+        self._start_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kafka_config_id={self.kafka_config_id!r}, token_conn_id={self.token_conn_id!r})"
+
+    # ------------------------------------------------------------- connection
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Custom field behaviour of the ``blockchain_token`` connection form."""
+        return {
+            "hidden_fields": ["host", "schema", "port", "extra"],
+            "relabeling": {"login": "Public key", "password": "Token"},
+            "placeholders": {"login": "66 hex characters, starting 02 or 03"},
+        }
+
+    @cached_property
+    def settings(self) -> GatewaySettings:
+        """The ``blockchain_token`` connection's fields; the secrets are registered for masking."""
+        conn = self.get_connection(self.token_conn_id)
+        extra = conn.extra_dejson
+        token = conn.password or None
+        agent_password = extra.get("agent_password") or None
+        for secret in (token, agent_password):
+            if secret:
+                _mask(secret)
+        public_key = conn.login or None
+        if public_key:
+            protocol.validate_public_key(public_key, f"public key of connection {self.token_conn_id}")
+        timeout = self._timeout if self._timeout is not None else extra.get("timeout") or DEFAULT_TIMEOUT
+        try:
+            timeout = float(timeout)
+        except (TypeError, ValueError):
+            raise BlockchainConfigError(
+                f"Connection {self.token_conn_id}: timeout must be a number"
+            ) from None
+        if timeout <= 0:
+            raise BlockchainConfigError(f"Connection {self.token_conn_id}: timeout must be positive")
+        try:
+            topics = protocol.TopicMap.parse(extra.get("topics"))
+        except BlockchainConfigError as exc:
+            raise BlockchainConfigError(f"Connection {self.token_conn_id}: {exc}") from None
+        echo = extra.get("echo_request_id", False)
+        if isinstance(echo, str):
+            echo = echo.strip().lower() in ("1", "true", "yes", "on")
+        return GatewaySettings(
+            token=_Secret(token) if token else None,
+            public_key=public_key,
+            agent_password=_Secret(agent_password) if agent_password else None,
+            instance_type=extra.get("instance_type"),
+            agent_name=extra.get("agent_name"),
+            record_id=extra.get("record_id"),
+            echo_request_id=bool(echo),
+            timeout=timeout,
+            topics=topics,
+        )
+
+    def _token(self) -> str:
+        token = self.settings.token
+        if token is None:
+            raise BlockchainConfigError(
+                f"Connection {self.token_conn_id} has no token: run `blockchain-provider token create "
+                f"--conn-id {self.token_conn_id}` or set its Token field"
+            )
+        return token.reveal()
+
+    def get_conn(self) -> Producer:
+        """The request producer (started on first use)."""
+        self._ensure_started()
+        assert self._producer is not None
+        return self._producer
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Make a cheap authenticated request (one partner request) and report the outcome."""
+        try:
+            self.list_partner_requests(0, 1)
+        except Exception as exc:
+            return False, str(exc)
+        finally:
+            self.close()
+        return True, "The gateway accepted the token."
+
+    # -------------------------------------------------------------- lifecycle
+    def _new_consumer(self) -> Consumer:
+        return _ConsumerHook(self.kafka_config_id).get_conn
+
+    @cached_property
+    def _bootstrap_servers(self) -> str:
+        return _ProducerHook(self.kafka_config_id).bootstrap_servers
+
+    def _ensure_started(self) -> ResponseReader:
+        with self._start_lock:
+            if self._reader is not None:
+                return self._reader
+            settings = self.settings
+            producer = _ProducerHook(self.kafka_config_id).get_conn
+            consumer = self._new_consumer()
+            reader = ResponseReader(consumer, settings.topics.responses)
+            try:
+                reader.start()
+            except KafkaException as exc:
+                consumer.close()
+                raise BlockchainBrokerError(
+                    f"The Kafka broker {self._bootstrap_servers} did not answer while positioning on "
+                    f"{reader.topic}: {exc.args[0] if exc.args else exc}"
+                ) from None
+            except Exception:
+                consumer.close()
+                raise
+            self._producer, self._consumer, self._reader = producer, consumer, reader
+            log.info("Reading %s from %s on %s", reader.topic, reader.snapshot(), self._bootstrap_servers)
+            return reader
+
+    def close(self) -> None:
+        """Stop the response reader and close the Kafka clients."""
+        with self._start_lock:
+            reader, consumer, producer = self._reader, self._consumer, self._producer
+            self._reader = self._consumer = self._producer = None
+        if reader is not None:
+            reader.close()
+        if consumer is not None:
+            consumer.close()
+        if producer is not None:
+            producer.flush(5)
+
+    def __enter__(self) -> KafkaBlockchainHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------------- requests
+    def request(
+        self,
+        topic: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        header: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Outcome:
+        """Send one request and return its answer.
+
+        :param topic: the request topic's protocol name (``BLK_Part_Lst``, ...); the connection's
+            topic overrides map it to the actual name.
+        :param body: the request's body object, if it has one.
+        :param header: header keys besides ``auth`` and ``request_id`` (``start``, ``limit``).
+        :param timeout: seconds to wait for the answer; defaults to the connection's.
+        :raises BlockchainGatewayError: the gateway answered ``error``.
+        :raises BlockchainTimeoutError: no answer by the deadline.
+        :raises BlockchainDeliveryError: the broker did not take the request.
+        """
+        return self.call(protocol.Call(topic, dict(header or {}), body), timeout=timeout)
+
+    def call(self, call: protocol.Call, *, timeout: float | None = None) -> Outcome:
+        """Send a :class:`~blockchain_provider.protocol.Call` and return its answer (see :meth:`request`)."""
+        settings = self.settings
+        token = None if call.topic == protocol.AGENTS else self._token()
+        by_id_only = settings.echo_request_id or token is None
+        timeout = settings.timeout if timeout is None else timeout
+        if by_id_only:
+            return self._exchange(call, token, timeout, by_id_only)
+        lock = _token_lock(f"{self.kafka_config_id}\0{settings.topics.responses}", token)
+        if not lock.acquire(timeout=timeout):
+            raise BlockchainTimeoutError(
+                f"Gave up on a {call.topic} request after {timeout:g} s waiting for the previous request "
+                f"of token connection {self.token_conn_id} (without request_id echo, one request per token "
+                "is in flight at a time)",
+                topic=call.topic,
+                request_id="(not sent)",
+                timeout=timeout,
+            )
+        try:
+            return self._exchange(call, token, timeout, by_id_only)
+        finally:
+            lock.release()
+
+    def _exchange(self, call: protocol.Call, token: str | None, timeout: float, by_id_only: bool) -> Outcome:
+        reader = self._ensure_started()
+        request = protocol.envelope(call, protocol.new_request_id(), token)
+        topic = self.settings.topics[call.topic]
+        waiter = reader.register(request.request_id, token, by_id_only)
+        try:
+            started = time.monotonic()
+            self._deliver(request, topic, timeout)
+            remaining = timeout - (time.monotonic() - started)
+            if remaining <= 0 or not waiter.event.wait(remaining):
+                raise BlockchainTimeoutError(
+                    f"No answer on {reader.topic} within {timeout:g} s to request {request.request_id} "
+                    f"sent to {topic}",
+                    topic=topic,
+                    request_id=request.request_id,
+                    timeout=timeout,
+                )
+        finally:
+            reader.unregister(waiter)
+        response = waiter.response
+        assert response is not None
+        return self._outcome(response, topic, request.request_id, token)
+
+    def _outcome(
+        self, response: protocol.Response, topic: str, request_id: str, token: str | None
+    ) -> Outcome:
+        if response.kind == "error":
+            secrets = (token, self.settings.agent_password and self.settings.agent_password.reveal())
+            text = protocol.error_text(response, secrets)
+            raise BlockchainGatewayError(
+                f"The gateway refused request {request_id} on {topic}: {text}",
+                topic=topic,
+                request_id=request_id,
+                gateway_text=text,
+            )
+        return Outcome(response.kind, response.value, topic, request_id, response.public_key)
+
+    def _deliver(self, request: protocol.Request, topic: str, timeout: float) -> None:
+        """Produce *request* and wait until the broker confirms it, or raise naming topic and broker."""
+        assert self._producer is not None
+        outcome: dict[str, Any] = {}
+        delivered = threading.Event()
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            outcome["error"] = err
+            delivered.set()
+
+        try:
+            self._producer.produce(
+                topic,
+                value=request.encode(),
+                key=request.kafka_key(),
+                headers=request.kafka_headers(),
+                on_delivery=on_delivery,
+            )
+        except (BufferError, ValueError, Exception) as exc:
+            raise BlockchainDeliveryError(
+                f"Could not send request {request.request_id} to topic {topic} on broker "
+                f"{self._bootstrap_servers}: {exc}",
+                topic=topic,
+                request_id=request.request_id,
+            ) from None
+        deadline = time.monotonic() + max(timeout, 1.0) + 10
+        while not delivered.is_set():
+            self._producer.poll(0.005)
+            if time.monotonic() > deadline:
+                break
+        error = outcome.get("error")
+        if not delivered.is_set() or error is not None:
+            reason = error.str() if error is not None else "no delivery report"
+            raise BlockchainDeliveryError(
+                f"The broker {self._bootstrap_servers} did not take request {request.request_id} for topic "
+                f"{topic}: {reason}",
+                topic=topic,
+                request_id=request.request_id,
+            )
+
+    # ------------------------------------------------------------- deferral
+    def send(self, call: protocol.Call, *, timeout: float | None = None) -> PendingRequest:
+        """Send *call* without waiting; return what a trigger needs to wait for the answer.
+
+        The start positions are fixed before the request is sent. With no request_id echo, the
+        caller serialises requests per token (the DAGs run them in a one-slot pool per token).
+        """
+        settings = self.settings
+        token = None if call.topic == protocol.AGENTS else self._token()
+        timeout = settings.timeout if timeout is None else timeout
+        reader = self._ensure_started()
+        request = protocol.envelope(call, protocol.new_request_id(), token)
+        topic = settings.topics[call.topic]
+        start_offsets = {str(partition): offset for partition, offset in reader.snapshot().items()}
+        self._deliver(request, topic, timeout)
+        return PendingRequest(
+            topic=topic,
+            request_id=request.request_id,
+            response_topic=reader.topic,
+            start_offsets=start_offsets,
+            deadline=time.time() + timeout,
+            by_request_id_only=settings.echo_request_id or token is None,
+        )
+
+    def outcome_from_event(self, event: Mapping[str, Any]) -> Outcome:
+        """Turn a :class:`~blockchain_provider.triggers.await_response.AwaitResponseTrigger` event into
+        an :class:`Outcome`, or raise the error it reports."""
+        status = event.get("status")
+        topic = event.get("topic", "?")
+        request_id = event.get("request_id", "?")
+        if status == "success":
+            return Outcome(event["kind"], event.get("value"), topic, request_id, event.get("public_key"))
+        if status == "gateway_error":
+            text = event.get("text", "")
+            raise BlockchainGatewayError(
+                f"The gateway refused request {request_id} on {topic}: {text}",
+                topic=topic,
+                request_id=request_id,
+                gateway_text=text,
+            )
+        if status == "timeout":
+            raise BlockchainTimeoutError(
+                f"No answer on {event.get('response_topic', 'BLK_Res')} by the deadline to request "
+                f"{request_id} sent to {topic}",
+                topic=topic,
+                request_id=request_id,
+                timeout=float(event.get("timeout", 0)),
+            )
+        raise BlockchainConfigError(
+            f"Waiting for request {request_id} on {topic} failed: {event.get('message')}"
+        )
+
+    # ------------------------------------------------------------ conveniences
+    def list_partner_requests(self, start: int = 0, limit: int = 10) -> list[dict[str, Any]]:
+        """One page of partner requests addressed to this agent (``BLK_Part_Lst``)."""
+        return self._page(protocol.list_call(protocol.PARTNER_LIST, start, limit))
+
+    def iter_partner_requests(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every partner request, page by page until a short (or empty) page."""
+        return self._iter_pages(protocol.PARTNER_LIST, page_size)
+
+    def answer_partner_request(self, partner_request_id: str, accept: bool) -> str:
+        """Accept (``True``) or reject a partner request; return the gateway's confirmation."""
+        return self.call(protocol.answer_call(protocol.PARTNER_ANSWER, partner_request_id, accept)).value
+
+    def list_order_requests(self, start: int = 0, limit: int = 10) -> list[dict[str, Any]]:
+        """One page of order requests addressed to this agent (``BLK_Act_Lst``)."""
+        return self._page(protocol.list_call(protocol.ORDER_LIST, start, limit))
+
+    def iter_order_requests(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every order request, page by page until a short (or empty) page."""
+        return self._iter_pages(protocol.ORDER_LIST, page_size)
+
+    def answer_order_request(self, order_request_id: str, accept: bool) -> str:
+        """Accept (``True``) or reject an order request; return the gateway's confirmation."""
+        return self.call(protocol.answer_call(protocol.ORDER_ANSWER, order_request_id, accept)).value
+
+    def get_record_type(self, name: str) -> dict[str, Any] | None:
+        """The record type *name*, or ``None`` when the gateway does not know it."""
+        return self._get_or_none(protocol.record_type_get_call(name))
+
+    def create_record_type(self, name: str, properties: list[dict[str, Any]]) -> str:
+        """Create a record type; ``properties`` are ``{"name", "data_type", "dynamic"}`` objects."""
+        return self.call(protocol.record_type_create_call(name, properties)).value
+
+    def get_record(self, record_id: str) -> dict[str, Any] | None:
+        """The record *record_id*, or ``None`` when it does not exist."""
+        return self._get_or_none(protocol.record_get_call(record_id))
+
+    def create_record(self, record_id: str, record_type: str, properties: Mapping[str, Any]) -> str:
+        """Create a record; creating it again with identical values is confirmed, not refused."""
+        return self.call(protocol.record_create_call(record_id, record_type, properties)).value
+
+    def update_record(self, record_id: str, properties: Mapping[str, Any]) -> str:
+        """Update dynamic properties of a record."""
+        return self.call(protocol.record_update_call(record_id, properties)).value
+
+    def add_reporter(self, record_id: str, reporter: str) -> str:
+        """Authorise the agent *reporter* (a public key) to update the record's dynamic properties."""
+        return self.call(protocol.record_add_reporter_call(record_id, reporter)).value
+
+    def create_agent(self, name: str, password: str) -> tuple[str, str]:
+        """Create an agent at the gateway; return ``(public_key, token)``. Both are secrets' neighbours:
+        the token is registered for masking at once."""
+        data = self.call(protocol.agent_create_call(name, password)).value
+        return self._agent_answer(data, need_public_key=True)
+
+    def get_token(self, public_key: str | None = None, password: str | None = None) -> str:
+        """A fresh token for an existing agent; defaults to the connection's public key and password."""
+        settings = self.settings
+        public_key = public_key or settings.public_key
+        if password is None and settings.agent_password is not None:
+            password = settings.agent_password.reveal()
+        if not public_key or not password:
+            raise BlockchainConfigError(
+                f"Connection {self.token_conn_id} needs its public key and agent password to get a token"
+            )
+        data = self.call(protocol.agent_token_call(public_key, password)).value
+        return self._agent_answer(data, need_public_key=False)[1]
+
+    @staticmethod
+    def _agent_answer(data: Any, need_public_key: bool) -> tuple[str, str]:
+        if not isinstance(data, Mapping) or not isinstance(data.get("token"), str) or not data["token"]:
+            raise BlockchainConfigError("The gateway's agent answer has no token")
+        _mask(data["token"])
+        public_key = data.get("public_key", "")
+        if need_public_key:
+            protocol.validate_public_key(public_key, "public key in the gateway's answer")
+        return public_key, data["token"]
+
+    def _get_or_none(self, call: protocol.Call) -> dict[str, Any] | None:
+        try:
+            return self.call(call).value
+        except BlockchainGatewayError as exc:
+            if protocol.is_not_found(exc.gateway_text):
+                return None
+            raise
+
+    def _page(self, call: protocol.Call) -> list[dict[str, Any]]:
+        value = self.call(call).value
+        if not isinstance(value, list):
+            raise BlockchainConfigError(
+                f"The gateway answered {call.topic} with {type(value).__name__}, not a list"
+            )
+        return value
+
+    def _iter_pages(self, topic: str, page_size: int) -> Iterator[dict[str, Any]]:
+        start = 0
+        while True:
+            page = self._page(protocol.list_call(topic, start, page_size))
+            log.info("%s: read %d item(s) from position %d", topic, len(page), start)
+            yield from page
+            if len(page) < page_size:
+                return
+            start += len(page)

@@ -1,0 +1,145 @@
+"""A small scripted gateway for the provider's tests: reads request topics, answers on BLK_Res.
+
+It speaks the wire format by itself (plain JSON and ``repr``), independently of the provider's
+protocol module, so the tests check that module against the protocol and not against itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+Handler = Callable[[str, dict[str, Any], dict[str, Any] | None], dict[str, Any] | None]
+
+
+def encode(envelope: list[Any], encoding: str) -> bytes:
+    """``json``: a JSON array; ``json-string``: a JSON string holding one; ``python-literal``:
+    a JSON string holding a Python-literal list (the original gateway)."""
+    if encoding == "json":
+        return json.dumps(envelope).encode()
+    if encoding == "json-string":
+        return json.dumps(json.dumps(envelope)).encode()
+    if encoding == "python-literal":
+        return json.dumps(repr(envelope)).encode()
+    raise ValueError(encoding)
+
+
+@dataclass
+class Seen:
+    topic: str
+    header: dict[str, Any]
+    body: dict[str, Any] | None
+    kafka_headers: dict[str, bytes] = field(default_factory=dict)
+    key: bytes | None = None
+    sent_at: float = 0.0  # the request's Kafka timestamp, in seconds
+
+
+class ScriptedResponder:
+    """Answers every request with ``handler(topic, header, body)`` (an outcome dict, or ``None``
+    to stay silent).
+
+    :param echo: copy the request's ``request_id`` into the response header.
+    :param encoding: see :func:`encode`.
+    :param before: called with the request before the answer is written, to interleave noise.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        handler: Handler,
+        *,
+        echo: bool = False,
+        encoding: str = "json",
+        before: Callable[[Producer, str, dict[str, Any]], None] | None = None,
+        topics: tuple[str, ...] = (
+            "BLK_Part_Lst",
+            "BLK_Part_Ans",
+            "BLK_Act_Lst",
+            "BLK_Act_Ans",
+            "BLK_Rty",
+            "BLK_Rec",
+            "BLK_Agt",
+        ),
+    ) -> None:
+        self.prefix = prefix
+        self.handler = handler
+        self.echo = echo
+        self.encoding = encoding
+        self.before = before
+        self.seen: list[Seen] = []
+        self.response_topic = prefix + "BLK_Res"
+        self._topics = topics
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "responder", "fetch.wait.max.ms": 2}
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ScriptedResponder:
+        partitions = []
+        for name in self._topics:
+            topic = self.prefix + name
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+            partitions.append(TopicPartition(topic, 0, high))
+        self._consumer.assign(partitions)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+        self._producer.flush(5)
+
+    def __enter__(self) -> ScriptedResponder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def write(self, value: bytes) -> None:
+        self._producer.produce(self.response_topic, value)
+        self._producer.flush(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            first = self._consumer.poll(0.05)
+            batch = [] if first is None else [first, *self._consumer.consume(100, 0)]
+            for message in batch:
+                if message.error():
+                    continue
+                topic = message.topic()[len(self.prefix) :]
+                envelope = json.loads(message.value())
+                header = envelope[0]
+                body = envelope[1] if len(envelope) > 1 else None
+                sent_at = message.timestamp()[1] / 1000
+                self.seen.append(
+                    Seen(topic, header, body, dict(message.headers() or []), message.key(), sent_at)
+                )
+                outcome = self.handler(topic, header, body)
+                if outcome is None:
+                    continue
+                if self.before is not None:
+                    self.before(self._producer, self.response_topic, header)
+                response_header = {"auth": header.get("auth", outcome.pop("_auth", "new-token"))}
+                if self.echo or topic == "BLK_Agt":
+                    response_header["request_id"] = header["request_id"]
+                self._producer.produce(self.response_topic, encode([response_header, outcome], self.encoding))
+                self._producer.poll(0)
+            self._producer.poll(0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)

@@ -1,0 +1,203 @@
+"""The wire format, without a broker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blockchain_provider import protocol
+from blockchain_provider.exceptions import InvalidIdentifierError, MalformedResponseError
+
+TOKEN = "s3cr3t-token"
+RID = "0123456789abcdef0123456789abcdef"
+ITEMS = [{"note": "Operator's note", "ok": True, "nothing": None, "n": 3, "x": 1.5, "l": ["a"]}]
+
+
+def as_json(envelope):
+    return json.dumps(envelope).encode()
+
+
+def as_json_string(envelope):
+    return json.dumps(json.dumps(envelope)).encode()
+
+
+def as_python_literal(envelope):
+    return json.dumps(repr(envelope)).encode()
+
+
+@pytest.mark.parametrize("encode", [as_json, as_json_string, as_python_literal])
+def test_decodes_the_three_encodings_with_apostrophes_true_and_none(encode):
+    response = protocol.decode_response(encode([{"auth": TOKEN}, {"data": ITEMS}]))
+    assert response.kind == "data"
+    assert response.value == ITEMS
+    assert response.auth == TOKEN
+    assert response.request_id is None
+
+
+def test_python_literal_with_double_quoted_values_and_request_id():
+    raw = json.dumps(
+        "[{'auth': 'T', 'request_id': '" + RID + "'}, {'message': \"Partner's request accepted\"}]"
+    )
+    response = protocol.decode_response(raw.encode())
+    assert (response.kind, response.value, response.request_id) == (
+        "message",
+        "Partner's request accepted",
+        RID,
+    )
+
+
+def test_the_seeds_quote_replacement_would_corrupt_what_we_decode():
+    raw = as_python_literal([{"auth": "T"}, {"data": [{"description": "Operator's note"}]}])
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(json.loads(raw).replace("'", '"'))
+    assert protocol.decode_response(raw).value == [{"description": "Operator's note"}]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff\xfe not utf-8",
+        b"not json",
+        b"{}",
+        b'"just a string"',
+        as_json([{"auth": "T"}]),
+        as_json([{"auth": "T"}, {"data": 1}, {}]),
+        as_json([{"no_auth": "T"}, {"data": 1}]),
+        as_json([{"auth": ""}, {"data": 1}]),
+        as_json([{"auth": "T"}, {"nothing": 1}]),
+        as_json([{"auth": "T"}, {"data": 1, "error": "x"}]),
+        as_json([{"auth": "T", "request_id": "short"}, {"data": 1}]),
+        json.dumps("[{'auth': 'T'}, {'data': {1, 2}}]").encode(),
+        json.dumps("[{'auth': 'T'}, {'data': __import__('os')}]").encode(),
+        json.dumps("[{'auth': 'T'}, {'data': b'bytes'}]").encode(),
+        None,
+    ],
+)
+def test_malformed_values_are_refused_without_quoting_them(raw):
+    with pytest.raises(MalformedResponseError) as info:
+        protocol.decode_response(raw)
+    assert "T'" not in str(info.value)
+
+
+def test_deeply_nested_literal_is_refused():
+    raw = json.dumps("[{'auth': 'T'}, {'data': " + "[" * 5000 + "]" * 5000 + "}]").encode()
+    with pytest.raises(MalformedResponseError):
+        protocol.decode_response(raw)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_escape_as_another_exception(raw):
+    with contextlib.suppress(MalformedResponseError):
+        protocol.decode_response(raw)
+
+
+def test_envelope_of_a_list_request_matches_the_seed_plus_request_id():
+    request = protocol.envelope(protocol.list_call(protocol.PARTNER_LIST, 0, 10), RID, TOKEN)
+    assert json.loads(request.encode()) == [{"auth": TOKEN, "start": 0, "limit": 10, "request_id": RID}]
+    assert request.kafka_headers() == [("blk-request-id", RID.encode())]
+    assert request.kafka_key() == RID.encode()
+    assert TOKEN not in repr(request)
+
+
+def test_answer_and_record_bodies():
+    pid = "9df8888dea6df991f86e0e61b2379e46"
+    answer = protocol.envelope(protocol.answer_call(protocol.ORDER_ANSWER, pid, False), RID, TOKEN)
+    assert json.loads(answer.encode())[1] == {"id": pid, "response": 0}
+    update = protocol.record_update_call("PU_PT10", {"Status": "RUNNING"})
+    assert (update.topic, dict(update.body)) == (
+        "BLK_Rec",
+        {"action": "update", "record_id": "PU_PT10", "properties": {"Status": "RUNNING"}},
+    )
+
+
+def test_agent_requests_carry_no_auth():
+    create = protocol.envelope(protocol.agent_create_call("MES", "a-long-password"), RID, None)
+    assert json.loads(create.encode()) == [
+        {"request_id": RID},
+        {"action": "create", "name": "MES", "password": "a-long-password"},
+    ]
+    pk = "03" + "1f" * 32
+    token = protocol.envelope(protocol.agent_token_call(pk, "a-long-password"), RID, None)
+    assert json.loads(token.encode())[0] == {"public_key": pk, "request_id": RID}
+    assert "a-long-password" not in repr(token)
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda: protocol.answer_call(protocol.PARTNER_ANSWER, "XYZ", True), "partner request id"),
+        (lambda: protocol.answer_call(protocol.ORDER_ANSWER, "ab" * 16, "yes"), "decision"),
+        (lambda: protocol.list_call(protocol.ORDER_LIST, -1, 10), "start"),
+        (lambda: protocol.list_call(protocol.ORDER_LIST, 0, 0), "limit"),
+        (lambda: protocol.record_add_reporter_call("R1", "04" + "a" * 64), "reporter public key"),
+        (lambda: protocol.record_type_create_call("T", [{"name": "a", "data_type": "DATE"}]), "data_type"),
+        (lambda: protocol.record_create_call("R 1", "T", {"a": 1}), "record id"),
+        (lambda: protocol.record_update_call("R1", {"a": [1]}), "property 'a'"),
+        (lambda: protocol.agent_create_call("MES", "short"), "password"),
+        (lambda: protocol.Call("BLK_Res"), "request topic"),
+        (lambda: protocol.Call("BLK_Part_Lst", {"auth": "x"}), "auth"),
+        (lambda: protocol.envelope(protocol.list_call(protocol.PARTNER_LIST, 0, 1), RID, ""), "token"),
+    ],
+)
+def test_bad_input_names_the_input(make, named):
+    with pytest.raises(InvalidIdentifierError, match=named):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("02" + "a" * 64, True),
+        ("03" + "0" * 64, True),
+        ("04" + "a" * 64, False),
+        ("02" + "a" * 63, False),
+        ("02" + "A" * 64, False),
+        (None, False),
+    ],
+)
+def test_public_key_format(value, ok):
+    if ok:
+        assert protocol.validate_public_key(value) == value
+    else:
+        with pytest.raises(InvalidIdentifierError):
+            protocol.validate_public_key(value)
+
+
+@given(st.text(max_size=40))
+def test_request_id_validation_accepts_exactly_32_lowercase_hex(value):
+    valid = len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+    try:
+        protocol.validate_request_id(value)
+        assert valid
+    except InvalidIdentifierError:
+        assert not valid
+
+
+def test_matching_rules():
+    echoed = protocol.Response(auth="A", kind="data", value=[], request_id=RID)
+    plain = protocol.Response(auth="A", kind="data", value=[])
+    assert protocol.matches(echoed, request_id=RID, token="other", by_request_id_only=False)
+    assert not protocol.matches(echoed, request_id="f" * 32, token="A", by_request_id_only=False)
+    assert protocol.matches(plain, request_id=RID, token="A", by_request_id_only=False)
+    assert not protocol.matches(plain, request_id=RID, token="B", by_request_id_only=False)
+    assert not protocol.matches(plain, request_id=RID, token="A", by_request_id_only=True)
+    assert not protocol.matches(plain, request_id=RID, token=None, by_request_id_only=False)
+
+
+def test_topic_overrides():
+    topics = protocol.TopicMap.parse('{"BLK_Act_Lst": "BLK_ACT_Lst"}')
+    assert topics["BLK_Act_Lst"] == "BLK_ACT_Lst"
+    assert topics.responses == "BLK_Res"
+    with pytest.raises(InvalidIdentifierError, match="BLK_Nope"):
+        protocol.TopicMap.parse({"BLK_Nope": "x"})
+    with pytest.raises(InvalidIdentifierError, match="JSON"):
+        protocol.TopicMap.parse("{not json")
+
+
+def test_error_text_redacts_secrets():
+    response = protocol.Response(auth="A", kind="error", value=f"unknown token {TOKEN}\n  here")
+    assert protocol.error_text(response, (TOKEN,)) == "unknown token *** here"
