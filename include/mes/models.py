@@ -1,0 +1,339 @@
+"""The MES's records as plain data, and the checks applied to what comes in.
+
+No database or network access here: :mod:`include.mes.repository` reads and writes these, and
+:mod:`include.mes_client` uses the same checks for a unit's status and process name.
+
+Partner requests and order requests arrive as dicts exactly as the gateway sends them
+(PROTOCOL.md sections 3.1 and 3.2). :func:`partner_request_row` and :func:`order_request_row`
+check one item and turn it into the row stored in the database; JSON-valued fields are stored
+as canonical JSON text, so that an unchanged item compares equal to its stored row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+__all__ = [
+    "PROCESS_NAME_MAX_LENGTH",
+    "REQUEST_STATUSES",
+    "STATUS_MAX_LENGTH",
+    "DayReport",
+    "InvalidRequestItemError",
+    "NewDayReport",
+    "OrderRequest",
+    "PartnerRequest",
+    "ProductionUnit",
+    "ProductionUnitNotFoundError",
+    "UpsertResult",
+    "canonical_json",
+    "new_object_id",
+    "order_request_row",
+    "partner_request_row",
+    "validate_process_name",
+    "validate_unit_id",
+    "validate_unit_status",
+]
+
+#: The statuses of a partner request or an order request.
+REQUEST_STATUSES: tuple[str, ...] = ("OPEN", "ACCEPTED", "REJECTED")
+STATUS_MAX_LENGTH = 64
+PROCESS_NAME_MAX_LENGTH = 200
+
+_ID32_RE = re.compile(r"^[0-9a-f]{32}$")
+_PUBLIC_KEY_RE = re.compile(r"^0[23][0-9a-f]{64}$")
+_TRANSACTION_ID_RE = re.compile(r"^[0-9a-f]{128}$")
+
+
+class InvalidRequestItemError(ValueError):
+    """A partner or order request item from the gateway is malformed; the message names the field."""
+
+
+class ProductionUnitNotFoundError(LookupError):
+    """No production unit has the given id; the message names it."""
+
+    def __init__(self, unit_id: int) -> None:
+        super().__init__(f"Production unit {unit_id} does not exist in the MES database")
+        self.unit_id = unit_id
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------------------
+# Production units and day reports
+# --------------------------------------------------------------------------------------
+
+
+def validate_unit_id(unit_id: object) -> int:
+    """Return *unit_id* if it is a positive integer (not a bool), else raise :class:`ValueError`."""
+    if isinstance(unit_id, bool) or not isinstance(unit_id, int) or unit_id < 1:
+        raise ValueError(f"Invalid production unit id {_shown(unit_id)}: expected a positive integer")
+    return unit_id
+
+
+def validate_unit_status(status: object) -> str:
+    """Return *status* if it is a non-blank string of at most 64 characters, else raise."""
+    if not isinstance(status, str) or not status.strip() or len(status) > STATUS_MAX_LENGTH:
+        raise ValueError(
+            f"Invalid status {_shown(status)}: expected a non-blank string of at most {STATUS_MAX_LENGTH} characters"
+        )
+    return status
+
+
+def validate_process_name(process_name: object) -> str:
+    """Return *process_name* if it is a string of at most 200 characters (may be empty), else raise."""
+    if not isinstance(process_name, str) or len(process_name) > PROCESS_NAME_MAX_LENGTH:
+        raise ValueError(
+            f"Invalid process name {_shown(process_name)}: expected a string of at most "
+            f"{PROCESS_NAME_MAX_LENGTH} characters"
+        )
+    return process_name
+
+
+@dataclass(frozen=True)
+class ProductionUnit:
+    """A production unit of the plant, such as ``PT10`` "Press line 10"."""
+
+    id: int
+    code: str
+    name: str
+    status: str
+    process_name: str
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DayReport:
+    """One unit's report for one day: 28 values keyed by ``(shift, indicator)`` codes, e.g. ``("A", "D")``."""
+
+    report_id: str
+    production_unit_id: int
+    unit_code: str
+    report_date: date
+    values: Mapping[tuple[str, str], float]
+
+    def value(self, shift: str, indicator: str) -> float:
+        """The value of one indicator of one shift; raises :class:`KeyError` naming both if absent."""
+        try:
+            return self.values[(shift, indicator)]
+        except KeyError:
+            raise KeyError(
+                f"Day report {self.report_id} has no value for ({shift!r}, {indicator!r})"
+            ) from None
+
+
+@dataclass(frozen=True)
+class NewDayReport:
+    """A day report to insert: see :meth:`include.mes.repository.MesRepository.add_day_reports`.
+
+    :param values: all 28 values keyed by ``(shift, indicator)``.
+    :param report_id: 24 hex; ``None`` for a new object id.
+    """
+
+    production_unit_id: int
+    report_date: date
+    values: Mapping[tuple[str, str], float]
+    report_id: str | None = None
+
+
+# --------------------------------------------------------------------------------------
+# Partner and order requests (PROTOCOL.md sections 3.1 and 3.2)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartnerRequest:
+    """A partner request as last synced from the gateway."""
+
+    partner_request_id: str
+    issuing_agent: str
+    receiving_agent: str
+    status: str
+    timestamp: int
+    answer_timestamp: int
+    transaction_ids: tuple[str, ...]
+    first_seen_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """An order request ("abstract action") as last synced from the gateway."""
+
+    abs_action_id: str
+    type: str
+    description: str
+    metadata: dict[str, Any]
+    files: list[Any]
+    issuing_agent: str
+    receiving_agent: str
+    status: str
+    timestamp: int
+    answer_timestamp: int
+    transaction_ids: tuple[str, ...]
+    first_seen_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """What a sync of partner or order requests changed.
+
+    :param inserted: items not seen before.
+    :param updated: items seen before whose content changed (status, answer, transactions, ...).
+    :param unchanged: items identical to what is stored.
+    :param new_open: the inserted items whose status is ``OPEN`` (newly seen open requests), as
+        the dicts that were given, in input order.
+    """
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    new_open: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    @property
+    def new_open_ids(self) -> list[str]:
+        """The ids of :attr:`new_open` (``partner_request_id`` or ``abs_action_id``)."""
+        return [item.get("partner_request_id") or item["abs_action_id"] for item in self.new_open]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON text with sorted keys and no spaces: equal values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _fail(kind: str, index: int, item_id: object, message: str) -> InvalidRequestItemError:
+    where = f"{kind} #{index}"
+    if isinstance(item_id, str) and _ID32_RE.match(item_id):
+        where += f" ({item_id})"
+    return InvalidRequestItemError(f"Invalid {where}: {message}")
+
+
+def _timestamp(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value < 2**53:
+        return value
+    return None
+
+
+def _common_row(
+    kind: str, id_field: str, index: int, item: object
+) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    if not isinstance(item, Mapping):
+        raise _fail(kind, index, None, f"expected an object, got {type(item).__name__}")
+    item_id = item.get(id_field)
+    if not isinstance(item_id, str) or not _ID32_RE.match(item_id):
+        raise _fail(
+            kind, index, None, f"field {id_field} {_shown(item_id)} is not 32 lowercase hex characters"
+        )
+    row: dict[str, Any] = {id_field: item_id}
+    for agent_field in ("issuing_agent", "receiving_agent"):
+        agent = item.get(agent_field)
+        if not isinstance(agent, str) or not _PUBLIC_KEY_RE.match(agent):
+            raise _fail(
+                kind,
+                index,
+                item_id,
+                f"field {agent_field} {_shown(agent)} is not a public key (66 lowercase hex, starting 02 or 03)",
+            )
+        row[agent_field] = agent
+    status = item.get("status")
+    if status not in REQUEST_STATUSES:
+        raise _fail(
+            kind, index, item_id, f"field status {_shown(status)} is not one of {', '.join(REQUEST_STATUSES)}"
+        )
+    row["status"] = status
+    for ts_field, default in (("timestamp", None), ("answer_timestamp", 0)):
+        raw = item.get(ts_field, default)
+        ts = _timestamp(raw)
+        if ts is None:
+            raise _fail(kind, index, item_id, f"field {ts_field} {_shown(raw)} is not a unix time in seconds")
+        row[ts_field] = ts
+    tx_ids = item.get("transaction_ids", [])
+    if not isinstance(tx_ids, list | tuple) or not all(
+        isinstance(tx, str) and _TRANSACTION_ID_RE.match(tx) for tx in tx_ids
+    ):
+        raise _fail(kind, index, item_id, "field transaction_ids is not a list of 128-hex transaction ids")
+    row["transaction_ids"] = canonical_json(list(tx_ids))
+    return row, item
+
+
+def partner_request_row(item: object, index: int = 0) -> dict[str, Any]:
+    """Check one partner request item and return its database row (without the bookkeeping times).
+
+    :param item: the dict as the gateway sent it.
+    :param index: its position in the batch, quoted in error messages.
+    :raises InvalidRequestItemError: naming the item and the bad field.
+    """
+    row, _ = _common_row("partner request", "partner_request_id", index, item)
+    return row
+
+
+def order_request_row(item: object, index: int = 0) -> dict[str, Any]:
+    """Check one order request item and return its database row (without the bookkeeping times).
+
+    ``description`` defaults to ``""``, ``metadata`` to ``{}`` and ``files`` to ``[]`` when absent.
+
+    :raises InvalidRequestItemError: naming the item and the bad field.
+    """
+    row, source = _common_row("order request", "abs_action_id", index, item)
+    item_id = row["abs_action_id"]
+    for text_field, default in (("type", None), ("description", "")):
+        value = source.get(text_field, default)
+        if not isinstance(value, str):
+            raise _fail(
+                "order request", index, item_id, f"field {text_field} {_shown(value)} is not a string"
+            )
+        row[text_field] = value
+    for json_field, expected, default in (("metadata", dict, {}), ("files", list, [])):
+        value = source.get(json_field, default)
+        if not isinstance(value, expected):
+            raise _fail(
+                "order request", index, item_id, f"field {json_field} is not a JSON {expected.__name__}"
+            )
+        try:
+            row[json_field] = canonical_json(value)
+        except (TypeError, ValueError) as exc:
+            raise _fail("order request", index, item_id, f"field {json_field} is not JSON: {exc}") from None
+    return row
+
+
+# --------------------------------------------------------------------------------------
+# Object ids
+# --------------------------------------------------------------------------------------
+
+_object_id_counter = itertools.count(secrets.randbelow(2**24))
+_OBJECT_ID_PROCESS_PART = secrets.token_bytes(5)
+
+
+def new_object_id(timestamp: float | None = None, rng: random.Random | None = None) -> str:
+    """A 24-hex id shaped like a MongoDB ObjectId: 4 bytes of unix time, 5 random bytes, 3 of counter.
+
+    :param timestamp: the unix time in the id; default now.
+    :param rng: a seeded generator for reproducible ids (sample data); default: random per process.
+    """
+    seconds = int(time.time() if timestamp is None else timestamp) & 0xFFFFFFFF
+    if rng is None:
+        tail = _OBJECT_ID_PROCESS_PART + (next(_object_id_counter) % 2**24).to_bytes(3, "big")
+    else:
+        tail = rng.getrandbits(64).to_bytes(8, "big")
+    return (seconds.to_bytes(4, "big") + tail).hex()

@@ -1,0 +1,526 @@
+"""Reading and writing the MES database: production units, day reports, synced requests.
+
+:class:`MesRepository` wraps an engine (see :mod:`include.mes.db`) and works the same on SQLite
+and PostgreSQL. Every method runs in its own transaction.
+
+Syncing requests (:meth:`MesRepository.upsert_partner_requests`,
+:meth:`MesRepository.upsert_order_requests`) reads the stored rows of the given ids in chunks,
+classifies each item as inserted, updated or unchanged, and writes the inserted and changed ones
+with one dialect ``INSERT ... ON CONFLICT DO UPDATE`` executed for many rows, all in one
+transaction. A concurrent sync of the same items therefore never fails on a duplicate key; at
+worst both count an item as inserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from include.day_report_keys import day_report_keys, validate_report_id, validate_unit_code
+from include.mes import schema
+from include.mes.models import (
+    REQUEST_STATUSES,
+    DayReport,
+    NewDayReport,
+    OrderRequest,
+    PartnerRequest,
+    ProductionUnit,
+    ProductionUnitNotFoundError,
+    UpsertResult,
+    new_object_id,
+    order_request_row,
+    partner_request_row,
+    validate_process_name,
+    validate_unit_id,
+    validate_unit_status,
+)
+
+__all__ = ["DayReportNotFoundError", "MesRepository"]
+
+T = TypeVar("T")
+
+_ID32_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class DayReportNotFoundError(LookupError):
+    """No day report has the given id; the message names it."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite returns the stored UTC times without a zone.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class MesRepository:
+    """The MES database.
+
+    :param engine: a SQLAlchemy engine for SQLite or PostgreSQL, from :func:`include.mes.db.mes_engine`.
+    :param chunk_size: how many ids one ``IN (...)`` lookup holds during a sync; default 500.
+    """
+
+    def __init__(self, engine: Engine, *, chunk_size: int = 500) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"Invalid chunk_size {chunk_size!r}: expected a positive integer")
+        self.engine = engine
+        self.chunk_size = chunk_size
+
+    def __repr__(self) -> str:
+        return f"MesRepository({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def create_schema(self) -> None:
+        """Create the MES tables that are missing (idempotent)."""
+        schema.create_schema(self.engine)
+
+    # ----------------------------------------------------------------------------------
+    # Production units
+    # ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _unit(row: RowMapping) -> ProductionUnit:
+        return ProductionUnit(
+            id=row["id"],
+            code=row["code"],
+            name=row["name"],
+            status=row["status"],
+            process_name=row["process_name"],
+            updated_at=_aware(row["updated_at"]),
+        )
+
+    def production_units(self) -> list[ProductionUnit]:
+        """All production units, by id."""
+        units = schema.production_units
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(units).order_by(units.c.id)).mappings().all()
+        return [self._unit(row) for row in rows]
+
+    def production_unit(self, unit_id: int) -> ProductionUnit | None:
+        """The unit with id *unit_id*, or ``None`` if there is none."""
+        validate_unit_id(unit_id)
+        units = schema.production_units
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(units).where(units.c.id == unit_id)).mappings().first()
+        return None if row is None else self._unit(row)
+
+    def require_production_unit(self, unit_id: int) -> ProductionUnit:
+        """The unit with id *unit_id*; raises :class:`ProductionUnitNotFoundError` naming the id if missing."""
+        unit = self.production_unit(unit_id)
+        if unit is None:
+            raise ProductionUnitNotFoundError(unit_id)
+        return unit
+
+    def production_unit_by_code(self, code: str) -> ProductionUnit | None:
+        """The unit whose code is *code* (like ``PT10``), or ``None``."""
+        validate_unit_code(code)
+        units = schema.production_units
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(units).where(units.c.code == code)).mappings().first()
+        return None if row is None else self._unit(row)
+
+    def add_production_unit(
+        self, code: str, name: str, status: str, process_name: str = ""
+    ) -> ProductionUnit:
+        """Insert a unit and return it with its new id; a duplicate code raises ``IntegrityError``."""
+        validate_unit_code(code)
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise ValueError(
+                f"Invalid unit name {name!r}: expected a non-blank string of at most 200 characters"
+            )
+        validate_unit_status(status)
+        validate_process_name(process_name)
+        units = schema.production_units
+        with self.engine.begin() as conn:
+            unit_id = conn.execute(
+                sa.insert(units)
+                .values(code=code, name=name, status=status, process_name=process_name, updated_at=_utcnow())
+                .returning(units.c.id)
+            ).scalar_one()
+        return self.require_production_unit(unit_id)
+
+    def set_production_unit_state(self, unit_id: int, status: str, process_name: str) -> ProductionUnit:
+        """Set a unit's status and process name (what the MES's PATCH view does); returns the unit.
+
+        :raises ProductionUnitNotFoundError: naming *unit_id* if there is no such unit.
+        """
+        validate_unit_id(unit_id)
+        validate_unit_status(status)
+        validate_process_name(process_name)
+        units = schema.production_units
+        with self.engine.begin() as conn:
+            row = (
+                conn.execute(
+                    sa.update(units)
+                    .where(units.c.id == unit_id)
+                    .values(status=status, process_name=process_name, updated_at=_utcnow())
+                    .returning(*units.c)
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise ProductionUnitNotFoundError(unit_id)
+        return self._unit(row)
+
+    # ----------------------------------------------------------------------------------
+    # Day reports
+    # ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _report_query() -> sa.Select:
+        reports, units = schema.day_reports, schema.production_units
+        return sa.select(reports, units.c.code.label("unit_code")).join(
+            units, units.c.id == reports.c.production_unit_id
+        )
+
+    @staticmethod
+    def _report(row: RowMapping) -> DayReport:
+        return DayReport(
+            report_id=row["id"],
+            production_unit_id=row["production_unit_id"],
+            unit_code=row["unit_code"],
+            report_date=row["report_date"],
+            values={key: float(row[column]) for key, column in schema.VALUE_COLUMNS.items()},
+        )
+
+    def day_report(self, unit_id: int, day: date) -> DayReport | None:
+        """The report of unit *unit_id* for *day* with its 28 values (one query), or ``None``."""
+        validate_unit_id(unit_id)
+        reports = schema.day_reports
+        query = self._report_query().where(
+            reports.c.production_unit_id == unit_id, reports.c.report_date == day
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._report(row)
+
+    def day_reports(self, day: date) -> list[DayReport]:
+        """Every unit's report for *day*, by unit id."""
+        reports = schema.day_reports
+        query = (
+            self._report_query().where(reports.c.report_date == day).order_by(reports.c.production_unit_id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [self._report(row) for row in rows]
+
+    def day_report_by_id(self, report_id: str) -> DayReport | None:
+        """The report whose id is *report_id*, or ``None``."""
+        validate_report_id(report_id)
+        query = self._report_query().where(schema.day_reports.c.id == report_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._report(row)
+
+    def add_day_report(
+        self,
+        unit_id: int,
+        day: date,
+        values: Mapping[tuple[str, str], float],
+        *,
+        report_id: str | None = None,
+    ) -> DayReport:
+        """Insert a unit's report for *day* and return it; a second one for the same unit and day
+        raises ``IntegrityError``.
+
+        :param values: all 28 values keyed by ``(shift, indicator)``, e.g. ``("A", "D")``.
+        :param report_id: 24 hex; default a new object id.
+        """
+        (report_id,) = self.add_day_reports([NewDayReport(unit_id, day, values, report_id)])
+        report = self.day_report_by_id(report_id)
+        assert report is not None
+        return report
+
+    def add_day_reports(self, reports: Iterable[NewDayReport]) -> list[str]:
+        """Insert many day reports in one transaction; returns their ids in order.
+
+        All are checked before any is written. A report for a unit and day that already has one
+        raises ``IntegrityError`` and nothing is written.
+        """
+        now = _utcnow()
+        rows = [self._report_row(report, now) for report in reports]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(schema.day_reports), rows)
+        return [row["id"] for row in rows]
+
+    @staticmethod
+    def _report_row(report: NewDayReport, now: datetime) -> dict[str, Any]:
+        validate_unit_id(report.production_unit_id)
+        day = report.report_date
+        if isinstance(day, datetime) or not isinstance(day, date):
+            raise ValueError(f"Invalid report date {day!r}: expected a date (not a datetime)")
+        row: dict[str, Any] = {
+            "id": new_object_id() if report.report_id is None else validate_report_id(report.report_id),
+            "production_unit_id": report.production_unit_id,
+            "report_date": day,
+            "created_at": now,
+        }
+        extra = set(report.values) - set(schema.VALUE_COLUMNS)
+        if extra:
+            raise ValueError(f"Unknown day report value keys: {sorted(extra, key=str)}")
+        for key, column in schema.VALUE_COLUMNS.items():
+            value = report.values.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(
+                    f"Day report value {key} of unit {report.production_unit_id} on {day} is {value!r}: "
+                    "expected a finite number"
+                )
+            row[column] = float(value)
+        return row
+
+    def existing_day_report_dates(self, unit_id: int, start: date, end: date) -> set[date]:
+        """The days from *start* to *end* (inclusive) for which unit *unit_id* has a report."""
+        reports = schema.day_reports
+        query = sa.select(reports.c.report_date).where(
+            reports.c.production_unit_id == validate_unit_id(unit_id),
+            reports.c.report_date.between(start, end),
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def mark_submitted(self, report_id: str, record_ids: Iterable[str]) -> int:
+        """Record that these records of the report were written to the ledger; returns how many are new.
+
+        Marking a record twice is harmless.
+
+        :raises ValueError: if a record id is not one of the report's 28.
+        :raises DayReportNotFoundError: if there is no report *report_id*.
+        """
+        validate_report_id(report_id)
+        valid = {key.record_id for key in day_report_keys(report_id)}
+        wanted = list(dict.fromkeys(record_ids))
+        for rid in wanted:
+            if rid not in valid:
+                raise ValueError(f"Record id {rid!r} is not one of the 28 records of day report {report_id}")
+        submissions = schema.day_report_submissions
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                sa.select(schema.day_reports.c.id).where(schema.day_reports.c.id == report_id)
+            ).first()
+            if exists is None:
+                raise DayReportNotFoundError(f"Day report {report_id} does not exist in the MES database")
+            done = set(
+                conn.execute(
+                    sa.select(submissions.c.record_id).where(submissions.c.report_id == report_id)
+                ).scalars()
+            )
+            now = _utcnow()
+            rows = [
+                {"report_id": report_id, "record_id": rid, "submitted_at": now}
+                for rid in wanted
+                if rid not in done
+            ]
+            if rows:
+                stmt = _dialect_insert(conn, submissions)
+                if stmt is None:
+                    conn.execute(sa.insert(submissions), rows)
+                else:
+                    conn.execute(stmt.on_conflict_do_nothing(), rows)
+        return len(rows)
+
+    def submitted_record_ids(self, report_id: str) -> set[str]:
+        """The record ids of the report already written to the ledger."""
+        validate_report_id(report_id)
+        submissions = schema.day_report_submissions
+        query = sa.select(submissions.c.record_id).where(submissions.c.report_id == report_id)
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    # ----------------------------------------------------------------------------------
+    # Partner and order requests
+    # ----------------------------------------------------------------------------------
+
+    def upsert_partner_requests(self, items: Iterable[Mapping[str, Any]]) -> UpsertResult:
+        """Store partner requests as listed by the gateway (PROTOCOL.md 3.1).
+
+        All items are checked before anything is written; an item given twice counts once, and
+        its last occurrence wins.
+
+        :raises InvalidRequestItemError: naming the item and field, and nothing is written.
+        """
+        return self._upsert(schema.partner_requests, "partner_request_id", partner_request_row, items)
+
+    def upsert_order_requests(self, items: Iterable[Mapping[str, Any]]) -> UpsertResult:
+        """Store order requests as listed by the gateway (PROTOCOL.md 3.2); see :meth:`upsert_partner_requests`."""
+        return self._upsert(schema.order_requests, "abs_action_id", order_request_row, items)
+
+    def _upsert(
+        self,
+        table: sa.Table,
+        key: str,
+        to_row: Callable[[object, int], dict[str, Any]],
+        items: Iterable[Mapping[str, Any]],
+    ) -> UpsertResult:
+        latest: dict[str, tuple[dict[str, Any], Mapping[str, Any]]] = {}
+        for index, item in enumerate(items):
+            row = to_row(item, index)
+            latest[row[key]] = (row, item)
+        if not latest:
+            return UpsertResult()
+        compared = [column for column in next(iter(latest.values()))[0] if column != key]
+        key_column = table.c[key]
+        select_columns = [key_column, *(table.c[column] for column in compared)]
+        inserted: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
+        new_open: list[Mapping[str, Any]] = []
+        unchanged = 0
+        with self.engine.begin() as conn:
+            stored: dict[str, tuple[Any, ...]] = {}
+            for ids in _chunks(list(latest), self.chunk_size):
+                for row in conn.execute(sa.select(*select_columns).where(key_column.in_(ids))):
+                    stored[row[0]] = tuple(row[1:])
+            now = _utcnow()
+            for item_id, (row, item) in latest.items():
+                old = stored.get(item_id)
+                if old is None:
+                    inserted.append({**row, "first_seen_at": now, "updated_at": now})
+                    if row["status"] == "OPEN":
+                        new_open.append(item)
+                elif old != tuple(row[column] for column in compared):
+                    changed.append({**row, "first_seen_at": now, "updated_at": now})
+                else:
+                    unchanged += 1
+            self._write(conn, table, key, compared, inserted, changed)
+        return UpsertResult(
+            inserted=len(inserted),
+            updated=len(changed),
+            unchanged=unchanged,
+            new_open=[dict(item) for item in new_open],
+        )
+
+    @staticmethod
+    def _write(
+        conn: Connection,
+        table: sa.Table,
+        key: str,
+        compared: list[str],
+        inserted: list[dict[str, Any]],
+        changed: list[dict[str, Any]],
+    ) -> None:
+        rows = inserted + changed
+        if not rows:
+            return
+        stmt = _dialect_insert(conn, table)
+        if stmt is not None:
+            # first_seen_at is not in the update set: it keeps the time of the first sync.
+            upsert = stmt.on_conflict_do_update(
+                index_elements=[table.c[key]],
+                set_={column: stmt.excluded[column] for column in [*compared, "updated_at"]},
+            )
+            conn.execute(upsert, rows)
+            return
+        if inserted:
+            conn.execute(sa.insert(table), inserted)
+        if changed:
+            params = [{f"b_{name}": value for name, value in row.items()} for row in changed]
+            update = (
+                sa.update(table)
+                .where(table.c[key] == sa.bindparam(f"b_{key}"))
+                .values({column: sa.bindparam(f"b_{column}") for column in [*compared, "updated_at"]})
+            )
+            conn.execute(update, params)
+
+    @staticmethod
+    def _partner(row: RowMapping) -> PartnerRequest:
+        return PartnerRequest(
+            partner_request_id=row["partner_request_id"],
+            issuing_agent=row["issuing_agent"],
+            receiving_agent=row["receiving_agent"],
+            status=row["status"],
+            timestamp=row["timestamp"],
+            answer_timestamp=row["answer_timestamp"],
+            transaction_ids=tuple(json.loads(row["transaction_ids"])),
+            first_seen_at=_aware(row["first_seen_at"]),
+            updated_at=_aware(row["updated_at"]),
+        )
+
+    @staticmethod
+    def _order(row: RowMapping) -> OrderRequest:
+        return OrderRequest(
+            abs_action_id=row["abs_action_id"],
+            type=row["type"],
+            description=row["description"],
+            metadata=json.loads(row["metadata"]),
+            files=json.loads(row["files"]),
+            issuing_agent=row["issuing_agent"],
+            receiving_agent=row["receiving_agent"],
+            status=row["status"],
+            timestamp=row["timestamp"],
+            answer_timestamp=row["answer_timestamp"],
+            transaction_ids=tuple(json.loads(row["transaction_ids"])),
+            first_seen_at=_aware(row["first_seen_at"]),
+            updated_at=_aware(row["updated_at"]),
+        )
+
+    def partner_request(self, partner_request_id: str) -> PartnerRequest | None:
+        """The stored partner request with this id, or ``None``."""
+        table = schema.partner_requests
+        query = sa.select(table).where(table.c.partner_request_id == _request_id(partner_request_id))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._partner(row)
+
+    def order_request(self, abs_action_id: str) -> OrderRequest | None:
+        """The stored order request with this id, or ``None``."""
+        table = schema.order_requests
+        query = sa.select(table).where(table.c.abs_action_id == _request_id(abs_action_id))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._order(row)
+
+    def partner_requests(self, status: str | None = None) -> list[PartnerRequest]:
+        """Stored partner requests, newest first, optionally only those with *status*."""
+        table = schema.partner_requests
+        query = _by_status(table, status).order_by(table.c.timestamp.desc(), table.c.partner_request_id)
+        with self.engine.connect() as conn:
+            return [self._partner(row) for row in conn.execute(query).mappings()]
+
+    def order_requests(self, status: str | None = None) -> list[OrderRequest]:
+        """Stored order requests, newest first, optionally only those with *status*."""
+        table = schema.order_requests
+        query = _by_status(table, status).order_by(table.c.timestamp.desc(), table.c.abs_action_id)
+        with self.engine.connect() as conn:
+            return [self._order(row) for row in conn.execute(query).mappings()]
+
+
+def _request_id(value: object) -> str:
+    if not isinstance(value, str) or not _ID32_RE.match(value):
+        raise ValueError(f"Invalid request id {value!r}: expected 32 lowercase hex characters")
+    return value
+
+
+def _by_status(table: sa.Table, status: str | None) -> sa.Select:
+    query = sa.select(table)
+    if status is None:
+        return query
+    if status not in REQUEST_STATUSES:
+        raise ValueError(f"Invalid status {status!r}: expected one of {', '.join(REQUEST_STATUSES)}")
+    return query.where(table.c.status == status)
+
+
+def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    """An ``INSERT`` supporting ``ON CONFLICT`` for SQLite and PostgreSQL; ``None`` for other dialects."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        return None
+    return insert(table)

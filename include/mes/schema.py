@@ -1,0 +1,158 @@
+"""The MES database schema (SQLAlchemy Core), for SQLite and PostgreSQL alike.
+
+Tables:
+
+* ``production_units``: the plant's units (``PT10`` "Press line 10") with their current status
+  and process name.
+* ``day_reports``: one row per unit and day, id a 24-hex object id, with the 28 indicator
+  values as columns ``<shift>_<indicator>`` (see :func:`value_column`), so reading a report is
+  one single-row query.
+* ``partner_requests`` and ``order_requests``: the requests synced from the gateway, with
+  JSON-valued fields stored as canonical JSON text.
+* ``day_report_submissions``: which day-report records have been written to the ledger, so a
+  re-run skips them.
+
+All times are stored in UTC. :func:`create_schema` is idempotent and safe to run from
+concurrent tasks.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from include.day_report_keys import INDICATORS, SHIFTS
+
+__all__ = [
+    "INDICATOR_COLUMN_NAMES",
+    "VALUE_COLUMNS",
+    "create_schema",
+    "day_report_submissions",
+    "day_reports",
+    "metadata",
+    "order_requests",
+    "partner_requests",
+    "production_units",
+    "value_column",
+]
+
+#: The column-name part of each indicator code.
+INDICATOR_COLUMN_NAMES: dict[str, str] = {
+    "D": "availability",
+    "P": "performance",
+    "Q": "quality",
+    "OEE": "oee",
+    "MTBF": "mtbf",
+    "MTTR": "mttr",
+    "ProductionTime": "production_time",
+}
+assert set(INDICATOR_COLUMN_NAMES) == set(INDICATORS)
+
+
+def value_column(shift: str, indicator: str) -> str:
+    """The ``day_reports`` column of one value: ``("A", "D")`` -> ``a_availability``."""
+    if shift not in SHIFTS:
+        raise ValueError(f"Invalid shift {shift!r}: expected one of {', '.join(SHIFTS)}")
+    if indicator not in INDICATORS:
+        raise ValueError(f"Invalid indicator {indicator!r}: expected one of {', '.join(INDICATORS)}")
+    return f"{shift.lower()}_{INDICATOR_COLUMN_NAMES[indicator]}"
+
+
+#: ``(shift, indicator) -> column name`` for the 28 values, in record-id order.
+VALUE_COLUMNS: dict[tuple[str, str], str] = {
+    (shift, indicator): value_column(shift, indicator) for shift in SHIFTS for indicator in INDICATORS
+}
+
+metadata = sa.MetaData()
+
+
+def _utc_time(name: str, nullable: bool = False) -> sa.Column:
+    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
+
+
+production_units = sa.Table(
+    "production_units",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("code", sa.String(16), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(64), nullable=False),
+    sa.Column("process_name", sa.String(200), nullable=False, server_default=""),
+    _utc_time("updated_at"),
+)
+
+day_reports = sa.Table(
+    "day_reports",
+    metadata,
+    sa.Column("id", sa.String(24), primary_key=True),
+    sa.Column("production_unit_id", sa.Integer, sa.ForeignKey("production_units.id"), nullable=False),
+    sa.Column("report_date", sa.Date, nullable=False, index=True),
+    # Double, not Float: PostgreSQL's FLOAT(n) may be single precision, and a value read back
+    # must equal the one written to the ledger.
+    *(sa.Column(name, sa.Double, nullable=False) for name in VALUE_COLUMNS.values()),
+    _utc_time("created_at"),
+    sa.UniqueConstraint("production_unit_id", "report_date", name="uq_day_reports_unit_date"),
+)
+
+_REQUEST_COMMON = (
+    ("issuing_agent", sa.String(66)),
+    ("receiving_agent", sa.String(66)),
+    ("status", sa.String(16)),
+    ("timestamp", sa.BigInteger),
+    ("answer_timestamp", sa.BigInteger),
+    ("transaction_ids", sa.Text),
+)
+
+partner_requests = sa.Table(
+    "partner_requests",
+    metadata,
+    sa.Column("partner_request_id", sa.String(32), primary_key=True),
+    *(sa.Column(name, type_, nullable=False) for name, type_ in _REQUEST_COMMON),
+    _utc_time("first_seen_at"),
+    _utc_time("updated_at"),
+    sa.Index("ix_partner_requests_status", "status"),
+)
+
+order_requests = sa.Table(
+    "order_requests",
+    metadata,
+    sa.Column("abs_action_id", sa.String(32), primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("metadata", sa.Text, nullable=False),
+    sa.Column("files", sa.Text, nullable=False),
+    *(sa.Column(name, type_, nullable=False) for name, type_ in _REQUEST_COMMON),
+    _utc_time("first_seen_at"),
+    _utc_time("updated_at"),
+    sa.Index("ix_order_requests_status", "status"),
+)
+
+day_report_submissions = sa.Table(
+    "day_report_submissions",
+    metadata,
+    sa.Column("report_id", sa.String(24), sa.ForeignKey("day_reports.id"), primary_key=True),
+    sa.Column("record_id", sa.String(32), primary_key=True),
+    _utc_time("submitted_at"),
+)
+
+# Any fixed 64-bit number: the PostgreSQL advisory lock held while creating the schema.
+_SCHEMA_LOCK_KEY = 0x4D45535F534348
+
+
+def create_schema(engine: Engine | Connection) -> None:
+    """Create every missing table and index; existing ones are left as they are.
+
+    On PostgreSQL, concurrent callers are serialised by a transaction-level advisory lock, so
+    two tasks starting at once do not both try to create the same table.
+    """
+    if isinstance(engine, Connection):
+        _create(engine)
+        return
+    with engine.begin() as conn:
+        _create(conn)
+
+
+def _create(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    metadata.create_all(conn, checkfirst=True)
