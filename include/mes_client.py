@@ -1,0 +1,208 @@
+"""The MES side of the production-unit flow: trigger the ``blockchain_production_unit_update`` DAG.
+
+In the original MES, the PATCH view of a production unit saved the unit and then called the
+gateway itself. Now the view saves the unit and asks Airflow to run the DAG, through Airflow 3's
+public REST API:
+
+1. ``POST {base_url}/auth/token`` with ``{"username", "password"}`` returns ``{"access_token"}``
+   (a JWT; kept in memory and renewed once if Airflow answers 401 later);
+2. ``POST {base_url}/api/v2/dags/blockchain_production_unit_update/dagRuns`` with
+   ``{"logical_date": null, "conf": {"production_unit_id": int, "status": str, "process_name": str}}``
+   returns the new run, whose ``dag_run_id`` is returned.
+
+Only the standard library is used. Neither the password nor the token is ever logged or shown
+in an error or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Protocol
+
+from include.mes.models import ProductionUnit, validate_process_name, validate_unit_id, validate_unit_status
+
+__all__ = [
+    "PRODUCTION_UNIT_UPDATE_DAG_ID",
+    "MesAirflowClient",
+    "MesAirflowError",
+    "patch_production_unit",
+]
+
+log = logging.getLogger(__name__)
+
+PRODUCTION_UNIT_UPDATE_DAG_ID = "blockchain_production_unit_update"
+_MAX_DETAIL = 300
+
+
+class MesAirflowError(RuntimeError):
+    """Airflow could not be reached or refused a request; ``status`` is the HTTP status, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class MesAirflowClient:
+    """A small client of Airflow's REST API for the MES.
+
+    :param base_url: where Airflow's API server is, e.g. ``http://airflow:8080`` (a path prefix
+        such as ``https://host/airflow`` is kept).
+    :param username: an Airflow user allowed to trigger the DAG.
+    :param password: that user's password.
+    :param timeout: seconds per HTTP request; default 10.
+    :param dag_id: the DAG to trigger; default ``blockchain_production_unit_update``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 10.0,
+        dag_id: str = PRODUCTION_UNIT_UPDATE_DAG_ID,
+    ) -> None:
+        parsed = urllib.parse.urlsplit(base_url if isinstance(base_url, str) else "")
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
+            raise ValueError(f"Invalid base_url {base_url!r}: expected http(s)://host[:port][/prefix]")
+        if not isinstance(username, str) or not username:
+            raise ValueError("Invalid username: expected a non-empty string")
+        if not isinstance(password, str) or not password:
+            raise ValueError("Invalid password: expected a non-empty string")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
+            raise ValueError(f"Invalid timeout {timeout!r}: expected seconds, more than 0 and at most 300")
+        if not isinstance(dag_id, str) or not dag_id or "/" in dag_id:
+            raise ValueError(f"Invalid dag_id {dag_id!r}")
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self._password = password
+        self.timeout = float(timeout)
+        self.dag_id = dag_id
+        self._token: str | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, prefix: str = "MES_AIRFLOW_") -> MesAirflowClient:
+        """Build from ``MES_AIRFLOW_URL``, ``MES_AIRFLOW_USERNAME`` and ``MES_AIRFLOW_PASSWORD``.
+
+        :raises ValueError: naming the variable that is missing.
+        """
+        values = {}
+        for name in ("URL", "USERNAME", "PASSWORD"):
+            value = os.environ.get(prefix + name)
+            if not value:
+                raise ValueError(f"Environment variable {prefix + name} is not set")
+            values[name] = value
+        return cls(values["URL"], values["USERNAME"], values["PASSWORD"])
+
+    def __repr__(self) -> str:
+        return f"MesAirflowClient(base_url={self.base_url!r}, username={self.username!r}, dag_id={self.dag_id!r})"
+
+    def trigger_production_unit_update(self, production_unit_id: int, status: str, process_name: str) -> str:
+        """Start a run of the production-unit DAG for this unit and state; returns its ``dag_run_id``.
+
+        The arguments are checked before anything is sent.
+
+        :raises ValueError: naming a bad argument.
+        :raises MesAirflowError: if Airflow cannot be reached or refuses (the message has its status and detail).
+        """
+        conf = {
+            "production_unit_id": validate_unit_id(production_unit_id),
+            "status": validate_unit_status(status),
+            "process_name": validate_process_name(process_name),
+        }
+        path = f"/api/v2/dags/{urllib.parse.quote(self.dag_id, safe='')}/dagRuns"
+        body = {"logical_date": None, "conf": conf}
+        try:
+            answer = self._post(path, body, self._bearer())
+        except MesAirflowError as exc:
+            if exc.status != 401:
+                raise
+            # The token may have expired: get a new one, once.
+            answer = self._post(path, body, self._bearer(renew=True))
+        run_id = answer.get("dag_run_id") if isinstance(answer, dict) else None
+        if not isinstance(run_id, str) or not run_id:
+            raise MesAirflowError(f"Airflow's answer to POST {path} has no dag_run_id")
+        log.info("Triggered %s run %s for production unit %s", self.dag_id, run_id, production_unit_id)
+        return run_id
+
+    def _bearer(self, *, renew: bool = False) -> str:
+        with self._lock:
+            if renew or self._token is None:
+                answer = self._post("/auth/token", {"username": self.username, "password": self._password})
+                token = answer.get("access_token") if isinstance(answer, dict) else None
+                if not isinstance(token, str) or not token:
+                    raise MesAirflowError("Airflow's answer to POST /auth/token has no access_token")
+                self._token = token
+            return self._token
+
+    def _post(self, path: str, body: dict[str, Any], token: str | None = None) -> Any:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(
+            self.base_url + path, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = _detail(exc)
+            exc.close()
+            raise MesAirflowError(
+                f"Airflow answered {exc.code} to POST {path}" + (f": {detail}" if detail else ""), exc.code
+            ) from None
+        except TimeoutError:
+            raise MesAirflowError(
+                f"No answer from Airflow to POST {path} within {self.timeout:g} s"
+            ) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, TimeoutError):
+                raise MesAirflowError(
+                    f"No answer from Airflow to POST {path} within {self.timeout:g} s"
+                ) from None
+            raise MesAirflowError(f"Cannot reach Airflow at {self.base_url}: {reason}") from None
+        try:
+            return json.loads(raw.decode("utf-8")) if raw else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise MesAirflowError(f"Airflow's answer to POST {path} is not JSON") from None
+
+
+def _detail(error: urllib.error.HTTPError) -> str:
+    """Airflow's ``detail`` text of an error answer, shortened to one line."""
+    try:
+        raw = error.read(64 * 1024)
+        payload = json.loads(raw.decode("utf-8"))
+    except Exception:
+        return ""
+    detail = payload.get("detail") if isinstance(payload, dict) else None
+    if detail is None:
+        return ""
+    text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
+
+
+class _UnitStore(Protocol):
+    def set_production_unit_state(self, unit_id: int, status: str, process_name: str) -> ProductionUnit: ...
+
+
+def patch_production_unit(
+    repository: _UnitStore, client: MesAirflowClient, unit_id: int, status: str, process_name: str
+) -> str:
+    """What the MES's PATCH view of a production unit does: save the new state, then trigger the DAG.
+
+    Returns the ``dag_run_id``. If the unit does not exist nothing is triggered
+    (:class:`~include.mes.models.ProductionUnitNotFoundError`).
+
+    :param repository: a :class:`~include.mes.repository.MesRepository`.
+    """
+    unit = repository.set_production_unit_state(unit_id, status, process_name)
+    return client.trigger_production_unit_update(unit.id, unit.status, unit.process_name)
