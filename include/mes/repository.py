@@ -7,12 +7,13 @@ Syncing requests (:meth:`MesRepository.upsert_partner_requests`,
 :meth:`MesRepository.upsert_order_requests`) reads the stored rows of the given ids in chunks,
 classifies each item as inserted, updated or unchanged, and writes the inserted and changed ones
 with one dialect ``INSERT ... ON CONFLICT DO UPDATE`` executed for many rows, all in one
-transaction. A concurrent sync of the same items therefore never fails on a duplicate key; at
-worst both count an item as inserted.
+transaction. Concurrent syncs of the same table take turns (see :func:`_serialise_writers`), so
+an item is reported as newly seen once, and none fails on a duplicate key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -382,6 +383,7 @@ class MesRepository:
         new_open: list[Mapping[str, Any]] = []
         unchanged = 0
         with self.engine.begin() as conn:
+            _serialise_writers(conn, table.name)
             stored: dict[str, tuple[Any, ...]] = {}
             for ids in _chunks(list(latest), self.chunk_size):
                 for row in conn.execute(sa.select(*select_columns).where(key_column.in_(ids))):
@@ -513,6 +515,25 @@ def _by_status(table: sa.Table, status: str | None) -> sa.Select:
     if status not in REQUEST_STATUSES:
         raise ValueError(f"Invalid status {status!r}: expected one of {', '.join(REQUEST_STATUSES)}")
     return query.where(table.c.status == status)
+
+
+def _serialise_writers(conn: Connection, name: str) -> None:
+    """Make concurrent syncs of one table take turns, so each classifies against committed rows.
+
+    Without this, two syncs of the same new item would both count it as inserted and both
+    report it in ``new_open``. PostgreSQL: a transaction-level advisory lock per table. SQLite:
+    take the database's write lock now (``BEGIN IMMEDIATE``) instead of at the first write.
+    """
+    if conn.dialect.name == "postgresql":
+        key = int.from_bytes(
+            hashlib.blake2b(f"mes-sync:{name}".encode(), digest_size=8).digest(), "big", signed=True
+        )
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    elif conn.dialect.name == "sqlite":
+        dbapi_connection = conn.connection.dbapi_connection
+        # The sqlite3 module opens its transaction lazily, before the first write; nothing is open yet.
+        if dbapi_connection is not None and not dbapi_connection.in_transaction:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _dialect_insert(conn: Connection, table: sa.Table) -> Any:

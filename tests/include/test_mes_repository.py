@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from datetime import date, timedelta
 
 import pytest
@@ -317,3 +318,25 @@ def test_ten_thousand_items_upsert_in_chunks(engine: Engine) -> None:
             ).all()
         )
     assert counts == {"OPEN": 3334 - 50 + 1, "ACCEPTED": 3333 - 50, "REJECTED": 3333 + 100}
+
+
+def test_concurrent_syncs_report_each_new_item_once(engine: Engine) -> None:
+    MesRepository(engine).create_schema()
+    items = [partner(hex32(n)) for n in range(1, 501)]
+    results, errors = [], []
+
+    def sync() -> None:
+        try:
+            results.append(MesRepository(engine).upsert_partner_requests(items))
+        except Exception as exc:  # collected: a thread's exception would otherwise be lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sync) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(r.inserted for r in results) == [0, 0, 0, 500]
+    assert sum(len(r.new_open) for r in results) == 500
+    assert sum(r.unchanged for r in results) == 1500
