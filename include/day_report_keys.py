@@ -45,6 +45,7 @@ __all__ = [
     "production_unit_record_id",
     "production_unit_record_properties",
     "record_id",
+    "validate_report_date",
     "validate_report_id",
     "validate_unit_code",
 ]
@@ -151,7 +152,8 @@ def _indicator(indicator: object) -> Indicator:
     return INDICATORS[indicator]
 
 
-def _report_day(day: object) -> date:
+def validate_report_date(day: object) -> date:
+    """Return *day* if it is a date (and not a datetime), else raise :class:`ValueError`."""
     # A datetime would silently pick a calendar day in whatever time zone it carries; the
     # caller must decide which plant-local day the report is for.
     if isinstance(day, datetime) or not isinstance(day, date):
@@ -167,7 +169,7 @@ def flow_id(day: date, unit_code: str) -> str:
     >>> flow_id(date(2021, 1, 1), "PT10")
     '001_20_05_53_PT10'
     """
-    iso = _report_day(day).isocalendar()
+    iso = validate_report_date(day).isocalendar()
     code = validate_unit_code(unit_code)
     return f"{DAY_REPORT_FLOW_PREFIX}_{iso.year % 100:02d}_{iso.weekday:02d}_{iso.week:02d}_{code}"
 

@@ -24,7 +24,12 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from include.day_report_keys import day_report_keys, validate_report_id, validate_unit_code
+from include.day_report_keys import (
+    day_report_keys,
+    validate_report_date,
+    validate_report_id,
+    validate_unit_code,
+)
 from include.mes import schema
 from include.mes.models import (
     REQUEST_STATUSES,
@@ -203,6 +208,7 @@ class MesRepository:
     def day_report(self, unit_id: int, day: date) -> DayReport | None:
         """The report of unit *unit_id* for *day* with its 28 values (one query), or ``None``."""
         validate_unit_id(unit_id)
+        validate_report_date(day)
         reports = schema.day_reports
         query = self._report_query().where(
             reports.c.production_unit_id == unit_id, reports.c.report_date == day
@@ -213,6 +219,7 @@ class MesRepository:
 
     def day_reports(self, day: date) -> list[DayReport]:
         """Every unit's report for *day*, by unit id."""
+        validate_report_date(day)
         reports = schema.day_reports
         query = (
             self._report_query().where(reports.c.report_date == day).order_by(reports.c.production_unit_id)
@@ -264,9 +271,7 @@ class MesRepository:
     @staticmethod
     def _report_row(report: NewDayReport, now: datetime) -> dict[str, Any]:
         validate_unit_id(report.production_unit_id)
-        day = report.report_date
-        if isinstance(day, datetime) or not isinstance(day, date):
-            raise ValueError(f"Invalid report date {day!r}: expected a date (not a datetime)")
+        day = validate_report_date(report.report_date)
         row: dict[str, Any] = {
             "id": new_object_id() if report.report_id is None else validate_report_id(report.report_id),
             "production_unit_id": report.production_unit_id,
@@ -288,6 +293,8 @@ class MesRepository:
 
     def existing_day_report_dates(self, unit_id: int, start: date, end: date) -> set[date]:
         """The days from *start* to *end* (inclusive) for which unit *unit_id* has a report."""
+        validate_report_date(start)
+        validate_report_date(end)
         reports = schema.day_reports
         query = sa.select(reports.c.report_date).where(
             reports.c.production_unit_id == validate_unit_id(unit_id),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -154,6 +154,8 @@ def test_day_report_returns_its_28_values_in_one_query(repo: MesRepository, engi
     assert report.value("A", "D") == 0.1 + 0.2
     assert repo.day_report(unit.id, day - timedelta(days=1)) is None
     assert [r.report_date for r in repo.day_reports(day)] == [day]
+    with pytest.raises(ValueError, match="Invalid report date datetime"):
+        repo.day_report(unit.id, datetime(2021, 1, 11, 9, 30))
     with pytest.raises(sa.exc.IntegrityError):
         repo.add_day_report(unit.id, day, values)
     incomplete = dict(values)
