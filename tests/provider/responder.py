@@ -78,7 +78,7 @@ class ScriptedResponder:
         self._topics = topics
         self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
         self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": "responder", "fetch.wait.max.ms": 2}
+            {"bootstrap.servers": bootstrap, "group.id": "responder", "fetch.wait.max.ms": 1}
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
