@@ -8,7 +8,8 @@ for ``postgres``), and its ``get_sqlalchemy_engine()`` builds the engine. Connec
 * SQLite, the embedded default: ``{"conn_type": "sqlite", "host": "/abs/path/mes.sqlite3"}``.
   The file path goes in ``host`` and should be absolute (a relative one is resolved against the
   worker's current directory). SqliteHook turns it into ``sqlite:////abs/path/mes.sqlite3``.
-  A path holding ``?`` or ``%`` is not supported by the hook.
+  The hook cannot express a path holding ``?``, ``#`` or ``%``; :func:`mes_engine` refuses one
+  rather than open another file.
 * PostgreSQL: ``{"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "mes",
   "password": "...", "schema": "mes"}``; ``schema`` is the database name. PostgresHook builds a
   ``postgresql+psycopg`` (psycopg 3) URL; the extra ``{"sqlalchemy_scheme": "postgresql+psycopg2"}``
@@ -50,7 +51,15 @@ def mes_engine(conn_id: str = DEFAULT_CONN_ID, **engine_kwargs: Any) -> Engine:
             f"Connection {conn_id!r} has conn_type {connection.conn_type!r}, whose hook is not a SQL hook; "
             "the MES database needs conn_type 'sqlite' or 'postgres'"
         )
-    return configure_engine(hook.get_sqlalchemy_engine(engine_kwargs=engine_kwargs or None))
+    engine = hook.get_sqlalchemy_engine(engine_kwargs=engine_kwargs or None)
+    if engine.dialect.name == "sqlite" and connection.host and engine.url.database != connection.host:
+        # SqliteHook pastes the path into a URL unescaped: "a?b.db" would silently become "a".
+        engine.dispose()
+        raise ValueError(
+            f"Connection {conn_id!r}: SqliteHook cannot express the file path in host as a URL "
+            f"(it became {engine.url.database!r}); use a path without '?', '#' or '%'"
+        )
+    return configure_engine(engine)
 
 
 def engine_from_url(url: str | sa.URL, **engine_kwargs: Any) -> Engine:

@@ -67,6 +67,13 @@ def test_postgres_connection(monkeypatch: pytest.MonkeyPatch, postgres_database:
         engine.dispose()
 
 
+def test_a_sqlite_path_the_hook_would_truncate_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    path = tmp_path / "what?.sqlite3"
+    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    with pytest.raises(ValueError, match=r"SqliteHook cannot express the file path"):
+        mes_engine()
+
+
 def test_a_connection_without_a_sql_hook_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_NOT_SQL", json.dumps({"conn_type": "kafka", "extra": {}}))
     with pytest.raises(ValueError, match="Connection 'not_sql' has conn_type 'kafka'"):
