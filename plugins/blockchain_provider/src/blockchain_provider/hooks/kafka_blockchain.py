@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -543,6 +544,27 @@ class KafkaBlockchainHook(BaseHook):
             return self._exchange(call, token, timeout, by_id_only)
         finally:
             lock.release()
+
+    def call_many(
+        self, calls: list[protocol.Call], *, max_in_flight: int = 16, timeout: float | None = None
+    ) -> list[Outcome | BlockchainGatewayError]:
+        """Send many calls; return each one's outcome, or its gateway refusal, in order.
+
+        With request_id echo they are pipelined, up to *max_in_flight* at a time; without, they go
+        one by one (one request per token in flight). Timeouts and broker errors raise at once.
+        """
+
+        def one(call: protocol.Call) -> Outcome | BlockchainGatewayError:
+            try:
+                return self.call(call, timeout=timeout)
+            except BlockchainGatewayError as exc:
+                return exc
+
+        if not self.settings.echo_request_id or max_in_flight <= 1 or len(calls) <= 1:
+            return [one(call) for call in calls]
+        self._ensure_started()
+        with ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="blk-call") as pool:
+            return list(pool.map(one, calls))
 
     def _exchange(self, call: protocol.Call, token: str | None, timeout: float, by_id_only: bool) -> Outcome:
         reader = self._ensure_started()

@@ -1,0 +1,313 @@
+"""``blockchain-provider``: manage the MES agent's token in the ``blockchain_token`` connection.
+
+    blockchain-provider token create --conn-id blockchain_master --name "MES"
+    blockchain-provider token rotate --conn-id blockchain_master
+    blockchain-provider token check  --conn-id blockchain_master
+    blockchain-provider pools ensure --conn-id blockchain_master [--slots 1]
+    blockchain-provider topics ensure --kafka-conn-id kafka_default --conn-id blockchain_master
+
+``create`` makes the MES agent at the gateway (``BLK_Agt``) with a generated strong password;
+``rotate`` gets a fresh token for the same agent with the stored public key and password. Both
+write the connection through the Airflow CLI (``airflow connections import --overwrite``, from a
+private temporary file) or, with ``--api-url``, through the REST API: tasks cannot write
+connections, so this runs beside Airflow, where its CLI runs. Connections are read the same way
+the Airflow CLI reads them (environment, secrets backends, metadata database).
+
+The token and the password are never printed, unless ``--show`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from typing import Any
+
+from blockchain_provider.exceptions import BlockchainError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _env_name(conn_id: str) -> str:
+    return "AIRFLOW_CONN_" + conn_id.upper()
+
+
+def read_connection(conn_id: str) -> dict[str, Any] | None:
+    """The connection as a JSON-able dict, looked up as the Airflow CLI does, or ``None``."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except AirflowNotFoundException:
+        return None
+    return json.loads(conn.as_json())
+
+
+def expose_connection(conn_id: str) -> None:
+    """Make *conn_id* visible to hooks in this process only (they read ``AIRFLOW_CONN_*``)."""
+    if _env_name(conn_id) in os.environ:
+        return
+    conn = read_connection(conn_id)
+    if conn is None:
+        raise SystemExit(f"error: connection {conn_id} is not defined")
+    os.environ[_env_name(conn_id)] = json.dumps(conn)
+
+
+def write_connection(conn_id: str, conn: dict[str, Any], api_url: str | None) -> None:
+    """Create or replace *conn_id* through the Airflow CLI, or the REST API when *api_url* is set."""
+    if api_url:
+        _write_with_rest_api(conn_id, conn, api_url)
+    else:
+        _write_with_airflow_cli(conn_id, conn)
+    os.environ.pop(_env_name(conn_id), None)
+
+
+def _write_with_airflow_cli(conn_id: str, conn: dict[str, Any]) -> None:
+    airflow = shutil.which("airflow", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    if airflow is None:
+        raise SystemExit("error: the `airflow` command is not installed beside this one; use --api-url")
+    fd, path = tempfile.mkstemp(prefix="blk-conn-", suffix=".json")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump({conn_id: conn}, handle)
+        result = subprocess.run(
+            [airflow, "connections", "import", "--overwrite", path], capture_output=True, text=True
+        )
+    finally:
+        os.unlink(path)
+    if result.returncode != 0:
+        secret_free = _redact(result.stderr + result.stdout, conn)
+        raise SystemExit(f"error: `airflow connections import` failed:\n{secret_free[-2000:]}")
+
+
+def _write_with_rest_api(conn_id: str, conn: dict[str, Any], api_url: str) -> None:
+    user = os.environ.get("AIRFLOW_API_USER")
+    password = os.environ.get("AIRFLOW_API_PASSWORD")
+    if not user or not password:
+        raise SystemExit(
+            "error: --api-url needs AIRFLOW_API_USER and AIRFLOW_API_PASSWORD in the environment"
+        )
+    base = api_url.rstrip("/")
+    token = _http_json("POST", f"{base}/auth/token", {"username": user, "password": password})["access_token"]
+    body = {"connection_id": conn_id, **conn}
+    if isinstance(body.get("extra"), dict):
+        body["extra"] = json.dumps(body["extra"])
+    try:
+        _http_json("PATCH", f"{base}/api/v2/connections/{conn_id}", body, token)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise SystemExit(f"error: the REST API refused the connection update: HTTP {exc.code}") from None
+        _http_json("POST", f"{base}/api/v2/connections", body, token)
+
+
+def _http_json(method: str, url: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = response.read()
+    return json.loads(payload) if payload else {}
+
+
+def _redact(text: str, conn: dict[str, Any]) -> str:
+    extra = conn.get("extra") or {}
+    if isinstance(extra, str):
+        extra = json.loads(extra or "{}")
+    for secret in (conn.get("password"), extra.get("agent_password")):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _hook(args: argparse.Namespace) -> Any:
+    from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+
+    expose_connection(args.kafka_conn_id)
+    return KafkaBlockchainHook(args.kafka_conn_id, args.conn_id, timeout=args.timeout)
+
+
+def _extra(conn: dict[str, Any] | None) -> dict[str, Any]:
+    extra = (conn or {}).get("extra") or {}
+    return json.loads(extra) if isinstance(extra, str) else dict(extra)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    existing = read_connection(args.conn_id)
+    if existing and existing.get("login") and not args.force:
+        print(
+            f"error: connection {args.conn_id} already holds agent {existing['login']}; use `token rotate` "
+            "for a fresh token, or --force to create a new agent",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if existing is not None:
+        os.environ[_env_name(args.conn_id)] = json.dumps(existing)
+    else:
+        os.environ[_env_name(args.conn_id)] = json.dumps({"conn_type": "blockchain_token"})
+    password = secrets.token_urlsafe(32)
+    with _hook(args) as hook:
+        public_key, token = hook.create_agent(args.name, password)
+    extra = _extra(existing)
+    extra.update({"agent_password": password, "agent_name": args.name, "instance_type": args.instance_type})
+    conn = {"conn_type": "blockchain_token", "login": public_key, "password": token, "extra": extra}
+    write_connection(args.conn_id, conn, args.api_url)
+    print(f"Created agent {public_key} ({args.name}); its token is stored in connection {args.conn_id}")
+    if args.show:
+        print(f"token: {token}")
+    return EXIT_OK
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    existing = read_connection(args.conn_id)
+    if not existing or not existing.get("login") or not _extra(existing).get("agent_password"):
+        print(
+            f"error: connection {args.conn_id} has no public key and agent password; run `token create` first",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    os.environ[_env_name(args.conn_id)] = json.dumps(existing)
+    with _hook(args) as hook:
+        token = hook.get_token()
+    conn = {**existing, "conn_type": "blockchain_token", "password": token, "extra": _extra(existing)}
+    conn.pop("conn_id", None)
+    write_connection(args.conn_id, conn, args.api_url)
+    print(f"Stored a fresh token for agent {existing['login']} in connection {args.conn_id}")
+    if args.show:
+        print(f"token: {token}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    expose_connection(args.conn_id)
+    with _hook(args) as hook:
+        ok, message = hook.test_connection()
+    print(("OK: " if ok else "FAILED: ") + message)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_pools_ensure(args: argparse.Namespace) -> int:
+    """Create the token's request pool (kept when it exists, so an operator's resize stays)."""
+    from blockchain_provider.pools import pool_name
+
+    name = pool_name(args.conn_id)
+    airflow = shutil.which("airflow", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    if airflow is None:
+        raise SystemExit("error: the `airflow` command is not installed beside this one")
+    exists = subprocess.run([airflow, "pools", "get", name], capture_output=True, text=True).returncode == 0
+    if exists and not args.reset:
+        print(f"Pool {name} exists; kept as it is")
+        return EXIT_OK
+    description = (
+        f"Requests made with the token of connection {args.conn_id}: one slot serialises them, as a "
+        "gateway that does not echo request ids needs"
+    )
+    result = subprocess.run(
+        [airflow, "pools", "set", name, str(args.slots), description, "--include-deferred"],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"error: `airflow pools set` failed:\n{result.stderr[-2000:]}")
+    print(f"Pool {name}: {args.slots} slot(s), deferred tasks included")
+    return EXIT_OK
+
+
+def cmd_topics_ensure(args: argparse.Namespace) -> int:
+    """Create the BLK topics (with the connection's overrides) that the broker does not have."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from blockchain_provider import protocol
+    from blockchain_provider.hooks.kafka_blockchain import _ProducerHook
+
+    expose_connection(args.kafka_conn_id)
+    topics = protocol.TopicMap()
+    existing_conn = read_connection(args.conn_id)
+    if existing_conn is not None:
+        topics = protocol.TopicMap.parse(_extra(existing_conn).get("topics"))
+    config = _ProducerHook(args.kafka_conn_id)._build_config()
+    admin = AdminClient(
+        {k: v for k, v in config.items() if not k.startswith(("group.", "fetch.", "enable."))}
+    )
+    present = set(admin.list_topics(timeout=args.timeout).topics)
+    wanted = [topics[name] for name in protocol.DEFAULT_TOPICS]
+    missing = [
+        NewTopic(t, num_partitions=args.partitions, replication_factor=args.replication)
+        for t in wanted
+        if t not in present
+    ]
+    for topic, future in (
+        admin.create_topics(missing, operation_timeout=args.timeout).items() if missing else []
+    ):
+        future.result()
+        print(f"Created topic {topic}")
+    print(f"{len(wanted) - len(missing)} topic(s) already present, {len(missing)} created")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blockchain-provider", description=__doc__.splitlines()[0])
+    groups = parser.add_subparsers(dest="group", required=True)
+    token = groups.add_parser("token", help="the MES agent's token").add_subparsers(
+        dest="command", required=True
+    )
+    for name, func, text in (
+        ("create", cmd_create, "create the MES agent and store its token"),
+        ("rotate", cmd_rotate, "get a fresh token for the stored agent"),
+        ("check", cmd_check, "make a cheap authenticated request with the stored token"),
+    ):
+        sub = token.add_parser(name, help=text)
+        sub.set_defaults(func=func)
+        sub.add_argument("--conn-id", default="blockchain_master", help="default: blockchain_master")
+        sub.add_argument("--kafka-conn-id", default="kafka_default", help="default: kafka_default")
+        sub.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the gateway")
+        if name != "check":
+            sub.add_argument("--show", action="store_true", help="print the token (it is a secret)")
+            sub.add_argument(
+                "--api-url",
+                help="write the connection through this Airflow API server (AIRFLOW_API_USER and "
+                "AIRFLOW_API_PASSWORD from the environment) instead of the airflow CLI",
+            )
+        if name == "create":
+            sub.add_argument("--name", required=True, help="the agent's name, e.g. MES")
+            sub.add_argument("--instance-type", default="Master", help="default: Master")
+            sub.add_argument("--force", action="store_true", help="create a new agent even if one is stored")
+    pools = groups.add_parser("pools", help="Airflow pools").add_subparsers(dest="command", required=True)
+    ensure = pools.add_parser("ensure", help="create the one-slot request pool of a token connection")
+    ensure.set_defaults(func=cmd_pools_ensure)
+    ensure.add_argument("--conn-id", default="blockchain_master", help="default: blockchain_master")
+    ensure.add_argument("--slots", type=int, default=1, help="default: 1 (requests serialised)")
+    ensure.add_argument("--reset", action="store_true", help="set the slots even if the pool exists")
+
+    topics = groups.add_parser("topics", help="Kafka topics").add_subparsers(dest="command", required=True)
+    ensure = topics.add_parser("ensure", help="create the BLK topics the broker does not have")
+    ensure.set_defaults(func=cmd_topics_ensure)
+    ensure.add_argument("--kafka-conn-id", default="kafka_default", help="default: kafka_default")
+    ensure.add_argument(
+        "--conn-id", default="blockchain_master", help="topic overrides; default: blockchain_master"
+    )
+    ensure.add_argument("--partitions", type=int, default=1)
+    ensure.add_argument("--replication", type=int, default=1)
+    ensure.add_argument("--timeout", type=float, default=30.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BlockchainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Alerts for the blockchain DAGs: by Slack or e-mail when configured, else an error log line.
+
+Configuration is by environment, read when a DAG is parsed or an alert is sent:
+
+* ``BLOCKCHAIN_ALERT_SLACK_CONN_ID`` (+ optional ``BLOCKCHAIN_ALERT_SLACK_CHANNEL``): a Slack
+  API or webhook connection;
+* ``BLOCKCHAIN_ALERT_SMTP_CONN_ID`` + ``BLOCKCHAIN_ALERT_EMAIL_TO`` (comma-separated): an SMTP
+  connection and its recipients.
+
+Both may be set. With neither, alerts are ``ERROR`` lines in the task (or triggerer) log, which
+the Airflow UI shows with the failed run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk import BaseNotifier
+
+log = logging.getLogger(__name__)
+
+
+def _setting(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+class LogNotifier(BaseNotifier):
+    """Writes the alert as one ``ERROR`` log line.
+
+    :param message: the alert's text (templated).
+    """
+
+    template_fields = ("message",)
+
+    def __init__(self, message: str = "{{ dag.dag_id }} failed") -> None:
+        super().__init__()
+        self.message = message
+
+    def notify(self, context: Mapping[str, Any]) -> None:
+        log.error("ALERT %s", self.message)
+
+
+def alert_notifiers(message: str) -> list[BaseNotifier]:
+    """The notifiers configured by the environment, each sending *message* (a Jinja template)."""
+    notifiers: list[BaseNotifier] = []
+    slack_conn_id = _setting("BLOCKCHAIN_ALERT_SLACK_CONN_ID")
+    if slack_conn_id:
+        from airflow.providers.slack.notifications.slack import SlackNotifier
+
+        channel = _setting("BLOCKCHAIN_ALERT_SLACK_CHANNEL")
+        notifiers.append(
+            SlackNotifier(
+                slack_conn_id=slack_conn_id, text=message, **({"channel": channel} if channel else {})
+            )
+        )
+    smtp_conn_id = _setting("BLOCKCHAIN_ALERT_SMTP_CONN_ID")
+    recipients = _setting("BLOCKCHAIN_ALERT_EMAIL_TO")
+    if smtp_conn_id and recipients:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        notifiers.append(
+            SmtpNotifier(
+                smtp_conn_id=smtp_conn_id,
+                to=[r.strip() for r in recipients.split(",") if r.strip()],
+                subject="[MES blockchain] " + message,
+                html_content=message,
+            )
+        )
+    return notifiers or [LogNotifier(message)]
+
+
+def failure_notifiers() -> list[BaseNotifier]:
+    """``on_failure_callback`` of every blockchain DAG: names the DAG, task, run and error."""
+    return alert_notifiers(
+        "Task {{ ti.task_id }} of {{ dag.dag_id }} failed in run {{ run_id }} "
+        "(try {{ ti.try_number }}): {{ exception | default('see the task log', true) }}"
+    )
+
+
+def send_alert(message: str, context: Mapping[str, Any] | None = None) -> None:
+    """Send *message* (plain text, not a template) through the configured channels now."""
+    for notifier in alert_notifiers("{{ alert_message }}"):
+        notifier(dict(context or {}, alert_message=message))
+
+
+async def deadline_missed(context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    """Deadline alert callback (runs in the triggerer): the run has not finished in time."""
+    dag_id = kwargs.get("dag_id") or (context or {}).get("dag_run", {}).get("dag_id", "?")
+    message = kwargs.get("message") or f"{dag_id} has not finished by its deadline"
+    log.error("ALERT %s", message)
+    if _setting("BLOCKCHAIN_ALERT_SLACK_CONN_ID") or _setting("BLOCKCHAIN_ALERT_SMTP_CONN_ID"):
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(send_alert)(message)
