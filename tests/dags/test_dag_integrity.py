@@ -1,0 +1,140 @@
+"""Every DAG parses, carries what operators rely on, and touches nothing at parse time."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from airflow.sdk.exceptions import ParamValidationError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EXPECTED = {
+    "blockchain_day_report",
+    "blockchain_partner_sync",
+    "blockchain_order_sync",
+    "blockchain_partner_answer",
+    "blockchain_order_answer",
+    "blockchain_production_unit_update",
+    "blockchain_token_check",
+}
+
+
+@pytest.fixture(scope="module")
+def dagbag(monkeypatch_module):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import BaseHook
+
+    import include.mes.db
+    from blockchain_provider.hooks import kafka_blockchain
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a DAG file reached a connection, broker or database at parse time")
+
+    for target, name in (
+        (kafka_blockchain, "Producer"),
+        (kafka_blockchain, "Consumer"),
+        (include.mes.db, "mes_engine"),
+        (BaseHook, "get_connection"),
+    ):
+        monkeypatch_module.setattr(target, name, refuse)
+    return DagBag(str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_every_expected_dag_is_there(dagbag):
+    assert set(dagbag.dag_ids) == EXPECTED
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_tags_docs_retries_and_alerts(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert "blockchain" in dag.tags
+    assert dag.doc_md and len(dag.doc_md) > 100
+    for task in dag.tasks:
+        if task.task_id.startswith("answer_"):
+            assert task.retries == 0  # an answer is final: a retry would be refused
+            continue
+        assert task.retries >= 2, task.task_id
+        assert task.retry_exponential_backoff
+        assert task.on_failure_callback, task.task_id
+        if "Mapped" not in type(task).__name__:  # mapped tasks keep no docstring
+            assert task.doc_md or task.doc, task.task_id
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_gateway_tasks_run_in_the_token_pool(dagbag, dag_id):
+    from blockchain_provider.pools import pool_name
+
+    dag = dagbag.dags[dag_id]
+    talking = [t for t in dag.tasks if t.task_id not in ("report_day", "reports_of_the_day", "any_new_open")]
+    talking = [t for t in talking if not t.task_id.startswith("announce_")]
+    assert talking
+    assert {t.pool for t in talking} == {pool_name("blockchain_master")}
+
+
+def test_day_report_schedule_time_zone_and_deadline(dagbag):
+    dag = dagbag.dags["blockchain_day_report"]
+    assert dag.timetable.expression == "30 9 * * *"
+    assert str(dag.timetable.timezone) == "Europe/Lisbon"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    alerts = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+    assert alerts[0].interval.total_seconds() == 3600
+
+
+def test_sync_schedules(dagbag):
+    for dag_id in ("blockchain_partner_sync", "blockchain_order_sync"):
+        dag = dagbag.dags[dag_id]
+        assert dag.timetable.expression == "*/15 * * * *"
+        assert dag.max_active_runs == 1
+
+
+@pytest.mark.parametrize("dag_id", ["blockchain_partner_answer", "blockchain_order_answer"])
+def test_answer_params_validate(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # manual only
+    params = dag.params
+    assert params.get_param("request_id").schema["pattern"] == "^[0-9a-f]{32}$"
+    assert params.get_param("decision").schema["enum"] == ["accept", "reject"]
+    assert params.get_param("request_id").schema.get("title")
+    assert params.get_param("decision").description
+    assert validated(params, {"request_id": "ab" * 16, "decision": "reject"}) == {
+        "request_id": "ab" * 16,
+        "decision": "reject",
+    }
+    for bad in (
+        {"request_id": "AB" * 16},
+        {"request_id": "ab" * 15},
+        {"decision": "maybe"},
+        {"decision": None},
+    ):
+        with pytest.raises(ParamValidationError):
+            validated(params, {"request_id": "ab" * 16, "decision": "accept", **bad})
+
+
+def test_production_unit_update_params(dagbag):
+    params = dagbag.dags["blockchain_production_unit_update"].params
+    good = {"production_unit_id": 3, "status": "RUNNING", "process_name": "Stamping"}
+    assert validated(params, good) == good
+    for bad in ({"production_unit_id": 0}, {"production_unit_id": "3"}, {"status": ""}, {"status": "x" * 65}):
+        with pytest.raises(ParamValidationError):
+            validated(params, {**good, **bad})
+
+
+def validated(params, values):
+    """Validate *values* against the DAG's Params, as a trigger from the UI or REST API does."""
+    candidate = copy.deepcopy(params)
+    for key, value in values.items():
+        candidate[key] = value
+    return candidate.validate()
