@@ -1,0 +1,1088 @@
+"""The sandbox's ledger: agents, partner requests, orders, record types and records in SQLite.
+
+Every state change is a *transaction*: a JSON payload (``op``, ``seq``, ``signer``,
+``timestamp`` and the op's fields) signed by the acting agent's secp256k1 key. Its id is the
+signature, 128 hex. The transactions of one :meth:`Ledger.transaction` (one request, or one
+call of a public method) form one *block*; a block's hash is SHA-256 of the previous block's
+hash followed by the canonical JSON of its transactions, so the blocks form a hash chain from
+:data:`~gateway_sandbox.crypto.GENESIS_HASH`.
+
+The state tables (``agents``, ``partner_requests``, ``orders``, ``record_types``,
+``records``) are a materialised view of the transaction log: :func:`apply_transaction` is the
+only code that writes them, both live and when :meth:`Ledger.verify` replays the log into an
+empty database and compares. ``verify`` therefore reports a broken chain, a bad signature, and
+any state row edited without a transaction.
+
+Not part of the chain (secrets, and the gateway's own bookkeeping): ``agent_secrets`` (private
+keys, stored as hex because this is a sandbox, and scrypt password hashes), ``tokens`` (SHA-256
+of each token only), ``consumer_offsets`` and ``outbox``.
+
+SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable across a killed process, which is
+what the gateway's exactly-once processing relies on) and a busy timeout, so admin commands may
+write beside a running server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from coincurve import PrivateKey
+
+from gateway_sandbox import crypto
+
+OPEN = "OPEN"
+ACCEPTED = "ACCEPTED"
+REJECTED = "REJECTED"
+
+PROPERTY_TYPES = ("STRING", "NUMBER", "BOOLEAN")
+
+PUBLIC_KEY_RE = re.compile(r"^0[23][0-9a-f]{64}$")
+ITEM_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+MAX_AGENT_NAME = 200
+MAX_PASSWORD = 1024
+
+
+class LedgerError(Exception):
+    """A refusal with a human-readable reason; the gateway answers it as ``error``. Never holds a secret."""
+
+
+#: The state tables, written only by :func:`apply_transaction`.
+STATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    public_key TEXT PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL,
+    seq INTEGER NOT NULL, transaction_ids TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS agents_name ON agents (name);
+CREATE TABLE IF NOT EXISTS partner_requests (
+    partner_request_id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE,
+    issuing_agent TEXT NOT NULL, receiving_agent TEXT NOT NULL, status TEXT NOT NULL,
+    timestamp INTEGER NOT NULL, answer_timestamp INTEGER NOT NULL, transaction_ids TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS partner_requests_receiver ON partner_requests (receiving_agent, seq);
+CREATE INDEX IF NOT EXISTS partner_requests_issuer ON partner_requests (issuing_agent, seq);
+CREATE TABLE IF NOT EXISTS orders (
+    abs_action_id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, type TEXT NOT NULL,
+    description TEXT NOT NULL, metadata TEXT NOT NULL, files TEXT NOT NULL,
+    issuing_agent TEXT NOT NULL, receiving_agent TEXT NOT NULL, status TEXT NOT NULL,
+    timestamp INTEGER NOT NULL, answer_timestamp INTEGER NOT NULL, transaction_ids TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS orders_receiver ON orders (receiving_agent, seq);
+CREATE INDEX IF NOT EXISTS orders_issuer ON orders (issuing_agent, seq);
+CREATE TABLE IF NOT EXISTS record_types (
+    name TEXT PRIMARY KEY, seq INTEGER NOT NULL, creator TEXT NOT NULL, properties TEXT NOT NULL,
+    created_at INTEGER NOT NULL, transaction_ids TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    record_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, record_type TEXT NOT NULL, owner TEXT NOT NULL,
+    reporters TEXT NOT NULL, properties TEXT NOT NULL, created_properties TEXT NOT NULL,
+    created_at INTEGER NOT NULL, transaction_ids TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS records_type ON records (record_type, seq);
+"""
+
+#: The transaction log, the secrets and the gateway's bookkeeping.
+SCHEMA = (
+    STATE_SCHEMA
+    + """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agent_secrets (
+    public_key TEXT PRIMARY KEY, private_key TEXT NOT NULL,
+    password_salt BLOB NOT NULL, password_hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY, public_key TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS transactions (
+    seq INTEGER PRIMARY KEY, txid TEXT NOT NULL UNIQUE, block_height INTEGER NOT NULL,
+    signer TEXT NOT NULL, op TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS transactions_block ON transactions (block_height);
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
+    created_at REAL NOT NULL, tx_count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (topic, partition));
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL,
+    headers TEXT NOT NULL, due_at REAL NOT NULL, created_at REAL NOT NULL);
+"""
+)
+
+#: The replayable state tables: name -> (key column, compared columns).
+STATE_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "agents": ("public_key", ("public_key", "name", "created_at", "seq", "transaction_ids")),
+    "partner_requests": (
+        "partner_request_id",
+        (
+            "partner_request_id",
+            "seq",
+            "issuing_agent",
+            "receiving_agent",
+            "status",
+            "timestamp",
+            "answer_timestamp",
+            "transaction_ids",
+        ),
+    ),
+    "orders": (
+        "abs_action_id",
+        (
+            "abs_action_id",
+            "seq",
+            "type",
+            "description",
+            "metadata",
+            "files",
+            "issuing_agent",
+            "receiving_agent",
+            "status",
+            "timestamp",
+            "answer_timestamp",
+            "transaction_ids",
+        ),
+    ),
+    "record_types": ("name", ("name", "seq", "creator", "properties", "created_at", "transaction_ids")),
+    "records": (
+        "record_id",
+        (
+            "record_id",
+            "seq",
+            "record_type",
+            "owner",
+            "reporters",
+            "properties",
+            "created_properties",
+            "created_at",
+            "transaction_ids",
+        ),
+    ),
+}
+
+_PARTNER_FIELDS = (
+    "partner_request_id",
+    "issuing_agent",
+    "receiving_agent",
+    "status",
+    "timestamp",
+    "answer_timestamp",
+    "transaction_ids",
+)
+_ORDER_FIELDS = (
+    "abs_action_id",
+    "type",
+    "description",
+    "metadata",
+    "files",
+    "issuing_agent",
+    "receiving_agent",
+    "status",
+    "timestamp",
+    "answer_timestamp",
+    "transaction_ids",
+)
+
+
+def _dump(value: Any) -> str:
+    return crypto.canonical_json(value)
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short(key: str) -> str:
+    """A public key or id shortened for messages and logs."""
+    return key[:12] + "..." if isinstance(key, str) and len(key) > 15 else str(key)
+
+
+# --------------------------------------------------------------------------------------
+# Applying transactions: the only writer of the state tables (live and in verify's replay)
+# --------------------------------------------------------------------------------------
+
+
+def _append_txid(conn: sqlite3.Connection, table: str, key_column: str, key: str, txid: str) -> None:
+    row = conn.execute(f"SELECT transaction_ids FROM {table} WHERE {key_column} = ?", (key,)).fetchone()
+    if row is None:
+        raise LedgerError(f"{table} row {short(key)} does not exist")
+    ids = json.loads(row[0])
+    ids.append(txid)
+    conn.execute(f"UPDATE {table} SET transaction_ids = ? WHERE {key_column} = ?", (_dump(ids), key))
+
+
+def apply_transaction(conn: sqlite3.Connection, txid: str, payload: Mapping[str, Any]) -> None:
+    """Write the effect of one signed transaction to the state tables of *conn*."""
+    op = payload["op"]
+    seq = payload["seq"]
+    signer = payload["signer"]
+    ts = payload["timestamp"]
+    ids = _dump([txid])
+    if op == "agent.create":
+        conn.execute(
+            "INSERT INTO agents (public_key, name, created_at, seq, transaction_ids) VALUES (?, ?, ?, ?, ?)",
+            (payload["public_key"], payload["name"], ts, seq, ids),
+        )
+    elif op == "partner_request.create":
+        conn.execute(
+            "INSERT INTO partner_requests (partner_request_id, seq, issuing_agent, receiving_agent, status,"
+            " timestamp, answer_timestamp, transaction_ids) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+            (payload["partner_request_id"], seq, signer, payload["receiving_agent"], OPEN, ts, ids),
+        )
+    elif op == "order.create":
+        conn.execute(
+            "INSERT INTO orders (abs_action_id, seq, type, description, metadata, files, issuing_agent,"
+            " receiving_agent, status, timestamp, answer_timestamp, transaction_ids)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+            (
+                payload["abs_action_id"],
+                seq,
+                payload["type"],
+                payload["description"],
+                _dump(payload["metadata"]),
+                _dump(payload["files"]),
+                signer,
+                payload["receiving_agent"],
+                OPEN,
+                ts,
+                ids,
+            ),
+        )
+    elif op in ("partner_request.answer", "order.answer"):
+        table, key_column = (
+            ("partner_requests", "partner_request_id")
+            if op == "partner_request.answer"
+            else ("orders", "abs_action_id")
+        )
+        key = payload[key_column]
+        _append_txid(conn, table, key_column, key, txid)
+        conn.execute(
+            f"UPDATE {table} SET status = ?, answer_timestamp = ? WHERE {key_column} = ?",
+            (payload["status"], ts, key),
+        )
+    elif op == "record_type.create":
+        conn.execute(
+            "INSERT INTO record_types (name, seq, creator, properties, created_at, transaction_ids)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (payload["name"], seq, signer, _dump(payload["properties"]), ts, ids),
+        )
+    elif op == "record.create":
+        values = _dump(payload["properties"])
+        conn.execute(
+            "INSERT INTO records (record_id, seq, record_type, owner, reporters, properties,"
+            " created_properties, created_at, transaction_ids) VALUES (?, ?, ?, ?, '[]', ?, ?, ?, ?)",
+            (payload["record_id"], seq, payload["record_type"], signer, values, values, ts, ids),
+        )
+    elif op == "record.update":
+        record_id = payload["record_id"]
+        _append_txid(conn, "records", "record_id", record_id, txid)
+        (current,) = conn.execute(
+            "SELECT properties FROM records WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        merged = {**json.loads(current), **payload["properties"]}
+        conn.execute("UPDATE records SET properties = ? WHERE record_id = ?", (_dump(merged), record_id))
+    elif op == "record.add_reporter":
+        record_id = payload["record_id"]
+        _append_txid(conn, "records", "record_id", record_id, txid)
+        (current,) = conn.execute(
+            "SELECT reporters FROM records WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        reporters = [*json.loads(current), payload["reporter"]]
+        conn.execute("UPDATE records SET reporters = ? WHERE record_id = ?", (_dump(reporters), record_id))
+    else:
+        raise LedgerError(f"unknown transaction op {_shown(op)}")
+
+
+# --------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------
+
+
+def check_public_key(value: object, what: str = "public key") -> str:
+    if not isinstance(value, str) or not PUBLIC_KEY_RE.match(value):
+        raise LedgerError(
+            f"invalid {what} {_shown(value)}: expected 66 lowercase hex characters starting 02 or 03"
+        )
+    return value
+
+
+def check_item_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not ITEM_ID_RE.match(value):
+        raise LedgerError(f"invalid {what} {_shown(value)}: expected 32 lowercase hex characters")
+    return value
+
+
+def check_name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise LedgerError(f"invalid {what} {_shown(value)}: expected 1-128 letters, digits and _ . : -")
+    return value
+
+
+def check_property_declarations(properties: object) -> list[dict[str, Any]]:
+    if not isinstance(properties, list) or not properties:
+        raise LedgerError("a record type needs a non-empty list of properties")
+    checked: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for prop in properties:
+        if not isinstance(prop, Mapping):
+            raise LedgerError(f"invalid property declaration {_shown(prop)}: expected an object")
+        name = check_name(prop.get("name"), "property name")
+        if name in seen:
+            raise LedgerError(f"property {name} is declared twice")
+        seen.add(name)
+        data_type = prop.get("data_type")
+        if data_type not in PROPERTY_TYPES:
+            raise LedgerError(
+                f"invalid data_type {_shown(data_type)} of property {name}: one of {', '.join(PROPERTY_TYPES)}"
+            )
+        dynamic = prop.get("dynamic", False)
+        if not isinstance(dynamic, bool):
+            raise LedgerError(f"invalid dynamic flag of property {name}: expected true or false")
+        checked.append({"name": name, "data_type": data_type, "dynamic": dynamic})
+    return checked
+
+
+def _check_value(record_type: str, name: str, data_type: str, value: object) -> None:
+    if data_type == "STRING":
+        ok = isinstance(value, str)
+    elif data_type == "NUMBER":
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    else:
+        ok = isinstance(value, bool)
+    if not ok:
+        raise LedgerError(
+            f"property {name} of record type {record_type} is a {data_type}, not {_shown(value)}"
+        )
+
+
+def _check_values_object(properties: object) -> dict[str, Any]:
+    if not isinstance(properties, Mapping) or not properties:
+        raise LedgerError("record properties must be a non-empty object of name -> value")
+    return dict(properties)
+
+
+# --------------------------------------------------------------------------------------
+# The ledger
+# --------------------------------------------------------------------------------------
+
+
+class Ledger:
+    """The SQLite ledger at *db_path* (created if missing). Thread-safe; one connection.
+
+    Public methods that change state raise :class:`LedgerError` with a readable reason when
+    they refuse, and otherwise commit one block (or join the caller's :meth:`transaction`).
+    """
+
+    def __init__(self, db_path: str | Path, *, busy_timeout: float = 10.0) -> None:
+        self.db_path = str(db_path)
+        if self.db_path != ":memory:":
+            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._pending: list[tuple[int, str, str, str, str]] = []
+        self._next_seq = 0
+        self._token_cache: dict[str, str] = {}
+        self._key_cache: dict[str, PrivateKey] = {}
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            self._conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+            self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Ledger]:
+        """One SQLite transaction; its ledger transactions become one block when it commits.
+
+        Nested uses are savepoints: a nested block that raises is rolled back on its own, and its
+        ledger transactions are discarded with it.
+        """
+        with self._lock:
+            if self._depth == 0:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._pending = []
+                self._next_seq = 0
+                self._depth = 1
+                try:
+                    yield self
+                    self._seal_block()
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    self._pending = []
+                    self._depth = 0
+            else:
+                name = f"sp{self._depth}"
+                mark = len(self._pending)
+                self._conn.execute(f"SAVEPOINT {name}")
+                self._depth += 1
+                try:
+                    yield self
+                    self._conn.execute(f"RELEASE {name}")
+                except BaseException:
+                    self._conn.execute(f"ROLLBACK TO {name}")
+                    self._conn.execute(f"RELEASE {name}")
+                    del self._pending[mark:]
+                    raise
+                finally:
+                    self._depth -= 1
+
+    def _transact(self, signer: str, op: str, **fields: Any) -> str:
+        """Sign, apply and queue one ledger transaction; return its id. Call inside :meth:`transaction`."""
+        assert self._depth > 0, "ledger transactions are made inside Ledger.transaction()"
+        if not self._next_seq:
+            (last,) = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM transactions").fetchone()
+            self._next_seq = last + 1
+        seq = self._next_seq + len(self._pending)
+        payload = {"op": op, "seq": seq, "signer": signer, "timestamp": int(time.time()), **fields}
+        text = crypto.canonical_json(payload)
+        txid = crypto.sign(self._private_key(signer), text.encode("utf-8"))
+        apply_transaction(self._conn, txid, payload)
+        self._pending.append((seq, txid, signer, op, text))
+        return txid
+
+    def _seal_block(self) -> None:
+        if not self._pending:
+            return
+        row = self._conn.execute("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+        height, previous = (row[0] + 1, row[1]) if row else (1, crypto.GENESIS_HASH)
+        entries = [
+            {"txid": txid, "signer": signer, "payload": json.loads(text)}
+            for _, txid, signer, _, text in self._pending
+        ]
+        digest = crypto.block_hash(previous, entries)
+        self._conn.executemany(
+            "INSERT INTO transactions (seq, txid, block_height, signer, op, payload) VALUES (?, ?, ?, ?, ?, ?)",
+            [(seq, txid, height, signer, op, text) for seq, txid, signer, op, text in self._pending],
+        )
+        self._conn.execute(
+            "INSERT INTO blocks (height, prev_hash, hash, created_at, tx_count) VALUES (?, ?, ?, ?, ?)",
+            (height, previous, digest, time.time(), len(self._pending)),
+        )
+        self._pending = []
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # ---- agents and tokens ---------------------------------------------------------------
+
+    def _private_key(self, public_key: str) -> PrivateKey:
+        key = self._key_cache.get(public_key)
+        if key is None:
+            row = self._one("SELECT private_key FROM agent_secrets WHERE public_key = ?", (public_key,))
+            if row is None:
+                raise LedgerError(f"agent {short(public_key)} has no key in this ledger")
+            key = PrivateKey.from_hex(row[0])
+            self._key_cache[public_key] = key
+        return key
+
+    def create_agent(self, name: str, password: str) -> tuple[str, str]:
+        """Create an agent with a fresh key pair; return ``(public_key, token)``."""
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_AGENT_NAME:
+            raise LedgerError(f"invalid agent name: expected 1-{MAX_AGENT_NAME} characters")
+        if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD:
+            raise LedgerError(f"invalid password: expected 1-{MAX_PASSWORD} characters")
+        key = crypto.new_private_key()
+        public_key = crypto.public_key_hex(key)
+        salt, digest = crypto.hash_password(password)
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO agent_secrets (public_key, private_key, password_salt, password_hash)"
+                " VALUES (?, ?, ?, ?)",
+                (public_key, key.to_hex(), salt, digest),
+            )
+            self._key_cache[public_key] = key
+            self._transact(public_key, "agent.create", public_key=public_key, name=name)
+            token = self._new_token(public_key)
+        return public_key, token
+
+    def _new_token(self, public_key: str) -> str:
+        token = crypto.new_token()
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO tokens (token_hash, public_key, created_at) VALUES (?, ?, ?)",
+                (crypto.token_hash(token), public_key, time.time()),
+            )
+        return token
+
+    def check_password(self, public_key: str, password: str) -> bool:
+        row = self._one(
+            "SELECT password_salt, password_hash FROM agent_secrets WHERE public_key = ?", (public_key,)
+        )
+        if row is None or not isinstance(password, str):
+            return False
+        return crypto.check_password(password, row[0], row[1])
+
+    def issue_token(self, public_key: str, password: str) -> str:
+        """A fresh token for an existing agent whose password matches; earlier tokens stay valid."""
+        if not self.check_password(public_key, password):
+            raise LedgerError("unknown agent or wrong password")
+        return self._new_token(public_key)
+
+    def agent_for_token(self, token: str) -> str | None:
+        """The public key of the agent holding *token*, or ``None``."""
+        if not isinstance(token, str) or not token:
+            return None
+        digest = crypto.token_hash(token)
+        public_key = self._token_cache.get(digest)
+        if public_key is None:
+            row = self._one("SELECT public_key FROM tokens WHERE token_hash = ?", (digest,))
+            if row is None:
+                return None
+            public_key = row[0]
+            self._token_cache[digest] = public_key
+        return public_key
+
+    def agent(self, public_key: str) -> dict[str, Any] | None:
+        row = self._one("SELECT public_key, name, created_at FROM agents WHERE public_key = ?", (public_key,))
+        return {"public_key": row[0], "name": row[1], "created_at": row[2]} if row else None
+
+    def agents(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Public keys and names (never secrets), oldest first; only those called *name* if given."""
+        sql = "SELECT public_key, name, created_at FROM agents"
+        params: tuple[Any, ...] = ()
+        if name is not None:
+            sql += " WHERE name = ?"
+            params = (name,)
+        rows = self._all(sql + " ORDER BY seq", params)
+        return [{"public_key": r[0], "name": r[1], "created_at": r[2]} for r in rows]
+
+    def _require_agent(self, public_key: object, what: str = "agent") -> str:
+        check_public_key(public_key, f"{what} public key")
+        if self._one("SELECT 1 FROM agents WHERE public_key = ?", (public_key,)) is None:
+            raise LedgerError(f"{what} {short(public_key)} not found")
+        return public_key  # type: ignore[return-value]
+
+    # ---- partner requests and orders -----------------------------------------------------
+
+    def are_partners(self, a: str, b: str) -> bool:
+        return (
+            self._one(
+                "SELECT 1 FROM partner_requests WHERE status = 'ACCEPTED' AND ((issuing_agent = ?"
+                " AND receiving_agent = ?) OR (issuing_agent = ? AND receiving_agent = ?))",
+                (a, b, b, a),
+            )
+            is not None
+        )
+
+    def create_partner_request(self, issuer_pk: str, receiver_pk: str) -> str:
+        """*issuer* asks *receiver* to become partners; return the partner request id."""
+        with self.transaction():
+            self._require_agent(issuer_pk, "issuing agent")
+            self._require_agent(receiver_pk, "receiving agent")
+            if issuer_pk == receiver_pk:
+                raise LedgerError("an agent cannot send a partner request to itself")
+            if self.are_partners(issuer_pk, receiver_pk):
+                raise LedgerError(f"agents {short(issuer_pk)} and {short(receiver_pk)} are already partners")
+            row = self._conn.execute(
+                "SELECT partner_request_id FROM partner_requests WHERE status = 'OPEN'"
+                " AND issuing_agent = ? AND receiving_agent = ?",
+                (issuer_pk, receiver_pk),
+            ).fetchone()
+            if row:
+                raise LedgerError(f"partner request {row[0]} to {short(receiver_pk)} is already OPEN")
+            item_id = secrets.token_hex(16)
+            self._transact(
+                issuer_pk, "partner_request.create", partner_request_id=item_id, receiving_agent=receiver_pk
+            )
+        return item_id
+
+    def _answer(self, kind: str, agent_pk: str, item_id: object, accept: object) -> dict[str, Any]:
+        table, key_column, what = (
+            ("partner_requests", "partner_request_id", "partner request")
+            if kind == "partner_request"
+            else ("orders", "abs_action_id", "order request")
+        )
+        check_item_id(item_id, f"{what} id")
+        if accept not in (0, 1) or not isinstance(accept, int):
+            raise LedgerError(f"invalid response {_shown(accept)}: expected 1 (accept) or 0 (reject)")
+        with self.transaction():
+            row = self._conn.execute(
+                f"SELECT receiving_agent, status FROM {table} WHERE {key_column} = ?", (item_id,)
+            ).fetchone()
+            if row is None:
+                raise LedgerError(f"{what} {item_id} not found")
+            receiver, status = row
+            if receiver != agent_pk:
+                raise LedgerError(f"{what} {item_id} is addressed to another agent")
+            if status != OPEN:
+                raise LedgerError(f"{what} {item_id} is already {status}")
+            new_status = ACCEPTED if accept else REJECTED
+            self._transact(agent_pk, f"{kind}.answer", **{key_column: item_id, "status": new_status})
+            item = (self.partner_request if kind == "partner_request" else self.order)(item_id)
+        assert item is not None
+        return item
+
+    def answer_partner_request(
+        self, agent_pk: str, partner_request_id: str, accept: bool | int
+    ) -> dict[str, Any]:
+        """The receiving agent accepts (``True``/1) or rejects an OPEN partner request; return it."""
+        return self._answer("partner_request", agent_pk, partner_request_id, accept)
+
+    def answer_order(self, agent_pk: str, abs_action_id: str, accept: bool | int) -> dict[str, Any]:
+        """The receiving agent accepts or rejects an OPEN order request; return it."""
+        return self._answer("order", agent_pk, abs_action_id, accept)
+
+    def create_order(
+        self,
+        issuer_pk: str,
+        receiver_pk: str,
+        type: str,
+        description: str,
+        metadata: Mapping[str, Any] | None = None,
+        files: Sequence[str] = (),
+    ) -> str:
+        """*issuer* asks its partner *receiver* to produce something; return the order id."""
+        if not isinstance(type, str) or not type.strip():
+            raise LedgerError("an order needs a non-empty type")
+        if not isinstance(description, str):
+            raise LedgerError("an order description must be text")
+        metadata = {} if metadata is None else metadata
+        if not isinstance(metadata, Mapping):
+            raise LedgerError("order metadata must be an object")
+        if isinstance(files, str) or not all(isinstance(f, str) for f in files):
+            raise LedgerError("order files must be a list of strings")
+        try:
+            metadata = json.loads(crypto.canonical_json(dict(metadata)))
+        except (TypeError, ValueError):
+            raise LedgerError("order metadata must be plain JSON (no NaN or infinity)") from None
+        with self.transaction():
+            self._require_agent(issuer_pk, "issuing agent")
+            self._require_agent(receiver_pk, "receiving agent")
+            if not self.are_partners(issuer_pk, receiver_pk):
+                raise LedgerError(
+                    f"agent {short(issuer_pk)} is not an accepted partner of {short(receiver_pk)}:"
+                    " orders need an accepted partner request"
+                )
+            item_id = secrets.token_hex(16)
+            self._transact(
+                issuer_pk,
+                "order.create",
+                abs_action_id=item_id,
+                receiving_agent=receiver_pk,
+                type=type,
+                description=description,
+                metadata=metadata,
+                files=list(files),
+            )
+        return item_id
+
+    @staticmethod
+    def _partner_item(row: Sequence[Any]) -> dict[str, Any]:
+        item = dict(zip(_PARTNER_FIELDS, row, strict=True))
+        item["transaction_ids"] = json.loads(item["transaction_ids"])
+        return item
+
+    @staticmethod
+    def _order_item(row: Sequence[Any]) -> dict[str, Any]:
+        item = dict(zip(_ORDER_FIELDS, row, strict=True))
+        for name in ("metadata", "files", "transaction_ids"):
+            item[name] = json.loads(item[name])
+        return item
+
+    def partner_request(self, partner_request_id: str) -> dict[str, Any] | None:
+        row = self._one(
+            f"SELECT {', '.join(_PARTNER_FIELDS)} FROM partner_requests WHERE partner_request_id = ?",
+            (partner_request_id,),
+        )
+        return self._partner_item(row) if row else None
+
+    def order(self, abs_action_id: str) -> dict[str, Any] | None:
+        row = self._one(
+            f"SELECT {', '.join(_ORDER_FIELDS)} FROM orders WHERE abs_action_id = ?", (abs_action_id,)
+        )
+        return self._order_item(row) if row else None
+
+    @staticmethod
+    def _filters(
+        receiver_pk: str | None, issuer_pk: str | None, agent_pk: str | None, status: str | None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if receiver_pk is not None:
+            clauses.append("receiving_agent = ?")
+            params.append(receiver_pk)
+        if issuer_pk is not None:
+            clauses.append("issuing_agent = ?")
+            params.append(issuer_pk)
+        if agent_pk is not None:
+            clauses.append("(receiving_agent = ? OR issuing_agent = ?)")
+            params += [agent_pk, agent_pk]
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def partner_requests(
+        self,
+        receiver_pk: str | None = None,
+        *,
+        issuer_pk: str | None = None,
+        agent_pk: str | None = None,
+        status: str | None = None,
+        start: int = 0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Partner requests in creation order (stable), filtered and paged."""
+        where, params = self._filters(receiver_pk, issuer_pk, agent_pk, status)
+        rows = self._all(
+            f"SELECT {', '.join(_PARTNER_FIELDS)} FROM partner_requests{where} ORDER BY seq LIMIT ? OFFSET ?",
+            [*params, -1 if limit is None else limit, start],
+        )
+        return [self._partner_item(r) for r in rows]
+
+    def orders(
+        self,
+        receiver_pk: str | None = None,
+        *,
+        issuer_pk: str | None = None,
+        agent_pk: str | None = None,
+        status: str | None = None,
+        start: int = 0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Order requests in creation order (stable), filtered and paged."""
+        where, params = self._filters(receiver_pk, issuer_pk, agent_pk, status)
+        rows = self._all(
+            f"SELECT {', '.join(_ORDER_FIELDS)} FROM orders{where} ORDER BY seq LIMIT ? OFFSET ?",
+            [*params, -1 if limit is None else limit, start],
+        )
+        return [self._order_item(r) for r in rows]
+
+    # ---- record types and records --------------------------------------------------------
+
+    def record_type(self, name: str) -> dict[str, Any] | None:
+        row = self._one("SELECT name, properties FROM record_types WHERE name = ?", (name,))
+        return {"name": row[0], "properties": json.loads(row[1])} if row else None
+
+    def record_types(self) -> list[dict[str, Any]]:
+        rows = self._all("SELECT name, properties FROM record_types ORDER BY seq")
+        return [{"name": r[0], "properties": json.loads(r[1])} for r in rows]
+
+    def create_record_type(self, agent_pk: str, name: str, properties: list[dict[str, Any]]) -> None:
+        """Declare a record type; an existing name is refused (callers check with :meth:`record_type`)."""
+        check_name(name, "record type name")
+        declared = check_property_declarations(properties)
+        with self.transaction():
+            if self.record_type(name) is not None:
+                raise LedgerError(f"record type {name} exists")
+            self._transact(agent_pk, "record_type.create", name=name, properties=declared)
+
+    def _declared(self, record_type: str) -> dict[str, dict[str, Any]]:
+        rtype = self.record_type(record_type)
+        if rtype is None:
+            raise LedgerError(f"record type {record_type} not found")
+        return {p["name"]: p for p in rtype["properties"]}
+
+    def create_record(
+        self, agent_pk: str, record_id: str, record_type: str, properties: Mapping[str, Any]
+    ) -> bool:
+        """Create a record owned by *agent*; ``True`` if created, ``False`` if it exists identically.
+
+        Every non-dynamic property must be given (it is final); dynamic ones may be set later.
+        """
+        check_name(record_id, "record id")
+        check_name(record_type, "record type name")
+        values = _check_values_object(properties)
+        with self.transaction():
+            existing = self._one(
+                "SELECT record_type, created_properties FROM records WHERE record_id = ?", (record_id,)
+            )
+            if existing is not None:
+                if existing[0] == record_type and json.loads(existing[1]) == values:
+                    return False
+                raise LedgerError(f"record {record_id} exists with different values")
+            declared = self._declared(record_type)
+            for name, value in values.items():
+                if name not in declared:
+                    raise LedgerError(f"record type {record_type} has no property {_shown(name)}")
+                _check_value(record_type, name, declared[name]["data_type"], value)
+            missing = [n for n, p in declared.items() if not p["dynamic"] and n not in values]
+            if missing:
+                raise LedgerError(
+                    f"record {record_id} lacks the non-dynamic properties {', '.join(sorted(missing))}"
+                )
+            self._transact(
+                agent_pk, "record.create", record_id=record_id, record_type=record_type, properties=values
+            )
+        return True
+
+    def _record_row(self, record_id: str) -> tuple[Any, ...]:
+        row = self._one("SELECT record_type, owner, reporters FROM records WHERE record_id = ?", (record_id,))
+        if row is None:
+            raise LedgerError(f"record {record_id} not found")
+        return row
+
+    def update_record(self, agent_pk: str, record_id: str, properties: Mapping[str, Any]) -> dict[str, Any]:
+        """The owner or an authorised reporter sets dynamic properties; return the record."""
+        check_name(record_id, "record id")
+        values = _check_values_object(properties)
+        with self.transaction():
+            record_type, owner, reporters = self._record_row(record_id)
+            if agent_pk != owner and agent_pk not in json.loads(reporters):
+                raise LedgerError(
+                    f"agent {short(agent_pk)} is neither the owner nor an authorised reporter of record {record_id}"
+                )
+            declared = self._declared(record_type)
+            for name, value in values.items():
+                if name not in declared:
+                    raise LedgerError(f"record type {record_type} has no property {_shown(name)}")
+                if not declared[name]["dynamic"]:
+                    raise LedgerError(
+                        f"property {name} of record {record_id} is not dynamic: its value is final"
+                    )
+                _check_value(record_type, name, declared[name]["data_type"], value)
+            self._transact(agent_pk, "record.update", record_id=record_id, properties=values)
+            record = self.record(record_id)
+        assert record is not None
+        return record
+
+    def add_reporter(self, agent_pk: str, record_id: str, reporter_pk: str) -> bool:
+        """The owner authorises *reporter*; ``True`` if added, ``False`` if already authorised."""
+        check_name(record_id, "record id")
+        check_public_key(reporter_pk, "reporter public key")
+        with self.transaction():
+            _, owner, reporters = self._record_row(record_id)
+            if agent_pk != owner:
+                raise LedgerError(f"only the owner of record {record_id} may add reporters")
+            self._require_agent(reporter_pk, "reporter")
+            if reporter_pk == owner or reporter_pk in json.loads(reporters):
+                return False
+            self._transact(agent_pk, "record.add_reporter", record_id=record_id, reporter=reporter_pk)
+        return True
+
+    def record(self, record_id: str) -> dict[str, Any] | None:
+        row = self._one(
+            "SELECT record_id, record_type, owner, reporters, properties, transaction_ids FROM records"
+            " WHERE record_id = ?",
+            (record_id,),
+        )
+        if row is None:
+            return None
+        return {
+            "record_id": row[0],
+            "record_type": row[1],
+            "owner": row[2],
+            "reporters": json.loads(row[3]),
+            "properties": json.loads(row[4]),
+            "transaction_ids": json.loads(row[5]),
+        }
+
+    def records(
+        self, record_type: str | None = None, *, start: int = 0, limit: int | None = None
+    ) -> list[dict]:
+        sql = "SELECT record_id FROM records"
+        params: list[Any] = []
+        if record_type is not None:
+            sql += " WHERE record_type = ?"
+            params.append(record_type)
+        rows = self._all(
+            sql + " ORDER BY seq LIMIT ? OFFSET ?", [*params, -1 if limit is None else limit, start]
+        )
+        return [r for r in (self.record(row[0]) for row in rows) if r is not None]
+
+    def count_records(self, record_type: str | None = None) -> int:
+        if record_type is None:
+            row = self._one("SELECT COUNT(*) FROM records")
+        else:
+            row = self._one("SELECT COUNT(*) FROM records WHERE record_type = ?", (record_type,))
+        assert row is not None
+        return int(row[0])
+
+    # ---- chain ---------------------------------------------------------------------------
+
+    def blocks(self) -> list[dict[str, Any]]:
+        rows = self._all("SELECT height, prev_hash, hash, created_at, tx_count FROM blocks ORDER BY height")
+        txs: dict[int, list[dict[str, Any]]] = {}
+        for seq, txid, height, signer, op in self._all(
+            "SELECT seq, txid, block_height, signer, op FROM transactions ORDER BY seq"
+        ):
+            txs.setdefault(height, []).append({"seq": seq, "txid": txid, "signer": signer, "op": op})
+        return [
+            {
+                "height": r[0],
+                "prev_hash": r[1],
+                "hash": r[2],
+                "created_at": r[3],
+                "tx_count": r[4],
+                "transactions": txs.get(r[0], []),
+            }
+            for r in rows
+        ]
+
+    def counts(self) -> dict[str, int]:
+        result = {}
+        for table in (
+            "agents",
+            "partner_requests",
+            "orders",
+            "record_types",
+            "records",
+            "transactions",
+            "blocks",
+        ):
+            row = self._one(f"SELECT COUNT(*) FROM {table}")
+            assert row is not None
+            result[table] = int(row[0])
+        return result
+
+    def verify(self) -> list[str]:
+        """Recompute the hash chain, check every signature, replay the log; return the problems found."""
+        with self._lock:
+            return _verify(self._conn)
+
+    # ---- gateway bookkeeping: consumed offsets and the response outbox --------------------
+
+    def stored_offsets(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """``(topic, partition) -> (next offset, fingerprint of the last consumed message)``."""
+        rows = self._all("SELECT topic, partition, next_offset, fingerprint FROM consumer_offsets")
+        return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+    def store_offset(self, topic: str, partition: int, next_offset: int, fingerprint: str) -> None:
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO consumer_offsets (topic, partition, next_offset, fingerprint, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (topic, partition) DO UPDATE SET"
+                " next_offset = excluded.next_offset, fingerprint = excluded.fingerprint,"
+                " updated_at = excluded.updated_at",
+                (topic, partition, next_offset, fingerprint, time.time()),
+            )
+
+    def forget_offsets(self, keys: Sequence[tuple[str, int]]) -> None:
+        with self.transaction():
+            self._conn.executemany("DELETE FROM consumer_offsets WHERE topic = ? AND partition = ?", keys)
+
+    def outbox_add(
+        self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, str]], due_at: float
+    ) -> int:
+        with self.transaction():
+            cursor = self._conn.execute(
+                "INSERT INTO outbox (topic, key, value, headers, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (topic, key, value, json.dumps(list(headers)), due_at, time.time()),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def outbox_pending(self) -> list[tuple[int, str, bytes | None, bytes, list[tuple[str, str]], float]]:
+        """Unsent responses, oldest first: ``(id, topic, key, value, headers, due_at)``."""
+        rows = self._all("SELECT id, topic, key, value, headers, due_at FROM outbox ORDER BY id")
+        return [(r[0], r[1], r[2], r[3], [tuple(h) for h in json.loads(r[4])], r[5]) for r in rows]
+
+    def outbox_delete(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        with self.transaction():
+            self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+
+# --------------------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------------------
+
+
+def _verify(conn: sqlite3.Connection) -> list[str]:
+    problems: list[str] = []
+    blocks = conn.execute("SELECT height, prev_hash, hash, tx_count FROM blocks ORDER BY height").fetchall()
+    txs_by_block: dict[int, list[tuple[Any, ...]]] = {}
+    for row in conn.execute(
+        "SELECT seq, txid, block_height, signer, op, payload FROM transactions ORDER BY seq"
+    ):
+        txs_by_block.setdefault(row[2], []).append(row)
+    replay = sqlite3.connect(":memory:", isolation_level=None)
+    replay.executescript(STATE_SCHEMA)
+    previous = crypto.GENESIS_HASH
+    last_seq = 0
+    for expected_height, (height, prev_hash, stored_hash, tx_count) in enumerate(blocks, start=1):
+        if height != expected_height:
+            problems.append(f"block {expected_height} is missing (next block found is {height})")
+        if prev_hash != previous:
+            problems.append(
+                f"block {height}: its previous hash does not match the hash of the block before it"
+            )
+        txs = txs_by_block.pop(height, [])
+        if len(txs) != tx_count:
+            problems.append(f"block {height}: holds {len(txs)} transactions, its header says {tx_count}")
+        entries = []
+        for seq, txid, _, signer, op, text in txs:
+            label = f"transaction {seq} ({txid[:16]}...) in block {height}"
+            try:
+                payload = json.loads(text)
+            except ValueError:
+                problems.append(f"{label}: payload is not JSON")
+                continue
+            entries.append({"txid": txid, "signer": signer, "payload": payload})
+            if seq != last_seq + 1:
+                problems.append(f"{label}: transaction sequence jumps from {last_seq} to {seq}")
+            last_seq = seq
+            if not isinstance(payload, dict):
+                problems.append(f"{label}: payload is not an object")
+                continue
+            if payload.get("signer") != signer or payload.get("seq") != seq or payload.get("op") != op:
+                problems.append(f"{label}: its columns differ from its signed payload")
+            if crypto.canonical_json(payload) != text:
+                problems.append(f"{label}: payload is not in canonical form")
+            if not crypto.verify_signature(signer, txid, text.encode("utf-8")):
+                problems.append(f"{label}: signature does not match the payload and signer")
+            try:
+                apply_transaction(replay, txid, payload)
+            except (LedgerError, KeyError, TypeError, sqlite3.Error) as exc:
+                problems.append(f"{label}: cannot be replayed: {exc}")
+        if crypto.block_hash(prev_hash, entries) != stored_hash:
+            problems.append(f"block {height}: hash does not match its transactions")
+        previous = stored_hash
+    for height in sorted(txs_by_block):
+        problems.append(
+            f"{len(txs_by_block[height])} transaction(s) belong to block {height}, which does not exist"
+        )
+    for table, (key, columns) in STATE_TABLES.items():
+        sql = f"SELECT {', '.join(columns)} FROM {table}"
+        actual = {row[columns.index(key)]: row for row in conn.execute(sql)}
+        expected = {row[columns.index(key)]: row for row in replay.execute(sql)}
+        for item in sorted(set(actual) | set(expected), key=str):
+            if item not in expected:
+                problems.append(f"{table} row {item}: not produced by any transaction")
+            elif item not in actual:
+                problems.append(f"{table} row {item}: missing, though the transaction log creates it")
+            elif actual[item] != expected[item]:
+                changed = [c for c, a, e in zip(columns, actual[item], expected[item], strict=True) if a != e]
+                problems.append(
+                    f"{table} row {item}: {', '.join(changed)} differ(s) from what the transaction log says"
+                )
+    replay.close()
+    agents = {row[0] for row in conn.execute("SELECT public_key FROM agents")}
+    for public_key, private_hex in conn.execute("SELECT public_key, private_key FROM agent_secrets"):
+        try:
+            derived = crypto.public_key_hex(PrivateKey.from_hex(private_hex))
+        except ValueError:
+            derived = None
+        if derived != public_key:
+            problems.append(f"agent {short(public_key)}: stored private key does not belong to it")
+        if public_key not in agents:
+            problems.append(f"agent {short(public_key)}: has a key but was never created by a transaction")
+    return problems
