@@ -1,0 +1,244 @@
+"""What the sandbox answers to each request: the ledger semantics of every ``BLK_*`` topic.
+
+:func:`handle` turns one request value into an :class:`Answer` (whom to address, the outcome
+and what to log), applying its effect to the ledger. It runs inside the caller's
+:meth:`Ledger.transaction`; a refused write is rolled back on its own (a savepoint), so the
+caller can still record the answer and the consumed offset in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway_sandbox import wire
+from gateway_sandbox.ledger import Ledger, LedgerError, check_item_id, short
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 10_000
+
+#: The ``auth`` of a ``BLK_Agt`` error when the request named no agent (when it did, its public
+#: key is the ``auth``): the protocol's decoders require a non-empty ``auth``, and agent
+#: responses are matched by ``request_id`` anyway.
+ANONYMOUS = "anonymous"
+
+
+@dataclass
+class Answer:
+    """The response to one request, before encoding.
+
+    ``auth`` is ``None`` when the request is dropped (nothing could be read to address an answer).
+    """
+
+    auth: str | None
+    outcome: dict[str, Any]
+    action: str = "-"
+    agent: str | None = None
+    request_id: str | None = None
+    extra_header: dict[str, Any] = field(default_factory=dict)
+    always_echo: bool = False
+    reason: str = ""
+    injected: bool = False
+
+    @property
+    def kind(self) -> str:
+        return next(iter(self.outcome)) if self.outcome else "dropped"
+
+    def header(self, echo: bool) -> dict[str, Any]:
+        assert self.auth is not None
+        header: dict[str, Any] = {"auth": self.auth, **self.extra_header}
+        if (echo or self.always_echo) and self.request_id:
+            header["request_id"] = self.request_id
+        return header
+
+
+class Refused(Exception):
+    """A request refused before touching the ledger; its text is the ``error``."""
+
+
+def _page(header: dict[str, Any]) -> tuple[int, int]:
+    start = header.get("start", 0)
+    limit = header.get("limit", DEFAULT_LIMIT)
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise Refused("invalid start: expected an integer >= 0")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise Refused(f"invalid limit: expected an integer from 1 to {MAX_LIMIT}")
+    return start, limit
+
+
+def _body(body: Any, topic: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Refused(f"a {topic} request needs a body object (element 1)")
+    return body
+
+
+def _action(body: dict[str, Any], topic: str, allowed: tuple[str, ...]) -> str:
+    action = body.get("action")
+    if action not in allowed:
+        shown = action if isinstance(action, str) and len(action) <= 40 else type(action).__name__
+        raise Refused(f"unknown action {shown!r} on {topic}: one of {', '.join(allowed)}")
+    return action
+
+
+def handle(
+    ledger: Ledger,
+    topic: str,
+    raw: bytes | None,
+    kafka_headers: list[tuple[str, bytes]] | None = None,
+    *,
+    inject_error: str | None = None,
+) -> Answer:
+    """Answer the request *raw* read from the protocol topic *topic* (its default name).
+
+    With ``inject_error``, a well-addressed request is answered with that error text and not
+    applied (the error-rate fault knob).
+    """
+    try:
+        header, body = wire.decode_request(raw)
+    except wire.MalformedRequest as exc:
+        request_id = wire.request_id_of(exc.header, kafka_headers)
+        if topic == wire.AGENTS or exc.token is None:
+            return Answer(None, {}, action="malformed", request_id=request_id, reason=exc.reason)
+        return _authenticated_error(
+            ledger, exc.token, f"malformed request: {exc.reason}", request_id, "malformed"
+        )
+    request_id = wire.request_id_of(header, kafka_headers)
+    if topic == wire.AGENTS:
+        return _handle_agents(ledger, header, body, request_id, inject_error)
+    auth = header.get("auth")
+    if not isinstance(auth, str) or not auth:
+        return Answer(None, {}, action="malformed", request_id=request_id, reason="header has no auth token")
+    agent = ledger.agent_for_token(auth)
+    if agent is None:
+        return Answer(
+            auth, {"error": "unknown token"}, action="-", request_id=request_id, reason="unknown token"
+        )
+    answer = Answer(auth, {}, agent=agent, request_id=request_id)
+    try:
+        if inject_error:
+            answer.injected = True
+            raise Refused(inject_error)
+        answer.outcome = _dispatch(ledger, topic, agent, header, body, answer)
+    except (Refused, LedgerError) as exc:
+        answer.outcome = {"error": str(exc)}
+    return answer
+
+
+def _authenticated_error(
+    ledger: Ledger, token: str, text: str, request_id: str | None, action: str
+) -> Answer:
+    agent = ledger.agent_for_token(token)
+    if agent is None:
+        text = "unknown token"
+    return Answer(token, {"error": text}, action=action, agent=agent, request_id=request_id, reason=text)
+
+
+def _dispatch(
+    ledger: Ledger, topic: str, agent: str, header: dict[str, Any], body: Any, answer: Answer
+) -> dict[str, Any]:
+    if topic in (wire.PARTNER_LIST, wire.ORDER_LIST):
+        answer.action = "list"
+        start, limit = _page(header)
+        lister = ledger.partner_requests if topic == wire.PARTNER_LIST else ledger.orders
+        return {"data": lister(agent_pk=agent, start=start, limit=limit)}
+    if topic in (wire.PARTNER_ANSWER, wire.ORDER_ANSWER):
+        body = _body(body, topic)
+        response = body.get("response")
+        answer.action = (
+            {1: "accept", 0: "reject"}.get(response, "answer") if isinstance(response, int) else "answer"
+        )
+        what = "partner request" if topic == wire.PARTNER_ANSWER else "order request"
+        item_id = check_item_id(body.get("id"), f"{what} id")
+        with ledger.transaction():
+            if topic == wire.PARTNER_ANSWER:
+                item = ledger.answer_partner_request(agent, item_id, response)
+            else:
+                item = ledger.answer_order(agent, item_id, response)
+        return {"message": f"{what} {item_id} {item['status']}"}
+    if topic == wire.RECORD_TYPES:
+        body = _body(body, topic)
+        answer.action = _action(body, topic, ("get", "create"))
+        name = body.get("name")
+        if answer.action == "get":
+            rtype = ledger.record_type(name) if isinstance(name, str) else None
+            if rtype is None:
+                raise Refused(f"record type {_name(name)} not found")
+            return {"data": rtype}
+        with ledger.transaction():
+            ledger.create_record_type(agent, name, body.get("properties"))
+        return {"message": f"record type {name} created"}
+    if topic == wire.RECORDS:
+        body = _body(body, topic)
+        answer.action = _action(body, topic, ("get", "create", "update", "add_reporter"))
+        record_id = body.get("record_id")
+        if answer.action == "get":
+            record = ledger.record(record_id) if isinstance(record_id, str) else None
+            if record is None:
+                raise Refused(f"record {_name(record_id)} not found")
+            return {"data": record}
+        with ledger.transaction():
+            if answer.action == "create":
+                created = ledger.create_record(
+                    agent, record_id, body.get("record_type"), body.get("properties")
+                )
+                text = (
+                    f"record {record_id} created"
+                    if created
+                    else f"record {record_id} exists with identical values"
+                )
+            elif answer.action == "update":
+                ledger.update_record(agent, record_id, body.get("properties"))
+                text = f"record {record_id} updated"
+            else:
+                reporter = body.get("reporter")
+                added = ledger.add_reporter(agent, record_id, reporter)
+                text = (
+                    f"reporter {short(reporter)} added to record {record_id}"
+                    if added
+                    else f"agent {short(reporter)} is already authorised on record {record_id}"
+                )
+        return {"message": text}
+    raise Refused(f"topic {topic} is not served")  # pragma: no cover - the server only reads known topics
+
+
+def _name(value: object) -> str:
+    if isinstance(value, str):
+        return value if len(value) <= 80 else value[:77] + "..."
+    return f"<{type(value).__name__}>"
+
+
+def _handle_agents(
+    ledger: Ledger, header: dict[str, Any], body: Any, request_id: str | None, inject_error: str | None
+) -> Answer:
+    named = header.get("public_key")
+    public_key = named if isinstance(named, str) and named else None
+    answer = Answer(
+        public_key or ANONYMOUS,
+        {},
+        request_id=request_id,
+        agent=public_key,
+        always_echo=True,
+        extra_header={"public_key": public_key} if public_key else {},
+    )
+    try:
+        body = _body(body, wire.AGENTS)
+        answer.action = _action(body, wire.AGENTS, ("create", "token"))
+        if inject_error:
+            answer.injected = True
+            raise Refused(inject_error)
+        if answer.action == "create":
+            with ledger.transaction():
+                public_key, token = ledger.create_agent(body.get("name"), body.get("password"))
+            answer.outcome = {"data": {"public_key": public_key, "token": token}}
+        else:
+            if public_key is None:
+                raise Refused("a token request needs the agent's public_key in its header")
+            with ledger.transaction():
+                token = ledger.issue_token(public_key, body.get("password"))
+            answer.outcome = {"data": {"token": token}}
+        answer.auth = token
+        answer.agent = public_key
+        answer.extra_header = {"public_key": public_key}
+    except (Refused, LedgerError) as exc:
+        answer.outcome = {"error": str(exc)}
+    return answer

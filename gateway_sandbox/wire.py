@@ -1,0 +1,126 @@
+"""The sandbox's side of the BLK wire format (PROTOCOL.md sections 1 and 3).
+
+Written from the protocol document alone: the sandbox never imports the MES-side provider, so
+that each checks the other.
+
+Requests are UTF-8 JSON arrays ``[header]`` or ``[header, body]``. Responses are
+``[header, outcome]`` written in one of two encodings:
+
+- ``python-literal`` (the original gateway, the default): a JSON string whose content is the
+  Python ``repr`` of the list (``True``/``None``, either quote kind);
+- ``json``: a plain JSON array.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from gateway_sandbox.broker import DEFAULT_TOPICS
+
+RESPONSES = "BLK_Res"
+PARTNER_LIST = "BLK_Part_Lst"
+PARTNER_ANSWER = "BLK_Part_Ans"
+ORDER_LIST = "BLK_Act_Lst"
+ORDER_ANSWER = "BLK_Act_Ans"
+RECORD_TYPES = "BLK_Rty"
+RECORDS = "BLK_Rec"
+AGENTS = "BLK_Agt"
+
+#: Every topic the sandbox consumes (all but the response topic).
+REQUEST_TOPICS: tuple[str, ...] = tuple(name for name in DEFAULT_TOPICS if name != RESPONSES)
+
+#: (ours) the Kafka header that carries the request id.
+REQUEST_ID_HEADER = "blk-request-id"
+
+ENCODINGS = ("python-literal", "json")
+
+REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+#: Requests larger than this are refused unread.
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+class MalformedRequest(ValueError):
+    """A request that is not ``[header, body?]``. ``token`` is set when one could still be read.
+
+    The message never quotes the value (it may hold a token or a password).
+    """
+
+    def __init__(self, reason: str, token: str | None = None, header: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.token = token
+        self.header = header or {}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _readable_header(value: Any) -> tuple[str | None, dict[str, Any] | None]:
+    header = value[0] if isinstance(value, list) and value else value
+    if not isinstance(header, dict):
+        return None, None
+    auth = header.get("auth")
+    return (auth if isinstance(auth, str) and auth else None), header
+
+
+def decode_request(raw: bytes | None) -> tuple[dict[str, Any], Any]:
+    """Return ``(header, body)`` of a request (``body`` is ``None`` when absent), or raise
+    :class:`MalformedRequest`."""
+    if raw is None:
+        raise MalformedRequest("empty message value")
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise MalformedRequest(f"value of {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRequest("value is not UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise MalformedRequest("value is not JSON") from None
+    token, header = _readable_header(value)
+    if not isinstance(value, list):
+        raise MalformedRequest("request is not a JSON array [header, body]", token, header)
+    if not value or not isinstance(value[0], dict):
+        raise MalformedRequest("request header (element 0) is not an object", token, header)
+    if len(value) > 2:
+        raise MalformedRequest(
+            f"request has {len(value)} elements; expected [header] or [header, body]", token, header
+        )
+    body = value[1] if len(value) == 2 else None
+    return value[0], body
+
+
+def request_id_of(header: dict[str, Any], kafka_headers: list[tuple[str, bytes]] | None) -> str | None:
+    """The request's 32-hex id from its header, else from its Kafka header, else ``None``."""
+    candidate = header.get("request_id")
+    if isinstance(candidate, str) and REQUEST_ID_RE.match(candidate):
+        return candidate
+    for name, value in kafka_headers or ():
+        if name == REQUEST_ID_HEADER and value:
+            try:
+                text = value.decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            if REQUEST_ID_RE.match(text):
+                return text
+    return None
+
+
+def encode_response(header: dict[str, Any], outcome: dict[str, Any], encoding: str) -> bytes:
+    """The ``BLK_Res`` value for ``[header, outcome]`` in *encoding*."""
+    envelope = [header, outcome]
+    if encoding == "python-literal":
+        return json.dumps(repr(envelope)).encode("utf-8")
+    if encoding == "json":
+        return json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+    raise ValueError(f"unknown encoding {encoding!r}: one of {', '.join(ENCODINGS)}")
+
+
+def topic_names(prefix: str = "") -> dict[str, str]:
+    """Protocol name -> actual topic name, for a topic prefix."""
+    return {name: prefix + name for name in DEFAULT_TOPICS}
