@@ -1072,7 +1072,8 @@ def _verify(conn: sqlite3.Connection) -> list[str]:
             elif actual[item] != expected[item]:
                 changed = [c for c, a, e in zip(columns, actual[item], expected[item], strict=True) if a != e]
                 problems.append(
-                    f"{table} row {item}: {', '.join(changed)} differ(s) from what the transaction log says"
+                    f"{table} row {item}: {', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'}"
+                    " from what the transaction log says"
                 )
     replay.close()
     agents = {row[0] for row in conn.execute("SELECT public_key FROM agents")}
