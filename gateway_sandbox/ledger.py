@@ -186,6 +186,18 @@ _ORDER_FIELDS = (
     "transaction_ids",
 )
 
+_JSON_COLUMNS = ("metadata", "files", "transaction_ids")
+
+
+def _json_object(fields: tuple[str, ...]) -> str:
+    """A SQL expression building an item's JSON object in SQLite (one ``json.loads`` per page)."""
+    parts = [f"'{name}', {f'json({name})' if name in _JSON_COLUMNS else name}" for name in fields]
+    return f"json_object({', '.join(parts)})"
+
+
+_PARTNER_JSON = _json_object(_PARTNER_FIELDS)
+_ORDER_JSON = _json_object(_ORDER_FIELDS)
+
 
 def _dump(value: Any) -> str:
     return crypto.canonical_json(value)
@@ -693,31 +705,20 @@ class Ledger:
             )
         return item_id
 
-    @staticmethod
-    def _partner_item(row: Sequence[Any]) -> dict[str, Any]:
-        item = dict(zip(_PARTNER_FIELDS, row, strict=True))
-        item["transaction_ids"] = json.loads(item["transaction_ids"])
-        return item
-
-    @staticmethod
-    def _order_item(row: Sequence[Any]) -> dict[str, Any]:
-        item = dict(zip(_ORDER_FIELDS, row, strict=True))
-        for name in ("metadata", "files", "transaction_ids"):
-            item[name] = json.loads(item[name])
-        return item
+    def _items(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        rows = self._all(sql, params)
+        return json.loads("[" + ",".join(row[0] for row in rows) + "]")
 
     def partner_request(self, partner_request_id: str) -> dict[str, Any] | None:
-        row = self._one(
-            f"SELECT {', '.join(_PARTNER_FIELDS)} FROM partner_requests WHERE partner_request_id = ?",
+        items = self._items(
+            f"SELECT {_PARTNER_JSON} FROM partner_requests WHERE partner_request_id = ?",
             (partner_request_id,),
         )
-        return self._partner_item(row) if row else None
+        return items[0] if items else None
 
     def order(self, abs_action_id: str) -> dict[str, Any] | None:
-        row = self._one(
-            f"SELECT {', '.join(_ORDER_FIELDS)} FROM orders WHERE abs_action_id = ?", (abs_action_id,)
-        )
-        return self._order_item(row) if row else None
+        items = self._items(f"SELECT {_ORDER_JSON} FROM orders WHERE abs_action_id = ?", (abs_action_id,))
+        return items[0] if items else None
 
     @staticmethod
     def _filters(
@@ -751,11 +752,11 @@ class Ledger:
     ) -> list[dict[str, Any]]:
         """Partner requests in creation order (stable), filtered and paged."""
         where, params = self._filters(receiver_pk, issuer_pk, agent_pk, status)
-        rows = self._all(
-            f"SELECT {', '.join(_PARTNER_FIELDS)} FROM partner_requests{where} ORDER BY seq LIMIT ? OFFSET ?",
+        return self._items(
+            f"SELECT {_PARTNER_JSON} FROM (SELECT * FROM partner_requests{where} ORDER BY seq LIMIT ? OFFSET ?)"
+            " ORDER BY seq",
             [*params, -1 if limit is None else limit, start],
         )
-        return [self._partner_item(r) for r in rows]
 
     def orders(
         self,
@@ -769,11 +770,10 @@ class Ledger:
     ) -> list[dict[str, Any]]:
         """Order requests in creation order (stable), filtered and paged."""
         where, params = self._filters(receiver_pk, issuer_pk, agent_pk, status)
-        rows = self._all(
-            f"SELECT {', '.join(_ORDER_FIELDS)} FROM orders{where} ORDER BY seq LIMIT ? OFFSET ?",
+        return self._items(
+            f"SELECT {_ORDER_JSON} FROM (SELECT * FROM orders{where} ORDER BY seq LIMIT ? OFFSET ?) ORDER BY seq",
             [*params, -1 if limit is None else limit, start],
         )
-        return [self._order_item(r) for r in rows]
 
     # ---- record types and records --------------------------------------------------------
 
@@ -964,28 +964,32 @@ class Ledger:
         rows = self._all("SELECT topic, partition, next_offset, fingerprint FROM consumer_offsets")
         return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
-    def store_offset(self, topic: str, partition: int, next_offset: int, fingerprint: str) -> None:
-        with self.transaction():
-            self._conn.execute(
-                "INSERT INTO consumer_offsets (topic, partition, next_offset, fingerprint, updated_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (topic, partition) DO UPDATE SET"
-                " next_offset = excluded.next_offset, fingerprint = excluded.fingerprint,"
-                " updated_at = excluded.updated_at",
-                (topic, partition, next_offset, fingerprint, time.time()),
-            )
+    def _write(self, sql: str, params: Sequence[Any], *, many: bool = False) -> sqlite3.Cursor:
+        """One bookkeeping statement: joins the caller's transaction without a savepoint (a single
+        statement cannot half-fail), else commits on its own."""
+        with self._lock:
+            run = self._conn.executemany if many else self._conn.execute
+            if self._depth:
+                return run(sql, params)
+            with self.transaction():
+                return run(sql, params)
 
-    def forget_offsets(self, keys: Sequence[tuple[str, int]]) -> None:
-        with self.transaction():
-            self._conn.executemany("DELETE FROM consumer_offsets WHERE topic = ? AND partition = ?", keys)
+    def store_offset(self, topic: str, partition: int, next_offset: int, fingerprint: str) -> None:
+        self._write(
+            "INSERT INTO consumer_offsets (topic, partition, next_offset, fingerprint, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (topic, partition) DO UPDATE SET"
+            " next_offset = excluded.next_offset, fingerprint = excluded.fingerprint,"
+            " updated_at = excluded.updated_at",
+            (topic, partition, next_offset, fingerprint, time.time()),
+        )
 
     def outbox_add(
         self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, str]], due_at: float
     ) -> int:
-        with self.transaction():
-            cursor = self._conn.execute(
-                "INSERT INTO outbox (topic, key, value, headers, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (topic, key, value, json.dumps(list(headers)), due_at, time.time()),
-            )
+        cursor = self._write(
+            "INSERT INTO outbox (topic, key, value, headers, due_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (topic, key, value, json.dumps(list(headers)), due_at, time.time()),
+        )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
@@ -995,10 +999,8 @@ class Ledger:
         return [(r[0], r[1], r[2], r[3], [tuple(h) for h in json.loads(r[4])], r[5]) for r in rows]
 
     def outbox_delete(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        with self.transaction():
-            self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        if ids:
+            self._write("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids], many=True)
 
 
 # --------------------------------------------------------------------------------------
