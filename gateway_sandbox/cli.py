@@ -3,8 +3,8 @@
 Commands:
 
 - ``serve --bootstrap-servers HOST:PORT --db PATH [--encoding python-literal|json] [--echo|--no-echo]
-  [--topic-prefix P] [--fetch-wait-max-ms N] [--delay-ms N] [--drop-rate R] [--error-rate R]
-  [--garbage-rate R] [--duplicate-rate R] [--foreign-rate R] [--fault-seed N]``: the gateway.
+  [--topic-prefix P] [--fetch-wait-max-ms N] [--broker-timeout S] [--delay-ms N] [--drop-rate R]
+  [--error-rate R] [--garbage-rate R] [--duplicate-rate R] [--foreign-rate R] [--fault-seed N]``.
   The defaults are the original gateway's behaviour (Python-literal responses, no
   ``request_id`` echo); the options turn on the improvements. Stops cleanly on SIGTERM/SIGINT.
 - ``verify --db PATH``: recompute the hash chain, check every signature, replay the log; exit 1
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--topic-prefix", default="", help="prefix of every topic name read or written")
     serve.add_argument("--fetch-wait-max-ms", type=int, default=2, help="the consumer's fetch.wait.max.ms")
     serve.add_argument("--partitions", type=int, default=1, help="partitions of the topics it creates")
+    serve.add_argument(
+        "--broker-timeout", type=float, default=60.0, help="seconds to wait for the broker to answer at start"
+    )
     faults = serve.add_argument_group("fault knobs")
     faults.add_argument("--delay-ms", type=float, default=0.0, help="write every answer this much later")
     faults.add_argument("--drop-rate", type=_rate, default=0.0, help="apply but never answer")
@@ -155,6 +158,7 @@ def _wait_for_signal(alive: Any = None) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway_sandbox.broker import wait_for_broker
     from gateway_sandbox.server import GatewayServer
 
     logging.basicConfig(
@@ -181,11 +185,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fetch_wait_max_ms=args.fetch_wait_max_ms,
         topic_partitions=args.partitions,
     )
-    server.start()
+    log = logging.getLogger("gateway_sandbox")
+    try:
+        wait_for_broker(args.bootstrap_servers, timeout=args.broker_timeout)
+        server.start()
+    except Exception as exc:
+        log.error("the gateway sandbox could not start: %s", exc)
+        return 1
     try:
         _wait_for_signal(lambda: server.running)
     except SystemExit:
-        logging.getLogger("gateway_sandbox").error("the gateway stopped on its own")
+        log.error("the gateway stopped on its own")
         server.stop()
         return 1
     server.stop()

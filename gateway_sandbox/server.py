@@ -280,7 +280,14 @@ class GatewayServer:
 
     def _start_positions(self) -> list[TopicPartition]:
         assert self._consumer is not None and self.ledger is not None
-        metadata = self._consumer.list_topics(timeout=10)
+        wanted = [self.topics[name] for name in wire.REQUEST_TOPICS]
+        deadline = time.monotonic() + 10
+        while True:  # a real broker may list a topic it just created only a moment later
+            metadata = self._consumer.list_topics(timeout=10)
+            missing = [t for t in wanted if t not in metadata.topics or metadata.topics[t].error is not None]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         stored = self.ledger.stored_offsets()
         assignment: list[TopicPartition] = []
         probes: dict[tuple[str, int], tuple[int, str, int]] = {}
