@@ -918,12 +918,16 @@ class Ledger:
     # ---- chain ---------------------------------------------------------------------------
 
     def blocks(self) -> list[dict[str, Any]]:
-        rows = self._all("SELECT height, prev_hash, hash, created_at, tx_count FROM blocks ORDER BY height")
-        txs: dict[int, list[dict[str, Any]]] = {}
-        for seq, txid, height, signer, op in self._all(
-            "SELECT seq, txid, block_height, signer, op FROM transactions ORDER BY seq"
-        ):
-            txs.setdefault(height, []).append({"seq": seq, "txid": txid, "signer": signer, "op": op})
+        with self._snapshot() as conn:
+            rows = conn.execute(
+                "SELECT height, prev_hash, hash, created_at, tx_count FROM blocks ORDER BY height"
+            ).fetchall()
+            tx_rows = conn.execute(
+                "SELECT seq, txid, block_height, signer, op FROM transactions ORDER BY seq"
+            )
+            txs: dict[int, list[dict[str, Any]]] = {}
+            for seq, txid, height, signer, op in tx_rows.fetchall():
+                txs.setdefault(height, []).append({"seq": seq, "txid": txid, "signer": signer, "op": op})
         return [
             {
                 "height": r[0],
@@ -937,25 +941,29 @@ class Ledger:
         ]
 
     def counts(self) -> dict[str, int]:
-        result = {}
-        for table in (
-            "agents",
-            "partner_requests",
-            "orders",
-            "record_types",
-            "records",
-            "transactions",
-            "blocks",
-        ):
-            row = self._one(f"SELECT COUNT(*) FROM {table}")
-            assert row is not None
-            result[table] = int(row[0])
-        return result
+        tables = ("agents", "partner_requests", "orders", "record_types", "records", "transactions", "blocks")
+        with self._snapshot() as conn:
+            return {
+                table: int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]) for table in tables
+            }
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several reads seeing one state, though another process commits meanwhile (WAL)."""
+        with self._lock:
+            if self._depth:
+                yield self._conn
+                return
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("ROLLBACK")
 
     def verify(self) -> list[str]:
         """Recompute the hash chain, check every signature, replay the log; return the problems found."""
-        with self._lock:
-            return _verify(self._conn)
+        with self._snapshot() as conn:
+            return _verify(conn)
 
     # ---- gateway bookkeeping: consumed offsets and the response outbox --------------------
 

@@ -216,3 +216,24 @@ def test_the_sandbox_never_imports_the_provider():
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(n.split(".")[0] == "blockchain_provider" for n in names), path
+
+
+@pytest.mark.broker
+def test_erp_commands_beside_a_running_gateway_reach_the_mes(capsys, make_server, make_client, db_path, mes):
+    mes_pk, token = mes
+    make_server(echo=True)
+    client = make_client()
+    code, out, _ = run(capsys, "erp", "partner-request", "--to", mes_pk, "--db", db_path)
+    assert code == 0
+    partner_request = out.strip()
+    listed = client.request("BLK_Part_Lst", {"auth": token}).outcome["data"]
+    assert [p["partner_request_id"] for p in listed] == [partner_request]
+    answer = client.request("BLK_Part_Ans", {"auth": token}, {"id": partner_request, "response": 1})
+    assert answer.outcome == {"message": f"partner request {partner_request} ACCEPTED"}
+    code, out, _ = run(capsys, "erp", "order", "--to", mes_pk, "--type", "production", "--description", "Clips",
+                       "--db", db_path)  # fmt: skip
+    assert code == 0
+    orders = client.request("BLK_Act_Lst", {"auth": token}).outcome["data"]
+    assert [(o["abs_action_id"], o["status"]) for o in orders] == [(out.strip(), "OPEN")]
+    code, out, _ = run(capsys, "verify", "--db", db_path)
+    assert code == 0, out
