@@ -109,11 +109,12 @@ def handle(
     if not isinstance(auth, str) or not auth:
         return Answer(None, {}, action="malformed", request_id=request_id, reason="header has no auth token")
     agent = ledger.agent_for_token(auth)
+    action = _action_name(topic, body)
     if agent is None:
         return Answer(
-            auth, {"error": "unknown token"}, action="-", request_id=request_id, reason="unknown token"
+            auth, {"error": "unknown token"}, action=action, request_id=request_id, reason="unknown token"
         )
-    answer = Answer(auth, {}, agent=agent, request_id=request_id)
+    answer = Answer(auth, {}, action=action, agent=agent, request_id=request_id)
     try:
         if inject_error:
             answer.injected = True
@@ -122,6 +123,19 @@ def handle(
     except (Refused, LedgerError) as exc:
         answer.outcome = {"error": str(exc)}
     return answer
+
+
+def _action_name(topic: str, body: Any) -> str:
+    """What the request asks, for the log line (before it is validated)."""
+    if topic in (wire.PARTNER_LIST, wire.ORDER_LIST):
+        return "list"
+    if not isinstance(body, dict):
+        return "-"
+    if topic in (wire.PARTNER_ANSWER, wire.ORDER_ANSWER):
+        response = body.get("response")
+        return {1: "accept", 0: "reject"}.get(response, "answer") if isinstance(response, int) else "answer"
+    action = body.get("action")
+    return action if action in ("get", "create", "update", "add_reporter") else "-"
 
 
 def _authenticated_error(
@@ -137,16 +151,12 @@ def _dispatch(
     ledger: Ledger, topic: str, agent: str, header: dict[str, Any], body: Any, answer: Answer
 ) -> dict[str, Any]:
     if topic in (wire.PARTNER_LIST, wire.ORDER_LIST):
-        answer.action = "list"
         start, limit = _page(header)
         lister = ledger.partner_requests if topic == wire.PARTNER_LIST else ledger.orders
         return {"data": lister(agent_pk=agent, start=start, limit=limit)}
     if topic in (wire.PARTNER_ANSWER, wire.ORDER_ANSWER):
         body = _body(body, topic)
         response = body.get("response")
-        answer.action = (
-            {1: "accept", 0: "reject"}.get(response, "answer") if isinstance(response, int) else "answer"
-        )
         what = "partner request" if topic == wire.PARTNER_ANSWER else "order request"
         item_id = check_item_id(body.get("id"), f"{what} id")
         with ledger.transaction():

@@ -175,6 +175,8 @@ def test_partner_request_answers_and_their_errors(make_server, make_client, ledg
         ({"id": "not-an-id", "response": 1}, "invalid partner request id"),
         ({"id": third, "response": 2}, "invalid response"),
         ({"id": third}, "invalid response"),
+        ({"id": third, "response": [1]}, "invalid response"),
+        ({"id": [third], "response": {"a": 1}}, "invalid partner request id"),
     ):
         answer = client.request("BLK_Part_Ans", {"auth": token}, body)
         assert text in answer.outcome["error"]
