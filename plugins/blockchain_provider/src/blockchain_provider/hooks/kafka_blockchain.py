@@ -328,6 +328,10 @@ class ResponseReader:
             self._thread = None
 
 
+class _Abandoned(Exception):
+    """A call of :meth:`KafkaBlockchainHook.call_many` not sent because an earlier one failed."""
+
+
 # Requests of one token are serialised across every hook instance of the process when the
 # gateway does not echo request ids. Keyed by a digest, so the token itself is not kept here.
 _TOKEN_LOCKS: dict[str, threading.Lock] = {}
@@ -531,7 +535,13 @@ class KafkaBlockchainHook(BaseHook):
         if by_id_only:
             return self._exchange(call, token, timeout, by_id_only)
         lock = _token_lock(f"{self.kafka_config_id}\0{settings.topics.responses}", token)
-        if not lock.acquire(timeout=timeout):
+        queued = time.monotonic()
+        acquired = lock.acquire(timeout=timeout)
+        # The deadline covers the wait for the token: a queued caller gets what is left of it.
+        waited = time.monotonic() - queued
+        if not acquired or waited >= timeout:
+            if acquired:
+                lock.release()
             raise BlockchainTimeoutError(
                 f"Gave up on a {call.topic} request after {timeout:g} s waiting for the previous request "
                 f"of token connection {self.token_conn_id} (without request_id echo, one request per token "
@@ -541,7 +551,7 @@ class KafkaBlockchainHook(BaseHook):
                 timeout=timeout,
             )
         try:
-            return self._exchange(call, token, timeout, by_id_only)
+            return self._exchange(call, token, timeout, by_id_only, waited=waited)
         finally:
             lock.release()
 
@@ -551,14 +561,22 @@ class KafkaBlockchainHook(BaseHook):
         """Send many calls; return each one's outcome, or its gateway refusal, in order.
 
         With request_id echo they are pipelined, up to *max_in_flight* at a time; without, they go
-        one by one (one request per token in flight). Timeouts and broker errors raise at once.
+        one by one (one request per token in flight). Timeouts and broker errors raise at once: the
+        calls not yet sent are not sent.
         """
+        failed = threading.Event()
 
         def one(call: protocol.Call) -> Outcome | BlockchainGatewayError:
+            if failed.is_set():
+                # An earlier call failed; the caller gets that call's error, this one is not sent.
+                raise _Abandoned
             try:
                 return self.call(call, timeout=timeout)
             except BlockchainGatewayError as exc:
                 return exc
+            except BaseException:
+                failed.set()
+                raise
 
         if not self.settings.echo_request_id or max_in_flight <= 1 or len(calls) <= 1:
             return [one(call) for call in calls]
@@ -566,13 +584,15 @@ class KafkaBlockchainHook(BaseHook):
         with ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="blk-call") as pool:
             return list(pool.map(one, calls))
 
-    def _exchange(self, call: protocol.Call, token: str | None, timeout: float, by_id_only: bool) -> Outcome:
+    def _exchange(
+        self, call: protocol.Call, token: str | None, timeout: float, by_id_only: bool, waited: float = 0.0
+    ) -> Outcome:
         reader = self._ensure_started()
         request = protocol.envelope(call, protocol.new_request_id(), token)
         topic = self.settings.topics[call.topic]
         waiter = reader.register(request.request_id, token, by_id_only)
         try:
-            started = time.monotonic()
+            started = time.monotonic() - waited
             self._deliver(request, topic, timeout)
             remaining = timeout - (time.monotonic() - started)
             if remaining <= 0 or not waiter.event.wait(remaining):
