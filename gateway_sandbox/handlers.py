@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway_sandbox import wire
-from gateway_sandbox.ledger import Ledger, LedgerError, check_item_id, short
+from gateway_sandbox.ledger import PUBLIC_KEY_RE, Ledger, LedgerError, check_item_id, short
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
@@ -221,7 +221,8 @@ def _handle_agents(
     ledger: Ledger, header: dict[str, Any], body: Any, request_id: str | None, inject_error: str | None
 ) -> Answer:
     named = header.get("public_key")
-    public_key = named if isinstance(named, str) and named else None
+    # only a well-formed key is echoed or logged: the field may hold anything, a secret included
+    public_key = named if isinstance(named, str) and PUBLIC_KEY_RE.match(named) else None
     answer = Answer(
         public_key or ANONYMOUS,
         {},
@@ -242,7 +243,7 @@ def _handle_agents(
             answer.outcome = {"data": {"public_key": public_key, "token": token}}
         else:
             if public_key is None:
-                raise Refused("a token request needs the agent's public_key in its header")
+                raise Refused("a token request needs the agent's public_key (66 hex) in its header")
             with ledger.transaction():
                 token = ledger.issue_token(public_key, body.get("password"))
             answer.outcome = {"data": {"token": token}}

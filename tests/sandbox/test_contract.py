@@ -85,6 +85,11 @@ def test_agent_errors(make_server, make_client, ledger, mes):
     no_key = client.response_to(client.send("BLK_Agt", {}, {"action": "token", "password": MES_PASSWORD}))
     assert "public_key" in no_key.outcome["error"]
     assert no_key.header["auth"] == "anonymous"
+    bad_key = client.response_to(
+        client.send("BLK_Agt", {"public_key": "not a key"}, {"action": "token", "password": MES_PASSWORD})
+    )
+    assert "public_key (66 hex)" in bad_key.outcome["error"]
+    assert bad_key.header == {"auth": "anonymous", "request_id": bad_key.header["request_id"]}
 
     for body, expected in (
         ({"action": "create", "name": "", "password": "x" * 12}, "invalid agent name"),
