@@ -68,10 +68,16 @@ class GatewayServer:
     :param fetch_wait_max_ms: the consumer's ``fetch.wait.max.ms``; tansu holds every fetch that
         long, so keep it small.
     :param create_topics: create the topics that are missing.
+    :param topic_partitions: the partition count of the topics it creates.
     :param probe_timeout: how long to look for the last consumed message of a partition when
         checking a stored offset.
     :param ready_timeout: how long :meth:`start` waits for the producer to be able to deliver.
+    :param poll_timeout: the longest wait for a request, hence for :meth:`stop` to be noticed.
+    :param batch_size: the most requests taken from the consumer at once (each is still its own
+        SQLite transaction).
     :param log_requests: log one INFO line per request.
+    :param consumer_config: extra librdkafka settings of the consumer (TLS, SASL...).
+    :param producer_config: extra librdkafka settings of the producer.
     """
 
     def __init__(
