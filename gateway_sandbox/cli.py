@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -143,7 +144,8 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def _wait_for_signal(alive: Any = None) -> None:
+def _stop_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (installed before anything starts, so none is missed)."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -152,13 +154,19 @@ def _wait_for_signal(alive: Any = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def _wait(stop: threading.Event, alive: Any) -> bool:
+    """Wait for *stop*; ``False`` if ``alive()`` turned false first."""
     while not stop.wait(0.2):
-        if alive is not None and not alive():
-            raise SystemExit(1)
+        if not alive():
+            return False
+    return True
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway_sandbox.broker import wait_for_broker
+    from gateway_sandbox.broker import BrokerError, wait_for_broker
     from gateway_sandbox.server import GatewayServer
 
     logging.basicConfig(
@@ -186,19 +194,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         topic_partitions=args.partitions,
     )
     log = logging.getLogger("gateway_sandbox")
+    stop = _stop_signals()
     try:
-        wait_for_broker(args.bootstrap_servers, timeout=args.broker_timeout)
+        deadline = time.monotonic() + args.broker_timeout
+        while True:  # in slices, so that SIGTERM is not kept waiting for the broker
+            try:
+                wait_for_broker(args.bootstrap_servers, timeout=min(2.0, args.broker_timeout))
+                break
+            except BrokerError:
+                if stop.is_set():
+                    return 0
+                if time.monotonic() >= deadline:
+                    raise
         server.start()
     except Exception as exc:
         log.error("the gateway sandbox could not start: %s", exc)
         return 1
-    try:
-        _wait_for_signal(lambda: server.running)
-    except SystemExit:
-        log.error("the gateway stopped on its own")
-        server.stop()
-        return 1
+    stopped_cleanly = _wait(stop, lambda: server.running)
     server.stop()
+    if not stopped_cleanly:
+        log.error("the gateway stopped on its own")
+        return 1
     return 0
 
 
@@ -274,15 +290,14 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from gateway_sandbox.broker import TansuBroker
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = _stop_signals()
     broker = TansuBroker(port=args.port, log_path=args.log).start()
     print(f"tansu broker listening on {broker.bootstrap_servers} (Ctrl-C stops it)", flush=True)
-    try:
-        _wait_for_signal(lambda: broker.process is not None and broker.process.poll() is None)
-    except SystemExit:
-        print("the broker exited on its own", file=sys.stderr)
-        broker.stop()
-        return 1
+    stopped_cleanly = _wait(stop, lambda: broker.process is not None and broker.process.poll() is None)
     broker.stop()
+    if not stopped_cleanly:
+        print("the broker exited on its own", file=sys.stderr)
+        return 1
     return 0
 
 
