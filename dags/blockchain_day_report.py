@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
         )
     },
     deadline=DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(hours=1),
         callback=AsyncCallback(
             "blockchain_provider.notifications.deadline_missed",
