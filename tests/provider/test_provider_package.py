@@ -1,0 +1,46 @@
+"""The provider is installed as Airflow expects: entry point, hooks, connection type and form."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from blockchain_provider import get_provider_info
+
+
+def airflow(*args: str) -> str:
+    command = [str(Path(sys.executable).with_name("airflow")), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def test_airflow_lists_the_provider_and_its_hook():
+    providers = json.loads(airflow("providers", "list", "-o", "json"))
+    ours = [p for p in providers if p["package_name"] == "airflow-provider-blockchain"]
+    assert ours and ours[0]["version"] == get_provider_info()["versions"][0]
+    hooks = json.loads(airflow("providers", "hooks", "-o", "json"))
+    assert any(
+        h["connection_type"] == "blockchain_token"
+        and h["class"] == "blockchain_provider.hooks.kafka_blockchain.KafkaBlockchainHook"
+        for h in hooks
+    )
+
+
+def test_connection_form_marks_the_secrets():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    widgets = manager.connection_form_widgets
+    ours = {name: widget for name, widget in widgets.items() if name.startswith("extra__blockchain_token__")}
+    assert set(ours) >= {
+        "extra__blockchain_token__agent_password",
+        "extra__blockchain_token__instance_type",
+        "extra__blockchain_token__echo_request_id",
+        "extra__blockchain_token__topics",
+    }
+    assert ours["extra__blockchain_token__agent_password"].is_sensitive
+    assert not ours["extra__blockchain_token__instance_type"].is_sensitive
+    behaviour = manager.field_behaviours["blockchain_token"]
+    assert behaviour["relabeling"] == {"login": "Public key", "password": "Token"}
+    assert "host" in behaviour["hidden_fields"]
