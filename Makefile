@@ -23,7 +23,7 @@ test: setup lint
 	$(BIN)/python -m pytest
 
 run: setup
-	$(BIN)/python -m gateway_sandbox.stack run
+	$(BIN)/python scripts/run_stack.py
 
 bench: setup
 	$(BIN)/python bench/run_all.py

@@ -1,0 +1,1 @@
+"""Developer scripts of the repository: ``run_stack.py`` is ``make run``."""
