@@ -177,16 +177,27 @@ def _consume_available(consumer: Consumer, timeout: float, batch: int = 500) -> 
     return [first, *consumer.consume(num_messages=batch - 1, timeout=0)]
 
 
+# Where each response topic is known to end, per broker, from what every reader of the process
+# has fetched. A request matched by its token must not take an answer that was on the topic
+# before it was sent, even one its own reader has not read yet: another hook's answer to the same
+# token, or a duplicate that came in the same fetch as the answer before it.
+_KNOWN_ENDS: dict[tuple[str, str], dict[int, int]] = {}
+_KNOWN_ENDS_GUARD = threading.Lock()
+
+
 class ResponseReader:
     """Reads ``BLK_Res`` from fixed positions and hands each answer to the request it belongs to.
 
     :param consumer: a consumer that is not subscribed to anything; the reader assigns it.
     :param topic: the response topic.
+    :param broker: names the cluster, to share what is known of the topic's end between readers.
     """
 
-    def __init__(self, consumer: Consumer, topic: str) -> None:
+    def __init__(self, consumer: Consumer, topic: str, broker: str = "") -> None:
         self._consumer = consumer
         self.topic = topic
+        with _KNOWN_ENDS_GUARD:
+            self._known_ends = _KNOWN_ENDS.setdefault((broker, topic), {})
         self._lock = threading.Lock()
         self._positions: dict[int, int] = {}
         self._by_id: dict[str, _Waiter] = {}
@@ -231,6 +242,10 @@ class ResponseReader:
         if at_end != set(positions):
             raise BlockchainBrokerError(f"Could not read to the end of {self.topic} within {timeout:.0f} s")
         self._positions = positions
+        with _KNOWN_ENDS_GUARD:
+            # read to the end just now: the truth, even below what was known (a broker that lost
+            # its data, like tansu after a restart, starts the topic again from 0)
+            self._known_ends.update(positions)
         return dict(positions)
 
     def start(self) -> None:
@@ -242,10 +257,34 @@ class ResponseReader:
         with self._lock:
             return dict(self._positions)
 
+    def fence(self) -> dict[int, int]:
+        """Where a request sent now starts looking for an answer matched by its token: the reader's
+        positions, or beyond them where the topic is known to end further."""
+        positions = self.snapshot()
+        with _KNOWN_ENDS_GUARD:
+            for partition, end in self._known_ends.items():
+                if partition in positions:
+                    positions[partition] = max(positions[partition], end)
+        return positions
+
+    def _note_ends(self, partitions: set[int]) -> None:
+        """Record the high watermarks of the last fetch (a local lookup, no request to the broker)."""
+        for partition in partitions:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), cached=True
+                )
+            except KafkaException:  # not known yet: the positions still hold
+                continue
+            if high >= 0:
+                with _KNOWN_ENDS_GUARD:
+                    self._known_ends[partition] = max(self._known_ends.get(partition, 0), high)
+
     # ------------------------------------------------------------------- waiting
     def register(self, request_id: str, token: str | None, by_request_id_only: bool) -> _Waiter:
+        fence = self.fence()
         with self._lock:
-            waiter = _Waiter(request_id, token, by_request_id_only, dict(self._positions))
+            waiter = _Waiter(request_id, token, by_request_id_only, fence)
             self._by_id[request_id] = waiter
             if not by_request_id_only and token:
                 self._by_token.append(waiter)
@@ -271,6 +310,9 @@ class ResponseReader:
                     log.exception("Reading %s failed; retrying", self.topic)
                     time.sleep(0.5)
                 continue
+            if messages:
+                # before any answer of the batch wakes its caller, who may send the next request
+                self._note_ends({message.partition() for message in messages})
             for message in messages:
                 error = message.error()
                 if error is not None:
@@ -470,7 +512,7 @@ class KafkaBlockchainHook(BaseHook):
             settings = self.settings
             producer = _ProducerHook(self.kafka_config_id).get_conn
             consumer = self._new_consumer()
-            reader = ResponseReader(consumer, settings.topics.responses)
+            reader = ResponseReader(consumer, settings.topics.responses, self._bootstrap_servers)
             try:
                 reader.start()
             except KafkaException as exc:
@@ -676,7 +718,7 @@ class KafkaBlockchainHook(BaseHook):
         reader = self._ensure_started()
         request = protocol.envelope(call, protocol.new_request_id(), token)
         topic = settings.topics[call.topic]
-        start_offsets = {str(partition): offset for partition, offset in reader.snapshot().items()}
+        start_offsets = {str(partition): offset for partition, offset in reader.fence().items()}
         self._deliver(request, topic, timeout)
         return PendingRequest(
             topic=topic,
