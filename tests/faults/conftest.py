@@ -272,7 +272,7 @@ def load_dag(dag_id: str, *, retries: int = 0, retry_delay: float = 1.0):
     """The DAG from ``dags/``, its tasks' retries set for a test (the defaults wait minutes)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(str(ROOT / "dags"), include_examples=False).dags[dag_id]
+    dag = DagBag(str(ROOT / "dags")).dags[dag_id]
     # dag.test() on Airflow 3.3.2 cannot look deadline alerts up (see tests/dags/conftest.py).
     dag.deadline = None
     for task in dag.tasks:
