@@ -12,6 +12,9 @@ import gc
 import json
 import os
 import secrets
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -296,3 +299,55 @@ def task_tries(dag_run) -> dict[str, list[str]]:
                 name = row.task_id + (f"[{row.map_index}]" if row.map_index >= 0 else "")
                 tries.setdefault(name, []).append((row.try_number, str(row.state)))
     return {name: [state for _, state in sorted(states)] for name, states in tries.items()}
+
+
+# ------------------------------------------------------------------ a sandbox in its own process
+class SandboxProcess:
+    """``python -m gateway_sandbox serve`` on a stack's ledger and topics, to be killed like a process.
+
+    :param args: extra ``serve`` options (``--echo``, ``--delay-ms 1500``...).
+    """
+
+    def __init__(self, stack: FaultStack, log_path: Path, *args: str) -> None:
+        self.command = [
+            sys.executable, "-m", "gateway_sandbox", "serve",
+            "--bootstrap-servers", stack.bootstrap, "--db", str(stack.ledger_path),
+            "--topic-prefix", stack.prefix, "--log-level", "INFO", *args,
+        ]  # fmt: skip
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> SandboxProcess:
+        """Start it and return once it is ready to serve (it says so in its log)."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        ready = wait_for(
+            lambda: "gateway sandbox ready" in self.log()[offset:] or self.process.poll() is not None, timeout
+        )
+        assert ready and self.process.poll() is None, f"the sandbox did not start:\n{self.log()[offset:]}"
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush, close or write anything more."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.terminate()
+        try:
+            return self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
