@@ -220,10 +220,10 @@ class Service:
         return self.process.poll() is None
 
     def terminate(self) -> None:
-        """SIGTERM to its process group and to every other process of its session."""
+        """SIGTERM to its process group, as Ctrl-C in a terminal would signal it: the service stops
+        what it started in groups of its own (Airflow's task processes) itself."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGTERM)
-        _kill_session(self.pid, signal.SIGTERM)
 
     def running(self) -> bool:
         self.process.poll()
@@ -236,7 +236,8 @@ class Service:
 
 
 def stop_services(services: Sequence[Service], timeout: float = 30.0) -> None:
-    """Stop *services* together: SIGTERM, then SIGKILL whatever is left after *timeout*."""
+    """Stop *services* together: SIGTERM, then SIGKILL whatever is left of their sessions after
+    *timeout*."""
     for service in services:
         service.terminate()
     deadline = time.monotonic() + timeout
@@ -358,7 +359,10 @@ class Stack:
         """The environment of every command and service: Airflow on the stack's home, the repo's DAGs."""
         s = self.settings
         env = dict(os.environ)
-        env.pop("AIRFLOW_CONN_" + TOKEN_CONN_ID.upper(), None)
+        # the stack keeps its connections in the metadata database: an AIRFLOW_CONN_* variable of
+        # the same name would hide them from every command and task
+        for conn_id in (KAFKA_CONN_ID, MES_CONN_ID, TOKEN_CONN_ID):
+            env.pop("AIRFLOW_CONN_" + conn_id.upper(), None)
         env.update(
             {
                 "AIRFLOW_HOME": str(s.airflow_home),
@@ -762,7 +766,8 @@ class Stack:
         broker = "embedded tansu, in memory" if self.broker else "external"
         lines += [
             f"  Kafka broker     {self.bootstrap} ({broker})",
-            f"  gateway ledger   {rel(s.ledger)}   (python -m gateway_sandbox show summary --db {rel(s.ledger)})",
+            f"  gateway ledger   {rel(s.ledger)}",
+            f"                   ({rel(Path(sys.executable))} -m gateway_sandbox show summary --db {rel(s.ledger)})",
             f"  MES database     {rel(s.mes_db)}",
             f"  MES agent        {self.public_key}",
             f"  logs             {rel(s.logs)}/ (one per service, setup.log for the set-up steps); "
