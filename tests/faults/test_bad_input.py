@@ -1,0 +1,252 @@
+"""Bad input to the manual DAGs is refused before anything reaches Kafka (property-based).
+
+The values come from hypothesis: anything at all, and near misses of valid values (a 32-hex id
+with one character off, one too many or too few, upper case, a trailing newline...). Each one must
+be refused where a user or the MES can give it: by the DAG's params (what a trigger validates),
+by the provider's protocol builders and operators, and by the flows the tasks run, all before the
+hook starts. Each case then reads the request topics from their beginning: they must be empty.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import string
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import ParamValidationError
+from blockchain_common import flows
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from blockchain_provider import protocol
+from blockchain_provider.exceptions import BlockchainError
+from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from blockchain_provider.operators.order import AnswerOrderRequestOperator
+from blockchain_provider.operators.partner import AnswerPartnerRequestOperator
+from tests.faults.conftest import load_dag, requests_sent
+
+pytestmark = pytest.mark.broker
+
+HEX32 = re.compile(r"[0-9a-f]{32}")
+VALID_ID = "0123456789abcdef" * 2
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    derandomize=True,
+)
+
+ANSWER = {
+    "partner": ("blockchain_partner_answer", protocol.PARTNER_ANSWER, AnswerPartnerRequestOperator),
+    "order": ("blockchain_order_answer", protocol.ORDER_ANSWER, AnswerOrderRequestOperator),
+}
+
+
+def valid_id(value: Any) -> bool:
+    """The contract (PROTOCOL.md 3.5): exactly 32 lowercase hex characters, nothing around them."""
+    return isinstance(value, str) and HEX32.fullmatch(value) is not None
+
+
+def near_miss_ids() -> st.SearchStrategy[str]:
+    """Valid ids with one thing wrong."""
+    hex_id = st.text("0123456789abcdef", min_size=32, max_size=32)
+    wrong_char = st.sampled_from([*"ABCDEFGgz -_/\\\n\t", "\u0663", "\uff41", "\x00", "\u00e9"])
+    return st.one_of(
+        st.text("0123456789abcdef", min_size=0, max_size=31),
+        st.text("0123456789abcdef", min_size=33, max_size=40),
+        st.tuples(hex_id, st.integers(0, 31), wrong_char).map(
+            lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]
+        ),
+        st.tuples(hex_id, wrong_char).map(lambda t: t[0] + t[1]),  # trailing character
+        st.tuples(hex_id, wrong_char).map(lambda t: t[1] + t[0]),  # leading character
+        hex_id.map(str.upper),
+        hex_id.map(lambda h: "{{ " + h + " }}"),  # a template the operator must not send unrendered
+    ).filter(lambda v: not valid_id(v))
+
+
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+BAD_IDS = st.one_of(near_miss_ids(), ANY_VALUE).filter(lambda v: not valid_id(v))
+DECISIONS = st.one_of(
+    st.sampled_from(["accept", "reject"]), ANY_VALUE, st.sampled_from(["Accept", " reject", "yes"])
+)
+
+
+def refused_by_params(dag, conf: dict[str, Any]) -> bool:
+    """Whether triggering *dag* with *conf* is refused, as a trigger validates it."""
+    params = copy.deepcopy(dag.params)
+    try:
+        for key, value in conf.items():
+            params[key] = value
+        params.validate()
+    except ParamValidationError:
+        return True
+    return False
+
+
+def refused_before_kafka(action) -> BaseException:
+    """Run *action* with a fresh hook; it must raise before the hook starts (nothing sent)."""
+    hook = KafkaBlockchainHook()
+    try:
+        with pytest.raises(Exception) as info:
+            action(hook)
+        assert hook._reader is None, f"the hook started (and may have sent) before refusing: {info.value!r}"
+        return info.value
+    finally:
+        hook.close()
+
+
+@pytest.fixture
+def quiet_stack(make_stack):
+    """Topics and connections, and no gateway: anything sent would stay on a request topic."""
+    return make_stack(timeout=1, serve=False)
+
+
+def assert_nothing_sent(stack) -> None:
+    sent = requests_sent(stack)
+    assert sent == {name: [] for name in sent}
+
+
+@pytest.mark.parametrize("kind", ["partner", "order"])
+def test_the_answer_dags_refuse_every_invalid_id_and_decision_before_kafka(quiet_stack, kind):
+    dag_id, topic, operator = ANSWER[kind]
+    dag = load_dag(dag_id)
+    answer = (
+        KafkaBlockchainHook.answer_partner_request
+        if kind == "partner"
+        else KafkaBlockchainHook.answer_order_request
+    )
+
+    @SETTINGS
+    @given(request_id=st.one_of(BAD_IDS, st.just(VALID_ID)), decision=DECISIONS)
+    @example(request_id=VALID_ID + "\n", decision="accept")
+    @example(request_id=VALID_ID, decision="ACCEPT")
+    @example(request_id="g" * 32, decision="accept")
+    def check(request_id: Any, decision: Any) -> None:
+        good_id, good_decision = valid_id(request_id), decision in ("accept", "reject")
+        if good_id and good_decision:
+            return  # a valid trigger: not this case's business
+        assert refused_by_params(dag, {"request_id": request_id, "decision": decision}), (
+            request_id,
+            decision,
+        )
+        if good_id:
+            return
+        # the provider refuses the id on every path, whatever the decision
+        with pytest.raises(BlockchainError):
+            protocol.answer_call(topic, request_id, True)
+        refused_before_kafka(lambda hook: answer(hook, request_id, True))
+        refused_before_kafka(lambda hook: flows.check_answerable(hook, kind, request_id))
+        try:
+            op = operator(task_id="answer", request_id=request_id, decision="accept")
+        except BlockchainError:
+            return
+        # a template is checked once rendered; unrendered, it is refused at the first step
+        with pytest.raises(BlockchainError):
+            op.first_step({})
+
+    check()
+    assert_nothing_sent(quiet_stack)
+
+
+ID_VALUES = st.one_of(
+    st.integers(-5, 10), st.integers(min_value=2**31), ANY_VALUE, st.sampled_from([1.0, 2.5, "1"])
+)
+STATUS_VALUES = st.one_of(
+    st.text(max_size=80), st.sampled_from(["", " ", "\t\n", "x" * 65, "RUNNING"]), ANY_VALUE
+)
+PROCESS_VALUES = st.one_of(st.text(max_size=220), st.sampled_from(["", "x" * 201, "Stamping"]), ANY_VALUE)
+
+
+def test_the_production_unit_update_refuses_every_invalid_conf_before_kafka(quiet_stack):
+    from include.mes.db import mes_engine
+    from include.sample_data import generate_plant
+
+    generate_plant(mes_engine("mes_db"), units=2, weeks=1)
+    repository = quiet_stack.mes()
+    units = {unit.id for unit in repository.production_units()}
+    dag = load_dag("blockchain_production_unit_update")
+
+    @SETTINGS
+    @given(unit_id=ID_VALUES, status=STATUS_VALUES, process_name=PROCESS_VALUES)
+    @example(unit_id=999, status="RUNNING", process_name="Stamping")  # no such unit
+    @example(unit_id=1, status="   ", process_name="Stamping")  # blank status
+    @example(unit_id=1.0, status="RUNNING", process_name="Stamping")  # JSON schema calls 1.0 an integer
+    def check(unit_id: Any, status: Any, process_name: Any) -> None:
+        valid = (
+            isinstance(unit_id, int)
+            and not isinstance(unit_id, bool)
+            and unit_id in units
+            and isinstance(status, str)
+            and len(status.strip()) > 0
+            and len(status) <= 64
+            and isinstance(process_name, str)
+            and len(process_name) <= 200
+        )
+        if valid:
+            return  # a valid update: not this case's business
+        conf = {"production_unit_id": unit_id, "status": status, "process_name": process_name}
+        if refused_by_params(dag, conf):
+            return
+        # accepted by the trigger (a unit that does not exist, a blank status, 1.0...): the task's
+        # flow refuses it before its first request
+        error = refused_before_kafka(
+            lambda hook: flows.update_production_unit(hook, repository, unit_id, status, process_name)
+        )
+        assert not isinstance(error, AssertionError)
+
+    check()
+    assert_nothing_sent(quiet_stack)
+
+
+@pytest.mark.airflow_db
+def test_a_run_triggered_with_an_invalid_conf_does_not_start(quiet_stack, airflow_db):
+    for dag_id, conf in [
+        ("blockchain_partner_answer", {"request_id": "not-an-id", "decision": "accept"}),
+        ("blockchain_production_unit_update", {"production_unit_id": 0, "status": "", "process_name": 1}),
+    ]:
+        with pytest.raises(ParamValidationError):
+            load_dag(dag_id).test(run_conf=conf)
+    assert_nothing_sent(quiet_stack)
+
+
+def test_a_request_id_with_a_trailing_newline_is_refused(quiet_stack):
+    """``^...$`` in Python also matches before a final newline: the id pattern must be anchored
+    with ``fullmatch``/``\\Z`` (and the Param given ``maxLength``)."""
+    request_id = VALID_ID + "\n"
+    assert refused_by_params(
+        load_dag("blockchain_partner_answer"), {"request_id": request_id, "decision": "accept"}
+    )
+    with pytest.raises(BlockchainError):
+        protocol.validate_request_id(request_id)
+    with pytest.raises(BlockchainError):
+        protocol.validate_public_key("02" + "ab" * 32 + "\n")
+    assert_nothing_sent(quiet_stack)
+
+
+def test_the_strategies_reach_the_near_misses():
+    """The near-miss strategy does produce what it claims (a guard against a strategy that drifts)."""
+    seen: set[str] = set()
+
+    @settings(max_examples=300, derandomize=True, database=None)
+    @given(near_miss_ids())
+    def collect(value: str) -> None:
+        assert not valid_id(value)
+        if value.endswith("\n"):
+            seen.add("trailing newline")
+        if value and value[0] not in string.hexdigits:
+            seen.add("leading character")
+        if len(value) == 32 and value != value.lower():
+            seen.add("upper case")
+
+    collect()
+    assert seen == {"trailing newline", "leading character", "upper case"}
