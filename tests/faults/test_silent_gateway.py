@@ -96,7 +96,9 @@ def test_every_wait_ends_by_its_deadline_and_leaves_nothing_behind(make_stack, e
         assert max(waits) < TIMEOUT + SLACK, f"concurrent waits: {waits}"
         assert hook._reader.waiting() == 0
         concurrent_sent = [error.request_id for error, _ in concurrent if error.request_id != "(not sent)"]
-        assert len(concurrent_sent) == (5 if echo else 1)
+        # with echo all five are in flight at once; without, each waits for the one before it, so
+        # within one deadline a second can only start as the first gives up
+        assert len(concurrent_sent) == 5 if echo else 1 <= len(concurrent_sent) <= 2
 
     # closed: no reader thread, no pool thread, no Kafka client of the hook's
     assert blk_threads() == []
