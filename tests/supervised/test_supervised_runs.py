@@ -1,0 +1,224 @@
+"""Every DAG run as production runs it: scheduler, LocalExecutor, supervised tasks, triggerer, pools.
+
+Connections live where operators keep them: ``kafka_default`` and ``mes_db`` in the environment
+of the services, ``blockchain_master`` in the metadata database, written by the provider's
+``token create`` command. After the runs, neither the token nor the agent password appears in
+any stored task log, service log, XCom or the sandbox's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from gateway_sandbox.broker import free_port
+from gateway_sandbox.ledger import Ledger
+from include.day_report_keys import DAY_REPORT_RECORD_TYPE
+from include.mes.db import engine_from_url
+from include.mes.repository import MesRepository
+from include.sample_data import generate_plant
+from tests.conftest import prefixed_topics
+from tests.dags.conftest import erp_agent
+from tests.include.conftest import PG_HOST, PG_PORT, PG_USER, _admin_connection
+from tests.supervised.deployment import AirflowDeployment
+
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.airflow_db,
+    pytest.mark.timeout(900),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+DAY = date(2026, 11, 27)
+DAG_IDS = {
+    "blockchain_day_report",
+    "blockchain_partner_sync",
+    "blockchain_order_sync",
+    "blockchain_partner_answer",
+    "blockchain_order_answer",
+    "blockchain_production_unit_update",
+    "blockchain_token_check",
+    "blockchain_secret_probe",
+}
+
+
+def dags_folder(tmp: Path) -> Path:
+    """The project's DAGs plus the test-only probe DAG."""
+    folder = tmp / "dags"
+    folder.mkdir()
+    for entry in (ROOT / "dags").iterdir():
+        if entry.name != "__pycache__":
+            (folder / entry.name).symlink_to(entry)
+    (folder / "blockchain_secret_probe.py").symlink_to(
+        Path(__file__).parent / "probe_dags/blockchain_secret_probe.py"
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def metadata_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for Airflow's metadata: several services write it at once,
+    which SQLite serialises with 'database is locked' errors under load."""
+    name = f"airflow_sv_{uuid.uuid4().hex[:10]}"
+    admin = _admin_connection()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
+    tmp = tmp_path_factory.mktemp("supervised")
+    prefix = f"sv{os.getpid()}_"
+    mes_path = tmp / "mes.sqlite3"
+    engine = engine_from_url(f"sqlite:///{mes_path}")
+    generate_plant(engine, units=2, weeks=1, end_date=DAY)
+    engine.dispose()
+
+    ledger_path = tmp / "ledger.sqlite3"
+    sandbox_log = tmp / "sandbox.log"
+    with open(sandbox_log, "ab") as out:
+        sandbox = subprocess.Popen(
+            [sys.executable, "-m", "gateway_sandbox", "serve", "--bootstrap-servers", kafka_bootstrap,
+             "--db", str(ledger_path), "--topic-prefix", prefix],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    env = {
+        "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
+            {"conn_type": "kafka", "extra": {"bootstrap.servers": kafka_bootstrap}}
+        ),
+        "AIRFLOW_CONN_MES_DB": json.dumps({"conn_type": "sqlite", "host": str(mes_path)}),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_database,
+    }
+    airflow = AirflowDeployment(tmp / "airflow-home", dags_folder(tmp), env, free_port())
+    try:
+        airflow.airflow("db", "migrate")
+        topics_only = {"blockchain_master": {"conn_type": "blockchain_token", "extra": {
+            "topics": json.dumps(prefixed_topics(prefix)), "timeout": 30}}}  # fmt: skip
+        (tmp / "conn.json").write_text(json.dumps(topics_only))
+        airflow.airflow("connections", "import", str(tmp / "conn.json"))
+        created = airflow.command("blockchain-provider", "token", "create", "--name", "MES", check=False)
+        assert created.returncode == 0, created.stderr
+        assert airflow.command("blockchain-provider", "pools", "ensure").returncode == 0
+        airflow.start()
+        airflow.wait_for_dags(DAG_IDS)
+        yield airflow, Ledger(str(ledger_path)), mes_path, sandbox_log, tmp
+    finally:
+        airflow.stop()
+        sandbox.terminate()
+        sandbox.wait(30)
+
+
+def stored_connection(airflow: AirflowDeployment) -> dict:
+    result = airflow.airflow("connections", "get", "blockchain_master", "-o", "json")
+    return json.loads(result.stdout)[0]
+
+
+def test_every_dag_supervised_with_the_token_masked(deployment):
+    airflow, ledger, mes_path, sandbox_log, _tmp = deployment
+    conn = stored_connection(airflow)
+    mes_key, token = conn["login"], conn["password"]
+    agent_password = conn["extra_dejson"]["agent_password"]
+    assert ledger.agent(mes_key)["name"] == "MES"
+
+    erp = erp_agent(ledger, "ERP")
+    partner_request = ledger.create_partner_request(erp, mes_key)
+    other = erp_agent(ledger, "Customer")
+    accepted = ledger.create_partner_request(other, mes_key)
+    ledger.answer_partner_request(mes_key, accepted, True)
+    order = ledger.create_order(
+        other, mes_key, "dummy_action", "Operator's order", {"Part": "steering wheel"}
+    )
+
+    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
+    unit = repository.production_units()[0]
+    runs = {
+        "blockchain_day_report": {"day": DAY.isoformat()},
+        "blockchain_partner_sync": None,
+        "blockchain_order_sync": None,
+        "blockchain_partner_answer": {"request_id": partner_request, "decision": "accept"},
+        "blockchain_order_answer": {"request_id": order, "decision": "reject"},
+        "blockchain_production_unit_update": {
+            "production_unit_id": unit.id,
+            "status": "RUNNING",
+            "process_name": "Stamping",
+        },
+        "blockchain_token_check": None,
+        "blockchain_secret_probe": None,
+    }
+    started = {dag_id: airflow.trigger(dag_id, conf) for dag_id, conf in runs.items()}
+    states = {dag_id: airflow.wait_for_run(dag_id, run_id, timeout=600) for dag_id, run_id in started.items()}
+    details = {d: airflow.task_states(d, r) for d, r in started.items() if states[d] != "success"}
+    assert set(states.values()) == {"success"}, details
+
+    # what the runs did
+    assert ledger.count_records(DAY_REPORT_RECORD_TYPE) == 2 * 28
+    assert ledger.partner_request(partner_request)["status"] == "ACCEPTED"
+    assert ledger.order(order)["status"] == "REJECTED"
+    assert ledger.record(f"PU_{unit.code}")["properties"]["Status"] == "RUNNING"
+    assert repository.partner_request(partner_request).status == "ACCEPTED"
+    assert repository.order_request(order).status == "REJECTED"
+    probe_states = airflow.task_states("blockchain_secret_probe", started["blockchain_secret_probe"])
+    assert probe_states["list_partner_requests_deferred"] == "success"
+
+    # the secrets: masked where printed on purpose, absent everywhere else
+    logs = airflow.task_logs()
+    probe_log = next(text for path, text in logs.items() if "print_secrets" in str(path))
+    assert "token: ***" in probe_log
+    assert "agent password: ***" in probe_log
+    trigger_log = next(text for path, text in logs.items() if "list_partner_requests_deferred" in str(path))
+    assert "defer" in trigger_log.lower()
+    # The services' consoles echo what tasks log as it happens, before masking (Airflow 3.3.2,
+    # LocalExecutor): the probe's deliberate lines are there in clear. Nothing else may be.
+    service_logs = {
+        path: "\n".join(
+            line for line in path.read_text(errors="replace").splitlines() if "print_secrets" not in line
+        )
+        for path in (airflow.home / "service-logs").glob("*.log")
+    }
+    texts = {**logs, **service_logs, sandbox_log: sandbox_log.read_text(errors="replace")}
+    for secret in (token, agent_password):
+        leaks = [
+            f"{path}: {line.replace(secret, '<SECRET>')[:400]}"
+            for path, text in texts.items()
+            for line in text.splitlines()
+            if secret in line
+        ]
+        assert leaks == []
+    engine = sqlalchemy.create_engine(airflow.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    with engine.connect() as db:
+        xcoms = [str(value) for (value,) in db.execute(sqlalchemy.text("SELECT value FROM xcom"))]
+    engine.dispose()
+    assert xcoms  # the runs did push results
+    assert not [x for x in xcoms if token in x or agent_password in x]
+
+
+def test_token_rotation_keeps_the_agent_and_the_pipeline_working(deployment):
+    airflow, ledger, _mes_path, _sandbox_log, _tmp = deployment
+    before = stored_connection(airflow)
+    rotated = airflow.command("blockchain-provider", "token", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    assert before["password"] not in rotated.stdout + rotated.stderr
+    after = stored_connection(airflow)
+    assert after["login"] == before["login"]
+    assert after["password"] != before["password"]
+    # the new token is the one the pipeline uses now: a real check run through the scheduler
+    run_id = airflow.trigger("blockchain_token_check")
+    assert airflow.wait_for_run("blockchain_token_check", run_id) == "success"
+    assert ledger.agent_for_token(after["password"]) == after["login"]
