@@ -43,8 +43,22 @@ def mes_engine(conn_id: str = DEFAULT_CONN_ID, **engine_kwargs: Any) -> Engine:
     # Imported here: importing this module must not load Airflow.
     from airflow.providers.common.sql.hooks.sql import DbApiHook
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    connection = BaseHook.get_connection(conn_id)
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        # Outside a task (a command such as `python -m include.sample_data`) the Task SDK reads
+        # only the environment and secrets backends: read the metadata database as the Airflow
+        # CLI does, and hand it to the SQL hook (which looks the id up again) in this process.
+        import os
+
+        from airflow.models.connection import Connection
+
+        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = Connection.get_connection_from_secrets(
+            conn_id
+        ).as_json()
+        connection = BaseHook.get_connection(conn_id)
     hook = connection.get_hook()
     if not isinstance(hook, DbApiHook):
         raise ValueError(

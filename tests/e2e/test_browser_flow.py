@@ -38,6 +38,7 @@ ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts"))
 DAG_ID = "blockchain_partner_answer"
 
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.broker,
     pytest.mark.timeout(900),
