@@ -42,7 +42,9 @@ def broker_floor(bootstrap: str, topic: str, count: int, fetch_wait: dict) -> li
     )
 
     producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS, **PRODUCER_REQUIRED})
-    consumer = Consumer({"bootstrap.servers": bootstrap, **CONSUMER_DEFAULTS, **fetch_wait, **CONSUMER_REQUIRED})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, **CONSUMER_DEFAULTS, **fetch_wait, **CONSUMER_REQUIRED}
+    )
     _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
     consumer.assign([TopicPartition(topic, 0, high)])
     producer.produce(topic, b"warm-up")
@@ -92,7 +94,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument(
-        "--fetch-wait-ms", type=int, default=None, help="the kafka connection's fetch.wait.max.ms (default: the hook's)"
+        "--fetch-wait-ms",
+        type=int,
+        default=None,
+        help="the kafka connection's fetch.wait.max.ms (default: the hook's)",
     )
     args = parser.parse_args()
 
@@ -114,9 +119,18 @@ def main() -> None:
             {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **fetch_wait}}
         )
         rows = [
-            ("broker floor: produce -> consume", broker_floor(bootstrap, prefix + "floor", args.requests, fetch_wait)),
-            ("hook.request, echo off (token match)", hook_round_trips(bootstrap, prefixes["off"], args.requests, False)),
-            ("hook.request, echo on (request_id)", hook_round_trips(bootstrap, prefixes["on"], args.requests, True)),
+            (
+                "broker floor: produce -> consume",
+                broker_floor(bootstrap, prefix + "floor", args.requests, fetch_wait),
+            ),
+            (
+                "hook.request, echo off (token match)",
+                hook_round_trips(bootstrap, prefixes["off"], args.requests, False),
+            ),
+            (
+                "hook.request, echo on (request_id)",
+                hook_round_trips(bootstrap, prefixes["on"], args.requests, True),
+            ),
         ]
     finally:
         if broker is not None:
