@@ -126,14 +126,14 @@ def _shown(value: object) -> str:
 
 def validate_report_id(report_id: object) -> str:
     """Return *report_id* if it is 24 lowercase hex characters, else raise :class:`ValueError`."""
-    if not isinstance(report_id, str) or not _REPORT_ID_RE.match(report_id):
+    if not isinstance(report_id, str) or not _REPORT_ID_RE.fullmatch(report_id):
         raise ValueError(f"Invalid report id {_shown(report_id)}: expected 24 lowercase hex characters")
     return report_id
 
 
 def validate_unit_code(unit_code: object) -> str:
     """Return *unit_code* if it matches :data:`UNIT_CODE_PATTERN` (like ``PT10``), else raise."""
-    if not isinstance(unit_code, str) or not _UNIT_CODE_RE.match(unit_code):
+    if not isinstance(unit_code, str) or not _UNIT_CODE_RE.fullmatch(unit_code):
         raise ValueError(
             f"Invalid production unit code {_shown(unit_code)}: expected 1-16 upper-case letters and digits"
         )

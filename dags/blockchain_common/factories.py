@@ -90,6 +90,9 @@ def answer_dag(kind: flows.RequestKind, doc_md: str) -> Any:
             "request_id": Param(
                 type="string",
                 pattern=REQUEST_ID_PATTERN,
+                # JSON-schema "$" also matches before a final newline: the length closes that gap
+                minLength=32,
+                maxLength=32,
                 title=title,
                 description="32 lowercase hex characters, as listed by the sync DAG or the MES.",
             ),

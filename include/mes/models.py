@@ -220,7 +220,7 @@ def canonical_json(value: Any) -> str:
 
 def _fail(kind: str, index: int, item_id: object, message: str) -> InvalidRequestItemError:
     where = f"{kind} #{index}"
-    if isinstance(item_id, str) and _ID32_RE.match(item_id):
+    if isinstance(item_id, str) and _ID32_RE.fullmatch(item_id):
         where += f" ({item_id})"
     return InvalidRequestItemError(f"Invalid {where}: {message}")
 
@@ -241,14 +241,14 @@ def _common_row(
     if not isinstance(item, Mapping):
         raise _fail(kind, index, None, f"expected an object, got {type(item).__name__}")
     item_id = item.get(id_field)
-    if not isinstance(item_id, str) or not _ID32_RE.match(item_id):
+    if not isinstance(item_id, str) or not _ID32_RE.fullmatch(item_id):
         raise _fail(
             kind, index, None, f"field {id_field} {_shown(item_id)} is not 32 lowercase hex characters"
         )
     row: dict[str, Any] = {id_field: item_id}
     for agent_field in ("issuing_agent", "receiving_agent"):
         agent = item.get(agent_field)
-        if not isinstance(agent, str) or not _PUBLIC_KEY_RE.match(agent):
+        if not isinstance(agent, str) or not _PUBLIC_KEY_RE.fullmatch(agent):
             raise _fail(
                 kind,
                 index,
@@ -270,7 +270,7 @@ def _common_row(
         row[ts_field] = ts
     tx_ids = item.get("transaction_ids", [])
     if not isinstance(tx_ids, list | tuple) or not all(
-        isinstance(tx, str) and _TRANSACTION_ID_RE.match(tx) for tx in tx_ids
+        isinstance(tx, str) and _TRANSACTION_ID_RE.fullmatch(tx) for tx in tx_ids
     ):
         raise _fail(kind, index, item_id, "field transaction_ids is not a list of 128-hex transaction ids")
     row["transaction_ids"] = canonical_json(list(tx_ids))

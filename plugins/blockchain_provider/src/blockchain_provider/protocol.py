@@ -115,7 +115,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 def validate_public_key(value: object, what: str = "public key") -> str:
     """Return *value* if it is a compressed secp256k1 public key (66 hex, 02/03), else raise."""
-    if not isinstance(value, str) or not _PUBLIC_KEY_RE.match(value):
+    if not isinstance(value, str) or not _PUBLIC_KEY_RE.fullmatch(value):
         raise InvalidIdentifierError(
             f"Invalid {what} {_shown(value)}: expected 66 lowercase hex characters starting 02 or 03"
         )
@@ -124,14 +124,14 @@ def validate_public_key(value: object, what: str = "public key") -> str:
 
 def validate_request_id(value: object, what: str = "request id") -> str:
     """Return *value* if it is a 32-hex id (partner request, order, request_id), else raise."""
-    if not isinstance(value, str) or not _REQUEST_ID_RE.match(value):
+    if not isinstance(value, str) or not _REQUEST_ID_RE.fullmatch(value):
         raise InvalidIdentifierError(f"Invalid {what} {_shown(value)}: expected 32 lowercase hex characters")
     return value
 
 
 def validate_name(value: object, what: str) -> str:
     """Return *value* if it is a usable record/record-type/property name, else raise."""
-    if not isinstance(value, str) or not _NAME_RE.match(value):
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise InvalidIdentifierError(
             f"Invalid {what} {_shown(value)}: expected 1-128 characters of letters, digits and _ . : -"
         )
@@ -444,7 +444,7 @@ def _to_response(envelope: Any) -> Response:
         raise MalformedResponseError("response outcome must hold exactly one of data, message, error")
     kind = kinds[0]
     request_id = header.get("request_id")
-    if request_id is not None and not (isinstance(request_id, str) and _REQUEST_ID_RE.match(request_id)):
+    if request_id is not None and not (isinstance(request_id, str) and _REQUEST_ID_RE.fullmatch(request_id)):
         raise MalformedResponseError("response header has an invalid request_id")
     public_key = header.get("public_key")
     if public_key is not None and not isinstance(public_key, str):
