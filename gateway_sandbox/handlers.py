@@ -222,7 +222,7 @@ def _handle_agents(
 ) -> Answer:
     named = header.get("public_key")
     # only a well-formed key is echoed or logged: the field may hold anything, a secret included
-    public_key = named if isinstance(named, str) and PUBLIC_KEY_RE.match(named) else None
+    public_key = named if isinstance(named, str) and PUBLIC_KEY_RE.fullmatch(named) else None
     answer = Answer(
         public_key or ANONYMOUS,
         {},

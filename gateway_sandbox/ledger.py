@@ -315,7 +315,7 @@ def apply_transaction(conn: sqlite3.Connection, txid: str, payload: Mapping[str,
 
 
 def check_public_key(value: object, what: str = "public key") -> str:
-    if not isinstance(value, str) or not PUBLIC_KEY_RE.match(value):
+    if not isinstance(value, str) or not PUBLIC_KEY_RE.fullmatch(value):
         raise LedgerError(
             f"invalid {what} {_shown(value)}: expected 66 lowercase hex characters starting 02 or 03"
         )
@@ -323,13 +323,13 @@ def check_public_key(value: object, what: str = "public key") -> str:
 
 
 def check_item_id(value: object, what: str) -> str:
-    if not isinstance(value, str) or not ITEM_ID_RE.match(value):
+    if not isinstance(value, str) or not ITEM_ID_RE.fullmatch(value):
         raise LedgerError(f"invalid {what} {_shown(value)}: expected 32 lowercase hex characters")
     return value
 
 
 def check_name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise LedgerError(f"invalid {what} {_shown(value)}: expected 1-128 letters, digits and _ . : -")
     return value
 

@@ -98,7 +98,7 @@ def decode_request(raw: bytes | None) -> tuple[dict[str, Any], Any]:
 def request_id_of(header: dict[str, Any], kafka_headers: list[tuple[str, bytes]] | None) -> str | None:
     """The request's 32-hex id from its header, else from its Kafka header, else ``None``."""
     candidate = header.get("request_id")
-    if isinstance(candidate, str) and REQUEST_ID_RE.match(candidate):
+    if isinstance(candidate, str) and REQUEST_ID_RE.fullmatch(candidate):
         return candidate
     for name, value in kafka_headers or ():
         if name == REQUEST_ID_HEADER and value:
@@ -106,7 +106,7 @@ def request_id_of(header: dict[str, Any], kafka_headers: list[tuple[str, bytes]]
                 text = value.decode("ascii")
             except UnicodeDecodeError:
                 continue
-            if REQUEST_ID_RE.match(text):
+            if REQUEST_ID_RE.fullmatch(text):
                 return text
     return None
 
