@@ -1,11 +1,25 @@
 """Round trips of KafkaBlockchainHook.request against an instant responder, and the broker's floor.
 
-Usage (from the repository root): ``.venv/bin/python bench/request_roundtrip.py [--requests 1000]``
+Usage (from the repository root):
+``.venv/bin/python bench/request_roundtrip.py [--requests 1000] [--partitions 4] [--fetch-wait-ms 5 1]``
 
 It starts a tansu broker (or uses ``KAFKA_BOOTSTRAP_SERVERS``), a responder that answers every
 list request at once, then times ``--requests`` sequential ``list_partner_requests`` calls with
 echo off and with echo on. In the same run it times the broker's own produce→consume hop with
-the same client settings: the floor under any request/reply.
+the same client settings and topic layout: the floor under any request/reply.
+
+Two settings decide the figures on tansu, and both are printed with them:
+
+- ``--fetch-wait-ms``: tansu holds every fetch for the full ``fetch.wait.max.ms``, even when data
+  arrives, and a round trip has two fetches (the gateway's, then the hook's). The hook's default
+  is 5 ms; 1 ms is tansu's fastest setting (0 makes it return before reading anything). On Apache
+  Kafka a fetch returns when data arrives, and the value only sets how often an idle reader asks.
+- ``--partitions``: tansu's in-memory storage makes a fetch cost more as its partition holds more
+  batches (near 1,900 single-record batches a fetch takes seconds). Every request here is its own
+  batch, so on one partition the 1,000 requests measure tansu's growth more than the hook; on 4
+  they do not. Requests are keyed by request id, so they spread over the partitions. More
+  partitions cost again: tansu's fetch slows with the partitions it covers, which is also why the
+  responder reads only ``BLK_Part_Lst``.
 """
 
 from __future__ import annotations
@@ -27,13 +41,16 @@ from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
 from tests.provider.responder import ScriptedResponder  # noqa: E402
 
+#: Requests made before the timed ones: the clients connect, the code paths are warm.
+WARM_UP = 20
+
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def broker_floor(bootstrap: str, topic: str, count: int, fetch_wait: dict) -> list[float]:
+def broker_floor(bootstrap: str, topic: str, partitions: int, count: int, fetch_wait: dict) -> list[float]:
     from blockchain_provider.hooks.kafka_blockchain import (
         CONSUMER_DEFAULTS,
         CONSUMER_REQUIRED,
@@ -45,14 +62,11 @@ def broker_floor(bootstrap: str, topic: str, count: int, fetch_wait: dict) -> li
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, **CONSUMER_DEFAULTS, **fetch_wait, **CONSUMER_REQUIRED}
     )
-    _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    consumer.assign([TopicPartition(topic, 0, high)])
-    producer.produce(topic, b"warm-up")
-    producer.flush(10)
+    consumer.assign([TopicPartition(topic, partition, 0) for partition in range(partitions)])
     samples = []
     for i in range(count + 1):
         started = time.perf_counter()
-        producer.produce(topic, str(i).encode())
+        producer.produce(topic, str(i).encode(), key=uuid.uuid4().hex.encode())  # keyed like requests
         producer.flush(10)
         while True:
             message = consumer.poll(5)
@@ -79,10 +93,17 @@ def hook_round_trips(bootstrap: str, prefix: str, count: int, echo: bool) -> lis
     )
     samples = []
     with (
-        ScriptedResponder(bootstrap, prefix, lambda topic, header, body: {"data": []}, echo=echo),
+        ScriptedResponder(
+            bootstrap,
+            prefix,
+            lambda topic, header, body: {"data": []},
+            echo=echo,
+            topics=("BLK_Part_Lst",),  # the only request topic here: one fetch, not seven
+        ),
         KafkaBlockchainHook() as hook,
     ):
-        hook.list_partner_requests()  # connects, positions the reader, initialises the producer
+        for _ in range(WARM_UP):  # connects, positions the reader, initialises the producer
+            hook.list_partner_requests()
         for _ in range(count):
             started = time.perf_counter()
             hook.list_partner_requests()
@@ -90,14 +111,46 @@ def hook_round_trips(bootstrap: str, prefix: str, count: int, echo: bool) -> lis
     return samples
 
 
+def measure(
+    bootstrap: str, requests: int, partitions: int, fetch_waits: list[int]
+) -> list[tuple[int, str, list[float]]]:
+    """For each ``fetch.wait.max.ms``: the broker floor, then the hook with echo off and on, each on
+    a fresh set of topics. Returns ``(fetch wait, measurement, samples in seconds)`` rows."""
+    rows = []
+    for wait in fetch_waits:
+        fetch_wait = {"fetch.wait.max.ms": wait}
+        # a fresh set of topics for each measurement, so none reads behind another's messages
+        prefix = f"bench{uuid.uuid4().hex[:6]}_"
+        prefixes = {run: f"{prefix}{run}_" for run in ("off", "on")}
+        ensure_topics(
+            bootstrap,
+            [p + name for p in prefixes.values() for name in DEFAULT_TOPICS] + [prefix + "floor"],
+            partitions,
+        )
+        os.environ["AIRFLOW_CONN_KAFKA_DEFAULT"] = json.dumps(
+            {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **fetch_wait}}
+        )
+        floor = broker_floor(bootstrap, prefix + "floor", partitions, requests, fetch_wait)
+        rows.append((wait, "broker floor: produce -> consume", floor))
+        for run, echo, name in (("off", False, "token match"), ("on", True, "request_id")):
+            samples = hook_round_trips(bootstrap, prefixes[run], requests, echo)
+            rows.append((wait, f"hook.request, echo {run} ({name})", samples))
+    return rows
+
+
 def main() -> None:
+    from blockchain_provider.hooks.kafka_blockchain import CONSUMER_DEFAULTS
+
+    hook_default = CONSUMER_DEFAULTS["fetch.wait.max.ms"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default: 4)")
     parser.add_argument(
         "--fetch-wait-ms",
         type=int,
-        default=None,
-        help="the kafka connection's fetch.wait.max.ms (default: the hook's)",
+        nargs="+",
+        default=[hook_default, 1],
+        help=f"the kafka connection's fetch.wait.max.ms, one run each (default: the hook's {hook_default}, then 1)",
     )
     args = parser.parse_args()
 
@@ -107,44 +160,20 @@ def main() -> None:
         broker = TansuBroker().start()
         bootstrap = broker.bootstrap_servers
     try:
-        prefix = f"bench{uuid.uuid4().hex[:6]}_"
-        fetch_wait = {} if args.fetch_wait_ms is None else {"fetch.wait.max.ms": args.fetch_wait_ms}
-        # a fresh set of topics for each measurement, so none reads behind another's messages
-        prefixes = {run: f"{prefix}{run}_" for run in ("off", "on")}
-        ensure_topics(
-            bootstrap,
-            [p + name for p in prefixes.values() for name in DEFAULT_TOPICS] + [prefix + "floor"],
-        )
-        os.environ["AIRFLOW_CONN_KAFKA_DEFAULT"] = json.dumps(
-            {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **fetch_wait}}
-        )
-        rows = [
-            (
-                "broker floor: produce -> consume",
-                broker_floor(bootstrap, prefix + "floor", args.requests, fetch_wait),
-            ),
-            (
-                "hook.request, echo off (token match)",
-                hook_round_trips(bootstrap, prefixes["off"], args.requests, False),
-            ),
-            (
-                "hook.request, echo on (request_id)",
-                hook_round_trips(bootstrap, prefixes["on"], args.requests, True),
-            ),
-        ]
+        rows = measure(bootstrap, args.requests, args.partitions, args.fetch_wait_ms)
     finally:
         if broker is not None:
             broker.stop()
 
     print(
         f"broker: {'tansu (embedded)' if broker else bootstrap}; {args.requests} sequential requests each; "
-        f"fetch.wait.max.ms {fetch_wait.get('fetch.wait.max.ms', 'hook default')}"
+        f"topics of {args.partitions} partition(s); the hook's default fetch.wait.max.ms is {hook_default}"
     )
-    print(f"{'measurement':40} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
-    for name, samples in rows:
+    print(f"{'fetch.wait.max.ms':>17}  {'measurement':38} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    for wait, name, samples in rows:
         print(
-            f"{name:40} {percentile(samples, 50) * 1e3:8.2f} {percentile(samples, 99) * 1e3:8.2f} "
-            f"{statistics.fmean(samples) * 1e3:8.2f}"
+            f"{wait:>17}  {name:38} {percentile(samples, 50) * 1e3:8.2f} "
+            f"{percentile(samples, 99) * 1e3:8.2f} {statistics.fmean(samples) * 1e3:8.2f}"
         )
 
 

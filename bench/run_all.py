@@ -7,6 +7,8 @@ It starts a tansu broker (or uses ``KAFKA_BOOTSTRAP_SERVERS``) and, for each mea
 set of topics and the gateway sandbox as its own process (``python -m gateway_sandbox serve``),
 then measures:
 
+0. request round trips through ``KafkaBlockchainHook`` against an instant responder, and the
+   broker's floor (``bench/request_roundtrip.py``), at the hook's ``fetch.wait.max.ms`` and at 1 ms;
 1. request round trips through ``KafkaBlockchainHook`` (1,000 sequential requests with
    request_id echo off, 1,000 with it on), and the same 1,000 pipelined with echo on;
 2. the original system's pattern, on the same broker and gateway: for each request a new
@@ -56,6 +58,8 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 DAY = date(2026, 11, 27)
 
 ROUND_TRIPS = 1000
+#: partitions of the instant-responder topics (see bench/request_roundtrip.py)
+INSTANT_PARTITIONS = 4
 SYNC_SIZES = (1000, 5000, 10_000)
 RSS_SIZES = (1000, 5000, 10_000)
 #: tansu's fetches cost more as a partition grows; 10,000 requests on one partition stall it.
@@ -530,8 +534,48 @@ to reproduce them on yours.
     RESULTS.write_text(text)
 
 
+def instant_round_trips(bench: Bench) -> None:
+    """The provider's own latency: no gateway work, the broker's floor beside it."""
+    from bench import request_roundtrip
+    from blockchain_provider.hooks.kafka_blockchain import CONSUMER_DEFAULTS
+
+    hook_default = CONSUMER_DEFAULTS["fetch.wait.max.ms"]
+    # An embedded broker of its own: what it stores would slow the later measurements' fetches.
+    own = None if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else TansuBroker().start()
+    try:
+        bootstrap = own.bootstrap_servers if own else bench.bootstrap
+        rows = request_roundtrip.measure(bootstrap, ROUND_TRIPS, INSTANT_PARTITIONS, [hook_default, 1])
+    finally:
+        if own is not None:
+            own.stop()
+    for wait, name, samples in rows:
+        p50, p99 = percentile(samples, 50) * 1e3, percentile(samples, 99) * 1e3
+        figure = f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        label = f"{name.replace('hook.request', 'instant responder, hook')}, fetch wait {wait} ms"
+        if name.startswith("broker floor"):
+            bench.row(label, figure)
+        else:
+            bench.row(label, figure, "p50 <= 5 ms, p99 <= 20 ms", p50 <= 5 and p99 <= 20)
+    bench.notes.append(
+        f"Instant responder (`bench/request_roundtrip.py`): {ROUND_TRIPS:,} sequential "
+        "`list_partner_requests()` calls on one hook (after 20 warm-up calls), answered at once by a "
+        "responder in the bench process that reads only `BLK_Part_Lst`, on a broker of its own; the "
+        "floor is one "
+        "produce→consume hop with the same client settings, measured just before. Topics of "
+        f"{INSTANT_PARTITIONS} partitions, fresh for each measurement: on tansu's in-memory storage a "
+        "fetch costs more as its partition holds more batches, and every request is its own batch. "
+        f"Once at the hook's default `fetch.wait.max.ms` ({hook_default} ms), once at 1 ms: tansu holds "
+        "every fetch for the whole wait even when data arrives, and a round trip has two fetches. "
+        "On Apache Kafka a fetch returns when data arrives, and the setting only decides how often "
+        "an idle reader asks."
+    )
+
+
 def run(bench: Bench, baseline_requests: int) -> None:
     step: Callable[[str], None] = lambda title: print(f"\n{title}", flush=True)  # noqa: E731
+
+    step("Round trips through KafkaBlockchainHook against an instant responder")
+    instant_round_trips(bench)
 
     step("Round trips through KafkaBlockchainHook, and the original pattern")
     db, _public_key, token, ids = small_ledger(bench)
@@ -558,8 +602,8 @@ def run(bench: Bench, baseline_requests: int) -> None:
         )
     bench.notes.append(
         f"Round trips: {ROUND_TRIPS:,} sequential `list_partner_requests(start, 1)` calls on one hook "
-        "(after 20 warm-up calls), each answer checked against the ledger; p50/p99 of each call's "
-        "wall time. Echo off is the original gateway (matched by token); echo on matches by request_id."
+        "(after 20 warm-up calls) through the sandbox, on topics of 1 partition (the project's "
+        "default), each answer checked against the ledger; p50/p99 of each call's wall time. Echo off is the original gateway (matched by token); echo on matches by request_id."
     )
     bench.notes.append(
         f"Original pattern: the seed document's views, in confluent-kafka: per request a new producer "

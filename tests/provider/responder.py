@@ -87,8 +87,12 @@ class ScriptedResponder:
         partitions = []
         for name in self._topics:
             topic = self.prefix + name
-            _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-            partitions.append(TopicPartition(topic, 0, high))
+            meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
+            for partition in sorted(meta.partitions) or [0]:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=10
+                )
+                partitions.append(TopicPartition(topic, partition, high))
         self._consumer.assign(partitions)
         self._thread.start()
         return self
