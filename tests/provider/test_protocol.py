@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blockchain_provider import protocol
@@ -87,6 +88,55 @@ def test_deeply_nested_literal_is_refused():
     raw = json.dumps("[{'auth': 'T'}, {'data': " + "[" * 5000 + "]" * 5000 + "}]").encode()
     with pytest.raises(MalformedResponseError):
         protocol.decode_response(raw)
+
+
+JSON_LIKE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON_LIKE)
+def test_python_literals_take_the_json_rewrite_and_decode_as_the_literal_parser_does(value):
+    text = repr(value)
+    assert protocol._literal_as_json(text) is not None  # the fast path, not the literal parser
+    assert protocol._decode_inner(text) == ast.literal_eval(text)
+
+
+LITERAL_PIECES = [
+    *"'\"\\[]{},: -.eE0x/\t\x01é😀",
+    "'a'", '"b"', "'it\\'s'", '"q\\"q"', "\\x41", "\\u00e9", "\\U0001F600", "\\U00110000",
+    "\\n", "\\'", '\\"', "\\\\", "\\/", "\\a", "True", "False", "None", "true", "null",
+    "NaN", "12", "-3.5e2", "1_0", "0x1F", ".5", "()", "u", "b", "#",
+]  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
+@settings(max_examples=1500)  # few random joins are literals at all
+@given(st.lists(st.sampled_from(LITERAL_PIECES), max_size=12).map("".join))
+def test_the_json_rewrite_never_decodes_a_literal_differently(text):
+    rewritten = protocol._literal_as_json(text)
+    if rewritten is None:
+        return  # the literal parser decides, as before
+    try:
+        fast = json.loads(rewritten)
+    except (ValueError, RecursionError):
+        return
+    try:
+        expected = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return  # JSON's own true/null/NaN, which the literal parser does not know
+    assert fast == expected and type(fast) is type(expected)
+
+
+@pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
+def test_python_literal_escapes_decode_as_python_reads_them():
+    text = repr([{"auth": "T"}, {"data": ['it\'s "quoted"', "tab\tnew\nline\\", "\x07\x00é😀\ud800"]}])
+    assert protocol.decode_response(json.dumps(text).encode()).value == ast.literal_eval(text)[1]["data"]
+    # an escape repr never writes still goes to the literal parser, and means what Python says
+    assert protocol._literal_as_json("['a\\/b']") is None
+    assert protocol._decode_inner("['a\\/b']") == ["a\\/b"]
 
 
 @given(st.binary(max_size=200))

@@ -403,11 +403,77 @@ def decode_response(raw: bytes | str | None) -> Response:
     return _to_response(outer)
 
 
+# The Python literals the original gateway writes (``repr`` of lists, dicts, strings, numbers,
+# True/False/None) have a JSON twin: rewrite the strings and the three constants, and the json
+# module parses the rest, many times faster than ``ast.literal_eval``. Whatever the rewrite does
+# not know (a quote that starts no string it knows, an escape repr does not write) or JSON does not
+# accept (tuples, sets, Python-only number forms) goes to ``ast.literal_eval``; the two agree on
+# every value both accept.
+_PY_ESCAPES = r"""\\(?:[\\'"nrt]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})"""
+_PY_SQ = r"""'[^'\\\x00-\x1f]*(?:ESC[^'\\\x00-\x1f]*)*'"""  # single-quoted, as repr writes most
+_PY_DQ = _PY_SQ.replace("'", '"')  # double-quoted: a string with an apostrophe
+_PY_REWRITE_RE = re.compile(
+    "|".join((_PY_SQ, _PY_DQ)).replace("ESC", _PY_ESCAPES)
+    + r"""|True|False|None|['"]"""  # a lone quote starts no string the rewrite knows
+)
+_PY_ESCAPE_RE = re.compile(
+    r"""\\(?:([\\'"])|([nrt])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))"""
+)
+_PY_CONSTANTS = {"True": "true", "False": "false", "None": "null"}
+_PY_CONTROL = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+class _NotJson(ValueError):
+    """The literal holds something the JSON rewrite does not handle."""
+
+
+def _unescape(match: re.Match[str]) -> str:
+    quote, control, *codes = match.groups()
+    if quote:
+        return quote
+    if control:
+        return _PY_CONTROL[control]
+    return chr(int(next(code for code in codes if code), 16))  # above U+10FFFF: ValueError
+
+
+def _json_token(match: re.Match[str]) -> str:
+    token = match.group()
+    if len(token) == 1:
+        raise _NotJson
+    quote = token[0]
+    if quote not in "'\"":
+        return _PY_CONSTANTS[token]
+    body = token[1:-1]
+    if "\\" not in body:
+        if quote == '"':
+            return token  # already a JSON string
+        if '"' not in body:
+            return f'"{body}"'
+    else:
+        body = _PY_ESCAPE_RE.sub(_unescape, body)
+    return json.dumps(body)
+
+
+def _literal_as_json(text: str) -> str | None:
+    """*text* with its Python strings and constants rewritten to JSON, or None when it holds a
+    quote or escape the rewrite does not know."""
+    try:
+        return _PY_REWRITE_RE.sub(_json_token, text)
+    except ValueError:  # _NotJson, or a \U escape beyond Unicode
+        return None
+
+
 def _decode_inner(text: str) -> Any:
     try:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError):
         pass
+    rewritten = _literal_as_json(text)
+    if rewritten is not None:
+        try:
+            return _plain(json.loads(rewritten))
+        except (json.JSONDecodeError, RecursionError):
+            pass  # well-tokenised but not well-formed: the literal parser decides
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
