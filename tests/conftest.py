@@ -8,11 +8,13 @@ read each other's responses.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # Airflow reads its configuration when first imported: give the test session its own home
 # (metadata database, logs) before any test module imports it.
@@ -54,3 +56,38 @@ def topic_prefix(kafka_bootstrap: str) -> str:
 def prefixed_topics(prefix: str) -> dict[str, str]:
     """The topic override map for a prefix: default name -> prefixed name."""
     return {name: prefix + name for name in DEFAULT_TOPICS}
+
+
+def set_connections(
+    monkeypatch: pytest.MonkeyPatch,
+    bootstrap: str,
+    prefix: str,
+    token: str,
+    *,
+    public_key: str,
+    agent_password: str,
+    kafka_extra: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
+    """Define ``kafka_default`` and ``blockchain_master`` as Airflow reads them from the
+    environment; *extra* adds fields of the token connection (``echo_request_id``, ``timeout``)."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KAFKA_DEFAULT",
+        json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **(kafka_extra or {})}}),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BLOCKCHAIN_MASTER",
+        json.dumps(
+            {
+                "conn_type": "blockchain_token",
+                "login": public_key,
+                "password": token,
+                "extra": {
+                    "agent_password": agent_password,
+                    "instance_type": "Master",
+                    "topics": json.dumps(prefixed_topics(prefix)),
+                    **extra,
+                },
+            }
+        ),
+    )

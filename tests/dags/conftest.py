@@ -15,7 +15,7 @@ import pytest
 
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
-from tests.conftest import prefixed_topics
+from tests.conftest import set_connections
 from tests.include.conftest import postgres_database, postgres_url  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,26 +93,15 @@ def start_stack(
     ledger.close()
     server = GatewayServer(bootstrap, str(ledger_path), topic_prefix=prefix, echo=echo, encoding=encoding)
     server.start()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_KAFKA_DEFAULT",
-        json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap}}),
-    )
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BLOCKCHAIN_MASTER",
-        json.dumps(
-            {
-                "conn_type": "blockchain_token",
-                "login": public_key,
-                "password": token,
-                "extra": {
-                    "agent_password": agent_password,
-                    "instance_type": "Master",
-                    "echo_request_id": echo,
-                    "timeout": 20,
-                    "topics": json.dumps(prefixed_topics(prefix)),
-                },
-            }
-        ),
+    set_connections(
+        monkeypatch,
+        bootstrap,
+        prefix,
+        token,
+        public_key=public_key,
+        agent_password=agent_password,
+        echo_request_id=echo,
+        timeout=20,
     )
     monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps(mes_conn))
     return Stack(bootstrap, prefix, ledger_path, server, public_key, token, mes_conn)

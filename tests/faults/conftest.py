@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, TopicPartition
 from gateway_sandbox.faults import Faults
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
-from tests.conftest import prefixed_topics
+from tests.conftest import set_connections as shared_set_connections
 from tests.dags.conftest import ROOT, airflow_db  # noqa: F401 - fixture
 
 #: Request topics (protocol names): nothing else than the MES writes to them.
@@ -110,26 +110,16 @@ def set_connections(
     kafka_extra: dict[str, Any] | None = None,
 ) -> None:
     """``kafka_default``, ``blockchain_master`` and ``mes_db`` as Airflow reads them from the environment."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_KAFKA_DEFAULT",
-        json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **(kafka_extra or {})}}),
-    )
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BLOCKCHAIN_MASTER",
-        json.dumps(
-            {
-                "conn_type": "blockchain_token",
-                "login": public_key,
-                "password": token,
-                "extra": {
-                    "agent_password": agent_password,
-                    "instance_type": "Master",
-                    "echo_request_id": echo,
-                    "timeout": timeout,
-                    "topics": json.dumps(prefixed_topics(prefix)),
-                },
-            }
-        ),
+    shared_set_connections(
+        monkeypatch,
+        bootstrap,
+        prefix,
+        token,
+        public_key=public_key,
+        agent_password=agent_password,
+        kafka_extra=kafka_extra,
+        echo_request_id=echo,
+        timeout=timeout,
     )
     monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
 

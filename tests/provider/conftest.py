@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import prefixed_topics
+from tests.conftest import set_connections as shared_set_connections
 
 MES_PUBKEY = "02" + "ab" * 32
 
@@ -23,26 +22,15 @@ class GatewayEnv:
 def set_connections(
     monkeypatch: pytest.MonkeyPatch, bootstrap: str, prefix: str, token: str, **extra
 ) -> None:
-    """Define ``kafka_default`` and ``blockchain_master`` as Airflow does from the environment."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_KAFKA_DEFAULT",
-        json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap}}),
-    )
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BLOCKCHAIN_MASTER",
-        json.dumps(
-            {
-                "conn_type": "blockchain_token",
-                "login": MES_PUBKEY,
-                "password": token,
-                "extra": {
-                    "agent_password": "agent-password-1234",
-                    "instance_type": "Master",
-                    "topics": json.dumps(prefixed_topics(prefix)),
-                    **extra,
-                },
-            }
-        ),
+    """The connections of the provider's tests: the MES agent's public key, a test agent password."""
+    shared_set_connections(
+        monkeypatch,
+        bootstrap,
+        prefix,
+        token,
+        public_key=MES_PUBKEY,
+        agent_password="agent-password-1234",
+        **extra,
     )
 
 
