@@ -752,11 +752,7 @@ class Ledger:
     ) -> list[dict[str, Any]]:
         """Partner requests in creation order (stable), filtered and paged."""
         where, params = self._filters(receiver_pk, issuer_pk, agent_pk, status)
-        return self._items(
-            f"SELECT {_PARTNER_JSON} FROM (SELECT * FROM partner_requests{where} ORDER BY seq LIMIT ? OFFSET ?)"
-            " ORDER BY seq",
-            [*params, -1 if limit is None else limit, start],
-        )
+        return self._page("partner_requests", _PARTNER_JSON, where, params, start, limit)
 
     def orders(
         self,
@@ -770,8 +766,14 @@ class Ledger:
     ) -> list[dict[str, Any]]:
         """Order requests in creation order (stable), filtered and paged."""
         where, params = self._filters(receiver_pk, issuer_pk, agent_pk, status)
+        return self._page("orders", _ORDER_JSON, where, params, start, limit)
+
+    def _page(
+        self, table: str, item_json: str, where: str, params: list[Any], start: int, limit: int | None
+    ) -> list[dict[str, Any]]:
+        """One page of *table* in creation order, each row as *item_json* builds it."""
         return self._items(
-            f"SELECT {_ORDER_JSON} FROM (SELECT * FROM orders{where} ORDER BY seq LIMIT ? OFFSET ?) ORDER BY seq",
+            f"SELECT {item_json} FROM (SELECT * FROM {table}{where} ORDER BY seq LIMIT ? OFFSET ?) ORDER BY seq",
             [*params, -1 if limit is None else limit, start],
         )
 
