@@ -368,3 +368,37 @@ def test_many_requests_reuse_one_producer_and_one_reader(gateway_env):
         hook.close()
         assert hook._reader is None
         wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("blk-reader")])
+
+
+@pytest.mark.parametrize(
+    ("connection_extra", "defaults", "expected_wait"),
+    [
+        ({}, None, kafka_blockchain.CONSUMER_DEFAULTS["fetch.wait.max.ms"]),  # a task's reader
+        ({}, {"fetch.wait.max.ms": 100}, 100),  # the triggerer's
+        ({"fetch.wait.max.ms": 7}, {"fetch.wait.max.ms": 100}, 7),  # the connection decides
+    ],
+)
+def test_reader_settings_layer_defaults_connection_and_required(
+    monkeypatch, connection_extra, defaults, expected_wait
+):
+    built = {}
+    monkeypatch.setattr(kafka_blockchain, "Consumer", lambda config: built.update(config))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KAFKA_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "kafka",
+                "extra": {
+                    "bootstrap.servers": "broker:9092",
+                    "enable.auto.commit": True,
+                    "auto.offset.reset": "latest",
+                    **connection_extra,
+                },
+            }
+        ),
+    )
+    KafkaBlockchainHook()._new_consumer(defaults)
+    assert built["fetch.wait.max.ms"] == expected_wait
+    assert built["bootstrap.servers"] == "broker:9092"
+    assert built["enable.auto.commit"] is False  # required: the reader commits nothing
+    assert "auto.offset.reset" not in built  # positions are assigned, never reset to the end

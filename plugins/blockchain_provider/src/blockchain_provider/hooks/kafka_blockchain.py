@@ -147,10 +147,22 @@ class _ProducerHook(KafkaBaseHook):
 
 
 class _ConsumerHook(KafkaBaseHook):
-    """Builds the response consumer from the Kafka provider's ``kafka`` connection."""
+    """Builds the response consumer from the Kafka provider's ``kafka`` connection.
+
+    :param defaults: settings over :data:`CONSUMER_DEFAULTS` that the connection may still override.
+    """
+
+    def __init__(self, kafka_config_id: str, defaults: Mapping[str, Any] | None = None) -> None:
+        super().__init__(kafka_config_id)
+        self._defaults = dict(defaults or {})
 
     def _get_client(self, config: dict[str, Any]) -> Consumer:
-        config = {**CONSUMER_DEFAULTS, **_without(config, "auto.offset.reset"), **CONSUMER_REQUIRED}
+        config = {
+            **CONSUMER_DEFAULTS,
+            **self._defaults,
+            **_without(config, "auto.offset.reset"),
+            **CONSUMER_REQUIRED,
+        }
         config.setdefault("logger", log)
         return Consumer(config)
 
@@ -498,8 +510,8 @@ class KafkaBlockchainHook(BaseHook):
         return True, "The gateway accepted the token."
 
     # -------------------------------------------------------------- lifecycle
-    def _new_consumer(self) -> Consumer:
-        return _ConsumerHook(self.kafka_config_id).get_conn
+    def _new_consumer(self, defaults: Mapping[str, Any] | None = None) -> Consumer:
+        return _ConsumerHook(self.kafka_config_id, defaults).get_conn
 
     @cached_property
     def _bootstrap_servers(self) -> str:
