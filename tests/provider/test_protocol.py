@@ -75,6 +75,8 @@ def test_the_seeds_quote_replacement_would_corrupt_what_we_decode():
         json.dumps("[{'auth': 'T'}, {'data': {1, 2}}]").encode(),
         json.dumps("[{'auth': 'T'}, {'data': __import__('os')}]").encode(),
         json.dumps("[{'auth': 'T'}, {'data': b'bytes'}]").encode(),
+        b'[{"auth": "T"}, {"data": ' + b"9" * 5000 + b"}]",  # beyond Python's integer parsing limit
+        json.dumps("[{'auth': 'T'}, {'data': " + "9" * 5000 + "}]").encode(),
         None,
     ],
 )

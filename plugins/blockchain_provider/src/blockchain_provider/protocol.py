@@ -396,7 +396,7 @@ def decode_response(raw: bytes | str | None) -> Response:
         text = raw
     try:
         outer = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, or an integer of over 4,300 digits
         raise MalformedResponseError("value is not JSON") from None
     if isinstance(outer, str):
         outer = _decode_inner(outer)
@@ -466,13 +466,13 @@ def _literal_as_json(text: str) -> str | None:
 def _decode_inner(text: str) -> Any:
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         pass
     rewritten = _literal_as_json(text)
     if rewritten is not None:
         try:
             return _plain(json.loads(rewritten))
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):
             pass  # well-tokenised but not well-formed: the literal parser decides
     try:
         value = ast.literal_eval(text)
