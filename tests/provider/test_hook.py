@@ -170,6 +170,27 @@ def test_foreign_and_garbage_responses_before_the_answer_are_skipped(gateway_env
             assert reader.skipped == 50
 
 
+def test_a_response_the_reader_fails_on_does_not_stop_it(gateway_env, monkeypatch, caplog):
+    decode = kafka_blockchain.protocol.decode_response
+
+    def failing_decode(value):
+        if value == b"unexpected":
+            raise RuntimeError("a failure the decoder does not foresee")
+        return decode(value)
+
+    def noise(producer, topic, header):
+        producer.produce(topic, b"unexpected")
+        producer.flush(5)
+
+    monkeypatch.setattr(kafka_blockchain.protocol, "decode_response", failing_decode)
+    items = [partner(7)]
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, paging_handler(items), before=noise):
+        with KafkaBlockchainHook(timeout=10) as hook:
+            assert hook.list_partner_requests() == items
+            assert hook.list_partner_requests() == items
+    assert caplog.text.count("Skipped the response at") == 2
+
+
 def test_an_immediate_answer_is_not_missed(gateway_env):
     """The responder answers the moment it reads the request: a client that subscribes after
     sending would start reading after the answer and wait forever."""

@@ -331,7 +331,12 @@ class ResponseReader:
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("Error reading %s: %s", self.topic, error)
                     continue
-                self._dispatch(message.partition(), message.offset(), message.value())
+                try:
+                    self._dispatch(message.partition(), message.offset(), message.value())
+                except Exception:  # a reader that dies would leave every request to time out
+                    log.exception(
+                        "Skipped the response at %s[%d]@%d", self.topic, message.partition(), message.offset()
+                    )
 
     def _dispatch(self, partition: int, offset: int, value: bytes | None) -> None:
         try:
