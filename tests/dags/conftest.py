@@ -20,6 +20,19 @@ from tests.include.conftest import postgres_database, postgres_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: The DAGs that dags/ defines.
+PRODUCT_DAG_IDS = frozenset(
+    {
+        "blockchain_day_report",
+        "blockchain_partner_sync",
+        "blockchain_order_sync",
+        "blockchain_partner_answer",
+        "blockchain_order_answer",
+        "blockchain_production_unit_update",
+        "blockchain_token_check",
+    }
+)
+
 
 def airflow(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the ``airflow`` command of this virtualenv with the test session's environment."""

@@ -8,17 +8,9 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import ParamValidationError
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.dags.conftest import PRODUCT_DAG_IDS
 
-EXPECTED = {
-    "blockchain_day_report",
-    "blockchain_partner_sync",
-    "blockchain_order_sync",
-    "blockchain_partner_answer",
-    "blockchain_order_answer",
-    "blockchain_production_unit_update",
-    "blockchain_token_check",
-}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +45,10 @@ def test_no_import_errors(dagbag):
 
 
 def test_every_expected_dag_is_there(dagbag):
-    assert set(dagbag.dag_ids) == EXPECTED
+    assert set(dagbag.dag_ids) == PRODUCT_DAG_IDS
 
 
-@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+@pytest.mark.parametrize("dag_id", sorted(PRODUCT_DAG_IDS))
 def test_tags_docs_retries_and_alerts(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert "blockchain" in dag.tags
@@ -72,7 +64,7 @@ def test_tags_docs_retries_and_alerts(dagbag, dag_id):
             assert task.doc_md or task.doc, task.task_id
 
 
-@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+@pytest.mark.parametrize("dag_id", sorted(PRODUCT_DAG_IDS))
 def test_gateway_tasks_run_in_the_token_pool(dagbag, dag_id):
     from blockchain_provider.pools import pool_name
 

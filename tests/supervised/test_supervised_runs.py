@@ -27,7 +27,7 @@ from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
 from include.sample_data import generate_plant
 from tests.conftest import prefixed_topics
-from tests.dags.conftest import erp_agent
+from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent
 from tests.include.conftest import PG_HOST, PG_PORT, PG_USER, _admin_connection
 from tests.supervised.deployment import AirflowDeployment
 
@@ -41,16 +41,7 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 27)
-DAG_IDS = {
-    "blockchain_day_report",
-    "blockchain_partner_sync",
-    "blockchain_order_sync",
-    "blockchain_partner_answer",
-    "blockchain_order_answer",
-    "blockchain_production_unit_update",
-    "blockchain_token_check",
-    "blockchain_secret_probe",
-}
+DAG_IDS = PRODUCT_DAG_IDS | {"blockchain_secret_probe"}
 
 
 def dags_folder(tmp: Path) -> Path:
