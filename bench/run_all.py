@@ -558,10 +558,10 @@ def instant_round_trips(bench: Bench) -> None:
             bench.row(label, figure, "p50 <= 5 ms, p99 <= 20 ms", p50 <= 5 and p99 <= 20)
     bench.notes.append(
         f"Instant responder (`bench/request_roundtrip.py`): {ROUND_TRIPS:,} sequential "
-        "`list_partner_requests()` calls on one hook (after 20 warm-up calls), answered at once by a "
-        "responder in the bench process that reads only `BLK_Part_Lst`, on a broker of its own; the "
-        "floor is one "
-        "produce→consume hop with the same client settings, measured just before. Topics of "
+        f"`list_partner_requests()` calls on one hook (after {request_roundtrip.WARM_UP} warm-up "
+        "calls), answered at once by a responder in the bench process that reads only "
+        "`BLK_Part_Lst`, on a broker of its own; the floor is one produce→consume hop with the same "
+        "client settings, measured just before. Topics of "
         f"{INSTANT_PARTITIONS} partitions, fresh for each measurement: on tansu's in-memory storage a "
         "fetch costs more as its partition holds more batches, and every request is its own batch. "
         f"Once at the hook's default `fetch.wait.max.ms` ({hook_default} ms), once at 1 ms: tansu holds "
@@ -603,7 +603,8 @@ def run(bench: Bench, baseline_requests: int) -> None:
     bench.notes.append(
         f"Round trips: {ROUND_TRIPS:,} sequential `list_partner_requests(start, 1)` calls on one hook "
         "(after 20 warm-up calls) through the sandbox, on topics of 1 partition (the project's "
-        "default), each answer checked against the ledger; p50/p99 of each call's wall time. Echo off is the original gateway (matched by token); echo on matches by request_id."
+        "default), each answer checked against the ledger; p50/p99 of each call's wall time. Echo "
+        "off is the original gateway (matched by token); echo on matches by request_id."
     )
     bench.notes.append(
         f"Original pattern: the seed document's views, in confluent-kafka: per request a new producer "
