@@ -423,3 +423,23 @@ def test_reader_settings_layer_defaults_connection_and_required(
     assert built["bootstrap.servers"] == "broker:9092"
     assert built["enable.auto.commit"] is False  # required: the reader commits nothing
     assert "auto.offset.reset" not in built  # positions are assigned, never reset to the end
+
+
+def test_a_caller_that_gets_its_token_too_late_gives_up_unsent(gateway_env):
+    """Without echo a caller queues for its token; one that gets it with almost no time left
+    sends nothing, since no answer could arrive before its deadline."""
+    with KafkaBlockchainHook(timeout=0.5) as hook:
+        token = hook.settings.token.reveal()
+        lock = kafka_blockchain._token_lock(
+            f"{hook.kafka_config_id}\0{hook.settings.topics.responses}", token
+        )
+        lock.acquire()
+        releaser = threading.Timer(0.5 - kafka_blockchain.MIN_SEND_BUDGET / 2, lock.release)
+        releaser.start()
+        started = time.monotonic()
+        with pytest.raises(BlockchainTimeoutError) as info:
+            hook.list_partner_requests()
+        releaser.join()
+        assert info.value.request_id == "(not sent)"
+        assert time.monotonic() - started < 0.5 + 0.2
+        assert hook._producer is None  # never started: nothing was sent

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 #: How long the first request may wait for the response reader to be positioned.
 READER_START_TIMEOUT = 30.0
+#: A caller queued for its token that gets it with less time than this left gives up unsent: no
+#: answer could arrive in time, and the gateway would act on a request nobody waits for.
+MIN_SEND_BUDGET = 0.05
 
 #: Producer settings this hook needs; the kafka connection's extra cannot turn them off.
 PRODUCER_REQUIRED = {"enable.idempotence": True, "acks": "all"}
@@ -598,7 +601,7 @@ class KafkaBlockchainHook(BaseHook):
         acquired = lock.acquire(timeout=timeout)
         # The deadline covers the wait for the token: a queued caller gets what is left of it.
         waited = time.monotonic() - queued
-        if not acquired or waited >= timeout:
+        if not acquired or timeout - waited < min(MIN_SEND_BUDGET, timeout):
             if acquired:
                 lock.release()
             raise BlockchainTimeoutError(
