@@ -13,6 +13,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,43 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 import pytest  # noqa: E402
 
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics, wait_for_broker  # noqa: E402
+from local_services.postgres import PostgresCluster  # noqa: E402
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """Where the tests' PostgreSQL server listens; its ``user`` is a superuser with trust
+    authentication."""
+
+    host: str
+    port: int
+    user: str
+
+    def connect(self, dbname: str = "postgres"):
+        import psycopg2
+
+        try:
+            return psycopg2.connect(
+                host=self.host, port=self.port, user=self.user, dbname=dbname, connect_timeout=5
+            )
+        except psycopg2.OperationalError as exc:
+            pytest.fail(f"PostgreSQL is not reachable at {self.host}:{self.port} as {self.user} ({exc})")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session: ``MES_TEST_PG_HOST`` (``_PORT``, ``_USER``) when set,
+    else a throwaway cluster of the session's own, removed at its end."""
+    host = os.environ.get("MES_TEST_PG_HOST")
+    if host:
+        yield PostgresServer(
+            host,
+            int(os.environ.get("MES_TEST_PG_PORT", "5432")),
+            os.environ.get("MES_TEST_PG_USER", "postgres"),
+        )
+        return
+    with PostgresCluster() as cluster:
+        yield PostgresServer(cluster.host, cluster.port, cluster.user)
 
 
 @pytest.fixture(scope="session")

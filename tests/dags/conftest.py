@@ -74,17 +74,18 @@ def mes_connection(kind: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     if kind == "sqlite":
         return {"conn_type": "sqlite", "host": str(tmp_path / "mes.sqlite3")}
     database = request.getfixturevalue("postgres_database")
+    server = request.getfixturevalue("postgres_server")
     from include.mes import schema
     from include.mes.db import engine_from_url
 
-    engine = engine_from_url(postgres_url(database))
+    engine = engine_from_url(postgres_url(server, database))
     schema.metadata.drop_all(engine)
     engine.dispose()
     return {
         "conn_type": "postgres",
-        "host": "127.0.0.1",
-        "port": 5432,
-        "login": "postgres",
+        "host": server.host,
+        "port": server.port,
+        "login": server.user,
         "schema": database,
     }
 

@@ -10,8 +10,7 @@ import sqlalchemy as sa
 
 from include.mes.db import mes_engine
 from include.mes.repository import MesRepository
-
-from .conftest import PG_HOST, PG_PORT, PG_USER
+from tests.conftest import PostgresServer
 
 
 def _use_the_engine(engine: sa.Engine) -> None:
@@ -46,12 +45,14 @@ def test_sqlite_connection(monkeypatch: pytest.MonkeyPatch, tmp_path, form: str)
 
 
 @pytest.mark.postgres
-def test_postgres_connection(monkeypatch: pytest.MonkeyPatch, postgres_database: str) -> None:
+def test_postgres_connection(
+    monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer, postgres_database: str
+) -> None:
     value = {
         "conn_type": "postgres",
-        "host": PG_HOST,
-        "port": PG_PORT,
-        "login": PG_USER,
+        "host": postgres_server.host,
+        "port": postgres_server.port,
+        "login": postgres_server.user,
         "schema": postgres_database,
     }
     monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps(value))

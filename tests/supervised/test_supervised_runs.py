@@ -26,9 +26,8 @@ from include.day_report_keys import DAY_REPORT_RECORD_TYPE
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
 from include.sample_data import generate_plant
-from tests.conftest import prefixed_topics
+from tests.conftest import PostgresServer, prefixed_topics
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent
-from tests.include.conftest import PG_HOST, PG_PORT, PG_USER, _admin_connection
 from tests.supervised.deployment import AirflowDeployment
 
 pytestmark = [
@@ -58,15 +57,16 @@ def dags_folder(tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def metadata_database() -> Iterator[str]:
+def metadata_database(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh PostgreSQL database for Airflow's metadata: several services write it at once,
     which SQLite serialises with 'database is locked' errors under load."""
     name = f"airflow_sv_{uuid.uuid4().hex[:10]}"
-    admin = _admin_connection()
+    admin = postgres_server.connect()
+    admin.autocommit = True
     try:
         with admin.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+        yield f"postgresql+psycopg2://{postgres_server.user}@{postgres_server.host}:{postgres_server.port}/{name}"
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
