@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 #: holds every fetch for the whole wait, it adds up to that much to a deferred answer. The
 #: ``kafka`` connection's ``fetch.wait.max.ms`` overrides it, as it does the hook's.
 TRIGGER_CONSUMER_DEFAULTS = {"fetch.wait.max.ms": 100}
+#: Past its deadline, a wait reads on with this poll timeout (s) until a poll brings nothing...
+CATCH_UP_POLL = 1.0
+#: ...or for this long (s) at the most.
+CATCH_UP_LIMIT = 30.0
 
 
 class AwaitResponseTrigger(BaseTrigger):
@@ -69,6 +73,7 @@ class AwaitResponseTrigger(BaseTrigger):
         self.poll_timeout = float(poll_timeout)
         self._consumer: Any = None
         self._polling: asyncio.Future[Any] | None = None
+        self._malformed = 0
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -108,48 +113,75 @@ class AwaitResponseTrigger(BaseTrigger):
         self._consumer.assign(
             [TopicPartition(self.response_topic, int(p), off) for p, off in self.start_offsets.items()]
         )
-        malformed = 0
         loop = asyncio.get_running_loop()
+        # Past the deadline, read on until every partition is read to its end: a triggerer that
+        # picks the wait up late (or resumes it after a restart) must find an answer that is
+        # already on the topic, not report a timeout without having looked.
+        at_end: set[int] = set()
+        partitions = {int(p) for p in self.start_offsets}
+        catch_up_until: float | None = None
         while True:
             remaining = self.deadline - time.time()
-            if remaining <= 0:
-                yield self._event("timeout", timeout=max(0.0, self.deadline - time.time()))
-                return
-            self._polling = loop.run_in_executor(
-                None, _consume_available, self._consumer, min(self.poll_timeout, remaining)
-            )
+            if remaining > 0:
+                wait = min(self.poll_timeout, remaining)
+            else:
+                if catch_up_until is None:
+                    catch_up_until = time.time() + CATCH_UP_LIMIT
+                if at_end >= partitions or time.time() >= catch_up_until:
+                    yield self._event("timeout", timeout=max(0.0, self.deadline - time.time()))
+                    return
+                wait = CATCH_UP_POLL
+            self._polling = loop.run_in_executor(None, _consume_available, self._consumer, wait)
             messages = await asyncio.shield(self._polling)
             self._polling = None
             for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("Error reading %s: %s", self.response_topic, error)
-                    continue
-                if message.offset() < self.start_offsets.get(str(message.partition()), 0):
-                    continue
-                try:
-                    response = protocol.decode_response(message.value())
-                except MalformedResponseError as exc:
-                    malformed += 1
-                    if malformed <= 10 or malformed % 100 == 0:
-                        log.warning("Skipped malformed response on %s: %s", self.response_topic, exc)
-                    continue
-                if not protocol.matches(
-                    response,
-                    request_id=self.request_id,
-                    token=token,
-                    by_request_id_only=self.by_request_id_only,
-                ):
-                    continue
-                if response.kind == "error":
-                    text = protocol.error_text(response, (token, agent_password))
-                    yield self._event("gateway_error", text=text)
-                else:
-                    yield self._event(
-                        "success", kind=response.kind, value=response.value, public_key=response.public_key
-                    )
+                if message.error() is None:
+                    at_end.discard(message.partition())
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(message.partition())
+            event = self._match(messages, token, agent_password)
+            if event is not None:
+                yield event
                 return
+            if catch_up_until is not None and not messages:
+                # nothing more came within a whole poll: what was there has been read
+                yield self._event("timeout", timeout=max(0.0, self.deadline - time.time()))
+                return
+
+    def _match(
+        self, messages: list[Any], token: str | None, agent_password: str | None
+    ) -> TriggerEvent | None:
+        """The event of the first message that answers this request, if one does."""
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("Error reading %s: %s", self.response_topic, error)
+                continue
+            if message.offset() < self.start_offsets.get(str(message.partition()), 0):
+                continue
+            try:
+                response = protocol.decode_response(message.value())
+            except MalformedResponseError as exc:
+                self._malformed += 1
+                if self._malformed <= 10 or self._malformed % 100 == 0:
+                    log.warning("Skipped malformed response on %s: %s", self.response_topic, exc)
+                continue
+            if not protocol.matches(
+                response,
+                request_id=self.request_id,
+                token=token,
+                by_request_id_only=self.by_request_id_only,
+            ):
+                continue
+            if response.kind == "error":
+                return self._event(
+                    "gateway_error", text=protocol.error_text(response, (token, agent_password))
+                )
+            return self._event(
+                "success", kind=response.kind, value=response.value, public_key=response.public_key
+            )
+        return None
 
     async def cleanup(self) -> None:
         consumer, polling = self._consumer, self._polling
