@@ -43,6 +43,21 @@ DAY = date(2026, 11, 27)
 DAG_IDS = PRODUCT_DAG_IDS | {"blockchain_secret_probe"}
 
 
+def failed_task_logs(airflow: AirflowDeployment, details: dict[str, dict[str, str]]) -> str:
+    """The ends of the stored logs of every task in *details* that did not succeed."""
+    failed = {
+        (dag_id, task.split("[")[0])
+        for dag_id, tasks in details.items()
+        for task, state in tasks.items()
+        if state != "success"
+    }
+    return "\n".join(
+        f"--- {path}\n{text[-3000:]}"
+        for path, text in airflow.task_logs().items()
+        if any(f"dag_id={d}" in str(path) and f"task_id={t}" in str(path) for d, t in failed)
+    )
+
+
 def dags_folder(tmp: Path) -> Path:
     """The project's DAGs plus the test-only probe DAG."""
     folder = tmp / "dags"
@@ -156,7 +171,8 @@ def test_every_dag_supervised_with_the_token_masked(deployment):
     started = {dag_id: airflow.trigger(dag_id, conf) for dag_id, conf in runs.items()}
     states = {dag_id: airflow.wait_for_run(dag_id, run_id, timeout=600) for dag_id, run_id in started.items()}
     details = {d: airflow.task_states(d, r) for d, r in started.items() if states[d] != "success"}
-    assert set(states.values()) == {"success"}, details
+    if details:  # the stored (masked) logs of the failed tasks say why
+        pytest.fail(f"runs did not succeed: {details}\n{failed_task_logs(airflow, details)}")
 
     # what the runs did
     assert ledger.count_records(DAY_REPORT_RECORD_TYPE) == 2 * 28
