@@ -230,7 +230,7 @@ def _dispatch(
                 f"an update holds record_id and properties only, not {', '.join(map(_name, unknown))}"
             )
         with ledger.transaction():
-            ledger.update_record(agent, record_id, body.get("properties"), record_type=record_type)
+            ledger.update_record(agent, record_id, _property_values(body), record_type=record_type)
         return {"message": f"record {record_id} updated"}
     raise Refused(f"topic {topic} is not served")  # pragma: no cover - the server only reads known topics
 
@@ -240,6 +240,14 @@ def _is_record(header: dict[str, Any], topic: str) -> bool:
     if not isinstance(flag, bool):
         raise Refused(f"the header of a {topic} request needs isRecord: true (create a record) or false")
     return flag
+
+
+def _property_values(body: dict[str, Any]) -> list[Any]:
+    """The wire's property values: a list of ``{"name", "value"}`` (PROTOCOL.md 3.3), never an object."""
+    properties = body.get("properties")
+    if not isinstance(properties, list):
+        raise Refused("properties must be a list of {name, value}")
+    return properties
 
 
 def _description(value: object) -> str:
@@ -271,7 +279,7 @@ def _create_record(ledger: Ledger, agent: str, record_type: str, body: dict[str,
             if password:
                 raise Refused("a non-dynamic record has no reporter: its password must be empty")
             created = ledger.create_record(
-                agent, record_id, record_type, body.get("properties"), description=description
+                agent, record_id, record_type, _property_values(body), description=description
             )
             return {
                 "message": f"record {record_id} created"
@@ -279,7 +287,7 @@ def _create_record(ledger: Ledger, agent: str, record_type: str, body: dict[str,
                 else f"record {record_id} exists with identical values"
             }
         public_key, token = ledger.create_dynamic_record(
-            agent, record_id, record_type, body.get("properties"), password, description=description
+            agent, record_id, record_type, _property_values(body), password, description=description
         )
     return {"data": {"record_id": record_id, "public_key": public_key, "token": token}}
 

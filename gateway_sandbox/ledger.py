@@ -468,6 +468,7 @@ class Ledger:
         self._pending: list[tuple[int, str, str, str, str]] = []
         self._next_seq = 0
         self._token_cache: dict[str, str] = {}
+        self._data_version = -1
         self._key_cache: dict[str, PrivateKey] = {}
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -640,6 +641,13 @@ class Ledger:
         if not isinstance(token, str) or not token:
             return None
         digest = crypto.token_hash(token)
+        with self._lock:
+            # another connection (a second process, an admin command) committed: it may have
+            # revoked a cached token. Own commits do not change data_version.
+            (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+            if version != self._data_version:
+                self._token_cache.clear()
+                self._data_version = version
         public_key = self._token_cache.get(digest)
         if public_key is None:
             row = self._one("SELECT public_key FROM tokens WHERE token_hash = ?", (digest,))
