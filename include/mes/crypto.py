@@ -57,7 +57,10 @@ def airflow_fernet() -> FernetLike:
         from airflow.sdk.crypto import get_fernet
     except ImportError:  # pragma: no cover - an Airflow without the Task SDK module
         from airflow.models.crypto import get_fernet
-    fernet = get_fernet()
+    try:
+        fernet = get_fernet()
+    except Exception as exc:  # an invalid key: Airflow's message names the problem, not the key
+        raise MesSecretError(f"Airflow's Fernet key ([core] fernet_key) is unusable: {exc}") from None
     if not getattr(fernet, "is_encrypted", False):
         raise MesSecretError(
             "Airflow has no Fernet key ([core] fernet_key, AIRFLOW__CORE__FERNET_KEY): the MES does not store "
