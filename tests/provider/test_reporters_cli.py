@@ -101,3 +101,13 @@ def test_reporters_list_and_rotate(plant):
 
     missing = blockchain_provider("reporters", "rotate", "--unit", "PT11")
     assert missing.returncode == 1 and "has no reporter yet" in missing.stderr
+
+
+def test_reporters_need_airflows_fernet_key(plant, monkeypatch):
+    repository, _ledger, _server = plant
+    repository.prepare_reporter("PT10", "PU_PT10", "BLK_Rec_ProductionUnit", "a-password-for-pt10")
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())  # not the one used
+    refused = blockchain_provider("reporters", "rotate", "--unit", "PT10")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: ") and "cannot be decrypted" in refused.stderr
+    assert "Traceback" not in refused.stderr and "a-password-for-pt10" not in refused.stderr

@@ -278,6 +278,26 @@ def _mes_repository(conn_id: str) -> Any:
     return repository
 
 
+def _mes_errors(command: Any) -> Any:
+    """Report the MES layer's refusals (no Fernet key, an unreadable secret, no such reporter) as
+    one line, as the other commands do."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            from include.mes.crypto import MesSecretError
+        except ImportError:
+            return command(args)  # which says what is missing
+        try:
+            return command(args)
+        except (MesSecretError, LookupError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+
+    run.__doc__ = command.__doc__
+    return run
+
+
+@_mes_errors
 def cmd_reporters_list(args: argparse.Namespace) -> int:
     """Units, record ids, topics and public keys of the stored reporters; never a token."""
     reporters = _mes_repository(args.mes_conn_id).reporters()
@@ -308,6 +328,7 @@ def cmd_reporters_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_mes_errors
 def cmd_reporters_rotate(args: argparse.Namespace) -> int:
     """A fresh token for the unit's reporter, stored encrypted in the MES database."""
     repository = _mes_repository(args.mes_conn_id)
