@@ -350,7 +350,11 @@ def day_report_plant(bench: Bench, name: str):
 def day_report(bench: Bench, partitions: int) -> float:
     from blockchain_common import flows
 
-    from include.day_report_keys import DAY_REPORT_RECORD_PROPERTIES, DAY_REPORT_RECORD_TYPE
+    from include.day_report_keys import (
+        DAY_REPORT_RECORD_PROPERTIES,
+        DAY_REPORT_RECORD_TYPE,
+        DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+    )
 
     name = f"day-report-{partitions}"
     repository = day_report_plant(bench, name)
@@ -366,7 +370,13 @@ def day_report(bench: Bench, partitions: int) -> float:
             h.get_record_type("Warmup")
         started = time.perf_counter()
         with hook() as h:
-            flows.ensure_record_type(h, DAY_REPORT_RECORD_TYPE, DAY_REPORT_RECORD_PROPERTIES)
+            flows.ensure_record_type(
+                h,
+                repository,
+                DAY_REPORT_RECORD_TYPE,
+                DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+                DAY_REPORT_RECORD_PROPERTIES,
+            )
             written = sum(flows.submit_day_report(h, repository, r.report_id).written for r in reports)
         seconds = time.perf_counter() - started
     assert written == 28 * DAY_REPORT_UNITS

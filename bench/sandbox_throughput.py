@@ -69,15 +69,13 @@ def seed(db_path: str, partners: int, orders: int, records: int) -> str:
         ledger.create_record_type(
             mes,
             "DayReportIndicator",
-            [
-                {"name": "flow_id", "data_type": "STRING", "dynamic": False},
-                {"name": "value", "data_type": "NUMBER", "dynamic": False},
-            ],
+            [{"name": "Value", "data_type": "NUMBER", "dynamic": False}],
+            "One indicator",
         )
         with ledger.transaction():
             for r in range(records):
                 ledger.create_record(
-                    mes, f"R{r:04d}", "DayReportIndicator", {"flow_id": "001_21_01_02_PT10", "value": r}
+                    mes, f"R{r:04d}", "DayReportIndicator", {"Value": r}, description="001_21_01_02_PT10"
                 )
     return token
 
@@ -92,9 +90,9 @@ def requests_cycle(token: str, records: int):
         elif kind == 1:
             yield "BLK_Act_Lst", [{"auth": token, "start": (i * 7) % 90, "limit": 10}]
         elif kind == 2:
-            yield "BLK_Rec", [{"auth": token}, {"action": "get", "record_id": f"R{i % records:04d}"}]
+            yield "BLK_Rec_Get", [{"auth": token}, {"record_id": f"R{i % records:04d}"}]
         else:
-            yield "BLK_Rty", [{"auth": token}, {"action": "get", "name": "DayReportIndicator"}]
+            yield "BLK_Rty_Get", [{"auth": token}, {"name": "DayReportIndicator"}]
         i += 1
 
 

@@ -6,8 +6,10 @@ becomes 28 records of type `DayReportIndicator` on the ledger: four shifts (A, B
 day average T) times seven indicators (availability, performance, quality, OEE, MTBF, MTTR,
 production time). Record ids follow PROTOCOL.md §3.5 (`<report id>_<shift><indicator>`).
 
-- The record type is created when the ledger does not have it.
+- The record type is created unless the MES remembers creating it (no read of the ledger).
 - Units are mapped dynamically: one task per unit with a report that day.
+- Each indicator is one non-dynamic record with a one-element properties list (its value),
+  described with the sources' labels (`001_21_01_02_PT10 Turno A Disponibilty`).
 - Re-running a day (a retry, a clear, a backfill) creates nothing twice: records already
   written are skipped, and the gateway confirms an identical record instead of duplicating it.
 - No catch-up; a past day is reported with a backfill
@@ -85,11 +87,21 @@ def blockchain_day_report() -> None:
 
     @task(pool=REQUEST_POOL)
     def ensure_record_type() -> None:
-        """Create record type `DayReportIndicator` when the ledger does not have it."""
-        from include.day_report_keys import DAY_REPORT_RECORD_PROPERTIES, DAY_REPORT_RECORD_TYPE
+        """Create record type `DayReportIndicator` unless the MES remembers creating it."""
+        from include.day_report_keys import (
+            DAY_REPORT_RECORD_PROPERTIES,
+            DAY_REPORT_RECORD_TYPE,
+            DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+        )
 
         with gateway() as hook:
-            flows.ensure_record_type(hook, DAY_REPORT_RECORD_TYPE, DAY_REPORT_RECORD_PROPERTIES)
+            flows.ensure_record_type(
+                hook,
+                mes(),
+                DAY_REPORT_RECORD_TYPE,
+                DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+                DAY_REPORT_RECORD_PROPERTIES,
+            )
 
     @task
     def reports_of_the_day(day: str) -> list[dict[str, str]]:

@@ -11,22 +11,19 @@ curl -X POST "$AIRFLOW_URL/api/v2/dags/blockchain_production_unit_update/dagRuns
 ```
 
 The run ensures, in order: the record type `ProductionUnit` (dynamic `Status` and
-`ProcessName`), the unit's record `PU_<code>`, and the reporting agent's authorisation; then it
-updates the two properties. Runs are queued one at a time, so updates apply in order.
+`ProcessName`), then, on the unit's first update, its dynamic record `PU_<code>` and the unit's
+own reporter agent (created with a fresh strong password; its public key and token are stored in
+the MES database, encrypted with Airflow's Fernet key); then it updates the two properties signed
+with that reporter's token. Later runs reuse the stored reporter. Runs are queued one at a time,
+so updates apply in order. No task needs the Airflow REST API.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from airflow.sdk import Param, dag, task
-from blockchain_common import KAFKA_CONN_ID, REQUEST_POOL, START_DATE, TAGS, default_args, flows, gateway, mes
-
-from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-
-#: The reporting agent's token connection, when it is not the master's.
-REPORTER_CONN_ID = os.environ.get("BLOCKCHAIN_REPORTER_CONN_ID", "")
+from blockchain_common import REQUEST_POOL, START_DATE, TAGS, default_args, flows, gateway, mes
 
 
 @dag(
@@ -53,21 +50,11 @@ REPORTER_CONN_ID = os.environ.get("BLOCKCHAIN_REPORTER_CONN_ID", "")
 def blockchain_production_unit_update() -> None:
     @task(pool=REQUEST_POOL)
     def update_unit_record(params: dict[str, Any]) -> dict[str, Any]:
-        """Ensure record type, record and reporter, then update Status and ProcessName."""
-        reporter = KafkaBlockchainHook(KAFKA_CONN_ID, REPORTER_CONN_ID) if REPORTER_CONN_ID else None
+        """Ensure record type, record and reporter, then update Status and ProcessName as the reporter."""
         with gateway() as hook:
-            try:
-                return flows.update_production_unit(
-                    hook,
-                    mes(),
-                    params["production_unit_id"],
-                    params["status"],
-                    params["process_name"],
-                    reporter_hook=reporter,
-                )
-            finally:
-                if reporter is not None:
-                    reporter.close()
+            return flows.update_production_unit(
+                hook, mes(), params["production_unit_id"], params["status"], params["process_name"]
+            )
 
     update_unit_record()
 

@@ -28,6 +28,8 @@ DEFAULT_TOPICS = (
     "BLK_Act_Ans",
     "BLK_Rty",
     "BLK_Rec",
+    "BLK_Rty_Get",
+    "BLK_Rec_Get",
     "BLK_Agt",
 )
 

@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--fetch-wait-max-ms", type=int, default=2, help="the consumer's fetch.wait.max.ms")
     serve.add_argument("--partitions", type=int, default=1, help="partitions of the topics it creates")
     serve.add_argument(
+        "--page-cap",
+        type=int,
+        default=None,
+        help="answer list requests with at most this many items, whatever their limit (default: the limit)",
+    )
+    serve.add_argument(
         "--broker-timeout", type=float, default=60.0, help="seconds to wait for the broker to answer at start"
     )
     faults = serve.add_argument_group("fault knobs")
@@ -192,6 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         faults=faults,
         fetch_wait_max_ms=args.fetch_wait_max_ms,
         topic_partitions=args.partitions,
+        page_cap=args.page_cap,
     )
     log = logging.getLogger("gateway_sandbox")
     stop = _stop_signals()

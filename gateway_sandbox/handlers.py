@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway_sandbox import wire
-from gateway_sandbox.ledger import PUBLIC_KEY_RE, Ledger, LedgerError, check_item_id, short
+from gateway_sandbox.ledger import PUBLIC_KEY_RE, Ledger, LedgerError, check_item_id
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
@@ -39,6 +39,8 @@ class Answer:
     always_echo: bool = False
     reason: str = ""
     injected: bool = False
+    #: a record type this request created: its records' topic must exist before the answer is sent
+    new_record_type: str | None = None
 
     @property
     def kind(self) -> str:
@@ -56,14 +58,16 @@ class Refused(Exception):
     """A request refused before touching the ledger; its text is the ``error``."""
 
 
-def _page(header: dict[str, Any]) -> tuple[int, int]:
+def _page(header: dict[str, Any], page_cap: int | None = None) -> tuple[int, int]:
+    """``start`` and ``limit`` of a list request; a gateway with a *page_cap* answers at most that many
+    items whatever the limit (the next page starts at ``start`` plus the items received)."""
     start = header.get("start", 0)
     limit = header.get("limit", DEFAULT_LIMIT)
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
         raise Refused("invalid start: expected an integer >= 0")
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         raise Refused(f"invalid limit: expected an integer from 1 to {MAX_LIMIT}")
-    return start, limit
+    return start, limit if page_cap is None else min(limit, page_cap)
 
 
 def _body(body: Any, topic: str) -> dict[str, Any]:
@@ -87,16 +91,29 @@ def handle(
     kafka_headers: list[tuple[str, bytes]] | None = None,
     *,
     inject_error: str | None = None,
+    page_cap: int | None = None,
 ) -> Answer:
-    """Answer the request *raw* read from the protocol topic *topic* (its default name).
+    """Answer the request *raw* read from the protocol topic *topic* (its default name, or
+    ``BLK_Rec_<record type>``).
 
     With ``inject_error``, a well-addressed request is answered with that error text and not
-    applied (the error-rate fault knob).
+    applied (the error-rate fault knob). With ``page_cap``, list pages hold at most that many items.
     """
     try:
         header, body = wire.decode_request(raw)
     except wire.MalformedRequest as exc:
         request_id = wire.request_id_of(exc.header, kafka_headers)
+        if topic == wire.AGENTS and request_id is not None:
+            # agent answers are matched by request_id alone: the caller gets the refusal, not a timeout
+            text = f"malformed request: {exc.reason}"
+            return Answer(
+                ANONYMOUS,
+                {"error": text},
+                action="malformed",
+                request_id=request_id,
+                always_echo=True,
+                reason=text,
+            )
         if topic == wire.AGENTS or exc.token is None:
             return Answer(None, {}, action="malformed", request_id=request_id, reason=exc.reason)
         return _authenticated_error(
@@ -119,7 +136,7 @@ def handle(
         if inject_error:
             answer.injected = True
             raise Refused(inject_error)
-        answer.outcome = _dispatch(ledger, topic, agent, header, body, answer)
+        answer.outcome = _dispatch(ledger, topic, agent, header, body, answer, page_cap)
     except (Refused, LedgerError) as exc:
         answer.outcome = {"error": str(exc)}
     return answer
@@ -134,8 +151,9 @@ def _action_name(topic: str, body: Any) -> str:
     if topic in (wire.PARTNER_ANSWER, wire.ORDER_ANSWER):
         response = body.get("response")
         return {1: "accept", 0: "reject"}.get(response, "answer") if isinstance(response, int) else "answer"
-    action = body.get("action")
-    return action if action in ("get", "create", "update", "add_reporter") else "-"
+    if topic in (wire.RECORD_TYPE_GET, wire.RECORD_GET):
+        return "get"
+    return "create" if topic == wire.RECORD_TYPES else "-"
 
 
 def _authenticated_error(
@@ -148,10 +166,16 @@ def _authenticated_error(
 
 
 def _dispatch(
-    ledger: Ledger, topic: str, agent: str, header: dict[str, Any], body: Any, answer: Answer
+    ledger: Ledger,
+    topic: str,
+    agent: str,
+    header: dict[str, Any],
+    body: Any,
+    answer: Answer,
+    page_cap: int | None = None,
 ) -> dict[str, Any]:
     if topic in (wire.PARTNER_LIST, wire.ORDER_LIST):
-        start, limit = _page(header)
+        start, limit = _page(header, page_cap)
         lister = ledger.partner_requests if topic == wire.PARTNER_LIST else ledger.orders
         return {"data": lister(agent_pk=agent, start=start, limit=limit)}
     if topic in (wire.PARTNER_ANSWER, wire.ORDER_ANSWER):
@@ -165,50 +189,107 @@ def _dispatch(
             else:
                 item = ledger.answer_order(agent, item_id, response)
         return {"message": f"{what} {item_id} {item['status']}"}
+    if topic == wire.RECORD_TYPE_GET:
+        name = _body(body, topic).get("name")
+        rtype = ledger.record_type(name) if isinstance(name, str) else None
+        if rtype is None:
+            raise Refused(f"record type {_name(name)} not found")
+        return {"data": rtype}
+    if topic == wire.RECORD_GET:
+        record_id = _body(body, topic).get("record_id")
+        record = ledger.record(record_id) if isinstance(record_id, str) else None
+        if record is None:
+            raise Refused(f"record {_name(record_id)} not found")
+        return {"data": record}
     if topic == wire.RECORD_TYPES:
         body = _body(body, topic)
-        answer.action = _action(body, topic, ("get", "create"))
+        if _is_record(header, topic):
+            raise Refused(
+                f"a record type is created with isRecord false; records go on {wire.RECORDS}_<record type>"
+            )
         name = body.get("name")
-        if answer.action == "get":
-            rtype = ledger.record_type(name) if isinstance(name, str) else None
-            if rtype is None:
-                raise Refused(f"record type {_name(name)} not found")
-            return {"data": rtype}
         with ledger.transaction():
-            ledger.create_record_type(agent, name, body.get("properties"))
-        return {"message": f"record type {name} created"}
+            created = ledger.create_record_type(
+                agent, name, body.get("properties"), _description(body.get("description"))
+            )
+        answer.new_record_type = name
+        return {"message": f"record type {name} {'created' if created else 'exists with identical values'}"}
     if topic == wire.RECORDS:
+        raise Refused(f"records travel on {wire.RECORDS}_<record type>, not on {wire.RECORDS}")
+    record_type = wire.record_type_of(topic)
+    if record_type is not None:
         body = _body(body, topic)
-        answer.action = _action(body, topic, ("get", "create", "update", "add_reporter"))
         record_id = body.get("record_id")
-        if answer.action == "get":
-            record = ledger.record(record_id) if isinstance(record_id, str) else None
-            if record is None:
-                raise Refused(f"record {_name(record_id)} not found")
-            return {"data": record}
+        if _is_record(header, topic):
+            answer.action = "create"
+            return _create_record(ledger, agent, record_type, body)
+        answer.action = "update"
+        unknown = sorted(set(body) - {"record_id", "properties"})
+        if unknown:
+            raise Refused(
+                f"an update holds record_id and properties only, not {', '.join(map(_name, unknown))}"
+            )
         with ledger.transaction():
-            if answer.action == "create":
-                created = ledger.create_record(
-                    agent, record_id, body.get("record_type"), body.get("properties")
-                )
-                text = (
-                    f"record {record_id} created"
-                    if created
-                    else f"record {record_id} exists with identical values"
-                )
-            elif answer.action == "update":
-                ledger.update_record(agent, record_id, body.get("properties"))
-                text = f"record {record_id} updated"
-            else:
-                reporter = body.get("reporter")
-                added = ledger.add_reporter(agent, record_id, reporter)
-                text = (
-                    f"reporter {short(reporter)} added to record {record_id}"
-                    if added
-                    else f"agent {short(reporter)} is already authorised on record {record_id}"
-                )
-        return {"message": text}
+            ledger.update_record(agent, record_id, _property_values(body), record_type=record_type)
+        return {"message": f"record {record_id} updated"}
     raise Refused(f"topic {topic} is not served")  # pragma: no cover - the server only reads known topics
+
+
+def _is_record(header: dict[str, Any], topic: str) -> bool:
+    flag = header.get("isRecord")
+    if not isinstance(flag, bool):
+        raise Refused(f"the header of a {topic} request needs isRecord: true (create a record) or false")
+    return flag
+
+
+def _property_values(body: dict[str, Any]) -> list[Any]:
+    """The wire's property values: a list of ``{"name", "value"}`` (PROTOCOL.md 3.3), never an object."""
+    properties = body.get("properties")
+    if not isinstance(properties, list):
+        raise Refused("properties must be a list of {name, value}")
+    return properties
+
+
+def _description(value: object) -> str:
+    if not isinstance(value, str):
+        raise Refused("a description (text) is required")
+    return value
+
+
+def _create_record(ledger: Ledger, agent: str, record_type: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create a record of the topic's *record_type*: non-dynamic -> ``message``; dynamic -> its
+    reporter's ``data``."""
+    record_id = body.get("record_id")
+    if body.get("record_type") != record_type:
+        raise Refused(
+            f"record {_name(record_id)} is of record type {_name(body.get('record_type'))}, but this topic "
+            f"serves record type {record_type}"
+        )
+    if ledger.record_type(record_type) is None:
+        raise Refused(f"record type {record_type} not found: create it on {wire.RECORD_TYPES} first")
+    dynamic = body.get("dynamic")
+    password = body.get("password")
+    if not isinstance(dynamic, bool):
+        raise Refused("a record needs dynamic: true or false")
+    if not isinstance(password, str):
+        raise Refused('a record needs a password ("" for a non-dynamic record)')
+    description = _description(body.get("description"))
+    with ledger.transaction():
+        if not dynamic:
+            if password:
+                raise Refused("a non-dynamic record has no reporter: its password must be empty")
+            created = ledger.create_record(
+                agent, record_id, record_type, _property_values(body), description=description
+            )
+            return {
+                "message": f"record {record_id} created"
+                if created
+                else f"record {record_id} exists with identical values"
+            }
+        public_key, token = ledger.create_dynamic_record(
+            agent, record_id, record_type, _property_values(body), password, description=description
+        )
+    return {"data": {"record_id": record_id, "public_key": public_key, "token": token}}
 
 
 def _name(value: object) -> str:
@@ -247,7 +328,8 @@ def _handle_agents(
             with ledger.transaction():
                 token = ledger.issue_token(public_key, body.get("password"))
             answer.outcome = {"data": {"token": token}}
-        answer.auth = token
+        # never the token: agent answers are matched by request_id, the token is only in data
+        answer.auth = public_key
         answer.agent = public_key
         answer.extra_header = {"public_key": public_key}
     except (Refused, LedgerError) as exc:

@@ -79,11 +79,12 @@ CREATE INDEX IF NOT EXISTS orders_receiver ON orders (receiving_agent, seq);
 CREATE INDEX IF NOT EXISTS orders_issuer ON orders (issuing_agent, seq);
 CREATE TABLE IF NOT EXISTS record_types (
     name TEXT PRIMARY KEY, seq INTEGER NOT NULL, creator TEXT NOT NULL, properties TEXT NOT NULL,
-    created_at INTEGER NOT NULL, transaction_ids TEXT NOT NULL);
+    created_at INTEGER NOT NULL, transaction_ids TEXT NOT NULL, description TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS records (
     record_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, record_type TEXT NOT NULL, owner TEXT NOT NULL,
     reporters TEXT NOT NULL, properties TEXT NOT NULL, created_properties TEXT NOT NULL,
-    created_at INTEGER NOT NULL, transaction_ids TEXT NOT NULL);
+    created_at INTEGER NOT NULL, transaction_ids TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',
+    dynamic INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS records_type ON records (record_type, seq);
 """
 
@@ -146,7 +147,10 @@ STATE_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
             "transaction_ids",
         ),
     ),
-    "record_types": ("name", ("name", "seq", "creator", "properties", "created_at", "transaction_ids")),
+    "record_types": (
+        "name",
+        ("name", "seq", "creator", "properties", "created_at", "transaction_ids", "description"),
+    ),
     "records": (
         "record_id",
         (
@@ -159,9 +163,18 @@ STATE_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
             "created_properties",
             "created_at",
             "transaction_ids",
+            "description",
+            "dynamic",
         ),
     ),
 }
+
+#: Columns added to the state tables after their first version: ``(table, column, declaration)``.
+_ADDED_COLUMNS = (
+    ("record_types", "description", "TEXT NOT NULL DEFAULT ''"),
+    ("records", "description", "TEXT NOT NULL DEFAULT ''"),
+    ("records", "dynamic", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 _PARTNER_FIELDS = (
     "partner_request_id",
@@ -278,19 +291,55 @@ def apply_transaction(conn: sqlite3.Connection, txid: str, payload: Mapping[str,
         )
     elif op == "record_type.create":
         conn.execute(
-            "INSERT INTO record_types (name, seq, creator, properties, created_at, transaction_ids)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (payload["name"], seq, signer, _dump(payload["properties"]), ts, ids),
+            "INSERT INTO record_types (name, seq, creator, properties, created_at, transaction_ids, description)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                payload["name"],
+                seq,
+                signer,
+                _dump(payload["properties"]),
+                ts,
+                ids,
+                payload.get("description", ""),
+            ),
         )
     elif op == "record.create":
         values = _dump(payload["properties"])
+        # a dynamic record names its reporter, created in a transaction before this one
+        reporter = payload.get("reporter")
+        if (
+            reporter is not None
+            and conn.execute("SELECT 1 FROM agents WHERE public_key = ?", (reporter,)).fetchone() is None
+        ):
+            raise LedgerError(f"reporter {short(reporter)} of record {payload['record_id']} does not exist")
         conn.execute(
             "INSERT INTO records (record_id, seq, record_type, owner, reporters, properties,"
-            " created_properties, created_at, transaction_ids) VALUES (?, ?, ?, ?, '[]', ?, ?, ?, ?)",
-            (payload["record_id"], seq, payload["record_type"], signer, values, values, ts, ids),
+            " created_properties, created_at, transaction_ids, description, dynamic)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                payload["record_id"],
+                seq,
+                payload["record_type"],
+                signer,
+                _dump([reporter] if reporter else []),
+                values,
+                values,
+                ts,
+                ids,
+                payload.get("description", ""),
+                1 if payload.get("dynamic") else 0,
+            ),
         )
     elif op == "record.update":
         record_id = payload["record_id"]
+        row = conn.execute(
+            "SELECT owner, reporters FROM records WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        if row is not None and signer != row[0] and signer not in json.loads(row[1]):
+            # checked here, the one writer, so that verify's replay checks every update's signer too
+            raise LedgerError(
+                f"agent {short(signer)} is neither the owner nor a reporter of record {record_id}"
+            )
         _append_txid(conn, "records", "record_id", record_id, txid)
         (current,) = conn.execute(
             "SELECT properties FROM records WHERE record_id = ?", (record_id,)
@@ -372,9 +421,27 @@ def _check_value(record_type: str, name: str, data_type: str, value: object) -> 
 
 
 def _check_values_object(properties: object) -> dict[str, Any]:
+    """Property values as ``{name: value}``, from a list of ``{"name", "value"}`` (the wire's form,
+    PROTOCOL.md 3.3) or an object."""
+    if isinstance(properties, list) and properties:
+        values: dict[str, Any] = {}
+        for item in properties:
+            if not isinstance(item, Mapping) or set(item) != {"name", "value"}:
+                raise LedgerError(f"invalid property value {_shown(item)}: expected {{name, value}}")
+            name = item["name"]
+            if not isinstance(name, str) or name in values:
+                raise LedgerError(f"property {_shown(name)} is not a name, or is given twice")
+            values[name] = item["value"]
+        return values
     if not isinstance(properties, Mapping) or not properties:
-        raise LedgerError("record properties must be a non-empty object of name -> value")
+        raise LedgerError("record properties must be a non-empty list of {name, value}")
     return dict(properties)
+
+
+def check_description(value: object) -> str:
+    if not isinstance(value, str) or len(value) > 1000:
+        raise LedgerError("invalid description: expected text of at most 1000 characters")
+    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -401,12 +468,17 @@ class Ledger:
         self._pending: list[tuple[int, str, str, str, str]] = []
         self._next_seq = 0
         self._token_cache: dict[str, str] = {}
+        self._data_version = -1
         self._key_cache: dict[str, PrivateKey] = {}
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             self._conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+            for table, column, declaration in _ADDED_COLUMNS:  # a ledger written by an earlier version
+                columns = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -552,16 +624,30 @@ class Ledger:
         return crypto.check_password(password, row[0], row[1])
 
     def issue_token(self, public_key: str, password: str) -> str:
-        """A fresh token for an existing agent whose password matches; earlier tokens stay valid."""
+        """A fresh token for an existing agent whose password matches; its earlier tokens are revoked."""
         if not self.check_password(public_key, password):
             raise LedgerError("unknown agent or wrong password")
-        return self._new_token(public_key)
+        return self._rotate_token(public_key)
+
+    def _rotate_token(self, public_key: str) -> str:
+        with self.transaction():
+            self._conn.execute("DELETE FROM tokens WHERE public_key = ?", (public_key,))
+            for digest in [d for d, pk in self._token_cache.items() if pk == public_key]:
+                del self._token_cache[digest]
+            return self._new_token(public_key)
 
     def agent_for_token(self, token: str) -> str | None:
         """The public key of the agent holding *token*, or ``None``."""
         if not isinstance(token, str) or not token:
             return None
         digest = crypto.token_hash(token)
+        with self._lock:
+            # another connection (a second process, an admin command) committed: it may have
+            # revoked a cached token. Own commits do not change data_version.
+            (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+            if version != self._data_version:
+                self._token_cache.clear()
+                self._data_version = version
         public_key = self._token_cache.get(digest)
         if public_key is None:
             row = self._one("SELECT public_key FROM tokens WHERE token_hash = ?", (digest,))
@@ -780,21 +866,31 @@ class Ledger:
     # ---- record types and records --------------------------------------------------------
 
     def record_type(self, name: str) -> dict[str, Any] | None:
-        row = self._one("SELECT name, properties FROM record_types WHERE name = ?", (name,))
-        return {"name": row[0], "properties": json.loads(row[1])} if row else None
+        row = self._one("SELECT name, description, properties FROM record_types WHERE name = ?", (name,))
+        return {"name": row[0], "description": row[1], "properties": json.loads(row[2])} if row else None
 
     def record_types(self) -> list[dict[str, Any]]:
-        rows = self._all("SELECT name, properties FROM record_types ORDER BY seq")
-        return [{"name": r[0], "properties": json.loads(r[1])} for r in rows]
+        rows = self._all("SELECT name, description, properties FROM record_types ORDER BY seq")
+        return [{"name": r[0], "description": r[1], "properties": json.loads(r[2])} for r in rows]
 
-    def create_record_type(self, agent_pk: str, name: str, properties: list[dict[str, Any]]) -> None:
-        """Declare a record type; an existing name is refused (callers check with :meth:`record_type`)."""
+    def create_record_type(
+        self, agent_pk: str, name: str, properties: list[dict[str, Any]], description: str = ""
+    ) -> bool:
+        """Declare a record type; ``True`` if created, ``False`` if it exists identically (an existing
+        name with other properties or description is refused)."""
         check_name(name, "record type name")
         declared = check_property_declarations(properties)
+        check_description(description)
         with self.transaction():
-            if self.record_type(name) is not None:
-                raise LedgerError(f"record type {name} exists")
-            self._transact(agent_pk, "record_type.create", name=name, properties=declared)
+            existing = self.record_type(name)
+            if existing is not None:
+                if existing["properties"] == declared and existing["description"] == description:
+                    return False
+                raise LedgerError(f"record type {name} exists with different values")
+            self._transact(
+                agent_pk, "record_type.create", name=name, description=description, properties=declared
+            )
+        return True
 
     def _declared(self, record_type: str) -> dict[str, dict[str, Any]]:
         rtype = self.record_type(record_type)
@@ -803,24 +899,83 @@ class Ledger:
         return {p["name"]: p for p in rtype["properties"]}
 
     def create_record(
-        self, agent_pk: str, record_id: str, record_type: str, properties: Mapping[str, Any]
+        self,
+        agent_pk: str,
+        record_id: str,
+        record_type: str,
+        properties: Mapping[str, Any] | list[dict[str, Any]],
+        *,
+        description: str = "",
     ) -> bool:
-        """Create a record owned by *agent*; ``True`` if created, ``False`` if it exists identically.
+        """Create a non-dynamic record owned by *agent*; ``True`` if created, ``False`` if it exists
+        identically. Every non-dynamic property must be given (it is final)."""
+        created, _ = self._create_record(agent_pk, record_id, record_type, properties, description, None)
+        return created
 
-        Every non-dynamic property must be given (it is final); dynamic ones may be set later.
+    def create_dynamic_record(
+        self,
+        agent_pk: str,
+        record_id: str,
+        record_type: str,
+        properties: Mapping[str, Any] | list[dict[str, Any]],
+        password: str,
+        *,
+        description: str = "",
+    ) -> tuple[str, str]:
+        """Create a dynamic record owned by *agent* and its reporter agent, whose password is
+        *password*; return the reporter's ``(public_key, token)``.
+
+        Creating it again with the same record type, non-dynamic values and password answers the
+        reporter again, with a fresh token (its earlier ones are revoked); with anything else it is
+        refused.
         """
+        if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD:
+            raise LedgerError(f"a dynamic record needs its reporter's password: 1-{MAX_PASSWORD} characters")
+        with self.transaction():
+            _, reporter = self._create_record(
+                agent_pk, record_id, record_type, properties, description, password
+            )
+            assert reporter is not None
+            if reporter[1] is None:  # it existed identically: answer the reporter again
+                return reporter[0], self._rotate_token(reporter[0])
+            return reporter[0], reporter[1]
+
+    def _create_record(
+        self,
+        agent_pk: str,
+        record_id: str,
+        record_type: str,
+        properties: Mapping[str, Any] | list[dict[str, Any]],
+        description: str,
+        password: str | None,
+    ) -> tuple[bool, tuple[str, str | None] | None]:
         check_name(record_id, "record id")
         check_name(record_type, "record type name")
+        check_description(description)
         values = _check_values_object(properties)
+        dynamic = password is not None
         with self.transaction():
+            declared = self._declared(record_type)
+            final = {n: v for n, v in values.items() if n in declared and not declared[n]["dynamic"]}
             existing = self._one(
-                "SELECT record_type, created_properties FROM records WHERE record_id = ?", (record_id,)
+                "SELECT record_type, created_properties, dynamic, reporters FROM records WHERE record_id = ?",
+                (record_id,),
             )
             if existing is not None:
-                if existing[0] == record_type and json.loads(existing[1]) == values:
-                    return False
+                stored = json.loads(existing[1])
+                stored_final = {
+                    n: v for n, v in stored.items() if n in declared and not declared[n]["dynamic"]
+                }
+                reporters = json.loads(existing[3])
+                same = existing[0] == record_type and bool(existing[2]) == dynamic and stored_final == final
+                if dynamic:
+                    # identical only with the same password: only the MES that created it knows it
+                    same = same and bool(reporters) and self.check_password(reporters[0], password)
+                    if same:
+                        return False, (reporters[0], None)
+                elif same and stored == values:
+                    return False, None
                 raise LedgerError(f"record {record_id} exists with different values")
-            declared = self._declared(record_type)
             for name, value in values.items():
                 if name not in declared:
                     raise LedgerError(f"record type {record_type} has no property {_shown(name)}")
@@ -830,36 +985,66 @@ class Ledger:
                 raise LedgerError(
                     f"record {record_id} lacks the non-dynamic properties {', '.join(sorted(missing))}"
                 )
-            self._transact(
-                agent_pk, "record.create", record_id=record_id, record_type=record_type, properties=values
-            )
-        return True
+            if dynamic and not any(p["dynamic"] for p in declared.values()):
+                raise LedgerError(
+                    f"record type {record_type} has no dynamic property: a record of it cannot be dynamic"
+                )
+            fields: dict[str, Any] = {
+                "record_id": record_id,
+                "record_type": record_type,
+                "description": description,
+                "dynamic": dynamic,
+                "properties": values,
+            }
+            reporter: tuple[str, str | None] | None = None
+            if dynamic:
+                assert password is not None
+                reporter = self.create_agent(f"Reporter of record {record_id}", password)
+                fields["reporter"] = reporter[0]
+            self._transact(agent_pk, "record.create", **fields)
+        return True, reporter
 
     def _record_row(self, record_id: str) -> tuple[Any, ...]:
-        row = self._one("SELECT record_type, owner, reporters FROM records WHERE record_id = ?", (record_id,))
+        row = self._one(
+            "SELECT record_type, owner, reporters, dynamic FROM records WHERE record_id = ?", (record_id,)
+        )
         if row is None:
             raise LedgerError(f"record {record_id} not found")
         return row
 
-    def update_record(self, agent_pk: str, record_id: str, properties: Mapping[str, Any]) -> dict[str, Any]:
-        """The owner or an authorised reporter sets dynamic properties; return the record."""
+    def update_record(
+        self,
+        agent_pk: str,
+        record_id: str,
+        properties: Mapping[str, Any] | list[dict[str, Any]],
+        *,
+        record_type: str | None = None,
+    ) -> dict[str, Any]:
+        """The record's reporter (or its owner) sets dynamic properties of a dynamic record; return
+        the record. With *record_type*, the record must be of that type (its topic's)."""
         check_name(record_id, "record id")
         values = _check_values_object(properties)
         with self.transaction():
-            record_type, owner, reporters = self._record_row(record_id)
+            stored_type, owner, reporters, dynamic = self._record_row(record_id)
+            if record_type is not None and stored_type != record_type:
+                raise LedgerError(
+                    f"record {record_id} is of record type {stored_type}: update it on that type's topic"
+                )
             if agent_pk != owner and agent_pk not in json.loads(reporters):
                 raise LedgerError(
-                    f"agent {short(agent_pk)} is neither the owner nor an authorised reporter of record {record_id}"
+                    f"agent {short(agent_pk)} is neither the reporter nor the owner of record {record_id}"
                 )
-            declared = self._declared(record_type)
+            if not dynamic and not json.loads(reporters):
+                raise LedgerError(f"record {record_id} is not dynamic: its values are final")
+            declared = self._declared(stored_type)
             for name, value in values.items():
                 if name not in declared:
-                    raise LedgerError(f"record type {record_type} has no property {_shown(name)}")
+                    raise LedgerError(f"record type {stored_type} has no property {_shown(name)}")
                 if not declared[name]["dynamic"]:
                     raise LedgerError(
                         f"property {name} of record {record_id} is not dynamic: its value is final"
                     )
-                _check_value(record_type, name, declared[name]["data_type"], value)
+                _check_value(stored_type, name, declared[name]["data_type"], value)
             self._transact(agent_pk, "record.update", record_id=record_id, properties=values)
             record = self.record(record_id)
         assert record is not None
@@ -870,7 +1055,7 @@ class Ledger:
         check_name(record_id, "record id")
         check_public_key(reporter_pk, "reporter public key")
         with self.transaction():
-            _, owner, reporters = self._record_row(record_id)
+            _, owner, reporters, _ = self._record_row(record_id)
             if agent_pk != owner:
                 raise LedgerError(f"only the owner of record {record_id} may add reporters")
             self._require_agent(reporter_pk, "reporter")

@@ -76,6 +76,10 @@ class GatewayServer:
     :param batch_size: the most requests taken from the consumer at once (each is still its own
         SQLite transaction).
     :param log_requests: log one INFO line per request.
+    :param page_cap: answer list requests with at most this many items, whatever their limit (a
+        gateway that caps its pages); ``None``: the limit asked.
+    :param discover_interval: how often to look for new record topics (``BLK_Rec_<record type>``)
+        on the broker, in seconds; the topic of a record type created here is read at once.
     :param consumer_config: extra librdkafka settings of the consumer (TLS, SASL...).
     :param producer_config: extra librdkafka settings of the producer.
     """
@@ -97,6 +101,8 @@ class GatewayServer:
         poll_timeout: float = 0.1,
         batch_size: int = 500,
         log_requests: bool = True,
+        page_cap: int | None = None,
+        discover_interval: float = 1.0,
         consumer_config: Mapping[str, Any] | None = None,
         producer_config: Mapping[str, Any] | None = None,
     ) -> None:
@@ -116,9 +122,15 @@ class GatewayServer:
         self.poll_timeout = poll_timeout
         self.batch_size = batch_size
         self.log_requests = log_requests
+        if page_cap is not None and page_cap < 1:
+            raise ValueError(f"page_cap must be a positive integer, not {page_cap!r}")
+        self.page_cap = page_cap
+        self.discover_interval = discover_interval
+        self._next_discovery = 0.0
         self.consumer_config = dict(consumer_config or {})
         self.producer_config = dict(producer_config or {})
         self._protocol_name = {actual: name for name, actual in self.topics.items()}
+        self._assigned_topics: set[str] = set()
         self._injector = FaultInjector(faults or Faults())
         self._counters: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
@@ -284,9 +296,80 @@ class GatewayServer:
             **self.consumer_config,
         }
 
+    def _record_topic(self, record_type: str) -> str:
+        """The actual topic of *record_type*'s records; remembered as a request topic."""
+        name = wire.record_topic(record_type)
+        actual = self.topic_prefix + name
+        self._protocol_name[actual] = name
+        return actual
+
+    def _discover_record_topics(self, metadata: Any) -> list[str]:
+        """The record topics on the broker (any ``<prefix>BLK_Rec_<name>``) not yet known."""
+        found = []
+        for topic in metadata.topics:
+            if topic in self._protocol_name or not topic.startswith(self.topic_prefix):
+                continue
+            record_type = wire.record_type_of(topic[len(self.topic_prefix) :])
+            if record_type is not None:
+                found.append(self._record_topic(record_type))
+        return found
+
+    def _assign_new(self, topics: list[str]) -> None:
+        """Start reading *topics* (new record topics) where this ledger left them, else from their start."""
+        assert self._consumer is not None and self.ledger is not None
+        stored = self.ledger.stored_offsets()
+        metadata = self._consumer.list_topics(timeout=10)
+        assignment = []
+        for topic in topics:
+            info = metadata.topics.get(topic)
+            if info is None or info.error is not None:
+                continue
+            for partition in sorted(info.partitions):
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                saved = stored.get((topic, partition))
+                offset = saved[0] if saved is not None and low < saved[0] <= high else low
+                assignment.append(TopicPartition(topic, partition, offset))
+                self.start_offsets[(topic, partition)] = offset
+        if assignment:
+            self._consumer.incremental_assign(assignment)
+            log.info("reading record topic(s) %s", ", ".join(sorted({tp.topic for tp in assignment})))
+
+    def _serve_record_type(self, record_type: str) -> None:
+        """Make the topic of a record type just created exist and be read, before the answer goes out."""
+        topic = self._record_topic(record_type)
+        if topic in self._assigned_topics:
+            return
+        ensure_topics(self.bootstrap_servers, [topic], self.topic_partitions)
+        self._assigned_topics.add(topic)
+        self._assign_new([topic])
+
+    def _discover(self) -> None:
+        assert self._consumer is not None
+        self._next_discovery = time.monotonic() + self.discover_interval
+        try:
+            metadata = self._consumer.list_topics(timeout=5)
+        except Exception:  # the broker is busy or gone: look again later
+            return
+        new = [t for t in self._discover_record_topics(metadata) if t not in self._assigned_topics]
+        # record topics known from the ledger that the broker did not have at start
+        new += [
+            t
+            for t, name in self._protocol_name.items()
+            if wire.record_type_of(name) and t not in self._assigned_topics and t in metadata.topics
+        ]
+        new = sorted(set(new))
+        if new:
+            self._assigned_topics.update(new)
+            self._assign_new(new)
+
     def _start_positions(self) -> list[TopicPartition]:
         assert self._consumer is not None and self.ledger is not None
         wanted = [self.topics[name] for name in wire.REQUEST_TOPICS]
+        # the topics of the record types on the ledger: created if missing, read from where we left
+        record_topics = [self._record_topic(rtype["name"]) for rtype in self.ledger.record_types()]
+        if record_topics and self.create_topics:
+            ensure_topics(self.bootstrap_servers, record_topics, self.topic_partitions)
+        wanted += record_topics
         deadline = time.monotonic() + 10
         while True:  # a real broker may list a topic it just created only a moment later
             metadata = self._consumer.list_topics(timeout=10)
@@ -294,12 +377,16 @@ class GatewayServer:
             if not missing or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        wanted += [t for t in self._discover_record_topics(metadata) if t not in wanted]
+        self._assigned_topics = set(wanted)
         stored = self.ledger.stored_offsets()
         assignment: list[TopicPartition] = []
         probes: dict[tuple[str, int], tuple[int, str, int]] = {}
-        for name in wire.REQUEST_TOPICS:
-            topic = self.topics[name]
+        for topic in wanted:
             info = metadata.topics.get(topic)
+            if (info is None or info.error is not None) and topic in record_topics:
+                self._assigned_topics.discard(topic)  # read once it appears (see _discover)
+                continue
             if info is None or info.error is not None:
                 raise RuntimeError(f"topic {topic} does not exist on {self.bootstrap_servers}")
             for partition in sorted(info.partitions):
@@ -378,6 +465,8 @@ class GatewayServer:
         timeout = self.poll_timeout
         if self._queue:
             timeout = max(0.0, min(timeout, self._queue[0][0] - time.time()))
+        if time.monotonic() >= self._next_discovery:
+            self._discover()
         message = self._consumer.poll(timeout)
         if message is not None:
             batch = [message, *self._consumer.consume(self.batch_size - 1, 0)]
@@ -409,7 +498,10 @@ class GatewayServer:
                     message.value(),
                     message.headers(),
                     inject_error=ERROR_TEXT if decision.error else None,
+                    page_cap=self.page_cap,
                 )
+                if answer.new_record_type is not None:
+                    self._serve_record_type(answer.new_record_type)
                 if decision.error and not answer.injected:
                     # nothing to refuse: the request was dropped or refused on its own
                     decision = replace(decision, error=False)

@@ -25,7 +25,10 @@ PARTNER_ANSWER = "BLK_Part_Ans"
 ORDER_LIST = "BLK_Act_Lst"
 ORDER_ANSWER = "BLK_Act_Ans"
 RECORD_TYPES = "BLK_Rty"
+#: The base of the record topics: records of type N travel on ``BLK_Rec_N`` (PROTOCOL.md 3.3).
 RECORDS = "BLK_Rec"
+RECORD_TYPE_GET = "BLK_Rty_Get"
+RECORD_GET = "BLK_Rec_Get"
 AGENTS = "BLK_Agt"
 
 #: Every topic the sandbox consumes (all but the response topic).
@@ -119,6 +122,22 @@ def encode_response(header: dict[str, Any], outcome: dict[str, Any], encoding: s
     if encoding == "json":
         return json.dumps(envelope, ensure_ascii=False).encode("utf-8")
     raise ValueError(f"unknown encoding {encoding!r}: one of {', '.join(ENCODINGS)}")
+
+
+_RECORD_TYPE_TOPIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def record_topic(record_type: str) -> str:
+    """The protocol name of the topic of *record_type*'s records: ``BLK_Rec_<record type>``."""
+    return f"{RECORDS}_{record_type}"
+
+
+def record_type_of(topic: str) -> str | None:
+    """The record type whose records travel on the protocol topic *topic*, or ``None``."""
+    if not topic.startswith(RECORDS + "_") or topic in DEFAULT_TOPICS:
+        return None
+    name = topic[len(RECORDS) + 1 :]
+    return name if _RECORD_TYPE_TOPIC_RE.fullmatch(name) else None
 
 
 def topic_names(prefix: str = "") -> dict[str, str]:

@@ -27,9 +27,11 @@ __all__ = [
     "DAY_REPORT_FLOW_PREFIX",
     "DAY_REPORT_RECORD_PROPERTIES",
     "DAY_REPORT_RECORD_TYPE",
+    "DAY_REPORT_RECORD_TYPE_DESCRIPTION",
     "INDICATORS",
     "PRODUCTION_UNIT_RECORD_PROPERTIES",
     "PRODUCTION_UNIT_RECORD_TYPE",
+    "PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION",
     "REPORT_ID_PATTERN",
     "SHIFTS",
     "UNIT_CODE_PATTERN",
@@ -39,9 +41,11 @@ __all__ = [
     "ProductionUnitLike",
     "Shift",
     "day_report_keys",
+    "day_report_record_description",
     "day_report_record_properties",
     "flow_id",
     "production_unit_dynamic_properties",
+    "production_unit_record_description",
     "production_unit_record_id",
     "production_unit_record_properties",
     "record_id",
@@ -76,7 +80,7 @@ class Indicator:
 
     :param code: the sources' code (``D``, ``P``, ``Q``, ``OEE``, ``MTBF``, ``MTTR``, ``ProductionTime``).
     :param number: its two-digit number in record ids (1-7).
-    :param label: the sources' label (``Disponibility`` for availability).
+    :param label: the sources' label, spelling included (``Disponibilty`` for availability).
     :param description: what it measures, in plain words.
     :param unit: ``ratio`` (0-1), ``minutes`` or ``hours``.
     """
@@ -98,13 +102,13 @@ SHIFTS: dict[str, Shift] = {
 
 #: The seven indicators in record-id order.
 INDICATORS: dict[str, Indicator] = {
-    "D": Indicator("D", 1, "Disponibility", "availability", "ratio"),
+    "D": Indicator("D", 1, "Disponibilty", "availability", "ratio"),
     "P": Indicator("P", 2, "Performance", "performance", "ratio"),
     "Q": Indicator("Q", 3, "Quality", "quality", "ratio"),
-    "OEE": Indicator("OEE", 4, "OEE", "overall equipment effectiveness", "ratio"),
-    "MTBF": Indicator("MTBF", 5, "MTBF", "mean time between failures", "minutes"),
-    "MTTR": Indicator("MTTR", 6, "MTTR", "mean time to recovery", "minutes"),
-    "ProductionTime": Indicator("ProductionTime", 7, "Production time", "production time", "hours"),
+    "OEE": Indicator("OEE", 4, "Overall Equipment Effectiveness", "overall equipment effectiveness", "ratio"),
+    "MTBF": Indicator("MTBF", 5, "Mean Time Between Failures", "mean time between failures", "minutes"),
+    "MTTR": Indicator("MTTR", 6, "Mean Time To recovery", "mean time to recovery", "minutes"),
+    "ProductionTime": Indicator("ProductionTime", 7, "Production Time", "production time", "hours"),
 }
 
 
@@ -204,23 +208,19 @@ def day_report_keys(report_id: str) -> list[IndicatorKey]:
 # Record types on the ledger (PROTOCOL.md sections 3.3 and 4)
 # --------------------------------------------------------------------------------------
 
-#: Record type of one day-report indicator; written once, so every property is non-dynamic.
+#: Record type of one day-report indicator; written once (a non-dynamic record). As in the
+#: sources, each indicator record carries one property (its value, ours: ``Value``); which unit,
+#: day, shift and indicator it is are in its record id and its description.
 DAY_REPORT_RECORD_TYPE = "DayReportIndicator"
+DAY_REPORT_RECORD_TYPE_DESCRIPTION = "One indicator of one shift of a production unit's day report"
 
 DAY_REPORT_RECORD_PROPERTIES: list[dict[str, Any]] = [
-    {"name": "FlowId", "data_type": "STRING", "dynamic": False},
-    {"name": "ReportId", "data_type": "STRING", "dynamic": False},
-    {"name": "ProductionUnit", "data_type": "STRING", "dynamic": False},
-    {"name": "Date", "data_type": "STRING", "dynamic": False},
-    {"name": "Shift", "data_type": "STRING", "dynamic": False},
-    {"name": "ShiftName", "data_type": "STRING", "dynamic": False},
-    {"name": "Indicator", "data_type": "STRING", "dynamic": False},
-    {"name": "IndicatorName", "data_type": "STRING", "dynamic": False},
     {"name": "Value", "data_type": "NUMBER", "dynamic": False},
 ]
 
 #: Record type of a production unit; its status and process change over time (dynamic).
 PRODUCTION_UNIT_RECORD_TYPE = "ProductionUnit"
+PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION = "A production unit of the plant: its status and the process it runs"
 
 PRODUCTION_UNIT_RECORD_PROPERTIES: list[dict[str, Any]] = [
     {"name": "Code", "data_type": "STRING", "dynamic": False},
@@ -256,8 +256,20 @@ class ProductionUnitLike(Protocol):
     def process_name(self) -> str: ...
 
 
+def day_report_record_description(report: DayReportLike, key: IndicatorKey) -> str:
+    """The description of the record *key* of *report*, with the sources' labels: its flow id, shift
+    and indicator, e.g. ``001_21_01_02_PT10 Turno A Disponibilty``."""
+    if key.record_id != record_id(report.report_id, key.shift, key.indicator):
+        raise ValueError(f"Record id {key.record_id!r} does not belong to day report {report.report_id}")
+    return (
+        f"{flow_id(report.report_date, report.unit_code)} {SHIFTS[key.shift].label} "
+        f"{INDICATORS[key.indicator].label}"
+    )
+
+
 def day_report_record_properties(report: DayReportLike, key: IndicatorKey) -> dict[str, Any]:
-    """The property values of the record *key* of *report*, for record type ``DayReportIndicator``.
+    """The one property value of the record *key* of *report* (``{"Value": ...}``), for record type
+    ``DayReportIndicator``.
 
     Raises :class:`ValueError` if *key* belongs to another report or the report has no finite
     value for it.
@@ -271,17 +283,7 @@ def day_report_record_properties(report: DayReportLike, key: IndicatorKey) -> di
         raise ValueError(
             f"Day report {rid} has no finite value for shift {key.shift} indicator {key.indicator}: {value!r}"
         )
-    return {
-        "FlowId": flow_id(report.report_date, report.unit_code),
-        "ReportId": rid,
-        "ProductionUnit": report.unit_code,
-        "Date": report.report_date.isoformat(),
-        "Shift": key.shift,
-        "ShiftName": SHIFTS[key.shift].label,
-        "Indicator": key.indicator,
-        "IndicatorName": INDICATORS[key.indicator].label,
-        "Value": float(value),
-    }
+    return {"Value": float(value)}
 
 
 def production_unit_record_id(unit: ProductionUnitLike | str) -> str:
@@ -294,6 +296,11 @@ def production_unit_record_id(unit: ProductionUnitLike | str) -> str:
     """
     code = unit if isinstance(unit, str) else unit.code
     return f"PU_{validate_unit_code(code)}"
+
+
+def production_unit_record_description(unit: ProductionUnitLike) -> str:
+    """The description of a unit's ``ProductionUnit`` record, e.g. ``Production unit PT10 Press line 10``."""
+    return f"Production unit {validate_unit_code(unit.code)} {unit.name}"[:1000]
 
 
 def production_unit_record_properties(unit: ProductionUnitLike) -> dict[str, str]:

@@ -31,16 +31,18 @@ class DayReportResult:
     refused: dict[str, str] = field(default_factory=dict)
 
 
-def ensure_record_type(hook: KafkaBlockchainHook, name: str, properties: list[dict[str, Any]]) -> bool:
-    """Create record type *name* when the ledger does not have it; return whether it was created."""
-    if hook.get_record_type(name) is not None:
+def ensure_record_type(
+    hook: KafkaBlockchainHook, repository: Any, name: str, description: str, properties: list[dict[str, Any]]
+) -> bool:
+    """Create record type *name* unless the MES remembers creating it; return whether it sent it.
+
+    No read of the ledger: as in the original, the MES database says what exists. Creating a record
+    type again identically (a crash before the MES noted it) is confirmed by the gateway.
+    """
+    if repository.record_type_created(name):
         return False
-    try:
-        hook.create_record_type(name, properties)
-    except BlockchainGatewayError:
-        # Another run may have created it in between: that is what we wanted.
-        if hook.get_record_type(name) is None:
-            raise
+    hook.create_record_type(name, description, properties)
+    repository.mark_record_type_created(name)
     log.info("Created record type %s", name)
     return True
 
@@ -52,16 +54,25 @@ def submit_day_report(hook: KafkaBlockchainHook, repository: Any, report_id: str
     record sent twice anyway (a crash between the answer and the mark) is confirmed by the gateway
     as identical, not duplicated.
     """
-    from include.day_report_keys import DAY_REPORT_RECORD_TYPE, day_report_keys, day_report_record_properties
+    from include.day_report_keys import (
+        DAY_REPORT_RECORD_TYPE,
+        day_report_keys,
+        day_report_record_description,
+        day_report_record_properties,
+    )
 
     report = repository.day_report_by_id(report_id)
     if report is None:
         raise LookupError(f"Day report {report_id} is not in the MES")
     done = repository.submitted_record_ids(report.report_id)
     keys = [key for key in day_report_keys(report.report_id) if key.record_id not in done]
+    # one non-dynamic record per indicator, each with a one-element properties list
     calls = [
         protocol.record_create_call(
-            key.record_id, DAY_REPORT_RECORD_TYPE, day_report_record_properties(report, key)
+            key.record_id,
+            DAY_REPORT_RECORD_TYPE,
+            day_report_record_description(report, key),
+            day_report_record_properties(report, key),
         )
         for key in keys
     ]
@@ -195,45 +206,68 @@ def refresh_request(hook: KafkaBlockchainHook, repository: Any, kind: RequestKin
 
 
 # ------------------------------------------------------------------- production units
+def ensure_reporter(hook: KafkaBlockchainHook, repository: Any, unit: Any) -> Any:
+    """The unit's reporter as the MES stores it; on the unit's first update, create its record as a
+    dynamic record with a fresh strong password (signed with the master token) and store the
+    reporter's public key and token the answer gives (PROTOCOL.md 3.3).
+
+    The password is stored before the record is sent: if the answer is lost, the next run sends the
+    same creation and the gateway answers the same reporter with a fresh token.
+    """
+    from include.day_report_keys import (
+        PRODUCTION_UNIT_RECORD_TYPE,
+        production_unit_record_description,
+        production_unit_record_id,
+        production_unit_record_properties,
+    )
+
+    record_id = production_unit_record_id(unit)
+    reporter = repository.reporter(record_id)
+    if reporter is not None and reporter.token is not None:
+        return reporter
+    topic = hook.settings.topics[protocol.record_topic(PRODUCTION_UNIT_RECORD_TYPE)]
+    reporter = repository.prepare_reporter(unit.code, record_id, topic, protocol.new_password())
+    created = hook.create_dynamic_record(
+        record_id,
+        PRODUCTION_UNIT_RECORD_TYPE,
+        production_unit_record_description(unit),
+        production_unit_record_properties(unit),
+        reporter.password.reveal(),
+    )
+    reporter = repository.store_reporter_credentials(record_id, created.public_key, created.token)
+    log.info("Created record %s of unit %s and its reporter %s", record_id, unit.code, created.public_key)
+    return reporter
+
+
 def update_production_unit(
     hook: KafkaBlockchainHook,
     repository: Any,
     production_unit_id: int,
     status: str,
     process_name: str,
-    reporter_hook: KafkaBlockchainHook | None = None,
 ) -> dict[str, Any]:
-    """PROTOCOL.md §4 "Production unit": ensure the record type, the unit's record and the
-    reporter's authorisation, then update the two dynamic properties.
-
-    :param reporter_hook: the reporting agent's hook, when it is not the master.
-    """
+    """PROTOCOL.md §4 "Production unit": ensure the record type and the unit's record with its own
+    reporter (created once, stored by the MES), then update the two dynamic properties signed with
+    the reporter's token. The master token only creates."""
     from include.day_report_keys import (
         PRODUCTION_UNIT_RECORD_PROPERTIES,
         PRODUCTION_UNIT_RECORD_TYPE,
+        PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
         production_unit_dynamic_properties,
-        production_unit_record_id,
-        production_unit_record_properties,
     )
 
     changes = production_unit_dynamic_properties(status, process_name)
     unit = repository.require_production_unit(production_unit_id)
-    record_id = production_unit_record_id(unit)
-    ensure_record_type(hook, PRODUCTION_UNIT_RECORD_TYPE, PRODUCTION_UNIT_RECORD_PROPERTIES)
-    record = hook.get_record(record_id)
-    if record is None:
-        hook.create_record(record_id, PRODUCTION_UNIT_RECORD_TYPE, production_unit_record_properties(unit))
-        record = hook.get_record(record_id) or {}
-        log.info("Created record %s for unit %s", record_id, unit.code)
-    reporter = reporter_hook or hook
-    reporter_key = reporter.settings.public_key
-    if (
-        reporter_key
-        and reporter_key != record.get("owner")
-        and reporter_key not in record.get("reporters", [])
-    ):
-        hook.add_reporter(record_id, reporter_key)
-        log.info("Authorised reporter %s on %s", reporter_key, record_id)
-    message = reporter.update_record(record_id, changes)
-    log.info("Updated %s: %s", record_id, changes)
-    return {"record_id": record_id, "unit": unit.code, "message": message, **changes}
+    ensure_record_type(
+        hook,
+        repository,
+        PRODUCTION_UNIT_RECORD_TYPE,
+        PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
+        PRODUCTION_UNIT_RECORD_PROPERTIES,
+    )
+    reporter = ensure_reporter(hook, repository, unit)
+    message = hook.update_record(
+        PRODUCTION_UNIT_RECORD_TYPE, reporter.record_id, changes, token=reporter.token.reveal()
+    )
+    log.info("Updated %s as reporter %s: %s", reporter.record_id, reporter.public_key, changes)
+    return {"record_id": reporter.record_id, "unit": unit.code, "message": message, **changes}

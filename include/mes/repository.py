@@ -1,4 +1,5 @@
-"""Reading and writing the MES database: production units, day reports, synced requests.
+"""Reading and writing the MES database: production units, day reports, synced requests, and what
+the MES created on the ledger (record types, reporters).
 
 :class:`MesRepository` wraps an engine (see :mod:`include.mes.db`) and works the same on SQLite
 and PostgreSQL. Every method runs in its own transaction.
@@ -30,7 +31,7 @@ from include.day_report_keys import (
     validate_report_id,
     validate_unit_code,
 )
-from include.mes import schema
+from include.mes import crypto, schema
 from include.mes.models import (
     REQUEST_STATUSES,
     DayReport,
@@ -39,6 +40,7 @@ from include.mes.models import (
     PartnerRequest,
     ProductionUnit,
     ProductionUnitNotFoundError,
+    Reporter,
     UpsertResult,
     new_object_id,
     order_request_row,
@@ -80,13 +82,17 @@ class MesRepository:
 
     :param engine: a SQLAlchemy engine for SQLite or PostgreSQL, from :func:`include.mes.db.mes_engine`.
     :param chunk_size: how many ids one ``IN (...)`` lookup holds during a sync; default 500.
+    :param fernet: encrypts the reporters' tokens and passwords; default Airflow's Fernet key.
     """
 
-    def __init__(self, engine: Engine, *, chunk_size: int = 500) -> None:
+    def __init__(
+        self, engine: Engine, *, chunk_size: int = 500, fernet: crypto.FernetLike | None = None
+    ) -> None:
         if chunk_size < 1:
             raise ValueError(f"Invalid chunk_size {chunk_size!r}: expected a positive integer")
         self.engine = engine
         self.chunk_size = chunk_size
+        self._fernet = fernet
 
     def __repr__(self) -> str:
         return f"MesRepository({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -350,6 +356,141 @@ class MesRepository:
         query = sa.select(submissions.c.record_id).where(submissions.c.report_id == report_id)
         with self.engine.connect() as conn:
             return set(conn.execute(query).scalars())
+
+    # ----------------------------------------------------------------------------------
+    # What the MES created on the ledger: record types, and reporters (KafkaToken rows)
+    # ----------------------------------------------------------------------------------
+
+    def record_type_created(self, name: str) -> bool:
+        """Whether the MES has created record type *name* on the ledger."""
+        table = schema.ledger_record_types
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(table.c.name).where(table.c.name == name)).first() is not None
+
+    def mark_record_type_created(self, name: str) -> None:
+        """Remember that record type *name* exists on the ledger (marking it twice is harmless)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Invalid record type name {name!r}")
+        table = schema.ledger_record_types
+        with self.engine.begin() as conn:
+            stmt = _dialect_insert(conn, table)
+            row = {"name": name, "created_at": _utcnow()}
+            if stmt is None:
+                if conn.execute(sa.select(table.c.name).where(table.c.name == name)).first() is None:
+                    conn.execute(sa.insert(table), [row])
+            else:
+                conn.execute(stmt.on_conflict_do_nothing(), [row])
+
+    def _reporter(self, row: RowMapping) -> Reporter:
+        fernet = self._fernet
+        return Reporter(
+            name=row["name"],
+            record_id=row["record_id"],
+            topic=row["topic"],
+            public_key=row["public_key"],
+            token=None if row["token"] is None else crypto.decrypt(row["token"], fernet),
+            password=crypto.decrypt(row["password"], fernet),
+            instance_type=row["instance_type"],
+            created_at=_aware(row["created_at"]),
+            updated_at=_aware(row["updated_at"]),
+        )
+
+    def reporter(self, record_id: str) -> Reporter | None:
+        """The reporter of record *record_id*, its secrets decrypted (hidden from ``repr``), or ``None``."""
+        table = schema.kafka_tokens
+        query = sa.select(table).where(table.c.instance_type == "Reporter", table.c.record_id == record_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._reporter(row)
+
+    def reporter_of_unit(self, unit_code: str) -> Reporter | None:
+        """The reporter of production unit *unit_code* (its ``name``), or ``None``."""
+        validate_unit_code(unit_code)
+        table = schema.kafka_tokens
+        query = sa.select(table).where(table.c.instance_type == "Reporter", table.c.name == unit_code)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._reporter(row)
+
+    def reporters(self) -> list[dict[str, Any]]:
+        """Every reporter's unit, record id, topic, public key and times; never a token or password."""
+        table = schema.kafka_tokens
+        columns = [
+            table.c[name] for name in ("name", "record_id", "topic", "public_key", "created_at", "updated_at")
+        ]
+        query = (
+            sa.select(*columns, (table.c.token.is_not(None)).label("has_token"))
+            .where(table.c.instance_type == "Reporter")
+            .order_by(table.c.name)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            {**dict(row), "created_at": _aware(row["created_at"]), "updated_at": _aware(row["updated_at"])}
+            for row in rows
+        ]
+
+    def prepare_reporter(self, unit_code: str, record_id: str, topic: str, password: str) -> Reporter:
+        """The reporter row of *record_id*, inserted with *password* (encrypted) if there is none yet.
+
+        Called before the record and its reporter are created on the ledger: should the answer be
+        lost, a rerun sends the same password, and the gateway answers the reporter again instead of
+        refusing a record that exists with another password. An existing row keeps its password.
+        """
+        validate_unit_code(unit_code)
+        table = schema.kafka_tokens
+        encrypted = crypto.encrypt(password, self._fernet)
+        now = _utcnow()
+        row = {
+            "instance_type": "Reporter",
+            "token": None,
+            "public_key": None,
+            "password": encrypted,
+            "record_id": record_id,
+            "topic": topic,
+            "name": unit_code,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            stmt = _dialect_insert(conn, table)
+            if stmt is None:
+                exists = conn.execute(
+                    sa.select(table.c.id).where(
+                        table.c.instance_type == "Reporter", table.c.record_id == record_id
+                    )
+                ).first()
+                if exists is None:
+                    conn.execute(sa.insert(table), [row])
+            else:
+                conn.execute(stmt.on_conflict_do_nothing(), [row])
+        reporter = self.reporter(record_id)
+        assert reporter is not None
+        return reporter
+
+    def store_reporter_credentials(self, record_id: str, public_key: str, token: str) -> Reporter:
+        """Store what the gateway answered for the reporter of *record_id*: its public key and token."""
+        return self._update_reporter(
+            record_id, public_key=public_key, token=crypto.encrypt(token, self._fernet)
+        )
+
+    def set_reporter_token(self, record_id: str, token: str) -> Reporter:
+        """Replace the token of the reporter of *record_id* (after the gateway issued a fresh one)."""
+        return self._update_reporter(record_id, token=crypto.encrypt(token, self._fernet))
+
+    def _update_reporter(self, record_id: str, **values: Any) -> Reporter:
+        table = schema.kafka_tokens
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(table)
+                .where(table.c.instance_type == "Reporter", table.c.record_id == record_id)
+                .values(**values, updated_at=_utcnow())
+            )
+        if result.rowcount != 1:
+            raise LookupError(f"The MES has no reporter for record {record_id}")
+        reporter = self.reporter(record_id)
+        assert reporter is not None
+        return reporter
 
     # ----------------------------------------------------------------------------------
     # Partner and order requests

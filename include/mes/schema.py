@@ -11,6 +11,11 @@ Tables:
   JSON-valued fields stored as canonical JSON text.
 * ``day_report_submissions``: which day-report records have been written to the ledger, so a
   re-run skips them.
+* ``ledger_record_types``: the record types the MES has created on the ledger, so no flow needs to
+  read the ledger before creating one.
+* ``kafka_tokens``: what the gateway gave the MES for each agent it created, as the original's
+  ``KafkaToken`` model (instance type ``Reporter``: token, public key, password, record id, topic,
+  name); the token and password encrypted with Airflow's Fernet key (:mod:`include.mes.crypto`).
 
 All times are stored in UTC. :func:`create_schema` is idempotent and safe to run from
 concurrent tasks.
@@ -29,6 +34,8 @@ __all__ = [
     "create_schema",
     "day_report_submissions",
     "day_reports",
+    "kafka_tokens",
+    "ledger_record_types",
     "metadata",
     "order_requests",
     "partner_requests",
@@ -133,6 +140,30 @@ day_report_submissions = sa.Table(
     sa.Column("report_id", sa.String(24), sa.ForeignKey("day_reports.id"), primary_key=True),
     sa.Column("record_id", sa.String(32), primary_key=True),
     _utc_time("submitted_at"),
+)
+
+ledger_record_types = sa.Table(
+    "ledger_record_types",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    _utc_time("created_at"),
+)
+
+kafka_tokens = sa.Table(
+    "kafka_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("instance_type", sa.String(32), nullable=False),
+    # Fernet text: the token and the password are never stored in clear
+    sa.Column("token", sa.Text, nullable=True),
+    sa.Column("public_key", sa.String(66), nullable=True),
+    sa.Column("password", sa.Text, nullable=False),
+    sa.Column("record_id", sa.String(128), nullable=False),
+    sa.Column("topic", sa.String(249), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    _utc_time("created_at"),
+    _utc_time("updated_at"),
+    sa.UniqueConstraint("instance_type", "record_id", name="uq_kafka_tokens_type_record"),
 )
 
 # Any fixed 64-bit number: the PostgreSQL advisory lock held while creating the schema.

@@ -99,13 +99,16 @@ def start_stack(
     *,
     echo: bool = False,
     encoding: str = "python-literal",
+    page_cap: int | None = None,
 ) -> Stack:
     ledger_path = tmp_path / "ledger.sqlite3"
     ledger = Ledger(str(ledger_path))
     agent_password = secrets.token_urlsafe(24)
     public_key, token = ledger.create_agent("MES", agent_password)
     ledger.close()
-    server = GatewayServer(bootstrap, str(ledger_path), topic_prefix=prefix, echo=echo, encoding=encoding)
+    server = GatewayServer(
+        bootstrap, str(ledger_path), topic_prefix=prefix, echo=echo, encoding=encoding, page_cap=page_cap
+    )
     server.start()
     set_connections(
         monkeypatch,
@@ -118,6 +121,13 @@ def start_stack(
         timeout=20,
     )
     monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps(mes_conn))
+    # the deployment's Fernet key, which the MES uses for the reporters' secrets as Airflow does
+    # for Connections
+    from airflow.sdk.crypto import get_fernet
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    get_fernet.cache_clear()
     return Stack(bootstrap, prefix, ledger_path, server, public_key, token, mes_conn)
 
 
@@ -137,6 +147,9 @@ def stack(
         yield running
     finally:
         running.server.stop()
+        from airflow.sdk.crypto import get_fernet
+
+        get_fernet.cache_clear()  # the next test's key, not this one's
 
 
 def erp_agent(ledger: Ledger, name: str = "ERP") -> str:

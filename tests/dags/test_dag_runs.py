@@ -21,6 +21,18 @@ pytestmark = [pytest.mark.broker, pytest.mark.airflow_db]
 DAY = date(2026, 11, 27)
 
 
+def _ops(ledger, op: str) -> list[tuple[str, dict]]:
+    """The ledger's transactions of kind *op*: ``(signer, payload)``."""
+    rows = ledger._conn.execute("SELECT signer, payload FROM transactions WHERE op = ? ORDER BY seq", (op,))
+    return [(signer, json.loads(payload)) for signer, payload in rows]
+
+
+def _description(ledger, record_id: str) -> str:
+    return ledger._conn.execute(
+        "SELECT description FROM records WHERE record_id = ?", (record_id,)
+    ).fetchone()[0]
+
+
 def test_day_report_for_three_units_twice_is_still_84_records(stack):
     from include.mes.db import mes_engine
     from include.sample_data import generate_plant
@@ -36,15 +48,85 @@ def test_day_report_for_three_units_twice_is_still_84_records(stack):
     record = ledger.record(key.record_id)
     assert record["record_type"] == DAY_REPORT_RECORD_TYPE
     assert record["owner"] == stack.mes_public_key
-    assert record["properties"]["Value"] == pytest.approx(report.value(key.shift, key.indicator))
-    assert record["properties"]["FlowId"] == flow_id(DAY, report.unit_code)
+    assert record["reporters"] == []  # non-dynamic: written once
+    # one indicator, one property, described with the sources' labels
+    assert record["properties"] == {"Value": pytest.approx(report.value(key.shift, key.indicator))}
+    assert _description(ledger, key.record_id) == f"{flow_id(DAY, report.unit_code)} Turno A Disponibilty"
     assert len(record["transaction_ids"][0]) == 128
+    assert stack.mes().record_type_created(DAY_REPORT_RECORD_TYPE)
 
+    # a rerun creates nothing twice, and does not even ask: the MES remembers what it created
+    requests = stack.server.counters.get("requests", 0)
     second = run_dag("blockchain_day_report", {"day": DAY.isoformat()})
     assert second.state == "success", task_states(second)
+    assert stack.server.counters.get("requests", 0) == requests
     assert ledger.count_records(DAY_REPORT_RECORD_TYPE) == 84
-    assert stack.ledger().record_type(DAY_REPORT_RECORD_TYPE) is not None
+    assert len(_ops(ledger, "record.create")) == 84
+    assert len(_ops(ledger, "record_type.create")) == 1
     assert ledger.verify() == []
+
+
+def test_day_report_rerun_after_the_mes_forgot_is_confirmed_not_duplicated(stack):
+    """A crash between the gateway's answers and the MES's notes: the rerun sends the same
+    creations again, and the gateway confirms them as identical."""
+    import sqlalchemy as sa
+
+    from include.mes import schema
+    from include.mes.db import mes_engine
+    from include.sample_data import generate_plant
+
+    generate_plant(mes_engine("mes_db"), units=1, weeks=1, end_date=DAY)
+    assert run_dag("blockchain_day_report", {"day": DAY.isoformat()}).state == "success"
+    with mes_engine("mes_db").begin() as conn:
+        conn.execute(sa.delete(schema.day_report_submissions))
+        conn.execute(sa.delete(schema.ledger_record_types))
+    again = run_dag("blockchain_day_report", {"day": DAY.isoformat()})
+    assert again.state == "success", task_states(again)
+    ledger = stack.ledger()
+    assert len(_ops(ledger, "record.create")) == 28
+    assert len(_ops(ledger, "record_type.create")) == 1
+    assert len(stack.mes().submitted_record_ids(stack.mes().day_reports(DAY)[0].report_id)) == 28
+
+
+def test_day_report_and_sync_on_a_gateway_that_caps_its_pages_at_5(
+    request, monkeypatch, tmp_path, kafka_bootstrap, topic_prefix, airflow_db
+):
+    from tests.dags.conftest import mes_connection, start_stack
+
+    capped = start_stack(
+        monkeypatch,
+        tmp_path,
+        kafka_bootstrap,
+        topic_prefix,
+        mes_connection("sqlite", tmp_path, request),
+        page_cap=5,
+    )
+    try:
+        from include.mes.db import mes_engine
+        from include.sample_data import generate_plant
+
+        generate_plant(mes_engine("mes_db"), units=2, weeks=1, end_date=DAY)
+        ledger = capped.ledger()
+        partner = erp_agent(ledger, "Customer")
+        pid = ledger.create_partner_request(partner, capped.mes_public_key)
+        ledger.answer_partner_request(capped.mes_public_key, pid, True)
+        ids = {
+            ledger.create_order(partner, capped.mes_public_key, "part", f"Order {i}", {}) for i in range(12)
+        }
+
+        report = run_dag("blockchain_day_report", {"day": DAY.isoformat()})
+        assert report.state == "success", task_states(report)
+        assert ledger.count_records(DAY_REPORT_RECORD_TYPE) == 56
+        requests = capped.server.counters.get("requests", 0)
+        sync = run_dag("blockchain_order_sync")
+        assert sync.state == "success", task_states(sync)
+        assert {o.abs_action_id for o in capped.mes().order_requests()} == ids  # none lost to a short page
+        assert capped.server.counters.get("requests", 0) - requests == 4  # 5 + 5 + 2 + the empty page
+    finally:
+        capped.server.stop()
+        from airflow.sdk.crypto import get_fernet
+
+        get_fernet.cache_clear()
 
 
 def test_partner_request_accepted_then_a_second_answer_refused(stack):
@@ -110,33 +192,74 @@ def test_order_from_a_non_partner_is_refused_and_a_partners_order_is_answered(st
     assert stored.metadata == {"Part": "steering wheel", "Size": 3}
 
 
-def test_production_unit_update_then_another(stack):
+def test_production_unit_update_then_another(stack, caplog):
+    import sqlalchemy as sa
+
+    from include.mes import schema
     from include.mes.db import mes_engine
     from include.sample_data import generate_plant
 
     generate_plant(mes_engine("mes_db"), units=2, weeks=1, end_date=DAY)
     unit = stack.mes().production_units()[0]
+    record_id = f"PU_{unit.code}"
+    ledger = stack.ledger()
+    agents = len(ledger.agents())
     first = run_dag(
         "blockchain_production_unit_update",
         {"production_unit_id": unit.id, "status": "RUNNING", "process_name": "Stamping"},
     )
     assert first.state == "success", task_states(first)
-    ledger = stack.ledger()
-    record = ledger.record(f"PU_{unit.code}")
+    record = ledger.record(record_id)
     assert record["properties"]["Status"] == "RUNNING"
     assert record["properties"]["ProcessName"] == "Stamping"
     assert record["properties"]["Code"] == unit.code
     assert ledger.record_type("ProductionUnit") is not None
+
+    # the unit's own reporter: created with its dynamic record, stored by the MES
+    reporter = stack.mes().reporter_of_unit(unit.code)
+    assert reporter.record_id == record_id and reporter.instance_type == "Reporter"
+    assert reporter.topic == stack.prefix + "BLK_Rec_ProductionUnit"
+    assert record["reporters"] == [reporter.public_key]
+    assert len(ledger.agents()) == agents + 1
+    assert ledger.check_password(reporter.public_key, reporter.password.reveal())
+    first_token = reporter.token.reveal()
+    assert ledger.agent_for_token(first_token) == reporter.public_key
+    with mes_engine("mes_db").connect() as conn:
+        row = conn.execute(sa.select(schema.kafka_tokens)).mappings().one()
+    assert first_token not in row["token"] and reporter.password.reveal() not in row["password"]
 
     second = run_dag(
         "blockchain_production_unit_update",
         {"production_unit_id": unit.id, "status": "STOPPED", "process_name": "Maintenance"},
     )
     assert second.state == "success", task_states(second)
-    record = ledger.record(f"PU_{unit.code}")
+    record = ledger.record(record_id)
     assert (record["properties"]["Status"], record["properties"]["ProcessName"]) == ("STOPPED", "Maintenance")
     assert record["properties"]["Code"] == unit.code
-    assert len(record["transaction_ids"]) >= 3  # create, then two updates
+    # one reporter, two updates, both signed by it; the second with the token stored by the first run
+    assert len(ledger.agents()) == agents + 1
+    assert stack.mes().reporter_of_unit(unit.code).token.reveal() == first_token
+    creates = [(signer, p) for signer, p in _ops(ledger, "record.create") if p["record_id"] == record_id]
+    assert [signer for signer, _ in creates] == [stack.mes_public_key]  # the master token only creates
+    updates = [(signer, p) for signer, p in _ops(ledger, "record.update") if p["record_id"] == record_id]
+    assert [signer for signer, _ in updates] == [reporter.public_key, reporter.public_key]
+    assert [p["properties"]["Status"] for _, p in updates] == ["RUNNING", "STOPPED"]
+    assert len(record["transaction_ids"]) == 3  # create, then two updates
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        xcoms = [
+            str(row.value)
+            for row in session.query(XComModel).filter(
+                XComModel.dag_id == "blockchain_production_unit_update"
+            )
+        ]
+    assert xcoms  # the runs did push their results
+    for secret in (first_token, reporter.password.reveal()):
+        assert secret not in caplog.text
+        assert not [x for x in xcoms if secret in x]
+    assert ledger.verify() == []
 
 
 def test_sync_of_250_orders_across_three_pages(stack):
@@ -156,7 +279,8 @@ def test_sync_of_250_orders_across_three_pages(stack):
     stored = stack.mes().order_requests()
     assert {o.abs_action_id for o in stored} == ids
     assert all(o.status == "OPEN" for o in stored)
-    assert stack.server.counters.get("requests", 0) - requests_before == 3  # pages 0, 100, 200
+    # pages 0, 100, 200 and the empty page at 250: a short page is not the end
+    assert stack.server.counters.get("requests", 0) - requests_before == 4
 
     partner_sync = run_dag("blockchain_partner_sync")
     assert partner_sync.state == "success", task_states(partner_sync)

@@ -38,7 +38,11 @@ REQUEST_TOPICS = (
     "BLK_Act_Lst",
     "BLK_Act_Ans",
     "BLK_Rty",
-    "BLK_Rec",
+    "BLK_Rty_Get",
+    "BLK_Rec_Get",
+    "BLK_Rec_Unit",
+    "BLK_Rec_DayReportIndicator",
+    "BLK_Rec_ProductionUnit",
     "BLK_Agt",
 )
 
@@ -130,8 +134,14 @@ def make_stack(
 ) -> Iterator[Callable[..., FaultStack]]:
     """Build a stack: a fresh topic prefix, a ledger with the MES agent, connections, and (unless
     ``serve=False``) an in-process sandbox. Everything started is stopped at teardown."""
+    from airflow.sdk.crypto import get_fernet
+    from cryptography.fernet import Fernet
+
     from gateway_sandbox.broker import DEFAULT_TOPICS, ensure_topics
 
+    # the deployment's Fernet key: the MES encrypts its reporters' secrets with it
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    get_fernet.cache_clear()
     stacks: list[FaultStack] = []
 
     def make(
@@ -147,7 +157,7 @@ def make_stack(
     ) -> FaultStack:
         bootstrap = bootstrap or kafka_bootstrap
         prefix = prefix or f"f{secrets.token_hex(4)}_"
-        ensure_topics(bootstrap, [prefix + name for name in DEFAULT_TOPICS])
+        ensure_topics(bootstrap, [prefix + name for name in {*DEFAULT_TOPICS, *REQUEST_TOPICS}])
         directory = tmp_path / f"stack{len(stacks)}"
         directory.mkdir()
         ledger_path = directory / "ledger.sqlite3"
@@ -177,6 +187,7 @@ def make_stack(
     yield make
     for stack in stacks:
         stack.stop()
+    get_fernet.cache_clear()
 
 
 def erp_agent(ledger: Ledger, name: str = "ERP") -> str:

@@ -51,10 +51,10 @@ def test_every_ledger_of_the_suite_verifies_and_tampering_is_caught(make_stack, 
         pid = ledger.create_partner_request(erp_agent(ledger), stack.mes_public_key)
     with KafkaBlockchainHook() as hook:
         hook.answer_partner_request(pid, True)
-        hook.create_record_type("Unit", [{"name": "Status", "data_type": "STRING", "dynamic": True}])
+        hook.create_record_type("Unit", "Units", [{"name": "Status", "data_type": "STRING", "dynamic": True}])
         for i in range(5):
-            hook.create_record(f"U{i}", "Unit", {"Status": "NEW"})
-            hook.update_record(f"U{i}", {"Status": "RUNNING"})
+            reporter = hook.create_dynamic_record(f"U{i}", "Unit", f"unit {i}", {"Status": "NEW"}, "p" * 20)
+            hook.update_record("Unit", f"U{i}", {"Status": "RUNNING"}, token=reporter.token)
     stack.stop()
 
     ledgers = [path for path in dict.fromkeys(LEDGERS) if path.exists()]

@@ -22,16 +22,20 @@ from tests.faults.conftest import wait_for
 pytestmark = pytest.mark.broker
 
 UNIT = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
+REPORTER_PASSWORD = "reporter-password-0123"
 DAY = date(2026, 11, 27)
 
 
 def seed_records(stack, count: int) -> list[str]:
-    """*count* records ``N0000``... of type ``Unit``, owned by the MES, created on the ledger directly."""
+    """*count* dynamic records ``N0000``... of type ``Unit``, owned by the MES (who may update them as
+    their reporters may), created on the ledger directly."""
     ids = [f"N{i:04d}" for i in range(count)]
     with stack.ledger() as ledger, ledger.transaction():
         ledger.create_record_type(stack.mes_public_key, "Unit", UNIT)
         for record_id in ids:
-            ledger.create_record(stack.mes_public_key, record_id, "Unit", {"Status": "NEW"})
+            ledger.create_dynamic_record(
+                stack.mes_public_key, record_id, "Unit", {"Status": "NEW"}, REPORTER_PASSWORD
+            )
     return ids
 
 
@@ -53,7 +57,7 @@ def test_a_thousand_garbage_and_foreign_answers_do_not_mislead_any_request(make_
     ids = seed_records(stack, 250)
 
     with KafkaBlockchainHook() as hook:
-        updates = [protocol.record_update_call(rid, {"Status": f"S-{rid}"}) for rid in ids]
+        updates = [protocol.record_update_call("Unit", rid, {"Status": f"S-{rid}"}) for rid in ids]
         gets = [protocol.record_get_call(rid) for rid in ids]
         if echo:
             updated = hook.call_many(updates, max_in_flight=16)
@@ -83,7 +87,7 @@ def test_duplicate_answers_are_each_processed_once(make_stack):
     with KafkaBlockchainHook() as hook:
         outcomes = []
         for rid in ids:
-            outcomes.append(hook.update_record(rid, {"Status": f"D-{rid}"}))
+            outcomes.append(hook.update_record("Unit", rid, {"Status": f"D-{rid}"}))
             outcomes.append(hook.get_record(rid)["properties"]["Status"])
         pipelined = hook.call_many([protocol.record_get_call(rid) for rid in ids], max_in_flight=16)
         reader = hook._reader
@@ -102,7 +106,11 @@ def test_duplicate_answers_without_echo_write_nothing_twice(make_stack):
     """The original gateway (no echo): a duplicate cannot be told from the next answer to the same
     token (PROTOCOL.md section 2), which is why echo matters. What must hold all the same: the day
     report's writes, answered with duplicates, are on the ledger and marked in the MES once."""
-    from include.day_report_keys import DAY_REPORT_RECORD_PROPERTIES, DAY_REPORT_RECORD_TYPE
+    from include.day_report_keys import (
+        DAY_REPORT_RECORD_PROPERTIES,
+        DAY_REPORT_RECORD_TYPE,
+        DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+    )
     from include.mes.db import mes_engine
     from include.sample_data import generate_plant
 
@@ -111,7 +119,13 @@ def test_duplicate_answers_without_echo_write_nothing_twice(make_stack):
     repository = stack.mes()
     reports = repository.day_reports(DAY)
     with KafkaBlockchainHook() as hook:
-        flows.ensure_record_type(hook, DAY_REPORT_RECORD_TYPE, DAY_REPORT_RECORD_PROPERTIES)
+        flows.ensure_record_type(
+            hook,
+            repository,
+            DAY_REPORT_RECORD_TYPE,
+            DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+            DAY_REPORT_RECORD_PROPERTIES,
+        )
         first = [flows.submit_day_report(hook, repository, r.report_id).written for r in reports]
         again = [flows.submit_day_report(hook, repository, r.report_id).written for r in reports]
 
@@ -139,7 +153,7 @@ def test_twenty_concurrent_requests_with_one_token_each_get_their_own_answer(mak
 
     def one(index: int) -> tuple[str, str]:
         hook, rid = hooks[index % 4], ids[index]
-        message = hook.update_record(rid, {"Status": f"C-{rid}"})
+        message = hook.update_record("Unit", rid, {"Status": f"C-{rid}"})
         return message, hook.get_record(rid)["properties"]["Status"]
 
     started = time.monotonic()

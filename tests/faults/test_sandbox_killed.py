@@ -18,7 +18,12 @@ from blockchain_common import flows
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainGatewayError, BlockchainTimeoutError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-from include.day_report_keys import DAY_REPORT_RECORD_PROPERTIES, DAY_REPORT_RECORD_TYPE, day_report_keys
+from include.day_report_keys import (
+    DAY_REPORT_RECORD_PROPERTIES,
+    DAY_REPORT_RECORD_TYPE,
+    DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+    day_report_keys,
+)
 from tests.faults.conftest import SandboxProcess, erp_agent, load_dag, task_tries, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -110,7 +115,13 @@ def test_a_day_report_cut_by_a_killed_gateway_is_completed_by_a_rerun(make_stack
 
     def submit() -> None:
         with KafkaBlockchainHook() as hook:
-            flows.ensure_record_type(hook, DAY_REPORT_RECORD_TYPE, DAY_REPORT_RECORD_PROPERTIES)
+            flows.ensure_record_type(
+                hook,
+                repository,
+                DAY_REPORT_RECORD_TYPE,
+                DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+                DAY_REPORT_RECORD_PROPERTIES,
+            )
             try:
                 for report in reports:
                     flows.submit_day_report(hook, repository, report.report_id)

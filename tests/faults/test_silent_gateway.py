@@ -30,25 +30,32 @@ TIMEOUT = 1.0
 SLACK = 0.6
 
 ITEM_ID = "ab" * 16
-REPORTER = "02" + "cd" * 32
 UNIT_TYPE = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
 
 #: One call of every kind the hook offers, with the request topic it writes to.
 CALLS: list[tuple[str, str, Callable[[KafkaBlockchainHook], object]]] = [
     ("request", "BLK_Part_Lst", lambda h: h.request("BLK_Part_Lst", header={"start": 0, "limit": 1})),
-    ("call", "BLK_Rty", lambda h: h.call(protocol.record_type_get_call("Unit"))),
+    ("call", "BLK_Rty_Get", lambda h: h.call(protocol.record_type_get_call("Unit"))),
     ("list_partner_requests", "BLK_Part_Lst", lambda h: h.list_partner_requests()),
     ("iter_partner_requests", "BLK_Part_Lst", lambda h: list(h.iter_partner_requests())),
     ("list_order_requests", "BLK_Act_Lst", lambda h: h.list_order_requests()),
     ("iter_order_requests", "BLK_Act_Lst", lambda h: list(h.iter_order_requests())),
     ("answer_partner_request", "BLK_Part_Ans", lambda h: h.answer_partner_request(ITEM_ID, True)),
     ("answer_order_request", "BLK_Act_Ans", lambda h: h.answer_order_request(ITEM_ID, False)),
-    ("get_record_type", "BLK_Rty", lambda h: h.get_record_type("Unit")),
-    ("create_record_type", "BLK_Rty", lambda h: h.create_record_type("Unit", UNIT_TYPE)),
-    ("get_record", "BLK_Rec", lambda h: h.get_record("PU_PT10")),
-    ("create_record", "BLK_Rec", lambda h: h.create_record("PU_PT10", "Unit", {"Status": "IDLE"})),
-    ("update_record", "BLK_Rec", lambda h: h.update_record("PU_PT10", {"Status": "RUNNING"})),
-    ("add_reporter", "BLK_Rec", lambda h: h.add_reporter("PU_PT10", REPORTER)),
+    ("get_record_type", "BLK_Rty_Get", lambda h: h.get_record_type("Unit")),
+    ("create_record_type", "BLK_Rty", lambda h: h.create_record_type("Unit", "Units", UNIT_TYPE)),
+    ("get_record", "BLK_Rec_Get", lambda h: h.get_record("PU_PT10")),
+    (
+        "create_record",
+        "BLK_Rec_Unit",
+        lambda h: h.create_record("PU_PT10", "Unit", "PT10", {"Status": "IDLE"}),
+    ),
+    (
+        "create_dynamic_record",
+        "BLK_Rec_Unit",
+        lambda h: h.create_dynamic_record("PU_PT11", "Unit", "PT11", {"Status": "IDLE"}, "p" * 20),
+    ),
+    ("update_record", "BLK_Rec_Unit", lambda h: h.update_record("Unit", "PU_PT10", {"Status": "RUNNING"})),
     ("create_agent", "BLK_Agt", lambda h: h.create_agent("ERP", "a-long-password")),
     ("get_token", "BLK_Agt", lambda h: h.get_token()),
 ]
@@ -85,7 +92,7 @@ def test_every_wait_ends_by_its_deadline_and_leaves_nothing_behind(make_stack, e
         batch = [protocol.record_get_call(f"R{i}") for i in range(40)]
         error, elapsed = timed(lambda: hook.call_many(batch, max_in_flight=16))
         assert elapsed < TIMEOUT + SLACK, f"call_many waited {elapsed:.2f} s"
-        batch_sent = len(requests_sent(stack)["BLK_Rec"]) - 4  # the four BLK_Rec calls above
+        batch_sent = len(requests_sent(stack)["BLK_Rec_Get"]) - 1  # the get_record call above
         assert 1 <= batch_sent <= (16 if echo else 1)
 
         # Concurrent callers with one token: without echo they queue for the token; each one's
@@ -124,7 +131,9 @@ def test_every_wait_ends_by_its_deadline_and_leaves_nothing_behind(make_stack, e
     assert set(concurrent_sent) <= keys
     assert len(sent["BLK_Agt"]) == 2
     assert len(sent["BLK_Part_Ans"]) == len(sent["BLK_Act_Ans"]) == 1
-    assert len(sent["BLK_Rty"]) == 3
+    assert len(sent["BLK_Rty"]) == 1
+    assert len(sent["BLK_Rty_Get"]) == 2
+    assert len(sent["BLK_Rec_Unit"]) == 3
     assert len(sent["BLK_Act_Lst"]) == 3  # two lists and the deferred one
     assert len(sent["BLK_Part_Lst"]) == 3 + len(concurrent_sent)
 
@@ -154,15 +163,15 @@ def test_a_gateway_that_applies_without_answering_leaves_a_retry_nothing_to_dupl
         ledger.create_record_type(stack.mes_public_key, "Unit", UNIT_TYPE)
 
     with KafkaBlockchainHook() as hook:
-        error, elapsed = timed(lambda: hook.create_record("PU_PT10", "Unit", {"Status": "IDLE"}))
+        error, elapsed = timed(lambda: hook.create_record("PU_PT10", "Unit", "PT10", {"Status": "IDLE"}))
         assert elapsed < TIMEOUT + SLACK
-        assert error.topic == stack.topic("BLK_Rec")
+        assert error.topic == stack.topic("BLK_Rec_Unit")
         # the gateway applied it: a timeout says "no answer", never "not done"
         with stack.ledger() as ledger:
             assert ledger.record("PU_PT10")["properties"] == {"Status": "IDLE"}
 
         stack.server.faults = Faults()  # the gateway answers again
-        assert hook.create_record("PU_PT10", "Unit", {"Status": "IDLE"})  # identical: confirmed
+        assert hook.create_record("PU_PT10", "Unit", "PT10", {"Status": "IDLE"})  # identical: confirmed
         assert hook.get_record("PU_PT10")["properties"] == {"Status": "IDLE"}
 
     with stack.ledger() as ledger:

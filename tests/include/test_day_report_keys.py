@@ -18,6 +18,7 @@ from include.day_report_keys import (
     PRODUCTION_UNIT_RECORD_TYPE,
     SHIFTS,
     day_report_keys,
+    day_report_record_description,
     day_report_record_properties,
     flow_id,
     production_unit_dynamic_properties,
@@ -65,10 +66,10 @@ def test_the_28_keys_are_unique_ordered_and_labelled() -> None:
     assert len({key.record_id for key in keys}) == 28
     assert keys[0].record_id == "614f24586a93d2db8f59b323_101"
     assert keys[0].shift_label == "Turno A"
-    assert keys[0].indicator_label == "Disponibility"
+    assert keys[0].indicator_label == "Disponibilty"  # the sources' spelling
     assert keys[-1].record_id == "614f24586a93d2db8f59b323_407"
     assert keys[-1].shift_label == "Day Average"
-    assert keys[-1].indicator_label == "Production time"
+    assert keys[-1].indicator_label == "Production Time"
     assert [key.shift for key in keys[::7]] == ["A", "B", "C", "T"]
     assert [key.indicator for key in keys[:7]] == ["D", "P", "Q", "OEE", "MTBF", "MTTR", "ProductionTime"]
     suffixes = [key.record_id.rsplit("_", 1)[1] for key in keys]
@@ -158,17 +159,15 @@ def test_day_report_record_properties() -> None:
     report = _Report(values=values)
     key = day_report_keys(SOURCE_REPORT_ID)[9]  # B / Q
     props = day_report_record_properties(report, key)
-    assert props == {
-        "FlowId": "001_21_01_02_PT10",
-        "ReportId": SOURCE_REPORT_ID,
-        "ProductionUnit": "PT10",
-        "Date": "2021-01-11",
-        "Shift": "B",
-        "ShiftName": "Turno B",
-        "Indicator": "Q",
-        "IndicatorName": "Quality",
-        "Value": 0.59,
-    }
+    assert props == {"Value": 0.59}  # one property per indicator record, as the sources send it
+    assert day_report_record_description(report, key) == "001_21_01_02_PT10 Turno B Quality"
+    first, oee, last = (day_report_keys(SOURCE_REPORT_ID)[i] for i in (0, 3, 27))
+    assert day_report_record_description(report, first) == "001_21_01_02_PT10 Turno A Disponibilty"
+    assert (
+        day_report_record_description(report, oee)
+        == "001_21_01_02_PT10 Turno A Overall Equipment Effectiveness"
+    )
+    assert day_report_record_description(report, last) == "001_21_01_02_PT10 Day Average Production Time"
     declared = {p["name"] for p in DAY_REPORT_RECORD_PROPERTIES}
     assert set(props) == declared
     assert DAY_REPORT_RECORD_TYPE == "DayReportIndicator"

@@ -64,7 +64,9 @@ class ScriptedResponder:
             "BLK_Act_Lst",
             "BLK_Act_Ans",
             "BLK_Rty",
-            "BLK_Rec",
+            "BLK_Rty_Get",
+            "BLK_Rec_Get",
+            "BLK_Rec_ProductionUnit",
             "BLK_Agt",
         ),
     ) -> None:
@@ -80,10 +82,15 @@ class ScriptedResponder:
         self._consumer = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": "responder", "fetch.wait.max.ms": 1}
         )
+        self._bootstrap = bootstrap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> ScriptedResponder:
+        from gateway_sandbox.broker import ensure_topics
+
+        # a record topic (BLK_Rec_<record type>) is not among the prefix's default topics
+        ensure_topics(self._bootstrap, [self.prefix + name for name in self._topics])
         partitions = []
         for name in self._topics:
             topic = self.prefix + name

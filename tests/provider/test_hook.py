@@ -52,8 +52,11 @@ def paging_handler(items):
     return handler
 
 
+RT = "reporter-token-1"
+
+
 class Ledger:
-    """Just enough gateway state for the happy path of every request."""
+    """Just enough gateway state for the happy path of every request (PROTOCOL.md 3.3 messages)."""
 
     def __init__(self):
         self.record_types = {}
@@ -63,40 +66,42 @@ class Ledger:
         if topic == "BLK_Part_Lst":
             return {"data": [partner(1), partner(2, "ACCEPTED")][header["start"] :][: header["limit"]]}
         if topic == "BLK_Act_Lst":
-            return {"data": [{"abs_action_id": "64f605cc6f131e6c6f19a82a4b148f8a", "status": "OPEN"}]}
+            items = [{"abs_action_id": "64f605cc6f131e6c6f19a82a4b148f8a", "status": "OPEN"}]
+            return {"data": items[header["start"] :][: header["limit"]]}
         if topic in ("BLK_Part_Ans", "BLK_Act_Ans"):
             return {"message": f"{body['id']} {'ACCEPTED' if body['response'] else 'REJECTED'}"}
+        if topic == "BLK_Rty_Get":
+            found = self.record_types.get(body["name"])
+            return {"data": found} if found else {"error": f"record type {body['name']} not found"}
+        if topic == "BLK_Rec_Get":
+            found = self.records.get(body["record_id"])
+            return {"data": found} if found else {"error": f"record {body['record_id']} not found"}
         if topic == "BLK_Rty":
-            if body["action"] == "get":
-                found = self.record_types.get(body["name"])
-                return {"data": found} if found else {"error": f"record type {body['name']} not found"}
-            self.record_types[body["name"]] = {"name": body["name"], "properties": body["properties"]}
+            assert header["isRecord"] is False
+            self.record_types[body["name"]] = dict(body)
             return {"message": "record type created"}
-        if topic == "BLK_Rec":
-            action = body["action"]
-            if action == "get":
-                found = self.records.get(body["record_id"])
-                return {"data": found} if found else {"error": f"record {body['record_id']} not found"}
-            if action == "create":
+        if topic == "BLK_Rec_ProductionUnit":
+            values = {p["name"]: p["value"] for p in body["properties"]}
+            if header["isRecord"]:
                 self.records[body["record_id"]] = {
                     "record_id": body["record_id"],
                     "record_type": body["record_type"],
                     "owner": MES_PUBKEY,
-                    "reporters": [],
-                    "properties": dict(body["properties"]),
+                    "reporters": [ERP] if body["dynamic"] else [],
+                    "properties": values,
                     "transaction_ids": [TX],
                 }
+                if body["dynamic"]:
+                    return {"data": {"record_id": body["record_id"], "public_key": ERP, "token": RT}}
                 return {"message": "record created"}
-            record = self.records[body["record_id"]]
-            if action == "update":
-                record["properties"].update(body["properties"])
-                return {"message": "record updated"}
-            record["reporters"].append(body["reporter"])
-            return {"message": "reporter added"}
+            if header["auth"] != RT:
+                return {"error": "only the reporter updates"}
+            self.records[body["record_id"]]["properties"].update(values)
+            return {"message": "record updated"}
         if topic == "BLK_Agt":
             if body["action"] == "create":
-                return {"_auth": "agent-token-1", "data": {"public_key": ERP, "token": "agent-token-1"}}
-            return {"_auth": "agent-token-2", "data": {"token": "agent-token-2"}}
+                return {"_auth": ERP, "data": {"public_key": ERP, "token": "agent-token-1"}}
+            return {"_auth": MES_PUBKEY, "data": {"token": "agent-token-2"}}
         raise AssertionError(topic)
 
 
@@ -111,15 +116,26 @@ def test_happy_path_of_every_request(gateway_env):
             assert len(list(hook.iter_order_requests(page_size=5))) == 1
             assert hook.answer_order_request(PID, False) == f"{PID} REJECTED"
             assert hook.get_record_type("ProductionUnit") is None
-            props = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
-            assert hook.create_record_type("ProductionUnit", props) == "record type created"
+            props = [
+                {"name": "Code", "data_type": "STRING", "dynamic": False},
+                {"name": "Status", "data_type": "STRING", "dynamic": True},
+            ]
+            assert hook.create_record_type("ProductionUnit", "Units", props) == "record type created"
             assert hook.get_record_type("ProductionUnit")["properties"] == props
             assert hook.get_record("PU_PT10") is None
-            assert hook.create_record("PU_PT10", "ProductionUnit", {"Status": "IDLE"}) == "record created"
-            assert hook.update_record("PU_PT10", {"Status": "RUNNING"}) == "record updated"
-            assert hook.add_reporter("PU_PT10", ERP) == "reporter added"
-            assert hook.get_record("PU_PT10")["properties"] == {"Status": "RUNNING"}
-            assert hook.get_record("PU_PT10")["reporters"] == [ERP]
+            reporter = hook.create_dynamic_record(
+                "PU_PT10", "ProductionUnit", "Unit PT10", {"Code": "PT10", "Status": "IDLE"}, "p" * 43
+            )
+            assert (reporter.record_id, reporter.public_key, reporter.token) == ("PU_PT10", ERP, RT)
+            with pytest.raises(BlockchainGatewayError, match="only the reporter"):
+                hook.update_record("ProductionUnit", "PU_PT10", {"Status": "RUNNING"})  # master token
+            assert hook.update_record("ProductionUnit", "PU_PT10", {"Status": "RUNNING"}, token=RT) == (
+                "record updated"
+            )
+            assert hook.create_record("PU_PT11", "ProductionUnit", "Unit PT11", {"Code": "PT11"}) == (
+                "record created"
+            )
+            assert hook.get_record("PU_PT10")["properties"] == {"Code": "PT10", "Status": "RUNNING"}
             assert hook.create_agent("ERP", "a-long-password") == (ERP, "agent-token-1")
             assert hook.get_token() == "agent-token-2"
             outcome = hook.request("BLK_Part_Lst", header={"start": 1, "limit": 1})
@@ -137,10 +153,75 @@ def test_happy_path_of_every_request(gateway_env):
         assert first.key.decode() == first.header["request_id"]
         answer = next(s for s in responder.seen if s.topic == "BLK_Part_Ans")
         assert answer.body == {"id": PID, "response": 1}
+        # the record messages as PROTOCOL.md 3.3 gives them
+        rty = next(s for s in responder.seen if s.topic == "BLK_Rty")
+        assert rty.header == {
+            "auth": gateway_env.token,
+            "isRecord": False,
+            "request_id": rty.header["request_id"],
+        }
+        assert rty.body == {"name": "ProductionUnit", "description": "Units", "properties": props}
+        created, refused, updated, plain = (s for s in responder.seen if s.topic == "BLK_Rec_ProductionUnit")
+        assert (created.header["auth"], created.header["isRecord"]) == (gateway_env.token, True)
+        assert created.body == {
+            "record_id": "PU_PT10",
+            "record_type": "ProductionUnit",
+            "description": "Unit PT10",
+            "dynamic": True,
+            "password": "p" * 43,
+            "properties": [{"name": "Code", "value": "PT10"}, {"name": "Status", "value": "IDLE"}],
+        }
+        assert (updated.header["auth"], updated.header["isRecord"]) == (RT, False)
+        assert updated.body == {
+            "record_id": "PU_PT10",
+            "properties": [{"name": "Status", "value": "RUNNING"}],
+        }
+        assert (plain.body["dynamic"], plain.body["password"]) == (False, "")
+        assert refused.header["auth"] == gateway_env.token
         token_request = [s for s in responder.seen if s.topic == "BLK_Agt"][-1]
         assert token_request.header["public_key"] == MES_PUBKEY
         assert token_request.body == {"action": "token", "password": "agent-password-1234"}
         assert len({s.header["request_id"] for s in responder.seen}) == len(responder.seen)
+
+
+def test_agent_answers_match_by_request_id_and_an_error_is_an_error_not_a_timeout(gateway_env, monkeypatch):
+    set_connections(monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, timeout=20)
+
+    def handler(topic, header, body):
+        # the answer's auth is the agent's public key, never a token; it echoes request_id
+        if body["password"] == "agent-password-1234":
+            return {"_auth": MES_PUBKEY, "data": {"token": "fresh-token"}}
+        return {"_auth": MES_PUBKEY, "error": "unknown agent or wrong password"}
+
+    def noise(producer, topic, header):
+        # an answer with the right auth but another request id is not ours
+        producer.produce(
+            topic,
+            encode([{"auth": MES_PUBKEY, "request_id": "0" * 32}, {"data": {"token": "stolen"}}], "json"),
+        )
+        producer.flush(5)
+
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, handler, before=noise):
+        with KafkaBlockchainHook() as hook:
+            assert hook.get_token() == "fresh-token"
+            started = time.monotonic()
+            with pytest.raises(BlockchainGatewayError, match="wrong password") as refused:
+                hook.get_token(password="not-the-password-123")
+            assert not isinstance(refused.value, BlockchainTimeoutError)
+            assert time.monotonic() - started < 20  # answered, not waited out
+            assert "not-the-password-123" not in str(refused.value)
+
+
+def test_pages_capped_by_the_gateway_are_read_until_an_empty_page(gateway_env):
+    items = [partner(i) for i in range(12)]
+
+    def capped(topic, header, body):
+        return {"data": items[header["start"] : header["start"] + min(header["limit"], 5)]}
+
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, capped) as responder:
+        with KafkaBlockchainHook() as hook:
+            assert list(hook.iter_partner_requests(page_size=100)) == items
+    assert [s.header["start"] for s in responder.seen] == [0, 5, 10, 12]
 
 
 @pytest.mark.parametrize("encoding", ["json", "json-string", "python-literal"])
@@ -213,7 +294,7 @@ def test_empty_page_and_paging_across_three_pages(gateway_env):
         with KafkaBlockchainHook() as hook:
             assert list(hook.iter_partner_requests(page_size=100)) == items
             starts = [s.header["start"] for s in responder.seen]
-            assert starts == [0, 100, 200]
+            assert starts == [0, 100, 200, 250]  # the short page is not the end: the empty one is
             assert hook.list_partner_requests(start=250, limit=10) == []
 
     with ScriptedResponder(

@@ -16,7 +16,6 @@ from blockchain_provider.exceptions import (
     InvalidIdentifierError,
 )
 from blockchain_provider.operators import (
-    AddReporterOperator,
     AnswerOrderRequestOperator,
     AnswerPartnerRequestOperator,
     CreateRecordOperator,
@@ -28,12 +27,13 @@ from blockchain_provider.operators import (
 from blockchain_provider.triggers.await_response import AwaitResponseTrigger
 from tests.provider.conftest import set_connections
 from tests.provider.responder import ScriptedResponder
-from tests.provider.test_hook import ERP, PID, Ledger, paging_handler, partner
+from tests.provider.test_hook import PID, RT, Ledger, paging_handler, partner
 
 PROPS = [
     {"name": "Status", "data_type": "STRING", "dynamic": True},
     {"name": "Code", "data_type": "STRING", "dynamic": False},
 ]
+REPORTER_CONN = {"conn_type": "blockchain_token", "password": RT}
 
 
 def run_deferred(operator, context=None):
@@ -68,9 +68,12 @@ async def _first_event(trigger):
 
 @pytest.mark.broker
 @pytest.mark.parametrize("deferrable", [False, True])
-def test_every_operator(gateway_env, deferrable):
+def test_every_operator(gateway_env, deferrable, monkeypatch):
     gateway = Ledger()
     ops = dict(deferrable=deferrable)
+    # the reporter's own token connection, with the master's topics
+    master = json.loads(__import__("os").environ["AIRFLOW_CONN_BLOCKCHAIN_MASTER"])
+    monkeypatch.setenv("AIRFLOW_CONN_UNIT_REPORTER", json.dumps({**REPORTER_CONN, "extra": master["extra"]}))
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway):
         partners = run_deferred(ListPartnerRequestsOperator(task_id="lp", page_size=1, **ops))
         assert partners == [partner(1), partner(2, "ACCEPTED")]
@@ -81,25 +84,40 @@ def test_every_operator(gateway_env, deferrable):
         assert run_deferred(answer) == f"{PID} ACCEPTED"
         answer = AnswerOrderRequestOperator(task_id="ao", request_id=PID, decision="reject", **ops)
         assert run_deferred(answer) == f"{PID} REJECTED"
-        ensure = EnsureRecordTypeOperator(task_id="rt", name="ProductionUnit", properties=PROPS, **ops)
-        assert run_deferred(ensure) == {"name": "ProductionUnit", "properties": PROPS}
-        assert gateway.record_types["ProductionUnit"]["properties"] == PROPS
-        again = EnsureRecordTypeOperator(task_id="rt2", name="ProductionUnit", properties=PROPS, **ops)
-        assert run_deferred(again)["name"] == "ProductionUnit"
+        ensure = EnsureRecordTypeOperator(
+            task_id="rt", name="ProductionUnit", description="Units", properties=PROPS, **ops
+        )
+        assert run_deferred(ensure) == "record type created"
+        assert gateway.record_types["ProductionUnit"] == {
+            "name": "ProductionUnit",
+            "description": "Units",
+            "properties": PROPS,
+        }
         create = CreateRecordOperator(
             task_id="c",
             record_id="PU_PT10",
             record_type="ProductionUnit",
-            properties={"Status": "IDLE"},
+            description="Unit PT10",
+            properties={"Code": "PT10"},
             **ops,
         )
         assert run_deferred(create) == "record created"
-        update = UpdateRecordOperator(task_id="u", record_id="PU_PT10", properties={"Status": "RUN"}, **ops)
+        gateway.records["PU_PT10"]["reporters"] = ["reporter"]
+        update = UpdateRecordOperator(
+            task_id="u",
+            record_type="ProductionUnit",
+            record_id="PU_PT10",
+            properties={"Status": "RUN"},
+            token_conn_id="unit_reporter",
+            **ops,
+        )
         assert run_deferred(update) == "record updated"
-        add = AddReporterOperator(task_id="a", record_id="PU_PT10", reporter=ERP, **ops)
-        assert run_deferred(add) == "reporter added"
-    assert gateway.records["PU_PT10"]["properties"] == {"Status": "RUN"}
-    assert gateway.records["PU_PT10"]["reporters"] == [ERP]
+        as_master = UpdateRecordOperator(
+            task_id="m", record_type="ProductionUnit", record_id="PU_PT10", properties={"Status": "X"}, **ops
+        )
+        with pytest.raises(BlockchainGatewayError, match="only the reporter"):
+            run_deferred(as_master)
+    assert gateway.records["PU_PT10"]["properties"] == {"Code": "PT10", "Status": "RUN"}
 
 
 @pytest.mark.broker
@@ -108,7 +126,19 @@ def test_deferred_list_walks_three_pages(gateway_env):
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, paging_handler(items)) as responder:
         result = run_deferred(ListPartnerRequestsOperator(task_id="lp", page_size=100, deferrable=True))
     assert result == items
-    assert [s.header["start"] for s in responder.seen] == [0, 100, 200]
+    assert [s.header["start"] for s in responder.seen] == [0, 100, 200, 250]
+
+
+@pytest.mark.broker
+def test_list_operator_reads_capped_pages_to_the_empty_one(gateway_env):
+    items = [partner(i) for i in range(7)]
+
+    def capped(topic, header, body):
+        return {"data": items[header["start"] : header["start"] + min(header["limit"], 5)]}
+
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, capped) as responder:
+        assert run_deferred(ListPartnerRequestsOperator(task_id="lp", page_size=100)) == items
+    assert [s.header["start"] for s in responder.seen] == [0, 5, 7]
 
 
 @pytest.mark.broker
@@ -155,10 +185,12 @@ def test_arguments_are_checked_when_the_dag_is_parsed():
         AnswerOrderRequestOperator(task_id="x", request_id=PID, decision="maybe")
     with pytest.raises(InvalidIdentifierError, match="limit"):
         ListOrderRequestsOperator(task_id="x", page_size=0)
-    with pytest.raises(InvalidIdentifierError, match="reporter public key"):
-        AddReporterOperator(task_id="x", record_id="R", reporter="05")
     with pytest.raises(InvalidIdentifierError, match="data_type"):
-        EnsureRecordTypeOperator(task_id="x", name="T", properties=[{"name": "a", "data_type": "X"}])
+        EnsureRecordTypeOperator(
+            task_id="x", name="T", description="d", properties=[{"name": "a", "data_type": "X"}]
+        )
+    with pytest.raises(InvalidIdentifierError, match="cannot name a topic"):
+        UpdateRecordOperator(task_id="x", record_type="Get", record_id="R", properties={"a": 1})
     # templates are checked after rendering, in execute
     AnswerPartnerRequestOperator(task_id="x", request_id="{{ params.id }}", decision="{{ params.decision }}")
 

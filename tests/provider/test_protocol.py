@@ -159,11 +159,101 @@ def test_answer_and_record_bodies():
     pid = "9df8888dea6df991f86e0e61b2379e46"
     answer = protocol.envelope(protocol.answer_call(protocol.ORDER_ANSWER, pid, False), RID, TOKEN)
     assert json.loads(answer.encode())[1] == {"id": pid, "response": 0}
-    update = protocol.record_update_call("PU_PT10", {"Status": "RUNNING"})
-    assert (update.topic, dict(update.body)) == (
-        "BLK_Rec",
-        {"action": "update", "record_id": "PU_PT10", "properties": {"Status": "RUNNING"}},
+
+
+PROPS = [
+    {"name": "Code", "data_type": "STRING", "dynamic": False},
+    {"name": "Status", "data_type": "STRING", "dynamic": True},
+]
+
+
+def test_record_type_message_is_exactly_the_long_sources():
+    request = protocol.envelope(
+        protocol.record_type_create_call("ProductionUnit", "Units", PROPS), RID, TOKEN
     )
+    assert request.topic == "BLK_Rty"
+    assert json.loads(request.encode()) == [
+        {"auth": TOKEN, "isRecord": False, "request_id": RID},
+        {"name": "ProductionUnit", "description": "Units", "properties": PROPS},
+    ]
+
+
+def test_record_messages_are_exactly_the_long_sources():
+    indicator = protocol.record_create_call(
+        "614f24586a93d2db8f59b323_101", "DayReportIndicator", "d", {"Value": 0.9}
+    )
+    assert indicator.topic == "BLK_Rec_DayReportIndicator"
+    assert json.loads(protocol.envelope(indicator, RID, TOKEN).encode()) == [
+        {"auth": TOKEN, "isRecord": True, "request_id": RID},
+        {
+            "record_id": "614f24586a93d2db8f59b323_101",
+            "record_type": "DayReportIndicator",
+            "description": "d",
+            "dynamic": False,
+            "password": "",
+            "properties": [{"name": "Value", "value": 0.9}],
+        },
+    ]
+    unit = protocol.record_create_call(
+        "PU_PT10",
+        "ProductionUnit",
+        "PT10",
+        {"Code": "PT10", "Status": "IDLE"},
+        dynamic=True,
+        password="p" * 43,
+    )
+    assert unit.topic == "BLK_Rec_ProductionUnit"
+    header, body = json.loads(protocol.envelope(unit, RID, TOKEN).encode())
+    assert header == {"auth": TOKEN, "isRecord": True, "request_id": RID}
+    assert (body["dynamic"], body["password"]) == (True, "p" * 43)
+    assert body["properties"] == [{"name": "Code", "value": "PT10"}, {"name": "Status", "value": "IDLE"}]
+    assert "p" * 43 not in repr(unit) and "p" * 43 not in repr(protocol.envelope(unit, RID, TOKEN))
+    update = protocol.envelope(
+        protocol.record_update_call("ProductionUnit", "PU_PT10", {"Status": "RUNNING"}), RID, "RT"
+    )
+    assert update.topic == "BLK_Rec_ProductionUnit"
+    assert json.loads(update.encode()) == [
+        {"auth": "RT", "isRecord": False, "request_id": RID},
+        {"record_id": "PU_PT10", "properties": [{"name": "Status", "value": "RUNNING"}]},
+    ]
+
+
+def test_reads_go_on_their_own_topics():
+    assert json.loads(protocol.envelope(protocol.record_type_get_call("T"), RID, TOKEN).encode()) == [
+        {"auth": TOKEN, "request_id": RID},
+        {"name": "T"},
+    ]
+    assert protocol.record_type_get_call("T").topic == "BLK_Rty_Get"
+    assert protocol.record_get_call("R1").topic == "BLK_Rec_Get"
+    assert dict(protocol.record_get_call("R1").body) == {"record_id": "R1"}
+
+
+def test_record_topics_follow_the_base_topics_override():
+    topics = protocol.TopicMap({"BLK_Rec": "p_BLK_Rec", "BLK_Rec_ProductionUnit": "units"})
+    assert topics["BLK_Rec_DayReportIndicator"] == "p_BLK_Rec_DayReportIndicator"
+    assert topics["BLK_Rec_ProductionUnit"] == "units"
+    assert protocol.TopicMap()["BLK_Rec_DayReportIndicator"] == "BLK_Rec_DayReportIndicator"
+    with pytest.raises(InvalidIdentifierError, match="Get"):
+        protocol.record_topic("Get")
+
+
+def test_reporter_answer_is_read_and_its_token_hidden():
+    pk = "02" + "ab" * 32
+    reporter = protocol.reporter_from_answer(
+        {"record_id": "PU_PT10", "public_key": pk, "token": "RT"}, "PU_PT10"
+    )
+    assert (reporter.public_key, reporter.token) == (pk, "RT")
+    assert "RT" not in repr(reporter)
+    with pytest.raises(MalformedResponseError, match="no reporter token"):
+        protocol.reporter_from_answer({"public_key": pk}, "PU_PT10")
+    with pytest.raises(InvalidIdentifierError, match="reporter public key"):
+        protocol.reporter_from_answer({"public_key": "x", "token": "RT"}, "PU_PT10")
+
+
+def test_paging_stops_at_an_empty_page_only():
+    assert protocol.next_start(0, 5) == 5
+    assert protocol.next_start(5, 3) == 8  # a short page is not the end
+    assert protocol.next_start(8, 0) is None
 
 
 def test_agent_requests_carry_no_auth():
@@ -185,10 +275,23 @@ def test_agent_requests_carry_no_auth():
         (lambda: protocol.answer_call(protocol.ORDER_ANSWER, "ab" * 16, "yes"), "decision"),
         (lambda: protocol.list_call(protocol.ORDER_LIST, -1, 10), "start"),
         (lambda: protocol.list_call(protocol.ORDER_LIST, 0, 0), "limit"),
-        (lambda: protocol.record_add_reporter_call("R1", "04" + "a" * 64), "reporter public key"),
-        (lambda: protocol.record_type_create_call("T", [{"name": "a", "data_type": "DATE"}]), "data_type"),
-        (lambda: protocol.record_create_call("R 1", "T", {"a": 1}), "record id"),
-        (lambda: protocol.record_update_call("R1", {"a": [1]}), "property 'a'"),
+        (
+            lambda: protocol.record_type_create_call("T", "d", [{"name": "a", "data_type": "DATE"}]),
+            "data_type",
+        ),
+        (
+            lambda: protocol.record_type_create_call("T", "", [{"name": "a", "data_type": "STRING"}]),
+            "description",
+        ),
+        (lambda: protocol.record_create_call("R 1", "T", "d", {"a": 1}), "record id"),
+        (
+            lambda: protocol.record_create_call("R1", "T", "d", {"a": 1}, dynamic=True, password="short"),
+            "password",
+        ),
+        (lambda: protocol.record_create_call("R1", "T", "d", {"a": 1}, password="x" * 20), "password"),
+        (lambda: protocol.record_create_call("R1", "T:x", "d", {"a": 1}), "cannot name a topic"),
+        (lambda: protocol.record_update_call("T", "R1", {"a": [1]}), "property 'a'"),
+        (lambda: protocol.Call("BLK_Rec"), "request topic"),
         (lambda: protocol.agent_create_call("MES", "short"), "password"),
         (lambda: protocol.Call("BLK_Res"), "request topic"),
         (lambda: protocol.Call("BLK_Part_Lst", {"auth": "x"}), "auth"),

@@ -87,6 +87,7 @@ class BlkClient:
 
     def __init__(self, bootstrap: str, prefix: str, *, encoding: str = "python-literal") -> None:
         self.topics = prefixed_topics(prefix)
+        self.prefix = prefix
         self.encoding = encoding
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
         self.consumer = Consumer(
@@ -134,8 +135,12 @@ class BlkClient:
             if body is not None:
                 envelope.append(body)
             raw = json.dumps(envelope).encode()
+        # a record topic (BLK_Rec_<record type>) carries the same prefix
         self.producer.produce(
-            self.topics[topic], value=raw, key=rid.encode(), headers=[("blk-request-id", rid.encode())]
+            self.topics.get(topic, self.prefix + topic),
+            value=raw,
+            key=rid.encode(),
+            headers=[("blk-request-id", rid.encode())],
         )
         if flush:
             self.producer.flush(10)

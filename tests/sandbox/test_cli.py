@@ -99,7 +99,7 @@ def test_serve_logs_each_request_without_secrets_and_stops_on_sigterm(
         token2 = fresh.outcome["data"]["token"]
         listed = client.request("BLK_Part_Lst", {"auth": token2, "start": 0, "limit": 10})
         assert listed.outcome == {"data": []}
-        wrong = client.request("BLK_Rec", {"auth": token + "x"}, {"action": "get", "record_id": "R"})
+        wrong = client.request("BLK_Rec_Get", {"auth": token + "x"}, {"record_id": "R"})
         assert wrong.outcome == {"error": "unknown token"}
         server.wait_for_line(wrong.header["request_id"])
 

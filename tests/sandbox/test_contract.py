@@ -20,7 +20,16 @@ PUBLIC_KEY = re.compile(r"^0[23][0-9a-f]{64}$")
 TXID = re.compile(r"^[0-9a-f]{128}$")
 ITEM_ID = re.compile(r"^[0-9a-f]{32}$")
 
-REQUEST_TOPICS = ("BLK_Part_Lst", "BLK_Part_Ans", "BLK_Act_Lst", "BLK_Act_Ans", "BLK_Rty", "BLK_Rec")
+REQUEST_TOPICS = (
+    "BLK_Part_Lst",
+    "BLK_Part_Ans",
+    "BLK_Act_Lst",
+    "BLK_Act_Ans",
+    "BLK_Rty",
+    "BLK_Rty_Get",
+    "BLK_Rec_Get",
+    "BLK_Rec_ProductionUnit",
+)
 
 
 def _partners(ledger: Ledger, mes_pk: str, count: int, accept: bool | None = None) -> list[tuple[str, str]]:
@@ -46,7 +55,8 @@ def test_agent_create_then_token_echoes_request_id_even_without_echo(make_server
     created = client.response_to(rid)
     data = created.outcome["data"]
     assert PUBLIC_KEY.match(data["public_key"])
-    assert created.header == {"auth": data["token"], "public_key": data["public_key"], "request_id": rid}
+    # no token in the header: an agent answer is matched by request_id, the token is only in data
+    assert created.header == {"auth": data["public_key"], "public_key": data["public_key"], "request_id": rid}
     assert ledger.agent_for_token(data["token"]) == data["public_key"]
     assert ledger.agent(data["public_key"])["name"] == "MES plant 1"
 
@@ -56,8 +66,12 @@ def test_agent_create_then_token_echoes_request_id_even_without_echo(make_server
     fresh = client.response_to(rid)
     token = fresh.outcome["data"]["token"]
     assert token != data["token"]
-    assert fresh.header == {"auth": token, "public_key": data["public_key"], "request_id": rid}
+    assert fresh.header == {"auth": data["public_key"], "public_key": data["public_key"], "request_id": rid}
     assert ledger.agent_for_token(token) == data["public_key"]
+    # the fresh token revokes the earlier one
+    assert ledger.agent_for_token(data["token"]) is None
+    client.send("BLK_Part_Lst", {"auth": data["token"]})
+    assert client.next_for_token(data["token"]).outcome == {"error": "unknown token"}
 
     # the fresh token works on the other topics
     client.send("BLK_Part_Lst", {"auth": token})
@@ -99,6 +113,11 @@ def test_agent_errors(make_server, make_client, ledger, mes):
     ):
         answer = client.response_to(client.send("BLK_Agt", {}, body))
         assert expected in answer.outcome["error"]
+    # a malformed agent request with a readable request id is answered, not left to time out
+    rid = client.send("BLK_Agt", raw=b'{"request_id": "x"}', request_id="c" * 32)
+    malformed = client.response_to(rid)
+    assert malformed.header == {"auth": "anonymous", "request_id": rid}
+    assert malformed.outcome["error"].startswith("malformed request")
     assert len(ledger.agents()) == 1
 
 
@@ -265,7 +284,7 @@ def test_orders_only_from_accepted_partners(ledger, mes):
     assert ledger.orders() == []
 
 
-# ---- record types and records ------------------------------------------------------------------
+# ---- record types and records (PROTOCOL.md 3.3) ---------------------------------------------------
 
 UNIT_TYPE = [
     {"name": "Code", "data_type": "STRING", "dynamic": False},
@@ -274,132 +293,187 @@ UNIT_TYPE = [
     {"name": "Capacity", "data_type": "NUMBER", "dynamic": False},
     {"name": "Active", "data_type": "BOOLEAN", "dynamic": True},
 ]
+REPORTER_PASSWORD = "reporter-password-0123456789"
 
 
-def test_record_types_get_and_create(make_server, make_client, mes):
+def _values(values: dict) -> list[dict]:
+    return [{"name": name, "value": value} for name, value in values.items()]
+
+
+def test_record_types_create_and_read(make_server, make_client, mes):
     _, token = mes
-    make_server(echo=True)
+    server = make_server(echo=True)
     client = make_client()
+    header = {"auth": token, "isRecord": False}
+    body = {"name": "ProductionUnit", "description": "Units of the plant", "properties": UNIT_TYPE}
 
-    missing = client.request("BLK_Rty", {"auth": token}, {"action": "get", "name": "ProductionUnit"})
+    missing = client.request("BLK_Rty_Get", {"auth": token}, {"name": "ProductionUnit"})
     assert missing.outcome == {"error": "record type ProductionUnit not found"}
-    created = client.request(
-        "BLK_Rty", {"auth": token}, {"action": "create", "name": "ProductionUnit", "properties": UNIT_TYPE}
-    )
-    assert created.outcome == {"message": "record type ProductionUnit created"}
-    got = client.request("BLK_Rty", {"auth": token}, {"action": "get", "name": "ProductionUnit"})
-    assert got.outcome == {"data": {"name": "ProductionUnit", "properties": UNIT_TYPE}}
-    again = client.request(
-        "BLK_Rty", {"auth": token}, {"action": "create", "name": "ProductionUnit", "properties": UNIT_TYPE}
-    )
-    assert again.outcome == {"error": "record type ProductionUnit exists"}
+    assert client.request("BLK_Rty", header, body).outcome == {
+        "message": "record type ProductionUnit created"
+    }
+    # its records' topic exists (and is read) before the answer is sent
+    assert client.prefix + "BLK_Rec_ProductionUnit" in client.consumer.list_topics(timeout=10).topics
+    got = client.request("BLK_Rty_Get", {"auth": token}, {"name": "ProductionUnit"})
+    assert got.outcome == {"data": body}
+    again = client.request("BLK_Rty", header, body)
+    assert again.outcome == {"message": "record type ProductionUnit exists with identical values"}
+    other = client.request("BLK_Rty", header, {**body, "description": "other"})
+    assert other.outcome == {"error": "record type ProductionUnit exists with different values"}
 
-    for body, text in (
-        ({"action": "create", "name": "T1", "properties": []}, "non-empty list of properties"),
+    for request_header, request_body, text in (
+        (header, {**body, "name": "T1", "properties": []}, "non-empty list of properties"),
         (
-            {"action": "create", "name": "T2", "properties": [{"name": "a", "data_type": "DATE"}]},
+            header,
+            {**body, "name": "T2", "properties": [{"name": "a", "data_type": "DATE"}]},
             "invalid data_type",
         ),
         (
-            {"action": "create", "name": "T3", "properties": [{"name": "a", "data_type": "STRING"}] * 2},
+            header,
+            {**body, "name": "T3", "properties": [{"name": "a", "data_type": "STRING"}] * 2},
             "declared twice",
         ),
-        ({"action": "create", "name": "bad name!", "properties": UNIT_TYPE}, "invalid record type name"),
-        ({"action": "remove", "name": "T4"}, "unknown action 'remove' on BLK_Rty"),
-        ({"name": "T5"}, "unknown action"),
+        (header, {**body, "name": "bad name!"}, "invalid record type name"),
+        (header, {"name": "T4", "properties": UNIT_TYPE}, "description"),
+        ({"auth": token, "isRecord": True}, {**body, "name": "T5"}, "isRecord false"),
+        ({"auth": token}, {**body, "name": "T6"}, "isRecord"),
     ):
-        answer = client.request("BLK_Rty", {"auth": token}, body)
+        answer = client.request("BLK_Rty", request_header, request_body)
         assert text in answer.outcome["error"], answer.outcome
+    assert server.ledger is not None
 
 
-def test_records_create_get_update_and_reporters(make_server, make_client, ledger, mes):
+def test_dynamic_record_creates_its_reporter_who_alone_updates_it(make_server, make_client, ledger, mes):
     mes_pk, token = mes
-    reporter_pk, reporter_token = ledger.create_agent("Line reporter", MES_PASSWORD)
     stranger_pk, stranger_token = ledger.create_agent("Stranger", MES_PASSWORD)
-    ledger.create_record_type(mes_pk, "ProductionUnit", UNIT_TYPE)
+    ledger.create_record_type(mes_pk, "ProductionUnit", UNIT_TYPE, "Units")
     make_server(echo=True)
     client = make_client()
-
-    def rec(auth: str, body: dict) -> dict:
-        return client.request("BLK_Rec", {"auth": auth}, body).outcome
+    topic = "BLK_Rec_ProductionUnit"
 
     values = {"Code": "PT10", "Capacity": 12.5, "Status": "idle", "Active": True}
-    create = {"action": "create", "record_id": "PT10", "record_type": "ProductionUnit", "properties": values}
-    assert rec(token, create) == {"message": "record PT10 created"}
-    assert rec(token, create) == {"message": "record PT10 exists with identical values"}
-    assert rec(token, {**create, "properties": {**values, "Capacity": 13}}) == {
-        "error": "record PT10 exists with different values"
+    create = {
+        "record_id": "PU_PT10",
+        "record_type": "ProductionUnit",
+        "description": "Production unit PT10 Press line 10",
+        "dynamic": True,
+        "password": REPORTER_PASSWORD,
+        "properties": _values(values),
     }
-    got = rec(token, {"action": "get", "record_id": "PT10"})["data"]
-    assert got["record_id"] == "PT10" and got["record_type"] == "ProductionUnit"
-    assert got["owner"] == mes_pk and got["reporters"] == []
-    assert got["properties"] == values
-    assert len(got["transaction_ids"]) == 1 and TXID.match(got["transaction_ids"][0])
-    assert rec(token, {"action": "get", "record_id": "PT99"}) == {"error": "record PT99 not found"}
+    created = client.request(topic, {"auth": token, "isRecord": True}, create)
+    data = created.outcome["data"]
+    assert set(data) == {"record_id", "public_key", "token"} and data["record_id"] == "PU_PT10"
+    reporter_pk, reporter_token = data["public_key"], data["token"]
+    assert PUBLIC_KEY.match(reporter_pk) and reporter_pk != mes_pk
+    assert created.header["auth"] == token  # addressed to the creator
+    assert ledger.agent_for_token(reporter_token) == reporter_pk
+    assert ledger.check_password(reporter_pk, REPORTER_PASSWORD)
 
-    assert rec(token, {"action": "update", "record_id": "PT10", "properties": {"Status": "running"}}) == {
-        "message": "record PT10 updated"
-    }
-    assert (
-        "not dynamic"
-        in rec(token, {"action": "update", "record_id": "PT10", "properties": {"Code": "X"}})["error"]
-    )
-    assert (
-        "is a BOOLEAN"
-        in rec(token, {"action": "update", "record_id": "PT10", "properties": {"Active": "yes"}})["error"]
-    )
-    assert (
-        "has no property"
-        in rec(token, {"action": "update", "record_id": "PT10", "properties": {"Colour": "r"}})["error"]
-    )
-    update = {"action": "update", "record_id": "PT10", "properties": {"ProcessName": "milling"}}
-    assert "neither the owner nor an authorised reporter" in rec(reporter_token, update)["error"]
+    got = client.request("BLK_Rec_Get", {"auth": token}, {"record_id": "PU_PT10"}).outcome["data"]
+    assert set(got) == {"record_id", "record_type", "owner", "reporters", "properties", "transaction_ids"}
+    assert (got["owner"], got["reporters"], got["properties"]) == (mes_pk, [reporter_pk], values)
 
-    add = {"action": "add_reporter", "record_id": "PT10", "reporter": reporter_pk}
-    assert "only the owner" in rec(stranger_token, add)["error"]
-    assert rec(token, add)["message"].startswith("reporter ")
-    assert "already authorised" in rec(token, add)["message"]  # idempotent
-    assert rec(reporter_token, update) == {"message": "record PT10 updated"}
-    assert "only the owner" in rec(reporter_token, {**add, "reporter": stranger_pk})["error"]
-    assert "reporter" in rec(token, {**add, "reporter": "02" + "00" * 32})["error"]  # unknown agent
+    def update(auth: str, properties: dict, record_id: str = "PU_PT10") -> dict:
+        body = {"record_id": record_id, "properties": _values(properties)}
+        return client.request(topic, {"auth": auth, "isRecord": False}, body).outcome
 
-    got = rec(token, {"action": "get", "record_id": "PT10"})["data"]
-    assert got["properties"] == {**values, "Status": "running", "ProcessName": "milling"}
-    assert got["reporters"] == [reporter_pk]
-    assert len(got["transaction_ids"]) == 4  # create, update, add_reporter, reporter's update
+    assert update(reporter_token, {"Status": "running"}) == {"message": "record PU_PT10 updated"}
+    assert "neither the reporter nor the owner" in update(stranger_token, {"Status": "stolen"})["error"]
+    assert update(token, {"ProcessName": "milling"}) == {"message": "record PU_PT10 updated"}  # the owner may
+    assert "not dynamic" in update(reporter_token, {"Code": "X"})["error"]
+    assert "is a BOOLEAN" in update(reporter_token, {"Active": "yes"})["error"]
+    assert "has no property" in update(reporter_token, {"Colour": "r"})["error"]
+    assert update(reporter_token, {"Status": "x"}, "PU_PT99") == {"error": "record PU_PT99 not found"}
 
-    for body, text in (
-        ({**create, "record_id": "PT11", "record_type": "Nope"}, "record type Nope not found"),
-        (
-            {**create, "record_id": "PT11", "properties": {"Status": "idle"}},
-            "lacks the non-dynamic properties",
-        ),
-        ({**create, "record_id": "PT11", "properties": {**values, "Capacity": "big"}}, "is a NUMBER"),
-        ({**create, "record_id": "PT11", "properties": {**values, "Capacity": True}}, "is a NUMBER"),
-        ({**create, "record_id": "PT11", "properties": {}}, "non-empty object"),
-        ({**create, "record_id": "PT 11"}, "invalid record id"),
-        ({"action": "update", "record_id": "PT12", "properties": {"Status": "x"}}, "record PT12 not found"),
-        ({"action": "destroy", "record_id": "PT10"}, "unknown action 'destroy' on BLK_Rec"),
+    # the same creation with the same password answers the same reporter, with a fresh token
+    again = client.request(topic, {"auth": token, "isRecord": True}, create).outcome["data"]
+    assert again["public_key"] == reporter_pk and again["token"] != reporter_token
+    assert "unknown token" in update(reporter_token, {"Status": "old token"})["error"]
+    assert update(again["token"], {"Status": "new token"}) == {"message": "record PU_PT10 updated"}
+    for changed in (
+        {**create, "password": "another-password-0123"},
+        {**create, "dynamic": False, "password": ""},
     ):
-        assert text in rec(token, body)["error"]
-    assert ledger.count_records() == 1
-    assert not ledger.verify()
+        refused = client.request(topic, {"auth": token, "isRecord": True}, changed).outcome
+        assert refused == {"error": "record PU_PT10 exists with different values"}
+
+    got = client.request("BLK_Rec_Get", {"auth": token}, {"record_id": "PU_PT10"}).outcome["data"]
+    assert got["properties"] == {**values, "Status": "new token", "ProcessName": "milling"}
+    assert len(got["transaction_ids"]) == 4  # create, reporter's update, owner's update, reporter's update
+    assert [a["public_key"] for a in ledger.agents()] == [mes_pk, stranger_pk, reporter_pk]
+    assert ledger.verify() == []
+
+
+def test_record_creation_errors(make_server, make_client, ledger, mes):
+    mes_pk, token = mes
+    ledger.create_record_type(mes_pk, "ProductionUnit", UNIT_TYPE, "Units")
+    make_server(echo=True)
+    client = make_client()
+    values = {"Code": "PT11", "Capacity": 1, "Status": "idle", "Active": True}
+    create = {
+        "record_id": "PU_PT11",
+        "record_type": "ProductionUnit",
+        "description": "d",
+        "dynamic": False,
+        "password": "",
+        "properties": _values(values),
+    }
+    header = {"auth": token, "isRecord": True}
+    for topic, body, text in (
+        ("BLK_Rec_Nope", {**create, "record_type": "Nope"}, "record type Nope not found"),
+        (
+            "BLK_Rec_ProductionUnit",
+            {**create, "record_type": "Other"},
+            "this topic serves record type ProductionUnit",
+        ),
+        (
+            "BLK_Rec_ProductionUnit",
+            {**create, "properties": _values({"Status": "idle"})},
+            "lacks the non-dynamic",
+        ),
+        (
+            "BLK_Rec_ProductionUnit",
+            {**create, "properties": _values({**values, "Capacity": "big"})},
+            "is a NUMBER",
+        ),
+        ("BLK_Rec_ProductionUnit", {**create, "properties": []}, "non-empty list"),
+        (
+            "BLK_Rec_ProductionUnit",
+            {**create, "properties": _values({"Colour": "r", **values})},
+            "has no property",
+        ),
+        ("BLK_Rec_ProductionUnit", {**create, "properties": {"Code": "x"}}, "list of {name, value}"),
+        ("BLK_Rec_ProductionUnit", {**create, "record_id": "PU 11"}, "invalid record id"),
+        ("BLK_Rec_ProductionUnit", {**create, "password": "x" * 20}, "password must be empty"),
+        ("BLK_Rec_ProductionUnit", {**create, "dynamic": "yes"}, "dynamic: true or false"),
+        ("BLK_Rec_ProductionUnit", {**create, "dynamic": True, "password": ""}, "reporter's password"),
+        ("BLK_Rec", create, "records travel on BLK_Rec_<record type>"),
+    ):
+        answer = client.request(topic, header, body)
+        assert text in answer.outcome["error"], (topic, answer.outcome)
+    no_flag = client.request("BLK_Rec_ProductionUnit", {"auth": token}, create)
+    assert "isRecord" in no_flag.outcome["error"]
+    assert client.request("BLK_Rec_Get", {"auth": token}, {"record_id": "PU_PT11"}).outcome == {
+        "error": "record PU_PT11 not found"
+    }
+    assert ledger.count_records() == 0
+    assert ledger.record_type("Nope") is None
 
 
 def test_day_report_records_are_final_and_idempotent(make_server, make_client, ledger, mes):
-    """The day-report flow: 28 non-dynamic records, re-run without creating anything twice."""
-    mes_pk, token = mes
-    ledger.create_record_type(
-        mes_pk,
-        "DayReportIndicator",
-        [
-            {"name": "flow_id", "data_type": "STRING", "dynamic": False},
-            {"name": "value", "data_type": "NUMBER", "dynamic": False},
-            {"name": "label", "data_type": "STRING", "dynamic": False},
-        ],
-    )
+    """The day-report flow: 28 non-dynamic records of one property each, re-run without creating
+    anything twice."""
+    _, token = mes
     make_server(echo=True)
     client = make_client()
+    rtype = {
+        "name": "DayReportIndicator",
+        "description": "One indicator",
+        "properties": [{"name": "Value", "data_type": "NUMBER", "dynamic": False}],
+    }
+    assert (
+        "created" in client.request("BLK_Rty", {"auth": token, "isRecord": False}, rtype).outcome["message"]
+    )
     ids = [
         f"614f24586a93d2db8f59b323_{shift}{indicator:02d}"
         for shift in range(1, 5)
@@ -408,13 +482,15 @@ def test_day_report_records_are_final_and_idempotent(make_server, make_client, l
     for run in range(2):
         sent = {
             client.send(
-                "BLK_Rec",
-                {"auth": token},
+                "BLK_Rec_DayReportIndicator",
+                {"auth": token, "isRecord": True},
                 {
-                    "action": "create",
                     "record_id": record_id,
                     "record_type": "DayReportIndicator",
-                    "properties": {"flow_id": "001_21_01_02_PT10", "value": 0.5 + i, "label": "Turno A"},
+                    "description": "001_21_01_02_PT10 Turno A Disponibilty",
+                    "dynamic": False,
+                    "password": "",
+                    "properties": [{"name": "Value", "value": 0.5 + i}],
                 },
                 flush=False,
             ): record_id
@@ -425,8 +501,26 @@ def test_day_report_records_are_final_and_idempotent(make_server, make_client, l
         expected = "created" if run == 0 else "exists with identical values"
         assert messages == {f"record {record_id} {expected}" for record_id in ids}
     assert ledger.count_records("DayReportIndicator") == 28
-    update = {"action": "update", "record_id": ids[0], "properties": {"value": 1}}
-    assert "not dynamic" in client.request("BLK_Rec", {"auth": token}, update).outcome["error"]
+    update = {"record_id": ids[0], "properties": [{"name": "Value", "value": 1}]}
+    refused = client.request("BLK_Rec_DayReportIndicator", {"auth": token, "isRecord": False}, update)
+    assert "not dynamic" in refused.outcome["error"]
+
+
+def test_pages_capped_by_the_gateway_are_read_to_the_empty_page(make_server, make_client, ledger, mes):
+    mes_pk, token = mes
+    made = _partners(ledger, mes_pk, 12)
+    make_server(echo=True, page_cap=5)
+    client = make_client()
+    start, sizes, listed = 0, [], []
+    while True:
+        page = client.request("BLK_Part_Lst", {"auth": token, "start": start, "limit": 10}).outcome["data"]
+        sizes.append(len(page))
+        listed += page
+        if not page:
+            break
+        start += len(page)
+    assert sizes == [5, 5, 2, 0]
+    assert [item["partner_request_id"] for item in listed] == [item for _, item in made]
 
 
 # ---- tokens and malformed requests ---------------------------------------------------------------
@@ -434,13 +528,16 @@ def test_day_report_records_are_final_and_idempotent(make_server, make_client, l
 
 @pytest.mark.parametrize("echo", [False, True])
 def test_unknown_token_gets_an_error_on_every_topic(make_server, make_client, ledger, mes, echo):
+    ledger.create_record_type(mes[0], "ProductionUnit", UNIT_TYPE, "Units")  # its topic is served
     make_server(echo=echo)
     client = make_client()
     bodies = {
         "BLK_Part_Ans": {"id": "a" * 32, "response": 1},
         "BLK_Act_Ans": {"id": "a" * 32, "response": 1},
-        "BLK_Rty": {"action": "get", "name": "X"},
-        "BLK_Rec": {"action": "get", "record_id": "X"},
+        "BLK_Rty": {"name": "X", "description": "x", "properties": []},
+        "BLK_Rty_Get": {"name": "X"},
+        "BLK_Rec_Get": {"record_id": "X"},
+        "BLK_Rec_ProductionUnit": {"record_id": "X", "properties": [{"name": "Status", "value": "x"}]},
     }
     blocks_before = len(ledger.blocks())
     for topic in REQUEST_TOPICS:
@@ -507,7 +604,7 @@ def test_both_encodings(make_server, make_client, ledger, mes, encoding):
     make_server(encoding=encoding, echo=True)
     client = make_client(encoding)
 
-    rid = client.send("BLK_Rec", {"auth": token}, {"action": "get", "record_id": "F1"})
+    rid = client.send("BLK_Rec_Get", {"auth": token}, {"record_id": "F1"})
     raw = client.response_to(rid)
     outer = json.loads(raw.value)
     if encoding == "python-literal":

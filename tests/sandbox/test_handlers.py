@@ -25,7 +25,8 @@ json_values = st.recursive(
     max_leaves=12,
 )
 keys = st.sampled_from(["action", "id", "response", "name", "properties", "record_id", "record_type", "reporter",
-                        "password", "start", "limit", "auth", "public_key"])  # fmt: skip
+                        "password", "start", "limit", "auth", "public_key", "isRecord", "description",
+                        "dynamic"])  # fmt: skip
 bodies = st.dictionaries(keys, json_values, max_size=5) | json_values
 
 
@@ -39,7 +40,7 @@ def prepared(ledger: Ledger, mes: tuple[str, str]) -> tuple[Ledger, str]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    topic=st.sampled_from(wire.REQUEST_TOPICS),
+    topic=st.sampled_from([*wire.REQUEST_TOPICS, "BLK_Rec_Unit", "BLK_Rec_Nope"]),
     with_token=st.booleans(),
     header=st.dictionaries(keys, json_values, max_size=3),
     body=bodies,

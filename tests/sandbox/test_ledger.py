@@ -18,6 +18,8 @@ from gateway_sandbox.faults import FaultInjector, Faults
 from gateway_sandbox.ledger import Ledger, LedgerError
 from tests.sandbox.conftest import ERP_PASSWORD, MES_PASSWORD
 
+REPORTER_PASSWORD = "reporter-password-0123456789"
+
 
 def _tamper(db_path: str, sql: str, params: tuple = ()) -> None:
     conn = sqlite3.connect(db_path)
@@ -37,10 +39,15 @@ def busy(ledger: Ledger, mes: tuple[str, str]) -> dict[str, str]:
     order = ledger.create_order(erp, mes_pk, "production", "wheels", {"Part": "wheel"})
     ledger.answer_order(mes_pk, order, False)
     ledger.create_record_type(mes_pk, "Unit", [{"name": "Status", "data_type": "STRING", "dynamic": True}])
-    ledger.create_record(mes_pk, "PT10", "Unit", {"Status": "idle"})
-    ledger.add_reporter(mes_pk, "PT10", erp)
-    ledger.update_record(erp, "PT10", {"Status": "running"})
-    return {"mes": mes_pk, "erp": erp, "partner_request": partner_request, "order": order}
+    reporter, _ = ledger.create_dynamic_record(mes_pk, "PT10", "Unit", {"Status": "idle"}, REPORTER_PASSWORD)
+    ledger.update_record(reporter, "PT10", {"Status": "running"})
+    return {
+        "mes": mes_pk,
+        "erp": erp,
+        "reporter": reporter,
+        "partner_request": partner_request,
+        "order": order,
+    }
 
 
 def test_agents_are_secp256k1_keys_with_hashed_secrets(ledger, db_path):
@@ -50,7 +57,7 @@ def test_agents_are_secp256k1_keys_with_hashed_secrets(ledger, db_path):
     assert ledger.agent_for_token("not-a-token") is None
     second = ledger.issue_token(public_key, MES_PASSWORD)
     assert second != token and ledger.agent_for_token(second) == public_key
-    assert ledger.agent_for_token(token) == public_key  # earlier tokens stay valid
+    assert ledger.agent_for_token(token) is None  # a fresh token revokes the earlier ones
     with pytest.raises(LedgerError, match="unknown agent or wrong password"):
         ledger.issue_token(public_key, "wrong password")
     with pytest.raises(LedgerError, match="unknown agent or wrong password"):
@@ -69,15 +76,15 @@ def test_agents_are_secp256k1_keys_with_hashed_secrets(ledger, db_path):
     (private_hex,) = conn.execute("SELECT private_key FROM agent_secrets").fetchone()
     assert PrivateKey.from_hex(private_hex).public_key.format().hex() == public_key
     hashes = {row[0] for row in conn.execute("SELECT token_hash FROM tokens")}
-    assert hashes == {crypto.token_hash(token), crypto.token_hash(second)}
+    assert hashes == {crypto.token_hash(second)}
     conn.close()
 
 
 def test_every_state_change_is_a_signed_transaction_in_a_hash_chain(ledger, busy):
     blocks = ledger.blocks()
-    assert (
-        len(blocks) == 10
-    )  # one per call: 2 agents, request, answer, order, answer, type, record, reporter, update
+    # one per call: 2 agents, request, answer, order, answer, type, record with its reporter, update
+    assert len(blocks) == 9
+    assert [tx["op"] for tx in blocks[7]["transactions"]] == ["agent.create", "record.create"]
     previous = crypto.GENESIS_HASH
     for block in blocks:
         assert block["prev_hash"] == previous
@@ -94,7 +101,7 @@ def test_every_state_change_is_a_signed_transaction_in_a_hash_chain(ledger, busy
     ]
     assert ops == [("partner_request.create", busy["erp"]), ("partner_request.answer", busy["mes"])]
     record = ledger.record("PT10")
-    assert len(record["transaction_ids"]) == 3
+    assert len(record["transaction_ids"]) == 2  # created with its reporter, updated by the reporter
     assert ledger.verify() == []
 
 
@@ -138,7 +145,7 @@ def test_a_failed_transaction_leaves_nothing(ledger, mes):
         ("UPDATE records SET reporters = '[]'", "records row PT10: reporters differs"),
         ("DELETE FROM orders", "orders row .*: missing"),
         (
-            "INSERT INTO record_types VALUES ('Fake', 99, 'x', '[]', 0, '[]')",
+            "INSERT INTO record_types VALUES ('Fake', 99, 'x', '[]', 0, '[]', '')",
             "record_types row Fake: not produced by any transaction",
         ),
         (
@@ -152,6 +159,7 @@ def test_a_failed_transaction_leaves_nothing(ledger, mes):
             "signature does not match|columns differ",
         ),
         ("DELETE FROM blocks WHERE height = 5", "block 5 is missing"),
+        ("UPDATE records SET dynamic = 0", "records row PT10: dynamic differs"),
     ],
 )
 def test_verify_reports_tampering(ledger, busy, db_path, sql, expected):
@@ -160,6 +168,26 @@ def test_verify_reports_tampering(ledger, busy, db_path, sql, expected):
     problems = ledger.verify()
     assert problems, "tampering went unnoticed"
     assert any(re.search(expected, p) for p in problems), problems
+
+
+def test_verify_replays_reporters(ledger, busy, monkeypatch):
+    """An update signed (validly) by an agent that is neither the record's reporter nor its owner is
+    refused live, and found by verify's replay if it got into the chain anyway."""
+    import gateway_sandbox.ledger as module
+
+    forged = {"record_id": "PT10", "properties": {"Status": "forged"}}
+    with pytest.raises(LedgerError, match="neither the owner nor a reporter"), ledger.transaction():
+        ledger._transact(busy["erp"], "record.update", **forged)
+    assert ledger.verify() == []
+    with monkeypatch.context() as patched:
+        patched.setattr(module, "apply_transaction", lambda conn, txid, payload: None)
+        with ledger.transaction():
+            ledger._transact(busy["erp"], "record.update", **forged)
+    problems = ledger.verify()
+    assert any("cannot be replayed" in p and "neither the owner nor a reporter" in p for p in problems), (
+        problems
+    )
+    assert ledger.record("PT10")["reporters"] == [busy["reporter"]]
 
 
 def test_verify_reports_a_swapped_private_key(ledger, busy, db_path):

@@ -26,12 +26,18 @@ pytestmark = pytest.mark.broker
 UNIT = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
 
 
+#: a record is created on its record type's topic with isRecord true (PROTOCOL.md 3.3)
+CREATE = {"isRecord": True}
+
+
 def _record_create(record_id: str) -> dict:
     return {
-        "action": "create",
         "record_id": record_id,
         "record_type": "Unit",
-        "properties": {"Status": "idle"},
+        "description": f"unit {record_id}",
+        "dynamic": False,
+        "password": "",
+        "properties": [{"name": "Status", "value": "idle"}],
     }
 
 
@@ -53,23 +59,23 @@ def test_restart_keeps_state_and_does_not_reapply_old_requests(make_server, make
     assert client.request(
         "BLK_Part_Ans", {"auth": token}, {"id": partner_request, "response": 1}
     ).outcome == {"message": f"partner request {partner_request} ACCEPTED"}
-    assert client.request("BLK_Rec", {"auth": token}, _record_create("PT10")).outcome == {
-        "message": "record PT10 created"
-    }
+    dynamic = {**_record_create("PT10"), "dynamic": True, "password": "reporter-password-0123"}
+    reporter = client.request("BLK_Rec_Unit", {"auth": token, **CREATE}, dynamic).outcome["data"]
+    assert reporter["record_id"] == "PT10"
     assert client.request(
-        "BLK_Rec",
-        {"auth": token},
-        {"action": "update", "record_id": "PT10", "properties": {"Status": "running"}},
+        "BLK_Rec_Unit",
+        {"auth": reporter["token"], "isRecord": False},
+        {"record_id": "PT10", "properties": [{"name": "Status", "value": "running"}]},
     ).outcome == {"message": "record PT10 updated"}
     first.stop()
     blocks = ledger.blocks()
 
     second = make_server(echo=True)
-    rec_topic = second.topics["BLK_Rec"]
+    rec_topic = second.topic_prefix + "BLK_Rec_Unit"
     assert second.start_offsets[(rec_topic, 0)] == 2  # resumes after the two record requests
     assert not second.wait_for(lambda c: c.get("requests", 0) > 0, timeout=0.5)
     assert ledger.blocks() == blocks  # nothing re-applied
-    got = client.request("BLK_Rec", {"auth": token}, {"action": "get", "record_id": "PT10"}).outcome["data"]
+    got = client.request("BLK_Rec_Get", {"auth": token}, {"record_id": "PT10"}).outcome["data"]
     assert got["properties"] == {"Status": "running"} and len(got["transaction_ids"]) == 2
     assert ledger.partner_request(partner_request)["status"] == "ACCEPTED"
     assert second.counters["requests"] == 1
@@ -82,7 +88,7 @@ def test_requests_sent_while_stopped_are_answered_once_after_restart(make_server
     make_server(echo=True).stop()  # served once: offsets exist
     client = make_client()
     sent = {
-        client.send("BLK_Rec", {"auth": token}, _record_create(f"R{i}"), flush=False): f"R{i}"
+        client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, _record_create(f"R{i}"), flush=False): f"R{i}"
         for i in range(5)
     }
     client.producer.flush(10)
@@ -132,9 +138,11 @@ def test_a_killed_server_loses_nothing_and_applies_nothing_twice(
 
     def send_paced() -> None:  # keeps sending while the server runs, dies and comes back
         for i in range(400):
-            sent[client.send("BLK_Rec", {"auth": token}, _record_create(f"K{i:03d}"), flush=False)] = (
-                f"K{i:03d}"
-            )
+            sent[
+                client.send(
+                    "BLK_Rec_Unit", {"auth": token, **CREATE}, _record_create(f"K{i:03d}"), flush=False
+                )
+            ] = f"K{i:03d}"
             time.sleep(0.005)
         client.producer.flush(10)
 

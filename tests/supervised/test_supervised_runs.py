@@ -179,6 +179,20 @@ def test_every_dag_supervised_with_the_token_masked(deployment):
     assert ledger.partner_request(partner_request)["status"] == "ACCEPTED"
     assert ledger.order(order)["status"] == "REJECTED"
     assert ledger.record(f"PU_{unit.code}")["properties"]["Status"] == "RUNNING"
+    # the unit's reporter, stored by a supervised task (no ORM, no REST API) with the deployment's
+    # Fernet key, signed the update; the master only created the record
+    from cryptography.fernet import Fernet
+
+    fernet_key = airflow.airflow("config", "get-value", "core", "fernet_key").stdout.strip()
+    reporters = MesRepository(engine_from_url(f"sqlite:///{mes_path}"), fernet=Fernet(fernet_key.encode()))
+    reporter = reporters.reporter_of_unit(unit.code)
+    assert ledger.record(f"PU_{unit.code}")["reporters"] == [reporter.public_key]
+    assert ledger.agent_for_token(reporter.token.reveal()) == reporter.public_key
+    signers = ledger._conn.execute(
+        "SELECT op, signer FROM transactions WHERE json_extract(payload, '$.record_id') = ? ORDER BY seq",
+        (f"PU_{unit.code}",),
+    ).fetchall()
+    assert signers == [("record.create", mes_key), ("record.update", reporter.public_key)]
     assert repository.partner_request(partner_request).status == "ACCEPTED"
     assert repository.order_request(order).status == "REJECTED"
     probe_states = airflow.task_states("blockchain_secret_probe", started["blockchain_secret_probe"])
@@ -200,7 +214,7 @@ def test_every_dag_supervised_with_the_token_masked(deployment):
         for path in (airflow.home / "service-logs").glob("*.log")
     }
     texts = {**logs, **service_logs, sandbox_log: sandbox_log.read_text(errors="replace")}
-    for secret in (token, agent_password):
+    for secret in (token, agent_password, reporter.token.reveal(), reporter.password.reveal()):
         leaks = [
             f"{path}: {line.replace(secret, '<SECRET>')[:400]}"
             for path, text in texts.items()
@@ -213,7 +227,8 @@ def test_every_dag_supervised_with_the_token_masked(deployment):
         xcoms = [str(value) for (value,) in db.execute(sqlalchemy.text("SELECT value FROM xcom"))]
     engine.dispose()
     assert xcoms  # the runs did push results
-    assert not [x for x in xcoms if token in x or agent_password in x]
+    secrets = (token, agent_password, reporter.token.reveal(), reporter.password.reveal())
+    assert not [x for x in xcoms if any(secret in x for secret in secrets)]
 
 
 def test_token_rotation_keeps_the_agent_and_the_pipeline_working(deployment):

@@ -5,6 +5,8 @@
     blockchain-provider token check  --conn-id blockchain_master
     blockchain-provider pools ensure --conn-id blockchain_master [--slots 1]
     blockchain-provider topics ensure --kafka-conn-id kafka_default --conn-id blockchain_master
+    blockchain-provider reporters list [--mes-conn-id mes_db]
+    blockchain-provider reporters rotate --unit PT10 [--mes-conn-id mes_db]
 
 ``create`` makes the MES agent at the gateway (``BLK_Agt``) with a generated strong password;
 ``rotate`` gets a fresh token for the same agent with the stored public key and password. Both
@@ -14,6 +16,13 @@ connections, so this runs beside Airflow, where its CLI runs. Connections are re
 the Airflow CLI reads them (environment, secrets backends, metadata database).
 
 The token and the password are never printed, unless ``--show`` is given.
+
+``reporters`` reads the reporters the production-unit flow stored in the MES database (one per
+unit, the original's ``KafkaToken`` rows of instance type ``Reporter``): ``list`` prints units,
+record ids and public keys, never a token; ``rotate`` gets a unit's reporter a fresh token
+(``BLK_Agt`` with its public key and stored password; the gateway revokes the earlier ones) and
+stores it, encrypted with Airflow's Fernet key. They run beside the project (its ``include``
+package importable, as the DAGs have it) with the ``mes_db`` connection.
 """
 
 from __future__ import annotations
@@ -238,7 +247,9 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
         {k: v for k, v in config.items() if not k.startswith(("group.", "fetch.", "enable."))}
     )
     present = set(admin.list_topics(timeout=args.timeout).topics)
-    wanted = [topics[name] for name in protocol.DEFAULT_TOPICS]
+    record_types = args.record_types or ["DayReportIndicator", "ProductionUnit"]
+    wanted = [topics[name] for name in protocol.DEFAULT_TOPICS if name != protocol.RECORDS]
+    wanted += [topics[protocol.record_topic(name)] for name in record_types]
     missing = [
         NewTopic(t, num_partitions=args.partitions, replication_factor=args.replication)
         for t in wanted
@@ -250,6 +261,88 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
         future.result()
         print(f"Created topic {topic}")
     print(f"{len(wanted) - len(missing)} topic(s) already present, {len(missing)} created")
+    return EXIT_OK
+
+
+def _mes_repository(conn_id: str) -> Any:
+    try:
+        from include.mes.db import mes_engine
+        from include.mes.repository import MesRepository
+    except ImportError:
+        raise SystemExit(
+            "error: the MES package `include` is not importable: run this from the project directory "
+            "(or with it on PYTHONPATH), where the DAGs find it"
+        ) from None
+    repository = MesRepository(mes_engine(conn_id))
+    repository.create_schema()
+    return repository
+
+
+def _mes_errors(command: Any) -> Any:
+    """Report the MES layer's refusals (no Fernet key, an unreadable secret, no such reporter) as
+    one line, as the other commands do."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            from include.mes.crypto import MesSecretError
+        except ImportError:
+            return command(args)  # which says what is missing
+        try:
+            return command(args)
+        except (MesSecretError, LookupError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+
+    run.__doc__ = command.__doc__
+    return run
+
+
+@_mes_errors
+def cmd_reporters_list(args: argparse.Namespace) -> int:
+    """Units, record ids, topics and public keys of the stored reporters; never a token."""
+    reporters = _mes_repository(args.mes_conn_id).reporters()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "unit": r["name"],
+                        "record_id": r["record_id"],
+                        "topic": r["topic"],
+                        "public_key": r["public_key"],
+                        "has_token": bool(r["has_token"]),
+                    }
+                    for r in reporters
+                ],
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    if not reporters:
+        print("No reporters: a unit's reporter is created by its first production-unit update")
+        return EXIT_OK
+    print(f"{'unit':<16} {'record id':<20} {'public key':<66} topic")
+    for r in reporters:
+        public_key = r["public_key"] or "(creation not answered yet)"
+        print(f"{r['name']:<16} {r['record_id']:<20} {public_key:<66} {r['topic']}")
+    return EXIT_OK
+
+
+@_mes_errors
+def cmd_reporters_rotate(args: argparse.Namespace) -> int:
+    """A fresh token for the unit's reporter, stored encrypted in the MES database."""
+    repository = _mes_repository(args.mes_conn_id)
+    reporter = repository.reporter_of_unit(args.unit)
+    if reporter is None or reporter.public_key is None:
+        print(f"error: unit {args.unit} has no reporter yet (its first update creates one)", file=sys.stderr)
+        return EXIT_FAILED
+    expose_connection(args.conn_id)
+    with _hook(args) as hook:
+        token = hook.get_token(reporter.public_key, reporter.password.reveal())
+    repository.set_reporter_token(reporter.record_id, token)
+    print(
+        f"Stored a fresh token for reporter {reporter.public_key} of unit {args.unit} ({reporter.record_id})"
+    )
     return EXIT_OK
 
 
@@ -294,9 +387,34 @@ def build_parser() -> argparse.ArgumentParser:
     ensure.add_argument(
         "--conn-id", default="blockchain_master", help="topic overrides; default: blockchain_master"
     )
+    ensure.add_argument(
+        "--record-type",
+        action="append",
+        dest="record_types",
+        help="also create this record type's topic BLK_Rec_<record type> (repeatable); default: "
+        "DayReportIndicator and ProductionUnit",
+    )
     ensure.add_argument("--partitions", type=int, default=1)
     ensure.add_argument("--replication", type=int, default=1)
     ensure.add_argument("--timeout", type=float, default=30.0)
+
+    reporters = groups.add_parser("reporters", help="the production units' reporters (MES database)")
+    reporter_commands = reporters.add_subparsers(dest="command", required=True)
+    listing = reporter_commands.add_parser("list", help="units, record ids and public keys (no tokens)")
+    listing.set_defaults(func=cmd_reporters_list)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    rotate = reporter_commands.add_parser("rotate", help="get a unit's reporter a fresh token")
+    rotate.set_defaults(func=cmd_reporters_rotate)
+    rotate.add_argument("--unit", required=True, help="the production unit's code, e.g. PT10")
+    rotate.add_argument(
+        "--conn-id", default="blockchain_master", help="topics and timeout; default: blockchain_master"
+    )
+    rotate.add_argument("--kafka-conn-id", default="kafka_default", help="default: kafka_default")
+    rotate.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the gateway")
+    for sub in (listing, rotate):
+        sub.add_argument(
+            "--mes-conn-id", default="mes_db", help="the MES database connection; default: mes_db"
+        )
     return parser
 
 

@@ -3,8 +3,9 @@
 Everything the hook, the operators and the trigger put on or read from Kafka goes through
 here; they never build or parse an envelope themselves. The choices that the original
 gateway's documentation does not make (marked *(ours)* in PROTOCOL.md) are all in this file:
-the ``request_id`` header and its Kafka header name, the record-type, record and agent
-messages, and the default topic names. A real gateway that differs is met by changing this
+the ``request_id`` header and its Kafka header name, the record topic's suffix, the property
+shapes inside the record messages, the optional read topics, the agent messages, and the
+default topic names. A real gateway that differs is met by changing this
 module or the connection's topic overrides, not the DAGs.
 
 Requests are JSON arrays ``[header, body?]``. Responses are ``[{"auth": T, ...}, {outcome}]``
@@ -18,6 +19,7 @@ import ast
 import hmac
 import json
 import re
+import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,7 +37,13 @@ PARTNER_ANSWER = "BLK_Part_Ans"
 ORDER_LIST = "BLK_Act_Lst"
 ORDER_ANSWER = "BLK_Act_Ans"
 RECORD_TYPES = "BLK_Rty"
+#: (ours) the base of the record topics: a record of type N travels on ``BLK_Rec_N``
+#: (:func:`record_topic`). Overriding this name moves every record topic; a ``BLK_Rec_N`` override
+#: moves one. No message is sent on the base topic itself.
 RECORDS = "BLK_Rec"
+#: (ours) the optional read topics; no flow needs them.
+RECORD_TYPE_GET = "BLK_Rty_Get"
+RECORD_GET = "BLK_Rec_Get"
 AGENTS = "BLK_Agt"
 
 DEFAULT_TOPICS: tuple[str, ...] = (
@@ -46,6 +54,8 @@ DEFAULT_TOPICS: tuple[str, ...] = (
     ORDER_ANSWER,
     RECORD_TYPES,
     RECORDS,
+    RECORD_TYPE_GET,
+    RECORD_GET,
     AGENTS,
 )
 
@@ -66,20 +76,23 @@ class TopicMap:
     overrides: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.overrides) - set(DEFAULT_TOPICS))
+        unknown = sorted(name for name in self.overrides if not is_known_topic(name))
         if unknown:
             raise InvalidIdentifierError(
                 f"Unknown topic(s) in topic overrides: {', '.join(unknown)}; "
-                f"the protocol's topics are {', '.join(DEFAULT_TOPICS)}"
+                f"the protocol's topics are {', '.join(DEFAULT_TOPICS)} and {RECORDS}_<record type>"
             )
         for name, actual in self.overrides.items():
             if not isinstance(actual, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", actual):
                 raise InvalidIdentifierError(f"Topic override for {name} is not a valid Kafka topic name")
 
     def __getitem__(self, name: str) -> str:
-        if name not in DEFAULT_TOPICS:
-            raise KeyError(name)
-        return self.overrides.get(name, name)
+        if name in DEFAULT_TOPICS:
+            return self.overrides.get(name, name)
+        if is_record_topic(name):
+            # an explicit override of this record topic, else the (overridden) base plus the suffix
+            return self.overrides.get(name) or self[RECORDS] + name[len(RECORDS) :]
+        raise KeyError(name)
 
     @property
     def responses(self) -> str:
@@ -98,6 +111,35 @@ class TopicMap:
         if not isinstance(value, Mapping):
             raise InvalidIdentifierError("Topic overrides must be a JSON object of default name -> name")
         return cls(dict(value))
+
+
+_RECORD_TYPE_TOPIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def record_topic(record_type: str) -> str:
+    """(ours) The protocol name of the topic of records of *record_type*: ``BLK_Rec_<record type>``.
+
+    The name must also be a legal part of a Kafka topic name (letters, digits, ``_ . -``), and
+    ``Get`` is taken by the read topic ``BLK_Rec_Get``.
+    """
+    name = validate_name(record_type, "record type name")
+    if not _RECORD_TYPE_TOPIC_RE.fullmatch(name) or f"{RECORDS}_{name}" in DEFAULT_TOPICS:
+        raise InvalidIdentifierError(
+            f"Record type name {name!r} cannot name a topic: use letters, digits and _ . - (not 'Get')"
+        )
+    return f"{RECORDS}_{name}"
+
+
+def is_record_topic(name: object) -> bool:
+    """Whether *name* is the protocol name of a record topic (``BLK_Rec_<record type>``)."""
+    if not isinstance(name, str) or not name.startswith(RECORDS + "_") or name in DEFAULT_TOPICS:
+        return False
+    return bool(_RECORD_TYPE_TOPIC_RE.fullmatch(name[len(RECORDS) + 1 :]))
+
+
+def is_known_topic(name: object) -> bool:
+    """Whether *name* is one of the protocol's topics or a record topic."""
+    return name in DEFAULT_TOPICS or is_record_topic(name)
 
 
 # --------------------------------------------------------------------------------------
@@ -167,7 +209,7 @@ class Call:
     body: Mapping[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.topic not in DEFAULT_TOPICS or self.topic == RESPONSES:
+        if not is_known_topic(self.topic) or self.topic in (RESPONSES, RECORDS):
             raise InvalidIdentifierError(f"Unknown request topic {_shown(self.topic)}")
         reserved = {"auth", "request_id"} & set(self.header)
         if reserved:
@@ -270,67 +312,154 @@ def _check_properties(properties: object) -> list[dict[str, Any]]:
     return checked
 
 
-def _check_values(values: object) -> dict[str, Any]:
-    if not isinstance(values, Mapping) or not values:
-        raise InvalidIdentifierError("Record properties must be a non-empty object of name -> value")
-    for name, value in values.items():
-        validate_name(name, "property name")
+def _check_values(values: object) -> list[dict[str, Any]]:
+    """Property values as the record messages carry them: ``[{"name": ..., "value": ...}, ...]``.
+
+    Accepts a mapping of name -> value (in its order) or such a list already.
+    """
+    if isinstance(values, Mapping):
+        items = [{"name": name, "value": value} for name, value in values.items()]
+    elif isinstance(values, list | tuple):
+        items = list(values)
+    else:
+        items = []
+    if not items:
+        raise InvalidIdentifierError(
+            "Record properties must be a non-empty list of {name, value} (or an object)"
+        )
+    checked = []
+    seen = set()
+    for item in items:
+        if not isinstance(item, Mapping) or set(item) != {"name", "value"}:
+            raise InvalidIdentifierError(f"Invalid property value {_shown(item)}: expected {{name, value}}")
+        name = validate_name(item["name"], "property name")
+        if name in seen:
+            raise InvalidIdentifierError(f"Property {name!r} is given twice")
+        seen.add(name)
+        value = item["value"]
         if not isinstance(value, str | int | float | bool):
             raise InvalidIdentifierError(
                 f"Invalid value of property {name!r}: expected a string, number or boolean"
             )
-    return dict(values)
+        checked.append({"name": name, "value": value})
+    return checked
+
+
+def _check_description(description: object) -> str:
+    if not isinstance(description, str) or not description.strip() or len(description) > 1000:
+        raise InvalidIdentifierError(f"Invalid description {_shown(description)}: 1-1000 characters")
+    return description
+
+
+#: The shortest reporter password the MES accepts; it generates much longer ones.
+MIN_PASSWORD_LENGTH = 12
+
+
+def new_password() -> str:
+    """A fresh strong password for a reporter agent (256 random bits, URL-safe text)."""
+    return secrets.token_urlsafe(32)
+
+
+def record_type_create_call(name: str, description: str, properties: list[dict[str, Any]]) -> Call:
+    """Create a record type on ``BLK_Rty`` (PROTOCOL.md 3.3):
+    ``[{"auth", "isRecord": false}, {"name", "description", "properties": [P, ...]}]``.
+
+    ``P`` is ``{"name", "data_type", "dynamic"}`` (ours). Creating it again identically is
+    answered ``message``.
+    """
+    body = {
+        "name": validate_name(name, "record type name"),
+        "description": _check_description(description),
+        "properties": _check_properties(properties),
+    }
+    record_topic(name)  # its records need a topic
+    return Call(RECORD_TYPES, {"isRecord": False}, body)
+
+
+def record_create_call(
+    record_id: str,
+    record_type: str,
+    description: str,
+    properties: Mapping[str, Any] | list[dict[str, Any]],
+    *,
+    dynamic: bool = False,
+    password: str = "",
+) -> Call:
+    """Create a record on ``BLK_Rec_<record type>`` (PROTOCOL.md 3.3):
+    ``[{"auth", "isRecord": true}, {"record_id", "record_type", "description", "dynamic", "password",
+    "properties": [V, ...]}]``.
+
+    A dynamic record also creates its reporter agent with *password* (at least 12 characters);
+    the answer's ``data`` is ``{"record_id", "public_key", "token"}``. A non-dynamic record has the
+    password ``""`` (ours) and is answered ``message``.
+    """
+    if not isinstance(dynamic, bool):
+        raise InvalidIdentifierError(f"Invalid dynamic flag {_shown(dynamic)}: expected a boolean")
+    if dynamic:
+        if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+            raise InvalidIdentifierError(
+                f"A dynamic record needs its reporter's password, at least {MIN_PASSWORD_LENGTH} characters"
+            )
+    elif password != "":
+        raise InvalidIdentifierError("A non-dynamic record has no reporter: its password must be empty")
+    body = {
+        "record_id": validate_name(record_id, "record id"),
+        "record_type": validate_name(record_type, "record type name"),
+        "description": _check_description(description),
+        "dynamic": dynamic,
+        "password": password,
+        "properties": _check_values(properties),
+    }
+    return Call(record_topic(record_type), {"isRecord": True}, body)
+
+
+def record_update_call(
+    record_type: str, record_id: str, properties: Mapping[str, Any] | list[dict[str, Any]]
+) -> Call:
+    """Update dynamic properties on the record's ``BLK_Rec_<record type>`` (PROTOCOL.md 3.3):
+    ``[{"auth", "isRecord": false}, {"record_id", "properties": [V, ...]}]``; send it with the
+    reporter's token."""
+    body = {"record_id": validate_name(record_id, "record id"), "properties": _check_values(properties)}
+    return Call(record_topic(record_type), {"isRecord": False}, body)
 
 
 def record_type_get_call(name: str) -> Call:
-    """(ours) Read a record type by name (``BLK_Rty``); unknown names are answered ``error``."""
-    return Call(RECORD_TYPES, {}, {"action": "get", "name": validate_name(name, "record type name")})
-
-
-def record_type_create_call(name: str, properties: list[dict[str, Any]]) -> Call:
-    """(ours) Create a record type (``BLK_Rty``); ``properties`` are ``{name, data_type, dynamic}``."""
-    body = {
-        "action": "create",
-        "name": validate_name(name, "record type name"),
-        "properties": _check_properties(properties),
-    }
-    return Call(RECORD_TYPES, {}, body)
+    """(ours, optional) Read a record type on ``BLK_Rty_Get``; unknown names are answered ``error``."""
+    return Call(RECORD_TYPE_GET, {}, {"name": validate_name(name, "record type name")})
 
 
 def record_get_call(record_id: str) -> Call:
-    """(ours) Read a record (``BLK_Rec``); unknown ids are answered ``error``."""
-    return Call(RECORDS, {}, {"action": "get", "record_id": validate_name(record_id, "record id")})
+    """(ours, optional) Read a record on ``BLK_Rec_Get``; unknown ids are answered ``error``."""
+    return Call(RECORD_GET, {}, {"record_id": validate_name(record_id, "record id")})
 
 
-def record_create_call(record_id: str, record_type: str, properties: Mapping[str, Any]) -> Call:
-    """(ours) Create a record (``BLK_Rec``); creating it again identically is answered ``message``."""
-    body = {
-        "action": "create",
-        "record_id": validate_name(record_id, "record id"),
-        "record_type": validate_name(record_type, "record type name"),
-        "properties": _check_values(properties),
-    }
-    return Call(RECORDS, {}, body)
+@dataclass(frozen=True)
+class ReporterCredentials:
+    """What creating a dynamic record answers: its reporter agent. ``repr`` hides the token."""
+
+    record_id: str
+    public_key: str
+    token: str = field(repr=False)
 
 
-def record_update_call(record_id: str, properties: Mapping[str, Any]) -> Call:
-    """(ours) Update dynamic properties of a record (``BLK_Rec``)."""
-    body = {
-        "action": "update",
-        "record_id": validate_name(record_id, "record id"),
-        "properties": _check_values(properties),
-    }
-    return Call(RECORDS, {}, body)
+def reporter_from_answer(value: Any, record_id: str) -> ReporterCredentials:
+    """The reporter in the answer to creating the dynamic record *record_id*, or raise.
 
-
-def record_add_reporter_call(record_id: str, reporter: str) -> Call:
-    """(ours) Authorise a reporter agent on a record (``BLK_Rec``)."""
-    body = {
-        "action": "add_reporter",
-        "record_id": validate_name(record_id, "record id"),
-        "reporter": validate_public_key(reporter, "reporter public key"),
-    }
-    return Call(RECORDS, {}, body)
+    The error names what is missing, never the token.
+    """
+    if not isinstance(value, Mapping):
+        raise MalformedResponseError(
+            f"The answer to creating dynamic record {record_id} has no reporter data (got {type(value).__name__})"
+        )
+    if value.get("record_id") not in (None, record_id):
+        raise MalformedResponseError(f"The answer to creating record {record_id} names another record")
+    public_key = validate_public_key(value.get("public_key"), f"reporter public key of record {record_id}")
+    token = value.get("token")
+    if not isinstance(token, str) or not token:
+        raise MalformedResponseError(
+            f"The answer to creating dynamic record {record_id} has no reporter token"
+        )
+    return ReporterCredentials(record_id, public_key, token)
 
 
 def agent_create_call(name: str, password: str) -> Call:
@@ -354,6 +483,14 @@ def agent_token_call(public_key: str, password: str) -> Call:
 def is_not_found(gateway_text: str) -> bool:
     """(ours) Whether a gateway ``error`` text means that the record or record type does not exist."""
     return "not found" in gateway_text.lower()
+
+
+def next_start(start: int, received: int) -> int | None:
+    """Paging (PROTOCOL.md 3.1): the ``start`` of the next page, or ``None`` after an empty page.
+
+    A page shorter than the ``limit`` asked is not the end: a gateway may cap its pages.
+    """
+    return None if received == 0 else start + received
 
 
 # --------------------------------------------------------------------------------------

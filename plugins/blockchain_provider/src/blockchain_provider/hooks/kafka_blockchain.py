@@ -492,7 +492,12 @@ class KafkaBlockchainHook(BaseHook):
             topics=topics,
         )
 
-    def _token(self) -> str:
+    def _token(self, override: str | None = None) -> str:
+        if override is not None:
+            if not isinstance(override, str) or not override:
+                raise BlockchainConfigError("The token to sign with is empty")
+            _mask(override)
+            return override
         token = self.settings.token
         if token is None:
             raise BlockchainConfigError(
@@ -588,10 +593,13 @@ class KafkaBlockchainHook(BaseHook):
         """
         return self.call(protocol.Call(topic, dict(header or {}), body), timeout=timeout)
 
-    def call(self, call: protocol.Call, *, timeout: float | None = None) -> Outcome:
-        """Send a :class:`~blockchain_provider.protocol.Call` and return its answer (see :meth:`request`)."""
+    def call(self, call: protocol.Call, *, timeout: float | None = None, token: str | None = None) -> Outcome:
+        """Send a :class:`~blockchain_provider.protocol.Call` and return its answer (see :meth:`request`).
+
+        :param token: sign with this token (a reporter's) instead of the connection's.
+        """
         settings = self.settings
-        token = None if call.topic == protocol.AGENTS else self._token()
+        token = None if call.topic == protocol.AGENTS else self._token(token)
         by_id_only = settings.echo_request_id or token is None
         timeout = settings.timeout if timeout is None else timeout
         if by_id_only:
@@ -726,14 +734,16 @@ class KafkaBlockchainHook(BaseHook):
             )
 
     # ------------------------------------------------------------- deferral
-    def send(self, call: protocol.Call, *, timeout: float | None = None) -> PendingRequest:
+    def send(
+        self, call: protocol.Call, *, timeout: float | None = None, token: str | None = None
+    ) -> PendingRequest:
         """Send *call* without waiting; return what a trigger needs to wait for the answer.
 
         The start positions are fixed before the request is sent. With no request_id echo, the
         caller serialises requests per token (the DAGs run them in a one-slot pool per token).
         """
         settings = self.settings
-        token = None if call.topic == protocol.AGENTS else self._token()
+        token = None if call.topic == protocol.AGENTS else self._token(token)
         timeout = settings.timeout if timeout is None else timeout
         reader = self._ensure_started()
         request = protocol.envelope(call, protocol.new_request_id(), token)
@@ -783,7 +793,7 @@ class KafkaBlockchainHook(BaseHook):
         return self._page(protocol.list_call(protocol.PARTNER_LIST, start, limit))
 
     def iter_partner_requests(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        """Every partner request, page by page until a short (or empty) page."""
+        """Every partner request, page by page until an empty page."""
         return self._iter_pages(protocol.PARTNER_LIST, page_size)
 
     def answer_partner_request(self, partner_request_id: str, accept: bool) -> str:
@@ -795,7 +805,7 @@ class KafkaBlockchainHook(BaseHook):
         return self._page(protocol.list_call(protocol.ORDER_LIST, start, limit))
 
     def iter_order_requests(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        """Every order request, page by page until a short (or empty) page."""
+        """Every order request, page by page until an empty page."""
         return self._iter_pages(protocol.ORDER_LIST, page_size)
 
     def answer_order_request(self, order_request_id: str, accept: bool) -> str:
@@ -803,28 +813,54 @@ class KafkaBlockchainHook(BaseHook):
         return self.call(protocol.answer_call(protocol.ORDER_ANSWER, order_request_id, accept)).value
 
     def get_record_type(self, name: str) -> dict[str, Any] | None:
-        """The record type *name*, or ``None`` when the gateway does not know it."""
+        """(optional read, ``BLK_Rty_Get``) The record type *name*, or ``None`` when the gateway does not
+        know it. No flow needs it: the MES remembers what it created."""
         return self._get_or_none(protocol.record_type_get_call(name))
 
-    def create_record_type(self, name: str, properties: list[dict[str, Any]]) -> str:
-        """Create a record type; ``properties`` are ``{"name", "data_type", "dynamic"}`` objects."""
-        return self.call(protocol.record_type_create_call(name, properties)).value
+    def create_record_type(self, name: str, description: str, properties: list[dict[str, Any]]) -> str:
+        """Create a record type (``BLK_Rty``); ``properties`` are ``{"name", "data_type", "dynamic"}``.
+        Creating it again identically is confirmed, not refused."""
+        return self.call(protocol.record_type_create_call(name, description, properties)).value
 
     def get_record(self, record_id: str) -> dict[str, Any] | None:
-        """The record *record_id*, or ``None`` when it does not exist."""
+        """(optional read, ``BLK_Rec_Get``) The record *record_id*, or ``None`` when it does not exist."""
         return self._get_or_none(protocol.record_get_call(record_id))
 
-    def create_record(self, record_id: str, record_type: str, properties: Mapping[str, Any]) -> str:
-        """Create a record; creating it again with identical values is confirmed, not refused."""
-        return self.call(protocol.record_create_call(record_id, record_type, properties)).value
+    def create_record(
+        self, record_id: str, record_type: str, description: str, properties: Mapping[str, Any]
+    ) -> str:
+        """Create a non-dynamic record (written once); creating it again identically is confirmed."""
+        return self.call(protocol.record_create_call(record_id, record_type, description, properties)).value
 
-    def update_record(self, record_id: str, properties: Mapping[str, Any]) -> str:
-        """Update dynamic properties of a record."""
-        return self.call(protocol.record_update_call(record_id, properties)).value
+    def create_dynamic_record(
+        self,
+        record_id: str,
+        record_type: str,
+        description: str,
+        properties: Mapping[str, Any],
+        password: str,
+    ) -> protocol.ReporterCredentials:
+        """Create a dynamic record and its reporter agent with *password*; return the reporter's
+        public key and token (the token is registered for masking at once)."""
+        call = protocol.record_create_call(
+            record_id, record_type, description, properties, dynamic=True, password=password
+        )
+        _mask(password)
+        outcome = self.call(call)
+        if outcome.kind != "data":
+            raise MalformedResponseError(
+                f"The gateway confirmed dynamic record {record_id} without its reporter's public key and token"
+            )
+        if isinstance(outcome.value, Mapping) and isinstance(outcome.value.get("token"), str):
+            _mask(outcome.value["token"])
+        return protocol.reporter_from_answer(outcome.value, record_id)
 
-    def add_reporter(self, record_id: str, reporter: str) -> str:
-        """Authorise the agent *reporter* (a public key) to update the record's dynamic properties."""
-        return self.call(protocol.record_add_reporter_call(record_id, reporter)).value
+    def update_record(
+        self, record_type: str, record_id: str, properties: Mapping[str, Any], *, token: str | None = None
+    ) -> str:
+        """Update dynamic properties of a record on its record type's topic, signed with *token* (the
+        record's reporter's); the connection's token when ``None``."""
+        return self.call(protocol.record_update_call(record_type, record_id, properties), token=token).value
 
     def create_agent(self, name: str, password: str) -> tuple[str, str]:
         """Create an agent at the gateway; return ``(public_key, token)``. Both are secrets' neighbours:
@@ -872,11 +908,10 @@ class KafkaBlockchainHook(BaseHook):
         return value
 
     def _iter_pages(self, topic: str, page_size: int) -> Iterator[dict[str, Any]]:
-        start = 0
-        while True:
+        start: int | None = 0
+        while start is not None:
             page = self._page(protocol.list_call(topic, start, page_size))
             log.info("%s: read %d item(s) from position %d", topic, len(page), start)
             yield from page
-            if len(page) < page_size:
-                return
-            start += len(page)
+            # a short page is not the end (a gateway may cap its pages): only an empty one is
+            start = protocol.next_start(start, len(page))

@@ -3,14 +3,12 @@
 from blockchain_provider.operators.order import AnswerOrderRequestOperator, ListOrderRequestsOperator
 from blockchain_provider.operators.partner import AnswerPartnerRequestOperator, ListPartnerRequestsOperator
 from blockchain_provider.operators.record import (
-    AddReporterOperator,
     CreateRecordOperator,
     EnsureRecordTypeOperator,
     UpdateRecordOperator,
 )
 
 __all__ = [
-    "AddReporterOperator",
     "AnswerOrderRequestOperator",
     "AnswerPartnerRequestOperator",
     "CreateRecordOperator",

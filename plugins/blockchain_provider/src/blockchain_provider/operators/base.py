@@ -190,9 +190,10 @@ class BaseListOperator(BaseBlockchainOperator):
             raise BlockchainConfigError(f"{outcome.topic} answered {type(page).__name__}, not a list")
         items = [*state["items"], *page]
         self.log.info("%s: %d item(s) from position %d", outcome.topic, len(page), state["start"])
-        if len(page) < int(self.page_size):
+        # only an empty page ends the list: a gateway may cap its pages below page_size
+        start = protocol.next_start(state["start"], len(page))
+        if start is None:
             return Done(self._result(items))
-        start = state["start"] + len(page)
         return Step(
             protocol.list_call(self.list_topic, start, int(self.page_size)), {"start": start, "items": items}
         )

@@ -1,0 +1,113 @@
+"""``blockchain-provider reporters``: the command an operator runs, against the sandbox on a real
+broker and the MES database, with Airflow's Fernet key."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.server import GatewayServer
+from tests.conftest import set_connections
+
+pytestmark = pytest.mark.broker
+
+
+def blockchain_provider(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("blockchain-provider")), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+
+
+@pytest.fixture
+def plant(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
+    """The sandbox, the MES database with two units, the connections and the Fernet key."""
+    from airflow.sdk.crypto import get_fernet
+
+    from include.mes.db import engine_from_url
+    from include.mes.repository import MesRepository
+
+    ledger_path = str(tmp_path / "ledger.sqlite3")
+    password = secrets.token_urlsafe(24)
+    with Ledger(ledger_path) as ledger:
+        public_key, token = ledger.create_agent("MES", password)
+    set_connections(
+        monkeypatch, kafka_bootstrap, topic_prefix, token, public_key=public_key, agent_password=password
+    )
+    mes_path = tmp_path / "mes.sqlite3"
+    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    get_fernet.cache_clear()
+    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
+    repository.create_schema()
+    repository.add_production_unit("PT10", "Press line 10", "IDLE")
+    repository.add_production_unit("PT11", "Press line 11", "IDLE")
+    with GatewayServer(kafka_bootstrap, ledger_path, topic_prefix=topic_prefix) as server:
+        yield repository, Ledger(ledger_path), server
+    get_fernet.cache_clear()
+
+
+def test_reporters_list_and_rotate(plant):
+    from blockchain_common import flows
+
+    from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+
+    repository, ledger, _server = plant
+    listed = blockchain_provider("reporters", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "No reporters" in listed.stdout
+
+    unit = repository.production_unit_by_code("PT10")
+    with KafkaBlockchainHook() as hook:
+        flows.update_production_unit(hook, repository, unit.id, "RUNNING", "Stamping")
+    reporter = repository.reporter_of_unit("PT10")
+    old_token = reporter.token.reveal()
+
+    listed = blockchain_provider("reporters", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "PT10" in listed.stdout and "PU_PT10" in listed.stdout and reporter.public_key in listed.stdout
+    assert old_token not in listed.stdout + listed.stderr
+    assert reporter.password.reveal() not in listed.stdout + listed.stderr
+    as_json = json.loads(blockchain_provider("reporters", "list", "--json").stdout)
+    assert as_json == [
+        {
+            "unit": "PT10",
+            "record_id": "PU_PT10",
+            "topic": reporter.topic,
+            "public_key": reporter.public_key,
+            "has_token": True,
+        }
+    ]
+
+    rotated = blockchain_provider("reporters", "rotate", "--unit", "PT10")
+    assert rotated.returncode == 0, rotated.stderr
+    new_token = repository.reporter_of_unit("PT10").token.reveal()
+    assert new_token != old_token
+    for secret in (old_token, new_token, reporter.password.reveal()):
+        assert secret not in rotated.stdout + rotated.stderr
+    # the gateway revoked the old token; the stored one signs the next update
+    assert ledger.agent_for_token(old_token) is None
+    assert ledger.agent_for_token(new_token) == reporter.public_key
+    with KafkaBlockchainHook() as hook:
+        flows.update_production_unit(hook, repository, unit.id, "STOPPED", "")
+    assert ledger.record("PU_PT10")["properties"]["Status"] == "STOPPED"
+    assert len(ledger.agents()) == 2  # the MES and the one reporter
+
+    missing = blockchain_provider("reporters", "rotate", "--unit", "PT11")
+    assert missing.returncode == 1 and "has no reporter yet" in missing.stderr
+
+
+def test_reporters_need_airflows_fernet_key(plant, monkeypatch):
+    repository, _ledger, _server = plant
+    repository.prepare_reporter("PT10", "PU_PT10", "BLK_Rec_ProductionUnit", "a-password-for-pt10")
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())  # not the one used
+    refused = blockchain_provider("reporters", "rotate", "--unit", "PT10")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: ") and "cannot be decrypted" in refused.stderr
+    assert "Traceback" not in refused.stderr and "a-password-for-pt10" not in refused.stderr
