@@ -13,6 +13,9 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt plugins/blockcha
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e plugins/blockchain_provider
+	# the build's egg-info beside the sources would publish the provider's entry points twice
+	# (src/ is on sys.path): Airflow would load its plugin twice and report the second as an error
+	rm -rf plugins/blockchain_provider/src/*.egg-info
 	touch $(STAMP)
 
 lint: setup
