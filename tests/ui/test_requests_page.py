@@ -357,3 +357,17 @@ def test_sync_now_and_the_last_successful_sync(client: TestClient, token: Any, m
     assert re.match(r"\d{4}-\d\d-\d\dT", sync["last_success"]["end_date"])
     # the partner sync is another DAG
     assert admin.get(f"{PREFIX}/api/requests").json()["sync"]["last_success"] is None
+
+
+def test_one_request_whatever_its_status(client: TestClient, token: Any, mes: Any) -> None:
+    """The page follows a row it answered after it has left the filter (OPEN -> REJECTED)."""
+    mes.upsert_partner_requests([partner(1, "REJECTED")])
+    reader = as_user(client, token, "reader")
+    item = reader.get(f"{PREFIX}/api/requests/partner/{rid(1)}").json()
+    assert (item["id"], item["status"], item["can_answer"]) == (rid(1), "REJECTED", False)
+    assert reader.get(f"{PREFIX}/api/requests/partner/{rid(2)}").status_code == 404
+    bad = reader.get(f"{PREFIX}/api/requests/partner/{'AB' * 16}")
+    assert bad.status_code == 422 and "request id" in bad.json()["detail"]
+    assert reader.get(f"{PREFIX}/api/requests/action/{rid(1)}").status_code == 422
+    client.cookies.clear()
+    assert client.get(f"{PREFIX}/api/requests/partner/{rid(1)}").status_code == 401

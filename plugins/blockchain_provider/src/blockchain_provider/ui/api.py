@@ -5,6 +5,7 @@ Routes (under ``/blockchain-requests``):
 ``GET /``                                         the page (HTML; the data comes from the API below)
 ``GET /static/{name}``                            its script, style sheet and icon
 ``GET /api/requests?kind=&status=&page=&page_size=``  one page of partner or order requests
+``GET /api/requests/{kind}/{request_id}``         one request, whatever its status
 ``POST /api/requests/{kind}/{request_id}/answer`` ``{"decision": "accept"|"reject"}``: trigger the answer DAG
 ``POST /api/sync/{kind}``                         trigger the partner or order sync DAG
 
@@ -363,6 +364,16 @@ def item_json(kind: Kind, item: Any, agent: str | None) -> dict[str, Any]:
     return data
 
 
+def rows_json(kind: Kind, items: list[Any], agent: str | None, can: dict[str, bool]) -> list[dict[str, Any]]:
+    """The page's rows: each item with its latest answer run and whether this user may answer it."""
+    rows = [item_json(kind, item, agent) for item in items]
+    runs = latest_answer_runs(kind, {row["id"] for row in rows}) if can["answer_runs"] else {}
+    for row in rows:
+        row["run"] = runs.get(row["id"])
+        row["can_answer"] = bool(can["answer"] and row["addressed_to_us"] and row["status"] == "OPEN")
+    return rows
+
+
 # ------------------------------------------------------------------------------------- app
 
 
@@ -437,11 +448,7 @@ def create_app() -> FastAPI:
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         agent = mes_agent()
-        rows = [item_json(kind, item, agent) for item in items]
-        runs = latest_answer_runs(kind, {row["id"] for row in rows}) if can["answer_runs"] else {}
-        for row in rows:
-            row["run"] = runs.get(row["id"])
-            row["can_answer"] = bool(can["answer"] and row["addressed_to_us"] and row["status"] == "OPEN")
+        rows = rows_json(kind, items, agent, can)
         return {
             "kind": kind,
             "status": status_ or None,
@@ -455,6 +462,25 @@ def create_app() -> FastAPI:
             "sync_dag_id": sync_dag_id(kind),
             "sync": sync_runs(kind) if can["sync_runs"] else None,
         }
+
+    @api.get("/api/requests/{kind}/{request_id}")
+    def one_request(kind: Kind, request_id: str, user: UserDep) -> dict[str, Any]:
+        """One request, whatever its status: the page follows the rows it answered."""
+        can = capabilities(user, kind)
+        _require(can["view"], f"read {kind} requests (read access to {sync_dag_id(kind)})")
+        repository = mes_repository()
+        try:
+            item = (
+                repository.partner_request(request_id)
+                if kind == "partner"
+                else repository.order_request(request_id)
+            )
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if item is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"No {kind} request {request_id} in the MES")
+        (row,) = rows_json(kind, [item], mes_agent(), can)
+        return row
 
     @api.post("/api/requests/{kind}/{request_id}/answer", status_code=status.HTTP_201_CREATED)
     def answer(

@@ -6,7 +6,9 @@
   const POLL_ACTIVE_MS = 3000;
   const POLL_IDLE_MS = 30000;
   const ACTIVE = new Set(["queued", "running"]);
-  const state = { kind: "partner", status: "", page: 1, pageSize: 25, data: null, timer: null, busy: false };
+  // tracked: the requests answered from this view, kept on it (with their new status) until the
+  // filters change, even when they no longer match them
+  const state = { kind: "partner", status: "", page: 1, pageSize: 25, data: null, timer: null, tracked: new Set() };
   const $ = (id) => document.getElementById(id);
 
   function el(tag, props, children) {
@@ -129,6 +131,7 @@
         method: "POST",
         body: JSON.stringify({ decision }),
       });
+      state.tracked.add(item.id);
       showMessage(`${verb}: run ${run.run_id} of ${run.dag_id} is ${run.state}.`, "info");
     } catch (error) {
       showMessage(`Could not ${decision} ${item.id}: ${error.message}`);
@@ -158,6 +161,7 @@
   }
 
   function renderRow(item) {
+    const followed = !item.matches_filter;
     const cells = [
       el("td", {}, [el("span", { className: `status status-${item.status}`, text: item.status })]),
       el("td", { className: "mono", title: item.id, text: item.id.slice(0, 12) + "…" }),
@@ -184,7 +188,16 @@
       actions.append(el("span", { className: "muted", text: "not addressed to this MES" }));
     }
     cells.push(actions);
-    return el("tr", { "data-request-id": item.id, "data-status": item.status }, cells);
+    return el(
+      "tr",
+      {
+        "data-request-id": item.id,
+        "data-status": item.status,
+        className: followed ? "followed" : undefined,
+        title: followed ? "Answered from this page; no longer matches the filter" : undefined,
+      },
+      cells,
+    );
   }
 
   function render(data) {
@@ -234,6 +247,18 @@
     if (state.status) query.set("status", state.status);
     try {
       const data = await api(`api/requests?${query}`);
+      for (const item of data.items) item.matches_filter = true;
+      const listed = new Set(data.items.map((item) => item.id));
+      const followed = [];
+      for (const id of state.tracked) {
+        if (listed.has(id)) continue;
+        try {
+          followed.push(await api(`api/requests/${state.kind}/${encodeURIComponent(id)}`));
+        } catch (error) {
+          state.tracked.delete(id);
+        }
+      }
+      data.items = [...followed, ...data.items];
       state.data = data;
       render(data);
       document.body.dataset.loaded = "true";
@@ -253,6 +278,7 @@
       state.kind = $("kind").value;
       state.status = $("status").value;
       state.page = 1;
+      state.tracked.clear();
       showMessage("");
       const query = new URLSearchParams({ kind: state.kind });
       if (state.status) query.set("status", state.status);
