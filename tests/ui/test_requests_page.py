@@ -371,3 +371,40 @@ def test_one_request_whatever_its_status(client: TestClient, token: Any, mes: An
     assert reader.get(f"{PREFIX}/api/requests/action/{rid(1)}").status_code == 422
     client.cookies.clear()
     assert client.get(f"{PREFIX}/api/requests/partner/{rid(1)}").status_code == 401
+
+
+def test_who_may_read_no_request_dag_gets_neither_page_nor_data(
+    client: TestClient, token: Any, mes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An auth manager that denies the four DAGs (a FAB role without them, say) is obeyed."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    manager = get_auth_manager()
+    real = manager.is_authorized_dag
+    asked: list[tuple[str, str]] = []
+
+    def deny_request_dags(*, method: str, user: Any, access_entity: Any = None, details: Any = None) -> bool:
+        asked.append((method, details.id))
+        if details is not None and details.id in {
+            "blockchain_partner_sync",
+            "blockchain_partner_answer",
+            "blockchain_order_sync",
+            "blockchain_order_answer",
+        }:
+            return False
+        return real(method=method, user=user, access_entity=access_entity, details=details)
+
+    monkeypatch.setattr(manager, "is_authorized_dag", deny_request_dags)
+    mes.upsert_partner_requests([partner(1)])
+    admin = as_user(client, token, "admin")
+    assert admin.get(f"{PREFIX}/").status_code == 403
+    for kind in ("partner", "order"):
+        assert admin.get(f"{PREFIX}/api/requests", params={"kind": kind}).status_code == 403
+        assert admin.post(f"{PREFIX}/api/sync/{kind}").status_code == 403
+    assert admin.get(f"{PREFIX}/api/requests/partner/{rid(1)}").status_code == 403
+    assert (
+        admin.post(f"{PREFIX}/api/requests/partner/{rid(1)}/answer", json={"decision": "accept"}).status_code
+        == 403
+    )
+    assert ("POST", "blockchain_partner_answer") in asked and ("GET", "blockchain_order_sync") in asked
+    assert dag_runs("blockchain_partner_answer") == []

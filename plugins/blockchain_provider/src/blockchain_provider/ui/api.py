@@ -422,6 +422,10 @@ def create_app() -> FastAPI:
 
     @api.get("/", response_class=HTMLResponse)
     def page(user: UserDep) -> Response:
+        _require(
+            any(capabilities(user, kind)["view"] for kind in KINDS),
+            "read partner or order requests (read access to their sync or answer DAGs)",
+        )
         return Response(_static("index.html"), media_type="text/html; charset=utf-8")
 
     @api.get("/static/{name}")

@@ -132,7 +132,7 @@
         body: JSON.stringify({ decision }),
       });
       state.tracked.add(item.id);
-      showMessage(`${verb}: run ${run.run_id} of ${run.dag_id} is ${run.state}.`, "info");
+      showMessage(`${verb}: triggered run ${run.run_id} of ${run.dag_id}; its state is in the row.`, "info");
     } catch (error) {
       showMessage(`Could not ${decision} ${item.id}: ${error.message}`);
     }
@@ -144,7 +144,7 @@
     button.disabled = true;
     try {
       const run = await api(`api/sync/${state.kind}`, { method: "POST", body: "{}" });
-      showMessage(`Sync started: run ${run.run_id} of ${run.dag_id} is ${run.state}.`, "info");
+      showMessage(`Sync started: run ${run.run_id} of ${run.dag_id}.`, "info");
     } catch (error) {
       showMessage(`Could not start the sync: ${error.message}`);
     } finally {
@@ -166,8 +166,8 @@
       el("td", {}, [el("span", { className: `status status-${item.status}`, text: item.status })]),
       el("td", { className: "mono", title: item.id, text: item.id.slice(0, 12) + "…" }),
       el("td", { className: "mono agent", title: item.issuing_agent, text: shortAgent(item.issuing_agent) }),
-      el("td", { title: item.received_at || "", text: formatTime(item.received_at) }),
-      el("td", { title: item.answered_at || "", text: formatTime(item.answered_at) }),
+      el("td", { className: "time", title: item.received_at || "", text: formatTime(item.received_at) }),
+      el("td", { className: "time", title: item.answered_at || "", text: formatTime(item.answered_at) }),
     ];
     if (state.kind === "order") {
       const metadata = JSON.stringify(item.metadata);
@@ -262,6 +262,8 @@
       state.data = data;
       render(data);
       document.body.dataset.loaded = "true";
+      // what the table shows now: kind, status filter and page
+      document.body.dataset.view = `${data.kind}:${data.status || ""}:${data.page}`;
     } catch (error) {
       showMessage(`Could not load the requests: ${error.message}`);
     }
