@@ -21,6 +21,7 @@ import pytest
 
 from tests.e2e.conftest import RunningStack
 from tests.e2e.test_browser_flow import (  # noqa: F401 - fixtures
+    ARTIFACTS,
     CHROMIUM,
     browser,
     log_in,
@@ -71,7 +72,7 @@ def test_operator_rejects_a_partner_request_from_the_requests_page(
     expect(last_sync.get_by_test_id("run-link")).to_have_attribute(
         "title", f"blockchain_partner_sync {sync_run_id}", timeout=RUN_TIMEOUT_MS
     )
-    expect(last_sync).to_have_text(re.compile(r"Last successful sync: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"))
+    expect(last_sync).to_have_text(re.compile(r"Last successful sync: \d{4}-\d\d-\d\d \d\d:\d\d UTC"))
 
     # 3. filter to OPEN: only OPEN rows, ours among them with its buttons
     frame.get_by_test_id("status-filter").select_option("OPEN")
@@ -125,7 +126,11 @@ def test_operator_rejects_a_partner_request_from_the_requests_page(
     frame.get_by_test_id("kind-filter").select_option("order")
     expect(frame.locator("body[data-view='order::1']")).to_have_count(1)
     expect(frame.get_by_role("columnheader", name="Metadata")).to_be_visible()
-    save(page, "requests_page_orders.png")
+    # the page's part of the window, as the README shows it
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(
+        path=str(ARTIFACTS / "requests_page_orders.png"), clip={"x": 0, "y": 0, "width": 1400, "height": 440}
+    )
     frame.get_by_test_id("kind-filter").select_option("partner")
     expect(frame.locator("body[data-view='partner::1']")).to_have_count(1)
     frame.locator(f"tr[data-request-id='{request_id}']").get_by_test_id("run-link").click()

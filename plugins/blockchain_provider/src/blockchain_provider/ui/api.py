@@ -223,9 +223,12 @@ def airflow_api_url(request: Request) -> str:
                 "Cannot tell where Airflow's REST API listens: set BLOCKCHAIN_UI_AIRFLOW_API_URL",
             )
         return f"{base}/api/v2"
+    from airflow.configuration import conf
+
     host, port = server
     host = f"[{host}]" if ":" in host else host
-    scheme = request.url.scheme if request.url.scheme in ("http", "https") else "http"
+    # the socket's own scheme: a proxy in front may speak https while the server speaks http
+    scheme = "https" if conf.get("api", "ssl_cert", fallback="") else "http"
     return f"{scheme}://{host}:{port}{_airflow_path_prefix()}/api/v2"
 
 

@@ -33,7 +33,7 @@
     if (!iso) return "";
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return String(iso);
-    return `${date.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+    return date.toISOString().slice(0, 16).replace("T", " ");
   }
 
   // The Airflow UI's base (where this page is mounted is <base>/blockchain-requests/).
@@ -154,7 +154,7 @@
   }
 
   function columns() {
-    const names = ["Status", "Request", "Issuing agent", "Received", "Answered"];
+    const names = ["Status", "Request", "Issuing agent", "Received (UTC)", "Answered (UTC)"];
     if (state.kind === "order") names.push("Type", "Description", "Metadata");
     names.push("Answer run", "Actions");
     return names;
@@ -164,7 +164,7 @@
     const followed = !item.matches_filter;
     const cells = [
       el("td", {}, [el("span", { className: `status status-${item.status}`, text: item.status })]),
-      el("td", { className: "mono", title: item.id, text: item.id.slice(0, 12) + "…" }),
+      el("td", { className: "mono", title: item.id, text: item.id.slice(0, 10) + "…" }),
       el("td", { className: "mono agent", title: item.issuing_agent, text: shortAgent(item.issuing_agent) }),
       el("td", { className: "time", title: item.received_at || "", text: formatTime(item.received_at) }),
       el("td", { className: "time", title: item.answered_at || "", text: formatTime(item.answered_at) }),
@@ -224,7 +224,7 @@
     } else if (data.sync.last_success) {
       lastSync.replaceChildren(
         "Last successful sync: ",
-        runLink(data.sync.last_success, formatTime(data.sync.last_success.end_date)),
+        runLink(data.sync.last_success, `${formatTime(data.sync.last_success.end_date)} UTC`),
       );
     } else {
       lastSync.textContent = "Last successful sync: never";
