@@ -28,12 +28,13 @@ test: setup lint
 run: setup
 	$(BIN)/python scripts/run_stack.py
 
-# The operator's flow in Chromium against a stack of its own; E2E_STACK_DIR=.local runs it against
-# the stack `make run` is running. Needs Debian's chromium: apt-get install -y chromium
+# The operator's flows in Chromium (trigger form, Blockchain requests page), each against a stack
+# of its own; E2E_STACK_DIR=.local runs them against the stack `make run` is running. Needs
+# Debian's chromium: apt-get install -y chromium
 .PHONY: browser-test
 browser-test: setup
 	@test -x "$${CHROMIUM_PATH:-/usr/bin/chromium}" || { echo "No Chromium: apt-get install -y chromium (or set CHROMIUM_PATH)"; exit 1; }
-	$(BIN)/python -m pytest tests/e2e/test_browser_flow.py -v -rs
+	$(BIN)/python -m pytest tests/e2e/test_browser_flow.py tests/e2e/test_requests_page_browser.py -v -rs
 
 bench: setup
 	$(BIN)/python bench/run_all.py
