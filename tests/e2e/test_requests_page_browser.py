@@ -139,3 +139,60 @@ def test_operator_rejects_a_partner_request_from_the_requests_page(
     expect(page.get_by_text(run_id, exact=True).first).to_be_visible()
     expect(page.get_by_text("refresh_mes_partner_request").first).to_be_visible()
     save(page, "requests_page_run.png")
+
+
+def test_ledger_text_is_shown_as_text(running_stack: RunningStack, page: Any) -> None:  # noqa: F811
+    """An order whose description, type and metadata are markup: shown as written, nothing runs."""
+    import json
+    import subprocess
+
+    from gateway_sandbox.erp import DEMO_AGENTS, DEMO_PASSWORD
+
+    stack = running_stack
+    expect = sync_api.expect
+    payload = '<img src=x onerror="window.__xss=1;top.__xss=1"><script>top.__xss=2</script>'
+    metadata = {"note": "</code><b onmouseover=top.__xss=3>bold</b>", "qty": 1}
+    order_id = None
+    for name in DEMO_AGENTS:  # the demo ERP agents the MES has accepted as partners may order
+        try:
+            order_id = stack.sandbox(
+                "erp",
+                "order",
+                "--to",
+                stack.state["mes_public_key"],
+                "--type",
+                "<i>rework</i>",
+                "--description",
+                payload,
+                "--metadata",
+                json.dumps(metadata),
+                "--name",
+                name,
+                "--password",
+                DEMO_PASSWORD,
+            )
+            break
+        except subprocess.CalledProcessError:
+            continue
+    assert isinstance(order_id, str) and re.fullmatch(r"[0-9a-f]{32}", order_id), order_id
+
+    log_in(page, stack)
+    page.goto(f"{stack.url}/plugin/blockchain-requests")
+    frame = page.frame_locator("iframe[title='Blockchain requests']")
+    expect(frame.locator("body[data-loaded=true]")).to_have_count(1)
+    frame.get_by_test_id("kind-filter").select_option("order")
+    expect(frame.locator("body[data-view='order::1']")).to_have_count(1)
+    frame.get_by_test_id("sync-now").click()
+    row = frame.locator(f"tr[data-request-id='{order_id}']")
+    expect(row).to_be_visible(timeout=RUN_TIMEOUT_MS)
+
+    expect(row.locator("td.description")).to_have_text(payload)
+    expect(row.locator("td.metadata code")).to_have_text(json.dumps(metadata, separators=(",", ":")))
+    expect(row.locator("td").nth(5)).to_have_text("<i>rework</i>")
+    assert row.locator("img, script, b, i").count() == 0
+    row.locator("td.metadata").hover()
+    time.sleep(1)  # an injected handler would have run by now
+    assert page.evaluate("window.__xss") is None
+    inner = next(f for f in page.frames if "/blockchain-requests/" in f.url)
+    assert inner.evaluate("window.__xss") is None
+    save(page, "requests_page_markup.png")
