@@ -120,7 +120,7 @@ def test_the_page_and_its_files_need_a_signed_in_user(client: TestClient, token:
     assert "/auth/login" in page.headers["location"]
     for path in ("/static/app.js", "/api/requests", "/api/requests?kind=order"):
         assert client.get(PREFIX + path).status_code == 401, path
-    assert client.post(f"{PREFIX}/api/sync/partner").status_code == 401
+    assert client.post(f"{PREFIX}/api/sync/partner", json={}).status_code == 401
     assert (
         client.post(f"{PREFIX}/api/requests/partner/{rid(1)}/answer", json={"decision": "accept"}).status_code
         == 401
@@ -234,7 +234,7 @@ def test_a_user_who_may_not_trigger_cannot_answer(client: TestClient, token: Any
     response = reader.post(f"{PREFIX}/api/requests/partner/{rid(1)}/answer", json={"decision": "reject"})
     assert response.status_code == 403
     assert "blockchain_partner_answer" in response.json()["detail"]
-    assert reader.post(f"{PREFIX}/api/sync/partner").status_code == 403
+    assert reader.post(f"{PREFIX}/api/sync/partner", json={}).status_code == 403
     assert dag_runs("blockchain_partner_answer") == [] and dag_runs("blockchain_partner_sync") == []
 
 
@@ -342,7 +342,7 @@ def test_sync_now_and_the_last_successful_sync(client: TestClient, token: Any, m
     body = admin.get(f"{PREFIX}/api/requests", params={"kind": "order"}).json()
     assert body["sync"] == {"last_success": None, "latest": None}
 
-    response = admin.post(f"{PREFIX}/api/sync/order")
+    response = admin.post(f"{PREFIX}/api/sync/order", json={})
     assert response.status_code == 201, response.text
     run_id = response.json()["run_id"]
     (stored,) = dag_runs("blockchain_order_sync")
@@ -400,7 +400,7 @@ def test_who_may_read_no_request_dag_gets_neither_page_nor_data(
     assert admin.get(f"{PREFIX}/").status_code == 403
     for kind in ("partner", "order"):
         assert admin.get(f"{PREFIX}/api/requests", params={"kind": kind}).status_code == 403
-        assert admin.post(f"{PREFIX}/api/sync/{kind}").status_code == 403
+        assert admin.post(f"{PREFIX}/api/sync/{kind}", json={}).status_code == 403
     assert admin.get(f"{PREFIX}/api/requests/partner/{rid(1)}").status_code == 403
     assert (
         admin.post(f"{PREFIX}/api/requests/partner/{rid(1)}/answer", json={"decision": "accept"}).status_code
@@ -408,3 +408,29 @@ def test_who_may_read_no_request_dag_gets_neither_page_nor_data(
     )
     assert ("POST", "blockchain_partner_answer") in asked and ("GET", "blockchain_order_sync") in asked
     assert dag_runs("blockchain_partner_answer") == []
+
+
+def test_posts_must_be_json_so_another_site_cannot_forge_them(
+    client: TestClient, token: Any, mes: Any
+) -> None:
+    """A cross-site form post carries the cookie but cannot be JSON without a CORS preflight."""
+    mes.upsert_partner_requests([partner(1)])
+    admin = as_user(client, token, "admin")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert admin.post(f"{PREFIX}/api/sync/partner", content=b"", headers=form).status_code == 415
+    answer = admin.post(
+        f"{PREFIX}/api/requests/partner/{rid(1)}/answer", content=b"decision=accept", headers=form
+    )
+    assert answer.status_code == 415
+    plain = admin.post(
+        f"{PREFIX}/api/requests/partner/{rid(1)}/answer",
+        content=b'{"decision": "accept"}',
+        headers={"Content-Type": "text/plain"},
+    )
+    assert plain.status_code == 415
+    assert dag_runs("blockchain_partner_sync") == [] and dag_runs("blockchain_partner_answer") == []
+    preflight = admin.options(
+        f"{PREFIX}/api/sync/partner",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers

@@ -189,6 +189,17 @@ def capabilities(user: Any, kind: Kind) -> dict[str, bool]:
     }
 
 
+def json_only(request: Request) -> None:
+    """Refuse a POST that is not JSON: a page of another site cannot send one without a CORS
+    preflight, which this app never grants (the session cookie is not enough to trigger runs)."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "Send the request as JSON (Content-Type: application/json)",
+        )
+
+
 def _require(allowed: bool, what: str) -> None:
     if not allowed:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"Forbidden: you may not {what}")
@@ -489,7 +500,11 @@ def create_app() -> FastAPI:
         (row,) = rows_json(kind, [item], mes_agent(), can)
         return row
 
-    @api.post("/api/requests/{kind}/{request_id}/answer", status_code=status.HTTP_201_CREATED)
+    @api.post(
+        "/api/requests/{kind}/{request_id}/answer",
+        status_code=status.HTTP_201_CREATED,
+        dependencies=[Depends(json_only)],
+    )
     def answer(
         kind: Kind, request_id: str, body: AnswerBody, request: Request, user: UserDep
     ) -> dict[str, Any]:
@@ -528,7 +543,7 @@ def create_app() -> FastAPI:
             "url": run_url(dag_id, run["dag_run_id"]),
         }
 
-    @api.post("/api/sync/{kind}", status_code=status.HTTP_201_CREATED)
+    @api.post("/api/sync/{kind}", status_code=status.HTTP_201_CREATED, dependencies=[Depends(json_only)])
     def sync(kind: Kind, request: Request, user: UserDep) -> dict[str, Any]:
         dag_id = sync_dag_id(kind)
         _require(is_authorized(user, dag_id, "POST", run=True), f"trigger {dag_id}")
