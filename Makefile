@@ -13,6 +13,9 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt plugins/blockcha
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e plugins/blockchain_provider
+	# the build's egg-info beside the sources would publish the provider's entry points twice
+	# (src/ is on sys.path): Airflow would load its plugin twice and report the second as an error
+	rm -rf plugins/blockchain_provider/src/*.egg-info
 	touch $(STAMP)
 
 lint: setup
@@ -25,12 +28,13 @@ test: setup lint
 run: setup
 	$(BIN)/python scripts/run_stack.py
 
-# The operator's flow in Chromium against a stack of its own; E2E_STACK_DIR=.local runs it against
-# the stack `make run` is running. Needs Debian's chromium: apt-get install -y chromium
+# The operator's flows in Chromium (trigger form, Blockchain requests page), each against a stack
+# of its own; E2E_STACK_DIR=.local runs them against the stack `make run` is running. Needs
+# Debian's chromium: apt-get install -y chromium
 .PHONY: browser-test
 browser-test: setup
 	@test -x "$${CHROMIUM_PATH:-/usr/bin/chromium}" || { echo "No Chromium: apt-get install -y chromium (or set CHROMIUM_PATH)"; exit 1; }
-	$(BIN)/python -m pytest tests/e2e/test_browser_flow.py -v -rs
+	$(BIN)/python -m pytest tests/e2e/test_browser_flow.py tests/e2e/test_requests_page_browser.py -v -rs
 
 bench: setup
 	$(BIN)/python bench/run_all.py

@@ -649,6 +649,26 @@ class MesRepository:
         with self.engine.connect() as conn:
             return [self._order(row) for row in conn.execute(query).mappings()]
 
+    def request_page(
+        self, kind: str, status: str | None = None, *, offset: int = 0, limit: int = 25
+    ) -> tuple[int, list[PartnerRequest] | list[OrderRequest]]:
+        """One page of stored *kind* (``partner`` or ``order``) requests, newest first, and how
+        many there are in all (with *status*, only those)."""
+        if kind not in ("partner", "order"):
+            raise ValueError(f"Invalid request kind {kind!r}: expected partner or order")
+        for name, value, least in (("offset", offset, 0), ("limit", limit, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"Invalid {name} {value!r}: expected an integer >= {least}")
+        table = schema.partner_requests if kind == "partner" else schema.order_requests
+        key = table.c.partner_request_id if kind == "partner" else table.c.abs_action_id
+        query = _by_status(table, status)
+        count = sa.select(sa.func.count()).select_from(query.subquery())
+        page = query.order_by(table.c.timestamp.desc(), key).offset(offset).limit(limit)
+        to_item = self._partner if kind == "partner" else self._order
+        with self.engine.connect() as conn:
+            total = conn.execute(count).scalar_one()
+            return total, [to_item(row) for row in conn.execute(page).mappings()]
+
 
 def _request_id(value: object) -> str:
     if not isinstance(value, str) or not _ID32_RE.match(value):
