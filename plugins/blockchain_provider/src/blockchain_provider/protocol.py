@@ -541,3 +541,92 @@ def error_text(response: Response, secrets: tuple[str | None, ...] = ()) -> str:
         if secret:
             text = text.replace(secret, "***")
     return " ".join(text.split())[:500]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a call's answer may be: its outcome kinds besides ``error``; for an agent call
+    (``agent``), the public key asked about (``None`` when creating one).
+
+    Anyone who can write ``BLK_Res`` can write an answer that echoes a request id: an answer is
+    taken only when it fits the call it claims to answer.
+    """
+
+    kinds: tuple[OutcomeKind, ...]
+    agent: bool = False
+    public_key: str | None = None
+
+    def to_primitives(self) -> dict[str, Any]:
+        return {"kinds": list(self.kinds), "agent": self.agent, "public_key": self.public_key}
+
+    @classmethod
+    def from_primitives(cls, value: Mapping[str, Any] | None) -> Expectation:
+        if not value:
+            return ANY_ANSWER
+        kinds = tuple(kind for kind in value.get("kinds", ()) if kind in ("data", "message"))
+        return cls(kinds or ("data", "message"), bool(value.get("agent")), value.get("public_key") or None)
+
+
+#: What an answer to a call of unknown shape may be (a trigger serialised without expectation).
+ANY_ANSWER = Expectation(("data", "message"))
+
+
+def expectation(call: Call) -> Expectation:
+    """What *call*'s answer may be: ``data`` for a list or a read, ``message`` for a write, and
+    ``data`` (the reporter) or ``message`` for the creation of a dynamic record."""
+    if call.topic == AGENTS:
+        return Expectation(("data",), agent=True, public_key=call.header.get("public_key") or None)
+    if call.topic in (PARTNER_LIST, ORDER_LIST):
+        return Expectation(("data",))
+    body = call.body or {}
+    if call.topic.endswith("_Get") or body.get("action") == "get":
+        return Expectation(("data",))
+    if call.topic == RECORDS and body.get("dynamic") is True:
+        return Expectation(("data", "message"))
+    return Expectation(("message",))
+
+
+def _same(a: object, b: object) -> bool:
+    return (
+        isinstance(a, str)
+        and isinstance(b, str)
+        and hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+    )
+
+
+def fits(response: Response, token: str | None, expect: Expectation) -> bool:
+    """Whether *response* can be the answer to a call with *expect*, sent with *token*.
+
+    A non-agent answer must carry our token in ``auth`` and an outcome of the kinds the call
+    takes (or ``error``). An agent answer must be about the public key asked for, and its data
+    must hold the token its header announces.
+    """
+    if expect.agent:
+        if expect.public_key is not None and response.public_key != expect.public_key:
+            return False
+        if response.kind == "error":
+            return True
+        if response.kind != "data" or not isinstance(response.value, Mapping):
+            return False
+        if not _same(response.value.get("token"), response.auth):
+            return False
+        if expect.public_key is None:
+            return response.public_key is not None and response.value.get("public_key") == response.public_key
+        return True
+    if not _same(response.auth, token):
+        return False
+    return response.kind == "error" or response.kind in expect.kinds
+
+
+def answers(
+    response: Response,
+    *,
+    request_id: str,
+    token: str | None,
+    by_request_id_only: bool,
+    expect: Expectation = ANY_ANSWER,
+) -> bool:
+    """:func:`matches` and :func:`fits`: whether *response* is taken as the answer."""
+    return matches(
+        response, request_id=request_id, token=token, by_request_id_only=by_request_id_only
+    ) and fits(response, token, expect)

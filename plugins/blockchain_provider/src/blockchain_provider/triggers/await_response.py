@@ -42,6 +42,10 @@ class AwaitResponseTrigger(BaseTrigger):
     :param token_conn_id: the ``blockchain_token`` connection, defaults to ``blockchain_master``.
     :param kafka_config_id: the ``kafka`` connection, defaults to ``kafka_default``.
     :param poll_timeout: seconds one poll may block a worker thread, defaults to 0.2.
+    :param expect: what the answer may be (:meth:`blockchain_provider.protocol.Expectation.to_primitives`);
+        an answer that does not fit (another token, another kind) is not taken.
+    :param late_answer_grace: without echo, how long after the deadline to keep waiting (and keep the
+        token's pool slot) for the late answer, so the next request of the token cannot take it.
     """
 
     def __init__(
@@ -56,6 +60,8 @@ class AwaitResponseTrigger(BaseTrigger):
         token_conn_id: str = "blockchain_master",
         kafka_config_id: str = "kafka_default",
         poll_timeout: float = 0.2,
+        expect: dict[str, Any] | None = None,
+        late_answer_grace: float = 0.0,
     ) -> None:
         super().__init__()
         self.topic = topic
@@ -67,6 +73,8 @@ class AwaitResponseTrigger(BaseTrigger):
         self.token_conn_id = token_conn_id
         self.kafka_config_id = kafka_config_id
         self.poll_timeout = float(poll_timeout)
+        self.expect = protocol.Expectation.from_primitives(expect).to_primitives()
+        self.late_answer_grace = 0.0 if self.by_request_id_only else max(0.0, float(late_answer_grace))
         self._consumer: Any = None
         self._polling: asyncio.Future[Any] | None = None
 
@@ -83,6 +91,8 @@ class AwaitResponseTrigger(BaseTrigger):
                 "token_conn_id": self.token_conn_id,
                 "kafka_config_id": self.kafka_config_id,
                 "poll_timeout": self.poll_timeout,
+                "expect": self.expect,
+                "late_answer_grace": self.late_answer_grace,
             },
         )
 
@@ -108,10 +118,15 @@ class AwaitResponseTrigger(BaseTrigger):
         self._consumer.assign(
             [TopicPartition(self.response_topic, int(p), off) for p, off in self.start_offsets.items()]
         )
-        malformed = 0
+        malformed = forged = 0
+        expect = protocol.Expectation.from_primitives(self.expect)
         loop = asyncio.get_running_loop()
         while True:
             remaining = self.deadline - time.time()
+            if remaining <= 0:
+                # without echo, the late answer would be taken by the token's next request: wait for
+                # it (holding the token's pool slot) until the grace period is over
+                remaining += self.late_answer_grace
             if remaining <= 0:
                 yield self._event("timeout", timeout=max(0.0, self.deadline - time.time()))
                 return
@@ -142,6 +157,26 @@ class AwaitResponseTrigger(BaseTrigger):
                     by_request_id_only=self.by_request_id_only,
                 ):
                     continue
+                if not protocol.fits(response, token, expect):
+                    forged += 1
+                    log.warning(
+                        "Set aside an answer on %s that names request %s but does not fit it (%s answer, "
+                        "other token or agent); %d so far",
+                        self.response_topic,
+                        self.request_id,
+                        response.kind,
+                        forged,
+                    )
+                    continue
+                if time.time() > self.deadline:
+                    log.warning(
+                        "A late answer (%s) to request %s came on %s after its deadline",
+                        response.kind,
+                        self.request_id,
+                        self.response_topic,
+                    )
+                    yield self._event("timeout", timeout=0.0, late_answer=response.kind)
+                    return
                 if response.kind == "error":
                     text = protocol.error_text(response, (token, agent_password))
                     yield self._event("gateway_error", text=text)
