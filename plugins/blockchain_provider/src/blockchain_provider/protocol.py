@@ -52,8 +52,12 @@ DEFAULT_TOPICS: tuple[str, ...] = (
 #: (ours) the Kafka header that carries the request id next to the envelope's header key.
 REQUEST_ID_KAFKA_HEADER = "blk-request-id"
 
-#: Responses larger than this are not decoded (a literal parser's cost grows with its input).
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: Responses larger than this are not decoded (in UTF-8 bytes, for a ``str`` too). A page of 100
+#: partner requests is about 50 KB.
+MAX_RESPONSE_BYTES = 1024 * 1024
+#: A Python-literal answer longer than this (characters) is not decoded: the literal parser costs
+#: about 4 s and 0.5 GB per MiB of nested tuples, and anyone can write ``BLK_Res``.
+MAX_LITERAL_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -386,17 +390,19 @@ def decode_response(raw: bytes | str | None) -> Response:
     if raw is None:
         raise MalformedResponseError("empty message value")
     if isinstance(raw, bytes | bytearray):
-        if len(raw) > MAX_RESPONSE_BYTES:
-            raise MalformedResponseError(f"value of {len(raw)} bytes exceeds {MAX_RESPONSE_BYTES}")
+        _check_size(len(raw))
         try:
             text = bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedResponseError("value is not UTF-8") from None
     else:
         text = raw
+        _check_size(len(text))  # each character is at least one byte
+        if len(text) * 4 > MAX_RESPONSE_BYTES:
+            _check_size(len(text.encode("utf-8", "surrogatepass")))
     try:
-        outer = json.loads(text)
-    except (ValueError, RecursionError):  # not JSON, or an integer of over 4,300 digits
+        outer = _json_loads(text)
+    except (ValueError, RecursionError):  # not JSON, NaN/Infinity, or an integer of over 4,300 digits
         raise MalformedResponseError("value is not JSON") from None
     if isinstance(outer, str):
         outer = _decode_inner(outer)
@@ -427,6 +433,42 @@ class _NotJson(ValueError):
     """The literal holds something the JSON rewrite does not handle."""
 
 
+def _check_size(size: int) -> None:
+    if size > MAX_RESPONSE_BYTES:
+        raise MalformedResponseError(f"value of {size} bytes exceeds {MAX_RESPONSE_BYTES}")
+
+
+def _no_constant(name: str) -> Any:
+    # NaN, Infinity and -Infinity are neither JSON nor Python literals
+    raise ValueError(f"{name} is not a value")
+
+
+def _json_loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def mentions(raw: bytes | bytearray | None, needles: tuple[bytes, ...]) -> bool:
+    """Whether *raw* holds one of *needles* (a token, a request id, in the forms
+    :func:`needles_of` gives), checked before anything is decoded."""
+    if not raw:
+        return False
+    return any(needle and needle in raw for needle in needles)
+
+
+def needles_of(*values: str | None) -> tuple[bytes, ...]:
+    """What an answer to a request with these tokens / request ids holds in its raw bytes: each
+    value as UTF-8 and, where it differs, as JSON writes it inside a string."""
+    found: list[bytes] = []
+    for value in values:
+        if not value:
+            continue
+        for form in (value, json.dumps(value)[1:-1]):
+            encoded = form.encode("utf-8", "surrogatepass")
+            if encoded not in found:
+                found.append(encoded)
+    return tuple(found)
+
+
 def _unescape(match: re.Match[str]) -> str:
     quote, control, *codes = match.groups()
     if quote:
@@ -451,7 +493,9 @@ def _json_token(match: re.Match[str]) -> str:
             return f'"{body}"'
     else:
         body = _PY_ESCAPE_RE.sub(_unescape, body)
-    return json.dumps(body)
+    # not ensure_ascii: it would write two lone surrogates as an escaped pair, which JSON joins
+    # into one character where the literal parser keeps two
+    return json.dumps(body, ensure_ascii=False)
 
 
 def _literal_as_json(text: str) -> str | None:
@@ -465,13 +509,17 @@ def _literal_as_json(text: str) -> str | None:
 
 def _decode_inner(text: str) -> Any:
     try:
-        return json.loads(text)
+        return _json_loads(text)
     except (ValueError, RecursionError):
         pass
+    if len(text) > MAX_LITERAL_CHARS:
+        raise MalformedResponseError(
+            f"Python literal of {len(text)} characters exceeds {MAX_LITERAL_CHARS}"
+        ) from None
     rewritten = _literal_as_json(text)
     if rewritten is not None:
         try:
-            return _plain(json.loads(rewritten))
+            return _plain(_json_loads(rewritten))
         except (ValueError, RecursionError):
             pass  # well-tokenised but not well-formed: the literal parser decides
     try:

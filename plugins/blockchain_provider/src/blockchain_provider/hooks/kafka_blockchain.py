@@ -251,6 +251,9 @@ class ResponseReader:
         self.forged = 0
         #: answers that came after their request had timed out
         self.late = 0
+        #: messages not decoded: they hold neither a token nor a request id of a waiting request
+        self.ignored = 0
+        self._needles: tuple[bytes, ...] = ()
 
     # ---------------------------------------------------------------- positioning
     def position(self, timeout: float | None = None) -> dict[int, int]:
@@ -339,13 +342,19 @@ class ResponseReader:
             self._by_id[request_id] = waiter
             if not by_request_id_only and token:
                 self._by_token.append(waiter)
+            self._update_needles()
             return waiter
+
+    def _update_needles(self) -> None:
+        """What a message must hold to be decoded at all: a waiting request's id, or the token of
+        one matched by token. Anyone can write ``BLK_Res``; the rest is not read further."""
+        self._needles = protocol.needles_of(
+            *self._by_id, *{waiter.token for waiter in self._by_token if waiter.token}
+        )
 
     def unregister(self, waiter: _Waiter) -> None:
         with self._lock:
-            self._by_id.pop(waiter.request_id, None)
-            if waiter in self._by_token:
-                self._by_token.remove(waiter)
+            self._forget(waiter)
 
     def waiting(self) -> int:
         """Requests waiting for their answer (not those that timed out and wait for a late one)."""
@@ -385,6 +394,7 @@ class ResponseReader:
             del self._by_id[waiter.request_id]
         if waiter in self._by_token:
             self._by_token.remove(waiter)
+        self._update_needles()
 
     # ------------------------------------------------------------------- reading
     def _run(self) -> None:
@@ -413,6 +423,11 @@ class ResponseReader:
                     )
 
     def _dispatch(self, partition: int, offset: int, value: bytes | None) -> None:
+        if not protocol.mentions(value, self._needles):
+            with self._lock:
+                self._positions[partition] = offset + 1
+                self.ignored += 1
+            return
         try:
             response = protocol.decode_response(value)
         except MalformedResponseError as exc:

@@ -119,6 +119,8 @@ class AwaitResponseTrigger(BaseTrigger):
             [TopicPartition(self.response_topic, int(p), off) for p, off in self.start_offsets.items()]
         )
         malformed = forged = 0
+        # a message holding neither our request id nor (without echo) our token is not decoded
+        needles = protocol.needles_of(self.request_id, None if self.by_request_id_only else token)
         expect = protocol.Expectation.from_primitives(self.expect)
         loop = asyncio.get_running_loop()
         while True:
@@ -130,25 +132,18 @@ class AwaitResponseTrigger(BaseTrigger):
             if remaining <= 0:
                 yield self._event("timeout", timeout=max(0.0, self.deadline - time.time()))
                 return
+            # reading and decoding both run in a worker thread: a large hostile message must not
+            # stall the triggerer's event loop, which every other deferred wait shares
             self._polling = loop.run_in_executor(
-                None, _consume_available, self._consumer, min(self.poll_timeout, remaining)
+                None, self._read, _consume_available, min(self.poll_timeout, remaining), needles
             )
-            messages = await asyncio.shield(self._polling)
+            decoded = await asyncio.shield(self._polling)
             self._polling = None
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("Error reading %s: %s", self.response_topic, error)
-                    continue
-                if message.offset() < self.start_offsets.get(str(message.partition()), 0):
-                    continue
-                try:
-                    response = protocol.decode_response(message.value())
-                except MalformedResponseError as exc:
+            for response in decoded:
+                if isinstance(response, MalformedResponseError):
                     malformed += 1
                     if malformed <= 10 or malformed % 100 == 0:
-                        log.warning("Skipped malformed response on %s: %s", self.response_topic, exc)
+                        log.warning("Skipped malformed response on %s: %s", self.response_topic, response)
                     continue
                 if not protocol.matches(
                     response,
@@ -185,6 +180,28 @@ class AwaitResponseTrigger(BaseTrigger):
                         "success", kind=response.kind, value=response.value, public_key=response.public_key
                     )
                 return
+
+    def _read(
+        self, consume: Any, timeout: float, needles: tuple[bytes, ...]
+    ) -> list[protocol.Response | MalformedResponseError]:
+        """Poll once; return the decoded messages at or after the start positions that name us."""
+        decoded: list[protocol.Response | MalformedResponseError] = []
+        for message in consume(self._consumer, timeout):
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("Error reading %s: %s", self.response_topic, error)
+                continue
+            if message.offset() < self.start_offsets.get(str(message.partition()), 0):
+                continue
+            value = message.value()
+            if not protocol.mentions(value, needles):
+                continue
+            try:
+                decoded.append(protocol.decode_response(value))
+            except MalformedResponseError as exc:
+                decoded.append(exc)
+        return decoded
 
     async def cleanup(self) -> None:
         consumer, polling = self._consumer, self._polling
