@@ -44,11 +44,14 @@ def sync_dag(kind: flows.RequestKind, doc_md: str) -> Any:
             """Read every page from the ledger and upsert into the MES."""
             with gateway() as hook:
                 result = flows.sync_requests(hook, mes(), kind)
+            # ledger items are permanent: a bad one is set aside and alerted once, not retried forever
+            flows.alert_rejected_items(kind, result.new_rejected)
             return {
                 "total": result.total,
                 "inserted": result.inserted,
                 "updated": result.updated,
                 "unchanged": result.unchanged,
+                "rejected": result.rejected,
                 "new_open_count": len(result.new_open),
                 "new_open_summary": flows.describe_open_requests(kind, result.new_open)
                 if result.new_open

@@ -104,12 +104,17 @@ class SyncResult:
     updated: int
     unchanged: int
     new_open: list[dict[str, Any]]
+    rejected: int = 0
+    new_rejected: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.total} {self.kind} request(s) on the ledger: {self.inserted} new, {self.updated} changed, "
             f"{self.unchanged} unchanged; {len(self.new_open)} newly seen OPEN"
         )
+        if self.rejected:
+            text += f"; {self.rejected} set aside as invalid ({len(self.new_rejected)} new)"
+        return text
 
 
 def sync_requests(
@@ -122,10 +127,38 @@ def sync_requests(
     upsert = repository.upsert_partner_requests if kind == "partner" else repository.upsert_order_requests
     outcome = upsert(items)
     result = SyncResult(
-        kind, len(items), outcome.inserted, outcome.updated, outcome.unchanged, outcome.new_open
+        kind,
+        len(items),
+        outcome.inserted,
+        outcome.updated,
+        outcome.unchanged,
+        outcome.new_open,
+        outcome.rejected,
+        outcome.new_rejected,
     )
     log.info("%s", result.summary())
     return result
+
+
+def describe_rejected_items(kind: RequestKind, rejected: list[dict[str, Any]]) -> str:
+    """A readable summary of newly set-aside items, for logs and alerts."""
+    lines = [f"{len(rejected)} {kind} request item(s) from the ledger set aside, not stored:"]
+    for entry in rejected[:SUMMARY_LIMIT]:
+        lines.append(f"- {entry.get('item_id') or '(no valid id)'}: {entry['reason']}")
+    if len(rejected) > SUMMARY_LIMIT:
+        lines.append(f"- ... and {len(rejected) - SUMMARY_LIMIT} more (table rejected_items)")
+    return "\n".join(lines)
+
+
+def alert_rejected_items(
+    kind: RequestKind, rejected: list[dict[str, Any]], context: Any | None = None
+) -> None:
+    """Alert once about items set aside for the first time (none: nothing is sent)."""
+    if not rejected:
+        return
+    from blockchain_provider.notifications import send_alert
+
+    send_alert(describe_rejected_items(kind, rejected), context)
 
 
 def describe_open_requests(kind: RequestKind, items: list[dict[str, Any]]) -> str:
