@@ -207,8 +207,35 @@ def check_answerable(hook: KafkaBlockchainHook, kind: RequestKind, request_id: s
     return item
 
 
-def answer_request(hook: KafkaBlockchainHook, kind: RequestKind, request_id: str, accept: bool) -> str:
-    """Accept or reject; return the gateway's confirmation."""
+def answer_request(
+    hook: KafkaBlockchainHook, kind: RequestKind, request_id: str, accept: bool, *, retry: bool = False
+) -> str:
+    """Accept or reject; return the gateway's confirmation.
+
+    A *retry* (the earlier try may have been applied without its reply arriving) reads the
+    request's status first: our decision already there is success, sent nothing; still OPEN is
+    sent again; another status fails with the reason. An answer is final on the ledger, so a
+    blind second answer would only be refused.
+    """
+    wanted = "ACCEPTED" if accept else "REJECTED"
+    if retry:
+        item = find_request(hook, kind, request_id)
+        if item is None:
+            raise LookupError(f"{kind.capitalize()} request {request_id} does not exist on the ledger")
+        status = item.get("status")
+        if status == wanted:
+            log.info(
+                "%s request %s is already %s: the earlier try was applied",
+                kind.capitalize(),
+                request_id,
+                status,
+            )
+            return f"{request_id} already {status} (applied by an earlier try)"
+        if status != "OPEN":
+            raise ValueError(
+                f"{kind.capitalize()} request {request_id} is {status}, not OPEN: cannot "
+                f"{'accept' if accept else 'reject'} it"
+            )
     answer = hook.answer_partner_request if kind == "partner" else hook.answer_order_request
     message = answer(request_id, accept)
     log.info(
