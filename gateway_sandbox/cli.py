@@ -57,15 +57,16 @@ def _db_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _erp_identity(parser: argparse.ArgumentParser) -> None:
-    from gateway_sandbox.erp import DEFAULT_ERP_NAME, DEFAULT_ERP_PASSWORD
+    from gateway_sandbox.erp import DEFAULT_ERP_NAME, ERP_PASSWORD_ENV
 
     parser.add_argument(
         "--name", default=DEFAULT_ERP_NAME, help="the ERP agent's name (created on first use)"
     )
     parser.add_argument(
         "--password",
-        default=os.environ.get("GATEWAY_SANDBOX_ERP_PASSWORD", DEFAULT_ERP_PASSWORD),
-        help="the ERP agent's password (default: $GATEWAY_SANDBOX_ERP_PASSWORD or a sandbox default)",
+        default=None,
+        help=f"the ERP agent's password (default: ${ERP_PASSWORD_ENV}, else one generated once per "
+        "ledger and kept beside it in <db>.erp-password)",
     )
 
 
