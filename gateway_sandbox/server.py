@@ -99,6 +99,7 @@ class GatewayServer:
         log_requests: bool = True,
         consumer_config: Mapping[str, Any] | None = None,
         producer_config: Mapping[str, Any] | None = None,
+        agent_requests_per_minute: int = handlers.DEFAULT_AGENT_REQUESTS_PER_MINUTE,
     ) -> None:
         if encoding not in wire.ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}: one of {', '.join(wire.ENCODINGS)}")
@@ -119,6 +120,7 @@ class GatewayServer:
         self.consumer_config = dict(consumer_config or {})
         self.producer_config = dict(producer_config or {})
         self._protocol_name = {actual: name for name, actual in self.topics.items()}
+        self.agent_limiter = handlers.AgentRateLimiter(agent_requests_per_minute, 60.0)
         self._injector = FaultInjector(faults or Faults())
         self._counters: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
@@ -409,6 +411,7 @@ class GatewayServer:
                     message.value(),
                     message.headers(),
                     inject_error=ERROR_TEXT if decision.error else None,
+                    agent_limiter=self.agent_limiter,
                 )
                 if decision.error and not answer.injected:
                     # nothing to refuse: the request was dropped or refused on its own

@@ -32,8 +32,14 @@ class DayReportResult:
 
 
 def ensure_record_type(hook: KafkaBlockchainHook, name: str, properties: list[dict[str, Any]]) -> bool:
-    """Create record type *name* when the ledger does not have it; return whether it was created."""
-    if hook.get_record_type(name) is not None:
+    """Create record type *name* when the ledger does not have it; return whether it was created.
+
+    A record type of that name declared (by another agent) with other properties is refused: the
+    MES does not write its records into someone else's type.
+    """
+    existing = hook.get_record_type(name)
+    if existing is not None:
+        _check_declaration(name, existing, properties)
         return False
     try:
         hook.create_record_type(name, properties)
@@ -43,6 +49,25 @@ def ensure_record_type(hook: KafkaBlockchainHook, name: str, properties: list[di
             raise
     log.info("Created record type %s", name)
     return True
+
+
+def _declared(properties: Any) -> set[tuple[Any, Any, bool]] | None:
+    if not isinstance(properties, list) or not all(isinstance(p, dict) for p in properties):
+        return None
+    return {(p.get("name"), p.get("data_type"), bool(p.get("dynamic", False))) for p in properties}
+
+
+def _check_declaration(name: str, existing: Any, properties: list[dict[str, Any]]) -> None:
+    theirs = _declared(existing.get("properties") if isinstance(existing, dict) else None)
+    if theirs == _declared(properties):
+        return
+    creator = existing.get("creator") or existing.get("owner") if isinstance(existing, dict) else None
+    by = f" by agent {creator}" if isinstance(creator, str) and creator else " by another agent"
+    shown = sorted(theirs, key=str) if theirs is not None else "unreadable properties"
+    raise BlockchainConfigError(
+        f"Record type {name} is already declared on the ledger{by} with other properties ({shown}); "
+        "the MES will not write its records into it: use another record type name"
+    )
 
 
 def submit_day_report(hook: KafkaBlockchainHook, repository: Any, report_id: str) -> DayReportResult:
