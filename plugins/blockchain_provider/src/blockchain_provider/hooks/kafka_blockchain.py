@@ -724,14 +724,20 @@ class KafkaBlockchainHook(BaseHook):
         """
         return self.call(protocol.Call(topic, dict(header or {}), body), timeout=timeout)
 
-    def call(self, call: protocol.Call, *, timeout: float | None = None) -> Outcome:
-        """Send a :class:`~blockchain_provider.protocol.Call` and return its answer (see :meth:`request`)."""
+    def call(
+        self, call: protocol.Call, *, timeout: float | None = None, secrets: tuple[str, ...] = ()
+    ) -> Outcome:
+        """Send a :class:`~blockchain_provider.protocol.Call` and return its answer (see :meth:`request`).
+
+        :param secrets: besides the connection's token and password, texts to scrub from a
+            gateway error (a new agent's password).
+        """
         settings = self.settings
         token = None if call.topic == protocol.AGENTS else self._token()
         by_id_only = settings.echo_request_id or token is None
         timeout = settings.timeout if timeout is None else timeout
         if by_id_only:
-            return self._exchange(call, token, timeout, by_id_only)
+            return self._exchange(call, token, timeout, by_id_only, secrets=secrets)
         lock = _token_lock(f"{self.kafka_config_id}\0{settings.topics.responses}", token)
         queued = time.monotonic()
         acquired = lock.acquire(timeout=timeout)
@@ -753,7 +759,9 @@ class KafkaBlockchainHook(BaseHook):
         try:
             # a request that times out hands *release* to the reader: the token stays blocked until
             # its late answer comes or the grace period is over, so the next request cannot take it
-            return self._exchange(call, token, timeout, by_id_only, waited=waited, release=release)
+            return self._exchange(
+                call, token, timeout, by_id_only, waited=waited, release=release, secrets=secrets
+            )
         except BlockchainTimeoutError as exc:
             held = exc.token_held
             raise
@@ -798,6 +806,7 @@ class KafkaBlockchainHook(BaseHook):
         by_id_only: bool,
         waited: float = 0.0,
         release: Callable[[], None] | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> Outcome:
         reader = self._ensure_started()
         request = protocol.envelope(call, protocol.new_request_id(), token)
@@ -832,13 +841,19 @@ class KafkaBlockchainHook(BaseHook):
                 reader.unregister(waiter)
         response = waiter.response
         assert response is not None
-        return self._outcome(response, topic, request.request_id, token)
+        return self._outcome(response, topic, request.request_id, token, secrets)
 
     def _outcome(
-        self, response: protocol.Response, topic: str, request_id: str, token: str | None
+        self,
+        response: protocol.Response,
+        topic: str,
+        request_id: str,
+        token: str | None,
+        extra_secrets: tuple[str, ...] = (),
     ) -> Outcome:
         if response.kind == "error":
-            secrets = (token, self.settings.agent_password and self.settings.agent_password.reveal())
+            agent_password = self.settings.agent_password and self.settings.agent_password.reveal()
+            secrets = (token, agent_password, *extra_secrets)
             text = protocol.error_text(response, secrets)
             raise BlockchainGatewayError(
                 f"The gateway refused request {request_id} on {topic}: {text}",
@@ -997,7 +1012,8 @@ class KafkaBlockchainHook(BaseHook):
     def create_agent(self, name: str, password: str) -> tuple[str, str]:
         """Create an agent at the gateway; return ``(public_key, token)``. Both are secrets' neighbours:
         the token is registered for masking at once."""
-        data = self.call(protocol.agent_create_call(name, password)).value
+        _mask(password)
+        data = self.call(protocol.agent_create_call(name, password), secrets=(password,)).value
         return self._agent_answer(data, need_public_key=True)
 
     def get_token(self, public_key: str | None = None, password: str | None = None) -> str:
@@ -1010,7 +1026,7 @@ class KafkaBlockchainHook(BaseHook):
             raise BlockchainConfigError(
                 f"Connection {self.token_conn_id} needs its public key and agent password to get a token"
             )
-        data = self.call(protocol.agent_token_call(public_key, password)).value
+        data = self.call(protocol.agent_token_call(public_key, password), secrets=(password,)).value
         return self._agent_answer(data, need_public_key=False)[1]
 
     @staticmethod
