@@ -217,7 +217,12 @@ class GatewayServer:
     def _setup(self) -> None:
         self.ledger = Ledger(self.db_path)
         if self.create_topics:
-            ensure_topics(self.bootstrap_servers, list(self.topics.values()), self.topic_partitions)
+            ensure_topics(
+                self.bootstrap_servers,
+                list(self.topics.values()),
+                self.topic_partitions,
+                config=self.producer_config,
+            )
         self._producer = Producer(
             {
                 "bootstrap.servers": self.bootstrap_servers,

@@ -94,3 +94,119 @@ def test_compose_config_publishes_loopback_by_default(tmp_path):
 
     (port,) = json.loads(result.stdout)["services"]["airflow-apiserver"]["ports"]
     assert port["host_ip"] == "127.0.0.1"
+
+
+# ---- Kafka: SASL_SSL and ACLs in production, PLAINTEXT only in the local profile ---------------
+
+ACL_SCRIPT = INIT_SCRIPT.parent / "kafka-acls.sh"
+
+
+def kafka_services() -> dict[str, dict]:
+    return {name: s for name, s in services().items() if str(s.get("image", "")).startswith("apache/kafka")}
+
+
+def test_plaintext_kafka_only_in_the_clearly_named_local_profile():
+    for name, service in kafka_services().items():
+        env = {k: str(v) for k, v in (service.get("environment") or {}).items()}
+        client_listeners = [
+            listener
+            for listener in env.get("KAFKA_LISTENERS", "").split(",")
+            if listener and not listener.startswith("CONTROLLER://localhost:")
+        ]
+        if any(listener.startswith("PLAINTEXT://") for listener in client_listeners):
+            assert service.get("profiles") == ["local-plaintext"], f"{name} listens in PLAINTEXT"
+            assert name == "kafka-local-plaintext"
+        for listener in env.get("KAFKA_LISTENERS", "").split(","):
+            if listener.startswith("CONTROLLER://"):
+                assert listener.startswith("CONTROLLER://localhost:"), f"{name}: controller beyond loopback"
+
+
+def test_production_kafka_authenticates_encrypts_and_authorises():
+    kafka = services()["kafka"]
+    assert kafka.get("profiles") == ["production"]
+    env = {k: str(v) for k, v in kafka["environment"].items()}
+    assert env["KAFKA_LISTENERS"] == "SASL_SSL://:9092,CONTROLLER://localhost:9093"
+    assert env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    jaas = env["KAFKA_LISTENER_NAME_SASL__SSL_PLAIN_SASL_JAAS_CONFIG"]
+    for user in ("admin", "mes", "gateway"):
+        assert f'user_{user}="${{KAFKA_{user.upper()}_PASSWORD:?' in jaas
+    acls = services()["kafka-acls"]
+    assert acls.get("profiles") == ["production"] and acls["restart"] == "no"
+    assert acls["depends_on"]["kafka"]["condition"] == "service_healthy"
+    sandbox_deps = services()["gateway-sandbox"]["depends_on"]
+    assert sandbox_deps["kafka-acls"] == {"condition": "service_completed_successfully", "required": False}
+
+
+def _acl_grants() -> list[tuple[str, set[str], str, str]]:
+    """``(principal, operations, resource, pattern type)`` of every ``acl`` line of the script."""
+    text = re.sub(r"\\\n\s*", " ", ACL_SCRIPT.read_text())
+    grants = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("acl --allow-principal"):
+            continue
+        words = line.split()
+        principal = words[words.index("--allow-principal") + 1]
+        operations = {words[i + 1] for i, w in enumerate(words) if w == "--operation"}
+        kind = "--topic" if "--topic" in words else "--group"
+        resource = words[words.index(kind) + 1].strip('"')
+        pattern = (
+            words[words.index("--resource-pattern-type") + 1]
+            if "--resource-pattern-type" in words
+            else "literal"
+        )
+        # the loops' variables stand for the arrays they walk
+        names = {"${topic}": _array("REQUEST_TOPICS"), "${prefix}": _array("REQUEST_PREFIXES")}
+        for name in names.get(resource, [resource]):
+            grants.append((principal, operations, f"{kind[2:]}:{name}", pattern))
+    return grants
+
+
+def _array(name: str) -> list[str]:
+    match = re.search(rf"^{name}=\(([^)]*)\)", ACL_SCRIPT.read_text(), re.M)
+    assert match, f"kafka-acls.sh defines no {name}"
+    return match.group(1).split()
+
+
+def test_only_the_gateway_may_write_blk_res():
+    grants = _acl_grants()
+    assert grants, "kafka-acls.sh grants nothing"
+
+    def covers(resource: str, pattern: str, topic: str) -> bool:
+        kind, name = resource.split(":", 1)
+        return kind == "topic" and (name == topic if pattern == "literal" else topic.startswith(name))
+
+    writers = {p for p, ops, res, pat in grants if {"Write", "All"} & ops and covers(res, pat, "BLK_Res")}
+    assert writers == {"User:gateway"}
+    # the request-topic prefixes the MES may write do not reach BLK_Res
+    prefixes = _array("REQUEST_PREFIXES")
+    assert prefixes and not any("BLK_Res".startswith(prefix) for prefix in prefixes)
+    readers = {p for p, ops, res, pat in grants if "Read" in ops and covers(res, pat, "BLK_Res")}
+    assert readers == {"User:gateway", "User:mes"}
+
+
+def test_the_clients_use_sasl_ssl_in_the_production_settings():
+    from gateway_sandbox.cli import KAFKA_CONFIG_ENV
+
+    sandbox = env_example()[KAFKA_CONFIG_ENV]
+    assert not sandbox.commented
+    import json
+
+    settings = json.loads(re.sub(r"\$\{(\w+)\}", r"\1", sandbox.value))
+    assert (settings["security.protocol"], settings["sasl.username"]) == ("SASL_SSL", "gateway")
+    assert KAFKA_CONFIG_ENV in services()["gateway-sandbox"]["environment"]
+    assert env_example()["COMPOSE_PROFILES"].value.split(",")[0] == "production"
+
+
+def test_compose_config_of_the_local_plaintext_profile(tmp_path):
+    import json
+
+    result = run_compose(
+        filled_env_file(tmp_path), "--profile", "local-plaintext", "config", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    local = json.loads(result.stdout)["services"]
+    assert "kafka-local-plaintext" in local and "kafka" not in local and "kafka-acls" not in local
+    assert "kafka" in local["kafka-local-plaintext"]["networks"]["default"]["aliases"]
