@@ -271,3 +271,39 @@ def test_the_trigger_waits_out_a_late_answer_before_giving_up(gateway_env, monke
     with responder:
         with pytest.raises(BlockchainTimeoutError, match="late answer"):
             run_deferred(ListPartnerRequestsOperator(task_id="lp", deferrable=True))
+
+
+def test_a_task_that_timed_out_holds_its_token_until_the_grace_period_is_over(gateway_env, monkeypatch):
+    """Across processes the token's pool slot is what serialises requests: a task whose request
+    timed out keeps it (its hook's close waits) until the late answer comes or the grace passes."""
+    set_connections(
+        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, late_answer_grace=2
+    )
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, lambda *a: None):
+        hook = KafkaBlockchainHook(timeout=1)
+        with pytest.raises(BlockchainTimeoutError):
+            hook.list_partner_requests()
+        timed_out_at = time.monotonic()
+        hook.close()
+        assert time.monotonic() - timed_out_at >= 2 - 0.5
+
+
+def test_a_late_answer_ends_the_wait_of_close(gateway_env, monkeypatch):
+    set_connections(
+        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, late_answer_grace=60
+    )
+    responder: ScriptedResponder
+
+    def handler(topic, header, body):
+        late = encode([{"auth": header["auth"]}, {"data": ["late"]}], "json")
+        threading.Timer(2, responder.write, (late,)).start()
+        return None
+
+    responder = ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, handler)
+    with responder:
+        hook = KafkaBlockchainHook(timeout=1)
+        with pytest.raises(BlockchainTimeoutError):
+            hook.list_partner_requests()
+        reader = hook._reader
+        hook.close()  # returns when the late answer is read, not after 60 s
+    assert reader.late == 1

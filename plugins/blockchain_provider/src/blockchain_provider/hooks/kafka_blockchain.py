@@ -188,6 +188,8 @@ class _Waiter:
     # set once the request timed out and its token stays blocked for a late answer
     release: Callable[[], None] | None = None
     timer: threading.Timer | None = None
+    late_until: float = 0.0
+    settled: threading.Event = field(default_factory=threading.Event)
 
 
 class _ReleaseOnce:
@@ -371,6 +373,7 @@ class ResponseReader:
             if waiter.response is not None:
                 return False
             waiter.release = release
+            waiter.late_until = time.monotonic() + grace
             waiter.timer = threading.Timer(grace, self._expire_late, (waiter,))
             waiter.timer.daemon = True
             waiter.timer.start()
@@ -388,6 +391,24 @@ class ResponseReader:
             )
         if waiter.release is not None:
             waiter.release()
+        waiter.settled.set()
+
+    def wait_for_late_answers(self) -> None:
+        """Block until every request that timed out got its late answer or its grace period is
+        over. A task calls it (through :meth:`KafkaBlockchainHook.close`) before it ends, so that
+        the token's pool slot stays taken as long as the token is blocked."""
+        with self._lock:
+            late = [waiter for waiter in self._by_id.values() if waiter.release is not None]
+        for waiter in late:
+            remaining = waiter.late_until - time.monotonic()
+            if remaining > 0 and not waiter.settled.is_set():
+                log.info(
+                    "Waiting up to %.0f s for the late answer to request %s before closing: its token "
+                    "stays blocked until then",
+                    remaining,
+                    waiter.request_id,
+                )
+                waiter.settled.wait(remaining + 1)
 
     def _forget(self, waiter: _Waiter) -> None:
         if self._by_id.get(waiter.request_id) is waiter:
@@ -466,6 +487,7 @@ class ResponseReader:
             )
             assert late.release is not None
             late.release()
+            late.settled.set()
             return
         if count <= 10 or count % 100 == 0:
             log.warning(
@@ -685,7 +707,15 @@ class KafkaBlockchainHook(BaseHook):
             return reader
 
     def close(self) -> None:
-        """Stop the response reader and close the Kafka clients."""
+        """Stop the response reader and close the Kafka clients.
+
+        Without request_id echo, after a request timed out this first waits for its late answer, at
+        most the grace period (``late_answer_grace``): the task keeps the token's pool slot, so a
+        request of another task cannot take that answer.
+        """
+        reader = self._reader
+        if reader is not None:
+            reader.wait_for_late_answers()
         with self._start_lock:
             reader, consumer, producer = self._reader, self._consumer, self._producer
             self._reader = self._consumer = self._producer = None
