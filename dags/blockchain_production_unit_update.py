@@ -20,10 +20,53 @@ so updates apply in order. No task needs the Airflow REST API.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from airflow.sdk import Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 from blockchain_common import REQUEST_POOL, START_DATE, TAGS, default_args, flows, gateway, mes
+
+from blockchain_provider.exceptions import BlockchainError, InvalidIdentifierError
+
+#: The MES's unit ids are 32-bit database integers.
+UNIT_ID_MAX = 2**31 - 1
+# No control character (C0, DEL, C1; a trailing newline included) and no lone surrogate anywhere.
+# A lookahead over the whole text, because "$" also matches before a final newline.
+_NO_CONTROL = r"^(?![\s\S]*[\x00-\x1f\x7f-\x9f\ud800-\udfff])"
+#: The Params patterns: a status is not blank; a process name may be empty.
+STATUS_PATTERN = _NO_CONTROL + r"[\s\S]*\S"
+PROCESS_NAME_PATTERN = _NO_CONTROL
+
+
+def unit_update_args(params: dict[str, Any]) -> tuple[int, str, str]:
+    """The unit id, status and process name of a run's params, as the flow takes them.
+
+    JSON Schema counts 3.0 as an integer: it is unit 3. A value the schema should have refused
+    fails the task at once (:class:`AirflowFailException`, no retries): retrying cannot fix it,
+    and a retrying run would hold back the unit's later updates.
+    """
+    unit_id = params.get("production_unit_id")
+    if isinstance(unit_id, float) and unit_id.is_integer():
+        unit_id = int(unit_id)
+    status, process_name = params.get("status"), params.get("process_name", "")
+    if isinstance(unit_id, bool) or not isinstance(unit_id, int) or not 1 <= unit_id <= UNIT_ID_MAX:
+        raise AirflowFailException(
+            f"Invalid production_unit_id {unit_id!r:.60}: an integer from 1 to {UNIT_ID_MAX}"
+        )
+    if not isinstance(status, str) or len(status) > 64 or not re.search(STATUS_PATTERN, status):
+        raise AirflowFailException(
+            f"Invalid status {status!r:.80}: 1-64 characters, not blank, no control characters"
+        )
+    if (
+        not isinstance(process_name, str)
+        or len(process_name) > 200
+        or not re.search(PROCESS_NAME_PATTERN, process_name)
+    ):
+        raise AirflowFailException(
+            f"Invalid process_name {process_name!r:.80}: at most 200 characters, no control characters"
+        )
+    return unit_id, status, process_name
 
 
 @dag(
@@ -37,13 +80,26 @@ from blockchain_common import REQUEST_POOL, START_DATE, TAGS, default_args, flow
     doc_md=__doc__,
     params={
         "production_unit_id": Param(
-            type="integer", minimum=1, title="Production unit id", description="The unit's id in the MES."
+            type="integer",
+            minimum=1,
+            maximum=UNIT_ID_MAX,
+            title="Production unit id",
+            description="The unit's id in the MES.",
         ),
         "status": Param(
-            type="string", minLength=1, maxLength=64, title="Status", description="The unit's new status."
+            type="string",
+            minLength=1,
+            maxLength=64,
+            pattern=STATUS_PATTERN,
+            title="Status",
+            description="The unit's new status: not blank, no control characters.",
         ),
         "process_name": Param(
-            type="string", maxLength=200, title="Process name", description="The process the unit now runs."
+            type="string",
+            maxLength=200,
+            pattern=PROCESS_NAME_PATTERN,
+            title="Process name",
+            description="The process the unit now runs: no control characters.",
         ),
     },
 )
@@ -51,10 +107,17 @@ def blockchain_production_unit_update() -> None:
     @task(pool=REQUEST_POOL)
     def update_unit_record(params: dict[str, Any]) -> dict[str, Any]:
         """Ensure record type, record and reporter, then update Status and ProcessName as the reporter."""
+        unit_id, status, process_name = unit_update_args(params)
         with gateway() as hook:
-            return flows.update_production_unit(
-                hook, mes(), params["production_unit_id"], params["status"], params["process_name"]
-            )
+            try:
+                return flows.update_production_unit(hook, mes(), unit_id, status, process_name)
+            except (LookupError, InvalidIdentifierError) as exc:
+                # no such unit, or a value the ledger's rules refuse: a retry would fail alike
+                raise AirflowFailException(str(exc)) from exc
+            except ValueError as exc:
+                if isinstance(exc, BlockchainError):  # the connection's settings: fixable between tries
+                    raise
+                raise AirflowFailException(str(exc)) from exc
 
     update_unit_record()
 

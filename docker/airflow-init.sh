@@ -60,6 +60,22 @@ stored_public_key() {
     read_connection "${TOKEN_CONN_ID}" login
 }
 
+# The API server triggers runs and writes connections: published beyond the loopback interface,
+# it must speak TLS.
+check_api_exposure() {
+    case "${AIRFLOW_API_BIND:-127.0.0.1}" in
+        127.0.0.1 | localhost | ::1 | "[::1]") return 0 ;;
+    esac
+    if [[ -z "${AIRFLOW__API__SSL_CERT:-}" || -z "${AIRFLOW__API__SSL_KEY:-}" ]]; then
+        fail "AIRFLOW_API_BIND=${AIRFLOW_API_BIND} publishes the API server beyond this host without TLS:" \
+            "set AIRFLOW__API__SSL_CERT and AIRFLOW__API__SSL_KEY, or leave AIRFLOW_API_BIND at 127.0.0.1"
+    fi
+}
+
+step "API server exposure"
+check_api_exposure
+echo "API server published on ${AIRFLOW_API_BIND:-127.0.0.1}${AIRFLOW__API__SSL_CERT:+ with TLS}"
+
 step "Airflow metadata database: migrate"
 airflow db migrate
 
@@ -67,13 +83,14 @@ step "Admin user"
 if airflow config get-value core auth_manager | grep -q "FabAuthManager"; then
     : "${_AIRFLOW_WWW_USER_USERNAME:?set _AIRFLOW_WWW_USER_USERNAME in .env}"
     : "${_AIRFLOW_WWW_USER_PASSWORD:?set _AIRFLOW_WWW_USER_PASSWORD in .env}"
+    # Without --password the CLI asks for it (and its confirmation) on stdin: the password never
+    # goes onto a command line, where every process of the host could read it.
     if output="$(airflow users create \
         --username "${_AIRFLOW_WWW_USER_USERNAME}" \
-        --password "${_AIRFLOW_WWW_USER_PASSWORD}" \
         --firstname "${_AIRFLOW_WWW_USER_FIRSTNAME:-Airflow}" \
         --lastname "${_AIRFLOW_WWW_USER_LASTNAME:-Admin}" \
         --email "${_AIRFLOW_WWW_USER_EMAIL:-airflowadmin@example.com}" \
-        --role Admin 2>&1)"; then
+        --role Admin 2>&1 <<<"${_AIRFLOW_WWW_USER_PASSWORD}"$'\n'"${_AIRFLOW_WWW_USER_PASSWORD}")"; then
         printf '%s\n' "${output}" | tail -n 1
     elif grep -q "already exist" <<<"${output}"; then
         echo "User ${_AIRFLOW_WWW_USER_USERNAME} already exists"

@@ -14,8 +14,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -67,9 +69,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_broker(bootstrap_servers: str, timeout: float = 30.0) -> None:
-    """Block until a broker answers a metadata request, or raise :class:`BrokerError`."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+def wait_for_broker(
+    bootstrap_servers: str, timeout: float = 30.0, config: Mapping[str, Any] | None = None
+) -> None:
+    """Block until a broker answers a metadata request, or raise :class:`BrokerError`.
+
+    :param config: more client settings (TLS, SASL).
+    """
+    admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap_servers})
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -83,10 +90,13 @@ def wait_for_broker(bootstrap_servers: str, timeout: float = 30.0) -> None:
 
 
 def ensure_topics(
-    bootstrap_servers: str, topics: tuple[str, ...] | list[str] = DEFAULT_TOPICS, partitions: int = 1
+    bootstrap_servers: str,
+    topics: tuple[str, ...] | list[str] = DEFAULT_TOPICS,
+    partitions: int = 1,
+    config: Mapping[str, Any] | None = None,
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap_servers})
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [
         NewTopic(name, num_partitions=partitions, replication_factor=1)

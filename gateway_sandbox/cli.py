@@ -57,15 +57,16 @@ def _db_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _erp_identity(parser: argparse.ArgumentParser) -> None:
-    from gateway_sandbox.erp import DEFAULT_ERP_NAME, DEFAULT_ERP_PASSWORD
+    from gateway_sandbox.erp import DEFAULT_ERP_NAME, ERP_PASSWORD_ENV
 
     parser.add_argument(
         "--name", default=DEFAULT_ERP_NAME, help="the ERP agent's name (created on first use)"
     )
     parser.add_argument(
         "--password",
-        default=os.environ.get("GATEWAY_SANDBOX_ERP_PASSWORD", DEFAULT_ERP_PASSWORD),
-        help="the ERP agent's password (default: $GATEWAY_SANDBOX_ERP_PASSWORD or a sandbox default)",
+        default=None,
+        help=f"the ERP agent's password (default: ${ERP_PASSWORD_ENV}, else one generated once per "
+        "ledger and kept beside it in <db>.erp-password)",
     )
 
 
@@ -171,6 +172,27 @@ def _wait(stop: threading.Event, alive: Any) -> bool:
     return True
 
 
+#: librdkafka settings of the sandbox's Kafka clients (TLS, SASL), a JSON object; e.g.
+#: ``{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": "gateway", ...}``.
+KAFKA_CONFIG_ENV = "GATEWAY_SANDBOX_KAFKA_CONFIG"
+
+
+def kafka_client_config() -> dict[str, Any]:
+    """The client settings of ``$GATEWAY_SANDBOX_KAFKA_CONFIG`` (empty when unset)."""
+    text = os.environ.get(KAFKA_CONFIG_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise SystemExit(f"error: {KAFKA_CONFIG_ENV} is not JSON") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"error: {KAFKA_CONFIG_ENV} must be a JSON object of librdkafka settings")
+    if "bootstrap.servers" in value:
+        raise SystemExit(f"error: {KAFKA_CONFIG_ENV} must not set bootstrap.servers: use --bootstrap-servers")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway_sandbox.broker import BrokerError, wait_for_broker
     from gateway_sandbox.server import GatewayServer
@@ -189,6 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         foreign_rate=args.foreign_rate,
         seed=args.fault_seed,
     )
+    client_config = kafka_client_config()
     server = GatewayServer(
         args.bootstrap_servers,
         args.db,
@@ -199,6 +222,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         fetch_wait_max_ms=args.fetch_wait_max_ms,
         topic_partitions=args.partitions,
         page_cap=args.page_cap,
+        consumer_config=client_config,
+        producer_config=client_config,
     )
     log = logging.getLogger("gateway_sandbox")
     stop = _stop_signals()
@@ -206,7 +231,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.broker_timeout
         while True:  # in slices, so that SIGTERM is not kept waiting for the broker
             try:
-                wait_for_broker(args.bootstrap_servers, timeout=min(2.0, args.broker_timeout))
+                wait_for_broker(
+                    args.bootstrap_servers, timeout=min(2.0, args.broker_timeout), config=client_config
+                )
                 break
             except BrokerError:
                 if stop.is_set():

@@ -8,14 +8,19 @@ the MES on its next list request.
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from gateway_sandbox.ledger import Ledger, LedgerError, check_public_key, short
 
 DEFAULT_ERP_NAME = "ERP"
-#: A sandbox default, good for a local demo only; pass your own with ``--password``.
-DEFAULT_ERP_PASSWORD = "erp-sandbox-password"
+#: Where the ERP agents' password comes from when none is given: this variable, else a password
+#: generated once per ledger and kept beside it in ``<db>.erp-password`` (owner-only).
+ERP_PASSWORD_ENV = "GATEWAY_SANDBOX_ERP_PASSWORD"
+_GENERATED: dict[str, str] = {}
 
 #: The demo ERP agents: name, and what happens to their partner requests.
 DEMO_AGENTS = (
@@ -23,7 +28,6 @@ DEMO_AGENTS = (
     "Borealis Plastics ERP",
     "Cobalt Logistics ERP",
 )
-DEMO_PASSWORD = "demo-erp-password"
 
 #: (agent index, type, description, metadata, answer: True accept / False reject / None open)
 DEMO_ORDERS: tuple[tuple[int, str, str, dict[str, Any], bool | None], ...] = (
@@ -65,8 +69,28 @@ DEMO_ORDERS: tuple[tuple[int, str, str, dict[str, Any], bool | None], ...] = (
 )
 
 
-def erp_agent(ledger: Ledger, name: str = DEFAULT_ERP_NAME, password: str = DEFAULT_ERP_PASSWORD) -> str:
-    """The public key of the agent called *name* whose password is *password*; created if none is."""
+def erp_password(ledger: Ledger) -> str:
+    """The ERP agents' password: ``$GATEWAY_SANDBOX_ERP_PASSWORD``, else generated once per ledger."""
+    configured = os.environ.get(ERP_PASSWORD_ENV, "")
+    if configured:
+        return configured
+    if ledger.anchor_path is None:  # an in-memory ledger: one password per process
+        return _GENERATED.setdefault(ledger.db_path, secrets.token_urlsafe(24))
+    path = Path(ledger.db_path + ".erp-password")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    return password
+
+
+def erp_agent(ledger: Ledger, name: str = DEFAULT_ERP_NAME, password: str | None = None) -> str:
+    """The public key of the agent called *name* whose password is *password* (default
+    :func:`erp_password`); created if none is."""
+    password = password or erp_password(ledger)
     for agent in ledger.agents(name=name):
         if ledger.check_password(agent["public_key"], password):
             return agent["public_key"]
@@ -84,7 +108,7 @@ def _receiver(ledger: Ledger, to: str) -> str:
 
 
 def send_partner_request(
-    ledger: Ledger, to: str, *, name: str = DEFAULT_ERP_NAME, password: str = DEFAULT_ERP_PASSWORD
+    ledger: Ledger, to: str, *, name: str = DEFAULT_ERP_NAME, password: str | None = None
 ) -> str:
     """The ERP agent asks *to* to become partners; return the partner request id."""
     return ledger.create_partner_request(erp_agent(ledger, name, password), _receiver(ledger, to))
@@ -99,7 +123,7 @@ def send_order(
     metadata: Mapping[str, Any] | None = None,
     files: Sequence[str] = (),
     name: str = DEFAULT_ERP_NAME,
-    password: str = DEFAULT_ERP_PASSWORD,
+    password: str | None = None,
 ) -> str:
     """The ERP agent sends an order request to its accepted partner *to*; return its id."""
     issuer = erp_agent(ledger, name, password)
@@ -127,7 +151,7 @@ def seed_demo(ledger: Ledger, to: str) -> dict[str, Any]:
             "partner_requests": {item["partner_request_id"]: item["status"] for item in existing},
             "orders": {o["abs_action_id"]: o["status"] for o in orders},
         }
-    agents = [erp_agent(ledger, name, DEMO_PASSWORD) for name in DEMO_AGENTS]
+    agents = [erp_agent(ledger, name) for name in DEMO_AGENTS]
     partner_requests: dict[str, str] = {}
     orders: dict[str, str] = {}
     with ledger.transaction():

@@ -8,6 +8,8 @@ caller can still record the answer and the consumed offset in the same transacti
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,44 @@ MAX_LIMIT = 10_000
 #: key is the ``auth``): the protocol's decoders require a non-empty ``auth``, and agent
 #: responses are matched by ``request_id`` anyway.
 ANONYMOUS = "anonymous"
+
+#: ``BLK_Agt`` requests each client may make per minute (a token request costs a scrypt check,
+#: about 50 ms; a creation a scrypt hash). Clients are the agent a token request names; every
+#: creation shares one client.
+DEFAULT_AGENT_REQUESTS_PER_MINUTE = 30
+
+
+class AgentRateLimiter:
+    """A token bucket per client: *per_client* requests, refilled over *per_seconds*.
+
+    Requests over the limit are refused at once, before any scrypt work, so one client flooding
+    ``BLK_Agt`` cannot stall the answers of everyone else.
+    """
+
+    def __init__(
+        self, per_client: int = DEFAULT_AGENT_REQUESTS_PER_MINUTE, per_seconds: float = 60.0
+    ) -> None:
+        if per_client < 1 or per_seconds <= 0:
+            raise ValueError("a rate limit needs at least one request per positive period")
+        self.per_client = per_client
+        self.per_seconds = per_seconds
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def wait_for(self, client: str, now: float | None = None) -> float:
+        """Take one request of *client*; return 0 when allowed, else the seconds until it would be."""
+        now = time.monotonic() if now is None else now
+        rate = self.per_client / self.per_seconds
+        with self._lock:
+            tokens, then = self._buckets.get(client, (float(self.per_client), now))
+            tokens = min(float(self.per_client), tokens + (now - then) * rate)
+            if tokens >= 1:
+                self._buckets[client] = (tokens - 1, now)
+                if len(self._buckets) > 10_000:  # forget the full buckets of idle clients
+                    self._buckets = {k: v for k, v in self._buckets.items() if v[0] < self.per_client - 1}
+                return 0.0
+            self._buckets[client] = (tokens, now)
+            return (1 - tokens) / rate
 
 
 @dataclass
@@ -92,12 +132,14 @@ def handle(
     *,
     inject_error: str | None = None,
     page_cap: int | None = None,
+    agent_limiter: AgentRateLimiter | None = None,
 ) -> Answer:
     """Answer the request *raw* read from the protocol topic *topic* (its default name, or
     ``BLK_Rec_<record type>``).
 
     With ``inject_error``, a well-addressed request is answered with that error text and not
     applied (the error-rate fault knob). With ``page_cap``, list pages hold at most that many items.
+    *agent_limiter* limits ``BLK_Agt`` requests per client.
     """
     try:
         header, body = wire.decode_request(raw)
@@ -121,7 +163,7 @@ def handle(
         )
     request_id = wire.request_id_of(header, kafka_headers)
     if topic == wire.AGENTS:
-        return _handle_agents(ledger, header, body, request_id, inject_error)
+        return _handle_agents(ledger, header, body, request_id, inject_error, agent_limiter)
     auth = header.get("auth")
     if not isinstance(auth, str) or not auth:
         return Answer(None, {}, action="malformed", request_id=request_id, reason="header has no auth token")
@@ -299,7 +341,12 @@ def _name(value: object) -> str:
 
 
 def _handle_agents(
-    ledger: Ledger, header: dict[str, Any], body: Any, request_id: str | None, inject_error: str | None
+    ledger: Ledger,
+    header: dict[str, Any],
+    body: Any,
+    request_id: str | None,
+    inject_error: str | None,
+    limiter: AgentRateLimiter | None = None,
 ) -> Answer:
     named = header.get("public_key")
     # only a well-formed key is echoed or logged: the field may hold anything, a secret included
@@ -315,6 +362,10 @@ def _handle_agents(
     try:
         body = _body(body, wire.AGENTS)
         answer.action = _action(body, wire.AGENTS, ("create", "token"))
+        if limiter is not None:
+            wait = limiter.wait_for(public_key if answer.action == "token" and public_key else "create")
+            if wait:
+                raise Refused(f"too many agent requests from this client: retry in {wait:.0f} s")
         if inject_error:
             answer.injected = True
             raise Refused(inject_error)

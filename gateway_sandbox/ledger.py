@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import secrets
 import sqlite3
@@ -52,6 +53,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 MAX_AGENT_NAME = 200
 MAX_PASSWORD = 1024
+MIN_PASSWORD = 12
+
+#: Beside the database, ``<db>.anchor`` holds the height and hash of the last block committed, so
+#: that a ledger whose last blocks were removed (with everything they did) fails ``verify``.
+ANCHOR_SUFFIX = ".anchor"
 
 
 class LedgerError(Exception):
@@ -458,8 +464,17 @@ class Ledger:
 
     def __init__(self, db_path: str | Path, *, busy_timeout: float = 10.0) -> None:
         self.db_path = str(db_path)
+        self.anchor_path: Path | None = None
         if self.db_path != ":memory:":
             Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+            # owner-only: agents' private keys and password hashes live here. SQLite creates the
+            # -wal and -shm files with the database file's permissions.
+            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self.db_path + suffix):
+                    os.chmod(self.db_path + suffix, 0o600)
+            self.anchor_path = Path(self.db_path + ANCHOR_SUFFIX)
+        self._sealed: tuple[int, str] | None = None
         self._conn = sqlite3.connect(
             self.db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
@@ -506,6 +521,7 @@ class Ledger:
                 self._pending = []
                 self._next_seq = 0
                 self._depth = 1
+                self._sealed = None
                 try:
                     yield self
                     self._seal_block()
@@ -516,6 +532,8 @@ class Ledger:
                 finally:
                     self._pending = []
                     self._depth = 0
+                if self._sealed is not None:
+                    self._write_anchor(*self._sealed)
             else:
                 name = f"sp{self._depth}"
                 mark = len(self._pending)
@@ -565,6 +583,19 @@ class Ledger:
             (height, previous, digest, time.time(), len(self._pending)),
         )
         self._pending = []
+        self._sealed = (height, digest)
+
+    def _write_anchor(self, height: int, digest: str) -> None:
+        """Record the last committed block outside the database (atomically, owner-only)."""
+        if self.anchor_path is None:
+            return
+        temporary = self.anchor_path.with_name(f"{self.anchor_path.name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"height": height, "hash": digest}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.anchor_path)
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         with self._lock:
@@ -590,8 +621,8 @@ class Ledger:
         """Create an agent with a fresh key pair; return ``(public_key, token)``."""
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_AGENT_NAME:
             raise LedgerError(f"invalid agent name: expected 1-{MAX_AGENT_NAME} characters")
-        if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD:
-            raise LedgerError(f"invalid password: expected 1-{MAX_PASSWORD} characters")
+        if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            raise LedgerError(f"invalid password: expected {MIN_PASSWORD}-{MAX_PASSWORD} characters")
         key = crypto.new_private_key()
         public_key = crypto.public_key_hex(key)
         salt, digest = crypto.hash_password(password)
@@ -1150,7 +1181,7 @@ class Ledger:
     def verify(self) -> list[str]:
         """Recompute the hash chain, check every signature, replay the log; return the problems found."""
         with self._snapshot() as conn:
-            return _verify(conn)
+            return _verify(conn) + _check_anchor(conn, self.anchor_path)
 
     # ---- gateway bookkeeping: consumed offsets and the response outbox --------------------
 
@@ -1203,6 +1234,85 @@ class Ledger:
 # --------------------------------------------------------------------------------------
 
 
+def _check_anchor(conn: sqlite3.Connection, anchor_path: Path | None) -> list[str]:
+    """The block the anchor file names must be in the chain, with that hash. The anchor may lag
+    (a crash between a commit and its update), never lead."""
+    if anchor_path is None:
+        return []
+    last = conn.execute("SELECT MAX(height) FROM blocks").fetchone()[0]
+    try:
+        anchor = json.loads(anchor_path.read_text())
+        height, digest = int(anchor["height"]), str(anchor["hash"])
+    except FileNotFoundError:
+        return [f"the anchor file {anchor_path.name} is missing"] if last else []
+    except (ValueError, KeyError, TypeError):
+        return [f"the anchor file {anchor_path.name} is unreadable"]
+    row = conn.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()
+    if row is None:
+        return [
+            f"the anchor file says block {height} was committed, but the chain ends at block {last or 0}:"
+            " blocks were removed"
+        ]
+    if row[0] != digest:
+        return [f"block {height}: its hash differs from the one in the anchor file"]
+    return []
+
+
+def _allowed(replay: sqlite3.Connection, signer: str, payload: Mapping[str, Any]) -> str | None:
+    """Why the ledger's rules would have refused this transaction of *signer*, given the state
+    replayed so far; ``None`` when they allow it."""
+    op = payload.get("op")
+
+    def one(sql: str, *params: Any) -> tuple[Any, ...] | None:
+        return replay.execute(sql, params).fetchone()
+
+    def is_agent(key: object) -> bool:
+        return one("SELECT 1 FROM agents WHERE public_key = ?", key) is not None
+
+    if op == "agent.create":
+        return None if payload.get("public_key") == signer else "an agent is created by its own key"
+    if not is_agent(signer):
+        return "the signer is not an agent"
+    if op == "partner_request.create":
+        receiver = payload.get("receiving_agent")
+        return None if is_agent(receiver) and receiver != signer else "the receiver is not another agent"
+    if op == "order.create":
+        partners = one(
+            "SELECT 1 FROM partner_requests WHERE status = 'ACCEPTED' AND ((issuing_agent = ?"
+            " AND receiving_agent = ?) OR (issuing_agent = ? AND receiving_agent = ?))",
+            signer,
+            payload.get("receiving_agent"),
+            payload.get("receiving_agent"),
+            signer,
+        )
+        return None if partners else "orders need an accepted partner request"
+    if op in ("partner_request.answer", "order.answer"):
+        table, key = (
+            ("partner_requests", "partner_request_id")
+            if op == "partner_request.answer"
+            else ("orders", "abs_action_id")
+        )
+        row = one(f"SELECT receiving_agent, status FROM {table} WHERE {key} = ?", payload.get(key))
+        if row is None or row[0] != signer:
+            return "only the receiving agent answers"
+        return None if row[1] == OPEN else f"it was already {row[1]}"
+    if op == "record.create":
+        known = one("SELECT 1 FROM record_types WHERE name = ?", payload.get("record_type"))
+        return None if known else "its record type does not exist"
+    if op in ("record.update", "record.add_reporter"):
+        row = one("SELECT owner, reporters FROM records WHERE record_id = ?", payload.get("record_id"))
+        if row is None:
+            return "the record does not exist"
+        if op == "record.add_reporter":
+            return None if row[0] == signer else "only the owner adds reporters"
+        return (
+            None
+            if signer == row[0] or signer in json.loads(row[1])
+            else "the signer is neither owner nor reporter"
+        )
+    return None
+
+
 def _verify(conn: sqlite3.Connection) -> list[str]:
     problems: list[str] = []
     blocks = conn.execute("SELECT height, prev_hash, hash, tx_count FROM blocks ORDER BY height").fetchall()
@@ -1246,6 +1356,9 @@ def _verify(conn: sqlite3.Connection) -> list[str]:
                 problems.append(f"{label}: payload is not in canonical form")
             if not crypto.verify_signature(signer, txid, text.encode("utf-8")):
                 problems.append(f"{label}: signature does not match the payload and signer")
+            refused = _allowed(replay, signer, payload)
+            if refused:
+                problems.append(f"{label}: {op} is not allowed by the ledger's rules: {refused}")
             try:
                 apply_transaction(replay, txid, payload)
             except (LedgerError, KeyError, TypeError, sqlite3.Error) as exc:

@@ -105,6 +105,7 @@ class GatewayServer:
         discover_interval: float = 1.0,
         consumer_config: Mapping[str, Any] | None = None,
         producer_config: Mapping[str, Any] | None = None,
+        agent_requests_per_minute: int = handlers.DEFAULT_AGENT_REQUESTS_PER_MINUTE,
     ) -> None:
         if encoding not in wire.ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}: one of {', '.join(wire.ENCODINGS)}")
@@ -131,6 +132,7 @@ class GatewayServer:
         self.producer_config = dict(producer_config or {})
         self._protocol_name = {actual: name for name, actual in self.topics.items()}
         self._assigned_topics: set[str] = set()
+        self.agent_limiter = handlers.AgentRateLimiter(agent_requests_per_minute, 60.0)
         self._injector = FaultInjector(faults or Faults())
         self._counters: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
@@ -227,7 +229,12 @@ class GatewayServer:
     def _setup(self) -> None:
         self.ledger = Ledger(self.db_path)
         if self.create_topics:
-            ensure_topics(self.bootstrap_servers, list(self.topics.values()), self.topic_partitions)
+            ensure_topics(
+                self.bootstrap_servers,
+                list(self.topics.values()),
+                self.topic_partitions,
+                config=self.producer_config,
+            )
         self._producer = Producer(
             {
                 "bootstrap.servers": self.bootstrap_servers,
@@ -499,6 +506,7 @@ class GatewayServer:
                     message.headers(),
                     inject_error=ERROR_TEXT if decision.error else None,
                     page_cap=self.page_cap,
+                    agent_limiter=self.agent_limiter,
                 )
                 if answer.new_record_type is not None:
                     self._serve_record_type(answer.new_record_type)

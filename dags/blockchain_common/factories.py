@@ -10,6 +10,7 @@ from airflow.sdk import Asset, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from blockchain_common import REQUEST_POOL, START_DATE, TAGS, default_args, flows, gateway, mes
+from blockchain_provider.exceptions import BlockchainError
 from blockchain_provider.notifications import send_alert
 from blockchain_provider.protocol import REQUEST_ID_PATTERN
 
@@ -44,11 +45,14 @@ def sync_dag(kind: flows.RequestKind, doc_md: str) -> Any:
             """Read every page from the ledger and upsert into the MES."""
             with gateway() as hook:
                 result = flows.sync_requests(hook, mes(), kind)
+            # ledger items are permanent: a bad one is set aside and alerted once, not retried forever
+            flows.alert_rejected_items(kind, result.new_rejected)
             return {
                 "total": result.total,
                 "inserted": result.inserted,
                 "updated": result.updated,
                 "unchanged": result.unchanged,
+                "rejected": result.rejected,
                 "new_open_count": len(result.new_open),
                 "new_open_summary": flows.describe_open_requests(kind, result.new_open)
                 if result.new_open
@@ -117,11 +121,22 @@ def answer_dag(kind: flows.RequestKind, doc_md: str) -> Any:
             log.info("%s request %s is OPEN and addressed to us", kind.capitalize(), params["request_id"])
             return {"request_id": params["request_id"], "issuing_agent": item.get("issuing_agent")}
 
-        @task(task_id=f"answer_{kind}_request", pool=REQUEST_POOL, retries=0)
-        def send_answer(checked: dict[str, Any], params: dict[str, Any]) -> str:
-            """Send the decision. Not retried: an answer is final, a second one would be refused."""
+        @task(task_id=f"answer_{kind}_request", pool=REQUEST_POOL)
+        def send_answer(checked: dict[str, Any], params: dict[str, Any], **context: Any) -> str:
+            """Send the decision. Retry-safe: a retry reads the request's status first (our decision
+            there: done; still OPEN: sent again; anything else: failed with the reason)."""
+            retry = context["ti"].try_number > 1
             with gateway() as hook:
-                return flows.answer_request(hook, kind, checked["request_id"], params["decision"] == "accept")
+                try:
+                    return flows.answer_request(
+                        hook, kind, checked["request_id"], params["decision"] == "accept", retry=retry
+                    )
+                except LookupError as exc:
+                    raise AirflowFailException(str(exc)) from None
+                except ValueError as exc:
+                    if isinstance(exc, BlockchainError):
+                        raise
+                    raise AirflowFailException(str(exc)) from None
 
         @task(task_id=f"refresh_mes_{kind}_request", pool=REQUEST_POOL)
         def refresh(checked: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from blockchain_provider import protocol
-from blockchain_provider.exceptions import BlockchainConfigError, BlockchainGatewayError
+from blockchain_provider.exceptions import BlockchainConfigError, BlockchainError, BlockchainGatewayError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 
 log = logging.getLogger(__name__)
@@ -36,15 +36,57 @@ def ensure_record_type(
 ) -> bool:
     """Create record type *name* unless the MES remembers creating it; return whether it sent it.
 
-    No read of the ledger: as in the original, the MES database says what exists. Creating a record
-    type again identically (a crash before the MES noted it) is confirmed by the gateway.
+    No read of the ledger on the way: as in the original, the MES database says what exists.
+    Creating a record type again identically (a crash before the MES noted it) is confirmed by the
+    gateway. A gateway that refuses the creation because *name* exists otherwise is asked, on the
+    optional ``BLK_Rty_Get``, what it holds: the same properties (another description, another
+    agent) are used as they are; other properties are refused, and the MES does not write its
+    records into someone else's type.
     """
     if repository.record_type_created(name):
         return False
-    hook.create_record_type(name, description, properties)
+    try:
+        hook.create_record_type(name, description, properties)
+    except BlockchainGatewayError:
+        existing = _declaration_or_none(hook, name)
+        if existing is None:
+            raise
+        _check_declaration(name, existing, properties)
+        repository.mark_record_type_created(name)
+        log.info("Record type %s exists on the ledger with the same properties: using it", name)
+        return False
     repository.mark_record_type_created(name)
     log.info("Created record type %s", name)
     return True
+
+
+def _declaration_or_none(hook: KafkaBlockchainHook, name: str) -> dict[str, Any] | None:
+    """Record type *name* as the optional read gives it, or ``None`` when it cannot be read."""
+    try:
+        existing = hook.get_record_type(name)
+    except BlockchainError as exc:
+        log.warning("Could not read record type %s (BLK_Rty_Get): %s", name, exc)
+        return None
+    return existing if isinstance(existing, dict) else None
+
+
+def _declared(properties: Any) -> set[tuple[Any, Any, bool]] | None:
+    if not isinstance(properties, list) or not all(isinstance(p, dict) for p in properties):
+        return None
+    return {(p.get("name"), p.get("data_type"), bool(p.get("dynamic", False))) for p in properties}
+
+
+def _check_declaration(name: str, existing: Any, properties: list[dict[str, Any]]) -> None:
+    theirs = _declared(existing.get("properties") if isinstance(existing, dict) else None)
+    if theirs == _declared(properties):
+        return
+    creator = existing.get("creator") or existing.get("owner") if isinstance(existing, dict) else None
+    by = f" by agent {creator}" if isinstance(creator, str) and creator else " by another agent"
+    shown = sorted(theirs, key=str) if theirs is not None else "unreadable properties"
+    raise BlockchainConfigError(
+        f"Record type {name} is already declared on the ledger{by} with other properties ({shown}); "
+        "the MES will not write its records into it: use another record type name"
+    )
 
 
 def submit_day_report(hook: KafkaBlockchainHook, repository: Any, report_id: str) -> DayReportResult:
@@ -115,12 +157,17 @@ class SyncResult:
     updated: int
     unchanged: int
     new_open: list[dict[str, Any]]
+    rejected: int = 0
+    new_rejected: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.total} {self.kind} request(s) on the ledger: {self.inserted} new, {self.updated} changed, "
             f"{self.unchanged} unchanged; {len(self.new_open)} newly seen OPEN"
         )
+        if self.rejected:
+            text += f"; {self.rejected} set aside as invalid ({len(self.new_rejected)} new)"
+        return text
 
 
 def sync_requests(
@@ -133,10 +180,38 @@ def sync_requests(
     upsert = repository.upsert_partner_requests if kind == "partner" else repository.upsert_order_requests
     outcome = upsert(items)
     result = SyncResult(
-        kind, len(items), outcome.inserted, outcome.updated, outcome.unchanged, outcome.new_open
+        kind,
+        len(items),
+        outcome.inserted,
+        outcome.updated,
+        outcome.unchanged,
+        outcome.new_open,
+        outcome.rejected,
+        outcome.new_rejected,
     )
     log.info("%s", result.summary())
     return result
+
+
+def describe_rejected_items(kind: RequestKind, rejected: list[dict[str, Any]]) -> str:
+    """A readable summary of newly set-aside items, for logs and alerts."""
+    lines = [f"{len(rejected)} {kind} request item(s) from the ledger set aside, not stored:"]
+    for entry in rejected[:SUMMARY_LIMIT]:
+        lines.append(f"- {entry.get('item_id') or '(no valid id)'}: {entry['reason']}")
+    if len(rejected) > SUMMARY_LIMIT:
+        lines.append(f"- ... and {len(rejected) - SUMMARY_LIMIT} more (table rejected_items)")
+    return "\n".join(lines)
+
+
+def alert_rejected_items(
+    kind: RequestKind, rejected: list[dict[str, Any]], context: Any | None = None
+) -> None:
+    """Alert once about items set aside for the first time (none: nothing is sent)."""
+    if not rejected:
+        return
+    from blockchain_provider.notifications import send_alert
+
+    send_alert(describe_rejected_items(kind, rejected), context)
 
 
 def describe_open_requests(kind: RequestKind, items: list[dict[str, Any]]) -> str:
@@ -185,8 +260,35 @@ def check_answerable(hook: KafkaBlockchainHook, kind: RequestKind, request_id: s
     return item
 
 
-def answer_request(hook: KafkaBlockchainHook, kind: RequestKind, request_id: str, accept: bool) -> str:
-    """Accept or reject; return the gateway's confirmation."""
+def answer_request(
+    hook: KafkaBlockchainHook, kind: RequestKind, request_id: str, accept: bool, *, retry: bool = False
+) -> str:
+    """Accept or reject; return the gateway's confirmation.
+
+    A *retry* (the earlier try may have been applied without its reply arriving) reads the
+    request's status first: our decision already there is success, sent nothing; still OPEN is
+    sent again; another status fails with the reason. An answer is final on the ledger, so a
+    blind second answer would only be refused.
+    """
+    wanted = "ACCEPTED" if accept else "REJECTED"
+    if retry:
+        item = find_request(hook, kind, request_id)
+        if item is None:
+            raise LookupError(f"{kind.capitalize()} request {request_id} does not exist on the ledger")
+        status = item.get("status")
+        if status == wanted:
+            log.info(
+                "%s request %s is already %s: the earlier try was applied",
+                kind.capitalize(),
+                request_id,
+                status,
+            )
+            return f"{request_id} already {status} (applied by an earlier try)"
+        if status != "OPEN":
+            raise ValueError(
+                f"{kind.capitalize()} request {request_id} is {status}, not OPEN: cannot "
+                f"{'accept' if accept else 'reject'} it"
+            )
     answer = hook.answer_partner_request if kind == "partner" else hook.answer_order_request
     message = answer(request_id, accept)
     log.info(

@@ -50,6 +50,12 @@ REQUEST_STATUSES: tuple[str, ...] = ("OPEN", "ACCEPTED", "REJECTED")
 STATUS_MAX_LENGTH = 64
 PROCESS_NAME_MAX_LENGTH = 200
 
+#: The longest texts an order request item may carry; longer ones are set aside, not stored.
+ORDER_TYPE_MAX_LENGTH = 200
+ORDER_DESCRIPTION_MAX_LENGTH = 10_000
+#: The longest JSON text of an order's ``metadata`` or ``files``.
+ORDER_JSON_MAX_LENGTH = 64 * 1024
+
 _ID32_RE = re.compile(r"^[0-9a-f]{32}$")
 _PUBLIC_KEY_RE = re.compile(r"^0[23][0-9a-f]{64}$")
 _TRANSACTION_ID_RE = re.compile(r"^[0-9a-f]{128}$")
@@ -227,6 +233,10 @@ class UpsertResult:
     updated: int = 0
     unchanged: int = 0
     new_open: list[dict[str, Any]] = field(default_factory=list)
+    #: items set aside (not stored) because they are invalid
+    rejected: int = 0
+    #: the rejected items not set aside before, ``{"item_id", "reason"}`` each: alert on these
+    new_rejected: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -248,6 +258,19 @@ def _fail(kind: str, index: int, item_id: object, message: str) -> InvalidReques
     if isinstance(item_id, str) and _ID32_RE.fullmatch(item_id):
         where += f" ({item_id})"
     return InvalidRequestItemError(f"Invalid {where}: {message}")
+
+
+def _storable(kind: str, index: int, item_id: str, name: str, text: str, max_length: int) -> str:
+    """*text* if a database can store it: no NUL, no lone surrogate, at most *max_length* characters."""
+    if len(text) > max_length:
+        raise _fail(kind, index, item_id, f"field {name} has {len(text)} characters, more than {max_length}")
+    if "\x00" in text or (name in ("metadata", "files") and "\\u0000" in text):
+        raise _fail(kind, index, item_id, f"field {name} holds a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail(kind, index, item_id, f"field {name} holds a lone surrogate (not UTF-8)") from None
+    return text
 
 
 def _timestamp(value: object) -> int | None:
@@ -328,7 +351,8 @@ def order_request_row(item: object, index: int = 0) -> dict[str, Any]:
             raise _fail(
                 "order request", index, item_id, f"field {text_field} {_shown(value)} is not a string"
             )
-        row[text_field] = value
+        limit = ORDER_TYPE_MAX_LENGTH if text_field == "type" else ORDER_DESCRIPTION_MAX_LENGTH
+        row[text_field] = _storable("order request", index, item_id, text_field, value, limit)
     for json_field, expected, default in (("metadata", dict, {}), ("files", list, [])):
         value = source.get(json_field, default)
         if not isinstance(value, expected):
@@ -336,9 +360,10 @@ def order_request_row(item: object, index: int = 0) -> dict[str, Any]:
                 "order request", index, item_id, f"field {json_field} is not a JSON {expected.__name__}"
             )
         try:
-            row[json_field] = canonical_json(value)
-        except (TypeError, ValueError) as exc:
+            text = canonical_json(value)
+        except (TypeError, ValueError, RecursionError) as exc:
             raise _fail("order request", index, item_id, f"field {json_field} is not JSON: {exc}") from None
+        row[json_field] = _storable("order request", index, item_id, json_field, text, ORDER_JSON_MAX_LENGTH)
     return row
 
 

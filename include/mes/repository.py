@@ -35,6 +35,7 @@ from include.mes import crypto, schema
 from include.mes.models import (
     REQUEST_STATUSES,
     DayReport,
+    InvalidRequestItemError,
     NewDayReport,
     OrderRequest,
     PartnerRequest,
@@ -499,10 +500,11 @@ class MesRepository:
     def upsert_partner_requests(self, items: Iterable[Mapping[str, Any]]) -> UpsertResult:
         """Store partner requests as listed by the gateway (PROTOCOL.md 3.1).
 
-        All items are checked before anything is written; an item given twice counts once, and
-        its last occurrence wins.
-
-        :raises InvalidRequestItemError: naming the item and field, and nothing is written.
+        Items are checked one by one; an item given twice counts once, and its last occurrence
+        wins. An invalid item (a bad field, a NUL, a lone surrogate, an oversized text) is not
+        stored: it is set aside in ``rejected_items`` with the reason, and listed in the result's
+        ``new_rejected`` the first time only. Ledger items are permanent: one bad item must not
+        stop every later sync.
         """
         return self._upsert(schema.partner_requests, "partner_request_id", partner_request_row, items)
 
@@ -518,11 +520,22 @@ class MesRepository:
         items: Iterable[Mapping[str, Any]],
     ) -> UpsertResult:
         latest: dict[str, tuple[dict[str, Any], Mapping[str, Any]]] = {}
+        bad: dict[str, dict[str, Any]] = {}
         for index, item in enumerate(items):
-            row = to_row(item, index)
+            try:
+                row = to_row(item, index)
+            except InvalidRequestItemError as exc:
+                bad[_fingerprint(item)] = {"item_id": _item_id(item, key), "reason": _reason(exc)}
+                continue
             latest[row[key]] = (row, item)
+        kind = "partner" if table is schema.partner_requests else "order"
         if not latest:
-            return UpsertResult()
+            if not bad:
+                return UpsertResult()
+            with self.engine.begin() as conn:
+                _serialise_writers(conn, table.name)
+                new_rejected = self._set_aside(conn, kind, bad, _utcnow())
+            return UpsertResult(rejected=len(bad), new_rejected=new_rejected)
         compared = [column for column in next(iter(latest.values()))[0] if column != key]
         key_column = table.c[key]
         select_columns = [key_column, *(table.c[column] for column in compared)]
@@ -548,12 +561,72 @@ class MesRepository:
                 else:
                     unchanged += 1
             self._write(conn, table, key, compared, inserted, changed)
+            new_rejected = self._set_aside(conn, kind, bad, now)
         return UpsertResult(
             inserted=len(inserted),
             updated=len(changed),
             unchanged=unchanged,
             new_open=[dict(item) for item in new_open],
+            rejected=len(bad),
+            new_rejected=new_rejected,
         )
+
+    def _set_aside(
+        self, conn: Connection, kind: str, bad: dict[str, dict[str, Any]], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Record the rejected items; return those not recorded before."""
+        if not bad:
+            return []
+        table = schema.rejected_items
+        seen: set[str] = set()
+        for fingerprints in _chunks(list(bad), self.chunk_size):
+            rows = conn.execute(
+                sa.select(table.c.fingerprint).where(
+                    table.c.kind == kind, table.c.fingerprint.in_(fingerprints)
+                )
+            )
+            seen.update(row[0] for row in rows)
+        new = [
+            {
+                "kind": kind,
+                "fingerprint": fp,
+                **entry,
+                "times_seen": 1,
+                "first_seen_at": now,
+                "last_seen_at": now,
+            }
+            for fp, entry in bad.items()
+            if fp not in seen
+        ]
+        if new:
+            conn.execute(sa.insert(table), new)
+        if seen:
+            conn.execute(
+                sa.update(table)
+                .where(table.c.kind == kind, table.c.fingerprint.in_(sorted(seen)))
+                .values(times_seen=table.c.times_seen + 1, last_seen_at=now)
+            )
+        return [{"item_id": row["item_id"], "reason": row["reason"]} for row in new]
+
+    def rejected_items(self, kind: str) -> list[dict[str, Any]]:
+        """The items of *kind* (``partner`` or ``order``) set aside by syncs, oldest first."""
+        table = schema.rejected_items
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table)
+                .where(table.c.kind == kind)
+                .order_by(table.c.first_seen_at, table.c.fingerprint)
+            ).mappings()
+            return [
+                {
+                    "item_id": row["item_id"],
+                    "reason": row["reason"],
+                    "times_seen": row["times_seen"],
+                    "first_seen_at": _aware(row["first_seen_at"]),
+                    "last_seen_at": _aware(row["last_seen_at"]),
+                }
+                for row in rows
+            ]
 
     @staticmethod
     def _write(
@@ -668,6 +741,26 @@ class MesRepository:
         with self.engine.connect() as conn:
             total = conn.execute(count).scalar_one()
             return total, [to_item(row) for row in conn.execute(page).mappings()]
+
+
+def _fingerprint(item: object) -> str:
+    """A digest that tells one listed item from another (any value, lone surrogates included)."""
+    try:
+        text = json.dumps(item, sort_keys=True, ensure_ascii=True, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(item)
+    return hashlib.sha256(text.encode("ascii", "backslashreplace")).hexdigest()
+
+
+def _item_id(item: object, key: str) -> str | None:
+    value = item.get(key) if isinstance(item, Mapping) else None
+    return value if isinstance(value, str) and _ID32_RE.fullmatch(value) else None
+
+
+def _reason(exc: Exception) -> str:
+    """The error text, storable anywhere: no NUL, no lone surrogate, at most 1,000 characters."""
+    text = str(exc).replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= 1000 else text[:997] + "..."
 
 
 def _request_id(value: object) -> str:

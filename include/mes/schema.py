@@ -166,6 +166,21 @@ kafka_tokens = sa.Table(
     sa.UniqueConstraint("instance_type", "record_id", name="uq_kafka_tokens_type_record"),
 )
 
+# Items the gateway lists that cannot be stored (a NUL, a lone surrogate, an oversized text, a
+# bad field): set aside with the reason, once per distinct item, so a sync stores the others and
+# alerts once per new bad item instead of failing on it forever.
+rejected_items = sa.Table(
+    "rejected_items",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("item_id", sa.String(32), nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("times_seen", sa.Integer, nullable=False),
+    _utc_time("first_seen_at"),
+    _utc_time("last_seen_at"),
+)
+
 # Any fixed 64-bit number: the PostgreSQL advisory lock held while creating the schema.
 _SCHEMA_LOCK_KEY = 0x4D45535F534348
 

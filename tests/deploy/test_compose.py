@@ -50,10 +50,13 @@ AIRFLOW_SERVICES = (
     "airflow-triggerer",
     "airflow-init",
 )
-DEFAULT_SERVICES = (*AIRFLOW_SERVICES, "postgres", "kafka", "gateway-sandbox")
+DEFAULT_SERVICES = (*AIRFLOW_SERVICES, "postgres", "gateway-sandbox")
 CELERY_SERVICES = ("redis", "airflow-worker")
 DEMO_SERVICES = ("sandbox-seed",)
-ONE_SHOT_SERVICES = ("airflow-init", "sandbox-seed")
+#: Kafka comes from one of two profiles: SASL_SSL with ACLs, or PLAINTEXT for a local stack.
+PRODUCTION_SERVICES = ("kafka", "kafka-acls")
+LOCAL_PLAINTEXT_SERVICES = ("kafka-local-plaintext",)
+ONE_SHOT_SERVICES = ("airflow-init", "sandbox-seed", "kafka-acls")
 SECRET_WORDS = ("PASSWORD", "SECRET", "FERNET", "TOKEN")
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}; not $${NAME},
@@ -282,7 +285,10 @@ def test_compose_file_parses_into_services_and_volumes():
                 assert volume in (data.get("volumes") or {}), f"{name} mounts undeclared volume {volume}"
 
 
-@pytest.mark.parametrize("name", DEFAULT_SERVICES + CELERY_SERVICES + DEMO_SERVICES)
+@pytest.mark.parametrize(
+    "name",
+    DEFAULT_SERVICES + CELERY_SERVICES + DEMO_SERVICES + PRODUCTION_SERVICES + LOCAL_PLAINTEXT_SERVICES,
+)
 def test_every_service_of_the_deployment_is_defined(name):
     assert name in services()
 
@@ -293,7 +299,11 @@ def test_default_services_start_without_a_profile(name):
 
 
 @pytest.mark.parametrize(
-    ("name", "profile"), [(s, "celery") for s in CELERY_SERVICES] + [("sandbox-seed", "demo")]
+    ("name", "profile"),
+    [(s, "celery") for s in CELERY_SERVICES]
+    + [("sandbox-seed", "demo")]
+    + [(s, "production") for s in PRODUCTION_SERVICES]
+    + [(s, "local-plaintext") for s in LOCAL_PLAINTEXT_SERVICES],
 )
 def test_optional_services_are_in_their_profile(name, profile):
     assert services()[name].get("profiles") == [profile]
@@ -643,7 +653,15 @@ def test_connections_point_at_the_services_of_the_compose_file():
     kafka_env = environment(services()["kafka"])
     kafka = connection("AIRFLOW_CONN_KAFKA_DEFAULT")
     assert kafka["conn_type"] == "kafka"
-    assert f"PLAINTEXT://{kafka['extra']['bootstrap.servers']}" == kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    extra = kafka["extra"]
+    # the production profile: SASL_SSL as the mes principal
+    assert (
+        f"{extra['security.protocol']}://{extra['bootstrap.servers']}"
+        == kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    )
+    assert (extra["sasl.username"], extra["sasl.password"]) == ("mes", "KAFKA_MES_PASSWORD")
+    local_env = environment(services()["kafka-local-plaintext"])
+    assert local_env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{extra['bootstrap.servers']}"
     sandbox_command = services()["gateway-sandbox"]["command"]
     assert (
         sandbox_command[sandbox_command.index("--bootstrap-servers") + 1]
@@ -663,14 +681,18 @@ def test_connections_point_at_the_services_of_the_compose_file():
     assert "CREATE DATABASE airflow" in init_sql and "CREATE DATABASE mes" in init_sql
 
 
-def test_kafka_runs_one_kraft_node_without_topic_auto_creation():
-    env = environment(services()["kafka"])
+@pytest.mark.parametrize(
+    ("name", "protocol"), [("kafka", "SASL_SSL"), ("kafka-local-plaintext", "PLAINTEXT")]
+)
+def test_kafka_runs_one_kraft_node_without_topic_auto_creation(name, protocol):
+    env = environment(services()[name])
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
-    assert env["KAFKA_LISTENERS"] == "PLAINTEXT://:9092,CONTROLLER://:9093"
+    # the controller is reachable on the node's loopback interface only
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@localhost:9093"
+    assert env["KAFKA_LISTENERS"] == f"{protocol}://:9092,CONTROLLER://localhost:9093"
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    assert any(v.endswith(":" + env["KAFKA_LOG_DIRS"]) for v in services()["kafka"]["volumes"])
+    assert any(v.endswith(":" + env["KAFKA_LOG_DIRS"]) for v in services()[name]["volumes"])
 
 
 # ---- the images --------------------------------------------------------------------------------
@@ -973,7 +995,7 @@ def test_compose_config_default_and_celery_profiles(tmp_path):
     result = run_compose(filled_env_file(tmp_path), "config", "--format", "json")
     assert result.returncode == 0, result.stderr
     default = json.loads(result.stdout)["services"]
-    assert set(default) == set(DEFAULT_SERVICES)
+    assert set(default) == set(DEFAULT_SERVICES + PRODUCTION_SERVICES)  # .env.example's profile
     assert default["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert default["airflow-init"]["environment"]["AIRFLOW_CONN_MES_DB"].count("test-mes-db-password") == 1
 

@@ -112,6 +112,7 @@ def set_connections(
     echo: bool,
     timeout: float,
     kafka_extra: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> None:
     """``kafka_default``, ``blockchain_master`` and ``mes_db`` as Airflow reads them from the environment."""
     shared_set_connections(
@@ -124,6 +125,7 @@ def set_connections(
         kafka_extra=kafka_extra,
         echo_request_id=echo,
         timeout=timeout,
+        **extra,
     )
     monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
 
@@ -154,6 +156,7 @@ def make_stack(
         bootstrap: str | None = None,
         prefix: str | None = None,
         kafka_extra: dict[str, Any] | None = None,
+        late_answer_grace: float | None = None,
     ) -> FaultStack:
         bootstrap = bootstrap or kafka_bootstrap
         prefix = prefix or f"f{secrets.token_hex(4)}_"
@@ -177,6 +180,7 @@ def make_stack(
             echo=echo,
             timeout=timeout,
             kafka_extra=kafka_extra,
+            **({} if late_answer_grace is None else {"late_answer_grace": late_answer_grace}),
         )
         stack = FaultStack(bootstrap, prefix, ledger_path, mes_path, public_key, token, agent_password)
         stacks.append(stack)

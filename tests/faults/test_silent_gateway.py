@@ -74,7 +74,8 @@ def blk_threads() -> list[str]:
 
 @pytest.mark.parametrize("echo", [False, True], ids=["echo-off", "echo-on"])
 def test_every_wait_ends_by_its_deadline_and_leaves_nothing_behind(make_stack, echo):
-    stack = make_stack(echo=echo, timeout=TIMEOUT, serve=False)  # topics, no gateway
+    # topics, no gateway; no grace period for late answers: each call here times out on its own
+    stack = make_stack(echo=echo, timeout=TIMEOUT, serve=False, late_answer_grace=0)
     clients_before = kafka_client_threads()
     errors: dict[str, BlockchainTimeoutError] = {}
 
@@ -158,7 +159,8 @@ async def first_event(trigger: AwaitResponseTrigger):
 
 
 def test_a_gateway_that_applies_without_answering_leaves_a_retry_nothing_to_duplicate(make_stack):
-    stack = make_stack(echo=False, timeout=TIMEOUT, faults=Faults(drop_rate=1.0, seed=7))
+    # the dropped answer never comes: no grace period to wait out before the retry
+    stack = make_stack(echo=False, timeout=TIMEOUT, faults=Faults(drop_rate=1.0, seed=7), late_answer_grace=0)
     with stack.ledger() as ledger:
         ledger.create_record_type(stack.mes_public_key, "Unit", UNIT_TYPE)
 

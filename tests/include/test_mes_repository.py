@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import threading
 from datetime import date, datetime, timedelta
 
@@ -12,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from include.day_report_keys import day_report_keys
 from include.mes import schema
-from include.mes.models import InvalidRequestItemError, ProductionUnitNotFoundError
+from include.mes.models import ProductionUnitNotFoundError
 from include.mes.repository import DayReportNotFoundError, MesRepository
 
 ISSUER = "025e451e2caf44821d0fb262c1cfd2e8c02fb37c989adf548aede227283126d5cb"
@@ -264,24 +265,59 @@ def test_order_request_upsert_round_trips_json_fields(repo: MesRepository) -> No
         ({"transaction_ids": TX}, "field transaction_ids"),
     ],
 )
-def test_bad_partner_items_are_refused_naming_the_field_and_nothing_is_written(
+def test_bad_partner_items_are_set_aside_naming_the_field_and_the_good_ones_stored(
     repo: MesRepository, bad: dict, named: str
 ) -> None:
     items = [partner(hex32(1)), partner(hex32(2), **bad)]
-    with pytest.raises(InvalidRequestItemError, match=f"partner request #1.*{named}"):
-        repo.upsert_partner_requests(items)
-    assert repo.partner_requests() == []
+    result = repo.upsert_partner_requests(items)
+    assert [p.partner_request_id for p in repo.partner_requests()] == [hex32(1)]
+    assert (result.inserted, result.rejected) == (1, 1)
+    assert len(result.new_rejected) == 1
+    assert re.search(f"partner request #1.*{re.escape(named)}", result.new_rejected[0]["reason"])
+    assert [r["reason"] for r in repo.rejected_items("partner")] == [result.new_rejected[0]["reason"]]
 
 
-def test_bad_order_items_are_refused_naming_the_field(repo: MesRepository) -> None:
-    with pytest.raises(InvalidRequestItemError, match=r"order request #0 .*field metadata"):
-        repo.upsert_order_requests([order(hex32(1), metadata="Part=wheel")])
-    with pytest.raises(InvalidRequestItemError, match="field type"):
-        repo.upsert_order_requests([order(hex32(1), type=None)])
-    with pytest.raises(InvalidRequestItemError, match="field abs_action_id"):
-        repo.upsert_order_requests([partner(hex32(1))])
-    with pytest.raises(InvalidRequestItemError, match="expected an object"):
-        repo.upsert_order_requests(["not an item"])
+def test_bad_order_items_are_set_aside_naming_the_field(repo: MesRepository) -> None:
+    cases = [
+        (order(hex32(1), metadata="Part=wheel"), r"order request #0 .*field metadata"),
+        (order(hex32(1), type=None), "field type"),
+        (partner(hex32(1)), "field abs_action_id"),
+        ("not an item", "expected an object"),
+    ]
+    for item, reason in cases:
+        result = repo.upsert_order_requests([item])
+        assert result.rejected == 1 and result.inserted == 0
+        assert re.search(reason, result.new_rejected[0]["reason"])
+    assert repo.order_requests() == []
+
+
+POISON = [
+    ({"description": "NUL \x00 in the middle"}, "field description"),
+    ({"description": "lone surrogate \ud800"}, "field description"),
+    ({"type": "x" * 300}, "field type"),
+    ({"description": "d" * 20_000}, "field description"),
+    ({"metadata": {"Part": "NUL \x00"}}, "field metadata"),
+    ({"metadata": {"Part\udfff": 1}}, "field metadata"),
+    ({"files": ["a" * 70_000]}, "field files"),
+]
+
+
+@pytest.mark.parametrize(("poison", "named"), POISON)
+def test_a_poisoned_item_is_set_aside_once_and_the_good_ones_stored(
+    repo: MesRepository, poison: dict, named: str
+) -> None:
+    items = [order(hex32(1)), order(hex32(2), **poison), order(hex32(3))]
+    first = repo.upsert_order_requests(items)
+    assert (first.inserted, first.rejected) == (2, 1)
+    assert [o.abs_action_id for o in repo.order_requests()] == [hex32(1), hex32(3)]
+    assert len(first.new_rejected) == 1
+    assert first.new_rejected[0]["item_id"] == hex32(2)
+    assert named in first.new_rejected[0]["reason"]
+    # the ledger keeps listing it: set aside again, but not new (alerted once)
+    again = repo.upsert_order_requests(items)
+    assert (again.unchanged, again.rejected, again.new_rejected) == (2, 1, [])
+    (stored,) = repo.rejected_items("order")
+    assert stored["item_id"] == hex32(2) and stored["times_seen"] == 2 and named in stored["reason"]
 
 
 def test_ten_thousand_items_upsert_in_chunks(engine: Engine) -> None:

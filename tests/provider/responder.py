@@ -143,6 +143,14 @@ class ScriptedResponder:
                 response_header = {"auth": header.get("auth", outcome.pop("_auth", "new-token"))}
                 if self.echo or topic == "BLK_Agt":
                     response_header["request_id"] = header["request_id"]
+                if topic == "BLK_Agt":
+                    # the agent an answer is about: the one asked about, or the one just created
+                    data = outcome.get("data")
+                    named = header.get("public_key") or (
+                        data.get("public_key") if isinstance(data, dict) else None
+                    )
+                    if named:
+                        response_header["public_key"] = named
                 self._producer.produce(self.response_topic, encode([response_header, outcome], self.encoding))
                 self._producer.poll(0)
             self._producer.poll(0)

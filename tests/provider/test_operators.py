@@ -155,7 +155,14 @@ def test_gateway_refusal_fails_the_task(gateway_env, deferrable):
 
 @pytest.mark.broker
 def test_deferred_wait_times_out(gateway_env, monkeypatch):
-    set_connections(monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, timeout=1)
+    set_connections(
+        monkeypatch,
+        gateway_env.bootstrap,
+        gateway_env.prefix,
+        gateway_env.token,
+        timeout=1,
+        late_answer_grace=1,  # the trigger waits this long for a late answer after the deadline
+    )
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, lambda *a: None):
         with pytest.raises(BlockchainTimeoutError, match="BLK_Part_Lst"):
             run_deferred(ListPartnerRequestsOperator(task_id="lp", deferrable=True))

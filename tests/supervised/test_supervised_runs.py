@@ -244,3 +244,21 @@ def test_token_rotation_keeps_the_agent_and_the_pipeline_working(deployment):
     run_id = airflow.trigger("blockchain_token_check")
     assert airflow.wait_for_run("blockchain_token_check", run_id) == "success"
     assert ledger.agent_for_token(after["password"]) == after["login"]
+
+
+def test_a_trigger_with_an_invalid_unit_update_is_refused_with_400(deployment):
+    """The Params schema is checked by the REST API: nothing runs, nothing reaches Kafka."""
+    import urllib.error
+
+    airflow, *_ = deployment
+    good = {"production_unit_id": 1, "status": "RUNNING", "process_name": "Stamping"}
+    for change in (
+        {"production_unit_id": 10**30},
+        {"status": "   "},
+        {"status": "RUN\x00NING"},
+        {"status": "RUN\ud800"},
+        {"process_name": "Stamp\x07ing"},
+    ):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            airflow.trigger("blockchain_production_unit_update", {**good, **change})
+        assert info.value.code == 400, change

@@ -144,9 +144,32 @@ def _hook(args: argparse.Namespace) -> Any:
     return KafkaBlockchainHook(args.kafka_conn_id, args.conn_id, timeout=args.timeout)
 
 
-def _extra(conn: dict[str, Any] | None) -> dict[str, Any]:
+def _extra(conn: dict[str, Any] | None, conn_id: str = "") -> dict[str, Any]:
     extra = (conn or {}).get("extra") or {}
-    return json.loads(extra) if isinstance(extra, str) else dict(extra)
+    try:
+        value = json.loads(extra) if isinstance(extra, str) else dict(extra)
+    except (ValueError, TypeError):
+        raise SystemExit(f"error: the extra of connection {conn_id or '?'} is not a JSON object") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"error: the extra of connection {conn_id or '?'} is not a JSON object")
+    return value
+
+
+def _keep_privately(conn_id: str, conn: dict[str, Any]) -> str:
+    """Write *conn* where only this user can read it, in ``airflow connections import`` form;
+    return the path. The credentials of a new agent must outlive a failed connection write."""
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    directory = os.path.join(home, "blockchain-provider")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, f"{conn_id}.json")
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({conn_id: conn}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -162,13 +185,32 @@ def cmd_create(args: argparse.Namespace) -> int:
         os.environ[_env_name(args.conn_id)] = json.dumps(existing)
     else:
         os.environ[_env_name(args.conn_id)] = json.dumps({"conn_type": "blockchain_token"})
+    # everything that can fail on this side is done before the agent exists at the gateway
+    extra = _extra(existing, args.conn_id)
     password = secrets.token_urlsafe(32)
-    with _hook(args) as hook:
+    hook = _hook(args)
+    try:
         public_key, token = hook.create_agent(args.name, password)
-    extra = _extra(existing)
-    extra.update({"agent_password": password, "agent_name": args.name, "instance_type": args.instance_type})
-    conn = {"conn_type": "blockchain_token", "login": public_key, "password": token, "extra": extra}
-    write_connection(args.conn_id, conn, args.api_url)
+        # stored at once, before anything else can fail (even closing the Kafka clients): first
+        # privately on disk, then in the connection
+        extra.update(
+            {"agent_password": password, "agent_name": args.name, "instance_type": args.instance_type}
+        )
+        conn = {"conn_type": "blockchain_token", "login": public_key, "password": token, "extra": extra}
+        kept = _keep_privately(args.conn_id, conn)
+        try:
+            write_connection(args.conn_id, conn, args.api_url)
+        except BaseException as exc:
+            reason = _redact(str(exc) if not isinstance(exc, SystemExit) else str(exc.code), conn)
+            raise SystemExit(
+                f"{reason}\nerror: agent {public_key} was created, but connection {args.conn_id} could not "
+                f"be written. Its public key, token and password are kept in {kept} (readable by you "
+                f"only): store them with `airflow connections import --overwrite {kept}`, then delete "
+                "the file"
+            ) from None
+        os.unlink(kept)
+    finally:
+        hook.close()
     print(f"Created agent {public_key} ({args.name}); its token is stored in connection {args.conn_id}")
     if args.show:
         print(f"token: {token}")

@@ -43,7 +43,12 @@ class BlockchainGatewayError(BlockchainError):
 
 
 class BlockchainTimeoutError(BlockchainError, TimeoutError):
-    """No answer came by the deadline; the message names the topic and the request id."""
+    """No answer came by the deadline; the message names the topic and the request id.
+
+    ``token_held``: the token stays blocked for the request's late answer (no request_id echo).
+    """
+
+    token_held: bool = False
 
     def __init__(self, message: str, *, topic: str, request_id: str, timeout: float) -> None:
         super().__init__(message)

@@ -13,6 +13,7 @@ the Airflow UI shows with the failed run.
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 from collections.abc import Mapping
@@ -44,26 +45,70 @@ class LogNotifier(BaseNotifier):
         log.error("ALERT %s", self.message)
 
 
+#: The longest e-mail subject an alert gets (the whole text is in the body).
+SUBJECT_MAX_LENGTH = 200
+
+
+def slack_escape(text: str) -> str:
+    """*text* as Slack shows it literally: ``&``, ``<`` and ``>`` escaped, so a quoted exception or
+    order description cannot become a link, a mention (``<!channel>``) or other markup."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def email_subject(text: str) -> str:
+    """One line of at most :data:`SUBJECT_MAX_LENGTH` characters: no header can be added."""
+    line = " ".join(text.split())
+    return line if len(line) <= SUBJECT_MAX_LENGTH else line[: SUBJECT_MAX_LENGTH - 3] + "..."
+
+
+def email_html(text: str) -> str:
+    """*text* as HTML that shows it literally, line breaks kept."""
+    return '<pre style="white-space: pre-wrap">' + html.escape(text) + "</pre>"
+
+
+def _slack_notifier(**kwargs: Any) -> BaseNotifier:
+    from airflow.providers.slack.notifications.slack import SlackNotifier
+
+    class EscapingSlackNotifier(SlackNotifier):
+        """Escapes the rendered text: what an alert quotes is shown, never interpreted."""
+
+        def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+            super().render_template_fields(context, jinja_env)
+            self.text = slack_escape(str(self.text))
+
+    return EscapingSlackNotifier(**kwargs)
+
+
+def _smtp_notifier(**kwargs: Any) -> BaseNotifier:
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    class EscapingSmtpNotifier(SmtpNotifier):
+        """Escapes the rendered body as HTML and makes the subject one plain line."""
+
+        def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+            super().render_template_fields(context, jinja_env)
+            self.subject = email_subject(str(self.subject))
+            self.html_content = email_html(str(self.html_content))
+
+    return EscapingSmtpNotifier(**kwargs)
+
+
 def alert_notifiers(message: str) -> list[BaseNotifier]:
     """The notifiers configured by the environment, each sending *message* (a Jinja template)."""
     notifiers: list[BaseNotifier] = []
     slack_conn_id = _setting("BLOCKCHAIN_ALERT_SLACK_CONN_ID")
     if slack_conn_id:
-        from airflow.providers.slack.notifications.slack import SlackNotifier
-
         channel = _setting("BLOCKCHAIN_ALERT_SLACK_CHANNEL")
         notifiers.append(
-            SlackNotifier(
+            _slack_notifier(
                 slack_conn_id=slack_conn_id, text=message, **({"channel": channel} if channel else {})
             )
         )
     smtp_conn_id = _setting("BLOCKCHAIN_ALERT_SMTP_CONN_ID")
     recipients = _setting("BLOCKCHAIN_ALERT_EMAIL_TO")
     if smtp_conn_id and recipients:
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-
         notifiers.append(
-            SmtpNotifier(
+            _smtp_notifier(
                 smtp_conn_id=smtp_conn_id,
                 to=[r.strip() for r in recipients.split(",") if r.strip()],
                 subject="[MES blockchain] " + message,

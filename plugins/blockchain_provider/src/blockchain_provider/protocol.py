@@ -62,8 +62,12 @@ DEFAULT_TOPICS: tuple[str, ...] = (
 #: (ours) the Kafka header that carries the request id next to the envelope's header key.
 REQUEST_ID_KAFKA_HEADER = "blk-request-id"
 
-#: Responses larger than this are not decoded (a literal parser's cost grows with its input).
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: Responses larger than this are not decoded (in UTF-8 bytes, for a ``str`` too). A page of 100
+#: partner requests is about 50 KB.
+MAX_RESPONSE_BYTES = 1024 * 1024
+#: A Python-literal answer longer than this (characters) is not decoded: the literal parser costs
+#: about 4 s and 0.5 GB per MiB of nested tuples, and anyone can write ``BLK_Res``.
+MAX_LITERAL_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -523,17 +527,19 @@ def decode_response(raw: bytes | str | None) -> Response:
     if raw is None:
         raise MalformedResponseError("empty message value")
     if isinstance(raw, bytes | bytearray):
-        if len(raw) > MAX_RESPONSE_BYTES:
-            raise MalformedResponseError(f"value of {len(raw)} bytes exceeds {MAX_RESPONSE_BYTES}")
+        _check_size(len(raw))
         try:
             text = bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedResponseError("value is not UTF-8") from None
     else:
         text = raw
+        _check_size(len(text))  # each character is at least one byte
+        if len(text) * 4 > MAX_RESPONSE_BYTES:
+            _check_size(len(text.encode("utf-8", "surrogatepass")))
     try:
-        outer = json.loads(text)
-    except (ValueError, RecursionError):  # not JSON, or an integer of over 4,300 digits
+        outer = _json_loads(text)
+    except (ValueError, RecursionError):  # not JSON, NaN/Infinity, or an integer of over 4,300 digits
         raise MalformedResponseError("value is not JSON") from None
     if isinstance(outer, str):
         outer = _decode_inner(outer)
@@ -564,6 +570,42 @@ class _NotJson(ValueError):
     """The literal holds something the JSON rewrite does not handle."""
 
 
+def _check_size(size: int) -> None:
+    if size > MAX_RESPONSE_BYTES:
+        raise MalformedResponseError(f"value of {size} bytes exceeds {MAX_RESPONSE_BYTES}")
+
+
+def _no_constant(name: str) -> Any:
+    # NaN, Infinity and -Infinity are neither JSON nor Python literals
+    raise ValueError(f"{name} is not a value")
+
+
+def _json_loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def mentions(raw: bytes | bytearray | None, needles: tuple[bytes, ...]) -> bool:
+    """Whether *raw* holds one of *needles* (a token, a request id, in the forms
+    :func:`needles_of` gives), checked before anything is decoded."""
+    if not raw:
+        return False
+    return any(needle and needle in raw for needle in needles)
+
+
+def needles_of(*values: str | None) -> tuple[bytes, ...]:
+    """What an answer to a request with these tokens / request ids holds in its raw bytes: each
+    value as UTF-8 and, where it differs, as JSON writes it inside a string."""
+    found: list[bytes] = []
+    for value in values:
+        if not value:
+            continue
+        for form in (value, json.dumps(value)[1:-1]):
+            encoded = form.encode("utf-8", "surrogatepass")
+            if encoded not in found:
+                found.append(encoded)
+    return tuple(found)
+
+
 def _unescape(match: re.Match[str]) -> str:
     quote, control, *codes = match.groups()
     if quote:
@@ -588,7 +630,9 @@ def _json_token(match: re.Match[str]) -> str:
             return f'"{body}"'
     else:
         body = _PY_ESCAPE_RE.sub(_unescape, body)
-    return json.dumps(body)
+    # not ensure_ascii: it would write two lone surrogates as an escaped pair, which JSON joins
+    # into one character where the literal parser keeps two
+    return json.dumps(body, ensure_ascii=False)
 
 
 def _literal_as_json(text: str) -> str | None:
@@ -602,13 +646,17 @@ def _literal_as_json(text: str) -> str | None:
 
 def _decode_inner(text: str) -> Any:
     try:
-        return json.loads(text)
+        return _json_loads(text)
     except (ValueError, RecursionError):
         pass
+    if len(text) > MAX_LITERAL_CHARS:
+        raise MalformedResponseError(
+            f"Python literal of {len(text)} characters exceeds {MAX_LITERAL_CHARS}"
+        ) from None
     rewritten = _literal_as_json(text)
     if rewritten is not None:
         try:
-            return _plain(json.loads(rewritten))
+            return _plain(_json_loads(rewritten))
         except (ValueError, RecursionError):
             pass  # well-tokenised but not well-formed: the literal parser decides
     try:
@@ -678,3 +726,92 @@ def error_text(response: Response, secrets: tuple[str | None, ...] = ()) -> str:
         if secret:
             text = text.replace(secret, "***")
     return " ".join(text.split())[:500]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a call's answer may be: its outcome kinds besides ``error``; for an agent call
+    (``agent``), the public key asked about (``None`` when creating one).
+
+    Anyone who can write ``BLK_Res`` can write an answer that echoes a request id: an answer is
+    taken only when it fits the call it claims to answer.
+    """
+
+    kinds: tuple[OutcomeKind, ...]
+    agent: bool = False
+    public_key: str | None = None
+
+    def to_primitives(self) -> dict[str, Any]:
+        return {"kinds": list(self.kinds), "agent": self.agent, "public_key": self.public_key}
+
+    @classmethod
+    def from_primitives(cls, value: Mapping[str, Any] | None) -> Expectation:
+        if not value:
+            return ANY_ANSWER
+        kinds = tuple(kind for kind in value.get("kinds", ()) if kind in ("data", "message"))
+        return cls(kinds or ("data", "message"), bool(value.get("agent")), value.get("public_key") or None)
+
+
+#: What an answer to a call of unknown shape may be (a trigger serialised without expectation).
+ANY_ANSWER = Expectation(("data", "message"))
+
+
+def expectation(call: Call) -> Expectation:
+    """What *call*'s answer may be: ``data`` for a list or a read, ``message`` for a write, and
+    ``data`` (the reporter) or ``message`` for the creation of a dynamic record."""
+    if call.topic == AGENTS:
+        return Expectation(("data",), agent=True, public_key=call.header.get("public_key") or None)
+    if call.topic in (PARTNER_LIST, ORDER_LIST):
+        return Expectation(("data",))
+    body = call.body or {}
+    if call.topic.endswith("_Get") or body.get("action") == "get":
+        return Expectation(("data",))
+    if call.topic == RECORDS and body.get("dynamic") is True:
+        return Expectation(("data", "message"))
+    return Expectation(("message",))
+
+
+def _same(a: object, b: object) -> bool:
+    return (
+        isinstance(a, str)
+        and isinstance(b, str)
+        and hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+    )
+
+
+def fits(response: Response, token: str | None, expect: Expectation) -> bool:
+    """Whether *response* can be the answer to a call with *expect*, sent with *token*.
+
+    A non-agent answer must carry our token in ``auth`` and an outcome of the kinds the call
+    takes (or ``error``). An agent answer must be about the public key asked for, and its data
+    must hold the token its header announces.
+    """
+    if expect.agent:
+        if expect.public_key is not None and response.public_key != expect.public_key:
+            return False
+        if response.kind == "error":
+            return True
+        if response.kind != "data" or not isinstance(response.value, Mapping):
+            return False
+        if not _same(response.value.get("token"), response.auth):
+            return False
+        if expect.public_key is None:
+            return response.public_key is not None and response.value.get("public_key") == response.public_key
+        return True
+    if not _same(response.auth, token):
+        return False
+    return response.kind == "error" or response.kind in expect.kinds
+
+
+def answers(
+    response: Response,
+    *,
+    request_id: str,
+    token: str | None,
+    by_request_id_only: bool,
+    expect: Expectation = ANY_ANSWER,
+) -> bool:
+    """:func:`matches` and :func:`fits`: whether *response* is taken as the answer."""
+    return matches(
+        response, request_id=request_id, token=token, by_request_id_only=by_request_id_only
+    ) and fits(response, token, expect)

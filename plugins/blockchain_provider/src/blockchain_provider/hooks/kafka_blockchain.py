@@ -25,7 +25,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -48,6 +48,9 @@ from blockchain_provider.exceptions import (
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
+#: Without request_id echo, how long after a timeout the token stays blocked while the late answer
+#: may still come (the ``late_answer_grace`` field of the token connection overrides it).
+DEFAULT_LATE_ANSWER_GRACE = 30.0
 #: How long the first request may wait for the response reader to be positioned.
 READER_START_TIMEOUT = 30.0
 #: A caller queued for its token that gets it with less time than this left gives up unsent: no
@@ -111,6 +114,7 @@ class GatewaySettings:
     echo_request_id: bool
     timeout: float
     topics: protocol.TopicMap = field(default_factory=protocol.TopicMap)
+    late_answer_grace: float = DEFAULT_LATE_ANSWER_GRACE
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,8 @@ class PendingRequest:
     start_offsets: dict[str, int]
     deadline: float
     by_request_id_only: bool
+    expect: dict[str, Any] = field(default_factory=protocol.ANY_ANSWER.to_primitives)
+    late_answer_grace: float = 0.0
 
 
 class _ProducerHook(KafkaBaseHook):
@@ -170,14 +176,36 @@ class _ConsumerHook(KafkaBaseHook):
         return Consumer(config)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Waiter:
     request_id: str
     token: str | None
     by_request_id_only: bool
     min_offsets: dict[int, int]
+    expect: protocol.Expectation = protocol.ANY_ANSWER
     event: threading.Event = field(default_factory=threading.Event)
     response: protocol.Response | None = None
+    # set once the request timed out and its token stays blocked for a late answer
+    release: Callable[[], None] | None = None
+    timer: threading.Timer | None = None
+    late_until: float = 0.0
+    settled: threading.Event = field(default_factory=threading.Event)
+
+
+class _ReleaseOnce:
+    """Releases a lock the first time it is called, from whichever thread."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._guard = threading.Lock()
+        self._done = False
+
+    def __call__(self) -> None:
+        with self._guard:
+            if self._done:
+                return
+            self._done = True
+        self._lock.release()
 
 
 def _consume_available(consumer: Consumer, timeout: float, batch: int = 500) -> list[Any]:
@@ -221,6 +249,13 @@ class ResponseReader:
         self._thread: threading.Thread | None = None
         self.malformed = 0
         self.skipped = 0
+        #: answers that named one of our requests but did not fit it (other auth, other kind)
+        self.forged = 0
+        #: answers that came after their request had timed out
+        self.late = 0
+        #: messages not decoded: they hold neither a token nor a request id of a waiting request
+        self.ignored = 0
+        self._needles: tuple[bytes, ...] = ()
 
     # ---------------------------------------------------------------- positioning
     def position(self, timeout: float | None = None) -> dict[int, int]:
@@ -296,24 +331,91 @@ class ResponseReader:
                     self._known_ends[partition] = max(self._known_ends.get(partition, 0), high)
 
     # ------------------------------------------------------------------- waiting
-    def register(self, request_id: str, token: str | None, by_request_id_only: bool) -> _Waiter:
+    def register(
+        self,
+        request_id: str,
+        token: str | None,
+        by_request_id_only: bool,
+        expect: protocol.Expectation = protocol.ANY_ANSWER,
+    ) -> _Waiter:
         fence = self.fence()
         with self._lock:
-            waiter = _Waiter(request_id, token, by_request_id_only, fence)
+            waiter = _Waiter(request_id, token, by_request_id_only, fence, expect)
             self._by_id[request_id] = waiter
             if not by_request_id_only and token:
                 self._by_token.append(waiter)
+            self._update_needles()
             return waiter
+
+    def _update_needles(self) -> None:
+        """What a message must hold to be decoded at all: a waiting request's id, or the token of
+        one matched by token. Anyone can write ``BLK_Res``; the rest is not read further."""
+        self._needles = protocol.needles_of(
+            *self._by_id, *{waiter.token for waiter in self._by_token if waiter.token}
+        )
 
     def unregister(self, waiter: _Waiter) -> None:
         with self._lock:
-            self._by_id.pop(waiter.request_id, None)
-            if waiter in self._by_token:
-                self._by_token.remove(waiter)
+            self._forget(waiter)
 
     def waiting(self) -> int:
+        """Requests waiting for their answer (not those that timed out and wait for a late one)."""
         with self._lock:
-            return len(self._by_id)
+            return sum(1 for waiter in self._by_id.values() if waiter.release is None)
+
+    def hold_late(self, waiter: _Waiter, grace: float, release: Callable[[], None]) -> bool:
+        """After *waiter*'s request timed out, keep waiting for its late answer for *grace* seconds,
+        and call *release* (unblocking the token) when it comes or the grace period is over.
+
+        Returns False, holding nothing, when the answer came in the meantime.
+        """
+        with self._lock:
+            if waiter.response is not None:
+                return False
+            waiter.release = release
+            waiter.late_until = time.monotonic() + grace
+            waiter.timer = threading.Timer(grace, self._expire_late, (waiter,))
+            waiter.timer.daemon = True
+            waiter.timer.start()
+            return True
+
+    def _expire_late(self, waiter: _Waiter) -> None:
+        with self._lock:
+            pending = self._by_id.get(waiter.request_id) is waiter
+            self._forget(waiter)
+        if pending:
+            log.info(
+                "No late answer on %s to request %s within the grace period; its token is free again",
+                self.topic,
+                waiter.request_id,
+            )
+        if waiter.release is not None:
+            waiter.release()
+        waiter.settled.set()
+
+    def wait_for_late_answers(self) -> None:
+        """Block until every request that timed out got its late answer or its grace period is
+        over. A task calls it (through :meth:`KafkaBlockchainHook.close`) before it ends, so that
+        the token's pool slot stays taken as long as the token is blocked."""
+        with self._lock:
+            late = [waiter for waiter in self._by_id.values() if waiter.release is not None]
+        for waiter in late:
+            remaining = waiter.late_until - time.monotonic()
+            if remaining > 0 and not waiter.settled.is_set():
+                log.info(
+                    "Waiting up to %.0f s for the late answer to request %s before closing: its token "
+                    "stays blocked until then",
+                    remaining,
+                    waiter.request_id,
+                )
+                waiter.settled.wait(remaining + 1)
+
+    def _forget(self, waiter: _Waiter) -> None:
+        if self._by_id.get(waiter.request_id) is waiter:
+            del self._by_id[waiter.request_id]
+        if waiter in self._by_token:
+            self._by_token.remove(waiter)
+        self._update_needles()
 
     # ------------------------------------------------------------------- reading
     def _run(self) -> None:
@@ -342,11 +444,17 @@ class ResponseReader:
                     )
 
     def _dispatch(self, partition: int, offset: int, value: bytes | None) -> None:
+        if not protocol.mentions(value, self._needles):
+            with self._lock:
+                self._positions[partition] = offset + 1
+                self.ignored += 1
+            return
         try:
             response = protocol.decode_response(value)
         except MalformedResponseError as exc:
             response = None
             reason = str(exc)
+        late: _Waiter | None = None
         with self._lock:
             self._positions[partition] = offset + 1
             if response is None:
@@ -357,12 +465,30 @@ class ResponseReader:
                 if waiter is None:
                     self.skipped += 1
                     return
-                waiter.response = response
-                self._by_id.pop(waiter.request_id, None)
-                if waiter in self._by_token:
-                    self._by_token.remove(waiter)
-                waiter.event.set()
-                return
+                self._forget(waiter)
+                if waiter.release is None:
+                    waiter.response = response
+                    waiter.event.set()
+                    return
+                self.late += 1
+                late = waiter
+        if late is not None:
+            if late.timer is not None:
+                late.timer.cancel()
+            log.warning(
+                "A late answer (%s) to request %s came at %s[%d]@%d after the request had timed out; "
+                "%d late answer(s) so far",
+                response.kind,
+                late.request_id,
+                self.topic,
+                partition,
+                offset,
+                self.late,
+            )
+            assert late.release is not None
+            late.release()
+            late.settled.set()
+            return
         if count <= 10 or count % 100 == 0:
             log.warning(
                 "Skipped malformed response at %s[%d]@%d: %s (%d malformed so far)",
@@ -375,12 +501,32 @@ class ResponseReader:
 
     def _match(self, partition: int, offset: int, response: protocol.Response) -> _Waiter | None:
         if response.request_id is not None:
-            return self._by_id.get(response.request_id)
-        for waiter in self._by_token:
-            if offset >= waiter.min_offsets.get(partition, 0) and protocol.matches(
-                response, request_id=waiter.request_id, token=waiter.token, by_request_id_only=False
-            ):
+            waiter = self._by_id.get(response.request_id)
+            candidates = [] if waiter is None else [waiter]
+        else:
+            candidates = [
+                waiter
+                for waiter in self._by_token
+                if offset >= waiter.min_offsets.get(partition, 0)
+                and protocol.matches(
+                    response, request_id=waiter.request_id, token=waiter.token, by_request_id_only=False
+                )
+            ]
+        for waiter in candidates:
+            if protocol.fits(response, waiter.token, waiter.expect):
                 return waiter
+        if candidates:
+            self.forged += 1
+            log.warning(
+                "Set aside an answer at %s[%d]@%d that names request %s but does not fit it (%s answer, "
+                "other token or agent); %d so far",
+                self.topic,
+                partition,
+                offset,
+                candidates[0].request_id,
+                response.kind,
+                self.forged,
+            )
         return None
 
     def close(self) -> None:
@@ -480,6 +626,17 @@ class KafkaBlockchainHook(BaseHook):
         echo = extra.get("echo_request_id", False)
         if isinstance(echo, str):
             echo = echo.strip().lower() in ("1", "true", "yes", "on")
+        grace = extra.get("late_answer_grace")
+        try:
+            grace = DEFAULT_LATE_ANSWER_GRACE if grace in (None, "") else float(grace)
+        except (TypeError, ValueError):
+            raise BlockchainConfigError(
+                f"Connection {self.token_conn_id}: late_answer_grace must be a number of seconds"
+            ) from None
+        if not 0 <= grace <= 3600:
+            raise BlockchainConfigError(
+                f"Connection {self.token_conn_id}: late_answer_grace must be from 0 to 3600 seconds"
+            )
         return GatewaySettings(
             token=_Secret(token) if token else None,
             public_key=public_key,
@@ -490,6 +647,7 @@ class KafkaBlockchainHook(BaseHook):
             echo_request_id=bool(echo),
             timeout=timeout,
             topics=topics,
+            late_answer_grace=grace,
         )
 
     def _token(self, override: str | None = None) -> str:
@@ -554,7 +712,15 @@ class KafkaBlockchainHook(BaseHook):
             return reader
 
     def close(self) -> None:
-        """Stop the response reader and close the Kafka clients."""
+        """Stop the response reader and close the Kafka clients.
+
+        Without request_id echo, after a request timed out this first waits for its late answer, at
+        most the grace period (``late_answer_grace``): the task keeps the token's pool slot, so a
+        request of another task cannot take that answer.
+        """
+        reader = self._reader
+        if reader is not None:
+            reader.wait_for_late_answers()
         with self._start_lock:
             reader, consumer, producer = self._reader, self._consumer, self._producer
             self._reader = self._consumer = self._producer = None
@@ -593,17 +759,26 @@ class KafkaBlockchainHook(BaseHook):
         """
         return self.call(protocol.Call(topic, dict(header or {}), body), timeout=timeout)
 
-    def call(self, call: protocol.Call, *, timeout: float | None = None, token: str | None = None) -> Outcome:
+    def call(
+        self,
+        call: protocol.Call,
+        *,
+        timeout: float | None = None,
+        token: str | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> Outcome:
         """Send a :class:`~blockchain_provider.protocol.Call` and return its answer (see :meth:`request`).
 
         :param token: sign with this token (a reporter's) instead of the connection's.
+        :param secrets: besides the connection's token and password, texts to scrub from a
+            gateway error (a new agent's password).
         """
         settings = self.settings
         token = None if call.topic == protocol.AGENTS else self._token(token)
         by_id_only = settings.echo_request_id or token is None
         timeout = settings.timeout if timeout is None else timeout
         if by_id_only:
-            return self._exchange(call, token, timeout, by_id_only)
+            return self._exchange(call, token, timeout, by_id_only, secrets=secrets)
         lock = _token_lock(f"{self.kafka_config_id}\0{settings.topics.responses}", token)
         queued = time.monotonic()
         acquired = lock.acquire(timeout=timeout)
@@ -620,10 +795,20 @@ class KafkaBlockchainHook(BaseHook):
                 request_id="(not sent)",
                 timeout=timeout,
             )
+        release = _ReleaseOnce(lock)
+        held = False
         try:
-            return self._exchange(call, token, timeout, by_id_only, waited=waited)
+            # a request that times out hands *release* to the reader: the token stays blocked until
+            # its late answer comes or the grace period is over, so the next request cannot take it
+            return self._exchange(
+                call, token, timeout, by_id_only, waited=waited, release=release, secrets=secrets
+            )
+        except BlockchainTimeoutError as exc:
+            held = exc.token_held
+            raise
         finally:
-            lock.release()
+            if not held:
+                release()
 
     def call_many(
         self, calls: list[protocol.Call], *, max_in_flight: int = 16, timeout: float | None = None
@@ -655,35 +840,61 @@ class KafkaBlockchainHook(BaseHook):
             return list(pool.map(one, calls))
 
     def _exchange(
-        self, call: protocol.Call, token: str | None, timeout: float, by_id_only: bool, waited: float = 0.0
+        self,
+        call: protocol.Call,
+        token: str | None,
+        timeout: float,
+        by_id_only: bool,
+        waited: float = 0.0,
+        release: Callable[[], None] | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> Outcome:
         reader = self._ensure_started()
         request = protocol.envelope(call, protocol.new_request_id(), token)
         topic = self.settings.topics[call.topic]
-        waiter = reader.register(request.request_id, token, by_id_only)
+        waiter = reader.register(request.request_id, token, by_id_only, protocol.expectation(call))
+        held = False
         try:
             started = time.monotonic() - waited
             self._deliver(request, topic, timeout)
             remaining = timeout - (time.monotonic() - started)
             if remaining <= 0 or not waiter.event.wait(remaining):
-                raise BlockchainTimeoutError(
-                    f"No answer on {reader.topic} within {timeout:g} s to request {request.request_id} "
-                    f"sent to {topic}",
-                    topic=topic,
-                    request_id=request.request_id,
-                    timeout=timeout,
-                )
+                grace = self.settings.late_answer_grace
+                if release is not None and grace > 0:
+                    held = reader.hold_late(waiter, grace, release)
+                if waiter.response is None:
+                    error = BlockchainTimeoutError(
+                        f"No answer on {reader.topic} within {timeout:g} s to request {request.request_id} "
+                        f"sent to {topic}"
+                        + (
+                            f"; its token stays blocked for up to {grace:g} s for a late answer"
+                            if held
+                            else ""
+                        ),
+                        topic=topic,
+                        request_id=request.request_id,
+                        timeout=timeout,
+                    )
+                    error.token_held = held
+                    raise error
         finally:
-            reader.unregister(waiter)
+            if not held:
+                reader.unregister(waiter)
         response = waiter.response
         assert response is not None
-        return self._outcome(response, topic, request.request_id, token)
+        return self._outcome(response, topic, request.request_id, token, secrets)
 
     def _outcome(
-        self, response: protocol.Response, topic: str, request_id: str, token: str | None
+        self,
+        response: protocol.Response,
+        topic: str,
+        request_id: str,
+        token: str | None,
+        extra_secrets: tuple[str, ...] = (),
     ) -> Outcome:
         if response.kind == "error":
-            secrets = (token, self.settings.agent_password and self.settings.agent_password.reveal())
+            agent_password = self.settings.agent_password and self.settings.agent_password.reveal()
+            secrets = (token, agent_password, *extra_secrets)
             text = protocol.error_text(response, secrets)
             raise BlockchainGatewayError(
                 f"The gateway refused request {request_id} on {topic}: {text}",
@@ -750,13 +961,16 @@ class KafkaBlockchainHook(BaseHook):
         topic = settings.topics[call.topic]
         start_offsets = {str(partition): offset for partition, offset in reader.fence().items()}
         self._deliver(request, topic, timeout)
+        by_id_only = settings.echo_request_id or token is None
         return PendingRequest(
             topic=topic,
             request_id=request.request_id,
             response_topic=reader.topic,
             start_offsets=start_offsets,
             deadline=time.time() + timeout,
-            by_request_id_only=settings.echo_request_id or token is None,
+            by_request_id_only=by_id_only,
+            expect=protocol.expectation(call).to_primitives(),
+            late_answer_grace=0.0 if by_id_only else settings.late_answer_grace,
         )
 
     def outcome_from_event(self, event: Mapping[str, Any]) -> Outcome:
@@ -776,9 +990,11 @@ class KafkaBlockchainHook(BaseHook):
                 gateway_text=text,
             )
         if status == "timeout":
+            late = event.get("late_answer")
             raise BlockchainTimeoutError(
                 f"No answer on {event.get('response_topic', 'BLK_Res')} by the deadline to request "
-                f"{request_id} sent to {topic}",
+                f"{request_id} sent to {topic}"
+                + (f"; a late answer ({late}) came after it, and was not taken" if late else ""),
                 topic=topic,
                 request_id=request_id,
                 timeout=float(event.get("timeout", 0)),
@@ -865,7 +1081,8 @@ class KafkaBlockchainHook(BaseHook):
     def create_agent(self, name: str, password: str) -> tuple[str, str]:
         """Create an agent at the gateway; return ``(public_key, token)``. Both are secrets' neighbours:
         the token is registered for masking at once."""
-        data = self.call(protocol.agent_create_call(name, password)).value
+        _mask(password)
+        data = self.call(protocol.agent_create_call(name, password), secrets=(password,)).value
         return self._agent_answer(data, need_public_key=True)
 
     def get_token(self, public_key: str | None = None, password: str | None = None) -> str:
@@ -878,7 +1095,7 @@ class KafkaBlockchainHook(BaseHook):
             raise BlockchainConfigError(
                 f"Connection {self.token_conn_id} needs its public key and agent password to get a token"
             )
-        data = self.call(protocol.agent_token_call(public_key, password)).value
+        data = self.call(protocol.agent_token_call(public_key, password), secrets=(password,)).value
         return self._agent_answer(data, need_public_key=False)[1]
 
     @staticmethod

@@ -130,10 +130,12 @@ class BaseBlockchainOperator(BaseOperator):
             start_offsets=pending.start_offsets,
             deadline=pending.deadline,
             by_request_id_only=pending.by_request_id_only,
+            expect=pending.expect,
+            late_answer_grace=pending.late_answer_grace,
             token_conn_id=self.token_conn_id,
             kafka_config_id=self.kafka_config_id,
         )
-        wait = max(1.0, pending.deadline - time.time()) + 60
+        wait = max(1.0, pending.deadline - time.time()) + pending.late_answer_grace + 60
         self.defer(
             trigger=trigger,
             method_name="execute_complete",

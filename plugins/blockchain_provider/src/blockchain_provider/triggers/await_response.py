@@ -6,11 +6,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import MalformedResponseError
@@ -23,10 +24,22 @@ log = logging.getLogger(__name__)
 #: holds every fetch for the whole wait, it adds up to that much to a deferred answer. The
 #: ``kafka`` connection's ``fetch.wait.max.ms`` overrides it, as it does the hook's.
 TRIGGER_CONSUMER_DEFAULTS = {"fetch.wait.max.ms": 100}
-#: Past its deadline, a wait reads on with this poll timeout (s) until a poll brings nothing...
+#: Past its deadline, a wait that has not read its partitions to their end reads on with this
+#: poll timeout (s) until a poll brings nothing...
 CATCH_UP_POLL = 1.0
 #: ...or for this long (s) at the most.
 CATCH_UP_LIMIT = 30.0
+
+
+@dataclass
+class _Batch:
+    """What one poll brought: decoded messages with the time each was written, the partitions
+    read to their end, and those that brought messages."""
+
+    decoded: list[tuple[protocol.Response | MalformedResponseError, float]] = field(default_factory=list)
+    at_end: set[int] = field(default_factory=set)
+    read: set[int] = field(default_factory=set)
+    empty: bool = True
 
 
 class AwaitResponseTrigger(BaseTrigger):
@@ -46,6 +59,10 @@ class AwaitResponseTrigger(BaseTrigger):
     :param token_conn_id: the ``blockchain_token`` connection, defaults to ``blockchain_master``.
     :param kafka_config_id: the ``kafka`` connection, defaults to ``kafka_default``.
     :param poll_timeout: seconds one poll may block a worker thread, defaults to 0.2.
+    :param expect: what the answer may be (:meth:`blockchain_provider.protocol.Expectation.to_primitives`);
+        an answer that does not fit (another token, another kind) is not taken.
+    :param late_answer_grace: without echo, how long after the deadline to keep waiting (and keep the
+        token's pool slot) for the late answer, so the next request of the token cannot take it.
     """
 
     def __init__(
@@ -60,6 +77,8 @@ class AwaitResponseTrigger(BaseTrigger):
         token_conn_id: str = "blockchain_master",
         kafka_config_id: str = "kafka_default",
         poll_timeout: float = 0.2,
+        expect: dict[str, Any] | None = None,
+        late_answer_grace: float = 0.0,
     ) -> None:
         super().__init__()
         self.topic = topic
@@ -71,9 +90,10 @@ class AwaitResponseTrigger(BaseTrigger):
         self.token_conn_id = token_conn_id
         self.kafka_config_id = kafka_config_id
         self.poll_timeout = float(poll_timeout)
+        self.expect = protocol.Expectation.from_primitives(expect).to_primitives()
+        self.late_answer_grace = 0.0 if self.by_request_id_only else max(0.0, float(late_answer_grace))
         self._consumer: Any = None
         self._polling: asyncio.Future[Any] | None = None
-        self._malformed = 0
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -88,6 +108,8 @@ class AwaitResponseTrigger(BaseTrigger):
                 "token_conn_id": self.token_conn_id,
                 "kafka_config_id": self.kafka_config_id,
                 "poll_timeout": self.poll_timeout,
+                "expect": self.expect,
+                "late_answer_grace": self.late_answer_grace,
             },
         )
 
@@ -113,75 +135,110 @@ class AwaitResponseTrigger(BaseTrigger):
         self._consumer.assign(
             [TopicPartition(self.response_topic, int(p), off) for p, off in self.start_offsets.items()]
         )
+        malformed = forged = 0
+        # a message holding neither our request id nor (without echo) our token is not decoded
+        needles = protocol.needles_of(self.request_id, None if self.by_request_id_only else token)
+        expect = protocol.Expectation.from_primitives(self.expect)
         loop = asyncio.get_running_loop()
-        # Past the deadline, read on until every partition is read to its end: a triggerer that
-        # picks the wait up late (or resumes it after a restart) must find an answer that is
-        # already on the topic, not report a timeout without having looked.
-        at_end: set[int] = set()
+        # A triggerer that picks the wait up late (load, a restart) must find an answer that is
+        # already on the topic: past the deadline, the wait reads on until every partition is at
+        # its end before it reports a timeout. Whether an answer is late is told by the time the
+        # message was written, not by when this wait got to read it.
         partitions = {int(p) for p in self.start_offsets}
+        at_end: set[int] = set()
         catch_up_until: float | None = None
         while True:
-            remaining = self.deadline - time.time()
+            now = time.time()
+            remaining = self.deadline - now
+            # without echo, the late answer would be taken by the token's next request: wait for
+            # it (holding the token's pool slot) until the grace period is over
+            grace_left = remaining + self.late_answer_grace
             if remaining > 0:
                 wait = min(self.poll_timeout, remaining)
             else:
                 if catch_up_until is None:
-                    catch_up_until = time.time() + CATCH_UP_LIMIT
-                if at_end >= partitions or time.time() >= catch_up_until:
+                    catch_up_until = now + CATCH_UP_LIMIT
+                caught_up = at_end >= partitions or now >= catch_up_until
+                if caught_up and grace_left <= 0:
                     yield self._event("timeout", timeout=max(0.0, self.deadline - time.time()))
                     return
-                wait = CATCH_UP_POLL
-            self._polling = loop.run_in_executor(None, _consume_available, self._consumer, wait)
-            messages = await asyncio.shield(self._polling)
+                wait = min(self.poll_timeout, grace_left) if caught_up else CATCH_UP_POLL
+            # reading and decoding both run in a worker thread: a large hostile message must not
+            # stall the triggerer's event loop, which every other deferred wait shares
+            self._polling = loop.run_in_executor(None, self._read, _consume_available, wait, needles)
+            batch = await asyncio.shield(self._polling)
             self._polling = None
-            for message in messages:
-                if message.error() is None:
-                    at_end.discard(message.partition())
-                elif message.error().code() == KafkaError._PARTITION_EOF:
-                    at_end.add(message.partition())
-            event = self._match(messages, token, agent_password)
-            if event is not None:
-                yield event
-                return
-            if catch_up_until is not None and not messages:
-                # nothing more came within a whole poll: what was there has been read
-                yield self._event("timeout", timeout=max(0.0, self.deadline - time.time()))
+            at_end = (at_end - batch.read) | batch.at_end
+            if catch_up_until is not None and batch.empty:
+                at_end = set(partitions)  # a whole poll brought nothing: what was there is read
+            for response, written_at in batch.decoded:
+                if isinstance(response, MalformedResponseError):
+                    malformed += 1
+                    if malformed <= 10 or malformed % 100 == 0:
+                        log.warning("Skipped malformed response on %s: %s", self.response_topic, response)
+                    continue
+                if not protocol.matches(
+                    response,
+                    request_id=self.request_id,
+                    token=token,
+                    by_request_id_only=self.by_request_id_only,
+                ):
+                    continue
+                if not protocol.fits(response, token, expect):
+                    forged += 1
+                    log.warning(
+                        "Set aside an answer on %s that names request %s but does not fit it (%s answer, "
+                        "other token or agent); %d so far",
+                        self.response_topic,
+                        self.request_id,
+                        response.kind,
+                        forged,
+                    )
+                    continue
+                if written_at > self.deadline:
+                    log.warning(
+                        "A late answer (%s) to request %s came on %s after its deadline",
+                        response.kind,
+                        self.request_id,
+                        self.response_topic,
+                    )
+                    yield self._event("timeout", timeout=0.0, late_answer=response.kind)
+                    return
+                if response.kind == "error":
+                    text = protocol.error_text(response, (token, agent_password))
+                    yield self._event("gateway_error", text=text)
+                else:
+                    yield self._event(
+                        "success", kind=response.kind, value=response.value, public_key=response.public_key
+                    )
                 return
 
-    def _match(
-        self, messages: list[Any], token: str | None, agent_password: str | None
-    ) -> TriggerEvent | None:
-        """The event of the first message that answers this request, if one does."""
-        for message in messages:
+    def _read(self, consume: Any, timeout: float, needles: tuple[bytes, ...]) -> _Batch:
+        """Poll once; decode the messages at or after the start positions that name us."""
+        batch = _Batch()
+        for message in consume(self._consumer, timeout):
+            batch.empty = False
             error = message.error()
             if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    batch.at_end.add(message.partition())
+                else:
                     log.warning("Error reading %s: %s", self.response_topic, error)
                 continue
+            batch.read.add(message.partition())
+            batch.at_end.discard(message.partition())
             if message.offset() < self.start_offsets.get(str(message.partition()), 0):
                 continue
+            value = message.value()
+            if not protocol.mentions(value, needles):
+                continue
+            ts_type, ts_ms = message.timestamp()
+            written_at = ts_ms / 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE else time.time()
             try:
-                response = protocol.decode_response(message.value())
+                batch.decoded.append((protocol.decode_response(value), written_at))
             except MalformedResponseError as exc:
-                self._malformed += 1
-                if self._malformed <= 10 or self._malformed % 100 == 0:
-                    log.warning("Skipped malformed response on %s: %s", self.response_topic, exc)
-                continue
-            if not protocol.matches(
-                response,
-                request_id=self.request_id,
-                token=token,
-                by_request_id_only=self.by_request_id_only,
-            ):
-                continue
-            if response.kind == "error":
-                return self._event(
-                    "gateway_error", text=protocol.error_text(response, (token, agent_password))
-                )
-            return self._event(
-                "success", kind=response.kind, value=response.value, public_key=response.public_key
-            )
-        return None
+                batch.decoded.append((exc, written_at))
+        return batch
 
     async def cleanup(self) -> None:
         consumer, polling = self._consumer, self._polling

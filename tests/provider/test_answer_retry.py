@@ -1,0 +1,93 @@
+"""The answer task is retry-safe: a retry reads the request's status before sending anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blockchain_provider.exceptions import BlockchainTimeoutError
+from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from tests.provider.conftest import set_connections
+from tests.provider.responder import ScriptedResponder
+from tests.provider.test_hook import partner
+
+ROOT = Path(__file__).resolve().parents[2]
+PID = f"{1:032x}"
+
+
+class Gateway:
+    """One partner request; answers may be applied without an answer (a lost reply)."""
+
+    def __init__(self, status: str = "OPEN", answer_silently: bool = False):
+        self.status = status
+        self.answer_silently = answer_silently
+        self.answers = 0
+
+    def __call__(self, topic, header, body):
+        if topic == "BLK_Part_Lst":
+            items = [partner(1, self.status)]
+            return {"data": items[header["start"] :][: header["limit"]]}
+        if topic == "BLK_Part_Ans":
+            self.answers += 1
+            if self.status != "OPEN":
+                return {"error": f"partner request {body['id']} is already {self.status}"}
+            self.status = "ACCEPTED" if body["response"] else "REJECTED"
+            return None if self.answer_silently else {"message": f"{body['id']} {self.status}"}
+        raise AssertionError(topic)
+
+
+@pytest.fixture
+def short_timeout(gateway_env, monkeypatch):
+    set_connections(
+        monkeypatch,
+        gateway_env.bootstrap,
+        gateway_env.prefix,
+        gateway_env.token,
+        timeout=2,
+        late_answer_grace=0,
+    )
+    return gateway_env
+
+
+def test_a_retry_after_a_lost_reply_finds_our_decision_and_succeeds(short_timeout):
+    from blockchain_common import flows
+
+    gateway = Gateway(answer_silently=True)
+    with ScriptedResponder(short_timeout.bootstrap, short_timeout.prefix, gateway):
+        with KafkaBlockchainHook() as hook, pytest.raises(BlockchainTimeoutError):
+            flows.answer_request(hook, "partner", PID, True, retry=False)
+        with KafkaBlockchainHook() as hook:
+            message = flows.answer_request(hook, "partner", PID, True, retry=True)
+    assert gateway.answers == 1  # not sent again
+    assert "ACCEPTED" in message
+
+
+def test_a_retry_of_a_request_still_open_sends_again(short_timeout):
+    from blockchain_common import flows
+
+    gateway = Gateway()
+    with ScriptedResponder(short_timeout.bootstrap, short_timeout.prefix, gateway):
+        with KafkaBlockchainHook() as hook:
+            assert flows.answer_request(hook, "partner", PID, False, retry=True) == f"{PID} REJECTED"
+    assert gateway.answers == 1
+
+
+def test_a_retry_that_finds_another_decision_fails_with_the_reason(short_timeout):
+    from blockchain_common import flows
+
+    gateway = Gateway(status="REJECTED")
+    with ScriptedResponder(short_timeout.bootstrap, short_timeout.prefix, gateway):
+        with KafkaBlockchainHook() as hook, pytest.raises(ValueError, match=r"REJECTED.*not.*accept"):
+            flows.answer_request(hook, "partner", PID, True, retry=True)
+    assert gateway.answers == 0
+
+
+def test_the_answer_task_has_the_retries_of_every_task():
+    from airflow.dag_processing.dagbag import DagBag
+    from blockchain_common import default_args
+
+    dags = DagBag(str(ROOT / "dags")).dags
+    for kind in ("partner", "order"):
+        task = dags[f"blockchain_{kind}_answer"].get_task(f"answer_{kind}_request")
+        assert task.retries == default_args()["retries"] > 0
