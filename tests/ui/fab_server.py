@@ -8,12 +8,15 @@ with Airflow's own CLI (``airflow roles``, ``airflow users create``) and FAB's R
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +200,25 @@ class FabApiServer:
             response = admin.get(f"/api/v2/dags/{dag_id}/dagRuns")
         assert response.status_code == 200, response.text
         return response.json()["dag_runs"]
+
+
+@contextmanager
+def requests_page_server(home: Path, mes_path: Path, mes_agent: str) -> Iterator[FabApiServer]:
+    """A running FAB API server whose page reads the MES database at *mes_path* (connection
+    ``mes_db``), *mes_agent* being this MES's agent (``blockchain_master``); stopped at the end."""
+    fab = FabApiServer(
+        home,
+        {
+            "AIRFLOW_CONN_MES_DB": json.dumps({"conn_type": "sqlite", "host": str(mes_path)}),
+            "AIRFLOW_CONN_BLOCKCHAIN_MASTER": json.dumps(
+                {"conn_type": "blockchain_token", "login": mes_agent, "password": "not-used"}
+            ),
+        },
+    )
+    fab.initialise()
+    fab.start()
+    try:
+        fab.add_users()
+        yield fab
+    finally:
+        fab.stop()

@@ -9,7 +9,6 @@ the Accept/Reject buttons is what the page's script reads: ``can`` and each row'
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.ui.conftest import MES_AGENT, OTHER_AGENT
-from tests.ui.fab_server import FabApiServer
+from tests.ui.fab_server import FabApiServer, requests_page_server
 
 pytestmark = [pytest.mark.airflow_db, pytest.mark.timeout(600)]
 
@@ -41,22 +40,8 @@ def mes_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, mes_path: Path) -> Iterator[FabApiServer]:
     """The API server, with the MES database and this MES's agent given as connections."""
-    fab = FabApiServer(
-        tmp_path_factory.mktemp("fab-home"),
-        {
-            "AIRFLOW_CONN_MES_DB": json.dumps({"conn_type": "sqlite", "host": str(mes_path)}),
-            "AIRFLOW_CONN_BLOCKCHAIN_MASTER": json.dumps(
-                {"conn_type": "blockchain_token", "login": MES_AGENT, "password": "not-used"}
-            ),
-        },
-    )
-    fab.initialise()
-    fab.start()
-    try:
-        fab.add_users()
+    with requests_page_server(tmp_path_factory.mktemp("fab-home"), mes_path, MES_AGENT) as fab:
         yield fab
-    finally:
-        fab.stop()
 
 
 @pytest.fixture(scope="module")
