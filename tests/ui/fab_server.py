@@ -100,10 +100,11 @@ class FabApiServer:
             "--firstname", "Admin", "--lastname", "Test", "--email", "admin@example.com", "--role", "Admin",
         )  # fmt: skip
 
-    def add_users(self) -> None:
-        """The other users, created by the admin through FAB's REST API (``/auth/fab/v1/users``)."""
+    def add_users(self, users: dict[str, str] | None = None) -> None:
+        """*users* (username -> role; by default :data:`USERS` but the admin), created by the
+        admin through FAB's REST API (``/auth/fab/v1/users``)."""
         with self.client("admin") as admin:
-            for username, role in USERS.items():
+            for username, role in (USERS if users is None else users).items():
                 if username == "admin":
                     continue
                 response = admin.post(

@@ -9,6 +9,8 @@ the Accept/Reject buttons is what the page's script reads: ``can`` and each row'
 from __future__ import annotations
 
 import itertools
+import re
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -23,6 +25,7 @@ from tests.ui.fab_server import FabApiServer, requests_page_server
 pytestmark = [pytest.mark.airflow_db, pytest.mark.timeout(600)]
 
 PREFIX = "/blockchain-requests"
+INIT_SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "airflow-init.sh"
 NOW = int(time.time())
 #: request ids unique to each test: runs stay queued (no scheduler), and a queued answer blocks another
 _ids = itertools.count(1)
@@ -238,7 +241,8 @@ def test_a_user_without_the_answer_dag_cannot_answer(server: FabApiServer, mes: 
 
 def test_the_navigation_entry_needs_can_read_on_plugins(server: FabApiServer) -> None:
     """The UI finds the page's entry in ``GET /api/v2/plugins``: FAB grants that to Admin and Op,
-    and to roles given ``can read on Plugins``; the others open ``/blockchain-requests/`` itself."""
+    and to roles given ``can read on Plugins``, as the deployment's airflow-init gives User and
+    Viewer."""
 
     def nav_entries(username: str) -> list[str] | int:
         with server.client(username) as client:
@@ -256,3 +260,14 @@ def test_the_navigation_entry_needs_can_read_on_plugins(server: FabApiServer) ->
         assert nav_entries(username) == ["Blockchain requests"], username
     for username in ("worker", "reader"):
         assert nav_entries(username) == 403, username
+
+    # the grant of docker/airflow-init.sh, run as it runs it (twice: it runs at every start)
+    (command,) = re.findall(r"^\s*airflow (roles add-perms [^|\n]+)", INIT_SCRIPT.read_text(), re.M)
+    for _ in range(2):
+        server.airflow(*shlex.split(command))
+    # new users of the two roles (a signed-in user's permissions are cached for a while)
+    server.add_users({"worker2": "User", "reader2": "Viewer"})
+    for username in ("worker2", "reader2"):
+        assert nav_entries(username) == ["Blockchain requests"], username
+        with server.client(username) as client:
+            assert client.get(f"{PREFIX}/api/requests").json()["can"]["answer"] is (username == "worker2")
