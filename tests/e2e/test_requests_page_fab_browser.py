@@ -134,7 +134,7 @@ def test_a_viewer_signed_in_through_fab_sees_no_buttons(
     request_id = open_partner_request(mes, 2)
     answers = len(server.dag_runs(ANSWER_DAG))
 
-    # the page's own address: FAB's Viewer role may not list plugins, so no navigation entry
+    # the page's own address (by FAB's default, Viewer may not list plugins: no navigation entry)
     sign_in_with_fab(page, server, "reader", f"{server.base_url}/blockchain-requests/")
     assert page.url == f"{server.base_url}/blockchain-requests/"
     expect(page.locator("body[data-loaded=true]")).to_have_count(1)
