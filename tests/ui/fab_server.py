@@ -2,8 +2,8 @@
 
 Its own AIRFLOW_HOME and SQLite metadata database (FAB's tables created by ``airflow db migrate``),
 DAGs serialized from dags/ (which creates FAB's per-DAG permissions), FAB roles and users made
-with Airflow's own CLI (``airflow roles``, ``airflow users create``) and FAB's REST API. Users sign in through FAB:
-``POST /auth/token`` or the login form of ``/auth/login/``.
+with Airflow's own CLI (``airflow roles``, ``airflow users create``) and FAB's REST API. Users
+sign in through FAB: ``POST /auth/token`` or the login form of ``/auth/login/``.
 """
 
 from __future__ import annotations
