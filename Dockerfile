@@ -20,7 +20,7 @@ RUN pip install --no-cache-dir --no-deps /tmp/build/blockchain_provider \
 
 # Fail the build, not the first task, when the install moved Airflow or broke an import.
 RUN python -c "import airflow, sys; sys.exit(None if airflow.__version__ == '3.3.2' else 'airflow ' + airflow.__version__ + ' installed, 3.3.2 expected')" \
-    && python -c "import blockchain_provider, confluent_kafka, psycopg2, airflow.providers.apache.kafka, airflow.providers.postgres" \
+    && python -c "import blockchain_provider, confluent_kafka, psycopg2, airflow.providers.apache.kafka, airflow.providers.postgres, airflow.providers.fab.auth_manager.fab_auth_manager" \
     && blockchain-provider --help >/dev/null
 
 # The public key of the MES agent, written by airflow-init for the demo seed (a named volume).

@@ -30,11 +30,13 @@ run: setup
 
 # The operator's flows in Chromium (trigger form, Blockchain requests page), each against a stack
 # of its own; E2E_STACK_DIR=.local runs them against the stack `make run` is running. Needs
-# Debian's chromium: apt-get install -y chromium
+# Debian's chromium: apt-get install -y chromium. The page is also opened under the FAB auth manager
+# (docker-compose.yaml's) on an API server of its own.
 .PHONY: browser-test
 browser-test: setup
 	@test -x "$${CHROMIUM_PATH:-/usr/bin/chromium}" || { echo "No Chromium: apt-get install -y chromium (or set CHROMIUM_PATH)"; exit 1; }
-	$(BIN)/python -m pytest tests/e2e/test_browser_flow.py tests/e2e/test_requests_page_browser.py -v -rs
+	$(BIN)/python -m pytest tests/e2e/test_browser_flow.py tests/e2e/test_requests_page_browser.py \
+		tests/e2e/test_requests_page_fab_browser.py -v -rs
 
 bench: setup
 	$(BIN)/python bench/run_all.py

@@ -3,7 +3,8 @@
 # server, scheduler, DAG processor and triggerer start (they wait for it to exit 0).
 #
 #   1. migrate Airflow's metadata database;
-#   2. create the admin user (FAB auth manager, from _AIRFLOW_WWW_USER_USERNAME/_PASSWORD);
+#   2. create the admin user (FAB auth manager, from _AIRFLOW_WWW_USER_USERNAME/_PASSWORD) and
+#      let the User and Viewer roles see plugin views (the Blockchain requests page) in the UI;
 #   3. check the connections that come from the environment (kafka_default, mes_db);
 #   4. create the BLK_* topics through the Kafka connection;
 #   5. create the MES agent at the gateway and store its token in the blockchain_master
@@ -98,6 +99,10 @@ if airflow config get-value core auth_manager | grep -q "FabAuthManager"; then
         printf '%s\n' "${output//"${_AIRFLOW_WWW_USER_PASSWORD}"/***}" >&2
         fail "could not create the admin user ${_AIRFLOW_WWW_USER_USERNAME}"
     fi
+    # The UI lists plugin views in its navigation only for roles that may read Plugins, which
+    # FAB grants to Admin and Op alone. What a role may do on the Blockchain requests page is
+    # still decided by its permissions on the DAGs.
+    airflow roles add-perms User Viewer --resource Plugins --action can_read | tail -n 1
 else
     echo "The auth manager is not FAB: no user to create here"
 fi
