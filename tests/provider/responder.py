@@ -67,6 +67,7 @@ class ScriptedResponder:
             "BLK_Rty_Get",
             "BLK_Rec_Get",
             "BLK_Rec_ProductionUnit",
+            "BLK_Rec_DayReportIndicator",
             "BLK_Agt",
         ),
     ) -> None:

@@ -168,7 +168,12 @@ def test_the_trigger_decodes_off_the_event_loop_and_skips_what_does_not_name_us(
         producer.flush(5)
 
     items = [partner(3)]
-    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, paging_handler(items), before=noise):
+    responder = ScriptedResponder(
+        gateway_env.bootstrap, gateway_env.prefix, paging_handler(items), before=noise
+    )
+    with responder:
         assert run_deferred(ListPartnerRequestsOperator(task_id="lp", deferrable=True)) == items
-    assert len(threads) == 1  # only our answer was decoded
+    # only our answers were decoded: the page and the empty page that ends the list
+    assert len(responder.seen) == 2
+    assert len(threads) == len(responder.seen)
     assert loop_threads and not set(threads) & set(loop_threads)

@@ -89,8 +89,8 @@ def test_an_agent_answer_about_another_public_key_is_not_taken(gateway_env):
             {"data": {"token": "forged-token"}},
         ]
         producer.produce(topic, encode(forged, "json"))
-        # the right key, but a token that is not the one the header carries
-        odd = [{"auth": "tok-a", "public_key": MES_PUBKEY, "request_id": rid}, {"data": {"token": "tok-b"}}]
+        # the right key, but no token in its data
+        odd = [{"auth": MES_PUBKEY, "public_key": MES_PUBKEY, "request_id": rid}, {"data": {"tok": "tok-b"}}]
         producer.produce(topic, encode(odd, "json"))
         producer.flush(5)
 
@@ -107,7 +107,20 @@ def test_expectations_of_each_call():
     assert protocol.expectation(protocol.list_call(protocol.PARTNER_LIST, 0, 10)).kinds == ("data",)
     assert protocol.expectation(protocol.answer_call(protocol.ORDER_ANSWER, PID, True)).kinds == ("message",)
     assert protocol.expectation(protocol.record_type_get_call("X")).kinds == ("data",)
-    assert protocol.expectation(protocol.record_create_call("R1", "X", {"a": 1})).kinds == ("message",)
+    assert protocol.expectation(protocol.record_get_call("R1")).kinds == ("data",)
+    assert protocol.expectation(
+        protocol.record_type_create_call(
+            "X", "Units", [{"name": "a", "data_type": "NUMBER", "dynamic": True}]
+        )
+    ).kinds == ("message",)
+    assert protocol.expectation(protocol.record_create_call("R1", "X", "Unit 1", {"a": 1})).kinds == (
+        "message",
+    )
+    dynamic = protocol.record_create_call("R1", "X", "Unit 1", {"a": 1}, dynamic=True, password="p" * 16)
+    assert set(protocol.expectation(dynamic).kinds) == {"data", "message"}
+    assert protocol.expectation(protocol.record_update_call("X", "R1", {"a": 2})).kinds == ("message",)
+    create_agent = protocol.expectation(protocol.agent_create_call("ERP", "p" * 16))
+    assert (create_agent.agent, create_agent.public_key) == (True, None)
     token_call = protocol.expectation(protocol.agent_token_call(MES_PUBKEY, "pw"))
     assert (token_call.agent, token_call.public_key) == (True, MES_PUBKEY)
 

@@ -766,9 +766,15 @@ def expectation(call: Call) -> Expectation:
     body = call.body or {}
     if call.topic.endswith("_Get") or body.get("action") == "get":
         return Expectation(("data",))
-    if call.topic == RECORDS and body.get("dynamic") is True:
+    if _is_record_topic(call.topic) and body.get("dynamic") is True:
         return Expectation(("data", "message"))
     return Expectation(("message",))
+
+
+def _is_record_topic(topic: str) -> bool:
+    """Whether *topic* (a protocol name) carries record creations and updates: ``BLK_Rec`` or
+    ``BLK_Rec_<record type>``, not the read topic ``BLK_Rec_Get``."""
+    return topic == RECORDS or (topic.startswith(RECORDS + "_") and topic != RECORD_GET)
 
 
 def _same(a: object, b: object) -> bool:
@@ -783,8 +789,8 @@ def fits(response: Response, token: str | None, expect: Expectation) -> bool:
     """Whether *response* can be the answer to a call with *expect*, sent with *token*.
 
     A non-agent answer must carry our token in ``auth`` and an outcome of the kinds the call
-    takes (or ``error``). An agent answer must be about the public key asked for, and its data
-    must hold the token its header announces.
+    takes (or ``error``). An agent answer (matched by its request id alone: no token in its
+    ``auth``) must be about the public key asked for, and its data must hold a token.
     """
     if expect.agent:
         if expect.public_key is not None and response.public_key != expect.public_key:
@@ -793,7 +799,8 @@ def fits(response: Response, token: str | None, expect: Expectation) -> bool:
             return True
         if response.kind != "data" or not isinstance(response.value, Mapping):
             return False
-        if not _same(response.value.get("token"), response.auth):
+        new_token = response.value.get("token")
+        if not isinstance(new_token, str) or not new_token:
             return False
         if expect.public_key is None:
             return response.public_key is not None and response.value.get("public_key") == response.public_key
