@@ -108,16 +108,16 @@ def java_major(java: str = "java") -> int | None:
     return int(match.group(2) or 0) if major == 1 else major
 
 
-def missing_prerequisites() -> list[str]:
-    """What Apache Kafka needs here and is missing: ``java`` (>= 17) and, while the jars are not
-    cached yet, ``mvn``. An empty list when everything is present."""
+def missing_prerequisites(need_maven: bool = False) -> list[str]:
+    """What Apache Kafka needs here and is missing: ``java`` (>= 17) and ``mvn`` (Maven; with
+    *need_maven* false only while the jars are not cached yet). An empty list when nothing is."""
     missing = []
     major = java_major()
     if major is None:
         missing.append(f"java (>= {MIN_JAVA})")
     elif major < MIN_JAVA:
         missing.append(f"java >= {MIN_JAVA} (found {major})")
-    if not _jars_ready() and shutil.which("mvn") is None:
+    if (need_maven or not _jars_ready()) and shutil.which("mvn") is None:
         missing.append("mvn (Maven, to fetch the Apache Kafka jars from Maven Central)")
     return missing
 
@@ -550,3 +550,47 @@ def replication_factor(bootstrap_servers: str) -> int:
 
     metadata = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _QUIET}).list_topics(timeout=10)
     return max(1, min(3, len(metadata.brokers)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m local_services.kafka check|fetch|run``: what ``make test`` and ``make kafka`` call."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m local_services.kafka", description=__doc__.split("\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="exit 1 naming what is missing when Java >= 17 or Maven is")
+    commands.add_parser("fetch", help="fetch the pinned release's jars into the cache (Maven Central)")
+    run = commands.add_parser("run", help="run a cluster in the foreground until Ctrl-C")
+    run.add_argument("--nodes", type=int, default=1, choices=(1, 3))
+    args = parser.parse_args(argv)
+
+    missing = missing_prerequisites(need_maven=True)
+    if missing:
+        print(
+            f"Apache Kafka {kafka_version()} (the tests' broker) needs {' and '.join(missing)}: "
+            "install them (Debian: apt-get install openjdk-17-jre-headless maven), see README.md",
+            file=sys.stderr,
+        )
+        return 1
+    if args.command == "check":
+        return 0
+    try:
+        libs = ensure_jars()
+    except KafkaError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.command == "fetch":
+        print(f"Apache Kafka {kafka_version()}: {len(list(libs.glob('*.jar')))} jars in {libs}")
+        return 0
+    with KafkaCluster(args.nodes) as cluster:
+        print(f"Apache Kafka {kafka_version()} on {cluster.bootstrap_servers} (Ctrl-C stops it)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -100,6 +100,7 @@ class Ledger:
         raise AssertionError(topic)
 
 
+@pytest.mark.also_tansu
 def test_happy_path_of_every_request(gateway_env):
     gateway = Ledger()
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway) as responder:
@@ -191,6 +192,7 @@ def test_a_response_the_reader_fails_on_does_not_stop_it(gateway_env, monkeypatc
     assert caplog.text.count("Skipped the response at") == 2
 
 
+@pytest.mark.also_tansu
 def test_an_immediate_answer_is_not_missed(gateway_env):
     """The responder answers the moment it reads the request: a client that subscribes after
     sending would start reading after the answer and wait forever."""
@@ -236,6 +238,7 @@ def test_gateway_error_raises_with_the_gateways_text(gateway_env):
     assert isinstance(info.value, BlockchainError)
 
 
+@pytest.mark.also_tansu
 def test_timeout_against_a_silent_gateway_ends_by_the_deadline(gateway_env):
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, lambda *a: None) as responder:
         with KafkaBlockchainHook(timeout=2) as hook:
@@ -251,6 +254,7 @@ def test_timeout_against_a_silent_gateway_ends_by_the_deadline(gateway_env):
     assert not [t for t in threading.enumerate() if t.name.startswith("blk-reader")]
 
 
+@pytest.mark.also_tansu
 @pytest.mark.parametrize("echo", [True, False])
 def test_ten_concurrent_requests_with_one_token_get_their_own_answers(gateway_env, monkeypatch, echo):
     set_connections(
