@@ -20,6 +20,7 @@ from blockchain_provider.exceptions import (
 )
 from blockchain_provider.hooks import kafka_blockchain
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from blockchain_provider.triggers import await_response
 from gateway_sandbox.broker import TansuBroker, ensure_topics, free_port
 from tests.provider.conftest import MES_PUBKEY, set_connections
 from tests.provider.responder import ScriptedResponder, encode, wait_until
@@ -395,19 +396,39 @@ def test_many_requests_reuse_one_producer_and_one_reader(gateway_env):
         wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("blk-reader")])
 
 
+TRIGGER_ON_TANSU = await_response.TRIGGER_TANSU_CONSUMER_DEFAULTS
+
+
 @pytest.mark.parametrize(
-    ("connection_extra", "defaults", "expected_wait"),
+    ("tansu", "connection_extra", "tansu_defaults", "expected_wait"),
     [
-        ({}, None, kafka_blockchain.CONSUMER_DEFAULTS["fetch.wait.max.ms"]),  # a task's reader
-        ({}, {"fetch.wait.max.ms": 100}, 100),  # the triggerer's
-        ({"fetch.wait.max.ms": 7}, {"fetch.wait.max.ms": 100}, 7),  # the connection decides
+        # Apache Kafka: the client's default wait (500 ms), for a task's reader and the triggerer's
+        (False, {}, kafka_blockchain.TANSU_CONSUMER_DEFAULTS, None),
+        (False, {}, TRIGGER_ON_TANSU, None),
+        # tansu: short waits, since it holds every fetch for the whole wait
+        (True, {}, kafka_blockchain.TANSU_CONSUMER_DEFAULTS, 5),
+        (True, {}, TRIGGER_ON_TANSU, 100),
+        # the connection decides on either broker
+        (True, {"fetch.wait.max.ms": 7}, TRIGGER_ON_TANSU, 7),
+        (False, {"fetch.wait.max.ms": 7}, kafka_blockchain.TANSU_CONSUMER_DEFAULTS, 7),
     ],
 )
 def test_reader_settings_layer_defaults_connection_and_required(
-    monkeypatch, connection_extra, defaults, expected_wait
+    monkeypatch, tansu, connection_extra, tansu_defaults, expected_wait
 ):
-    built = {}
-    monkeypatch.setattr(kafka_blockchain, "Consumer", lambda config: built.update(config))
+    built: dict = {}
+
+    class FakeConsumer:
+        def __init__(self, config: dict) -> None:
+            built.clear()
+            built.update(config)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(kafka_blockchain, "Consumer", FakeConsumer)
+    monkeypatch.setitem(kafka_blockchain._TANSU_BROKERS, "broker:9092", tansu)
+    set_connections(monkeypatch, "broker:9092", "", "tok-settings")
     monkeypatch.setenv(
         "AIRFLOW_CONN_KAFKA_DEFAULT",
         json.dumps(
@@ -422,8 +443,8 @@ def test_reader_settings_layer_defaults_connection_and_required(
             }
         ),
     )
-    KafkaBlockchainHook()._new_consumer(defaults)
-    assert built["fetch.wait.max.ms"] == expected_wait
+    KafkaBlockchainHook()._new_consumer(None, tansu_defaults)
+    assert built.get("fetch.wait.max.ms") == expected_wait
     assert built["bootstrap.servers"] == "broker:9092"
     assert built["enable.auto.commit"] is False  # required: the reader commits nothing
     assert "auto.offset.reset" not in built  # positions are assigned, never reset to the end
