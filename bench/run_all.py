@@ -574,6 +574,12 @@ to reproduce them on yours.
         + "\n".join(f"- {note}" for note in dict.fromkeys(n for b in benches for n in b.notes))
         + "\n"
     )
+    # the soak section (bench/soak_stack.py --write) is kept: it takes minutes of its own
+    from bench.soak_stack import SOAK_HEADING
+
+    previous = RESULTS.read_text() if RESULTS.exists() else ""
+    if f"\n{SOAK_HEADING}" in previous:
+        text += "\n" + SOAK_HEADING + previous.split(f"\n{SOAK_HEADING}", 1)[1]
     RESULTS.write_text(text)
 
 

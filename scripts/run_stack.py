@@ -73,6 +73,12 @@ from local_services.kafka import KafkaCluster, KafkaError, kafka_version, missin
 
 #: The brokers ``make run`` can start (``KAFKA``).
 BROKERS = ("tansu", "apache")
+#: Partitions of each BLK topic on the embedded tansu. tansu's memory storage makes a fetch cost
+#: more as its partition holds more batches, until requests time out (one partition of BLK_Res:
+#: about 29 days of this stack's schedule, bench/soak_stack.py); answers without a key spread over
+#: the partitions, so each holds an eighth. On Apache Kafka (and an external broker) the topics
+#: keep the project's one partition.
+EMBEDDED_TOPIC_PARTITIONS = 8
 
 TOKEN_CONN_ID = "blockchain_master"
 KAFKA_CONN_ID = "kafka_default"
@@ -578,8 +584,15 @@ class Stack:
                 self.bootstrap,
                 "--db",
                 str(s.ledger),
+                "--partitions",
+                str(self.topic_partitions),
             ],
         )
+
+    @property
+    def topic_partitions(self) -> int:
+        """Partitions of the BLK topics the stack creates."""
+        return EMBEDDED_TOPIC_PARTITIONS if isinstance(self.broker, TansuBroker) else 1
 
     def wait_sandbox(self, sandbox: Service, timeout: float = 90.0) -> None:
         with self.step("gateway sandbox: waiting until it serves"):
@@ -617,6 +630,8 @@ class Stack:
                     KAFKA_CONN_ID,
                     "--conn-id",
                     TOKEN_CONN_ID,
+                    "--partitions",
+                    str(self.topic_partitions),
                 ]
             )
 
