@@ -396,25 +396,26 @@ def test_many_requests_reuse_one_producer_and_one_reader(gateway_env):
         wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("blk-reader")])
 
 
-TRIGGER_ON_TANSU = await_response.TRIGGER_TANSU_CONSUMER_DEFAULTS
+TASK = (None, kafka_blockchain.TANSU_CONSUMER_DEFAULTS)
+TRIGGER = (await_response.TRIGGER_CONSUMER_DEFAULTS, await_response.TRIGGER_TANSU_CONSUMER_DEFAULTS)
 
 
 @pytest.mark.parametrize(
-    ("tansu", "connection_extra", "tansu_defaults", "expected_wait"),
+    ("tansu", "connection_extra", "reader", "expected_wait"),
     [
-        # Apache Kafka: the client's default wait (500 ms), for a task's reader and the triggerer's
-        (False, {}, kafka_blockchain.TANSU_CONSUMER_DEFAULTS, None),
-        (False, {}, TRIGGER_ON_TANSU, None),
+        # Apache Kafka: 100 ms for a task's reader, the client's default 500 ms for the triggerer's
+        (False, {}, TASK, 100),
+        (False, {}, TRIGGER, 500),
         # tansu: short waits, since it holds every fetch for the whole wait
-        (True, {}, kafka_blockchain.TANSU_CONSUMER_DEFAULTS, 5),
-        (True, {}, TRIGGER_ON_TANSU, 100),
+        (True, {}, TASK, 5),
+        (True, {}, TRIGGER, 100),
         # the connection decides on either broker
-        (True, {"fetch.wait.max.ms": 7}, TRIGGER_ON_TANSU, 7),
-        (False, {"fetch.wait.max.ms": 7}, kafka_blockchain.TANSU_CONSUMER_DEFAULTS, 7),
+        (True, {"fetch.wait.max.ms": 7}, TRIGGER, 7),
+        (False, {"fetch.wait.max.ms": 7}, TASK, 7),
     ],
 )
 def test_reader_settings_layer_defaults_connection_and_required(
-    monkeypatch, tansu, connection_extra, tansu_defaults, expected_wait
+    monkeypatch, tansu, connection_extra, reader, expected_wait
 ):
     built: dict = {}
 
@@ -443,8 +444,8 @@ def test_reader_settings_layer_defaults_connection_and_required(
             }
         ),
     )
-    KafkaBlockchainHook()._new_consumer(None, tansu_defaults)
-    assert built.get("fetch.wait.max.ms") == expected_wait
+    KafkaBlockchainHook()._new_consumer(*reader)
+    assert built["fetch.wait.max.ms"] == expected_wait
     assert built["bootstrap.servers"] == "broker:9092"
     assert built["enable.auto.commit"] is False  # required: the reader commits nothing
     assert "auto.offset.reset" not in built  # positions are assigned, never reset to the end

@@ -60,10 +60,14 @@ PRODUCER_REQUIRED = {"enable.idempotence": True, "acks": "all"}
 PRODUCER_DEFAULTS = {"linger.ms": 0, "message.timeout.ms": 10_000}
 #: Consumer settings the kafka connection's extra may override. The group id is only a
 #: label: the reader assigns partitions itself, never joins the group and commits nothing.
-#: ``fetch.wait.max.ms`` keeps the client's default (500 ms): Apache Kafka answers a fetch as soon
-#: as data arrives, so the wait only sets how often an idle reader asks (twice a second).
+#: ``fetch.wait.max.ms``: Apache Kafka answers a fetch as soon as data arrives, so the wait does
+#: not delay an answer; it sets how often an idle reader asks (ten times a second at 100 ms, where
+#: 5 ms made it 200) and how long a hook's start takes: the reader reads ``BLK_Res`` to its end
+#: first, and the end is known when an empty fetch returns, which the broker holds for the whole
+#: wait. The triggerer's long-lived readers wait the client's default, 500 ms.
 CONSUMER_DEFAULTS = {
     "group.id": "blockchain-provider-reply",
+    "fetch.wait.max.ms": 100,
     "socket.nagle.disable": True,
 }
 #: Over :data:`CONSUMER_DEFAULTS` where the broker is tansu (the embedded development broker of
