@@ -1,16 +1,23 @@
-"""What an idle response reader costs, by ``fetch.wait.max.ms``: broker and client CPU.
+"""What an idle response reader costs, by broker and ``fetch.wait.max.ms``: fetches a second, broker and client CPU.
 
-Usage (from the repository root): ``.venv/bin/python bench/idle_fetch_cpu.py [--seconds 10]``
+Usage (from the repository root):
+``.venv/bin/python bench/idle_fetch_cpu.py [--seconds 10] [--broker tansu apache]``
 
-It starts a tansu broker (only tansu: the broker's CPU is read from its process), assigns one
-consumer to an empty topic, as the hook's reader waits between requests, and reads the CPU time
-the broker and this process used over ``--seconds`` for each setting. tansu holds each empty fetch
-for the whole wait, so the broker answers about 1000 / wait fetches a second.
+For each broker (tansu, embedded; Apache Kafka, one KRaft node from the cached jars, see
+``local_services/kafka.py``) it starts a broker of its own, measures the broker idle with no
+client ("no reader", measured last so that a JVM's start-up work has settled), then assigns one consumer to an empty topic, as the hook's reader waits
+between requests, and reads over ``--seconds`` for each setting: the fetch requests the client
+sent (librdkafka's statistics), and the CPU time the broker process and this process used.
+
+tansu holds each empty fetch for the whole wait, so it answers about 1000 / wait fetches a
+second. Apache Kafka holds an empty fetch for the whole wait too, but answers it as soon as data
+arrives: there the wait costs no latency; the hook's readers wait 100 ms, the triggerer's 500 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -24,39 +31,110 @@ from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
 from gateway_sandbox.broker import TansuBroker, ensure_topics  # noqa: E402
 
+#: The settings measured per broker: the hook's default there first.
+WAITS = {"tansu": [5, 1, 100, 500], "apache": [100, 500, 5]}
+
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process *pid*."""
+    """User plus system CPU time of process *pid* (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(bootstrap: str, broker_pid: int, waits: list[int], seconds: float) -> list[dict]:
+    """Rows ``{"wait", "fetches_per_s", "broker_cpu", "client_cpu"}``; ``wait`` ``None`` is the broker
+    with no reader at all."""
+    topic = f"idle{uuid.uuid4().hex[:6]}"
+    ensure_topics(bootstrap, [topic], replication_factor=1)
+    rows = []
+    for wait in waits:
+        stats: list[dict] = []
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "idle",
+                "fetch.wait.max.ms": wait,
+                "statistics.interval.ms": 500,
+                "stats_cb": lambda raw, stats=stats: stats.append(json.loads(raw)),
+            }
+        )
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        consumer.poll(1)  # connected, fetching
+        deadline = time.monotonic() + 1.0
+        while not stats and time.monotonic() < deadline:
+            consumer.poll(0.1)
+        first = stats[-1]
+        broker_before, client_before = cpu_seconds(broker_pid), cpu_seconds(os.getpid())
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            consumer.poll(0.1)
+        took = time.monotonic() - started
+        broker_share = (cpu_seconds(broker_pid) - broker_before) / took
+        client_share = (cpu_seconds(os.getpid()) - client_before) / took
+        last = stats[-1]
+        stats_took = (last["ts"] - first["ts"]) / 1e6
+        fetches = _fetch_requests(last) - _fetch_requests(first)
+        rows.append(
+            {
+                "wait": wait,
+                "fetches_per_s": fetches / stats_took if stats_took > 0 else float("nan"),
+                "broker_cpu": broker_share,
+                "client_cpu": client_share,
+            }
+        )
+        consumer.close()
+    # the broker alone, after the readers: a JVM's start-up work has settled by then
+    before, client_before, started = cpu_seconds(broker_pid), cpu_seconds(os.getpid()), time.monotonic()
+    time.sleep(seconds)
+    took = time.monotonic() - started
+    rows.insert(
+        0,
+        {
+            "wait": None,
+            "fetches_per_s": 0.0,
+            "broker_cpu": (cpu_seconds(broker_pid) - before) / took,
+            "client_cpu": (cpu_seconds(os.getpid()) - client_before) / took,
+        },
+    )
+    return rows
+
+
+def _fetch_requests(stats: dict) -> int:
+    """Fetch requests the client has sent to every broker (librdkafka statistics)."""
+    return sum(b.get("req", {}).get("Fetch", 0) for b in stats.get("brokers", {}).values())
+
+
+def run_broker(kind: str, seconds: float, waits: list[int]) -> list[dict]:
+    """Start a broker of *kind* (``tansu`` or ``apache``) of its own and measure on it."""
+    if kind == "tansu":
+        with TansuBroker() as broker:
+            assert broker.process is not None
+            return measure(broker.bootstrap_servers, broker.process.pid, waits, seconds)
+    from local_services.kafka import KafkaCluster
+
+    with KafkaCluster(1) as cluster:
+        pid = cluster.nodes[0].pid
+        assert pid is not None
+        time.sleep(15)  # the JVM's start-up work (JIT, metadata snapshots) settles
+        return measure(cluster.bootstrap_servers, pid, waits, seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="idle time per setting")
-    parser.add_argument("--fetch-wait-ms", type=int, nargs="+", default=[1, 2, 5, 10, 100, 500])
+    parser.add_argument("--broker", nargs="+", choices=("tansu", "apache"), default=["tansu", "apache"])
+    parser.add_argument("--fetch-wait-ms", type=int, nargs="+", help="the settings (default: per broker)")
     args = parser.parse_args()
 
-    print(f"{'fetch.wait.max.ms':>17}  {'broker CPU':>10}  {'client CPU':>10}  (share of one core)")
-    with TansuBroker() as broker:
-        assert broker.process is not None
-        topic = f"idle{uuid.uuid4().hex[:6]}"
-        ensure_topics(broker.bootstrap_servers, [topic])
-        for wait in args.fetch_wait_ms:
-            consumer = Consumer(
-                {"bootstrap.servers": broker.bootstrap_servers, "group.id": "idle", "fetch.wait.max.ms": wait}
+    print(f"{'broker':>12} {'fetch.wait.max.ms':>17} {'fetches/s':>10} {'broker CPU':>10} {'client CPU':>10}")
+    for kind in args.broker:
+        for row in run_broker(kind, args.seconds, args.fetch_wait_ms or WAITS[kind]):
+            wait = "no reader" if row["wait"] is None else str(row["wait"])
+            print(
+                f"{kind:>12} {wait:>17} {row['fetches_per_s']:>10.1f} {row['broker_cpu']:>10.1%} "
+                f"{row['client_cpu']:>10.1%}",
+                flush=True,
             )
-            consumer.assign([TopicPartition(topic, 0, 0)])
-            consumer.poll(1)  # connected, fetching
-            broker_before, client_before = cpu_seconds(broker.process.pid), cpu_seconds(os.getpid())
-            started = time.monotonic()
-            while time.monotonic() - started < args.seconds:
-                consumer.poll(0.1)
-            took = time.monotonic() - started
-            broker_share = (cpu_seconds(broker.process.pid) - broker_before) / took
-            client_share = (cpu_seconds(os.getpid()) - client_before) / took
-            print(f"{wait:>17}  {broker_share:>10.1%}  {client_share:>10.1%}", flush=True)
-            consumer.close()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
 """Round trips of KafkaBlockchainHook.request against an instant responder, and the broker's floor.
 
 Usage (from the repository root):
-``.venv/bin/python bench/request_roundtrip.py [--requests 1000] [--partitions 4] [--fetch-wait-ms 5 1]``
+``.venv/bin/python bench/request_roundtrip.py [--broker tansu|apache] [--nodes 1|3] [--requests 1000]
+[--partitions 4] [--fetch-wait-ms 5 1]``
 
-It starts a tansu broker (or uses ``KAFKA_BOOTSTRAP_SERVERS``), a responder that answers every
-list request at once, then times ``--requests`` sequential ``list_partner_requests`` calls with
-echo off and with echo on. In the same run it times the broker's own produce→consume hop with
-the same client settings and topic layout: the floor under any request/reply.
+It starts a broker of its own (tansu, or Apache Kafka from the cached jars: one KRaft node, or
+three with replication factor 3 and ``min.insync.replicas=2``), or uses
+``KAFKA_BOOTSTRAP_SERVERS``, a responder that answers every list request at once, then times
+``--requests`` sequential ``list_partner_requests`` calls with echo off and with echo on. In the
+same run it times the broker's own produce→consume hop with the same client settings and topic
+layout: the floor under any request/reply.
+
+On Apache Kafka the hook's readers wait 100 ms per fetch (the triggerer's 500 ms): the broker
+answers a fetch as soon as data arrives, so the wait costs no latency.
 
 Two settings decide the figures on tansu, and both are printed with them:
 
@@ -39,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
+from local_services.kafka import KafkaCluster, kafka_version  # noqa: E402
 from tests.provider.responder import ScriptedResponder  # noqa: E402
 
 #: Requests made before the timed ones: the clients connect, the code paths are warm.
@@ -138,36 +145,53 @@ def measure(
     return rows
 
 
-def main() -> None:
-    from blockchain_provider.hooks.kafka_blockchain import CONSUMER_DEFAULTS
+#: The hook's readers' fetch.wait.max.ms per broker (TANSU_CONSUMER_DEFAULTS; the client's default).
+HOOK_WAIT = {"tansu": 5, "apache": 100}
 
-    hook_default = CONSUMER_DEFAULTS["fetch.wait.max.ms"]
+
+def own_broker(kind: str, nodes: int = 1) -> tuple[TansuBroker | KafkaCluster, str]:
+    """A broker of *kind* of the benchmark's own, started, and how to describe it."""
+    if kind == "tansu":
+        return TansuBroker().start(), "tansu (embedded)"
+    cluster = KafkaCluster(nodes).start()
+    shape = (
+        "one KRaft node" if nodes == 1 else f"{nodes} KRaft nodes, RF {cluster.replication_factor}, min ISR 2"
+    )
+    return cluster, f"Apache Kafka {kafka_version()} ({shape})"
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--broker", choices=("tansu", "apache"), default="tansu")
+    parser.add_argument("--nodes", type=int, choices=(1, 3), default=1, help="Apache Kafka nodes (default 1)")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default: 4)")
     parser.add_argument(
         "--fetch-wait-ms",
         type=int,
         nargs="+",
-        default=[hook_default, 1],
-        help=f"the kafka connection's fetch.wait.max.ms, one run each (default: the hook's {hook_default}, then 1)",
+        help="the kafka connection's fetch.wait.max.ms, one run each (default: the hook's, "
+        "then 1 on tansu; the hook's on Apache Kafka)",
     )
     args = parser.parse_args()
+    hook_default = HOOK_WAIT[args.broker]
+    waits = args.fetch_wait_ms or ([hook_default, 1] if args.broker == "tansu" else [hook_default])
 
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    described = bootstrap
     if not bootstrap:
-        broker = TansuBroker().start()
+        broker, described = own_broker(args.broker, args.nodes)
         bootstrap = broker.bootstrap_servers
     try:
-        rows = measure(bootstrap, args.requests, args.partitions, args.fetch_wait_ms)
+        rows = measure(bootstrap, args.requests, args.partitions, waits)
     finally:
         if broker is not None:
             broker.stop()
 
     print(
-        f"broker: {'tansu (embedded)' if broker else bootstrap}; {args.requests} sequential requests each; "
-        f"topics of {args.partitions} partition(s); the hook's default fetch.wait.max.ms is {hook_default}"
+        f"broker: {described}; {args.requests} sequential requests each; "
+        f"topics of {args.partitions} partition(s); the hook's default fetch.wait.max.ms there is {hook_default}"
     )
     print(f"{'fetch.wait.max.ms':>17}  {'measurement':38} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for wait, name, samples in rows:

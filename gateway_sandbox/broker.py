@@ -19,6 +19,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 #: Every topic of the BLK protocol with its default name (PROTOCOL.md section 3).
@@ -94,12 +95,21 @@ def ensure_topics(
     topics: tuple[str, ...] | list[str] = DEFAULT_TOPICS,
     partitions: int = 1,
     config: Mapping[str, Any] | None = None,
+    replication_factor: int | None = None,
 ) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet; existing ones are left as they are.
+
+    :param config: client settings besides the bootstrap servers (TLS/SASL).
+    :param replication_factor: replicas of each new topic; by default 3 on a cluster of three or
+        more brokers, else one per broker (1 on tansu or a single Apache Kafka node).
+    """
     admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap_servers})
-    existing = set(admin.list_topics(timeout=10).topics)
+    metadata = admin.list_topics(timeout=10)
+    existing = set(metadata.topics)
+    if replication_factor is None:
+        replication_factor = max(1, min(3, len(metadata.brokers)))
     missing = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1)
+        NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
         for name in topics
         if name not in existing
     ]
@@ -111,6 +121,31 @@ def ensure_topics(
         except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
                 raise BrokerError(f"Could not create topic {name} on {bootstrap_servers}: {exc}") from exc
+    _wait_for_leaders(bootstrap_servers, [(t.topic, p) for t in missing for p in range(partitions)])
+
+
+def _wait_for_leaders(
+    bootstrap_servers: str, partitions: list[tuple[str, int]], timeout: float = 30.0
+) -> None:
+    """Block until each partition's leader answers for it. A cluster's brokers learn of a new
+    topic, and its leader that it leads, a moment after the controller created it; until then a
+    client's first request gets "unknown topic" or "not leader"."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "ensure-topics"})
+    deadline = time.monotonic() + timeout
+    try:
+        for topic, partition in partitions:
+            while True:
+                try:
+                    consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+                    break
+                except KafkaException as exc:
+                    if time.monotonic() > deadline:
+                        raise BrokerError(
+                            f"{topic}[{partition}] has no leader on {bootstrap_servers} after {timeout:.0f} s: {exc}"
+                        ) from exc
+                    time.sleep(0.05)
+    finally:
+        consumer.close()
 
 
 class TansuBroker:

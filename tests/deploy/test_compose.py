@@ -448,6 +448,14 @@ def test_start_up_order_has_no_cycle():
         visit(name, ())
 
 
+def test_kafka_is_the_release_the_tests_run():
+    """The deployment's broker is the Apache Kafka release kafka/pom.xml pins for the tests."""
+    from local_services.kafka import kafka_version
+
+    name, tag = image_tag(resolve_default(services()["kafka"]["image"]))
+    assert (name, tag) == ("apache/kafka", kafka_version())
+
+
 def test_postgres_and_kafka_wait_for_nothing():
     assert not services()["postgres"].get("depends_on")
     assert not services()["kafka"].get("depends_on")

@@ -41,6 +41,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.broker,
+    pytest.mark.tansu,  # make run's own stack on its embedded broker
     pytest.mark.timeout(900),
     pytest.mark.skipif(
         not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)),

@@ -15,7 +15,8 @@ import pytest
 
 from tests.e2e.conftest import RunningStack, new_stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(900)]
+# make run's own stack on its embedded broker: the tansu pass of `make test`.
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.tansu, pytest.mark.timeout(900)]
 
 DAG_IDS = {
     "blockchain_day_report",

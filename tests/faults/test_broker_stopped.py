@@ -22,7 +22,8 @@ from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics, free_port
 from tests.faults.conftest import erp_agent, load_dag, task_tries
 
-pytestmark = [pytest.mark.broker, pytest.mark.airflow_db, pytest.mark.slow]
+# tansu's in-memory topics are what this case meets: the tansu pass of `make test`.
+pytestmark = [pytest.mark.broker, pytest.mark.airflow_db, pytest.mark.slow, pytest.mark.tansu]
 
 
 def mes_orders(stack) -> dict[str, str]:

@@ -19,7 +19,8 @@ from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from gateway_sandbox import cli
 from tests.faults.conftest import LEDGERS, ROOT, erp_agent
 
-pytestmark = pytest.mark.broker
+# also in the tansu pass: it verifies the ledgers of that pass's fault cases too
+pytestmark = [pytest.mark.broker, pytest.mark.also_tansu]
 
 
 def transactions(path: Path) -> int:

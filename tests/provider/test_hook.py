@@ -20,6 +20,7 @@ from blockchain_provider.exceptions import (
 )
 from blockchain_provider.hooks import kafka_blockchain
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from blockchain_provider.triggers import await_response
 from gateway_sandbox.broker import TansuBroker, ensure_topics, free_port
 from tests.provider.conftest import MES_PUBKEY, set_connections
 from tests.provider.responder import ScriptedResponder, encode, wait_until
@@ -105,6 +106,7 @@ class Ledger:
         raise AssertionError(topic)
 
 
+@pytest.mark.also_tansu
 def test_happy_path_of_every_request(gateway_env):
     gateway = Ledger()
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway) as responder:
@@ -273,6 +275,7 @@ def test_a_response_the_reader_fails_on_does_not_stop_it(gateway_env, monkeypatc
     assert caplog.text.count("Skipped the response at") == 2
 
 
+@pytest.mark.also_tansu
 def test_an_immediate_answer_is_not_missed(gateway_env):
     """The responder answers the moment it reads the request: a client that subscribes after
     sending would start reading after the answer and wait forever."""
@@ -318,6 +321,7 @@ def test_gateway_error_raises_with_the_gateways_text(gateway_env):
     assert isinstance(info.value, BlockchainError)
 
 
+@pytest.mark.also_tansu
 def test_timeout_against_a_silent_gateway_ends_by_the_deadline(gateway_env, monkeypatch):
     # closing the hook waits out the grace period for a late answer: a short one here
     set_connections(
@@ -337,6 +341,7 @@ def test_timeout_against_a_silent_gateway_ends_by_the_deadline(gateway_env, monk
     assert not [t for t in threading.enumerate() if t.name.startswith("blk-reader")]
 
 
+@pytest.mark.also_tansu
 @pytest.mark.parametrize("echo", [True, False])
 def test_ten_concurrent_requests_with_one_token_get_their_own_answers(gateway_env, monkeypatch, echo):
     set_connections(
@@ -479,19 +484,40 @@ def test_many_requests_reuse_one_producer_and_one_reader(gateway_env):
         wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("blk-reader")])
 
 
+TASK = (None, kafka_blockchain.TANSU_CONSUMER_DEFAULTS)
+TRIGGER = (await_response.TRIGGER_CONSUMER_DEFAULTS, await_response.TRIGGER_TANSU_CONSUMER_DEFAULTS)
+
+
 @pytest.mark.parametrize(
-    ("connection_extra", "defaults", "expected_wait"),
+    ("tansu", "connection_extra", "reader", "expected_wait"),
     [
-        ({}, None, kafka_blockchain.CONSUMER_DEFAULTS["fetch.wait.max.ms"]),  # a task's reader
-        ({}, {"fetch.wait.max.ms": 100}, 100),  # the triggerer's
-        ({"fetch.wait.max.ms": 7}, {"fetch.wait.max.ms": 100}, 7),  # the connection decides
+        # Apache Kafka: 100 ms for a task's reader, the client's default 500 ms for the triggerer's
+        (False, {}, TASK, 100),
+        (False, {}, TRIGGER, 500),
+        # tansu: short waits, since it holds every fetch for the whole wait
+        (True, {}, TASK, 5),
+        (True, {}, TRIGGER, 100),
+        # the connection decides on either broker
+        (True, {"fetch.wait.max.ms": 7}, TRIGGER, 7),
+        (False, {"fetch.wait.max.ms": 7}, TASK, 7),
     ],
 )
 def test_reader_settings_layer_defaults_connection_and_required(
-    monkeypatch, connection_extra, defaults, expected_wait
+    monkeypatch, tansu, connection_extra, reader, expected_wait
 ):
-    built = {}
-    monkeypatch.setattr(kafka_blockchain, "Consumer", lambda config: built.update(config))
+    built: dict = {}
+
+    class FakeConsumer:
+        def __init__(self, config: dict) -> None:
+            built.clear()
+            built.update(config)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(kafka_blockchain, "Consumer", FakeConsumer)
+    monkeypatch.setitem(kafka_blockchain._TANSU_BROKERS, "broker:9092", tansu)
+    set_connections(monkeypatch, "broker:9092", "", "tok-settings")
     monkeypatch.setenv(
         "AIRFLOW_CONN_KAFKA_DEFAULT",
         json.dumps(
@@ -506,7 +532,7 @@ def test_reader_settings_layer_defaults_connection_and_required(
             }
         ),
     )
-    KafkaBlockchainHook()._new_consumer(defaults)
+    KafkaBlockchainHook()._new_consumer(*reader)
     assert built["fetch.wait.max.ms"] == expected_wait
     assert built["bootstrap.servers"] == "broker:9092"
     assert built["enable.auto.commit"] is False  # required: the reader commits nothing

@@ -460,6 +460,7 @@ def test_record_creation_errors(make_server, make_client, ledger, mes):
     assert ledger.record_type("Nope") is None
 
 
+@pytest.mark.also_tansu
 def test_day_report_records_are_final_and_idempotent(make_server, make_client, ledger, mes):
     """The day-report flow: 28 non-dynamic records of one property each, re-run without creating
     anything twice."""
@@ -621,6 +622,7 @@ def test_both_encodings(make_server, make_client, ledger, mes, encoding):
     assert raw.outcome["data"]["properties"] == {"note": 'Operator\'s "note"', "on": True}
 
 
+@pytest.mark.also_tansu
 def test_echo_off_is_the_original_gateway(make_server, make_client, mes):
     _, token = mes
     make_server()  # defaults: python-literal, no echo
@@ -632,6 +634,7 @@ def test_echo_off_is_the_original_gateway(make_server, make_client, mes):
     assert json.loads(answer.value).startswith("[{'auth'")
 
 
+@pytest.mark.also_tansu
 def test_echo_on_allows_pipelining(make_server, make_client, ledger, mes):
     mes_pk, token = mes
     _partners(ledger, mes_pk, 3)

@@ -123,6 +123,7 @@ def test_unsent_outbox_rows_are_sent_first_on_start(make_server, make_client, le
     assert ledger.outbox_pending() == []
 
 
+@pytest.mark.also_tansu
 def test_a_killed_server_loses_nothing_and_applies_nothing_twice(
     kafka_bootstrap, topic_prefix, db_path, ledger, mes
 ):
@@ -176,6 +177,7 @@ def test_a_killed_server_loses_nothing_and_applies_nothing_twice(
     assert ledger.verify() == []
 
 
+@pytest.mark.also_tansu
 def test_a_batch_of_requests_does_not_look_like_a_broker_restart(
     make_server, make_client, kafka_bootstrap, ledger, mes
 ):
@@ -204,6 +206,7 @@ def test_a_batch_of_requests_does_not_look_like_a_broker_restart(
     logging.getLogger(__name__).info("high watermark %d after 20 batched requests", consumer_high)
 
 
+@pytest.mark.tansu
 def test_a_restarted_broker_is_read_from_the_beginning(tmp_path, db_path, ledger, mes, caplog):
     """tansu keeps topics in memory: after a broker restart the stored offsets point past the end."""
     _, token = mes

@@ -63,11 +63,24 @@ PRODUCER_REQUIRED = {"enable.idempotence": True, "acks": "all"}
 PRODUCER_DEFAULTS = {"linger.ms": 0, "message.timeout.ms": 10_000}
 #: Consumer settings the kafka connection's extra may override. The group id is only a
 #: label: the reader assigns partitions itself, never joins the group and commits nothing.
+#: ``fetch.wait.max.ms``: Apache Kafka answers a fetch as soon as data arrives, so the wait does
+#: not delay an answer; it sets how often an idle reader asks (ten times a second at 100 ms, where
+#: 5 ms made it 200) and how long a hook's start takes: the reader reads ``BLK_Res`` to its end
+#: first, and the end is known when an empty fetch returns, which the broker holds for the whole
+#: wait. The triggerer's long-lived readers wait the client's default, 500 ms.
 CONSUMER_DEFAULTS = {
     "group.id": "blockchain-provider-reply",
-    "fetch.wait.max.ms": 5,
+    "fetch.wait.max.ms": 100,
     "socket.nagle.disable": True,
 }
+#: Over :data:`CONSUMER_DEFAULTS` where the broker is tansu (the embedded development broker of
+#: ``make run``), which holds every fetch for its whole wait: there the wait is added to every
+#: answer, so it is short, at the cost of broker CPU while idle (``bench/idle_fetch_cpu.py``).
+#: The kafka connection's extra still overrides it.
+TANSU_CONSUMER_DEFAULTS = {"fetch.wait.max.ms": 5}
+#: tansu names its cluster this in every metadata response; Apache Kafka names a cluster with a
+#: random UUID. The hook tells the two apart by it (:func:`broker_is_tansu`).
+TANSU_CLUSTER_ID = "tansu_cluster"
 CONSUMER_REQUIRED = {"enable.auto.commit": False, "enable.partition.eof": True}
 
 
@@ -174,6 +187,25 @@ class _ConsumerHook(KafkaBaseHook):
         }
         config.setdefault("logger", log)
         return Consumer(config)
+
+
+# Bootstrap servers -> whether that broker is tansu, from the first metadata response.
+_TANSU_BROKERS: dict[str, bool] = {}
+
+
+def broker_is_tansu(client: Consumer | Producer, bootstrap_servers: str, topic: str, timeout: float) -> bool:
+    """Whether *client*'s broker is tansu, from the cluster id of a metadata request for *topic*
+    (remembered per bootstrap servers). A broker that does not answer counts as Apache Kafka,
+    unremembered: the caller's own request then reports it."""
+    known = _TANSU_BROKERS.get(bootstrap_servers)
+    if known is not None:
+        return known
+    try:
+        cluster_id = client.list_topics(topic, timeout=timeout).cluster_id
+    except Exception:  # KafkaException, or a client that is not one (unit tests)
+        return False
+    _TANSU_BROKERS[bootstrap_servers] = cluster_id == TANSU_CLUSTER_ID
+    return _TANSU_BROKERS[bootstrap_servers]
 
 
 @dataclass(eq=False)
@@ -681,8 +713,20 @@ class KafkaBlockchainHook(BaseHook):
         return True, "The gateway accepted the token."
 
     # -------------------------------------------------------------- lifecycle
-    def _new_consumer(self, defaults: Mapping[str, Any] | None = None) -> Consumer:
-        return _ConsumerHook(self.kafka_config_id, defaults).get_conn
+    def _new_consumer(
+        self,
+        defaults: Mapping[str, Any] | None = None,
+        tansu_defaults: Mapping[str, Any] = TANSU_CONSUMER_DEFAULTS,
+    ) -> Consumer:
+        """A response consumer: *defaults* over :data:`CONSUMER_DEFAULTS`, and *tansu_defaults*
+        over both when the broker is tansu; the connection's extra overrides them all."""
+        consumer = _ConsumerHook(self.kafka_config_id, defaults).get_conn
+        probe_timeout = min(5.0, READER_START_TIMEOUT)
+        topic = self.settings.topics.responses
+        if not tansu_defaults or not broker_is_tansu(consumer, self._bootstrap_servers, topic, probe_timeout):
+            return consumer
+        consumer.close()
+        return _ConsumerHook(self.kafka_config_id, {**(defaults or {}), **tansu_defaults}).get_conn
 
     @cached_property
     def _bootstrap_servers(self) -> str:

@@ -19,11 +19,13 @@ from blockchain_provider.exceptions import MalformedResponseError
 log = logging.getLogger(__name__)
 
 #: The triggerer's readers wait longer per fetch than a task's: a deferred request is one that
-#: may wait long, and the triggerer runs many of them. On Apache Kafka a fetch returns when the
-#: answer arrives, so this only makes an idle reader ask ten times a second; on tansu, which
-#: holds every fetch for the whole wait, it adds up to that much to a deferred answer. The
-#: ``kafka`` connection's ``fetch.wait.max.ms`` overrides it, as it does the hook's.
-TRIGGER_CONSUMER_DEFAULTS = {"fetch.wait.max.ms": 100}
+#: may wait long, and the triggerer runs many of them. On Apache Kafka they keep the client's
+#: default, 500 ms (two fetches a second while idle): a fetch returns when the answer arrives.
+#: The ``kafka`` connection's ``fetch.wait.max.ms`` overrides it, as it does the hook's.
+TRIGGER_CONSUMER_DEFAULTS = {"fetch.wait.max.ms": 500}
+#: On tansu, which holds every fetch for the whole wait, that would add up to 500 ms to a
+#: deferred answer: there the wait is 100 ms.
+TRIGGER_TANSU_CONSUMER_DEFAULTS = {"fetch.wait.max.ms": 100}
 #: Past its deadline, a wait that has not read its partitions to their end reads on with this
 #: poll timeout (s) until a poll brings nothing...
 CATCH_UP_POLL = 1.0
@@ -131,7 +133,9 @@ class AwaitResponseTrigger(BaseTrigger):
         settings = await sync_to_async(lambda: hook.settings)()
         token = settings.token.reveal() if settings.token is not None else None
         agent_password = settings.agent_password.reveal() if settings.agent_password is not None else None
-        self._consumer = await sync_to_async(hook._new_consumer)(TRIGGER_CONSUMER_DEFAULTS)
+        self._consumer = await sync_to_async(hook._new_consumer)(
+            TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
+        )
         self._consumer.assign(
             [TopicPartition(self.response_topic, int(p), off) for p, off in self.start_offsets.items()]
         )
