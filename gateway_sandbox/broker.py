@@ -37,6 +37,17 @@ DEFAULT_TOPICS = (
 )
 
 
+#: The cluster id tansu reports in its metadata (Apache Kafka's is a random UUID).
+TANSU_CLUSTER_ID = "tansu_cluster"
+
+
+def fetch_wait_for(cluster_id: str | None) -> int:
+    """The sandbox's ``fetch.wait.max.ms`` on the broker with *cluster_id*: tansu holds every fetch
+    for the whole wait, so 2 ms there; Apache Kafka answers a fetch as soon as data arrives, so a
+    100 ms wait costs no latency and keeps an idle sandbox from asking 500 times a second."""
+    return 2 if cluster_id == TANSU_CLUSTER_ID else 100
+
+
 class BrokerError(RuntimeError):
     """The embedded broker could not be found, started or reached."""
 

@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         " like the original gateway; BLK_Agt responses always do)",
     )
     serve.add_argument("--topic-prefix", default="", help="prefix of every topic name read or written")
-    serve.add_argument("--fetch-wait-max-ms", type=int, default=2, help="the consumer's fetch.wait.max.ms")
+    serve.add_argument(
+        "--fetch-wait-max-ms",
+        type=int,
+        default=None,
+        help="the consumer's fetch.wait.max.ms (default: 2 on tansu, 100 on Apache Kafka)",
+    )
     serve.add_argument("--partitions", type=int, default=1, help="partitions of the topics it creates")
     serve.add_argument(
         "--page-cap",

@@ -33,7 +33,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from gateway_sandbox import handlers, wire
-from gateway_sandbox.broker import ensure_topics
+from gateway_sandbox.broker import ensure_topics, fetch_wait_for
 from gateway_sandbox.faults import ERROR_TEXT, NO_FAULTS, Decision, FaultInjector, Faults
 from gateway_sandbox.ledger import Ledger, short
 
@@ -65,8 +65,9 @@ class GatewayServer:
         responses always do).
     :param topic_prefix: every topic read or written is this prefix + its protocol name.
     :param faults: fault knobs (:class:`~gateway_sandbox.faults.Faults`); none by default.
-    :param fetch_wait_max_ms: the consumer's ``fetch.wait.max.ms``; tansu holds every fetch that
-        long, so keep it small.
+    :param fetch_wait_max_ms: the consumer's ``fetch.wait.max.ms``; by default by broker
+        (:func:`~gateway_sandbox.broker.fetch_wait_for`): 2 on tansu, which holds every fetch that
+        long, and 100 on Apache Kafka, where a fetch returns as soon as a request arrives.
     :param create_topics: create the topics that are missing.
     :param topic_partitions: the partition count of the topics it creates.
     :param probe_timeout: how long to look for the last consumed message of a partition when
@@ -93,7 +94,7 @@ class GatewayServer:
         echo: bool = False,
         topic_prefix: str = "",
         faults: Faults | None = None,
-        fetch_wait_max_ms: int = 2,
+        fetch_wait_max_ms: int | None = None,
         create_topics: bool = True,
         topic_partitions: int = 1,
         probe_timeout: float = 2.0,
@@ -250,7 +251,9 @@ class GatewayServer:
             }
         )
         # ask for metadata now, so the producer id is acquired while the consumer is set up
-        self._producer.list_topics(self.topics[wire.RESPONSES], timeout=10)
+        metadata = self._producer.list_topics(self.topics[wire.RESPONSES], timeout=10)
+        if self.fetch_wait_max_ms is None:
+            self.fetch_wait_max_ms = fetch_wait_for(metadata.cluster_id)
         self._consumer = Consumer(self._consumer_settings("gateway-sandbox"))
         assignment = self._start_positions()
         self._consumer.assign(assignment)

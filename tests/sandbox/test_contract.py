@@ -649,3 +649,20 @@ def test_echo_on_allows_pipelining(make_server, make_client, ledger, mes):
         answer = client.response_to(rid)
         assert answer.key == rid.encode() and answer.headers["blk-request-id"] == rid.encode()
         assert len(answer.outcome["data"]) == (0 if i % 4 == 3 else 1)
+
+
+@pytest.mark.also_tansu
+def test_the_fetch_wait_follows_the_broker(make_server, kafka_bootstrap):
+    """Short fetches only where tansu holds each one for its whole wait; on Apache Kafka an idle
+    sandbox must not ask hundreds of times a second."""
+    from confluent_kafka.admin import AdminClient
+
+    from gateway_sandbox.broker import TANSU_CLUSTER_ID, fetch_wait_for
+
+    assert fetch_wait_for(TANSU_CLUSTER_ID) == 2
+    assert fetch_wait_for("MkU3OEVBNTcwNTJENDM2Qg") == 100
+    cluster_id = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).cluster_id
+    by_broker = make_server()
+    assert by_broker.fetch_wait_max_ms == fetch_wait_for(cluster_id)
+    by_broker.stop()
+    assert make_server(fetch_wait_max_ms=7).fetch_wait_max_ms == 7
