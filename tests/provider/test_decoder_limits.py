@@ -41,9 +41,28 @@ def test_a_large_literal_never_reaches_the_literal_parser(monkeypatch):
 def test_the_literal_path_is_capped_near_256_kib():
     assert 200 * 1024 <= protocol.MAX_LITERAL_CHARS <= 300 * 1024
     assert 900 * 1024 <= protocol.MAX_RESPONSE_BYTES <= 1200 * 1024
-    # under the cap, the literal parser still decodes what the JSON rewrite cannot (tuples)
-    small = _literal(10 * 1024)
+    # under the cap, the JSON rewrite reads a large literal of plain lists and objects...
+    plain = "[{'auth': 'T'}, {'data': [" + ", ".join(["{'a': [1, 'x', None, True]}"] * 5000) + "]}]"
+    assert 100 * 1024 < len(plain) < protocol.MAX_LITERAL_CHARS
+    assert protocol.decode_response(json.dumps(plain).encode()).value[-1] == {"a": [1, "x", None, True]}
+    # ...and the literal parser what the rewrite cannot (tuples), while it is small
+    small = _literal(2 * 1024)
     assert protocol.decode_response(json.dumps(small).encode()).value[0] == [[1, 2], [3, [4, 5]]]
+
+
+def test_a_literal_the_rewrite_cannot_read_reaches_the_literal_parser_only_while_small(monkeypatch):
+    """Tuples are cheap to write and slow to parse: past a few KiB they are refused unparsed, so
+    a message that names a waiting request cannot hold the reader for seconds."""
+    calls = []
+    parse = protocol.ast.literal_eval
+    monkeypatch.setattr(protocol.ast, "literal_eval", lambda text: calls.append(len(text)) or parse(text))
+    assert protocol.MAX_SLOW_LITERAL_CHARS <= 8 * 1024
+    large = _literal(200 * 1024).replace("'T'", "'T', 'request_id': '" + "ab" * 16 + "'")
+    with pytest.raises(MalformedResponseError, match="exceeds"):
+        protocol.decode_response(json.dumps(large).encode())
+    assert calls == []
+    protocol.decode_response(json.dumps(_literal(2 * 1024)).encode())
+    assert len(calls) == 1
 
 
 def test_whole_messages_are_capped_in_bytes_and_in_text():

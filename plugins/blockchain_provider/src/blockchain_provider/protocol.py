@@ -68,6 +68,11 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 #: A Python-literal answer longer than this (characters) is not decoded: the literal parser costs
 #: about 4 s and 0.5 GB per MiB of nested tuples, and anyone can write ``BLK_Res``.
 MAX_LITERAL_CHARS = 256 * 1024
+#: A Python literal the JSON rewrite cannot read (tuples, sets: nothing the original gateway's
+#: ``repr`` of its answers writes) goes to ``ast.literal_eval`` only up to this many characters,
+#: which it parses in milliseconds; every reader decodes on the thread that serves all waiting
+#: requests, so a larger one naming a waiting request must not hold them for seconds.
+MAX_SLOW_LITERAL_CHARS = 4 * 1024
 
 
 @dataclass(frozen=True)
@@ -659,6 +664,11 @@ def _decode_inner(text: str) -> Any:
             return _plain(_json_loads(rewritten))
         except (ValueError, RecursionError):
             pass  # well-tokenised but not well-formed: the literal parser decides
+    if len(text) > MAX_SLOW_LITERAL_CHARS:
+        raise MalformedResponseError(
+            f"Python literal of {len(text)} characters that is not plain lists, objects, strings and "
+            f"numbers exceeds {MAX_SLOW_LITERAL_CHARS}"
+        )
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
