@@ -146,7 +146,7 @@ def test_ledger_text_is_shown_as_text(running_stack: RunningStack, page: Any) ->
     import json
     import subprocess
 
-    from gateway_sandbox.erp import DEMO_AGENTS, DEMO_PASSWORD
+    from gateway_sandbox.erp import DEMO_AGENTS
 
     stack = running_stack
     expect = sync_api.expect
@@ -167,9 +167,7 @@ def test_ledger_text_is_shown_as_text(running_stack: RunningStack, page: Any) ->
                 "--metadata",
                 json.dumps(metadata),
                 "--name",
-                name,
-                "--password",
-                DEMO_PASSWORD,
+                name,  # the sandbox's ERP password: from its environment, or kept beside the ledger
             )
             break
         except subprocess.CalledProcessError:
