@@ -31,7 +31,9 @@ from tests.faults.conftest import erp_agent, load_dag, read_topics, task_tries
 
 pytestmark = [pytest.mark.broker, pytest.mark.kafka_cluster, pytest.mark.slow]
 
-UNIT = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
+UNIT = [{"name": "Status", "data_type": "STRING", "dynamic": False}]
+#: The records' topic (PROTOCOL.md 3.3: ``BLK_Rec_<record type>``).
+UNIT_TOPIC = protocol.record_topic("Unit")
 DAY = date(2026, 11, 27)
 #: What a caller may meet while a broker fails: retryable, and each names topic and broker.
 RETRYABLE = (BlockchainBrokerError, BlockchainTimeoutError)
@@ -72,7 +74,7 @@ def create_topics_led_by(cluster: KafkaCluster, prefix: str, leader: int, led: t
     for future in admin.create_topics(new, operation_timeout=30).values():
         future.result()
     _wait_for_leaders(cluster.bootstrap_servers, [(prefix + name, 0) for name in led])
-    ensure_topics(cluster.bootstrap_servers, [prefix + name for name in DEFAULT_TOPICS])
+    ensure_topics(cluster.bootstrap_servers, [prefix + name for name in (*DEFAULT_TOPICS, UNIT_TOPIC)])
     for name in led:
         assert cluster.leader(prefix + name) == leader
 
@@ -106,7 +108,7 @@ def with_retries(action: Callable[[], Any], errors: list[BaseException], tries: 
 
 
 def test_killing_the_leader_of_blk_res_and_blk_part_lst_loses_and_duplicates_nothing(make_stack, healthy):
-    """500 sequential requests (250 record creations on BLK_Rec, 250 one-item pages of
+    """500 sequential requests (250 record creations on BLK_Rec_Unit, 250 one-item pages of
     BLK_Part_Lst); halfway through, SIGKILL of the node leading BLK_Res and BLK_Part_Lst."""
     cluster = healthy
     prefix = f"k{time.monotonic_ns() % 10**8}_"
@@ -141,7 +143,9 @@ def test_killing_the_leader_of_blk_res_and_blk_part_lst_loses_and_duplicates_not
                 def create(record_id: str = record_id) -> Any:
                     calls_per_record[record_id] += 1
                     return hook.call(
-                        protocol.record_create_call(record_id, "Unit", {"Status": f"S-{record_id}"})
+                        protocol.record_create_call(
+                            record_id, "Unit", f"Unit {record_id}", {"Status": f"S-{record_id}"}
+                        )
                     )
 
                 outcome = with_retries(create, errors)
@@ -176,7 +180,7 @@ def test_killing_the_leader_of_blk_res_and_blk_part_lst_loses_and_duplicates_not
     # (a try whose delivery failed wrote nothing): none duplicated by the producer's retries
     # across the failover (idempotent producer)
     sent: Counter[str] = Counter()
-    for seen in read_topics(cluster.bootstrap_servers, [prefix + "BLK_Rec"], timeout=60):
+    for seen in read_topics(cluster.bootstrap_servers, [prefix + UNIT_TOPIC], timeout=60):
         found = re.search(rb"K\d{4}", seen.value or b"")
         assert found, seen.value
         sent[found.group().decode()] += 1
