@@ -234,6 +234,12 @@ def update_production_unit(
     ):
         hook.add_reporter(record_id, reporter_key)
         log.info("Authorised reporter %s on %s", reporter_key, record_id)
+    current = record.get("properties") or {}
+    if all(current.get(name) == value for name, value in changes.items()):
+        # a retry of an update the gateway applied but whose answer was lost (a worker killed
+        # while waiting): the ledger already holds it, and a second update would record it twice
+        log.info("%s already has %s: nothing to update", record_id, changes)
+        return {"record_id": record_id, "unit": unit.code, "message": "already up to date", **changes}
     message = reporter.update_record(record_id, changes)
     log.info("Updated %s: %s", record_id, changes)
     return {"record_id": record_id, "unit": unit.code, "message": message, **changes}
