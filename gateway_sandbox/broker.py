@@ -140,23 +140,29 @@ def _wait_for_leaders(
 ) -> None:
     """Block until each partition's leader answers for it. A cluster's brokers learn of a new
     topic, and its leader that it leads, a moment after the controller created it; until then a
-    client's first request gets "unknown topic" or "not leader"."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "ensure-topics"})
+    client's first request gets "unknown topic" or "not leader".
+
+    A failed attempt starts over with a new client: librdkafka keeps a topic's metadata for
+    ``metadata.max.age.ms`` (15 minutes), so a client that first heard of the topic from a
+    broker that had not learnt it yet would keep failing long after the cluster agreed.
+    """
     deadline = time.monotonic() + timeout
-    try:
-        for topic, partition in partitions:
-            while True:
-                try:
-                    consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
-                    break
-                except KafkaException as exc:
-                    if time.monotonic() > deadline:
-                        raise BrokerError(
-                            f"{topic}[{partition}] has no leader on {bootstrap_servers} after {timeout:.0f} s: {exc}"
-                        ) from exc
-                    time.sleep(0.05)
-    finally:
-        consumer.close()
+    pending = list(partitions)
+    while pending:
+        consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "ensure-topics"})
+        try:
+            while pending:
+                topic, partition = pending[0]
+                consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+                pending.pop(0)
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"{topic}[{partition}] has no leader on {bootstrap_servers} after {timeout:.0f} s: {exc}"
+                ) from exc
+            time.sleep(0.1)
+        finally:
+            consumer.close()
 
 
 class TansuBroker:
