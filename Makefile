@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint run bench clean kafka-check kafka-jars
+.PHONY: setup test lint run production bench clean kafka-check kafka-jars
 
 setup: $(STAMP)
 
@@ -39,6 +39,12 @@ kafka-jars: setup
 
 run: setup
 	$(BIN)/python scripts/run_stack.py
+
+# The production shape without Docker: CeleryExecutor (Redis, two workers), PostgreSQL metadata,
+# 3 Apache Kafka brokers. Needs Debian's postgresql and redis-server, Java >= 17 and Maven.
+# ARGS="--echo" runs it with request-id echo and an 8-slot pool (README, Production shape).
+production: kafka-check setup kafka-jars
+	$(BIN)/python scripts/production_stack.py $(ARGS)
 
 # The operator's flows in Chromium (trigger form, Blockchain requests page), each against a stack
 # of its own; E2E_STACK_DIR=.local runs them against the stack `make run` is running. Needs

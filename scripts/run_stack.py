@@ -460,7 +460,9 @@ class Stack:
     def tool(self, name: str) -> str:
         return str(self.settings.bin / name)
 
-    def start_service(self, name: str, args: Sequence[str], tier: int = 0) -> Service:
+    def start_service(
+        self, name: str, args: Sequence[str], tier: int = 0, env: dict[str, str] | None = None
+    ) -> Service:
         log = self.settings.logs / f"{name}.log"
         with open(log, "ab") as handle:
             handle.write(
@@ -470,7 +472,7 @@ class Stack:
             process = subprocess.Popen(
                 list(args),
                 cwd=self.settings.root,
-                env=self.env(),
+                env=self.env() | (env or {}),
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
@@ -830,7 +832,10 @@ class Stack:
                 f"(kept in {rel(s.password_file)})"
             )
         if isinstance(self.broker, KafkaCluster):
-            broker = f"Apache Kafka {kafka_version()}, one KRaft node; log {rel(s.kafka_dir / 'node-1' / 'server.log')}"
+            nodes = "one KRaft node" if self.broker.size == 1 else f"{self.broker.size} KRaft brokers"
+            broker = (
+                f"Apache Kafka {kafka_version()}, {nodes}; log {rel(s.kafka_dir / 'node-1' / 'server.log')}"
+            )
         else:
             broker = "embedded tansu, in memory" if self.broker else "external"
         lines += [

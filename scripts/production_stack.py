@@ -1,0 +1,318 @@
+"""The production shape on one machine, without Docker: ``make production``.
+
+The same steps as ``make run`` (:mod:`scripts.run_stack`, whose :class:`~scripts.run_stack.Stack`
+this extends), with the services a team runs once it outgrows one worker, as the
+``docker-compose.yaml`` deployment with its ``celery`` profile describes them:
+
+- Airflow's metadata database on PostgreSQL: a throwaway cluster (:mod:`local_services.postgres`,
+  Debian's ``postgresql`` server binaries), removed when the stack stops;
+- the CeleryExecutor, its queue on Redis (Debian's ``redis-server``, on a free loopback port,
+  no persistence) and its results in the metadata database;
+- two Celery workers (``airflow celery worker``), beside the scheduler, DAG processor, triggerer
+  and API server;
+- a 3-broker Apache Kafka KRaft cluster (:mod:`local_services.kafka`; replication factor 3,
+  ``min.insync.replicas=2``; needs Java >= 17 and, for the first fetch, Maven);
+- the gateway sandbox, answering like the original gateway (no request-id echo) unless
+  ``--echo`` is given; with ``--echo`` the token connection says so (``echo_request_id``) and
+  the request pool gets ``--pool-slots`` slots.
+
+Settings: those of ``make run`` (``STACK_DIR`` defaults to ``.local-production`` here), plus
+``--workers`` (2), ``--worker-concurrency`` (``$WORKER_CONCURRENCY`` or 2), ``--echo`` and
+``--pool-slots`` (1 without echo). Ctrl-C stops everything, newest first, PostgreSQL last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from local_services.kafka import KafkaCluster, KafkaError, kafka_version, missing_prerequisites  # noqa: E402
+from local_services.ports import free_port  # noqa: E402
+from local_services.postgres import PostgresCluster, PostgresError  # noqa: E402
+from scripts.run_stack import (  # noqa: E402
+    TOKEN_CONN_ID,
+    Interrupted,
+    Service,
+    Stack,
+    StackError,
+    _interrupt,
+    _stderr_to,
+    parse_settings,
+    stack_lock,
+)
+
+#: Brokers of the Apache Kafka cluster.
+KAFKA_NODES = 3
+#: The metadata database's name on the throwaway cluster.
+AIRFLOW_DATABASE = "airflow"
+
+#: docker-compose.yaml's service -> the service this command starts for it.
+COMPOSE_SERVICES = {
+    "postgres": "postgres",
+    "kafka": "kafka",
+    "gateway-sandbox": "sandbox",
+    "redis": "redis",
+    "airflow-apiserver": "airflow-api-server",
+    "airflow-scheduler": "airflow-scheduler",
+    "airflow-dag-processor": "airflow-dag-processor",
+    "airflow-triggerer": "airflow-triggerer",
+    "airflow-worker": "airflow-worker-1",
+}
+
+
+def celery_settings(redis_url: str, metadata_url: str) -> dict[str, str]:
+    """The executor settings of every Airflow process (docker-compose.yaml's celery profile)."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        "AIRFLOW__CELERY__BROKER_URL": redis_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_url,
+    }
+
+
+def redis_command(port: int) -> list[str]:
+    """redis-server on loopback only, nothing saved: the queue holds only what is in flight."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+
+def redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class ProductionStack(Stack):
+    workers: int = 2
+    worker_concurrency: int = 2
+    echo: bool = False
+    pool_slots: int = 1
+    postgres: PostgresCluster | None = None
+    redis_port: int = 0
+    log_ports: dict[str, int] = field(default_factory=dict)
+
+    # -- settings of every command and service
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if self.postgres is not None:
+            env.update(
+                celery_settings(f"redis://127.0.0.1:{self.redis_port}/0", self.postgres.url(AIRFLOW_DATABASE))
+            )
+        # the triggerer's log server on a free port: other Airflow installations may hold 8794
+        if "triggerer" in self.log_ports:
+            env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(self.log_ports["triggerer"])
+        return env
+
+    # -- steps
+
+    def prepare(self) -> None:
+        super().prepare()
+        if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
+            raise StackError("no redis-server: apt-get install -y redis-server")
+        missing = missing_prerequisites()
+        if missing:
+            raise StackError(f"the production shape needs {' and '.join(missing)} for Apache Kafka")
+        with self.step("PostgreSQL: a throwaway cluster for Airflow's metadata"):
+            try:
+                self.postgres = PostgresCluster().start()
+            except PostgresError as exc:
+                raise StackError(str(exc)) from None
+            import psycopg2
+
+            admin = psycopg2.connect(
+                host=self.postgres.host, port=self.postgres.port, user=self.postgres.user
+            )
+            admin.autocommit = True
+            with admin.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{AIRFLOW_DATABASE}"')
+            admin.close()
+            self.say(f"    {self.postgres.url(AIRFLOW_DATABASE)}")
+        self.redis_port = free_port()
+        self.log_ports = {"triggerer": free_port()}
+        with self.step(f"Redis on 127.0.0.1:{self.redis_port} (no persistence)"):
+            redis = self.start_service("redis", redis_command(self.redis_port))
+            deadline = time.monotonic() + 30
+            while not redis_ping(self.redis_port):
+                if not redis.alive() or time.monotonic() > deadline:
+                    raise StackError(f"redis-server did not answer; see {redis.log}")
+                time.sleep(0.2)
+
+    def start_broker(self) -> None:
+        s = self.settings
+        with self.step(
+            f"broker: Apache Kafka {kafka_version()}, {KAFKA_NODES} KRaft brokers (data in {s.kafka_dir})"
+        ):
+            # the metadata database is new on every start, so is the cluster (its ports too)
+            shutil.rmtree(s.kafka_dir, ignore_errors=True)
+            with _stderr_to(s.logs / "setup.log"):
+                try:
+                    self.broker = KafkaCluster(KAFKA_NODES, base_dir=s.kafka_dir).start()
+                except KafkaError as exc:
+                    raise StackError(str(exc)) from None
+                gc.collect()
+            self.bootstrap = self.broker.bootstrap_servers
+            self.say(f"    {self.bootstrap}")
+            self.write_state()
+
+    def start_sandbox(self) -> Service:
+        s = self.settings
+        echo = "--echo" if self.echo else "--no-echo"
+        self.say(f"==> gateway sandbox on {self.bootstrap} ({echo}), ledger {s.ledger}")
+        return self.start_service(
+            "sandbox",
+            [sys.executable, "-m", "gateway_sandbox", "serve", "--bootstrap-servers", self.bootstrap,
+             "--db", str(s.ledger), echo],
+        )  # fmt: skip
+
+    def ensure_token(self) -> None:
+        super().ensure_token()
+        with self.step(f"request pool: {self.pool_slots} slot(s); echo_request_id={self.echo}"):
+            self.set_echo(self.echo, self.pool_slots)
+
+    def set_echo(self, echo: bool, slots: int) -> None:
+        """Tell the token connection whether the gateway echoes request ids, and size its pool."""
+        conn = self.read_connection(TOKEN_CONN_ID)
+        if conn is None:
+            raise StackError(f"connection {TOKEN_CONN_ID} is missing")
+        from scripts.run_stack import connection_json
+
+        stored = connection_json(conn)
+        stored["extra"] = {**stored.get("extra", {}), "echo_request_id": echo}
+        self.import_connections({TOKEN_CONN_ID: stored})
+        self.run(
+            [self.tool("blockchain-provider"), "pools", "ensure", "--conn-id", TOKEN_CONN_ID,
+             "--slots", str(slots), "--reset"]
+        )  # fmt: skip
+
+    def start_airflow(self, api: Service) -> None:
+        super().start_airflow(api)
+        with self.step(f"{self.workers} Celery workers, {self.worker_concurrency} task slots each"):
+            for number in range(1, self.workers + 1):
+                self.start_worker(number)
+            self.wait_until(self.workers_answer, "every Celery worker answers a ping", self.services)
+
+    def start_worker(self, number: int) -> Service:
+        name = f"airflow-worker-{number}"
+        port = self.log_ports.setdefault(name, free_port())
+        return self.start_service(
+            name,
+            [self.tool("airflow"), "celery", "worker", "--celery-hostname", f"worker{number}@%h",
+             "--concurrency", str(self.worker_concurrency)],
+            tier=3,
+            env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port)},
+        )  # fmt: skip
+
+    def workers_answer(self) -> bool:
+        result = self.run(
+            [sys.executable, "-m", "celery", "--app", "airflow.providers.celery.executors.celery_executor.app",
+             "inspect", "ping", "--timeout", "5"],
+            check=False, timeout=60,
+        )  # fmt: skip
+        return result.stdout.count("pong") >= self.workers
+
+    def worker(self, number: int) -> Service:
+        return next(s for s in self.services if s.name == f"airflow-worker-{number}")
+
+    def banner(self) -> None:
+        super().banner()
+        self.say(
+            f"  production shape CeleryExecutor, {self.workers} workers x {self.worker_concurrency}; "
+            f"Redis 127.0.0.1:{self.redis_port}; metadata {self.postgres.url(AIRFLOW_DATABASE) if self.postgres else '-'}; "
+            f"{KAFKA_NODES} Kafka brokers; echo {'on' if self.echo else 'off'}, pool {self.pool_slots} slot(s)"
+        )
+
+    def broker_process(self):
+        if isinstance(self.broker, KafkaCluster):
+            # every broker must stay up: report the first one that exited
+            for node in self.broker.nodes:
+                if node.process is not None and node.process.poll() is not None:
+                    return node.process
+            return self.broker.nodes[0].process
+        return super().broker_process()
+
+    def down(self) -> None:
+        try:
+            super().down()
+        finally:
+            if self.postgres is not None:
+                self.say("==> stopping PostgreSQL")
+                self.postgres.stop()
+                self.postgres = None
+
+
+def parse(argv: Sequence[str] | None = None) -> tuple[ProductionStack, bool]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", "2"))
+    )
+    parser.add_argument("--echo", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--pool-slots", type=int, default=None)
+    ours, rest = parser.parse_known_args(argv)
+    if "--help" in rest or "-h" in rest:
+        parser.print_help()
+    environ = {"STACK_DIR": ".local-production", **os.environ, "KAFKA": "apache"}
+    settings, check = parse_settings(rest, environ)
+    settings = replace(settings, kafka="apache")
+    slots = ours.pool_slots if ours.pool_slots is not None else (8 if ours.echo else 1)
+    if slots > 1 and not ours.echo:
+        parser.error("without --echo a token has one request in flight: --pool-slots must be 1")
+    stack = ProductionStack(
+        settings,
+        workers=ours.workers,
+        worker_concurrency=ours.worker_concurrency,
+        echo=ours.echo,
+        pool_slots=slots,
+    )
+    return stack, check
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    stack, check = parse(argv)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    code = 0
+    try:
+        with stack_lock(stack.settings):
+            try:
+                stack.up()
+                if not check:
+                    stack.watch()
+            except Interrupted as signame:
+                stack.say(f"\n==> {signame}: stopping")
+            except (StackError, KafkaError, TimeoutError) as exc:
+                stack.say(f"error: {exc}")
+                code = 1
+            finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                with contextlib.suppress(Exception):
+                    stack.down()
+    except StackError as exc:
+        stack.say(f"error: {exc}")
+        return 1
+    stack.say("Stopped." if code == 0 else f"Stopped; logs in {stack.settings.logs}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
