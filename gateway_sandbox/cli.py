@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     faults.add_argument("--fault-seed", type=int, default=0, help="seed of the knobs' random streams")
     serve.add_argument(
+        "--hold-file",
+        help="while this file exists, answers wait in the outbox; removing it releases them all",
+    )
+    serve.add_argument(
+        "--trace",
+        help="append a JSON line per answered request to this file: token digest, request id, "
+        "received and answered times (never the token)",
+    )
+    serve.add_argument(
         "--log-level", default="INFO", help="logging level (WARNING hides the per-request lines)"
     )
 
@@ -229,6 +238,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         page_cap=args.page_cap,
         consumer_config=client_config,
         producer_config=client_config,
+        hold_file=args.hold_file,
+        trace_path=args.trace,
     )
     log = logging.getLogger("gateway_sandbox")
     stop = _stop_signals()

@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
+import json
 import logging
+import os
 import re
 import threading
 import time
@@ -107,6 +109,8 @@ class GatewayServer:
         consumer_config: Mapping[str, Any] | None = None,
         producer_config: Mapping[str, Any] | None = None,
         agent_requests_per_minute: int = handlers.DEFAULT_AGENT_REQUESTS_PER_MINUTE,
+        hold_file: str | None = None,
+        trace_path: str | None = None,
     ) -> None:
         if encoding not in wire.ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}: one of {', '.join(wire.ENCODINGS)}")
@@ -131,6 +135,12 @@ class GatewayServer:
         self._next_discovery = 0.0
         self.consumer_config = dict(consumer_config or {})
         self.producer_config = dict(producer_config or {})
+        #: while this file exists, answers wait in the outbox (released when it is removed)
+        self.hold_file = hold_file
+        #: a JSON line per answered request: token digest, request id, received and answered times
+        self.trace_path = trace_path
+        self._traced: dict[int, dict[str, Any]] = {}
+        self._trace_file: Any = None
         self._protocol_name = {actual: name for name, actual in self.topics.items()}
         self._assigned_topics: set[str] = set()
         self.agent_limiter = handlers.AgentRateLimiter(agent_requests_per_minute, 60.0)
@@ -494,6 +504,7 @@ class GatewayServer:
                 log.warning("consumer error on %s[%s]: %s", message.topic(), message.partition(), error)
             return
         started = time.perf_counter()
+        received = time.time()
         topic = message.topic()
         name = self._protocol_name[topic]
         injector = self._injector
@@ -529,6 +540,15 @@ class GatewayServer:
             answer, decision, rows = self._internal_error(message, name)
         for row in rows:
             heapq.heappush(self._queue, row)
+        if self.trace_path and rows and answer.auth:
+            answer_row = rows[-2] if decision.duplicate and len(rows) > 1 else rows[-1]
+            self._traced[answer_row[1]] = {
+                "token": hashlib.sha256(answer.auth.encode()).hexdigest()[:16],
+                "request_id": answer.request_id,
+                "topic": name,
+                "action": answer.action,
+                "received": received,
+            }
         self._count(answer, decision)
         if self.log_requests:
             log.info(
@@ -618,6 +638,8 @@ class GatewayServer:
         producer = self._producer
         assert producer is not None
         now = time.time()
+        if self.hold_file and os.path.exists(self.hold_file):
+            return
         while self._queue and self._queue[0][0] <= now:
             row = heapq.heappop(self._queue)
             _, row_id, topic, key, value, headers = row
@@ -638,9 +660,18 @@ class GatewayServer:
     def _on_delivery(self, err: KafkaError | None, row_id: int) -> None:
         if err is None:
             self._delivered.append(row_id)
+            traced = self._traced.pop(row_id, None)
+            if traced is not None:
+                self._write_trace({**traced, "answered": time.time()})
         else:
             log.warning("response %d not delivered (%s); retrying", row_id, err)
             self._failed_deliveries.append(row_id)
+
+    def _write_trace(self, entry: dict[str, Any]) -> None:
+        if self._trace_file is None:
+            self._trace_file = open(self.trace_path, "a")  # noqa: SIM115 (closed in _close)
+        self._trace_file.write(json.dumps(entry) + "\n")
+        self._trace_file.flush()
 
     def _flush_delivered(self) -> None:
         if self._failed_deliveries:
@@ -682,3 +713,6 @@ class GatewayServer:
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
+        if self._trace_file is not None:
+            self._trace_file.close()
+            self._trace_file = None
