@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 from blockchain_common import REQUEST_POOL, START_DATE, TAGS, default_args, flows, gateway, mes
 
@@ -110,7 +110,8 @@ def blockchain_production_unit_update() -> None:
         unit_id, status, process_name = unit_update_args(params)
         with gateway() as hook:
             try:
-                return flows.update_production_unit(hook, mes(), unit_id, status, process_name)
+                retry = get_current_context()["ti"].try_number > 1
+                return flows.update_production_unit(hook, mes(), unit_id, status, process_name, retry=retry)
             except (LookupError, InvalidIdentifierError) as exc:
                 # no such unit, or a value the ledger's rules refuse: a retry would fail alike
                 raise AirflowFailException(str(exc)) from exc

@@ -108,6 +108,10 @@ class ProductionStack(Stack):
     postgres: PostgresCluster | None = None
     redis_port: int = 0
     log_ports: dict[str, int] = field(default_factory=dict)
+    #: more options of ``gateway_sandbox serve`` (its fault knobs, --trace, --hold-file)
+    sandbox_options: tuple[str, ...] = ()
+    #: more settings of every command and service
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     # -- settings of every command and service
 
@@ -120,6 +124,7 @@ class ProductionStack(Stack):
         # the triggerer's log server on a free port: other Airflow installations may hold 8794
         if "triggerer" in self.log_ports:
             env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(self.log_ports["triggerer"])
+        env.update(self.extra_env)
         return env
 
     # -- steps
@@ -173,15 +178,33 @@ class ProductionStack(Stack):
             self.say(f"    {self.bootstrap}")
             self.write_state()
 
+    def sandbox_command(self) -> list[str]:
+        """``gateway_sandbox serve`` as docker-compose.yaml's gateway-sandbox runs it."""
+        return [sys.executable, "-m", "gateway_sandbox", "serve", "--bootstrap-servers", self.bootstrap,
+                "--db", str(self.settings.ledger), "--encoding", "python-literal",
+                "--echo" if self.echo else "--no-echo", *self.sandbox_options]  # fmt: skip
+
+    def worker_command(self, number: int) -> list[str]:
+        """``airflow celery worker`` as docker-compose.yaml's airflow-worker runs it."""
+        return [self.tool("airflow"), "celery", "worker", "--celery-hostname", f"worker{number}@%h",
+                "--concurrency", str(self.worker_concurrency)]  # fmt: skip
+
     def start_sandbox(self) -> Service:
-        s = self.settings
-        echo = "--echo" if self.echo else "--no-echo"
-        self.say(f"==> gateway sandbox on {self.bootstrap} ({echo}), ledger {s.ledger}")
-        return self.start_service(
-            "sandbox",
-            [sys.executable, "-m", "gateway_sandbox", "serve", "--bootstrap-servers", self.bootstrap,
-             "--db", str(s.ledger), echo],
-        )  # fmt: skip
+        self.say(f"==> gateway sandbox on {self.bootstrap} (echo {'on' if self.echo else 'off'})")
+        return self.start_service("sandbox", self.sandbox_command())
+
+    def restart_sandbox(self, echo: bool, pool_slots: int) -> Service:
+        """Restart the gateway sandbox with or without request-id echo, and tell the token
+        connection and its pool (the switch an operator makes once the gateway echoes)."""
+        old = next(service for service in self.services if service.name == "sandbox")
+        old.terminate()
+        old.process.wait(60)
+        self.services.remove(old)
+        self.echo, self.pool_slots = echo, pool_slots
+        sandbox = self.start_sandbox()
+        self.wait_sandbox(sandbox)
+        self.set_echo(echo, pool_slots)
+        return sandbox
 
     def ensure_token(self) -> None:
         super().ensure_token()
@@ -215,8 +238,7 @@ class ProductionStack(Stack):
         port = self.log_ports.setdefault(name, free_port())
         return self.start_service(
             name,
-            [self.tool("airflow"), "celery", "worker", "--celery-hostname", f"worker{number}@%h",
-             "--concurrency", str(self.worker_concurrency)],
+            self.worker_command(number),
             tier=3,
             env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port)},
         )  # fmt: skip

@@ -347,10 +347,19 @@ def update_production_unit(
     production_unit_id: int,
     status: str,
     process_name: str,
+    *,
+    retry: bool = False,
 ) -> dict[str, Any]:
     """PROTOCOL.md §4 "Production unit": ensure the record type and the unit's record with its own
     reporter (created once, stored by the MES), then update the two dynamic properties signed with
-    the reporter's token. The master token only creates."""
+    the reporter's token. The master token only creates.
+
+    A *retry* first asks the optional ``BLK_Rec_Get`` whether the record already holds the new
+    values; if so the earlier try was applied and nothing is sent. Updates of a unit run one at a
+    time in order, so values the record holds are this update's or an earlier one's equal to it;
+    either way sending it again changes nothing but the history. A gateway that does not answer
+    the read gets the update again.
+    """
     from include.day_report_keys import (
         PRODUCTION_UNIT_RECORD_PROPERTIES,
         PRODUCTION_UNIT_RECORD_TYPE,
@@ -368,8 +377,32 @@ def update_production_unit(
         PRODUCTION_UNIT_RECORD_PROPERTIES,
     )
     reporter = ensure_reporter(hook, repository, unit)
+    if retry and _record_holds(hook, reporter.record_id, changes):
+        # the earlier try was applied but its answer was lost (a worker killed while waiting):
+        # a second update would record the same change twice in the record's history
+        log.info(
+            "%s already has %s (applied by an earlier try): nothing to update", reporter.record_id, changes
+        )
+        return {
+            "record_id": reporter.record_id,
+            "unit": unit.code,
+            "message": "already up to date",
+            **changes,
+        }
     message = hook.update_record(
         PRODUCTION_UNIT_RECORD_TYPE, reporter.record_id, changes, token=reporter.token.reveal()
     )
     log.info("Updated %s as reporter %s: %s", reporter.record_id, reporter.public_key, changes)
     return {"record_id": reporter.record_id, "unit": unit.code, "message": message, **changes}
+
+
+def _record_holds(hook: KafkaBlockchainHook, record_id: str, changes: dict[str, Any]) -> bool:
+    """Whether record *record_id* already holds *changes*, by the optional read; ``False`` when it
+    cannot be read."""
+    try:
+        record = hook.get_record(record_id)
+    except BlockchainError as exc:
+        log.warning("Could not read record %s (BLK_Rec_Get): %s", record_id, exc)
+        return False
+    current = record.get("properties") if isinstance(record, dict) else None
+    return isinstance(current, dict) and all(current.get(k) == v for k, v in changes.items())

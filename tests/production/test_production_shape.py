@@ -1,0 +1,333 @@
+"""The production shape as ``make production`` starts it: CeleryExecutor with Redis and two
+workers, Airflow's metadata on PostgreSQL, 3 Apache Kafka brokers, the gateway sandbox.
+
+One deployment for every case, in order: every DAG runs; a Celery worker is SIGKILLed while it
+holds a gateway task; 20 production-unit updates for 5 units arrive at once without echo (one
+request of the token in flight at a time, measured at the sandbox), then again with echo and an
+8-slot pool. Each case asserts what happened to the data, in the ledger and in the MES.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway_sandbox.ledger import Ledger
+from include.day_report_keys import DAY_REPORT_RECORD_TYPE
+from include.mes.db import engine_from_url
+from include.mes.repository import MesRepository
+from local_services.kafka import missing_prerequisites
+from local_services.ports import free_port
+from scripts.production_stack import ProductionStack
+from scripts.run_stack import ADMIN_USER, Settings, admin_password, http_json, session_members
+from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.kafka_cluster,
+    pytest.mark.timeout(2400),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+UPDATE_DAG = "blockchain_production_unit_update"
+
+
+@dataclass
+class Production:
+    stack: ProductionStack
+    ledger: Ledger
+    repository: MesRepository
+    trace: Path
+    hold: Path
+    token: str = ""
+
+    # -- REST API
+    def api(self, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
+        if not self.token:
+            password = admin_password(self.stack.settings)
+            self.token = http_json(
+                f"{self.stack.settings.url}/auth/token", {"username": ADMIN_USER, "password": password}
+            )["access_token"]
+        return http_json(f"{self.stack.settings.url}{path}", body, self.token, method)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        return self.api(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})[
+            "dag_run_id"
+        ]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.api(f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}")["state"]
+
+    def wait_for_runs(self, runs: dict[str, tuple[str, str]], timeout: float) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            states = {name: self.run_state(dag_id, run_id) for name, (dag_id, run_id) in runs.items()}
+            if all(state in ("success", "failed") for state in states.values()):
+                return states
+            time.sleep(3)
+        raise TimeoutError(f"runs not finished within {timeout:.0f} s: {states}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.api(f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances")["task_instances"]
+
+    # -- the gateway's side
+    def trace_entries(self, since: float = 0.0) -> list[dict[str, Any]]:
+        if not self.trace.exists():
+            return []
+        entries = [json.loads(line) for line in self.trace.read_text().splitlines() if line.strip()]
+        return [e for e in entries if e["received"] >= since]
+
+    def unit_updates(self, record_id: str) -> list[dict[str, Any]]:
+        """The ``record.update`` transactions of *record_id*, in ledger order."""
+        with sqlite3.connect(f"file:{self.stack.settings.ledger}?mode=ro", uri=True) as db:
+            rows = db.execute(
+                "SELECT payload FROM transactions WHERE op = 'record.update' ORDER BY seq"
+            ).fetchall()
+        payloads = [json.loads(payload) for (payload,) in rows]
+        return [p["properties"] for p in payloads if p["record_id"] == record_id]
+
+
+def _quote(run_id: str) -> str:
+    from urllib.parse import quote
+
+    return quote(run_id, safe="")
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory) -> Iterator[Production]:
+    missing = missing_prerequisites()
+    assert not missing, f"the production shape needs {missing}"
+    tmp = tmp_path_factory.mktemp("production")
+    trace, hold = tmp / "sandbox-trace.jsonl", tmp / "hold"
+    settings = Settings(
+        root=ROOT, stack_dir=tmp / "stack", airflow_port=free_port(), kafka="apache", timeout=600.0
+    )
+    out = open(tmp / "stack.out", "w")  # noqa: SIM115 (closed below)
+    stack = ProductionStack(
+        settings,
+        out=out,
+        sandbox_options=("--trace", str(trace), "--hold-file", str(hold)),
+        extra_env={
+            # a killed worker's task is declared lost after a minute, not the default five
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        },
+    )
+    try:
+        stack.up()
+        engine = engine_from_url(f"sqlite:///{settings.mes_db}")
+        yield Production(stack, Ledger(str(settings.ledger)), MesRepository(engine), trace, hold)
+        engine.dispose()
+    except BaseException:
+        out.flush()
+        sys.stderr.write((tmp / "stack.out").read_text())
+        raise
+    finally:
+        stack.down()
+        out.close()
+
+
+def wait_for_dags(production: Production, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dags = {d["dag_id"] for d in production.api("/api/v2/dags?limit=100")["dags"]}
+        if dags >= PRODUCT_DAG_IDS:
+            return
+        time.sleep(3)
+    raise TimeoutError(f"DAGs not parsed: {sorted(PRODUCT_DAG_IDS - dags)}")
+
+
+def test_every_dag_runs_on_celery_workers(production: Production) -> None:
+    wait_for_dags(production)
+    ledger, repository = production.ledger, production.repository
+    mes_key = production.stack.public_key
+    erp = erp_agent(ledger, "ERP")
+    partner_request = ledger.create_partner_request(erp, mes_key)
+    customer = erp_agent(ledger, "Customer")
+    accepted = ledger.create_partner_request(customer, mes_key)
+    ledger.answer_partner_request(mes_key, accepted, True)
+    order = ledger.create_order(customer, mes_key, "dummy_action", "Operator's order", {"Part": "wheel"})
+    unit = repository.production_units()[0]
+    day = date.today() - timedelta(days=1)  # the sample data's last day
+    runs = {
+        "blockchain_day_report": {"day": day.isoformat()},
+        "blockchain_partner_sync": None,
+        "blockchain_order_sync": None,
+        "blockchain_partner_answer": {"request_id": partner_request, "decision": "accept"},
+        "blockchain_order_answer": {"request_id": order, "decision": "reject"},
+        UPDATE_DAG: {"production_unit_id": unit.id, "status": "RUNNING", "process_name": "Stamping"},
+        "blockchain_token_check": None,
+    }
+    assert set(runs) == PRODUCT_DAG_IDS
+    started = {dag_id: (dag_id, production.trigger(dag_id, conf)) for dag_id, conf in runs.items()}
+    states = production.wait_for_runs(started, timeout=900)
+    failed = {d: production.task_instances(d, r) for d, (_, r) in started.items() if states[d] != "success"}
+    assert set(states.values()) == {"success"}, failed
+
+    # the tasks ran on the Celery workers, as the CeleryExecutor queued them
+    workers_logs = "".join(
+        (production.stack.settings.logs / f"airflow-worker-{n}.log").read_text(errors="replace")
+        for n in (1, 2)
+    )
+    assert "execute_workload" in workers_logs
+    # what the runs did
+    assert ledger.count_records(DAY_REPORT_RECORD_TYPE) == 5 * 28
+    assert ledger.partner_request(partner_request)["status"] == "ACCEPTED"
+    assert ledger.order(order)["status"] == "REJECTED"
+    assert ledger.record(f"PU_{unit.code}")["properties"]["Status"] == "RUNNING"
+    assert repository.partner_request(partner_request).status == "ACCEPTED"
+    assert repository.order_request(order).status == "REJECTED"
+
+
+def _worker_of(production: Production, pid: int) -> int | None:
+    for number in (1, 2):
+        worker = production.stack.worker(number)
+        if worker.alive() and pid in session_members(worker.pid):
+            return number
+    return None
+
+
+def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production: Production) -> None:
+    stack, ledger, repository = production.stack, production.ledger, production.repository
+    unit = repository.production_units()[1]
+    record_id = f"PU_{unit.code}"
+    # the gateway applies the update but keeps its answer: the task waits for it
+    production.hold.write_text("update\n")
+    try:
+        run_id = production.trigger(
+            UPDATE_DAG, {"production_unit_id": unit.id, "status": "KILLED-WORKER", "process_name": "Welding"}
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if (
+                ledger.record(record_id)
+                and ledger.record(record_id)["properties"].get("Status") == "KILLED-WORKER"
+            ):
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError("the update never reached the gateway")
+        (ti,) = production.task_instances(UPDATE_DAG, run_id)
+        assert ti["state"] == "running" and ti["pid"], ti
+        victim = _worker_of(production, ti["pid"])
+        assert victim is not None, f"task process {ti['pid']} is under no worker"
+        stack.worker(victim).kill()
+        assert not stack.worker(victim).alive()
+    finally:
+        production.hold.unlink()
+    # the scheduler finds the task's heartbeat gone, and the retry runs on the worker left
+    assert production.wait_for_runs({"run": (UPDATE_DAG, run_id)}, timeout=600)["run"] == "success"
+    (ti,) = production.task_instances(UPDATE_DAG, run_id)
+    assert ti["try_number"] >= 2
+    survivor = 3 - victim
+    assert stack.worker(survivor).alive()
+    # the ledger holds the update once, and the MES' view matches it
+    updates = [u for u in production.unit_updates(record_id) if u.get("Status") == "KILLED-WORKER"]
+    assert updates == [{"Status": "KILLED-WORKER", "ProcessName": "Welding"}]
+    assert ledger.record(record_id)["properties"]["Status"] == "KILLED-WORKER"
+    # bring the killed worker back for what follows
+    stack.services.remove(stack.worker(victim))
+    stack.start_worker(victim)
+    stack.wait_until(stack.workers_answer, "both workers answer", stack.services)
+
+
+def _twenty_updates(production: Production, tag: str) -> tuple[float, dict[str, list[str]]]:
+    """Trigger 4 updates for each of 5 units at once (each unit's in order, from its own
+    thread); return the seconds until all 20 finished and the statuses sent per unit."""
+    units = production.repository.production_units()[:5]
+    assert len(units) == 5
+    sent = {f"PU_{u.code}": [f"{tag}-{n}" for n in range(1, 5)] for u in units}
+    runs: dict[str, tuple[str, str]] = {}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def post(unit: Any) -> None:
+        try:
+            for status in sent[f"PU_{unit.code}"]:
+                conf = {"production_unit_id": unit.id, "status": status, "process_name": f"P {status}"}
+                run_id = production.trigger(UPDATE_DAG, conf)
+                with lock:
+                    runs[status + unit.code] = (UPDATE_DAG, run_id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    begin = time.monotonic()
+    threads = [threading.Thread(target=post, args=(unit,)) for unit in units]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    states = production.wait_for_runs(runs, timeout=1200)
+    elapsed = time.monotonic() - begin
+    assert list(states.values()).count("success") == 20, states
+    return elapsed, sent
+
+
+def _assert_applied_in_order(production: Production, sent: dict[str, list[str]]) -> None:
+    for record_id, statuses in sent.items():
+        applied = [u["Status"] for u in production.unit_updates(record_id) if u["Status"] in statuses]
+        assert applied == statuses, record_id
+        assert production.ledger.record(record_id)["properties"]["Status"] == statuses[-1]
+
+
+def _overlaps(entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pairs of requests of one token that were in flight at the same time at the gateway."""
+    found = []
+    by_token: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_token.setdefault(entry["token"], []).append(entry)
+    for token_entries in by_token.values():
+        token_entries.sort(key=lambda e: e["received"])
+        for before, after in itertools.pairwise(token_entries):
+            if after["received"] < before["answered"]:
+                found.append((before, after))
+    return found
+
+
+RESULTS: dict[str, Any] = {}
+
+
+def test_twenty_updates_without_echo_one_request_in_flight_per_token(production: Production) -> None:
+    since = time.time()
+    elapsed, sent = _twenty_updates(production, "NOECHO")
+    _assert_applied_in_order(production, sent)
+    entries = production.trace_entries(since)
+    updates = [e for e in entries if e["action"] == "update" and e["topic"] == "BLK_Rec"]
+    assert len(updates) == 20
+    assert _overlaps(entries) == []
+    RESULTS["no_echo"] = elapsed
+    RESULTS["requests_no_echo"] = len(entries)
+    print(f"\n20 updates, echo off, pool 1 slot: {elapsed:.1f} s ({len(entries)} gateway requests)")
+
+
+def test_twenty_updates_with_echo_and_eight_slots(production: Production) -> None:
+    production.stack.restart_sandbox(echo=True, pool_slots=8)
+    since = time.time()
+    elapsed, sent = _twenty_updates(production, "ECHO")
+    _assert_applied_in_order(production, sent)
+    entries = production.trace_entries(since)
+    assert len([e for e in entries if e["action"] == "update"]) == 20
+    assert all(e["request_id"] for e in entries)  # every request carried its id, echoed back
+    RESULTS["echo"] = elapsed
+    before = RESULTS.get("no_echo")
+    overlapping = len(_overlaps(entries))
+    print(
+        f"\n20 updates, echo on, pool 8 slots: {elapsed:.1f} s ({len(entries)} gateway requests, "
+        f"{overlapping} overlapping pairs); echo off took {before:.1f} s"
+        if before
+        else f"\n20 updates, echo on, pool 8 slots: {elapsed:.1f} s"
+    )
