@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--fault-seed", type=int, default=0, help="seed of the knobs' random streams")
     serve.add_argument(
         "--hold-file",
-        help="while this file exists, answers wait in the outbox; removing it releases them all",
+        help="while this file exists, answers wait in the outbox (only those to the actions it names, one per line, when it names any); removing it releases them",
     )
     serve.add_argument(
         "--trace",

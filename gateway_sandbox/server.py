@@ -23,7 +23,6 @@ import hashlib
 import heapq
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -135,9 +134,12 @@ class GatewayServer:
         self._next_discovery = 0.0
         self.consumer_config = dict(consumer_config or {})
         self.producer_config = dict(producer_config or {})
-        #: while this file exists, answers wait in the outbox (released when it is removed)
+        #: while this file exists, answers wait in the outbox (released when it is removed); when
+        #: it names actions (``update``, ``get``... one per line), only the answers to those wait
         self.hold_file = hold_file
-        #: a JSON line per answered request: token digest, request id, received and answered times
+        self._row_action: dict[int, str] = {}
+        #: a JSON line per answered request: token digest, request id, when it was read (received)
+        #: and when its answer was handed to the producer (answered)
         self.trace_path = trace_path
         self._traced: dict[int, dict[str, Any]] = {}
         self._trace_file: Any = None
@@ -540,6 +542,8 @@ class GatewayServer:
             answer, decision, rows = self._internal_error(message, name)
         for row in rows:
             heapq.heappush(self._queue, row)
+            if self.hold_file:
+                self._row_action[row[1]] = answer.action
         if self.trace_path and rows and answer.auth:
             answer_row = rows[-2] if decision.duplicate and len(rows) > 1 else rows[-1]
             self._traced[answer_row[1]] = {
@@ -638,11 +642,35 @@ class GatewayServer:
         producer = self._producer
         assert producer is not None
         now = time.time()
-        if self.hold_file and os.path.exists(self.hold_file):
-            return
+        held_actions = self._held_actions()
+        if held_actions is not None and not held_actions:
+            return  # everything waits
+        held: list[OutboxRow] = []
+        try:
+            self._send_rows(producer, now, held_actions or set(), held)
+        finally:
+            for row in held:
+                heapq.heappush(self._queue, row)
+
+    def _held_actions(self) -> set[str] | None:
+        """``None`` when nothing is held, an empty set when every answer is, else the held actions."""
+        if not self.hold_file:
+            return None
+        try:
+            with open(self.hold_file) as handle:
+                return set(handle.read().split())
+        except FileNotFoundError:
+            return None
+
+    def _send_rows(
+        self, producer: Producer, now: float, held_actions: set[str], held: list[OutboxRow]
+    ) -> None:
         while self._queue and self._queue[0][0] <= now:
             row = heapq.heappop(self._queue)
             _, row_id, topic, key, value, headers = row
+            if held_actions and self._row_action.get(row_id) in held_actions:
+                held.append(row)
+                continue
             try:
                 producer.produce(
                     topic,
@@ -656,13 +684,15 @@ class GatewayServer:
                 producer.poll(0.05)
                 return
             self._in_flight[row_id] = row
+            traced = self._traced.pop(row_id, None)
+            if traced is not None:
+                # the earliest moment a client can read the answer: handed to the producer
+                self._write_trace({**traced, "answered": time.time()})
 
     def _on_delivery(self, err: KafkaError | None, row_id: int) -> None:
         if err is None:
             self._delivered.append(row_id)
-            traced = self._traced.pop(row_id, None)
-            if traced is not None:
-                self._write_trace({**traced, "answered": time.time()})
+            self._row_action.pop(row_id, None)
         else:
             log.warning("response %d not delivered (%s); retrying", row_id, err)
             self._failed_deliveries.append(row_id)

@@ -80,7 +80,9 @@ def celery_settings(redis_url: str, metadata_url: str) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
         "AIRFLOW__CELERY__BROKER_URL": redis_url,
-        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_url,
+        # the metadata database, named as compose names it (psycopg2 is the default driver)
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
+        + metadata_url.replace("postgresql+psycopg2://", "postgresql://"),
     }
 
 
