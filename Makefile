@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint run production bench clean kafka-check kafka-jars
+.PHONY: setup test lint run production bench bench-production clean kafka-check kafka-jars
 
 setup: $(STAMP)
 
@@ -58,6 +58,10 @@ browser-test: setup
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# 100 deferred gateway waits on one triggerer, on the production shape (about 10 minutes)
+bench-production: kafka-check setup kafka-jars
+	$(BIN)/python bench/triggerer_waits.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
