@@ -56,11 +56,11 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
 
+from bench import results  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
 from local_services.kafka import KafkaCluster, kafka_version  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 DAY = date(2026, 11, 27)
 
 ROUND_TRIPS = 1000
@@ -584,13 +584,8 @@ to reproduce them on yours.
         + "\n".join(f"- {note}" for note in dict.fromkeys(n for b in benches for n in b.notes))
         + "\n"
     )
-    # the soak section (bench/soak_stack.py --write) is kept: it takes minutes of its own
-    from bench.soak_stack import SOAK_HEADING
-
-    previous = RESULTS.read_text() if RESULTS.exists() else ""
-    if f"\n{SOAK_HEADING}" in previous:
-        text += "\n" + SOAK_HEADING + previous.split(f"\n{SOAK_HEADING}", 1)[1]
-    RESULTS.write_text(text)
+    # the soak and production sections come from runs of their own (minutes each): kept
+    results.write_head(text)
 
 
 #: Instant-responder targets per broker: (p50 ms, p99 ms).
@@ -843,7 +838,9 @@ def start_broker(kind: str, workdir: Path) -> tuple[Any, str, str, int | None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-write", action="store_true", help=f"do not refresh {RESULTS.relative_to(ROOT)}")
+    parser.add_argument(
+        "--no-write", action="store_true", help=f"do not refresh {results.RESULTS.relative_to(ROOT)}"
+    )
     parser.add_argument(
         "--baseline-requests", type=int, default=8, help="original-pattern requests (default 8)"
     )
@@ -884,7 +881,7 @@ def main() -> None:
     print(f"({took / 60:.1f} minutes)")
     if not args.no_write:
         write_results(benches, about, "; ".join(described), took)
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
+        print(f"wrote {results.RESULTS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -43,13 +43,10 @@ sys.path.insert(0, str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="soak-airflow-home-"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
+from bench.results import RESULTS, SOAK_HEADING, write_section  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
 from scripts.run_stack import EMBEDDED_TOPIC_PARTITIONS  # noqa: E402
-
-RESULTS = ROOT / "bench" / "RESULTS.md"
-#: The heading of the soak section of RESULTS.md, which bench/run_all.py keeps.
-SOAK_HEADING = "## Soak of the embedded stack"
 
 SLOTS_PER_DAY = 96
 UNITS = 5
@@ -217,9 +214,7 @@ def main() -> None:
             f"end): first {starts[0] * 1e3:.0f} ms, last {starts[-1] * 1e3:.0f} ms.\n\n"
             "| requests so far | p50 ms | p99 ms |\n|---|---|---|\n" + rows + "\n"
         )
-        text = RESULTS.read_text() if RESULTS.exists() else ""
-        kept = text.split(f"\n{SOAK_HEADING}", 1)[0].rstrip("\n")
-        RESULTS.write_text(kept + "\n\n" + section)
+        write_section(SOAK_HEADING, section)
         print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 

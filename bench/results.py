@@ -1,0 +1,49 @@
+"""``bench/RESULTS.md``: ``run_all.py`` writes its head; longer runs own a ``## `` section each.
+
+A writer replaces its own section and keeps every other one, whichever order they were written in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().with_name("RESULTS.md")
+#: The sections written by runs of their own (minutes each), which ``run_all.py`` keeps.
+SOAK_HEADING = "## Soak of the embedded stack"
+PRODUCTION_HEADING = "## Production shape"
+KEPT_HEADINGS = (SOAK_HEADING, PRODUCTION_HEADING)
+
+
+def section(text: str, heading: str) -> str:
+    """The section of *text* that starts with the line *heading*, up to the next ``## `` line;
+    empty when there is none."""
+    lines = text.splitlines(keepends=True)
+    for start, line in enumerate(lines):
+        if line.startswith(heading):
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+            return "".join(lines[start:end]).rstrip("\n") + "\n"
+    return ""
+
+
+def without_section(text: str, heading: str) -> str:
+    """*text* without the section that starts with the line *heading*."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is None:
+        return text
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "".join(lines[:start] + lines[end:])
+
+
+def write_section(heading: str, body: str) -> None:
+    """Replace (or append) the section *heading* of RESULTS.md with *body*, which starts with it."""
+    previous = RESULTS.read_text() if RESULTS.exists() else ""
+    rest = without_section(previous, heading).rstrip("\n")
+    RESULTS.write_text((rest + "\n\n" if rest else "") + body.rstrip("\n") + "\n")
+
+
+def write_head(text: str) -> None:
+    """Write ``run_all.py``'s figures, keeping the sections of :data:`KEPT_HEADINGS`."""
+    previous = RESULTS.read_text() if RESULTS.exists() else ""
+    kept = [found for heading in KEPT_HEADINGS if (found := section(previous, heading))]
+    RESULTS.write_text("\n".join([text.rstrip("\n") + "\n", *kept]))
