@@ -63,7 +63,10 @@ AIRFLOW_DATABASE = "airflow"
 #: docker-compose.yaml's service -> the service this command starts for it.
 COMPOSE_SERVICES = {
     "postgres": "postgres",
+    # compose's two Kafka profiles; make production runs brokers in PLAINTEXT on loopback, as the
+    # local-plaintext one does (the production profile adds SASL_SSL and ACLs)
     "kafka": "kafka",
+    "kafka-local-plaintext": "kafka",
     "gateway-sandbox": "sandbox",
     "redis": "redis",
     "airflow-apiserver": "airflow-api-server",

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 COMMON_ENV = COMPOSE["x-airflow-common"]["environment"]
-ONE_SHOT = {"airflow-init", "sandbox-seed"}
+ONE_SHOT = {"airflow-init", "sandbox-seed", "kafka-acls"}
 
 
 def stack() -> ProductionStack:

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
+from blockchain_provider import protocol
 from gateway_sandbox.ledger import Ledger
-from include.day_report_keys import DAY_REPORT_RECORD_TYPE
+from include.day_report_keys import DAY_REPORT_RECORD_TYPE, PRODUCTION_UNIT_RECORD_TYPE
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
 from local_services.kafka import missing_prerequisites
@@ -42,6 +43,8 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 UPDATE_DAG = "blockchain_production_unit_update"
+#: Where production-unit records are created and updated (PROTOCOL.md 3.3).
+UNIT_TOPIC = protocol.record_topic(PRODUCTION_UNIT_RECORD_TYPE)
 
 
 @dataclass
@@ -204,6 +207,12 @@ def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production
     stack, ledger, repository = production.stack, production.ledger, production.repository
     unit = repository.production_units()[1]
     record_id = f"PU_{unit.code}"
+    # the unit's first update creates its record and reporter; that one runs unhindered
+    first = production.trigger(
+        UPDATE_DAG, {"production_unit_id": unit.id, "status": "BEFORE-KILL", "process_name": "Welding"}
+    )
+    assert production.wait_for_runs({"first": (UPDATE_DAG, first)}, timeout=300)["first"] == "success"
+    assert repository.reporter(record_id) is not None
     # the gateway applies the update but keeps its answer: the task waits for it
     production.hold.write_text("update\n")
     try:
@@ -234,10 +243,11 @@ def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production
     assert ti["try_number"] >= 2
     survivor = 3 - victim
     assert stack.worker(survivor).alive()
-    # the ledger holds the update once, and the MES' view matches it
+    # the retry read the record (BLK_Rec_Get), found the update applied and sent it no second time
     updates = [u for u in production.unit_updates(record_id) if u.get("Status") == "KILLED-WORKER"]
     assert updates == [{"Status": "KILLED-WORKER", "ProcessName": "Welding"}]
     assert ledger.record(record_id)["properties"]["Status"] == "KILLED-WORKER"
+    assert repository.reporter(record_id).public_key in ledger.record(record_id)["reporters"]
     # bring the killed worker back for what follows
     stack.services.remove(stack.worker(victim))
     stack.start_worker(victim)
@@ -306,7 +316,7 @@ def test_twenty_updates_without_echo_one_request_in_flight_per_token(production:
     elapsed, sent = _twenty_updates(production, "NOECHO")
     _assert_applied_in_order(production, sent)
     entries = production.trace_entries(since)
-    updates = [e for e in entries if e["action"] == "update" and e["topic"] == "BLK_Rec"]
+    updates = [e for e in entries if e["action"] == "update" and e["topic"] == UNIT_TOPIC]
     assert len(updates) == 20
     overlaps = _overlaps(entries)
     gaps = [

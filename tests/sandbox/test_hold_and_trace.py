@@ -14,12 +14,18 @@ pytestmark = pytest.mark.broker
 UNIT = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
 
 
+#: A record creation's header besides the token (PROTOCOL.md 3.3).
+CREATE = {"isRecord": True}
+
+
 def _create(record_id: str) -> dict:
     return {
-        "action": "create",
         "record_id": record_id,
         "record_type": "Unit",
-        "properties": {"Status": "idle"},
+        "description": f"unit {record_id}",
+        "dynamic": False,
+        "password": "",
+        "properties": [{"name": "Status", "value": "idle"}],
     }
 
 
@@ -35,7 +41,7 @@ def test_held_answers_are_applied_then_released_together_and_traced(
     client = make_client()
     ids = [uuid.uuid4().hex for _ in range(3)]
     for number, request_id in enumerate(ids):
-        client.send("BLK_Rec", {"auth": token}, _create(f"H{number}"), request_id=request_id)
+        client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, _create(f"H{number}"), request_id=request_id)
     assert server.wait_for(lambda c: c.get("requests", 0) == 3)
     assert [ledger.record(f"H{n}") is not None for n in range(3)] == [True] * 3  # applied
     assert client.quiet_for(1.0) == []  # but not answered while held
@@ -47,7 +53,7 @@ def test_held_answers_are_applied_then_released_together_and_traced(
     server.stop()
     entries = [json.loads(line) for line in trace.read_text().splitlines()]
     assert sorted(e["request_id"] for e in entries) == sorted(ids)
-    assert {e["topic"] for e in entries} == {"BLK_Rec"}
+    assert {e["topic"] for e in entries} == {"BLK_Rec_Unit"}
     assert len({e["token"] for e in entries}) == 1
     assert all(e["received"] < released <= e["answered"] for e in entries)
     assert token not in trace.read_text()
