@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,37 @@ def test_reporters_need_airflows_fernet_key(plant, monkeypatch):
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: ") and "cannot be decrypted" in refused.stderr
     assert "Traceback" not in refused.stderr and "a-password-for-pt10" not in refused.stderr
+
+
+def _unit_updates(ledger: Ledger, record_id: str) -> list[dict]:
+    """The ``record.update`` transactions of *record_id*, in ledger order."""
+    with sqlite3.connect(f"file:{ledger.db_path}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            "SELECT payload FROM transactions WHERE op = 'record.update' ORDER BY seq"
+        ).fetchall()
+    payloads = [json.loads(payload) for (payload,) in rows]
+    return [p["properties"] for p in payloads if p["record_id"] == record_id]
+
+
+def test_a_retried_update_the_record_already_holds_is_not_sent_again(plant):
+    """A retry (its first try's answer lost) asks BLK_Rec_Get first: the values already there are
+    not sent a second time; other values are."""
+    from blockchain_common import flows
+
+    from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+
+    repository, ledger, _server = plant
+    unit = repository.production_unit_by_code("PT10")
+    with KafkaBlockchainHook() as hook:
+        flows.update_production_unit(hook, repository, unit.id, "RUNNING", "Stamping")
+        again = flows.update_production_unit(hook, repository, unit.id, "RUNNING", "Stamping", retry=True)
+        assert again["message"] == "already up to date"
+        changed = flows.update_production_unit(hook, repository, unit.id, "STOPPED", "", retry=True)
+        assert changed["message"] != "already up to date"
+        # not a retry: sent as the MES asked, even when the values are the record's already
+        flows.update_production_unit(hook, repository, unit.id, "STOPPED", "")
+    assert _unit_updates(ledger, "PU_PT10") == [
+        {"Status": "RUNNING", "ProcessName": "Stamping"},
+        {"Status": "STOPPED", "ProcessName": ""},
+        {"Status": "STOPPED", "ProcessName": ""},
+    ]
