@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 from blockchain_common import REQUEST_POOL, START_DATE, TAGS, default_args, flows, gateway, mes
 
@@ -105,12 +105,12 @@ def unit_update_args(params: dict[str, Any]) -> tuple[int, str, str]:
 )
 def blockchain_production_unit_update() -> None:
     @task(pool=REQUEST_POOL)
-    def update_unit_record(params: dict[str, Any]) -> dict[str, Any]:
+    def update_unit_record(params: dict[str, Any], ti: Any = None) -> dict[str, Any]:
         """Ensure record type, record and reporter, then update Status and ProcessName as the reporter."""
         unit_id, status, process_name = unit_update_args(params)
         with gateway() as hook:
             try:
-                retry = get_current_context()["ti"].try_number > 1
+                retry = ti is not None and ti.try_number > 1
                 return flows.update_production_unit(hook, mes(), unit_id, status, process_name, retry=retry)
             except (LookupError, InvalidIdentifierError) as exc:
                 # no such unit, or a value the ledger's rules refuse: a retry would fail alike
