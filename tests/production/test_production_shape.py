@@ -25,7 +25,7 @@ import pytest
 
 from blockchain_provider import protocol
 from gateway_sandbox.ledger import Ledger
-from include.day_report_keys import DAY_REPORT_RECORD_TYPE, PRODUCTION_UNIT_RECORD_TYPE
+from include.day_report_keys import PRODUCTION_UNIT_RECORD_TYPE, day_report_keys
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
 from local_services.kafka import missing_prerequisites
@@ -187,7 +187,11 @@ def test_every_dag_runs_on_celery_workers(production: Production) -> None:
     )
     assert "execute_workload" in workers_logs
     # what the runs did
-    assert ledger.count_records(DAY_REPORT_RECORD_TYPE) == len(repository.production_units()) * 28
+    # the day's 28 records of each unit (the scheduled day report, unpaused, may add another day's)
+    reports = repository.day_reports(day)
+    assert len(reports) == len(repository.production_units())
+    for report in reports:
+        assert all(ledger.record(key.record_id) for key in day_report_keys(report.id)), report.id
     assert ledger.partner_request(partner_request)["status"] == "ACCEPTED"
     assert ledger.order(order)["status"] == "REJECTED"
     assert ledger.record(f"PU_{unit.code}")["properties"]["Status"] == "RUNNING"
