@@ -1112,6 +1112,12 @@ class Ledger:
             "transaction_ids": json.loads(row[5]),
         }
 
+    def record_updates(self, record_id: str) -> list[dict[str, Any]]:
+        """The properties each update of record *record_id* set, in ledger order."""
+        rows = self._all("SELECT payload FROM transactions WHERE op = 'record.update' ORDER BY seq")
+        updates = [json.loads(payload) for (payload,) in rows]
+        return [u["properties"] for u in updates if u.get("record_id") == record_id]
+
     def records(
         self, record_type: str | None = None, *, start: int = 0, limit: int | None = None
     ) -> list[dict]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 import sys
 import threading
 import time
@@ -92,15 +91,6 @@ class Production:
             return []
         entries = [json.loads(line) for line in self.trace.read_text().splitlines() if line.strip()]
         return [e for e in entries if e["received"] >= since]
-
-    def unit_updates(self, record_id: str) -> list[dict[str, Any]]:
-        """The ``record.update`` transactions of *record_id*, in ledger order."""
-        with sqlite3.connect(f"file:{self.stack.settings.ledger}?mode=ro", uri=True) as db:
-            rows = db.execute(
-                "SELECT payload FROM transactions WHERE op = 'record.update' ORDER BY seq"
-            ).fetchall()
-        payloads = [json.loads(payload) for (payload,) in rows]
-        return [p["properties"] for p in payloads if p["record_id"] == record_id]
 
 
 def _quote(run_id: str) -> str:
@@ -191,7 +181,9 @@ def test_every_dag_runs_on_celery_workers(production: Production) -> None:
     reports = repository.day_reports(day)
     assert len(reports) == len(repository.production_units())
     for report in reports:
-        assert all(ledger.record(key.record_id) for key in day_report_keys(report.id)), report.id
+        assert all(ledger.record(key.record_id) for key in day_report_keys(report.report_id)), (
+            report.report_id
+        )
     assert ledger.partner_request(partner_request)["status"] == "ACCEPTED"
     assert ledger.order(order)["status"] == "REJECTED"
     assert ledger.record(f"PU_{unit.code}")["properties"]["Status"] == "RUNNING"
@@ -249,7 +241,7 @@ def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production
     survivor = 3 - victim
     assert stack.worker(survivor).alive()
     # the retry read the record (BLK_Rec_Get), found the update applied and sent it no second time
-    updates = [u for u in production.unit_updates(record_id) if u.get("Status") == "KILLED-WORKER"]
+    updates = [u for u in production.ledger.record_updates(record_id) if u.get("Status") == "KILLED-WORKER"]
     assert updates == [{"Status": "KILLED-WORKER", "ProcessName": "Welding"}]
     assert ledger.record(record_id)["properties"]["Status"] == "KILLED-WORKER"
     assert ledger.record(record_id)["reporters"] == reporters  # the retry created no second reporter
@@ -294,7 +286,9 @@ def _twenty_updates(production: Production, tag: str) -> tuple[float, dict[str, 
 
 def _assert_applied_in_order(production: Production, sent: dict[str, list[str]]) -> None:
     for record_id, statuses in sent.items():
-        applied = [u["Status"] for u in production.unit_updates(record_id) if u["Status"] in statuses]
+        applied = [
+            u["Status"] for u in production.ledger.record_updates(record_id) if u["Status"] in statuses
+        ]
         assert applied == statuses, record_id
         assert production.ledger.record(record_id)["properties"]["Status"] == statuses[-1]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -114,16 +113,6 @@ def test_reporters_need_airflows_fernet_key(plant, monkeypatch):
     assert "Traceback" not in refused.stderr and "a-password-for-pt10" not in refused.stderr
 
 
-def _unit_updates(ledger: Ledger, record_id: str) -> list[dict]:
-    """The ``record.update`` transactions of *record_id*, in ledger order."""
-    with sqlite3.connect(f"file:{ledger.db_path}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT payload FROM transactions WHERE op = 'record.update' ORDER BY seq"
-        ).fetchall()
-    payloads = [json.loads(payload) for (payload,) in rows]
-    return [p["properties"] for p in payloads if p["record_id"] == record_id]
-
-
 def test_a_retried_update_the_record_already_holds_is_not_sent_again(plant):
     """A retry (its first try's answer lost) asks BLK_Rec_Get first: the values already there are
     not sent a second time; other values are."""
@@ -141,7 +130,7 @@ def test_a_retried_update_the_record_already_holds_is_not_sent_again(plant):
         assert changed["message"] != "already up to date"
         # not a retry: sent as the MES asked, even when the values are the record's already
         flows.update_production_unit(hook, repository, unit.id, "STOPPED", "")
-    assert _unit_updates(ledger, "PU_PT10") == [
+    assert ledger.record_updates("PU_PT10") == [
         {"Status": "RUNNING", "ProcessName": "Stamping"},
         {"Status": "STOPPED", "ProcessName": ""},
         {"Status": "STOPPED", "ProcessName": ""},

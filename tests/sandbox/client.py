@@ -17,6 +17,24 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.conftest import prefixed_topics
 
+#: The record type the sandbox tests create records of: one dynamic STRING property, Status.
+UNIT = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
+#: A record creation's header besides the token: on its record type's topic, isRecord true
+#: (PROTOCOL.md 3.3).
+CREATE = {"isRecord": True}
+
+
+def unit_record(record_id: str) -> dict:
+    """The body creating non-dynamic record *record_id* of type ``Unit``, Status ``idle``."""
+    return {
+        "record_id": record_id,
+        "record_type": "Unit",
+        "description": f"unit {record_id}",
+        "dynamic": False,
+        "password": "",
+        "properties": [{"name": "Status", "value": "idle"}],
+    }
+
 
 @dataclass
 class Raw:

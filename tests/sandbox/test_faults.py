@@ -7,26 +7,9 @@ import time
 import pytest
 
 from gateway_sandbox.faults import ERROR_TEXT, FaultInjector, Faults
-from tests.sandbox.client import well_formed
+from tests.sandbox.client import CREATE, UNIT, unit_record, well_formed
 
 pytestmark = pytest.mark.broker
-
-UNIT = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
-
-
-#: a record is created on its record type's topic with isRecord true (PROTOCOL.md 3.3)
-CREATE = {"isRecord": True}
-
-
-def _create(record_id: str) -> dict:
-    return {
-        "record_id": record_id,
-        "record_type": "Unit",
-        "description": f"unit {record_id}",
-        "dynamic": False,
-        "password": "",
-        "properties": [{"name": "Status", "value": "idle"}],
-    }
 
 
 @pytest.fixture
@@ -38,7 +21,7 @@ def test_drop_applies_but_never_answers(make_server, make_client, ledger, mes, u
     _, token = mes
     server = make_server(echo=True, faults=Faults(drop_rate=1.0, seed=1))
     client = make_client()
-    client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, _create("D1"))
+    client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, unit_record("D1"))
     assert server.wait_for(lambda c: c.get("fault_drop", 0) == 1)
     assert ledger.record("D1") is not None  # applied
     assert client.quiet_for(0.5) == []  # never answered
@@ -49,7 +32,7 @@ def test_error_answers_error_without_applying(make_server, make_client, ledger, 
     _, token = mes
     server = make_server(echo=True, faults=Faults(error_rate=1.0, seed=1))
     client = make_client()
-    answer = client.request("BLK_Rec_Unit", {"auth": token, **CREATE}, _create("E1"))
+    answer = client.request("BLK_Rec_Unit", {"auth": token, **CREATE}, unit_record("E1"))
     assert answer.outcome == {"error": ERROR_TEXT}
     assert ledger.record("E1") is None
     assert server.counters["fault_error"] == 1
@@ -86,7 +69,7 @@ def test_duplicate_writes_the_answer_twice(make_server, make_client, ledger, mes
     _, token = mes
     server = make_server(echo=True, faults=Faults(duplicate_rate=1.0, seed=1))
     client = make_client()
-    rid = client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, _create("U1"))
+    rid = client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, unit_record("U1"))
     assert server.wait_for(lambda c: c.get("sent", 0) == 2)
     client.quiet_for(0.2)
     copies = [raw for raw in client.received if raw.envelope and raw.header.get("request_id") == rid]

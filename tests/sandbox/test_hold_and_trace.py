@@ -9,24 +9,9 @@ import uuid
 
 import pytest
 
+from tests.sandbox.client import CREATE, UNIT, unit_record
+
 pytestmark = pytest.mark.broker
-
-UNIT = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
-
-
-#: A record creation's header besides the token (PROTOCOL.md 3.3).
-CREATE = {"isRecord": True}
-
-
-def _create(record_id: str) -> dict:
-    return {
-        "record_id": record_id,
-        "record_type": "Unit",
-        "description": f"unit {record_id}",
-        "dynamic": False,
-        "password": "",
-        "properties": [{"name": "Status", "value": "idle"}],
-    }
 
 
 def test_held_answers_are_applied_then_released_together_and_traced(
@@ -41,7 +26,9 @@ def test_held_answers_are_applied_then_released_together_and_traced(
     client = make_client()
     ids = [uuid.uuid4().hex for _ in range(3)]
     for number, request_id in enumerate(ids):
-        client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, _create(f"H{number}"), request_id=request_id)
+        client.send(
+            "BLK_Rec_Unit", {"auth": token, **CREATE}, unit_record(f"H{number}"), request_id=request_id
+        )
     assert server.wait_for(lambda c: c.get("requests", 0) == 3)
     assert [ledger.record(f"H{n}") is not None for n in range(3)] == [True] * 3  # applied
     assert client.quiet_for(1.0) == []  # but not answered while held

@@ -18,27 +18,10 @@ from confluent_kafka import Producer, TopicPartition
 from gateway_sandbox.broker import TansuBroker
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
-from tests.sandbox.client import BlkClient
+from tests.sandbox.client import CREATE, UNIT, BlkClient, unit_record
 from tests.sandbox.conftest import ERP_PASSWORD
 
 pytestmark = pytest.mark.broker
-
-UNIT = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
-
-
-#: a record is created on its record type's topic with isRecord true (PROTOCOL.md 3.3)
-CREATE = {"isRecord": True}
-
-
-def _record_create(record_id: str) -> dict:
-    return {
-        "record_id": record_id,
-        "record_type": "Unit",
-        "description": f"unit {record_id}",
-        "dynamic": False,
-        "password": "",
-        "properties": [{"name": "Status", "value": "idle"}],
-    }
 
 
 def _creates_of(ledger: Ledger, record_id: str) -> int:
@@ -59,7 +42,7 @@ def test_restart_keeps_state_and_does_not_reapply_old_requests(make_server, make
     assert client.request(
         "BLK_Part_Ans", {"auth": token}, {"id": partner_request, "response": 1}
     ).outcome == {"message": f"partner request {partner_request} ACCEPTED"}
-    dynamic = {**_record_create("PT10"), "dynamic": True, "password": "reporter-password-0123"}
+    dynamic = {**unit_record("PT10"), "dynamic": True, "password": "reporter-password-0123"}
     reporter = client.request("BLK_Rec_Unit", {"auth": token, **CREATE}, dynamic).outcome["data"]
     assert reporter["record_id"] == "PT10"
     assert client.request(
@@ -88,7 +71,7 @@ def test_requests_sent_while_stopped_are_answered_once_after_restart(make_server
     make_server(echo=True).stop()  # served once: offsets exist
     client = make_client()
     sent = {
-        client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, _record_create(f"R{i}"), flush=False): f"R{i}"
+        client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, unit_record(f"R{i}"), flush=False): f"R{i}"
         for i in range(5)
     }
     client.producer.flush(10)
@@ -140,9 +123,7 @@ def test_a_killed_server_loses_nothing_and_applies_nothing_twice(
     def send_paced() -> None:  # keeps sending while the server runs, dies and comes back
         for i in range(400):
             sent[
-                client.send(
-                    "BLK_Rec_Unit", {"auth": token, **CREATE}, _record_create(f"K{i:03d}"), flush=False
-                )
+                client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, unit_record(f"K{i:03d}"), flush=False)
             ] = f"K{i:03d}"
             time.sleep(0.005)
         client.producer.flush(10)
