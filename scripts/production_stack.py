@@ -24,11 +24,9 @@ Settings: those of ``make run`` (``STACK_DIR`` defaults to ``.local-production``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import os
 import shutil
-import signal
 import socket
 import sys
 import time
@@ -45,14 +43,12 @@ from local_services.ports import free_port  # noqa: E402
 from local_services.postgres import PostgresCluster, PostgresError  # noqa: E402
 from scripts.run_stack import (  # noqa: E402
     TOKEN_CONN_ID,
-    Interrupted,
     Service,
     Stack,
     StackError,
-    _interrupt,
     _stderr_to,
     parse_settings,
-    stack_lock,
+    serve,
 )
 
 #: Brokers of the Apache Kafka cluster.
@@ -315,30 +311,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[ProductionStack, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     stack, check = parse(argv)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    code = 0
-    try:
-        with stack_lock(stack.settings):
-            try:
-                stack.up()
-                if not check:
-                    stack.watch()
-            except Interrupted as signame:
-                stack.say(f"\n==> {signame}: stopping")
-            except (StackError, KafkaError, TimeoutError) as exc:
-                stack.say(f"error: {exc}")
-                code = 1
-            finally:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                with contextlib.suppress(Exception):
-                    stack.down()
-    except StackError as exc:
-        stack.say(f"error: {exc}")
-        return 1
-    stack.say("Stopped." if code == 0 else f"Stopped; logs in {stack.settings.logs}")
-    return code
+    return serve(stack, check, errors=(KafkaError,))
 
 
 if __name__ == "__main__":

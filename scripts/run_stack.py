@@ -968,21 +968,21 @@ def stack_lock(settings: Settings) -> Iterator[None]:
         yield
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings, check = parse_settings(argv)
+def serve(stack: Stack, check: bool, errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Start *stack*, watch it until Ctrl-C (or stop at once with *check*), then stop it; 0 if it
+    ran and stopped cleanly. *errors* are failures to report besides the stack's own."""
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    stack = Stack(settings)
     code = 0
     try:
-        with stack_lock(settings):
+        with stack_lock(stack.settings):
             try:
                 stack.up()
                 if not check:
                     stack.watch()
             except Interrupted as signame:
                 stack.say(f"\n==> {signame}: stopping")
-            except (StackError, BrokerError, TimeoutError) as exc:
+            except (StackError, BrokerError, TimeoutError, *errors) as exc:
                 stack.say(f"error: {exc}")
                 code = 1
             finally:
@@ -992,8 +992,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StackError as exc:
         stack.say(f"error: {exc}")
         return 1
-    stack.say("Stopped." if code == 0 else f"Stopped; logs in {settings.logs}")
+    stack.say("Stopped." if code == 0 else f"Stopped; logs in {stack.settings.logs}")
     return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, check = parse_settings(argv)
+    return serve(Stack(settings), check)
 
 
 if __name__ == "__main__":
