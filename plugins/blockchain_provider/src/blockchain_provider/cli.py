@@ -288,12 +288,17 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
     admin = AdminClient(
         {k: v for k, v in config.items() if not k.startswith(("group.", "fetch.", "enable."))}
     )
-    present = set(admin.list_topics(timeout=args.timeout).topics)
+    if args.replication is not None and args.replication < 1:
+        raise SystemExit(f"error: --replication {args.replication}: at least 1")
+    metadata = admin.list_topics(timeout=args.timeout)
+    present = set(metadata.topics)
+    # as many replicas as brokers, up to 3: a cluster keeps its topics when a broker fails
+    replication = args.replication or max(1, min(3, len(metadata.brokers)))
     record_types = args.record_types or ["DayReportIndicator", "ProductionUnit"]
     wanted = [topics[name] for name in protocol.DEFAULT_TOPICS if name != protocol.RECORDS]
     wanted += [topics[protocol.record_topic(name)] for name in record_types]
     missing = [
-        NewTopic(t, num_partitions=args.partitions, replication_factor=args.replication)
+        NewTopic(t, num_partitions=args.partitions, replication_factor=replication)
         for t in wanted
         if t not in present
     ]
@@ -437,7 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
         "DayReportIndicator and ProductionUnit",
     )
     ensure.add_argument("--partitions", type=int, default=1)
-    ensure.add_argument("--replication", type=int, default=1)
+    ensure.add_argument(
+        "--replication",
+        type=int,
+        default=None,
+        help="replicas of each new topic; default: one per broker, at most 3",
+    )
     ensure.add_argument("--timeout", type=float, default=30.0)
 
     reporters = groups.add_parser("reporters", help="the production units' reporters (MES database)")
