@@ -142,6 +142,8 @@ class GatewayServer:
         #: and when its answer was handed to the producer (answered)
         self.trace_path = trace_path
         self._traced: dict[int, dict[str, Any]] = {}
+        #: whether due answers were held back in the last cycle (see _cycle)
+        self._holding = False
         self._trace_file: Any = None
         self._protocol_name = {actual: name for name, actual in self.topics.items()}
         self._assigned_topics: set[str] = set()
@@ -485,7 +487,8 @@ class GatewayServer:
     def _cycle(self) -> None:
         assert self._consumer is not None and self._producer is not None
         timeout = self.poll_timeout
-        if self._queue:
+        if self._queue and not self._holding:
+            # held rows stay due: waiting for them would spin, so a hold waits poll_timeout
             timeout = max(0.0, min(timeout, self._queue[0][0] - time.time()))
         if time.monotonic() >= self._next_discovery:
             self._discover()
@@ -549,6 +552,8 @@ class GatewayServer:
             self._traced[answer_row[1]] = {
                 "token": hashlib.sha256(answer.auth.encode()).hexdigest()[:16],
                 "request_id": answer.request_id,
+                # whether the answer carries the request id back (echo on, and the request had one)
+                "echoed": bool(answer.header(self.echo).get("request_id")),
                 "topic": name,
                 "action": answer.action,
                 "received": received,
@@ -644,11 +649,13 @@ class GatewayServer:
         now = time.time()
         held_actions = self._held_actions()
         if held_actions is not None and not held_actions:
+            self._holding = bool(self._queue)
             return  # everything waits
         held: list[OutboxRow] = []
         try:
             self._send_rows(producer, now, held_actions or set(), held)
         finally:
+            self._holding = bool(held)
             for row in held:
                 heapq.heappush(self._queue, row)
 

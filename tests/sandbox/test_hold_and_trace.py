@@ -23,6 +23,9 @@ def test_held_answers_are_applied_then_released_together_and_traced(
     hold.touch()
     trace = tmp_path / "trace.jsonl"
     server = make_server(echo=True, hold_file=str(hold), trace_path=str(trace))
+    cycles = []
+    cycle = server._cycle
+    server._cycle = lambda: cycles.append(1) or cycle()  # counted from here on
     client = make_client()
     ids = [uuid.uuid4().hex for _ in range(3)]
     for number, request_id in enumerate(ids):
@@ -31,7 +34,11 @@ def test_held_answers_are_applied_then_released_together_and_traced(
         )
     assert server.wait_for(lambda c: c.get("requests", 0) == 3)
     assert [ledger.record(f"H{n}") is not None for n in range(3)] == [True] * 3  # applied
+    held_from = len(cycles)
     assert client.quiet_for(1.0) == []  # but not answered while held
+    # and the sandbox waits for them, not spinning on answers that stay due: a cycle per
+    # poll_timeout (0.1 s) at most, where a spin makes thousands a second
+    assert len(cycles) - held_from <= 30, len(cycles) - held_from
     released = time.time()
     hold.unlink()
     answers = [client.response_to(request_id, timeout=30) for request_id in ids]
@@ -41,6 +48,7 @@ def test_held_answers_are_applied_then_released_together_and_traced(
     entries = [json.loads(line) for line in trace.read_text().splitlines()]
     assert sorted(e["request_id"] for e in entries) == sorted(ids)
     assert {e["topic"] for e in entries} == {"BLK_Rec_Unit"}
+    assert all(e["echoed"] for e in entries)  # echo on
     assert len({e["token"] for e in entries}) == 1
     assert all(e["received"] < released <= e["answered"] for e in entries)
     assert token not in trace.read_text()
