@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -134,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.up()
         # the waits are held for minutes: the token connection's answer timeout must outlast them
-        conn = connection_json(stack.read_connection(TOKEN_CONN_ID) or {})
+        token_conn = stack.read_connection(TOKEN_CONN_ID)
+        if not token_conn:
+            raise SystemExit(f"the stack has no {TOKEN_CONN_ID} connection")
+        conn = connection_json(token_conn)
         conn["extra"] = {**conn.get("extra", {}), "timeout": 3600}
         stack.import_connections({TOKEN_CONN_ID: conn})
         api = Api(stack)
@@ -180,12 +184,16 @@ def main(argv: list[str] | None = None) -> int:
             "success",
             "failed",
         ):
+            if time.monotonic() - released > 1800:
+                raise SystemExit("the run did not finish within 1800 s of the release")
             time.sleep(1)
         figures["run done"] = time.monotonic() - released
         figures["run state"] = state
         figures["final states"] = api.states(run_id)
     finally:
         stack.down()
+        # the stack's ledger holds the agents' private keys, its Airflow home the Fernet key
+        shutil.rmtree(tmp, ignore_errors=True)
     figures["whole run"] = time.monotonic() - began
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [

@@ -28,6 +28,7 @@ import gc
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -113,6 +114,8 @@ class ProductionStack(Stack):
     sandbox_options: tuple[str, ...] = ()
     #: more settings of every command and service
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: its brokers take free ports, never BROKER_PORT
+    listens_on_broker_port = False
 
     # -- settings of every command and service
 
@@ -122,6 +125,10 @@ class ProductionStack(Stack):
             env.update(
                 celery_settings(f"redis://127.0.0.1:{self.redis_port}/0", self.postgres.url(AIRFLOW_DATABASE))
             )
+        # the scheduler hands the workers as many tasks as they have slots (make run's LocalExecutor
+        # keeps 4, for one machine's scheduler)
+        if "AIRFLOW__CORE__PARALLELISM" not in os.environ:
+            env["AIRFLOW__CORE__PARALLELISM"] = str(self.workers * self.worker_concurrency)
         # the triggerer's log server on a free port: other Airflow installations may hold 8794
         if "triggerer" in self.log_ports:
             env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(self.log_ports["triggerer"])
@@ -132,6 +139,13 @@ class ProductionStack(Stack):
 
     def prepare(self) -> None:
         super().prepare()
+        # a throwaway deployment: the metadata database and the brokers are new on every start,
+        # so the ledger and the MES database are too (a kept ledger would gain a new MES agent
+        # per start, for the new blockchain_master connection)
+        s = self.settings
+        for path in (s.ledger, s.mes_db):
+            for suffix in ("", "-wal", "-shm", ".anchor", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
         if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
             raise StackError("no redis-server: apt-get install -y redis-server")
         missing = missing_prerequisites()
@@ -144,13 +158,24 @@ class ProductionStack(Stack):
                 raise StackError(str(exc)) from None
             import psycopg2
 
-            admin = psycopg2.connect(
-                host=self.postgres.host, port=self.postgres.port, user=self.postgres.user
-            )
-            admin.autocommit = True
-            with admin.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{AIRFLOW_DATABASE}"')
-            admin.close()
+            try:
+                admin = psycopg2.connect(
+                    host=self.postgres.host, port=self.postgres.port, user=self.postgres.user
+                )
+            except psycopg2.Error as exc:
+                raise StackError(
+                    f"PostgreSQL on port {self.postgres.port} refused a connection: {exc}"
+                ) from None
+            try:
+                admin.autocommit = True
+                with admin.cursor() as cur:
+                    cur.execute(f'CREATE DATABASE "{AIRFLOW_DATABASE}"')
+            except psycopg2.Error as exc:
+                raise StackError(
+                    f"could not create the metadata database {AIRFLOW_DATABASE}: {exc}"
+                ) from None
+            finally:
+                admin.close()
             self.say(f"    {self.postgres.url(AIRFLOW_DATABASE)}")
         self.redis_port = free_port()
         self.log_ports = {"triggerer": free_port()}
@@ -199,7 +224,11 @@ class ProductionStack(Stack):
         connection and its pool (the switch an operator makes once the gateway echoes)."""
         old = next(service for service in self.services if service.name == "sandbox")
         old.terminate()
-        old.process.wait(60)
+        try:
+            old.process.wait(60)
+        except subprocess.TimeoutExpired:
+            old.process.kill()
+            old.process.wait(10)
         self.services.remove(old)
         self.echo, self.pool_slots = echo, pool_slots
         sandbox = self.start_sandbox()
@@ -293,8 +322,15 @@ def parse(argv: Sequence[str] | None = None) -> tuple[ProductionStack, bool]:
     ours, rest = parser.parse_known_args(argv)
     if "--help" in rest or "-h" in rest:
         parser.print_help()
-    environ = {"STACK_DIR": ".local-production", **os.environ, "KAFKA": "apache"}
+    # a directory of its own: a STACK_DIR exported for make run must not be cleared by this one
+    environ = {**os.environ, "STACK_DIR": os.environ.get("PRODUCTION_STACK_DIR", ".local-production")}
+    environ["KAFKA"] = "apache"
     settings, check = parse_settings(rest, environ)
+    if settings.external_bootstrap:
+        parser.error(
+            "make production starts its own 3-broker cluster: KAFKA_BOOTSTRAP_SERVERS and "
+            "--bootstrap-servers are not used"
+        )
     settings = replace(settings, kafka="apache")
     slots = ours.pool_slots if ours.pool_slots is not None else (8 if ours.echo else 1)
     if slots > 1 and not ours.echo:

@@ -277,10 +277,11 @@ def stop_services(services: Sequence[Service], timeout: float = 30.0) -> None:
 def stop_leftover_sessions(sessions: dict[str, int], timeout: float = 30.0) -> list[str]:
     """Stop the sessions of services that a run killed without its clean stop left behind.
 
-    Only processes that are this stack's (Airflow, the sandbox, tansu) are signalled, in case a
-    process id was reused. Returns the names of the services that were still running.
+    Only processes that are this stack's (Airflow, the sandbox, tansu, Apache Kafka, Redis) are
+    signalled, in case a process id was reused. Returns the names of the services that were still
+    running.
     """
-    ours = ("airflow", "gateway_sandbox", "tansu")
+    ours = ("airflow", "gateway_sandbox", "tansu", "kafka.Kafka", "redis-server")
     left = {
         name: sid
         for name, sid in sessions.items()
@@ -356,6 +357,8 @@ def api_token(url: str, password: str, user: str = ADMIN_USER) -> str:
 
 @dataclass
 class Stack:
+    #: whether the broker this stack starts listens on ``settings.broker_port``
+    listens_on_broker_port = True
     settings: Settings
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     services: list[Service] = field(default_factory=list)
@@ -500,7 +503,7 @@ class Stack:
                 f"port {s.airflow_port} is in use (another Airflow, or a stack still running?); "
                 "stop it or set AIRFLOW_PORT"
             )
-        if not s.external_bootstrap and port_in_use(s.broker_port):
+        if self.listens_on_broker_port and not s.external_bootstrap and port_in_use(s.broker_port):
             raise StackError(
                 f"port {s.broker_port} is in use; stop what listens there, set BROKER_PORT to a free port, "
                 "or set KAFKA_BOOTSTRAP_SERVERS to use that broker"
@@ -565,6 +568,17 @@ class Stack:
                 gc.collect()
             self.bootstrap = self.broker.bootstrap_servers
             self.write_state()
+
+    def broker_sessions(self) -> dict[str, int]:
+        """The broker processes this stack started (each leads a session), by name."""
+        if isinstance(self.broker, KafkaCluster):
+            return {
+                f"kafka-{node.node_id}": node.process.pid
+                for node in self.broker.nodes
+                if node.process is not None
+            }
+        process = self.broker_process()
+        return {"broker": process.pid} if process is not None else {}
 
     def broker_process(self) -> subprocess.Popen[bytes] | None:
         """The process of the broker this stack started, if any."""
@@ -814,8 +828,7 @@ class Stack:
             "mes_db": str(s.mes_db),
             "logs": str(s.logs),
             "mes_public_key": self.public_key,
-            "services": {svc.name: svc.pid for svc in self.services}
-            | ({"broker": process.pid} if (process := self.broker_process()) is not None else {}),
+            "services": {svc.name: svc.pid for svc in self.services} | self.broker_sessions(),
         }
         temporary = s.state_file.with_suffix(".tmp")
         temporary.write_text(json.dumps(state, indent=2) + "\n")
@@ -952,8 +965,8 @@ def _last_banner_offset(log: Path) -> int:
 
 def _interrupt(signum: int, frame: Any) -> None:
     # further signals while stopping are ignored: the stop has its own time limits
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for ignored in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(ignored, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -971,8 +984,9 @@ def stack_lock(settings: Settings) -> Iterator[None]:
 def serve(stack: Stack, check: bool, errors: tuple[type[BaseException], ...] = ()) -> int:
     """Start *stack*, watch it until Ctrl-C (or stop at once with *check*), then stop it; 0 if it
     ran and stopped cleanly. *errors* are failures to report besides the stack's own."""
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # a closed terminal (SIGHUP) stops the stack as Ctrl-C does
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     code = 0
     try:
         with stack_lock(stack.settings):
@@ -986,8 +1000,8 @@ def serve(stack: Stack, check: bool, errors: tuple[type[BaseException], ...] = (
                 stack.say(f"error: {exc}")
                 code = 1
             finally:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                for ignored in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(ignored, signal.SIG_IGN)
                 stack.down()
     except StackError as exc:
         stack.say(f"error: {exc}")

@@ -170,6 +170,13 @@ def test_every_dag_runs_on_celery_workers(production: Production) -> None:
     failed = {d: production.task_instances(d, r) for d, (_, r) in started.items() if states[d] != "success"}
     assert set(states.values()) == {"success"}, failed
 
+    # every BLK topic, the record types' too, has a replica on each of the 3 brokers
+    from confluent_kafka.admin import AdminClient
+
+    topics = AdminClient({"bootstrap.servers": production.stack.bootstrap}).list_topics(timeout=30).topics
+    blk = {name: meta for name, meta in topics.items() if name.startswith("BLK_")}
+    assert {UNIT_TOPIC, "BLK_Rec_DayReportIndicator", "BLK_Res"} <= set(blk)
+    assert {name: len(meta.partitions[0].replicas) for name, meta in blk.items()} == dict.fromkeys(blk, 3)
     # the tasks ran on the Celery workers, as the CeleryExecutor queued them
     workers_logs = "".join(
         (production.stack.settings.logs / f"airflow-worker-{n}.log").read_text(errors="replace")
@@ -317,6 +324,7 @@ def test_twenty_updates_without_echo_one_request_in_flight_per_token(production:
     entries = production.trace_entries(since)
     updates = [e for e in entries if e["action"] == "update" and e["topic"] == UNIT_TOPIC]
     assert len(updates) == 20
+    assert not any(e["echoed"] for e in updates)  # the original gateway's way: no id sent back
     overlaps = _overlaps(entries)
     gaps = [
         (a["topic"], a["action"], b["topic"], b["action"], round(a["answered"] - b["received"], 4))
@@ -335,7 +343,7 @@ def test_twenty_updates_with_echo_and_eight_slots(production: Production) -> Non
     _assert_applied_in_order(production, sent)
     entries = production.trace_entries(since)
     assert len([e for e in entries if e["action"] == "update"]) == 20
-    assert all(e["request_id"] for e in entries)  # every request carried its id, echoed back
+    assert all(e["request_id"] and e["echoed"] for e in entries)  # every request's id, echoed back
     RESULTS["echo"] = elapsed
     before = RESULTS.get("no_echo")
     overlapping = len(_overlaps(entries))
