@@ -357,8 +357,10 @@ def update_production_unit(
     A *retry* first asks the optional ``BLK_Rec_Get`` whether the record already holds the new
     values; if so the earlier try was applied and nothing is sent. Updates of a unit run one at a
     time in order, so values the record holds are this update's or an earlier one's equal to it;
-    either way sending it again changes nothing but the history. A gateway that does not answer
-    the read gets the update again.
+    either way sending it again changes nothing but the history. This narrows the window for a
+    twice-recorded update, it does not close it: a gateway that has not yet applied the lost try
+    when the read arrives (another topic), or that has no ``BLK_Rec_Get`` (the read then gives up
+    after :data:`RETRY_READ_TIMEOUT`), gets the update again.
     """
     from include.day_report_keys import (
         PRODUCTION_UNIT_RECORD_PROPERTIES,
@@ -396,11 +398,16 @@ def update_production_unit(
     return {"record_id": reporter.record_id, "unit": unit.code, "message": message, **changes}
 
 
+#: Seconds a retried update waits for the optional read of its record (a gateway without
+#: ``BLK_Rec_Get`` never answers it, and the token's pool is held meanwhile).
+RETRY_READ_TIMEOUT = 10.0
+
+
 def _record_holds(hook: KafkaBlockchainHook, record_id: str, changes: dict[str, Any]) -> bool:
     """Whether record *record_id* already holds *changes*, by the optional read; ``False`` when it
     cannot be read."""
     try:
-        record = hook.get_record(record_id)
+        record = hook.get_record(record_id, timeout=RETRY_READ_TIMEOUT)
     except BlockchainError as exc:
         log.warning("Could not read record %s (BLK_Rec_Get): %s", record_id, exc)
         return False

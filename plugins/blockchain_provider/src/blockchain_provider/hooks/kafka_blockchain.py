@@ -1082,9 +1082,12 @@ class KafkaBlockchainHook(BaseHook):
         Creating it again identically is confirmed, not refused."""
         return self.call(protocol.record_type_create_call(name, description, properties)).value
 
-    def get_record(self, record_id: str) -> dict[str, Any] | None:
-        """(optional read, ``BLK_Rec_Get``) The record *record_id*, or ``None`` when it does not exist."""
-        return self._get_or_none(protocol.record_get_call(record_id))
+    def get_record(self, record_id: str, *, timeout: float | None = None) -> dict[str, Any] | None:
+        """(optional read, ``BLK_Rec_Get``) The record *record_id*, or ``None`` when it does not exist.
+
+        :param timeout: seconds to wait for the answer; the connection's by default.
+        """
+        return self._get_or_none(protocol.record_get_call(record_id), timeout=timeout)
 
     def create_record(
         self, record_id: str, record_type: str, description: str, properties: Mapping[str, Any]
@@ -1152,9 +1155,9 @@ class KafkaBlockchainHook(BaseHook):
             protocol.validate_public_key(public_key, "public key in the gateway's answer")
         return public_key, data["token"]
 
-    def _get_or_none(self, call: protocol.Call) -> dict[str, Any] | None:
+    def _get_or_none(self, call: protocol.Call, *, timeout: float | None = None) -> dict[str, Any] | None:
         try:
-            return self.call(call).value
+            return self.call(call, timeout=timeout).value
         except BlockchainGatewayError as exc:
             if protocol.is_not_found(exc.gateway_text):
                 return None
