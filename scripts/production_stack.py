@@ -16,9 +16,11 @@ this extends), with the services a team runs once it outgrows one worker, as the
   ``--echo`` is given; with ``--echo`` the token connection says so (``echo_request_id``) and
   the request pool gets ``--pool-slots`` slots.
 
-Settings: those of ``make run`` (``STACK_DIR`` defaults to ``.local-production`` here), plus
+Settings: those of ``make run``, but its directory is ``$PRODUCTION_STACK_DIR`` (default
+``.local-production``) and its brokers its own (an external broker is refused), plus
 ``--workers`` (2), ``--worker-concurrency`` (``$WORKER_CONCURRENCY`` or 2), ``--echo`` and
-``--pool-slots`` (1 without echo). Ctrl-C stops everything, newest first, PostgreSQL last.
+``--pool-slots`` (1 without echo). Each start is a new deployment: metadata database, brokers,
+ledger and MES database begin empty. Ctrl-C stops everything, newest first, PostgreSQL last.
 """
 
 from __future__ import annotations
