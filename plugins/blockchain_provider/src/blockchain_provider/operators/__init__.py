@@ -1,19 +1,41 @@
-"""One operator per BLK request."""
+"""One operator per BLK request, and the flows built from them."""
 
-from blockchain_provider.operators.order import AnswerOrderRequestOperator, ListOrderRequestsOperator
-from blockchain_provider.operators.partner import AnswerPartnerRequestOperator, ListPartnerRequestsOperator
+from blockchain_provider.operators.order import (
+    AnswerOrderRequestOperator,
+    GetOrderRequestOperator,
+    ListOrderRequestsOperator,
+)
+from blockchain_provider.operators.partner import (
+    AnswerPartnerRequestOperator,
+    GetPartnerRequestOperator,
+    ListPartnerRequestsOperator,
+)
 from blockchain_provider.operators.record import (
     CreateRecordOperator,
+    CreateRecordsOperator,
     EnsureRecordTypeOperator,
     UpdateRecordOperator,
 )
+from blockchain_provider.operators.reporter import (
+    DynamicRecordUpdate,
+    ReporterStore,
+    UpdateDynamicRecordOperator,
+)
+from blockchain_provider.operators.token import CheckTokenOperator
 
 __all__ = [
     "AnswerOrderRequestOperator",
     "AnswerPartnerRequestOperator",
+    "CheckTokenOperator",
     "CreateRecordOperator",
+    "CreateRecordsOperator",
+    "DynamicRecordUpdate",
     "EnsureRecordTypeOperator",
+    "GetOrderRequestOperator",
+    "GetPartnerRequestOperator",
     "ListOrderRequestsOperator",
     "ListPartnerRequestsOperator",
+    "ReporterStore",
+    "UpdateDynamicRecordOperator",
     "UpdateRecordOperator",
 ]

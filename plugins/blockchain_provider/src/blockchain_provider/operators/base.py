@@ -1,35 +1,54 @@
 """The common shape of every BLK operator: check arguments, make calls, blocking or deferred.
 
-An operator is a small state machine of calls: :meth:`first_step` gives the first call, and
-:meth:`next_step` turns each answer into either the next call or the result. A list walks its
-pages this way; "ensure record type" gets, then creates when missing. The same machine runs
-in the worker (the default) or, with ``deferrable=True``, sends each call from the worker and
-waits for its answer in the triggerer, holding no worker slot while it waits.
+An operator is a small state machine of calls: :meth:`~BaseBlockchainOperator.first_step` gives
+the first call, and :meth:`~BaseBlockchainOperator.next_step` turns each answer into either the
+next call or the result. A list walks its pages this way; "ensure record type" creates, then
+reads what the ledger holds when the creation is refused. The same machine runs in the worker or,
+deferred, sends each call from the worker and waits for its answer in the triggerer, holding no
+worker slot while it waits. ``deferrable`` defaults to Airflow's ``[operators]
+default_deferrable``, as in Airflow's own providers.
+
+What a step carries from one call to the next is resumed from the database: it stays small
+(positions, counts, an id), never the items read so far. A task's XCom is a summary too.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from blockchain_provider import protocol
-from blockchain_provider.exceptions import BlockchainConfigError, BlockchainGatewayError
+from blockchain_provider.exceptions import BlockchainConfigError, BlockchainError, BlockchainGatewayError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook, Outcome
+from blockchain_provider.request_kinds import RequestKind
 from blockchain_provider.triggers.await_response import AwaitResponseTrigger
+
+#: At most this many entries of a list an apply function returns are kept in a summary.
+SUMMARY_LIST_LIMIT = 20
 
 
 @dataclass
 class Step:
-    """The next call to make, and the JSON-serialisable state to resume with."""
+    """The next call to make, and the JSON-serialisable state to resume with.
+
+    :param optional: the call is one the gateway may not implement (``BLK_Rty_Get``): a timeout
+        or broker error is handed to :meth:`BaseBlockchainOperator.next_step` instead of failing.
+    :param timeout: seconds to wait for this call's answer, defaults to the connection's.
+    """
 
     call: protocol.Call
     state: dict[str, Any] = field(default_factory=dict)
+    optional: bool = False
+    timeout: float | None = None
 
 
 @dataclass
@@ -55,16 +74,57 @@ def parse_decision(value: Any, what: str = "decision") -> bool:
     raise BlockchainConfigError(f"Invalid {what} {value!r}: expected 'accept' or 'reject'")
 
 
+def resolve_callable(value: str | Callable[..., Any] | None, what: str) -> Callable[..., Any] | None:
+    """*value* itself, or the callable a dotted path (``"package.module.function"``) names."""
+    if value is None or callable(value):
+        return value
+    if isinstance(value, str) and "." in value:
+        module, _, name = value.rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise BlockchainConfigError(f"{what} {value!r} cannot be imported: {exc}") from None
+        if callable(found):
+            return found
+    raise BlockchainConfigError(f"{what} must be a callable or a dotted path to one, not {value!r}")
+
+
+def merge_summary(total: dict[str, Any], part: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+    """Add what an apply function returned for one page to the running summary.
+
+    Numbers are summed; lists are joined, keeping the first :data:`SUMMARY_LIST_LIMIT` entries
+    (the summary is an XCom and resume state, so it stays small); anything else is refused.
+    """
+    if part is None:
+        return total
+    if not isinstance(part, Mapping):
+        raise BlockchainConfigError(f"{what} must return a dict of counts or None, not {type(part).__name__}")
+    merged = dict(total)
+    for key, value in part.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+            raise BlockchainConfigError(
+                f"{what} returned {key}={value!r:.60}: only numbers and lists are summed"
+            )
+        if isinstance(value, list):
+            merged[key] = [*merged.get(key, []), *value][:SUMMARY_LIST_LIMIT]
+        else:
+            merged[key] = merged.get(key, 0) + value
+    return merged
+
+
 class BaseBlockchainOperator(BaseOperator):
     """Base of the BLK operators.
 
-    :param kafka_config_id: the ``kafka`` connection, defaults to ``kafka_default``.
-    :param token_conn_id: the ``blockchain_token`` connection, defaults to ``blockchain_master``.
+    :param kafka_config_id: the ``kafka`` connection, defaults to ``kafka_default``; templated.
+    :param token_conn_id: the ``blockchain_token`` connection, defaults to ``blockchain_master``;
+        templated.
     :param response_timeout: seconds to wait for each answer; defaults to the connection's (30).
-    :param deferrable: wait for answers in the triggerer instead of the worker, defaults to False.
+    :param deferrable: wait for answers in the triggerer instead of the worker, defaults to
+        ``[operators] default_deferrable`` (False).
     """
 
     ui_color = "#e8f0fe"
+    template_fields: tuple[str, ...] = ("kafka_config_id", "token_conn_id")
 
     def __init__(
         self,
@@ -72,7 +132,7 @@ class BaseBlockchainOperator(BaseOperator):
         kafka_config_id: str = "kafka_default",
         token_conn_id: str = "blockchain_master",
         response_timeout: float | None = None,
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -88,13 +148,20 @@ class BaseBlockchainOperator(BaseOperator):
         return KafkaBlockchainHook(self.kafka_config_id, self.token_conn_id, timeout=self.response_timeout)
 
     # ----------------------------------------------------------- to implement
-    def first_step(self, context: Mapping[str, Any]) -> Step:
+    def first_step(self, context: Mapping[str, Any]) -> Step | Done:
         raise NotImplementedError
 
     def next_step(
-        self, state: dict[str, Any], outcome: Outcome | None, error: BlockchainGatewayError | None
+        self,
+        context: Mapping[str, Any],
+        state: dict[str, Any],
+        outcome: Outcome | None,
+        error: BlockchainError | None,
     ) -> Step | Done:
-        """By default the first answer is the result, and a refusal fails the task."""
+        """By default the first answer is the result, and a refusal fails the task.
+
+        *error* is the gateway's refusal, or for an optional step any error of the wait.
+        """
         if error is not None:
             raise error
         assert outcome is not None
@@ -103,15 +170,21 @@ class BaseBlockchainOperator(BaseOperator):
     # --------------------------------------------------------------- running
     def execute(self, context: Mapping[str, Any]) -> Any:
         step = self.first_step(context)
+        if isinstance(step, Done):
+            return step.value
         if self.deferrable:
             return self._defer(step)
         try:
             while True:
                 try:
-                    outcome, error = self.hook.call(step.call), None
+                    outcome, error = self.hook.call(step.call, timeout=step.timeout), None
                 except BlockchainGatewayError as exc:
                     outcome, error = None, exc
-                result = self.next_step(step.state, outcome, error)
+                except BlockchainError as exc:
+                    if not step.optional:
+                        raise
+                    outcome, error = None, exc
+                result = self.next_step(context, step.state, outcome, error)
                 if isinstance(result, Done):
                     return result.value
                 step = result
@@ -120,7 +193,7 @@ class BaseBlockchainOperator(BaseOperator):
 
     def _defer(self, step: Step) -> None:
         try:
-            pending = self.hook.send(step.call)
+            pending = self.hook.send(step.call, timeout=step.timeout)
         finally:
             self.hook.close()
         trigger = AwaitResponseTrigger(
@@ -139,7 +212,7 @@ class BaseBlockchainOperator(BaseOperator):
         self.defer(
             trigger=trigger,
             method_name="execute_complete",
-            kwargs={"state": step.state},
+            kwargs={"state": step.state, "optional": step.optional},
             timeout=timedelta(seconds=wait),
         )
 
@@ -148,6 +221,7 @@ class BaseBlockchainOperator(BaseOperator):
         context: Mapping[str, Any],
         event: dict[str, Any] | None = None,
         state: dict[str, Any] | None = None,
+        optional: bool = False,
     ) -> Any:
         """Resume after the trigger's event: finish, or send the next call and defer again."""
         if event is None:
@@ -156,80 +230,240 @@ class BaseBlockchainOperator(BaseOperator):
             outcome, error = self.hook.outcome_from_event(event), None
         except BlockchainGatewayError as exc:
             outcome, error = None, exc
-        result = self.next_step(state or {}, outcome, error)
+        except BlockchainError as exc:
+            if not optional:
+                raise
+            outcome, error = None, exc
+        result = self.next_step(context, state or {}, outcome, error)
         if isinstance(result, Done):
             return result.value
         return self._defer(result)
 
 
-class BaseListOperator(BaseBlockchainOperator):
-    """Read every page of a list topic; return the items, or a summary with counts.
+def _page_of(outcome: Outcome | None) -> list[Any]:
+    assert outcome is not None
+    page = outcome.value
+    if not isinstance(page, list):
+        raise BlockchainConfigError(f"{outcome.topic} answered {type(page).__name__}, not a list")
+    return page
 
-    :param page_size: items per request, defaults to 100.
-    :param summary: return ``{"count", "by_status"}`` instead of the items, defaults to False.
+
+class BaseListOperator(BaseBlockchainOperator):
+    """Read every page of a list topic; return a summary: ``{"count", "by_status", ...}``.
+
+    The items go to *apply_function_batch*, page by page, as they are read (for instance into a
+    database); they are never pushed to XCom nor kept between pages.
+
+    :param page_size: items per request, defaults to 100; templated.
+    :param apply_function_batch: called with each page's items (a list of dicts) and the task's
+        context, a callable or a dotted path to one. It may return a dict of numbers and lists:
+        numbers are summed over the pages and lists joined (first 20 entries kept), into the
+        summary. Defaults to None (the items are only counted).
     """
 
-    list_topic: str = ""
-    template_fields = ("page_size",)
+    kind: RequestKind
+    template_fields = (*BaseBlockchainOperator.template_fields, "page_size")
 
-    def __init__(self, *, page_size: int = 100, summary: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        page_size: int = 100,
+        apply_function_batch: str | Callable[[list[dict[str, Any]], Mapping[str, Any]], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        protocol.list_call(self.list_topic, 0, page_size)  # validates page_size early
+        if not is_template(page_size):
+            protocol.list_call(self.kind.list_topic, 0, page_size)  # validates page_size early
         self.page_size = page_size
-        self.summary = summary
+        resolve_callable(apply_function_batch, "apply_function_batch")
+        self.apply_function_batch = apply_function_batch
 
     def first_step(self, context: Mapping[str, Any]) -> Step:
-        return Step(protocol.list_call(self.list_topic, 0, int(self.page_size)), {"start": 0, "items": []})
+        call = protocol.list_call(self.kind.list_topic, 0, int(self.page_size))
+        return Step(call, {"start": 0, "summary": {"count": 0, "by_status": {}}})
 
     def next_step(
-        self, state: dict[str, Any], outcome: Outcome | None, error: BlockchainGatewayError | None
+        self,
+        context: Mapping[str, Any],
+        state: dict[str, Any],
+        outcome: Outcome | None,
+        error: BlockchainError | None,
     ) -> Step | Done:
         if error is not None:
             raise error
-        assert outcome is not None
-        page = outcome.value
-        if not isinstance(page, list):
-            raise BlockchainConfigError(f"{outcome.topic} answered {type(page).__name__}, not a list")
-        items = [*state["items"], *page]
-        self.log.info("%s: %d item(s) from position %d", outcome.topic, len(page), state["start"])
+        page = _page_of(outcome)
+        self.log.info("%s: %d item(s) from position %d", self.kind.list_topic, len(page), state["start"])
+        summary = dict(state["summary"])
+        by_status = dict(summary["by_status"])
+        for item in page:
+            status = str(item.get("status")) if isinstance(item, dict) else "?"
+            by_status[status] = by_status.get(status, 0) + 1
+        summary.update(count=summary["count"] + len(page), by_status=by_status)
+        apply = resolve_callable(self.apply_function_batch, "apply_function_batch")
+        if apply is not None and page:
+            summary = merge_summary(summary, apply(page, context), "apply_function_batch")
         # only an empty page ends the list: a gateway may cap its pages below page_size
         start = protocol.next_start(state["start"], len(page))
         if start is None:
-            return Done(self._result(items))
-        return Step(
-            protocol.list_call(self.list_topic, start, int(self.page_size)), {"start": start, "items": items}
-        )
+            return Done(summary)
+        call = protocol.list_call(self.kind.list_topic, start, int(self.page_size))
+        return Step(call, {"start": start, "summary": summary})
 
-    def _result(self, items: list[dict[str, Any]]) -> Any:
-        if not self.summary:
-            return items
-        by_status: dict[str, int] = {}
-        for item in items:
-            status = str(item.get("status"))
-            by_status[status] = by_status.get(status, 0) + 1
-        return {"count": len(items), "by_status": by_status}
+
+class BaseGetRequestOperator(BaseBlockchainOperator):
+    """Find one request by id on its list topic; fail when it is not there or not as required.
+
+    Returns ``{"request_id", "status", "issuing_agent"}``; the whole item goes to *apply_function*.
+
+    :param request_id: the request's id (32 lowercase hex); templated.
+    :param expected_status: fail unless the request has this status (e.g. ``"OPEN"``), defaults
+        to None (any status).
+    :param addressed_to_us: fail unless the request is addressed to the agent of
+        ``token_conn_id`` (its public key), defaults to False.
+    :param apply_function: called with the item and the task's context once it is found, a
+        callable or a dotted path to one; defaults to None.
+    :param page_size: items per list request, defaults to 100.
+    """
+
+    kind: RequestKind
+    template_fields = (*BaseBlockchainOperator.template_fields, "request_id")
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        expected_status: str | None = None,
+        addressed_to_us: bool = False,
+        apply_function: str | Callable[[dict[str, Any], Mapping[str, Any]], Any] | None = None,
+        page_size: int = 100,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not is_template(request_id):
+            protocol.validate_request_id(request_id, f"{self.kind.label} id")
+        protocol.list_call(self.kind.list_topic, 0, page_size)
+        self.request_id = request_id
+        self.expected_status = expected_status
+        self.addressed_to_us = addressed_to_us
+        resolve_callable(apply_function, "apply_function")
+        self.apply_function = apply_function
+        self.page_size = page_size
+
+    def first_step(self, context: Mapping[str, Any]) -> Step:
+        protocol.validate_request_id(self.request_id, f"{self.kind.label} id")
+        return Step(protocol.list_call(self.kind.list_topic, 0, self.page_size), {"start": 0})
+
+    def next_step(
+        self,
+        context: Mapping[str, Any],
+        state: dict[str, Any],
+        outcome: Outcome | None,
+        error: BlockchainError | None,
+    ) -> Step | Done:
+        if error is not None:
+            raise error
+        page = _page_of(outcome)
+        item = next((i for i in page if self.kind.item_id(i) == self.request_id), None)
+        if item is not None:
+            return Done(self._found(item, context))
+        start = protocol.next_start(state["start"], len(page))
+        if start is None:
+            raise AirflowFailException(
+                f"{self.kind.label.capitalize()} {self.request_id} does not exist on the ledger"
+            )
+        return Step(protocol.list_call(self.kind.list_topic, start, self.page_size), {"start": start})
+
+    def _found(self, item: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+        what = f"{self.kind.label.capitalize()} {self.request_id}"
+        if self.addressed_to_us:
+            ours = self.hook.settings.public_key
+            if ours and item.get("receiving_agent") != ours:
+                raise AirflowFailException(
+                    f"{what} is addressed to {item.get('receiving_agent')}, not to this MES ({ours})"
+                )
+        if self.expected_status is not None and item.get("status") != self.expected_status:
+            raise AirflowFailException(
+                f"{what} is {item.get('status')}, not {self.expected_status}: nothing to do"
+            )
+        apply = resolve_callable(self.apply_function, "apply_function")
+        if apply is not None:
+            apply(item, context)
+        return {
+            "request_id": self.request_id,
+            "status": item.get("status"),
+            "issuing_agent": item.get("issuing_agent"),
+        }
 
 
 class BaseAnswerOperator(BaseBlockchainOperator):
-    """Accept or reject one request by id.
+    """Accept or reject one request by id; returns the gateway's confirmation.
 
-    :param request_id: the partner request or order id (32 hex); templated.
+    Retry-safe: a retry (the earlier try may have been applied without its answer arriving)
+    reads the request's status first. Our decision already there is success, nothing sent;
+    still OPEN is answered again; any other status fails the task. An answer is final on the
+    ledger, so a blind second answer would only be refused.
+
+    :param request_id: the request's id (32 lowercase hex); templated.
     :param decision: ``"accept"``/``"reject"`` or a boolean; templated.
+    :param page_size: items per list request when a retry reads the status, defaults to 100.
     """
 
-    answer_topic: str = ""
-    id_name: str = "request id"
-    template_fields = ("request_id", "decision")
+    kind: RequestKind
+    template_fields = (*BaseBlockchainOperator.template_fields, "request_id", "decision")
 
-    def __init__(self, *, request_id: str, decision: str | bool, **kwargs: Any) -> None:
+    def __init__(self, *, request_id: str, decision: str | bool, page_size: int = 100, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.request_id = request_id
         self.decision = decision
+        self.page_size = page_size
         if not is_template(request_id):
-            protocol.validate_request_id(request_id, self.id_name)
+            protocol.validate_request_id(request_id, f"{self.kind.label} id")
         if not is_template(decision):
             parse_decision(decision)
 
-    def first_step(self, context: Mapping[str, Any]) -> Step:
+    def _answer(self) -> Step:
         accept = parse_decision(self.decision)
-        return Step(protocol.answer_call(self.answer_topic, self.request_id, accept))
+        return Step(
+            protocol.answer_call(self.kind.answer_topic, self.request_id, accept), {"phase": "answer"}
+        )
+
+    def first_step(self, context: Mapping[str, Any]) -> Step:
+        ti = context.get("ti")
+        if ti is not None and getattr(ti, "try_number", 1) > 1:
+            call = protocol.list_call(self.kind.list_topic, 0, self.page_size)
+            return Step(call, {"phase": "read", "start": 0})
+        return self._answer()
+
+    def next_step(
+        self,
+        context: Mapping[str, Any],
+        state: dict[str, Any],
+        outcome: Outcome | None,
+        error: BlockchainError | None,
+    ) -> Step | Done:
+        if error is not None:
+            raise error
+        if state.get("phase") != "read":
+            assert outcome is not None
+            self.log.info("%s %s answered: %s", self.kind.label.capitalize(), self.request_id, outcome.value)
+            return Done(outcome.value)
+        page = _page_of(outcome)
+        item = next((i for i in page if self.kind.item_id(i) == self.request_id), None)
+        what = f"{self.kind.label.capitalize()} {self.request_id}"
+        if item is None:
+            start = protocol.next_start(state["start"], len(page))
+            if start is None:
+                raise AirflowFailException(f"{what} does not exist on the ledger")
+            call = protocol.list_call(self.kind.list_topic, start, self.page_size)
+            return Step(call, {"phase": "read", "start": start})
+        accept = parse_decision(self.decision)
+        wanted = "ACCEPTED" if accept else "REJECTED"
+        status = item.get("status")
+        if status == wanted:
+            self.log.info("%s is already %s: the earlier try was applied", what, status)
+            return Done(f"{self.request_id} already {status} (applied by an earlier try)")
+        if status != "OPEN":
+            raise AirflowFailException(
+                f"{what} is {status}, not OPEN: cannot {'accept' if accept else 'reject'} it"
+            )
+        return self._answer()

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-from blockchain_provider import protocol
-from blockchain_provider.operators.base import BaseAnswerOperator, BaseListOperator
+from blockchain_provider.operators.base import BaseAnswerOperator, BaseGetRequestOperator, BaseListOperator
+from blockchain_provider.request_kinds import ORDER
 
 
 class ListOrderRequestsOperator(BaseListOperator):
     """Read every order request addressed to this agent (``BLK_Act_Lst``), page by page.
 
-    :param page_size: items per request, defaults to 100.
-    :param summary: return ``{"count", "by_status"}`` instead of the items, defaults to False.
+    Returns ``{"count", "by_status", ...}``; the items go to *apply_function_batch* page by page.
     """
 
-    list_topic = protocol.ORDER_LIST
+    kind = ORDER
+
+
+class GetOrderRequestOperator(BaseGetRequestOperator):
+    """Find one order request on ``BLK_Act_Lst``; fail when it is missing or not as required.
+
+    :param request_id: the order's id (``abs_action_id``), 32 lowercase hex; templated.
+    """
+
+    kind = ORDER
 
 
 class AnswerOrderRequestOperator(BaseAnswerOperator):
     """Accept or reject an order request (``BLK_Act_Ans``); returns the gateway's confirmation.
 
-    :param request_id: the order's id (``abs_action_id``, 32 hex); templated.
+    :param request_id: the order's id (``abs_action_id``), 32 lowercase hex; templated.
     :param decision: ``"accept"``/``"reject"`` or a boolean; templated.
     """
 
-    answer_topic = protocol.ORDER_ANSWER
-    id_name = "order request id"
+    kind = ORDER

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-from blockchain_provider import protocol
-from blockchain_provider.operators.base import BaseAnswerOperator, BaseListOperator
+from blockchain_provider.operators.base import BaseAnswerOperator, BaseGetRequestOperator, BaseListOperator
+from blockchain_provider.request_kinds import PARTNER
 
 
 class ListPartnerRequestsOperator(BaseListOperator):
     """Read every partner request addressed to this agent (``BLK_Part_Lst``), page by page.
 
-    :param page_size: items per request, defaults to 100.
-    :param summary: return ``{"count", "by_status"}`` instead of the items, defaults to False.
+    Returns ``{"count", "by_status", ...}``; the items go to *apply_function_batch* page by page.
     """
 
-    list_topic = protocol.PARTNER_LIST
+    kind = PARTNER
+
+
+class GetPartnerRequestOperator(BaseGetRequestOperator):
+    """Find one partner request on ``BLK_Part_Lst``; fail when it is missing or not as required.
+
+    :param request_id: the partner request's id, 32 lowercase hex; templated.
+    """
+
+    kind = PARTNER
 
 
 class AnswerPartnerRequestOperator(BaseAnswerOperator):
     """Accept or reject a partner request (``BLK_Part_Ans``); returns the gateway's confirmation.
 
-    :param request_id: the partner request's id (32 hex); templated.
+    :param request_id: the partner request's id, 32 lowercase hex; templated.
     :param decision: ``"accept"``/``"reject"`` or a boolean; templated.
     """
 
-    answer_topic = protocol.PARTNER_ANSWER
-    id_name = "partner request id"
+    kind = PARTNER

@@ -1,29 +1,62 @@
-"""Operators for record types and non-dynamic records on the ledger (PROTOCOL.md 3.3).
+"""Operators for record types and records on the ledger (PROTOCOL.md 3.3).
 
-They send the creation and update messages only, never a read: the MES remembers what it has
-created, and the gateway confirms an identical creation instead of refusing it. A dynamic record
-(and its reporter) is created by the production-unit flow, which stores the reporter's
-credentials in the MES database.
+Creating a record type or a non-dynamic record again identically is confirmed by the gateway,
+so these operators create without reading first. A record type the gateway refuses because it
+exists otherwise is read (the optional ``BLK_Rty_Get``): the same properties are used as they
+are, other properties fail the task.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from blockchain_provider import protocol
-from blockchain_provider.operators.base import BaseBlockchainOperator, Step, is_template
+from blockchain_provider.exceptions import BlockchainConfigError, BlockchainError, BlockchainGatewayError
+from blockchain_provider.hooks.kafka_blockchain import Outcome
+from blockchain_provider.operators.base import (
+    BaseBlockchainOperator,
+    Done,
+    Step,
+    is_template,
+    resolve_callable,
+)
+
+
+def _declared(properties: Any) -> set[tuple[Any, Any, bool]] | None:
+    if not isinstance(properties, list) or not all(isinstance(p, dict) for p in properties):
+        return None
+    return {(p.get("name"), p.get("data_type"), bool(p.get("dynamic", False))) for p in properties}
+
+
+def check_declaration(name: str, existing: Any, properties: list[dict[str, Any]]) -> None:
+    """Refuse record type *name* as the ledger holds it (*existing*) unless it declares *properties*."""
+    theirs = _declared(existing.get("properties") if isinstance(existing, dict) else None)
+    if theirs == _declared(properties):
+        return
+    creator = existing.get("creator") or existing.get("owner") if isinstance(existing, dict) else None
+    by = f" by agent {creator}" if isinstance(creator, str) and creator else " by another agent"
+    shown = sorted(theirs, key=str) if theirs is not None else "unreadable properties"
+    raise BlockchainConfigError(
+        f"Record type {name} is already declared on the ledger{by} with other properties ({shown}); "
+        "the MES will not write its records into it: use another record type name"
+    )
 
 
 class EnsureRecordTypeOperator(BaseBlockchainOperator):
-    """Create a record type (``BLK_Rty``); creating it again identically is confirmed.
+    """Create a record type (``BLK_Rty``) unless the ledger has it with the same properties.
 
-    :param name: the record type's name.
+    Creating it again identically is confirmed. A refusal is followed by a read of the record
+    type (the optional ``BLK_Rty_Get``): the same properties (another description, another
+    agent) are used as they are; other properties fail the task, and the refusal is raised
+    when the read gets no answer.
+
+    :param name: the record type's name; templated.
     :param description: what its records hold.
     :param properties: ``{"name", "data_type", "dynamic"}`` objects.
     """
 
-    template_fields = ("name",)
+    template_fields = (*BaseBlockchainOperator.template_fields, "name")
 
     def __init__(
         self, *, name: str, description: str, properties: list[dict[str, Any]], **kwargs: Any
@@ -37,6 +70,36 @@ class EnsureRecordTypeOperator(BaseBlockchainOperator):
     def first_step(self, context: Mapping[str, Any]) -> Step:
         return Step(protocol.record_type_create_call(self.name, self.description, self.properties))
 
+    def next_step(
+        self,
+        context: Mapping[str, Any],
+        state: dict[str, Any],
+        outcome: Outcome | None,
+        error: BlockchainError | None,
+    ) -> Step | Done:
+        if "refusal" not in state:
+            if error is None:
+                assert outcome is not None
+                self.log.info("Record type %s: %s", self.name, outcome.value)
+                return Done(outcome.value)
+            if not isinstance(error, BlockchainGatewayError):
+                raise error
+            refusal = {"text": error.gateway_text, "topic": error.topic, "request_id": error.request_id}
+            return Step(protocol.record_type_get_call(self.name), {"refusal": refusal}, optional=True)
+        refusal = state["refusal"]
+        existing = outcome.value if outcome is not None else None
+        if error is not None or not isinstance(existing, dict):
+            self.log.warning("Could not read record type %s (BLK_Rty_Get): %s", self.name, error or existing)
+            raise BlockchainGatewayError(
+                f"The gateway refused request {refusal['request_id']} on {refusal['topic']}: {refusal['text']}",
+                topic=refusal["topic"],
+                request_id=refusal["request_id"],
+                gateway_text=refusal["text"],
+            )
+        check_declaration(self.name, existing, self.properties)
+        self.log.info("Record type %s exists on the ledger with the same properties: using it", self.name)
+        return Done(f"{self.name} exists with the same properties")
+
 
 class CreateRecordOperator(BaseBlockchainOperator):
     """Create a non-dynamic record on ``BLK_Rec_<record type>``; an identical one is confirmed.
@@ -47,7 +110,7 @@ class CreateRecordOperator(BaseBlockchainOperator):
     :param properties: property name -> value (one element for a day-report indicator); templated.
     """
 
-    template_fields = ("record_id", "description", "properties")
+    template_fields = (*BaseBlockchainOperator.template_fields, "record_id", "description", "properties")
 
     def __init__(
         self,
@@ -71,6 +134,94 @@ class CreateRecordOperator(BaseBlockchainOperator):
         )
 
 
+RecordSpec = Mapping[str, Any]
+
+
+class CreateRecordsOperator(BaseBlockchainOperator):
+    """Create many non-dynamic records of one record type; those already written are skipped.
+
+    The records come from *records* when the task runs, so a retry or a rerun asks again and
+    sends only what is still missing. With request_id echo the requests are pipelined; without,
+    they go one by one. The batch is sent and awaited in the worker: its answers come within
+    moments of each other, and deferring each of them would cost a task resume per record.
+
+    Returns ``{"written", "already_done", "refused"}`` counts; a refusal fails the task after
+    every record that could be written is written and reported to *on_written*.
+
+    :param record_type: the records' type (it names the topic).
+    :param records: a callable (or dotted path to one) given the task's context and
+        *records_kwargs*; it returns
+        ``{"record_id", "description", "properties"}`` dicts, the records still to write, and
+        may report how many are done already as ``already_done`` in an optional second value
+        (``(records, already_done)``).
+    :param on_written: called with the ids written and the task's context (e.g. to note them in
+        a database), a callable or a dotted path to one; defaults to None.
+    :param records_kwargs: keyword arguments for *records* and *on_written* (a report's id), the
+        argument to map over for one task per batch; templated. Defaults to None.
+    """
+
+    template_fields = (*BaseBlockchainOperator.template_fields, "records_kwargs")
+
+    def __init__(
+        self,
+        *,
+        record_type: str,
+        records: str | Callable[..., Any],
+        on_written: str | Callable[..., Any] | None = None,
+        records_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.records_kwargs = records_kwargs
+        protocol.record_topic(record_type)
+        self.record_type = record_type
+        resolve_callable(records, "records")
+        resolve_callable(on_written, "on_written")
+        self.records = records
+        self.on_written = on_written
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, int]:
+        produce = resolve_callable(self.records, "records")
+        assert produce is not None
+        extra = dict(self.records_kwargs or {})
+        produced = produce(context, **extra)
+        specs, already_done = produced if isinstance(produced, tuple) else (produced, 0)
+        calls = [
+            protocol.record_create_call(
+                spec["record_id"], self.record_type, spec["description"], spec["properties"]
+            )
+            for spec in specs
+        ]
+        try:
+            outcomes = self.hook.call_many(calls) if calls else []
+        finally:
+            self.hook.close()
+        written = [
+            spec["record_id"]
+            for spec, outcome in zip(specs, outcomes, strict=True)
+            if not isinstance(outcome, Exception)
+        ]
+        notify = resolve_callable(self.on_written, "on_written")
+        if written and notify is not None:
+            notify(written, context, **extra)
+        refused = {
+            spec["record_id"]: outcome.gateway_text
+            for spec, outcome in zip(specs, outcomes, strict=True)
+            if isinstance(outcome, BlockchainGatewayError)
+        }
+        self.log.info(
+            "%s: %d record(s) written, %d already on the ledger, %d refused",
+            self.record_type,
+            len(written),
+            already_done,
+            len(refused),
+        )
+        if refused:
+            details = "; ".join(f"{rid}: {text}" for rid, text in list(refused.items())[:5])
+            raise BlockchainConfigError(f"The gateway refused {len(refused)} record(s): {details}")
+        return {"written": len(written), "already_done": already_done, "refused": 0}
+
+
 class UpdateRecordOperator(BaseBlockchainOperator):
     """Update dynamic properties of a record on ``BLK_Rec_<record type>``.
 
@@ -82,7 +233,7 @@ class UpdateRecordOperator(BaseBlockchainOperator):
     :param properties: property name -> value; templated.
     """
 
-    template_fields = ("record_id", "properties")
+    template_fields = (*BaseBlockchainOperator.template_fields, "record_id", "properties")
 
     def __init__(
         self, *, record_type: str, record_id: str, properties: Mapping[str, Any], **kwargs: Any

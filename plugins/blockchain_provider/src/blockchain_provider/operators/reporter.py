@@ -1,0 +1,181 @@
+"""Update a dynamic record as its own reporter (PROTOCOL.md 3.3), creating both on first use.
+
+A dynamic record is created with a password; the gateway answers with the record's reporter
+agent (public key and token), and only that reporter may update the record. Where the reporter's
+credentials are kept is the caller's: a :class:`ReporterStore` (the MES database, for the
+production units).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.log import mask_secret
+
+from blockchain_provider import protocol
+from blockchain_provider.exceptions import BlockchainError, BlockchainGatewayError, InvalidIdentifierError
+from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from blockchain_provider.operators.base import BaseBlockchainOperator, resolve_callable
+from blockchain_provider.operators.record import check_declaration
+
+#: Seconds a retry waits for the optional read of its record (a gateway without ``BLK_Rec_Get``
+#: never answers it, and the token's pool slot is held meanwhile).
+RETRY_READ_TIMEOUT = 10.0
+
+
+class ReporterStore(Protocol):
+    """Where the reporters of dynamic records are kept, by record id."""
+
+    def token(self, record_id: str) -> str | None:
+        """The reporter's token, or ``None`` while the record has no reporter."""
+
+    def prepare(self, record_id: str, topic: str, password: str) -> str:
+        """Keep *password* for the record's reporter unless one is kept already, and return the kept
+        one. It is stored before the record is created, so a rerun after a lost answer sends the
+        same password (the gateway then answers the same reporter with a fresh token)."""
+
+    def store(self, record_id: str, public_key: str, token: str) -> None:
+        """Keep what the gateway answered for the record's reporter."""
+
+
+@dataclass
+class DynamicRecordUpdate:
+    """One update of a dynamic record, and what creating the record takes the first time.
+
+    :param record_id: the record's id.
+    :param description: its description, used when it is created.
+    :param properties: its properties when created (dynamic ones with their first value).
+    :param updates: the dynamic properties to set now.
+    :param store: where its reporter is kept.
+    :param summary: small facts for the task's result (a unit's code), no secret.
+    """
+
+    record_id: str
+    description: str
+    properties: Mapping[str, Any]
+    updates: Mapping[str, Any]
+    store: ReporterStore = field(repr=False)
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+
+def ensure_record_type(
+    hook: KafkaBlockchainHook, name: str, description: str, properties: list[dict[str, Any]], log: Any
+) -> None:
+    """Create record type *name*; when refused, use it if the ledger declares the same properties.
+
+    The blocking counterpart of :class:`~blockchain_provider.operators.record.EnsureRecordTypeOperator`.
+    """
+    try:
+        hook.create_record_type(name, description, properties)
+        return
+    except BlockchainGatewayError as refusal:
+        try:
+            existing = hook.get_record_type(name)
+        except BlockchainError as exc:
+            log.warning("Could not read record type %s (BLK_Rty_Get): %s", name, exc)
+            raise refusal from None
+        if not isinstance(existing, dict):
+            raise
+    check_declaration(name, existing, properties)
+    log.info("Record type %s exists on the ledger with the same properties: using it", name)
+
+
+class UpdateDynamicRecordOperator(BaseBlockchainOperator):
+    """Set dynamic properties of a record, signed with its reporter's token.
+
+    In order: the record type is ensured (created, or found with the same properties); on the
+    record's first update the record and its reporter are created with the password the store
+    prepares, and the reporter's public key and token are stored; then the update is sent as the
+    reporter. The master token (``token_conn_id``) only creates.
+
+    A retry first reads the record (the optional ``BLK_Rec_Get``, :data:`RETRY_READ_TIMEOUT` at
+    most): values already there mean the earlier try was applied, and nothing is sent. This narrows
+    the window for a twice-recorded update, it does not close it (a gateway without the read, or
+    that has not applied the lost try yet, gets the update again).
+
+    The requests are awaited in the worker, whatever ``deferrable`` says: the update is signed
+    with a reporter's token, which lives in the store, not in a connection the triggerer could read.
+
+    Returns the record id, the gateway's confirmation, the values set and the update's summary.
+
+    :param record_type: the record type's name (it names the topic).
+    :param record_type_description: what the record type's records hold.
+    :param record_type_properties: its ``{"name", "data_type", "dynamic"}`` objects.
+    :param update: a callable (or dotted path to one) given the task's context that returns the
+        :class:`DynamicRecordUpdate` to make.
+    """
+
+    def __init__(
+        self,
+        *,
+        record_type: str,
+        record_type_description: str,
+        record_type_properties: list[dict[str, Any]],
+        update: str | Callable[[Mapping[str, Any]], DynamicRecordUpdate],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        protocol.record_type_create_call(record_type, record_type_description, record_type_properties)
+        self.record_type = record_type
+        self.record_type_description = record_type_description
+        self.record_type_properties = record_type_properties
+        resolve_callable(update, "update")
+        self.update = update
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        make = resolve_callable(self.update, "update")
+        assert make is not None
+        update = make(context)
+        try:
+            protocol.record_update_call(self.record_type, update.record_id, update.updates)
+        except InvalidIdentifierError as exc:
+            # a value the ledger's rules refuse: a retry would fail alike
+            raise AirflowFailException(str(exc)) from None
+        ti = context.get("ti")
+        retry = ti is not None and getattr(ti, "try_number", 1) > 1
+        hook = self.hook
+        try:
+            ensure_record_type(
+                hook, self.record_type, self.record_type_description, self.record_type_properties, self.log
+            )
+            token = self._reporter_token(hook, update)
+            result = {"record_id": update.record_id, **update.summary, **update.updates}
+            if retry and self._record_holds(hook, update):
+                # the earlier try was applied but its answer was lost (a worker killed while
+                # waiting): a second update would record the same change twice in the history
+                self.log.info(
+                    "%s already holds %s: nothing to update", update.record_id, dict(update.updates)
+                )
+                return {**result, "message": "already up to date"}
+            message = hook.update_record(self.record_type, update.record_id, update.updates, token=token)
+        finally:
+            hook.close()
+        self.log.info("Updated %s as its reporter: %s", update.record_id, dict(update.updates))
+        return {**result, "message": message}
+
+    def _reporter_token(self, hook: KafkaBlockchainHook, update: DynamicRecordUpdate) -> str:
+        token = update.store.token(update.record_id)
+        if token is not None:
+            mask_secret(token)
+            return token
+        topic = hook.settings.topics[protocol.record_topic(self.record_type)]
+        password = update.store.prepare(update.record_id, topic, protocol.new_password())
+        mask_secret(password)
+        created = hook.create_dynamic_record(
+            update.record_id, self.record_type, update.description, update.properties, password
+        )
+        update.store.store(update.record_id, created.public_key, created.token)
+        self.log.info("Created record %s and its reporter %s", update.record_id, created.public_key)
+        return created.token
+
+    def _record_holds(self, hook: KafkaBlockchainHook, update: DynamicRecordUpdate) -> bool:
+        try:
+            record = hook.get_record(update.record_id, timeout=RETRY_READ_TIMEOUT)
+        except BlockchainError as exc:
+            self.log.warning("Could not read record %s (BLK_Rec_Get): %s", update.record_id, exc)
+            return False
+        current = record.get("properties") if isinstance(record, dict) else None
+        return isinstance(current, dict) and all(current.get(k) == v for k, v in update.updates.items())

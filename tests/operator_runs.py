@@ -1,0 +1,49 @@
+"""Run a provider operator in the test process as a task would: blocking, or deferred with each
+trigger revived from what it serialises and run to its first event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from airflow.sdk.exceptions import TaskDeferred
+
+from blockchain_provider.triggers.await_response import AwaitResponseTrigger
+
+
+def task_context(
+    *, try_number: int = 1, params: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The parts of a task's context the operators read: the try number and the params."""
+    return {"ti": SimpleNamespace(try_number=try_number), "params": dict(params or {}), **extra}
+
+
+def run_operator(operator: Any, context: dict[str, Any] | None = None) -> Any:
+    """Execute *operator*; while it defers, run its trigger to its event and resume it."""
+    context = task_context() if context is None else context
+    try:
+        return operator.execute(context)
+    except TaskDeferred as deferred:
+        current = deferred
+    while True:
+        classpath, kwargs = current.trigger.serialize()
+        assert classpath == "blockchain_provider.triggers.await_response.AwaitResponseTrigger"
+        json.dumps(kwargs)  # only primitives cross the database
+        event = asyncio.run(first_event(AwaitResponseTrigger(**kwargs)))
+        json.dumps(current.kwargs or {})  # the resume state too
+        try:
+            return getattr(operator, current.method_name)(
+                context, event=event.payload, **(current.kwargs or {})
+            )
+        except TaskDeferred as deferred:
+            current = deferred
+
+
+async def first_event(trigger: AwaitResponseTrigger) -> Any:
+    try:
+        async for event in trigger.run():
+            return event
+    finally:
+        await trigger.cleanup()
