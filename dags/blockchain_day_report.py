@@ -6,7 +6,8 @@ becomes 28 records of type `DayReportIndicator` on the ledger: four shifts (A, B
 day average T) times seven indicators (availability, performance, quality, OEE, MTBF, MTTR,
 production time). Record ids follow PROTOCOL.md §3.5 (`<report id>_<shift><indicator>`).
 
-- The record type is created unless the MES remembers creating it (no read of the ledger).
+- The record type is created first; the gateway confirms an identical one, and a type declared
+  otherwise is refused (the run fails, naming it).
 - Units are mapped dynamically: one task per unit with a report that day.
 - Each indicator is one non-dynamic record with a one-element properties list (its value),
   described with the sources' labels (`001_21_01_02_PT10 Turno A Disponibilty`).
@@ -21,6 +22,7 @@ production time). Record ids follow PROTOCOL.md §3.5 (`<report id>_<shift><indi
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
@@ -31,21 +33,34 @@ from airflow.sdk import (
     DeadlineReference,
     Param,
     dag,
-    get_current_context,
     task,
 )
-from blockchain_common import (
-    PLANT_TIMEZONE,
-    REQUEST_POOL,
-    START_DATE,
-    TAGS,
-    default_args,
-    flows,
-    gateway,
-    mes,
+from blockchain_common import PLANT_TIMEZONE, START_DATE, TAGS, default_args, gateway_args, mes_database
+
+from blockchain_provider.operators import CreateRecordsOperator, EnsureRecordTypeOperator
+from include.day_report_keys import (
+    DAY_REPORT_RECORD_PROPERTIES,
+    DAY_REPORT_RECORD_TYPE,
+    DAY_REPORT_RECORD_TYPE_DESCRIPTION,
 )
 
 log = logging.getLogger(__name__)
+
+
+def unit_records(context: Mapping[str, Any], report_id: str, **_: Any) -> tuple[list[dict[str, Any]], int]:
+    """The unit's indicator records not yet on the ledger, and how many already are."""
+    from include.mes.day_report_records import records_to_write
+
+    with mes_database() as repository:
+        return records_to_write(repository, report_id)
+
+
+def note_written(record_ids: list[str], context: Mapping[str, Any], report_id: str, **_: Any) -> None:
+    """Note in the MES the records written, so a retry or rerun sends only what is missing."""
+    from include.mes.day_report_records import note_written
+
+    with mes_database() as repository:
+        note_written(repository, report_id, record_ids)
 
 
 @dag(
@@ -85,42 +100,35 @@ def blockchain_day_report() -> None:
         run_date = context["logical_date"] or context["dag_run"].run_after
         return run_date.in_timezone(PLANT_TIMEZONE).subtract(days=1).date().isoformat()
 
-    @task(pool=REQUEST_POOL)
-    def ensure_record_type() -> None:
-        """Create record type `DayReportIndicator` unless the MES remembers creating it."""
-        from include.day_report_keys import (
-            DAY_REPORT_RECORD_PROPERTIES,
-            DAY_REPORT_RECORD_TYPE,
-            DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-        )
-
-        with gateway() as hook:
-            flows.ensure_record_type(
-                hook,
-                mes(),
-                DAY_REPORT_RECORD_TYPE,
-                DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-                DAY_REPORT_RECORD_PROPERTIES,
-            )
+    ensure_record_type = EnsureRecordTypeOperator(
+        task_id="ensure_record_type",
+        doc_md="Create record type `DayReportIndicator`, or find it with the same properties.",
+        name=DAY_REPORT_RECORD_TYPE,
+        description=DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+        properties=DAY_REPORT_RECORD_PROPERTIES,
+        **gateway_args(),
+    )
 
     @task
     def reports_of_the_day(day: str) -> list[dict[str, str]]:
         """The units that have a report for the day: one mapped task each."""
-        reports = mes().day_reports(date.fromisoformat(day))
+        with mes_database() as repository:
+            reports = repository.day_reports(date.fromisoformat(day))
         log.info("%d unit(s) have a report for %s", len(reports), day)
         return [{"report_id": r.report_id, "unit": r.unit_code, "day": day} for r in reports]
 
-    @task(pool=REQUEST_POOL, map_index_template="{{ unit }}")
-    def send_unit_report(report: dict[str, str]) -> dict[str, int]:
-        """Write the unit's 28 indicator records, skipping those already on the ledger."""
-        get_current_context()["unit"] = report["unit"]
-        with gateway() as hook:
-            result = flows.submit_day_report(hook, mes(), report["report_id"])
-        return {"written": result.written, "already_done": result.already_done}
-
     reports = reports_of_the_day(report_day())
-    ensure_record_type() >> reports
-    send_unit_report.expand(report=reports)
+    ensure_record_type >> reports
+    # 28 pipelined requests per unit are awaited in the worker (CreateRecordsOperator says why)
+    CreateRecordsOperator.partial(
+        task_id="send_unit_report",
+        doc_md="Write the unit's 28 indicator records, skipping those already on the ledger.",
+        map_index_template="{{ task.records_kwargs['unit'] }}",
+        record_type=DAY_REPORT_RECORD_TYPE,
+        records=unit_records,
+        on_written=note_written,
+        **gateway_args(deferrable=False),
+    ).expand(records_kwargs=reports)
 
 
 blockchain_day_report()

@@ -21,13 +21,23 @@ so updates apply in order. No task needs the Airflow REST API.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 from airflow.sdk.exceptions import AirflowFailException
-from blockchain_common import REQUEST_POOL, START_DATE, TAGS, default_args, flows, gateway, mes
+from blockchain_common import START_DATE, TAGS, default_args, gateway_args, mes_database
 
-from blockchain_provider.exceptions import BlockchainError, InvalidIdentifierError
+from blockchain_provider.operators import DynamicRecordUpdate, UpdateDynamicRecordOperator
+from include.day_report_keys import (
+    PRODUCTION_UNIT_RECORD_PROPERTIES,
+    PRODUCTION_UNIT_RECORD_TYPE,
+    PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
+    production_unit_dynamic_properties,
+    production_unit_record_description,
+    production_unit_record_id,
+    production_unit_record_properties,
+)
 
 #: The MES's unit ids are 32-bit database integers.
 UNIT_ID_MAX = 2**31 - 1
@@ -69,6 +79,29 @@ def unit_update_args(params: dict[str, Any]) -> tuple[int, str, str]:
     return unit_id, status, process_name
 
 
+def unit_update(context: Mapping[str, Any]) -> DynamicRecordUpdate:
+    """The update of the run's unit: its record, its new values and its reporter in the MES."""
+    from include.mes.reporter_store import MesReporterStore
+    from include.mes.repository import ProductionUnitNotFoundError
+
+    unit_id, status, process_name = unit_update_args(context["params"])
+
+    with mes_database() as repository:
+        try:
+            unit = repository.require_production_unit(unit_id)
+        except ProductionUnitNotFoundError as exc:
+            # a retry would fail alike, and would hold back the unit's later updates
+            raise AirflowFailException(str(exc)) from None
+    return DynamicRecordUpdate(
+        record_id=production_unit_record_id(unit),
+        description=production_unit_record_description(unit),
+        properties=production_unit_record_properties(unit),
+        updates=production_unit_dynamic_properties(status, process_name),
+        store=MesReporterStore(repository, unit.code),
+        summary={"unit": unit.code},
+    )
+
+
 @dag(
     dag_id="blockchain_production_unit_update",
     schedule=None,
@@ -104,23 +137,15 @@ def unit_update_args(params: dict[str, Any]) -> tuple[int, str, str]:
     },
 )
 def blockchain_production_unit_update() -> None:
-    @task(pool=REQUEST_POOL)
-    def update_unit_record(params: dict[str, Any], ti: Any = None) -> dict[str, Any]:
-        """Ensure record type, record and reporter, then update Status and ProcessName as the reporter."""
-        unit_id, status, process_name = unit_update_args(params)
-        with gateway() as hook:
-            try:
-                retry = ti is not None and ti.try_number > 1
-                return flows.update_production_unit(hook, mes(), unit_id, status, process_name, retry=retry)
-            except (LookupError, InvalidIdentifierError) as exc:
-                # no such unit, or a value the ledger's rules refuse: a retry would fail alike
-                raise AirflowFailException(str(exc)) from exc
-            except ValueError as exc:
-                if isinstance(exc, BlockchainError):  # the connection's settings: fixable between tries
-                    raise
-                raise AirflowFailException(str(exc)) from exc
-
-    update_unit_record()
+    UpdateDynamicRecordOperator(
+        task_id="update_unit_record",
+        doc_md="Ensure record type, record and reporter, then update Status and ProcessName as the reporter.",
+        record_type=PRODUCTION_UNIT_RECORD_TYPE,
+        record_type_description=PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
+        record_type_properties=PRODUCTION_UNIT_RECORD_PROPERTIES,
+        update=unit_update,
+        **gateway_args(),
+    )
 
 
 blockchain_production_unit_update()

@@ -8,11 +8,10 @@ with `blockchain-provider token rotate --conn-id blockchain_master`, outside Air
 
 from __future__ import annotations
 
-from airflow.sdk import dag, task
-from airflow.sdk.exceptions import AirflowFailException
-from blockchain_common import REQUEST_POOL, START_DATE, TAGS, TOKEN_CONN_ID, default_args, gateway
+from airflow.sdk import dag
+from blockchain_common import START_DATE, TAGS, default_args, gateway_args
 
-from blockchain_provider.exceptions import BlockchainGatewayError
+from blockchain_provider.operators import CheckTokenOperator
 
 
 @dag(
@@ -25,20 +24,11 @@ from blockchain_provider.exceptions import BlockchainGatewayError
     doc_md=__doc__,
 )
 def blockchain_token_check() -> None:
-    @task(pool=REQUEST_POOL)
-    def check_master_token() -> str:
-        """One authenticated request; a refusal fails at once (no retry can fix a refused token)."""
-        with gateway() as hook:
-            try:
-                hook.list_partner_requests(0, 1)
-            except BlockchainGatewayError as exc:
-                raise AirflowFailException(
-                    f"The gateway refused the token of connection {TOKEN_CONN_ID}: {exc.gateway_text}. "
-                    f"Rotate it: blockchain-provider token rotate --conn-id {TOKEN_CONN_ID}"
-                ) from None
-        return "accepted"
-
-    check_master_token()
+    CheckTokenOperator(
+        task_id="check_master_token",
+        doc_md="One authenticated request; a refusal fails at once (no retry can fix a refused token).",
+        **gateway_args(),
+    )
 
 
 blockchain_token_check()

@@ -10,8 +10,9 @@
 #   5. create the MES agent at the gateway and store its token in the blockchain_master
 #      connection, in the metadata database (skipped when the connection already holds one);
 #   6. create the pool that serialises the requests made with that token;
-#   7. with MES_SAMPLE_DATA=true, fill the MES database with sample data;
-#   8. publish the MES agent's public key (not a secret) for the demo seed service.
+#   7. create the MES tables the pipeline reads and writes (no task creates them);
+#   8. with MES_SAMPLE_DATA=true, fill the MES database with sample data;
+#   9. publish the MES agent's public key (not a secret) for the demo seed service.
 #
 # Every step is idempotent: on an initialised deployment the script changes nothing.
 # Passwords and tokens are never printed.
@@ -144,6 +145,9 @@ fi
 
 step "Pool for the requests of ${TOKEN_CONN_ID}"
 blockchain-provider pools ensure --conn-id "${TOKEN_CONN_ID}"
+
+step "MES tables of the pipeline"
+python -m include.mes.schema --conn-id "${MES_CONN_ID}"
 
 step "MES sample data"
 if [[ "${MES_SAMPLE_DATA:-false}" == "true" ]]; then

@@ -1,4 +1,5 @@
-"""What every blockchain DAG shares: connection ids, the plant's time zone, retries, alerts, pool.
+"""What every blockchain DAG shares: connection ids, the plant's time zone, retries, alerts, pool,
+the gateway operators' common arguments and the MES database.
 
 Settings come from the environment (see ``.env.example``), read when a DAG file is parsed; no
 connection, broker or database is touched at parse time.
@@ -7,14 +8,18 @@ connection, broker or database is touched at parse time.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 
-from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.notifications import failure_notifiers
 from blockchain_provider.pools import pool_name
+
+if TYPE_CHECKING:
+    from include.mes.repository import MesRepository
 
 KAFKA_CONN_ID = os.environ.get("BLOCKCHAIN_KAFKA_CONN_ID", "kafka_default")
 TOKEN_CONN_ID = os.environ.get("BLOCKCHAIN_TOKEN_CONN_ID", "blockchain_master")
@@ -44,16 +49,30 @@ def default_args(**overrides: Any) -> dict[str, Any]:
     }
 
 
-def gateway() -> KafkaBlockchainHook:
-    """The hook for the gateway, with the configured connections. Use it in a ``with`` block."""
-    return KafkaBlockchainHook(KAFKA_CONN_ID, TOKEN_CONN_ID)
+def gateway_args(**overrides: Any) -> dict[str, Any]:
+    """What every task that talks to the gateway shares: the connections, the token's pool, and a
+    deferred wait (a request waiting for its answer holds no worker slot)."""
+    return {
+        "kafka_config_id": KAFKA_CONN_ID,
+        "token_conn_id": TOKEN_CONN_ID,
+        "pool": REQUEST_POOL,
+        "deferrable": True,
+        **overrides,
+    }
 
 
-def mes():
-    """The MES repository on the ``mes_db`` connection, its schema created if missing."""
+@contextmanager
+def mes_database() -> Iterator[MesRepository]:
+    """The MES database on the ``mes_db`` connection, its engine closed at the end of the block.
+
+    Its tables must exist: they are created when the deployment is set up
+    (``python -m include.mes.schema``), never by a task.
+    """
     from include.mes.db import mes_engine
     from include.mes.repository import MesRepository
 
     repository = MesRepository(mes_engine(MES_CONN_ID))
-    repository.create_schema()
-    return repository
+    try:
+        yield repository
+    finally:
+        repository.engine.dispose()

@@ -4,30 +4,110 @@ requests alike. Each DAG file names its kind and documents itself."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, task
-from airflow.sdk.exceptions import AirflowFailException
 
-from blockchain_common import REQUEST_POOL, START_DATE, TAGS, default_args, flows, gateway, mes
-from blockchain_provider.exceptions import BlockchainError
+from blockchain_common import START_DATE, TAGS, default_args, gateway_args, mes_database
 from blockchain_provider.notifications import send_alert
+from blockchain_provider.operators import (
+    AnswerOrderRequestOperator,
+    AnswerPartnerRequestOperator,
+    GetOrderRequestOperator,
+    GetPartnerRequestOperator,
+    ListOrderRequestsOperator,
+    ListPartnerRequestsOperator,
+)
+from blockchain_provider.operators.base import BaseAnswerOperator, BaseGetRequestOperator, BaseListOperator
 from blockchain_provider.protocol import REQUEST_ID_PATTERN
+from blockchain_provider.request_kinds import RequestKindName
 
 log = logging.getLogger(__name__)
 
-#: Asset events emitted when a sync sees OPEN requests for the first time; other DAGs may
-#: schedule on them (e.g. to open a ticket, or to auto-answer from a rule).
-NEW_OPEN_REQUESTS = {
-    "partner": Asset(
-        name="blockchain_new_open_partner_requests", uri="blockchain://mes/partner_requests/open"
+
+@dataclass(frozen=True)
+class KindDags:
+    """What the DAGs of one request kind are built from."""
+
+    list_operator: type[BaseListOperator]
+    get_operator: type[BaseGetRequestOperator]
+    answer_operator: type[BaseAnswerOperator]
+    #: the title of the answer DAG's request id field
+    id_title: str
+    #: announced when a sync sees OPEN requests for the first time; other DAGs may schedule on
+    #: it (e.g. to open a ticket, or to auto-answer from a rule)
+    new_open: Asset
+
+
+KINDS: dict[str, KindDags] = {
+    "partner": KindDags(
+        ListPartnerRequestsOperator,
+        GetPartnerRequestOperator,
+        AnswerPartnerRequestOperator,
+        "Partner request id",
+        Asset(name="blockchain_new_open_partner_requests", uri="blockchain://mes/partner_requests/open"),
     ),
-    "order": Asset(name="blockchain_new_open_order_requests", uri="blockchain://mes/order_requests/open"),
+    "order": KindDags(
+        ListOrderRequestsOperator,
+        GetOrderRequestOperator,
+        AnswerOrderRequestOperator,
+        "Order request id (abs_action_id)",
+        Asset(name="blockchain_new_open_order_requests", uri="blockchain://mes/order_requests/open"),
+    ),
 }
 
+#: The asset events of each kind (kept by name for the DAGs that schedule on them).
+NEW_OPEN_REQUESTS = {kind: dags.new_open for kind, dags in KINDS.items()}
 
-def sync_dag(kind: flows.RequestKind, doc_md: str) -> Any:
+
+def store_requests(kind: RequestKindName) -> Any:
+    """The function that stores each page of *kind* requests in the MES, for the list operator.
+
+    It returns counts and the lines of newly seen OPEN requests (the summary stays small), and
+    alerts once about ledger items set aside as invalid: ledger items are permanent, so a bad one
+    is set aside, not retried forever.
+    """
+
+    def store(items: list[dict[str, Any]], context: Mapping[str, Any]) -> dict[str, Any]:
+        from include.request_alerts import describe_rejected_items, open_request_lines
+
+        with mes_database() as repository:
+            outcome = repository.upsert_requests(kind, items)
+        if outcome.new_rejected:
+            send_alert(describe_rejected_items(kind, outcome.new_rejected), context)
+        return {
+            "inserted": outcome.inserted,
+            "updated": outcome.updated,
+            "unchanged": outcome.unchanged,
+            "rejected": outcome.rejected,
+            "new_open": len(outcome.new_open),
+            "new_open_lines": open_request_lines(kind, outcome.new_open),
+        }
+
+    return store
+
+
+def store_request(kind: RequestKindName) -> Any:
+    """The function that stores one *kind* request, as the ledger now lists it, in the MES."""
+
+    def store(item: dict[str, Any], context: Mapping[str, Any]) -> None:
+        with mes_database() as repository:
+            repository.upsert_requests(kind, [item])
+        log.info(
+            "%s request %s is now %s in the MES",
+            kind.capitalize(),
+            item.get(KINDS[kind].list_operator.kind.id_field),
+            item.get("status"),
+        )
+
+    return store
+
+
+def sync_dag(kind: RequestKindName, doc_md: str) -> Any:
     """Every 15 minutes: read every page of *kind* requests, upsert them, announce new OPEN ones."""
+    dags = KINDS[kind]
 
     @dag(
         dag_id=f"blockchain_{kind}_sync",
@@ -40,47 +120,36 @@ def sync_dag(kind: flows.RequestKind, doc_md: str) -> Any:
         doc_md=doc_md,
     )
     def sync() -> None:
-        @task(task_id=f"sync_{kind}_requests", pool=REQUEST_POOL)
-        def sync_requests() -> dict[str, Any]:
-            """Read every page from the ledger and upsert into the MES."""
-            with gateway() as hook:
-                result = flows.sync_requests(hook, mes(), kind)
-            # ledger items are permanent: a bad one is set aside and alerted once, not retried forever
-            flows.alert_rejected_items(kind, result.new_rejected)
-            return {
-                "total": result.total,
-                "inserted": result.inserted,
-                "updated": result.updated,
-                "unchanged": result.unchanged,
-                "rejected": result.rejected,
-                "new_open_count": len(result.new_open),
-                "new_open_summary": flows.describe_open_requests(kind, result.new_open)
-                if result.new_open
-                else "",
-            }
+        result = dags.list_operator(
+            task_id=f"sync_{kind}_requests",
+            doc_md="Read every page from the ledger and upsert each into the MES as it comes.",
+            apply_function_batch=store_requests(kind),
+            **gateway_args(),
+        )
 
         @task.short_circuit(task_id="any_new_open")
         def any_new_open(result: dict[str, Any]) -> bool:
             """Continue only when OPEN requests were seen for the first time."""
-            return result["new_open_count"] > 0
+            return result.get("new_open", 0) > 0
 
-        @task(task_id=f"announce_new_open_{kind}_requests", outlets=[NEW_OPEN_REQUESTS[kind]])
+        @task(task_id=f"announce_new_open_{kind}_requests", outlets=[dags.new_open])
         def announce(result: dict[str, Any], **context: Any) -> None:
             """Log and send the summary, and emit the asset event (with the count) for other DAGs."""
-            summary = result["new_open_summary"]
+            from include.request_alerts import describe_open_requests
+
+            summary = describe_open_requests(kind, result["new_open"], result.get("new_open_lines", []))
             log.info("%s", summary)
             send_alert(summary, context)
-            context["outlet_events"][NEW_OPEN_REQUESTS[kind]].extra = {"count": result["new_open_count"]}
+            context["outlet_events"][dags.new_open].extra = {"count": result["new_open"]}
 
-        result = sync_requests()
-        any_new_open(result) >> announce(result)
+        any_new_open(result.output) >> announce(result.output)
 
     return sync()
 
 
-def answer_dag(kind: flows.RequestKind, doc_md: str) -> Any:
+def answer_dag(kind: RequestKindName, doc_md: str) -> Any:
     """Manual: accept or reject one *kind* request, after checking it can be answered."""
-    title = "Partner request id" if kind == "partner" else "Order request id (abs_action_id)"
+    dags = KINDS[kind]
 
     @dag(
         dag_id=f"blockchain_{kind}_answer",
@@ -97,7 +166,7 @@ def answer_dag(kind: flows.RequestKind, doc_md: str) -> Any:
                 # JSON-schema "$" also matches before a final newline: the length closes that gap
                 minLength=32,
                 maxLength=32,
-                title=title,
+                title=dags.id_title,
                 description="32 lowercase hex characters, as listed by the sync DAG or the MES.",
             ),
             "decision": Param(
@@ -110,43 +179,32 @@ def answer_dag(kind: flows.RequestKind, doc_md: str) -> Any:
         render_template_as_native_obj=True,
     )
     def answer() -> None:
-        @task(task_id=f"check_{kind}_request", pool=REQUEST_POOL)
-        def check(params: dict[str, Any]) -> dict[str, Any]:
-            """The request must exist, be addressed to this MES and be OPEN; otherwise fail, send nothing."""
-            with gateway() as hook:
-                try:
-                    item = flows.check_answerable(hook, kind, params["request_id"])
-                except (LookupError, PermissionError, ValueError) as exc:
-                    raise AirflowFailException(str(exc)) from None
-            log.info("%s request %s is OPEN and addressed to us", kind.capitalize(), params["request_id"])
-            return {"request_id": params["request_id"], "issuing_agent": item.get("issuing_agent")}
-
-        @task(task_id=f"answer_{kind}_request", pool=REQUEST_POOL)
-        def send_answer(checked: dict[str, Any], params: dict[str, Any], **context: Any) -> str:
-            """Send the decision. Retry-safe: a retry reads the request's status first (our decision
-            there: done; still OPEN: sent again; anything else: failed with the reason)."""
-            retry = context["ti"].try_number > 1
-            with gateway() as hook:
-                try:
-                    return flows.answer_request(
-                        hook, kind, checked["request_id"], params["decision"] == "accept", retry=retry
-                    )
-                except LookupError as exc:
-                    raise AirflowFailException(str(exc)) from None
-                except ValueError as exc:
-                    if isinstance(exc, BlockchainError):
-                        raise
-                    raise AirflowFailException(str(exc)) from None
-
-        @task(task_id=f"refresh_mes_{kind}_request", pool=REQUEST_POOL)
-        def refresh(checked: dict[str, Any]) -> str:
-            """Store the request's new status in the MES."""
-            with gateway() as hook:
-                status = flows.refresh_request(hook, mes(), kind, checked["request_id"])
-            log.info("%s request %s is now %s in the MES", kind.capitalize(), checked["request_id"], status)
-            return status
-
-        checked = check()
-        send_answer(checked) >> refresh(checked)
+        request_id = "{{ params.request_id }}"
+        check = dags.get_operator(
+            task_id=f"check_{kind}_request",
+            doc_md="The request must exist, be addressed to this MES and be OPEN; otherwise fail, send nothing.",
+            request_id=request_id,
+            expected_status="OPEN",
+            addressed_to_us=True,
+            **gateway_args(),
+        )
+        send_answer = dags.answer_operator(
+            task_id=f"answer_{kind}_request",
+            doc_md=(
+                "Send the decision. Retry-safe: a retry reads the request's status first (our decision "
+                "there: done; still OPEN: sent again; anything else: failed with the reason)."
+            ),
+            request_id=request_id,
+            decision="{{ params.decision }}",
+            **gateway_args(),
+        )
+        refresh = dags.get_operator(
+            task_id=f"refresh_mes_{kind}_request",
+            doc_md="Store the request's new status in the MES.",
+            request_id=request_id,
+            apply_function=store_request(kind),
+            **gateway_args(),
+        )
+        check >> send_answer >> refresh
 
     return answer()

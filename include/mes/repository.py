@@ -19,6 +19,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
@@ -497,8 +498,8 @@ class MesRepository:
     # Partner and order requests
     # ----------------------------------------------------------------------------------
 
-    def upsert_partner_requests(self, items: Iterable[Mapping[str, Any]]) -> UpsertResult:
-        """Store partner requests as listed by the gateway (PROTOCOL.md 3.1).
+    def upsert_requests(self, kind: str, items: Iterable[Mapping[str, Any]]) -> UpsertResult:
+        """Store *kind* (``partner`` or ``order``) requests as listed by the gateway (PROTOCOL.md 3.1, 3.2).
 
         Items are checked one by one; an item given twice counts once, and its last occurrence
         wins. An invalid item (a bad field, a NUL, a lone surrogate, an oversized text) is not
@@ -506,11 +507,16 @@ class MesRepository:
         ``new_rejected`` the first time only. Ledger items are permanent: one bad item must not
         stop every later sync.
         """
-        return self._upsert(schema.partner_requests, "partner_request_id", partner_request_row, items)
+        stored = _stored_kind(kind)
+        return self._upsert(stored.table, stored.key, stored.to_row, items)
+
+    def upsert_partner_requests(self, items: Iterable[Mapping[str, Any]]) -> UpsertResult:
+        """Store partner requests as listed by the gateway; see :meth:`upsert_requests`."""
+        return self.upsert_requests("partner", items)
 
     def upsert_order_requests(self, items: Iterable[Mapping[str, Any]]) -> UpsertResult:
-        """Store order requests as listed by the gateway (PROTOCOL.md 3.2); see :meth:`upsert_partner_requests`."""
-        return self._upsert(schema.order_requests, "abs_action_id", order_request_row, items)
+        """Store order requests as listed by the gateway; see :meth:`upsert_requests`."""
+        return self.upsert_requests("order", items)
 
     def _upsert(
         self,
@@ -727,20 +733,41 @@ class MesRepository:
     ) -> tuple[int, list[PartnerRequest] | list[OrderRequest]]:
         """One page of stored *kind* (``partner`` or ``order``) requests, newest first, and how
         many there are in all (with *status*, only those)."""
-        if kind not in ("partner", "order"):
-            raise ValueError(f"Invalid request kind {kind!r}: expected partner or order")
+        stored = _stored_kind(kind)
         for name, value, least in (("offset", offset, 0), ("limit", limit, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"Invalid {name} {value!r}: expected an integer >= {least}")
-        table = schema.partner_requests if kind == "partner" else schema.order_requests
-        key = table.c.partner_request_id if kind == "partner" else table.c.abs_action_id
+        table = stored.table
+        key = table.c[stored.key]
         query = _by_status(table, status)
         count = sa.select(sa.func.count()).select_from(query.subquery())
         page = query.order_by(table.c.timestamp.desc(), key).offset(offset).limit(limit)
-        to_item = self._partner if kind == "partner" else self._order
+        to_item = self._partner if stored is _STORED_KINDS["partner"] else self._order
         with self.engine.connect() as conn:
             total = conn.execute(count).scalar_one()
             return total, [to_item(row) for row in conn.execute(page).mappings()]
+
+
+@dataclass(frozen=True)
+class _StoredKind:
+    """Where the MES keeps one kind of request: its table, its key column, its row builder."""
+
+    table: sa.Table
+    key: str
+    to_row: Callable[[object, int], dict[str, Any]]
+
+
+_STORED_KINDS = {
+    "partner": _StoredKind(schema.partner_requests, "partner_request_id", partner_request_row),
+    "order": _StoredKind(schema.order_requests, "abs_action_id", order_request_row),
+}
+
+
+def _stored_kind(kind: str) -> _StoredKind:
+    try:
+        return _STORED_KINDS[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"Invalid request kind {kind!r}: expected partner or order") from None
 
 
 def _fingerprint(item: object) -> str:

@@ -202,3 +202,31 @@ def _create(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
     metadata.create_all(conn, checkfirst=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: create the missing tables in the database of an Airflow connection or a URL."""
+    import argparse
+
+    from include.mes.db import engine_from_url, mes_engine
+
+    parser = argparse.ArgumentParser(
+        prog="python -m include.mes.schema",
+        description="Create the MES tables this pipeline reads and writes; existing ones are left as they are.",
+    )
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--conn-id", default=None, help="Airflow connection id (default: mes_db)")
+    target.add_argument("--url", default=None, help="SQLAlchemy URL, e.g. sqlite:////tmp/mes.sqlite3")
+    args = parser.parse_args(argv)
+    engine = engine_from_url(args.url) if args.url else mes_engine(args.conn_id or "mes_db")
+    try:
+        create_schema(engine)
+    finally:
+        shown = engine.url.render_as_string(hide_password=True)
+        engine.dispose()
+    print(f"MES tables present in {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
