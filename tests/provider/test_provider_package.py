@@ -44,3 +44,29 @@ def test_connection_form_marks_the_secrets():
     behaviour = manager.field_behaviours["blockchain_token"]
     assert behaviour["relabeling"] == {"login": "Public key", "password": "Token"}
     assert "host" in behaviour["hidden_fields"]
+
+
+def test_everything_the_provider_ships_is_registered_and_importable():
+    """Operators, trigger, hook and notifiers are declared in get_provider_info, and each exists."""
+    import importlib
+    import pkgutil
+
+    from airflow.providers_manager import ProvidersManager
+
+    import blockchain_provider.operators as operators_package
+
+    info = get_provider_info()
+    declared = {m for entry in info["operators"] for m in entry["python-modules"]}
+    shipped = {
+        f"blockchain_provider.operators.{m.name}"
+        for m in pkgutil.iter_modules(operators_package.__path__)
+        if m.name != "base"
+    }
+    assert declared == shipped
+    for module in declared | {m for e in info["triggers"] for m in e["python-modules"]}:
+        importlib.import_module(module)
+    for path in info["notifications"]:
+        module, _, name = path.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), path
+    registered = set(ProvidersManager().notification)
+    assert set(info["notifications"]) <= registered

@@ -29,6 +29,8 @@ def get_provider_info() -> dict[str, Any]:
                     "blockchain_provider.operators.partner",
                     "blockchain_provider.operators.order",
                     "blockchain_provider.operators.record",
+                    "blockchain_provider.operators.reporter",
+                    "blockchain_provider.operators.token",
                 ],
             }
         ],
@@ -37,6 +39,11 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "Blockchain gateway",
                 "python-modules": ["blockchain_provider.triggers.await_response"],
             }
+        ],
+        "notifications": [
+            "blockchain_provider.notifications.LogNotifier",
+            "blockchain_provider.notifications.slack.EscapingSlackNotifier",
+            "blockchain_provider.notifications.smtp.EscapingSmtpNotifier",
         ],
         "connection-types": [
             {

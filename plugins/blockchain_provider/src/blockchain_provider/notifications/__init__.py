@@ -67,28 +67,13 @@ def email_html(text: str) -> str:
 
 
 def _slack_notifier(**kwargs: Any) -> BaseNotifier:
-    from airflow.providers.slack.notifications.slack import SlackNotifier
-
-    class EscapingSlackNotifier(SlackNotifier):
-        """Escapes the rendered text: what an alert quotes is shown, never interpreted."""
-
-        def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
-            super().render_template_fields(context, jinja_env)
-            self.text = slack_escape(str(self.text))
+    from blockchain_provider.notifications.slack import EscapingSlackNotifier
 
     return EscapingSlackNotifier(**kwargs)
 
 
 def _smtp_notifier(**kwargs: Any) -> BaseNotifier:
-    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-
-    class EscapingSmtpNotifier(SmtpNotifier):
-        """Escapes the rendered body as HTML and makes the subject one plain line."""
-
-        def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
-            super().render_template_fields(context, jinja_env)
-            self.subject = email_subject(str(self.subject))
-            self.html_content = email_html(str(self.html_content))
+    from blockchain_provider.notifications.smtp import EscapingSmtpNotifier
 
     return EscapingSmtpNotifier(**kwargs)
 
