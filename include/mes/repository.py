@@ -714,6 +714,15 @@ class MesRepository:
             row = conn.execute(query).mappings().first()
         return None if row is None else self._order(row)
 
+    def request(self, kind: str, request_id: str) -> PartnerRequest | OrderRequest | None:
+        """The stored *kind* (``partner`` or ``order``) request with this id, or ``None``."""
+        stored = _stored_kind(kind)
+        query = sa.select(stored.table).where(stored.table.c[stored.key] == _request_id(request_id))
+        to_item = self._partner if stored is _STORED_KINDS["partner"] else self._order
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else to_item(row)
+
     def partner_requests(self, status: str | None = None) -> list[PartnerRequest]:
         """Stored partner requests, newest first, optionally only those with *status*."""
         table = schema.partner_requests

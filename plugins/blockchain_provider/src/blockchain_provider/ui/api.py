@@ -43,6 +43,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
+from blockchain_provider.request_kinds import REQUEST_KINDS
+
 if TYPE_CHECKING:
     import httpx
 
@@ -355,27 +357,34 @@ def _time(epoch: int) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
+def _order_fields(item: Any) -> dict[str, Any]:
+    return {
+        "type": item.type,
+        "description": item.description,
+        "metadata": item.metadata,
+        "files": len(item.files),
+    }
+
+
+#: What a row shows besides the fields every request has, per kind.
+_KIND_FIELDS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "partner": lambda item: {},
+    "order": _order_fields,
+}
+
+
 def item_json(kind: Kind, item: Any, agent: str | None) -> dict[str, Any]:
     """A stored request as the page shows it: plain data, rendered as text by the page."""
-    data: dict[str, Any] = {
-        "id": item.partner_request_id if kind == "partner" else item.abs_action_id,
+    return {
+        "id": getattr(item, REQUEST_KINDS[kind].id_field),
         "status": item.status,
         "issuing_agent": item.issuing_agent,
         "receiving_agent": item.receiving_agent,
         "received_at": _time(item.timestamp),
         "answered_at": _time(item.answer_timestamp),
         "addressed_to_us": agent is not None and item.receiving_agent == agent,
+        **_KIND_FIELDS[kind](item),
     }
-    if kind == "order":
-        data.update(
-            {
-                "type": item.type,
-                "description": item.description,
-                "metadata": item.metadata,
-                "files": len(item.files),
-            }
-        )
-    return data
 
 
 def rows_json(kind: Kind, items: list[Any], agent: str | None, can: dict[str, bool]) -> list[dict[str, Any]]:
@@ -488,11 +497,7 @@ def create_app() -> FastAPI:
         _require(can["view"], f"read {kind} requests (read access to {sync_dag_id(kind)})")
         repository = mes_repository()
         try:
-            item = (
-                repository.partner_request(request_id)
-                if kind == "partner"
-                else repository.order_request(request_id)
-            )
+            item = repository.request(kind, request_id)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         if item is None:
@@ -513,11 +518,10 @@ def create_app() -> FastAPI:
         conf = {"request_id": request_id, "decision": body.decision}
         validate_params(dag_id, conf)
         repository = mes_repository()
-        item = (
-            repository.partner_request(request_id)
-            if kind == "partner"
-            else repository.order_request(request_id)
-        )
+        try:
+            item = repository.request(kind, request_id)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         if item is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"No {kind} request {request_id} in the MES")
         if item.receiving_agent != mes_agent():
