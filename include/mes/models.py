@@ -25,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "PROCESS_NAME_MAX_LENGTH",
+    "REQUEST_ID_RE",
     "REQUEST_STATUSES",
     "STATUS_MAX_LENGTH",
     "DayReport",
@@ -56,7 +57,8 @@ ORDER_DESCRIPTION_MAX_LENGTH = 10_000
 #: The longest JSON text of an order's ``metadata`` or ``files``.
 ORDER_JSON_MAX_LENGTH = 64 * 1024
 
-_ID32_RE = re.compile(r"^[0-9a-f]{32}$")
+#: A partner request's or an order's id (PROTOCOL.md 3.5).
+REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _PUBLIC_KEY_RE = re.compile(r"^0[23][0-9a-f]{64}$")
 _TRANSACTION_ID_RE = re.compile(r"^[0-9a-f]{128}$")
 
@@ -255,7 +257,7 @@ def canonical_json(value: Any) -> str:
 
 def _fail(kind: str, index: int, item_id: object, message: str) -> InvalidRequestItemError:
     where = f"{kind} #{index}"
-    if isinstance(item_id, str) and _ID32_RE.fullmatch(item_id):
+    if isinstance(item_id, str) and REQUEST_ID_RE.fullmatch(item_id):
         where += f" ({item_id})"
     return InvalidRequestItemError(f"Invalid {where}: {message}")
 
@@ -289,7 +291,7 @@ def _common_row(
     if not isinstance(item, Mapping):
         raise _fail(kind, index, None, f"expected an object, got {type(item).__name__}")
     item_id = item.get(id_field)
-    if not isinstance(item_id, str) or not _ID32_RE.fullmatch(item_id):
+    if not isinstance(item_id, str) or not REQUEST_ID_RE.fullmatch(item_id):
         raise _fail(
             kind, index, None, f"field {id_field} {_shown(item_id)} is not 32 lowercase hex characters"
         )

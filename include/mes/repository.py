@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -34,6 +33,7 @@ from include.day_report_keys import (
 )
 from include.mes import crypto, schema
 from include.mes.models import (
+    REQUEST_ID_RE,
     REQUEST_STATUSES,
     DayReport,
     InvalidRequestItemError,
@@ -55,8 +55,6 @@ from include.mes.models import (
 __all__ = ["DayReportNotFoundError", "MesRepository"]
 
 T = TypeVar("T")
-
-_ID32_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 class DayReportNotFoundError(LookupError):
@@ -790,7 +788,7 @@ def _fingerprint(item: object) -> str:
 
 def _item_id(item: object, key: str) -> str | None:
     value = item.get(key) if isinstance(item, Mapping) else None
-    return value if isinstance(value, str) and _ID32_RE.fullmatch(value) else None
+    return value if isinstance(value, str) and REQUEST_ID_RE.fullmatch(value) else None
 
 
 def _reason(exc: Exception) -> str:
@@ -800,7 +798,7 @@ def _reason(exc: Exception) -> str:
 
 
 def _request_id(value: object) -> str:
-    if not isinstance(value, str) or not _ID32_RE.match(value):
+    if not isinstance(value, str) or not REQUEST_ID_RE.match(value):
         raise ValueError(f"Invalid request id {value!r}: expected 32 lowercase hex characters")
     return value
 
