@@ -248,6 +248,20 @@ def _page_of(outcome: Outcome | None) -> list[Any]:
     return page
 
 
+def _next_page(kind: RequestKind, state: dict[str, Any], received: int, page_size: int) -> Step | None:
+    """The request for the page after one of *received* items read at ``state["start"]``, with
+    *state* carried on; ``None`` when that page was the last (PROTOCOL.md 3.1: only an empty page
+    ends a list, as a gateway may cap its pages below the limit asked)."""
+    start = protocol.next_start(state["start"], received)
+    if start is None:
+        return None
+    return Step(protocol.list_call(kind.list_topic, start, page_size), {**state, "start": start})
+
+
+def _find(kind: RequestKind, request_id: str, page: list[Any]) -> dict[str, Any] | None:
+    return next((item for item in page if kind.item_id(item) == request_id), None)
+
+
 class BaseListOperator(BaseBlockchainOperator):
     """Read every page of a list topic; return a summary: ``{"count", "by_status", ...}``.
 
@@ -302,12 +316,8 @@ class BaseListOperator(BaseBlockchainOperator):
         apply = resolve_callable(self.apply_function_batch, "apply_function_batch")
         if apply is not None and page:
             summary = merge_summary(summary, apply(page, context), "apply_function_batch")
-        # only an empty page ends the list: a gateway may cap its pages below page_size
-        start = protocol.next_start(state["start"], len(page))
-        if start is None:
-            return Done(summary)
-        call = protocol.list_call(self.kind.list_topic, start, int(self.page_size))
-        return Step(call, {"start": start, "summary": summary})
+        following = _next_page(self.kind, {**state, "summary": summary}, len(page), int(self.page_size))
+        return Done(summary) if following is None else following
 
 
 class BaseGetRequestOperator(BaseBlockchainOperator):
@@ -363,15 +373,15 @@ class BaseGetRequestOperator(BaseBlockchainOperator):
         if error is not None:
             raise error
         page = _page_of(outcome)
-        item = next((i for i in page if self.kind.item_id(i) == self.request_id), None)
+        item = _find(self.kind, self.request_id, page)
         if item is not None:
             return Done(self._found(item, context))
-        start = protocol.next_start(state["start"], len(page))
-        if start is None:
+        following = _next_page(self.kind, state, len(page), self.page_size)
+        if following is None:
             raise AirflowFailException(
                 f"{self.kind.label.capitalize()} {self.request_id} does not exist on the ledger"
             )
-        return Step(protocol.list_call(self.kind.list_topic, start, self.page_size), {"start": start})
+        return following
 
     def _found(self, item: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
         what = f"{self.kind.label.capitalize()} {self.request_id}"
@@ -448,14 +458,13 @@ class BaseAnswerOperator(BaseBlockchainOperator):
             self.log.info("%s %s answered: %s", self.kind.label.capitalize(), self.request_id, outcome.value)
             return Done(outcome.value)
         page = _page_of(outcome)
-        item = next((i for i in page if self.kind.item_id(i) == self.request_id), None)
+        item = _find(self.kind, self.request_id, page)
         what = f"{self.kind.label.capitalize()} {self.request_id}"
         if item is None:
-            start = protocol.next_start(state["start"], len(page))
-            if start is None:
+            following = _next_page(self.kind, state, len(page), self.page_size)
+            if following is None:
                 raise AirflowFailException(f"{what} does not exist on the ledger")
-            call = protocol.list_call(self.kind.list_topic, start, self.page_size)
-            return Step(call, {"phase": "read", "start": start})
+            return following
         accept = parse_decision(self.decision)
         wanted = "ACCEPTED" if accept else "REJECTED"
         status = item.get("status")
