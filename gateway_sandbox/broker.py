@@ -22,20 +22,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-#: Every topic of the BLK protocol with its default name (PROTOCOL.md section 3).
-DEFAULT_TOPICS = (
-    "BLK_Res",
-    "BLK_Part_Lst",
-    "BLK_Part_Ans",
-    "BLK_Act_Lst",
-    "BLK_Act_Ans",
-    "BLK_Rty",
-    "BLK_Rec",
-    "BLK_Rty_Get",
-    "BLK_Rec_Get",
-    "BLK_Agt",
-)
-
+# the topic list is the wire module's; importers of the broker module still find it here
+from gateway_sandbox.wire import DEFAULT_TOPICS as DEFAULT_TOPICS
 
 #: The cluster id tansu reports in its metadata (Apache Kafka's is a random UUID).
 TANSU_CLUSTER_ID = "tansu_cluster"

@@ -34,7 +34,8 @@ from typing import Any
 
 from gateway_sandbox import wire
 from gateway_sandbox.faults import Faults
-from gateway_sandbox.ledger import Ledger, LedgerError
+from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.validation import LedgerError
 
 SHOW_KINDS = ("agents", "partner-requests", "orders", "record-types", "records", "blocks", "summary")
 
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway_sandbox", description="The BLK gateway sandbox.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="answer BLK_* requests on BLK_Res")
+    serve = commands.add_parser("serve", help=f"answer BLK_* requests on {wire.RESPONSES}")
     serve.add_argument("--bootstrap-servers", required=True, help="Kafka bootstrap servers, HOST:PORT")
     _db_option(serve)
     serve.add_argument("--encoding", choices=wire.ENCODINGS, default="python-literal")
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="copy each request's request_id into its response header (--no-echo, the default, does not,"
-        " like the original gateway; BLK_Agt responses always do)",
+        f" like the original gateway; {wire.AGENTS} responses always do)",
     )
     serve.add_argument("--topic-prefix", default="", help="prefix of every topic name read or written")
     serve.add_argument(

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway_sandbox.ledger import Ledger, LedgerError, check_public_key, short
+from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.validation import LedgerError, check_public_key, short
 
 DEFAULT_ERP_NAME = "ERP"
 #: Where the ERP agents' password comes from when none is given: this variable, else a password

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway_sandbox import wire
-from gateway_sandbox.ledger import PUBLIC_KEY_RE, Ledger, LedgerError, check_item_id
+from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.schema import ORDER, PARTNER_REQUEST
+from gateway_sandbox.validation import LedgerError, check_item_id
+from gateway_sandbox.wire import PUBLIC_KEY_RE
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
@@ -92,6 +96,38 @@ class Answer:
         if (echo or self.always_echo) and self.request_id:
             header["request_id"] = self.request_id
         return header
+
+
+@dataclass(frozen=True)
+class RequestTopics:
+    """The topics of one request kind (partner request, order) and what they call on the ledger.
+
+    :param noun: how answers name one item.
+    :param list_topic: its list topic.
+    :param answer_topic: its answer topic.
+    :param list: the ledger's list method (``agent_pk``, ``start``, ``limit``).
+    :param answer: the ledger's answer method (``agent_pk``, id, response).
+    """
+
+    noun: str
+    list_topic: str
+    answer_topic: str
+    list: Callable[..., list[dict[str, Any]]]
+    answer: Callable[[Ledger, str, str, Any], dict[str, Any]]
+
+
+REQUEST_TOPICS = (
+    RequestTopics(
+        PARTNER_REQUEST.noun,
+        wire.PARTNER_LIST,
+        wire.PARTNER_ANSWER,
+        Ledger.partner_requests,
+        Ledger.answer_partner_request,
+    ),
+    RequestTopics(ORDER.noun, wire.ORDER_LIST, wire.ORDER_ANSWER, Ledger.orders, Ledger.answer_order),
+)
+_BY_LIST_TOPIC = {kind.list_topic: kind for kind in REQUEST_TOPICS}
+_BY_ANSWER_TOPIC = {kind.answer_topic: kind for kind in REQUEST_TOPICS}
 
 
 class Refused(Exception):
@@ -186,11 +222,11 @@ def handle(
 
 def _action_name(topic: str, body: Any) -> str:
     """What the request asks, for the log line (before it is validated)."""
-    if topic in (wire.PARTNER_LIST, wire.ORDER_LIST):
+    if topic in _BY_LIST_TOPIC:
         return "list"
     if not isinstance(body, dict):
         return "-"
-    if topic in (wire.PARTNER_ANSWER, wire.ORDER_ANSWER):
+    if topic in _BY_ANSWER_TOPIC:
         response = body.get("response")
         return {1: "accept", 0: "reject"}.get(response, "answer") if isinstance(response, int) else "answer"
     if topic in (wire.RECORD_TYPE_GET, wire.RECORD_GET):
@@ -216,21 +252,17 @@ def _dispatch(
     answer: Answer,
     page_cap: int | None = None,
 ) -> dict[str, Any]:
-    if topic in (wire.PARTNER_LIST, wire.ORDER_LIST):
+    if topic in _BY_LIST_TOPIC:
         start, limit = _page(header, page_cap)
-        lister = ledger.partner_requests if topic == wire.PARTNER_LIST else ledger.orders
-        return {"data": lister(agent_pk=agent, start=start, limit=limit)}
-    if topic in (wire.PARTNER_ANSWER, wire.ORDER_ANSWER):
+        return {"data": _BY_LIST_TOPIC[topic].list(ledger, agent_pk=agent, start=start, limit=limit)}
+    if topic in _BY_ANSWER_TOPIC:
+        kind = _BY_ANSWER_TOPIC[topic]
         body = _body(body, topic)
         response = body.get("response")
-        what = "partner request" if topic == wire.PARTNER_ANSWER else "order request"
-        item_id = check_item_id(body.get("id"), f"{what} id")
+        item_id = check_item_id(body.get("id"), f"{kind.noun} id")
         with ledger.transaction():
-            if topic == wire.PARTNER_ANSWER:
-                item = ledger.answer_partner_request(agent, item_id, response)
-            else:
-                item = ledger.answer_order(agent, item_id, response)
-        return {"message": f"{what} {item_id} {item['status']}"}
+            item = kind.answer(ledger, agent, item_id, response)
+        return {"message": f"{kind.noun} {item_id} {item['status']}"}
     if topic == wire.RECORD_TYPE_GET:
         name = _body(body, topic).get("name")
         rtype = ledger.record_type(name) if isinstance(name, str) else None

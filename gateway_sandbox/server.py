@@ -36,7 +36,8 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from gateway_sandbox import handlers, wire
 from gateway_sandbox.broker import ensure_topics, fetch_wait_for
 from gateway_sandbox.faults import ERROR_TEXT, NO_FAULTS, Decision, FaultInjector, Faults
-from gateway_sandbox.ledger import Ledger, short
+from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.validation import short
 
 log = logging.getLogger("gateway_sandbox.server")
 kafka_log = logging.getLogger("gateway_sandbox.kafka")

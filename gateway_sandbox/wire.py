@@ -1,7 +1,8 @@
 """The sandbox's side of the BLK wire format (PROTOCOL.md sections 1 and 3).
 
 Written from the protocol document alone: the sandbox never imports the MES-side provider, so
-that each checks the other.
+that each checks the other. This module owns the sandbox's topic names and identifier patterns;
+the rest of the sandbox imports them from here.
 
 Requests are UTF-8 JSON arrays ``[header]`` or ``[header, body]``. Responses are
 ``[header, outcome]`` written in one of two encodings:
@@ -17,8 +18,6 @@ import json
 import re
 from typing import Any
 
-from gateway_sandbox.broker import DEFAULT_TOPICS
-
 RESPONSES = "BLK_Res"
 PARTNER_LIST = "BLK_Part_Lst"
 PARTNER_ANSWER = "BLK_Part_Ans"
@@ -31,6 +30,20 @@ RECORD_TYPE_GET = "BLK_Rty_Get"
 RECORD_GET = "BLK_Rec_Get"
 AGENTS = "BLK_Agt"
 
+#: Every topic of the BLK protocol with its default name (PROTOCOL.md section 3).
+DEFAULT_TOPICS: tuple[str, ...] = (
+    RESPONSES,
+    PARTNER_LIST,
+    PARTNER_ANSWER,
+    ORDER_LIST,
+    ORDER_ANSWER,
+    RECORD_TYPES,
+    RECORDS,
+    RECORD_TYPE_GET,
+    RECORD_GET,
+    AGENTS,
+)
+
 #: Every topic the sandbox consumes (all but the response topic).
 REQUEST_TOPICS: tuple[str, ...] = tuple(name for name in DEFAULT_TOPICS if name != RESPONSES)
 
@@ -39,7 +52,16 @@ REQUEST_ID_HEADER = "blk-request-id"
 
 ENCODINGS = ("python-literal", "json")
 
+#: A request's ``request_id`` (ours): a fresh 32-hex id per request.
 REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+#: An agent: its compressed secp256k1 public key, 66 hex (PROTOCOL.md section 3.5).
+PUBLIC_KEY_RE = re.compile(r"^0[23][0-9a-f]{64}$")
+#: A partner request or order id: 32 hex (PROTOCOL.md section 3.5).
+ITEM_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+#: A record type name, a record id or a property name.
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+#: A record type name that can be the suffix of a topic name (Kafka allows no ``:``).
+RECORD_TYPE_TOPIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 #: Requests larger than this are refused unread.
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -124,9 +146,6 @@ def encode_response(header: dict[str, Any], outcome: dict[str, Any], encoding: s
     raise ValueError(f"unknown encoding {encoding!r}: one of {', '.join(ENCODINGS)}")
 
 
-_RECORD_TYPE_TOPIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
-
 def record_topic(record_type: str) -> str:
     """The protocol name of the topic of *record_type*'s records: ``BLK_Rec_<record type>``."""
     return f"{RECORDS}_{record_type}"
@@ -137,7 +156,7 @@ def record_type_of(topic: str) -> str | None:
     if not topic.startswith(RECORDS + "_") or topic in DEFAULT_TOPICS:
         return None
     name = topic[len(RECORDS) + 1 :]
-    return name if _RECORD_TYPE_TOPIC_RE.fullmatch(name) else None
+    return name if RECORD_TYPE_TOPIC_RE.fullmatch(name) else None
 
 
 def topic_names(prefix: str = "") -> dict[str, str]:
