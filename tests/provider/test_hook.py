@@ -18,7 +18,7 @@ from blockchain_provider.exceptions import (
     BlockchainGatewayError,
     BlockchainTimeoutError,
 )
-from blockchain_provider.hooks import kafka_blockchain
+from blockchain_provider.hooks import kafka_blockchain, kafka_clients
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.triggers import await_response
 from gateway_sandbox.broker import TansuBroker, ensure_topics, free_port
@@ -484,7 +484,7 @@ def test_many_requests_reuse_one_producer_and_one_reader(gateway_env):
         wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("blk-reader")])
 
 
-TASK = (None, kafka_blockchain.TANSU_CONSUMER_DEFAULTS)
+TASK = (None, kafka_clients.TANSU_CONSUMER_DEFAULTS)
 TRIGGER = (await_response.TRIGGER_CONSUMER_DEFAULTS, await_response.TRIGGER_TANSU_CONSUMER_DEFAULTS)
 
 
@@ -515,8 +515,8 @@ def test_reader_settings_layer_defaults_connection_and_required(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(kafka_blockchain, "Consumer", FakeConsumer)
-    monkeypatch.setitem(kafka_blockchain._TANSU_BROKERS, "broker:9092", tansu)
+    monkeypatch.setattr(kafka_clients, "Consumer", FakeConsumer)
+    monkeypatch.setitem(kafka_clients._TANSU_BROKERS, "broker:9092", tansu)
     set_connections(monkeypatch, "broker:9092", "", "tok-settings")
     monkeypatch.setenv(
         "AIRFLOW_CONN_KAFKA_DEFAULT",

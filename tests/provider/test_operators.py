@@ -233,7 +233,30 @@ def test_trigger_serialises_only_primitives():
     classpath, kwargs = trigger.serialize()
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert AwaitResponseTrigger(**kwargs).serialize() == (classpath, kwargs)
-    assert set(kwargs) >= {"topic", "request_id", "token_conn_id", "start_offsets", "deadline"}
+    assert set(kwargs) >= {"topic", "request_id", "token_conn_id", "start_positions", "deadline", "sent_at"}
+
+
+def test_a_trigger_serialised_by_an_earlier_version_still_loads():
+    """Before ``sent_at`` and ``start_positions``: ``start_offsets`` and no send time."""
+    earlier = {
+        "topic": "BLK_Part_Lst",
+        "request_id": PID,
+        "response_topic": "BLK_Res",
+        "start_offsets": {"0": 12, "1": 3},
+        "deadline": 123.5,
+        "by_request_id_only": False,
+        "token_conn_id": "blockchain_master",
+        "kafka_config_id": "kafka_default",
+        "poll_timeout": 0.2,
+        "expect": None,
+        "late_answer_grace": 0.0,
+    }
+    trigger = AwaitResponseTrigger(**earlier)
+    assert trigger.start_positions == {0: 12, 1: 3}
+    assert trigger.sent_at is None
+    _classpath, kwargs = trigger.serialize()
+    assert kwargs["start_positions"] == {"0": 12, "1": 3}
+    assert "start_offsets" not in kwargs
 
 
 @pytest.mark.broker

@@ -11,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blockchain_provider import protocol
-from blockchain_provider.exceptions import InvalidIdentifierError, MalformedResponseError
+from blockchain_provider.exceptions import (
+    BlockchainProtocolError,
+    InvalidIdentifierError,
+    MalformedResponseError,
+)
 
 TOKEN = "s3cr3t-token"
 RID = "0123456789abcdef0123456789abcdef"
@@ -246,8 +250,10 @@ def test_reporter_answer_is_read_and_its_token_hidden():
     assert "RT" not in repr(reporter)
     with pytest.raises(MalformedResponseError, match="no reporter token"):
         protocol.reporter_from_answer({"public_key": pk}, "PU_PT10")
-    with pytest.raises(InvalidIdentifierError, match="reporter public key"):
+    # the gateway's answer is wrong, not our input: a protocol error, not an invalid argument
+    with pytest.raises(BlockchainProtocolError, match="reporter public key") as info:
         protocol.reporter_from_answer({"public_key": "x", "token": "RT"}, "PU_PT10")
+    assert not isinstance(info.value, InvalidIdentifierError)
 
 
 def test_paging_stops_at_an_empty_page_only():

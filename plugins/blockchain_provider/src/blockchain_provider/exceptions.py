@@ -15,7 +15,16 @@ class InvalidIdentifierError(BlockchainConfigError):
     """An identifier (public key, request id, record id) does not have its documented format."""
 
 
-class MalformedResponseError(BlockchainError, ValueError):
+class BlockchainProtocolError(BlockchainError, ValueError):
+    """The gateway broke the protocol: an answer of the wrong shape (a list topic answered with a
+    non-list, an agent answer without a token or public key, a malformed identifier in an answer).
+
+    Not a :class:`BlockchainConfigError`: nothing in the connection or the arguments can fix it.
+    A ``ValueError`` still, as the answer's value is what is wrong.
+    """
+
+
+class MalformedResponseError(BlockchainProtocolError):
     """A ``BLK_Res`` value is none of the protocol's encodings; it is skipped, never fatal to a wait."""
 
 

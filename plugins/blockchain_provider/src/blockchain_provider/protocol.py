@@ -25,7 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from blockchain_provider.exceptions import InvalidIdentifierError, MalformedResponseError
+from blockchain_provider.exceptions import (
+    BlockchainProtocolError,
+    InvalidIdentifierError,
+    MalformedResponseError,
+)
 
 # --------------------------------------------------------------------------------------
 # Topics (PROTOCOL.md section 3)
@@ -171,6 +175,15 @@ def validate_public_key(value: object, what: str = "public key") -> str:
             f"Invalid {what} {_shown(value)}: expected 66 lowercase hex characters starting 02 or 03"
         )
     return value
+
+
+def answered_public_key(value: object, what: str = "public key in the gateway's answer") -> str:
+    """Return *value* if it is a public key (see :func:`validate_public_key`); raise
+    :class:`BlockchainProtocolError` otherwise: the gateway, not our input, got it wrong."""
+    try:
+        return validate_public_key(value, what)
+    except InvalidIdentifierError as exc:
+        raise BlockchainProtocolError(str(exc)) from None
 
 
 def validate_request_id(value: object, what: str = "request id") -> str:
@@ -462,7 +475,7 @@ def reporter_from_answer(value: Any, record_id: str) -> ReporterCredentials:
         )
     if value.get("record_id") not in (None, record_id):
         raise MalformedResponseError(f"The answer to creating record {record_id} names another record")
-    public_key = validate_public_key(value.get("public_key"), f"reporter public key of record {record_id}")
+    public_key = answered_public_key(value.get("public_key"), f"reporter public key of record {record_id}")
     token = value.get("token")
     if not isinstance(token, str) or not token:
         raise MalformedResponseError(

@@ -1,4 +1,4 @@
-"""Request/reply with the blockchain gateway over Kafka.
+"""Request/reply with the blockchain gateway over Kafka: the Airflow hook.
 
 The MES publishes a request on a ``BLK_*`` topic; the gateway answers on the shared topic
 ``BLK_Res``. :class:`KafkaBlockchainHook` sends a request and waits for its own answer
@@ -15,6 +15,10 @@ The MES publishes a request on a ``BLK_*`` topic; the gateway answers on the sha
 * without echo, one request per token is in flight at a time (a process-wide lock here, an
   Airflow pool per token in the DAGs); with echo, requests are pipelined;
 * every wait has a deadline.
+
+The parts live beside it: the connection's settings (:mod:`.settings`), the Kafka clients
+(:mod:`.kafka_clients`), the response reader and the offsets vocabulary
+(:mod:`.response_reader`), and the trigger's events (:mod:`blockchain_provider.triggers.events`).
 
 The token is never logged, put in an exception or shown by ``repr``.
 """
@@ -33,7 +37,7 @@ from typing import Any
 
 from airflow.providers.apache.kafka.hooks.base import KafkaBaseHook
 from airflow.sdk import BaseHook
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import (
@@ -41,187 +45,88 @@ from blockchain_provider.exceptions import (
     BlockchainConfigError,
     BlockchainDeliveryError,
     BlockchainGatewayError,
+    BlockchainProtocolError,
     BlockchainTimeoutError,
     MalformedResponseError,
 )
+from blockchain_provider.hooks import kafka_clients
+from blockchain_provider.hooks.kafka_clients import (  # noqa: F401  re-exported for existing importers
+    _TANSU_BROKERS,
+    CONSUMER_DEFAULTS,
+    CONSUMER_REQUIRED,
+    PRODUCER_DEFAULTS,
+    PRODUCER_REQUIRED,
+    TANSU_CLUSTER_ID,
+    TANSU_CONSUMER_DEFAULTS,
+    _ConsumerHook,
+    _ProducerHook,
+    broker_is_tansu,
+)
+from blockchain_provider.hooks.response_reader import (  # noqa: F401  re-exported for existing importers
+    Positions,
+    ResponseReader,
+    positions_from_primitives,
+    positions_to_primitives,
+)
+from blockchain_provider.hooks.response_reader import consume_available as _consume_available  # noqa: F401
+from blockchain_provider.hooks.settings import (  # noqa: F401  re-exported for existing importers
+    DEFAULT_LATE_ANSWER_GRACE,
+    DEFAULT_TIMEOUT,
+    GatewaySettings,
+    _mask,
+    _Secret,
+    gateway_settings,
+)
+from blockchain_provider.triggers import events
+from blockchain_provider.triggers.events import Outcome
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 30.0
-#: Without request_id echo, how long after a timeout the token stays blocked while the late answer
-#: may still come (the ``late_answer_grace`` field of the token connection overrides it).
-DEFAULT_LATE_ANSWER_GRACE = 30.0
 #: How long the first request may wait for the response reader to be positioned.
 READER_START_TIMEOUT = 30.0
 #: A caller queued for its token that gets it with less time than this left gives up unsent: no
 #: answer could arrive in time, and the gateway would act on a request nobody waits for.
 MIN_SEND_BUDGET = 0.05
 
-#: Producer settings this hook needs; the kafka connection's extra cannot turn them off.
-PRODUCER_REQUIRED = {"enable.idempotence": True, "acks": "all"}
-#: Producer settings the kafka connection's extra may override.
-PRODUCER_DEFAULTS = {"linger.ms": 0, "message.timeout.ms": 10_000}
-#: Consumer settings the kafka connection's extra may override. The group id is only a
-#: label: the reader assigns partitions itself, never joins the group and commits nothing.
-#: ``fetch.wait.max.ms``: Apache Kafka answers a fetch as soon as data arrives, so the wait does
-#: not delay an answer; it sets how often an idle reader asks (ten times a second at 100 ms, where
-#: 5 ms made it 200) and how long a hook's start takes: the reader reads ``BLK_Res`` to its end
-#: first, and the end is known when an empty fetch returns, which the broker holds for the whole
-#: wait. The triggerer's long-lived readers wait the client's default, 500 ms.
-CONSUMER_DEFAULTS = {
-    "group.id": "blockchain-provider-reply",
-    "fetch.wait.max.ms": 100,
-    "socket.nagle.disable": True,
-}
-#: Over :data:`CONSUMER_DEFAULTS` where the broker is tansu (the embedded development broker of
-#: ``make run``), which holds every fetch for its whole wait: there the wait is added to every
-#: answer, so it is short, at the cost of broker CPU while idle (``bench/idle_fetch_cpu.py``).
-#: The kafka connection's extra still overrides it.
-TANSU_CONSUMER_DEFAULTS = {"fetch.wait.max.ms": 5}
-#: tansu names its cluster this in every metadata response; Apache Kafka names a cluster with a
-#: random UUID. The hook tells the two apart by it (:func:`broker_is_tansu`).
-TANSU_CLUSTER_ID = "tansu_cluster"
-CONSUMER_REQUIRED = {"enable.auto.commit": False, "enable.partition.eof": True}
-
-
-def _without(config: Mapping[str, Any], *keys: str) -> dict[str, Any]:
-    return {key: value for key, value in config.items() if key not in keys}
-
-
-class _Secret:
-    """A string that ``repr``/``str`` never show."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
-
-
-def _mask(value: str) -> None:
-    """Register *value* with Airflow's secrets masker (task logs, supervisor logs)."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - Airflow < 3
-        return
-    mask_secret(value)
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    """What a ``blockchain_token`` connection holds. ``repr`` shows no secret."""
-
-    token: _Secret | None
-    public_key: str | None
-    agent_password: _Secret | None
-    instance_type: str | None
-    agent_name: str | None
-    record_id: str | None
-    echo_request_id: bool
-    timeout: float
-    topics: protocol.TopicMap = field(default_factory=protocol.TopicMap)
-    late_answer_grace: float = DEFAULT_LATE_ANSWER_GRACE
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A successful answer: ``kind`` is ``data`` (a list or get) or ``message`` (a write)."""
-
-    kind: str
-    value: Any
-    topic: str
-    request_id: str
-    public_key: str | None = None
-
 
 @dataclass(frozen=True)
 class PendingRequest:
-    """A request sent but not yet answered, as a deferred task hands it to the trigger."""
+    """A request sent but not yet answered, as a deferred task hands it to the trigger.
+
+    ``start_positions``: where its answer is looked for (:data:`.response_reader.Positions`);
+    ``sent_at``: when it was sent, and ``deadline``: when its wait ends, in seconds since the epoch.
+    """
 
     topic: str
     request_id: str
     response_topic: str
-    start_offsets: dict[str, int]
+    start_positions: Positions
     deadline: float
     by_request_id_only: bool
     expect: dict[str, Any] = field(default_factory=protocol.ANY_ANSWER.to_primitives)
     late_answer_grace: float = 0.0
-
-
-class _ProducerHook(KafkaBaseHook):
-    """Builds the request producer from the Kafka provider's ``kafka`` connection."""
-
-    def _get_client(self, config: dict[str, Any]) -> Producer:
-        config = {**PRODUCER_DEFAULTS, **config, **PRODUCER_REQUIRED}
-        config.setdefault("logger", log)
-        return Producer(config)
+    sent_at: float | None = None
 
     @property
-    def bootstrap_servers(self) -> str:
-        return str(self._build_config().get("bootstrap.servers"))
+    def start_offsets(self) -> dict[str, int]:
+        """The start positions as the trigger's serialised arguments hold them (text keys); the
+        name an :class:`~blockchain_provider.triggers.await_response.AwaitResponseTrigger` still takes."""
+        return positions_to_primitives(self.start_positions)
 
-
-class _ConsumerHook(KafkaBaseHook):
-    """Builds the response consumer from the Kafka provider's ``kafka`` connection.
-
-    :param defaults: settings over :data:`CONSUMER_DEFAULTS` that the connection may still override.
-    """
-
-    def __init__(self, kafka_config_id: str, defaults: Mapping[str, Any] | None = None) -> None:
-        super().__init__(kafka_config_id)
-        self._defaults = dict(defaults or {})
-
-    def _get_client(self, config: dict[str, Any]) -> Consumer:
-        config = {
-            **CONSUMER_DEFAULTS,
-            **self._defaults,
-            **_without(config, "auto.offset.reset"),
-            **CONSUMER_REQUIRED,
+    def trigger_kwargs(self) -> dict[str, Any]:
+        """The arguments of the trigger that waits for this request's answer, besides the
+        connection ids."""
+        return {
+            "topic": self.topic,
+            "request_id": self.request_id,
+            "response_topic": self.response_topic,
+            "start_positions": positions_to_primitives(self.start_positions),
+            "deadline": self.deadline,
+            "by_request_id_only": self.by_request_id_only,
+            "expect": self.expect,
+            "late_answer_grace": self.late_answer_grace,
+            "sent_at": self.sent_at,
         }
-        config.setdefault("logger", log)
-        return Consumer(config)
-
-
-# Bootstrap servers -> whether that broker is tansu, from the first metadata response.
-_TANSU_BROKERS: dict[str, bool] = {}
-
-
-def broker_is_tansu(client: Consumer | Producer, bootstrap_servers: str, topic: str, timeout: float) -> bool:
-    """Whether *client*'s broker is tansu, from the cluster id of a metadata request for *topic*
-    (remembered per bootstrap servers). A broker that does not answer counts as Apache Kafka,
-    unremembered: the caller's own request then reports it."""
-    known = _TANSU_BROKERS.get(bootstrap_servers)
-    if known is not None:
-        return known
-    try:
-        cluster_id = client.list_topics(topic, timeout=timeout).cluster_id
-    except Exception:  # KafkaException, or a client that is not one (unit tests)
-        return False
-    _TANSU_BROKERS[bootstrap_servers] = cluster_id == TANSU_CLUSTER_ID
-    return _TANSU_BROKERS[bootstrap_servers]
-
-
-@dataclass(eq=False)
-class _Waiter:
-    request_id: str
-    token: str | None
-    by_request_id_only: bool
-    min_offsets: dict[int, int]
-    expect: protocol.Expectation = protocol.ANY_ANSWER
-    event: threading.Event = field(default_factory=threading.Event)
-    response: protocol.Response | None = None
-    # set once the request timed out and its token stays blocked for a late answer
-    release: Callable[[], None] | None = None
-    timer: threading.Timer | None = None
-    late_until: float = 0.0
-    settled: threading.Event = field(default_factory=threading.Event)
 
 
 class _ReleaseOnce:
@@ -238,334 +143,6 @@ class _ReleaseOnce:
                 return
             self._done = True
         self._lock.release()
-
-
-def _consume_available(consumer: Consumer, timeout: float, batch: int = 500) -> list[Any]:
-    """Wait up to *timeout* for one message, then take what else is already fetched.
-
-    ``Consumer.consume(n, timeout)`` waits the whole timeout unless *n* messages arrive, which
-    would add that timeout to every round trip.
-    """
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    return [first, *consumer.consume(num_messages=batch - 1, timeout=0)]
-
-
-# Where each response topic is known to end, per broker, from what every reader of the process
-# has fetched. A request matched by its token must not take an answer that was on the topic
-# before it was sent, even one its own reader has not read yet: another hook's answer to the same
-# token, or a duplicate that came in the same fetch as the answer before it.
-_KNOWN_ENDS: dict[tuple[str, str], dict[int, int]] = {}
-_KNOWN_ENDS_GUARD = threading.Lock()
-
-
-class ResponseReader:
-    """Reads ``BLK_Res`` from fixed positions and hands each answer to the request it belongs to.
-
-    :param consumer: a consumer that is not subscribed to anything; the reader assigns it.
-    :param topic: the response topic.
-    :param broker: names the cluster, to share what is known of the topic's end between readers.
-    """
-
-    def __init__(self, consumer: Consumer, topic: str, broker: str = "") -> None:
-        self._consumer = consumer
-        self.topic = topic
-        with _KNOWN_ENDS_GUARD:
-            self._known_ends = _KNOWN_ENDS.setdefault((broker, topic), {})
-        self._lock = threading.Lock()
-        self._positions: dict[int, int] = {}
-        self._by_id: dict[str, _Waiter] = {}
-        self._by_token: list[_Waiter] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.malformed = 0
-        self.skipped = 0
-        #: answers that named one of our requests but did not fit it (other auth, other kind)
-        self.forged = 0
-        #: answers that came after their request had timed out
-        self.late = 0
-        #: messages not decoded: they hold neither a token nor a request id of a waiting request
-        self.ignored = 0
-        self._needles: tuple[bytes, ...] = ()
-
-    # ---------------------------------------------------------------- positioning
-    def position(self, timeout: float | None = None) -> dict[int, int]:
-        """Assign every partition at its end and read up to it; return the positions.
-
-        Reading to the end (not only trusting the high watermark) keeps the positions right on
-        brokers whose watermark lags behind batched writes.
-        """
-        timeout = READER_START_TIMEOUT if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        metadata = self._consumer.list_topics(self.topic, timeout=timeout)
-        topic_meta = metadata.topics.get(self.topic)
-        if topic_meta is None or topic_meta.error is not None or not topic_meta.partitions:
-            raise BlockchainConfigError(
-                f"Response topic {self.topic} does not exist on the broker: create it or fix the "
-                "connection's topic overrides"
-            )
-        positions = {}
-        for partition in sorted(topic_meta.partitions):
-            _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, partition), timeout=max(0.1, deadline - time.monotonic())
-            )
-            positions[partition] = high
-        self._consumer.assign([TopicPartition(self.topic, p, off) for p, off in positions.items()])
-        at_end: set[int] = set()
-        while at_end != set(positions) and time.monotonic() < deadline:
-            for message in _consume_available(self._consumer, 0.1):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        at_end.add(message.partition())
-                    continue
-                positions[message.partition()] = message.offset() + 1
-        if at_end != set(positions):
-            raise BlockchainBrokerError(f"Could not read to the end of {self.topic} within {timeout:.0f} s")
-        self._positions = positions
-        with _KNOWN_ENDS_GUARD:
-            # read to the end just now: the truth, even below what was known (a broker that lost
-            # its data, like tansu after a restart, starts the topic again from 0)
-            self._known_ends.update(positions)
-        return dict(positions)
-
-    def start(self) -> None:
-        self.position()
-        self._thread = threading.Thread(target=self._run, name=f"blk-reader-{self.topic}", daemon=True)
-        self._thread.start()
-
-    def snapshot(self) -> dict[int, int]:
-        with self._lock:
-            return dict(self._positions)
-
-    def fence(self) -> dict[int, int]:
-        """Where a request sent now starts looking for an answer matched by its token: the reader's
-        positions, or beyond them where the topic is known to end further."""
-        positions = self.snapshot()
-        with _KNOWN_ENDS_GUARD:
-            for partition, end in self._known_ends.items():
-                if partition in positions:
-                    positions[partition] = max(positions[partition], end)
-        return positions
-
-    def _note_ends(self, partitions: set[int]) -> None:
-        """Record the high watermarks of the last fetch (a local lookup, no request to the broker)."""
-        for partition in partitions:
-            try:
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), cached=True
-                )
-            except KafkaException:  # not known yet: the positions still hold
-                continue
-            if high >= 0:
-                with _KNOWN_ENDS_GUARD:
-                    self._known_ends[partition] = max(self._known_ends.get(partition, 0), high)
-
-    # ------------------------------------------------------------------- waiting
-    def register(
-        self,
-        request_id: str,
-        token: str | None,
-        by_request_id_only: bool,
-        expect: protocol.Expectation = protocol.ANY_ANSWER,
-    ) -> _Waiter:
-        fence = self.fence()
-        with self._lock:
-            waiter = _Waiter(request_id, token, by_request_id_only, fence, expect)
-            self._by_id[request_id] = waiter
-            if not by_request_id_only and token:
-                self._by_token.append(waiter)
-            self._update_needles()
-            return waiter
-
-    def _update_needles(self) -> None:
-        """What a message must hold to be decoded at all: a waiting request's id, or the token of
-        one matched by token. Anyone can write ``BLK_Res``; the rest is not read further."""
-        self._needles = protocol.needles_of(
-            *self._by_id, *{waiter.token for waiter in self._by_token if waiter.token}
-        )
-
-    def unregister(self, waiter: _Waiter) -> None:
-        with self._lock:
-            self._forget(waiter)
-
-    def waiting(self) -> int:
-        """Requests waiting for their answer (not those that timed out and wait for a late one)."""
-        with self._lock:
-            return sum(1 for waiter in self._by_id.values() if waiter.release is None)
-
-    def hold_late(self, waiter: _Waiter, grace: float, release: Callable[[], None]) -> bool:
-        """After *waiter*'s request timed out, keep waiting for its late answer for *grace* seconds,
-        and call *release* (unblocking the token) when it comes or the grace period is over.
-
-        Returns False, holding nothing, when the answer came in the meantime.
-        """
-        with self._lock:
-            if waiter.response is not None:
-                return False
-            waiter.release = release
-            waiter.late_until = time.monotonic() + grace
-            waiter.timer = threading.Timer(grace, self._expire_late, (waiter,))
-            waiter.timer.daemon = True
-            waiter.timer.start()
-            return True
-
-    def _expire_late(self, waiter: _Waiter) -> None:
-        with self._lock:
-            pending = self._by_id.get(waiter.request_id) is waiter
-            self._forget(waiter)
-        if pending:
-            log.info(
-                "No late answer on %s to request %s within the grace period; its token is free again",
-                self.topic,
-                waiter.request_id,
-            )
-        if waiter.release is not None:
-            waiter.release()
-        waiter.settled.set()
-
-    def wait_for_late_answers(self) -> None:
-        """Block until every request that timed out got its late answer or its grace period is
-        over. A task calls it (through :meth:`KafkaBlockchainHook.close`) before it ends, so that
-        the token's pool slot stays taken as long as the token is blocked."""
-        with self._lock:
-            late = [waiter for waiter in self._by_id.values() if waiter.release is not None]
-        for waiter in late:
-            remaining = waiter.late_until - time.monotonic()
-            if remaining > 0 and not waiter.settled.is_set():
-                log.info(
-                    "Waiting up to %.0f s for the late answer to request %s before closing: its token "
-                    "stays blocked until then",
-                    remaining,
-                    waiter.request_id,
-                )
-                waiter.settled.wait(remaining + 1)
-
-    def _forget(self, waiter: _Waiter) -> None:
-        if self._by_id.get(waiter.request_id) is waiter:
-            del self._by_id[waiter.request_id]
-        if waiter in self._by_token:
-            self._by_token.remove(waiter)
-        self._update_needles()
-
-    # ------------------------------------------------------------------- reading
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                messages = _consume_available(self._consumer, 0.1)
-            except Exception:  # the consumer was closed under us, or librdkafka failed
-                if not self._stop.is_set():
-                    log.exception("Reading %s failed; retrying", self.topic)
-                    time.sleep(0.5)
-                continue
-            if messages:
-                # before any answer of the batch wakes its caller, who may send the next request
-                self._note_ends({message.partition() for message in messages})
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("Error reading %s: %s", self.topic, error)
-                    continue
-                try:
-                    self._dispatch(message.partition(), message.offset(), message.value())
-                except Exception:  # a reader that dies would leave every request to time out
-                    log.exception(
-                        "Skipped the response at %s[%d]@%d", self.topic, message.partition(), message.offset()
-                    )
-
-    def _dispatch(self, partition: int, offset: int, value: bytes | None) -> None:
-        if not protocol.mentions(value, self._needles):
-            with self._lock:
-                self._positions[partition] = offset + 1
-                self.ignored += 1
-            return
-        try:
-            response = protocol.decode_response(value)
-        except MalformedResponseError as exc:
-            response = None
-            reason = str(exc)
-        late: _Waiter | None = None
-        with self._lock:
-            self._positions[partition] = offset + 1
-            if response is None:
-                self.malformed += 1
-                count = self.malformed
-            else:
-                waiter = self._match(partition, offset, response)
-                if waiter is None:
-                    self.skipped += 1
-                    return
-                self._forget(waiter)
-                if waiter.release is None:
-                    waiter.response = response
-                    waiter.event.set()
-                    return
-                self.late += 1
-                late = waiter
-        if late is not None:
-            if late.timer is not None:
-                late.timer.cancel()
-            log.warning(
-                "A late answer (%s) to request %s came at %s[%d]@%d after the request had timed out; "
-                "%d late answer(s) so far",
-                response.kind,
-                late.request_id,
-                self.topic,
-                partition,
-                offset,
-                self.late,
-            )
-            assert late.release is not None
-            late.release()
-            late.settled.set()
-            return
-        if count <= 10 or count % 100 == 0:
-            log.warning(
-                "Skipped malformed response at %s[%d]@%d: %s (%d malformed so far)",
-                self.topic,
-                partition,
-                offset,
-                reason,
-                count,
-            )
-
-    def _match(self, partition: int, offset: int, response: protocol.Response) -> _Waiter | None:
-        if response.request_id is not None:
-            waiter = self._by_id.get(response.request_id)
-            candidates = [] if waiter is None else [waiter]
-        else:
-            candidates = [
-                waiter
-                for waiter in self._by_token
-                if offset >= waiter.min_offsets.get(partition, 0)
-                and protocol.matches(
-                    response, request_id=waiter.request_id, token=waiter.token, by_request_id_only=False
-                )
-            ]
-        for waiter in candidates:
-            if protocol.fits(response, waiter.token, waiter.expect):
-                return waiter
-        if candidates:
-            self.forged += 1
-            log.warning(
-                "Set aside an answer at %s[%d]@%d that names request %s but does not fit it (%s answer, "
-                "other token or agent); %d so far",
-                self.topic,
-                partition,
-                offset,
-                candidates[0].request_id,
-                response.kind,
-                self.forged,
-            )
-        return None
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
 
 class _Abandoned(Exception):
@@ -632,55 +209,7 @@ class KafkaBlockchainHook(BaseHook):
     @cached_property
     def settings(self) -> GatewaySettings:
         """The ``blockchain_token`` connection's fields; the secrets are registered for masking."""
-        conn = self.get_connection(self.token_conn_id)
-        extra = conn.extra_dejson
-        token = conn.password or None
-        agent_password = extra.get("agent_password") or None
-        for secret in (token, agent_password):
-            if secret:
-                _mask(secret)
-        public_key = conn.login or None
-        if public_key:
-            protocol.validate_public_key(public_key, f"public key of connection {self.token_conn_id}")
-        timeout = self._timeout if self._timeout is not None else extra.get("timeout") or DEFAULT_TIMEOUT
-        try:
-            timeout = float(timeout)
-        except (TypeError, ValueError):
-            raise BlockchainConfigError(
-                f"Connection {self.token_conn_id}: timeout must be a number"
-            ) from None
-        if timeout <= 0:
-            raise BlockchainConfigError(f"Connection {self.token_conn_id}: timeout must be positive")
-        try:
-            topics = protocol.TopicMap.parse(extra.get("topics"))
-        except BlockchainConfigError as exc:
-            raise BlockchainConfigError(f"Connection {self.token_conn_id}: {exc}") from None
-        echo = extra.get("echo_request_id", False)
-        if isinstance(echo, str):
-            echo = echo.strip().lower() in ("1", "true", "yes", "on")
-        grace = extra.get("late_answer_grace")
-        try:
-            grace = DEFAULT_LATE_ANSWER_GRACE if grace in (None, "") else float(grace)
-        except (TypeError, ValueError):
-            raise BlockchainConfigError(
-                f"Connection {self.token_conn_id}: late_answer_grace must be a number of seconds"
-            ) from None
-        if not 0 <= grace <= 3600:
-            raise BlockchainConfigError(
-                f"Connection {self.token_conn_id}: late_answer_grace must be from 0 to 3600 seconds"
-            )
-        return GatewaySettings(
-            token=_Secret(token) if token else None,
-            public_key=public_key,
-            agent_password=_Secret(agent_password) if agent_password else None,
-            instance_type=extra.get("instance_type"),
-            agent_name=extra.get("agent_name"),
-            record_id=extra.get("record_id"),
-            echo_request_id=bool(echo),
-            timeout=timeout,
-            topics=topics,
-            late_answer_grace=grace,
-        )
+        return gateway_settings(self.get_connection(self.token_conn_id), self.token_conn_id, self._timeout)
 
     def _token(self, override: str | None = None) -> str:
         if override is not None:
@@ -718,30 +247,31 @@ class KafkaBlockchainHook(BaseHook):
         defaults: Mapping[str, Any] | None = None,
         tansu_defaults: Mapping[str, Any] = TANSU_CONSUMER_DEFAULTS,
     ) -> Consumer:
-        """A response consumer: *defaults* over :data:`CONSUMER_DEFAULTS`, and *tansu_defaults*
-        over both when the broker is tansu; the connection's extra overrides them all."""
-        consumer = _ConsumerHook(self.kafka_config_id, defaults).get_conn
-        probe_timeout = min(5.0, READER_START_TIMEOUT)
-        topic = self.settings.topics.responses
-        if not tansu_defaults or not broker_is_tansu(consumer, self._bootstrap_servers, topic, probe_timeout):
-            return consumer
-        consumer.close()
-        return _ConsumerHook(self.kafka_config_id, {**(defaults or {}), **tansu_defaults}).get_conn
+        """A response consumer: *defaults* over :data:`.kafka_clients.CONSUMER_DEFAULTS`, and
+        *tansu_defaults* over both when the broker is tansu; the connection's extra overrides them all."""
+        return kafka_clients.new_response_consumer(
+            self.kafka_config_id,
+            broker=self._bootstrap_servers,
+            response_topic=self.settings.topics.responses,
+            probe_timeout=min(5.0, READER_START_TIMEOUT),
+            defaults=defaults,
+            tansu_defaults=tansu_defaults,
+        )
 
     @cached_property
     def _bootstrap_servers(self) -> str:
-        return _ProducerHook(self.kafka_config_id).bootstrap_servers
+        return kafka_clients.bootstrap_servers(self.kafka_config_id)
 
     def _ensure_started(self) -> ResponseReader:
         with self._start_lock:
             if self._reader is not None:
                 return self._reader
             settings = self.settings
-            producer = _ProducerHook(self.kafka_config_id).get_conn
+            producer = kafka_clients.new_producer(self.kafka_config_id)
             consumer = self._new_consumer()
             reader = ResponseReader(consumer, settings.topics.responses, self._bootstrap_servers)
             try:
-                reader.start()
+                reader.start(READER_START_TIMEOUT)
             except KafkaException as exc:
                 consumer.close()
                 raise BlockchainBrokerError(
@@ -752,7 +282,7 @@ class KafkaBlockchainHook(BaseHook):
                 consumer.close()
                 raise
             self._producer, self._consumer, self._reader = producer, consumer, reader
-            log.info("Reading %s from %s on %s", reader.topic, reader.snapshot(), self._bootstrap_servers)
+            log.info("Reading %s from %s on %s", reader.topic, reader.positions(), self._bootstrap_servers)
             return reader
 
     def close(self) -> None:
@@ -939,13 +469,7 @@ class KafkaBlockchainHook(BaseHook):
         if response.kind == "error":
             agent_password = self.settings.agent_password and self.settings.agent_password.reveal()
             secrets = (token, agent_password, *extra_secrets)
-            text = protocol.error_text(response, secrets)
-            raise BlockchainGatewayError(
-                f"The gateway refused request {request_id} on {topic}: {text}",
-                topic=topic,
-                request_id=request_id,
-                gateway_text=text,
-            )
+            raise events.gateway_refusal(topic, request_id, protocol.error_text(response, secrets))
         return Outcome(response.kind, response.value, topic, request_id, response.public_key)
 
     def _deliver(self, request: protocol.Request, topic: str, timeout: float) -> None:
@@ -1003,49 +527,26 @@ class KafkaBlockchainHook(BaseHook):
         reader = self._ensure_started()
         request = protocol.envelope(call, protocol.new_request_id(), token)
         topic = settings.topics[call.topic]
-        start_offsets = {str(partition): offset for partition, offset in reader.fence().items()}
+        start_positions = reader.start_positions()
+        sent_at = time.time()
         self._deliver(request, topic, timeout)
         by_id_only = settings.echo_request_id or token is None
         return PendingRequest(
             topic=topic,
             request_id=request.request_id,
             response_topic=reader.topic,
-            start_offsets=start_offsets,
+            start_positions=start_positions,
             deadline=time.time() + timeout,
             by_request_id_only=by_id_only,
             expect=protocol.expectation(call).to_primitives(),
             late_answer_grace=0.0 if by_id_only else settings.late_answer_grace,
+            sent_at=sent_at,
         )
 
     def outcome_from_event(self, event: Mapping[str, Any]) -> Outcome:
         """Turn a :class:`~blockchain_provider.triggers.await_response.AwaitResponseTrigger` event into
-        an :class:`Outcome`, or raise the error it reports."""
-        status = event.get("status")
-        topic = event.get("topic", "?")
-        request_id = event.get("request_id", "?")
-        if status == "success":
-            return Outcome(event["kind"], event.get("value"), topic, request_id, event.get("public_key"))
-        if status == "gateway_error":
-            text = event.get("text", "")
-            raise BlockchainGatewayError(
-                f"The gateway refused request {request_id} on {topic}: {text}",
-                topic=topic,
-                request_id=request_id,
-                gateway_text=text,
-            )
-        if status == "timeout":
-            late = event.get("late_answer")
-            raise BlockchainTimeoutError(
-                f"No answer on {event.get('response_topic', 'BLK_Res')} by the deadline to request "
-                f"{request_id} sent to {topic}"
-                + (f"; a late answer ({late}) came after it, and was not taken" if late else ""),
-                topic=topic,
-                request_id=request_id,
-                timeout=float(event.get("timeout", 0)),
-            )
-        raise BlockchainConfigError(
-            f"Waiting for request {request_id} on {topic} failed: {event.get('message')}"
-        )
+        an :class:`Outcome`, or raise the error it reports (:func:`.events.outcome_from_event`)."""
+        return events.outcome_from_event(event)
 
     # ------------------------------------------------------------ conveniences
     def list_partner_requests(self, start: int = 0, limit: int = 10) -> list[dict[str, Any]]:
@@ -1148,11 +649,11 @@ class KafkaBlockchainHook(BaseHook):
     @staticmethod
     def _agent_answer(data: Any, need_public_key: bool) -> tuple[str, str]:
         if not isinstance(data, Mapping) or not isinstance(data.get("token"), str) or not data["token"]:
-            raise BlockchainConfigError("The gateway's agent answer has no token")
+            raise BlockchainProtocolError("The gateway's agent answer has no token")
         _mask(data["token"])
         public_key = data.get("public_key", "")
         if need_public_key:
-            protocol.validate_public_key(public_key, "public key in the gateway's answer")
+            protocol.answered_public_key(public_key, "public key in the gateway's answer")
         return public_key, data["token"]
 
     def _get_or_none(self, call: protocol.Call, *, timeout: float | None = None) -> dict[str, Any] | None:
@@ -1166,7 +667,7 @@ class KafkaBlockchainHook(BaseHook):
     def _page(self, call: protocol.Call) -> list[dict[str, Any]]:
         value = self.call(call).value
         if not isinstance(value, list):
-            raise BlockchainConfigError(
+            raise BlockchainProtocolError(
                 f"The gateway answered {call.topic} with {type(value).__name__}, not a list"
             )
         return value

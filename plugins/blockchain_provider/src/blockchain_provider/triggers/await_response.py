@@ -14,7 +14,14 @@ from asgiref.sync import sync_to_async
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
 
 from blockchain_provider import protocol
-from blockchain_provider.exceptions import MalformedResponseError
+from blockchain_provider.exceptions import BlockchainConfigError, MalformedResponseError
+from blockchain_provider.hooks.response_reader import (
+    Positions,
+    consume_available,
+    positions_from_primitives,
+    positions_to_primitives,
+)
+from blockchain_provider.triggers import events
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +55,15 @@ class AwaitResponseTrigger(BaseTrigger):
     """Read ``BLK_Res`` from the positions fixed before the request was sent, until its answer.
 
     It serialises only primitives, so a waiting request holds no worker slot and survives a
-    triggerer restart. The event is ``{"status": "success", "kind", "value", ...}``, or
-    ``"gateway_error"`` with the gateway's text (token removed), or ``"timeout"``; it never
-    carries the token.
+    triggerer restart. It yields one event of :mod:`blockchain_provider.triggers.events`:
+    ``success``, ``gateway_error`` (the gateway's text, token removed) or ``timeout`` (with the
+    time waited since the request was sent); it never carries the token.
 
     :param topic: the actual request topic (for messages).
     :param request_id: the request's id.
     :param response_topic: the actual response topic.
-    :param start_offsets: partition (as text) -> first offset to read.
+    :param start_positions: where to look for the answer: partition (as text) -> position, the
+        offset of the next message to read (:data:`blockchain_provider.hooks.response_reader.Positions`).
     :param deadline: when to give up, in seconds since the epoch.
     :param by_request_id_only: match only on the echoed request id (the gateway echoes).
     :param token_conn_id: the ``blockchain_token`` connection, defaults to ``blockchain_master``.
@@ -65,6 +73,10 @@ class AwaitResponseTrigger(BaseTrigger):
         an answer that does not fit (another token, another kind) is not taken.
     :param late_answer_grace: without echo, how long after the deadline to keep waiting (and keep the
         token's pool slot) for the late answer, so the next request of the token cannot take it.
+    :param sent_at: when the request was sent, in seconds since the epoch, to report how long it
+        waited; defaults to ``None`` (unknown, as in triggers serialised by earlier versions).
+    :param start_offsets: the former name of *start_positions*, still taken (triggers serialised
+        by earlier versions); defaults to ``None``.
     """
 
     def __init__(
@@ -73,7 +85,7 @@ class AwaitResponseTrigger(BaseTrigger):
         topic: str,
         request_id: str,
         response_topic: str,
-        start_offsets: dict[str, int],
+        start_positions: dict[str, int] | None = None,
         deadline: float,
         by_request_id_only: bool,
         token_conn_id: str = "blockchain_master",
@@ -81,12 +93,18 @@ class AwaitResponseTrigger(BaseTrigger):
         poll_timeout: float = 0.2,
         expect: dict[str, Any] | None = None,
         late_answer_grace: float = 0.0,
+        sent_at: float | None = None,
+        start_offsets: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
+        if start_positions is None:
+            start_positions = start_offsets
+        if start_positions is None:
+            raise BlockchainConfigError(f"The wait for request {request_id} has no start positions")
         self.topic = topic
         self.request_id = protocol.validate_request_id(request_id)
         self.response_topic = response_topic
-        self.start_offsets = {str(p): int(o) for p, o in start_offsets.items()}
+        self.start_positions: Positions = positions_from_primitives(start_positions)
         self.deadline = float(deadline)
         self.by_request_id_only = bool(by_request_id_only)
         self.token_conn_id = token_conn_id
@@ -94,6 +112,8 @@ class AwaitResponseTrigger(BaseTrigger):
         self.poll_timeout = float(poll_timeout)
         self.expect = protocol.Expectation.from_primitives(expect).to_primitives()
         self.late_answer_grace = 0.0 if self.by_request_id_only else max(0.0, float(late_answer_grace))
+        self.sent_at = None if sent_at is None else float(sent_at)
+        self._request = events.RequestRef(topic, self.request_id, response_topic)
         self._consumer: Any = None
         self._polling: asyncio.Future[Any] | None = None
 
@@ -104,7 +124,7 @@ class AwaitResponseTrigger(BaseTrigger):
                 "topic": self.topic,
                 "request_id": self.request_id,
                 "response_topic": self.response_topic,
-                "start_offsets": self.start_offsets,
+                "start_positions": positions_to_primitives(self.start_positions),
                 "deadline": self.deadline,
                 "by_request_id_only": self.by_request_id_only,
                 "token_conn_id": self.token_conn_id,
@@ -112,22 +132,16 @@ class AwaitResponseTrigger(BaseTrigger):
                 "poll_timeout": self.poll_timeout,
                 "expect": self.expect,
                 "late_answer_grace": self.late_answer_grace,
+                "sent_at": self.sent_at,
             },
         )
 
-    def _event(self, status: str, **fields: Any) -> TriggerEvent:
-        return TriggerEvent(
-            {
-                "status": status,
-                "topic": self.topic,
-                "request_id": self.request_id,
-                "response_topic": self.response_topic,
-                **fields,
-            }
-        )
+    def _waited(self) -> float | None:
+        """Seconds since the request was sent, or ``None`` when that is unknown."""
+        return None if self.sent_at is None else time.time() - self.sent_at
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook, _consume_available
+        from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 
         hook = KafkaBlockchainHook(self.kafka_config_id, self.token_conn_id)
         settings = await sync_to_async(lambda: hook.settings)()
@@ -137,7 +151,7 @@ class AwaitResponseTrigger(BaseTrigger):
             TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
         )
         self._consumer.assign(
-            [TopicPartition(self.response_topic, int(p), off) for p, off in self.start_offsets.items()]
+            [TopicPartition(self.response_topic, p, off) for p, off in self.start_positions.items()]
         )
         malformed = forged = 0
         # a message holding neither our request id nor (without echo) our token is not decoded
@@ -148,7 +162,7 @@ class AwaitResponseTrigger(BaseTrigger):
         # already on the topic: past the deadline, the wait reads on until every partition is at
         # its end before it reports a timeout. Whether an answer is late is told by the time the
         # message was written, not by when this wait got to read it.
-        partitions = {int(p) for p in self.start_offsets}
+        partitions = set(self.start_positions)
         at_end: set[int] = set()
         catch_up_until: float | None = None
         while True:
@@ -164,12 +178,12 @@ class AwaitResponseTrigger(BaseTrigger):
                     catch_up_until = now + CATCH_UP_LIMIT
                 caught_up = at_end >= partitions or now >= catch_up_until
                 if caught_up and grace_left <= 0:
-                    yield self._event("timeout", timeout=max(0.0, self.deadline - time.time()))
+                    yield TriggerEvent(events.timeout_event(self._request, self._waited()))
                     return
                 wait = min(self.poll_timeout, grace_left) if caught_up else CATCH_UP_POLL
             # reading and decoding both run in a worker thread: a large hostile message must not
             # stall the triggerer's event loop, which every other deferred wait shares
-            self._polling = loop.run_in_executor(None, self._read, _consume_available, wait, needles)
+            self._polling = loop.run_in_executor(None, self._read, consume_available, wait, needles)
             batch = await asyncio.shield(self._polling)
             self._polling = None
             at_end = (at_end - batch.read) | batch.at_end
@@ -206,14 +220,18 @@ class AwaitResponseTrigger(BaseTrigger):
                         self.request_id,
                         self.response_topic,
                     )
-                    yield self._event("timeout", timeout=0.0, late_answer=response.kind)
+                    yield TriggerEvent(
+                        events.timeout_event(self._request, self._waited(), late_answer=response.kind)
+                    )
                     return
                 if response.kind == "error":
                     text = protocol.error_text(response, (token, agent_password))
-                    yield self._event("gateway_error", text=text)
+                    yield TriggerEvent(events.gateway_error_event(self._request, text))
                 else:
-                    yield self._event(
-                        "success", kind=response.kind, value=response.value, public_key=response.public_key
+                    yield TriggerEvent(
+                        events.success_event(
+                            self._request, response.kind, response.value, response.public_key
+                        )
                     )
                 return
 
@@ -231,7 +249,7 @@ class AwaitResponseTrigger(BaseTrigger):
                 continue
             batch.read.add(message.partition())
             batch.at_end.discard(message.partition())
-            if message.offset() < self.start_offsets.get(str(message.partition()), 0):
+            if message.offset() < self.start_positions.get(message.partition(), 0):
                 continue
             value = message.value()
             if not protocol.mentions(value, needles):
