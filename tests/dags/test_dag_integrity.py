@@ -19,14 +19,14 @@ def dagbag(monkeypatch_module):
     from airflow.sdk import BaseHook
 
     import include.mes.db
-    from blockchain_provider.hooks import kafka_blockchain
+    from blockchain_provider.hooks import kafka_clients
 
     def refuse(*args, **kwargs):
         raise AssertionError("a DAG file reached a connection, broker or database at parse time")
 
     for target, name in (
-        (kafka_blockchain, "Producer"),
-        (kafka_blockchain, "Consumer"),
+        (kafka_clients, "Producer"),
+        (kafka_clients, "Consumer"),
         (include.mes.db, "mes_engine"),
         (BaseHook, "get_connection"),
     ):

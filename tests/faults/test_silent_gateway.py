@@ -115,7 +115,7 @@ def test_every_wait_ends_by_its_deadline_and_leaves_nothing_behind(make_stack, e
     # A deferred task's wait (the trigger, in the triggerer) ends by its deadline too.
     with KafkaBlockchainHook() as hook:
         pending = hook.send(protocol.list_call(protocol.ORDER_LIST, 0, 10))
-    trigger = AwaitResponseTrigger(**trigger_kwargs(pending))
+    trigger = AwaitResponseTrigger(**pending.trigger_kwargs())
     started = time.monotonic()
     event = asyncio.run(first_event(trigger))
     elapsed = time.monotonic() - started
@@ -137,17 +137,6 @@ def test_every_wait_ends_by_its_deadline_and_leaves_nothing_behind(make_stack, e
     assert len(sent["BLK_Rec_Unit"]) == 3
     assert len(sent["BLK_Act_Lst"]) == 3  # two lists and the deferred one
     assert len(sent["BLK_Part_Lst"]) == 3 + len(concurrent_sent)
-
-
-def trigger_kwargs(pending) -> dict:
-    return {
-        "topic": pending.topic,
-        "request_id": pending.request_id,
-        "response_topic": pending.response_topic,
-        "start_offsets": pending.start_offsets,
-        "deadline": pending.deadline,
-        "by_request_id_only": pending.by_request_id_only,
-    }
 
 
 async def first_event(trigger: AwaitResponseTrigger):

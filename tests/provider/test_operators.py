@@ -264,7 +264,6 @@ def test_a_trigger_started_after_its_deadline_still_finds_the_answer_already_the
     """A triggerer that picks a wait up late (load, restart) reads what is on the topic first."""
     from blockchain_provider import protocol
     from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-    from tests.faults.test_silent_gateway import trigger_kwargs
     from tests.provider.responder import wait_until
 
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, Ledger()) as responder:
@@ -272,7 +271,7 @@ def test_a_trigger_started_after_its_deadline_still_finds_the_answer_already_the
             pending = hook.send(protocol.list_call(protocol.PARTNER_LIST, 0, 10))
         wait_until(lambda: len(responder.seen) == 1)
         wait_until(lambda: time.time() > pending.deadline + 0.5, timeout=5)
-        event = asyncio.run(first_event(AwaitResponseTrigger(**trigger_kwargs(pending))))
+        event = asyncio.run(first_event(AwaitResponseTrigger(**pending.trigger_kwargs())))
     assert event.payload["status"] == "success", event.payload
     assert event.payload["value"] == [partner(1), partner(2, "ACCEPTED")]
 

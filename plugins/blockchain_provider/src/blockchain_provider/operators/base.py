@@ -27,10 +27,16 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from blockchain_provider import protocol
-from blockchain_provider.exceptions import BlockchainConfigError, BlockchainError, BlockchainGatewayError
-from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook, Outcome
+from blockchain_provider.exceptions import (
+    BlockchainConfigError,
+    BlockchainError,
+    BlockchainGatewayError,
+    BlockchainProtocolError,
+)
+from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.request_kinds import RequestKind
 from blockchain_provider.triggers.await_response import AwaitResponseTrigger
+from blockchain_provider.triggers.events import Outcome
 
 #: At most this many entries of a list an apply function returns are kept in a summary.
 SUMMARY_LIST_LIMIT = 20
@@ -197,14 +203,7 @@ class BaseBlockchainOperator(BaseOperator):
         finally:
             self.hook.close()
         trigger = AwaitResponseTrigger(
-            topic=pending.topic,
-            request_id=pending.request_id,
-            response_topic=pending.response_topic,
-            start_offsets=pending.start_offsets,
-            deadline=pending.deadline,
-            by_request_id_only=pending.by_request_id_only,
-            expect=pending.expect,
-            late_answer_grace=pending.late_answer_grace,
+            **pending.trigger_kwargs(),
             token_conn_id=self.token_conn_id,
             kafka_config_id=self.kafka_config_id,
         )
@@ -244,7 +243,7 @@ def _page_of(outcome: Outcome | None) -> list[Any]:
     assert outcome is not None
     page = outcome.value
     if not isinstance(page, list):
-        raise BlockchainConfigError(f"{outcome.topic} answered {type(page).__name__}, not a list")
+        raise BlockchainProtocolError(f"{outcome.topic} answered {type(page).__name__}, not a list")
     return page
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainConfigError, BlockchainError, BlockchainGatewayError
-from blockchain_provider.hooks.kafka_blockchain import Outcome
 from blockchain_provider.operators.base import (
     BaseBlockchainOperator,
     Done,
@@ -21,6 +20,7 @@ from blockchain_provider.operators.base import (
     is_template,
     resolve_callable,
 )
+from blockchain_provider.triggers.events import Outcome
 
 
 def _declared(properties: Any) -> set[tuple[Any, Any, bool]] | None:
