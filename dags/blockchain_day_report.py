@@ -35,7 +35,7 @@ from airflow.sdk import (
     dag,
     task,
 )
-from blockchain_common import PLANT_TIMEZONE, START_DATE, TAGS, default_args, gateway_args, mes_database
+from blockchain_common import PLANT_TIMEZONE, START_DATE, TAGS, default_args, gateway_args, mes_repository
 
 from blockchain_provider.operators import CreateRecordsOperator, EnsureRecordTypeOperator
 from include.day_report_keys import (
@@ -51,16 +51,14 @@ def unit_records(context: Mapping[str, Any], report_id: str, **_: Any) -> tuple[
     """The unit's indicator records not yet on the ledger, and how many already are."""
     from include.mes.day_report_records import records_to_write
 
-    with mes_database() as repository:
-        return records_to_write(repository, report_id)
+    return records_to_write(mes_repository(), report_id)
 
 
 def note_written(record_ids: list[str], context: Mapping[str, Any], report_id: str, **_: Any) -> None:
     """Note in the MES the records written, so a retry or rerun sends only what is missing."""
     from include.mes.day_report_records import note_written
 
-    with mes_database() as repository:
-        note_written(repository, report_id, record_ids)
+    note_written(mes_repository(), report_id, record_ids)
 
 
 @dag(
@@ -112,8 +110,7 @@ def blockchain_day_report() -> None:
     @task
     def reports_of_the_day(day: str) -> list[dict[str, str]]:
         """The units that have a report for the day: one mapped task each."""
-        with mes_database() as repository:
-            reports = repository.day_reports(date.fromisoformat(day))
+        reports = mes_repository().day_reports(date.fromisoformat(day))
         log.info("%d unit(s) have a report for %s", len(reports), day)
         return [{"report_id": r.report_id, "unit": r.unit_code, "day": day} for r in reports]
 

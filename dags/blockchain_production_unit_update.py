@@ -26,7 +26,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag
 from airflow.sdk.exceptions import AirflowFailException
-from blockchain_common import START_DATE, TAGS, default_args, gateway_args, mes_database
+from blockchain_common import START_DATE, TAGS, default_args, gateway_args, mes_repository
 
 from blockchain_provider.operators import DynamicRecordUpdate, UpdateDynamicRecordOperator
 from include.day_report_keys import (
@@ -86,12 +86,12 @@ def unit_update(context: Mapping[str, Any]) -> DynamicRecordUpdate:
 
     unit_id, status, process_name = unit_update_args(context["params"])
 
-    with mes_database() as repository:
-        try:
-            unit = repository.require_production_unit(unit_id)
-        except ProductionUnitNotFoundError as exc:
-            # a retry would fail alike, and would hold back the unit's later updates
-            raise AirflowFailException(str(exc)) from None
+    repository = mes_repository()
+    try:
+        unit = repository.require_production_unit(unit_id)
+    except ProductionUnitNotFoundError as exc:
+        # a retry would fail alike, and would hold back the unit's later updates
+        raise AirflowFailException(str(exc)) from None
     return DynamicRecordUpdate(
         record_id=production_unit_record_id(unit),
         description=production_unit_record_description(unit),
@@ -144,7 +144,8 @@ def blockchain_production_unit_update() -> None:
         record_type_description=PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
         record_type_properties=PRODUCTION_UNIT_RECORD_PROPERTIES,
         update=unit_update,
-        **gateway_args(),
+        # signed with the unit's reporter token, kept by the MES: the answer is awaited in the worker
+        **gateway_args(deferrable=False),
     )
 
 

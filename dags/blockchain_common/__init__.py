@@ -7,9 +7,8 @@ connection, broker or database is touched at parse time.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -61,18 +60,20 @@ def gateway_args(**overrides: Any) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def mes_database() -> Iterator[MesRepository]:
-    """The MES database on the ``mes_db`` connection, its engine closed at the end of the block.
+def mes_repository() -> MesRepository:
+    """The MES database on the ``mes_db`` connection, one engine per task process.
 
-    Its tables must exist: they are created when the deployment is set up
-    (``python -m include.mes.schema``), never by a task.
+    A task runs in its own process, and a sync stores page after page: opening the database
+    once per process keeps a page's write to the write itself. Its tables must exist: they are
+    created when the deployment is set up (``python -m include.mes.schema``), never by a task.
     """
+    # the connection as the environment gives it (tests, local runs) is part of the key
+    return _mes_repository(MES_CONN_ID, os.environ.get(f"AIRFLOW_CONN_{MES_CONN_ID.upper()}"))
+
+
+@functools.lru_cache(maxsize=4)
+def _mes_repository(conn_id: str, _from_environment: str | None) -> MesRepository:
     from include.mes.db import mes_engine
     from include.mes.repository import MesRepository
 
-    repository = MesRepository(mes_engine(MES_CONN_ID))
-    try:
-        yield repository
-    finally:
-        repository.engine.dispose()
+    return MesRepository(mes_engine(conn_id))

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, dag, task
 
-from blockchain_common import START_DATE, TAGS, default_args, gateway_args, mes_database
+from blockchain_common import START_DATE, TAGS, default_args, gateway_args, mes_repository
 from blockchain_provider.notifications import send_alert
 from blockchain_provider.operators import (
     AnswerOrderRequestOperator,
@@ -73,8 +73,7 @@ def store_requests(kind: RequestKindName) -> Any:
     def store(items: list[dict[str, Any]], context: Mapping[str, Any]) -> dict[str, Any]:
         from include.request_alerts import describe_rejected_items, open_request_lines
 
-        with mes_database() as repository:
-            outcome = repository.upsert_requests(kind, items)
+        outcome = mes_repository().upsert_requests(kind, items)
         if outcome.new_rejected:
             send_alert(describe_rejected_items(kind, outcome.new_rejected), context)
         return {
@@ -93,8 +92,7 @@ def store_request(kind: RequestKindName) -> Any:
     """The function that stores one *kind* request, as the ledger now lists it, in the MES."""
 
     def store(item: dict[str, Any], context: Mapping[str, Any]) -> None:
-        with mes_database() as repository:
-            repository.upsert_requests(kind, [item])
+        mes_repository().upsert_requests(kind, [item])
         log.info(
             "%s request %s is now %s in the MES",
             kind.capitalize(),
