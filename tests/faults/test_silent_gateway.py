@@ -26,9 +26,9 @@ from tests.faults.conftest import kafka_client_threads, requests_sent
 pytestmark = pytest.mark.broker
 
 TIMEOUT = 1.0
-#: A hang guard, not a bound on lateness: a wait ends by its deadline where the error says which
-#: deadline it was (``timeout``), and where nothing is sent or waited for after it (the counts of
-#: requests sent). Far above TIMEOUT, so that a loaded machine never reaches it.
+#: Only a hang guard, far above TIMEOUT so that no loaded machine reaches it. That a wait ends by
+#: its own deadline shows in what happened: the error names the deadline it kept (``timeout``), and
+#: the counts of requests sent show that nothing was sent, or waited for, after it.
 HANG = 30 * TIMEOUT
 
 ITEM_ID = "ab" * 16
