@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,32 @@ PRODUCT_DAG_IDS = frozenset(
         "blockchain_token_check",
     }
 )
+
+
+def product_dag_confs(
+    *, day: date, partner_request_id: str, order_id: str, production_unit_id: int
+) -> dict[str, dict | None]:
+    """A run conf for each of :data:`PRODUCT_DAG_IDS` (``None``: the DAG takes none), as an operator
+    triggers them: accept the partner request, reject the order, set the unit RUNNING.
+
+    :param day: the day the day report is submitted for.
+    :param partner_request_id: the pending partner request to accept.
+    :param order_id: the pending order to reject.
+    :param production_unit_id: the MES id of the unit to update.
+    """
+    return {
+        "blockchain_day_report": {"day": day.isoformat()},
+        "blockchain_partner_sync": None,
+        "blockchain_order_sync": None,
+        "blockchain_partner_answer": {"request_id": partner_request_id, "decision": "accept"},
+        "blockchain_order_answer": {"request_id": order_id, "decision": "reject"},
+        "blockchain_production_unit_update": {
+            "production_unit_id": production_unit_id,
+            "status": "RUNNING",
+            "process_name": "Stamping",
+        },
+        "blockchain_token_check": None,
+    }
 
 
 def airflow(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

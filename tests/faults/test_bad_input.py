@@ -21,10 +21,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from blockchain_provider import protocol
-from blockchain_provider.exceptions import BlockchainError
+from blockchain_provider.exceptions import BlockchainError, InvalidIdentifierError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.operators.order import AnswerOrderRequestOperator
 from blockchain_provider.operators.partner import AnswerPartnerRequestOperator
+from include.mes.models import ProductionUnitNotFoundError
 from tests.faults.conftest import load_dag, requests_sent
 
 pytestmark = pytest.mark.broker
@@ -93,11 +94,17 @@ def refused_by_params(dag, conf: dict[str, Any]) -> bool:
     return False
 
 
-def refused_before_kafka(action) -> BaseException:
-    """Run *action* with a fresh hook; it must raise before the hook starts (nothing sent)."""
+def refused_before_kafka(
+    action, refusal: type[Exception] | tuple[type[Exception], ...], match: str
+) -> BaseException:
+    """Run *action* with a fresh hook; it must raise *refusal* before the hook starts (nothing sent).
+
+    :param refusal: the exception class (or classes) the refusal is.
+    :param match: a regular expression its message must contain (the refused input's name).
+    """
     hook = KafkaBlockchainHook()
     try:
-        with pytest.raises(Exception) as info:
+        with pytest.raises(refusal, match=match) as info:
             action(hook)
         assert hook._reader is None, f"the hook started (and may have sent) before refusing: {info.value!r}"
         return info.value
@@ -144,8 +151,11 @@ def test_the_answer_dags_refuse_every_invalid_id_and_decision_before_kafka(quiet
         # the provider refuses the id on every path, whatever the decision
         with pytest.raises(BlockchainError):
             protocol.answer_call(topic, request_id, True)
-        refused_before_kafka(lambda hook: answer(hook, request_id, True))
-        refused_before_kafka(lambda hook: flows.check_answerable(hook, kind, request_id))
+        refused = rf"^Invalid {kind} request id "
+        refused_before_kafka(lambda hook: answer(hook, request_id, True), InvalidIdentifierError, refused)
+        refused_before_kafka(
+            lambda hook: flows.check_answerable(hook, kind, request_id), InvalidIdentifierError, refused
+        )
         try:
             op = operator(task_id="answer", request_id=request_id, decision="accept")
         except BlockchainError:
@@ -199,10 +209,11 @@ def test_the_production_unit_update_refuses_every_invalid_conf_before_kafka(quie
             return
         # accepted by the trigger (a unit that does not exist, a blank status, 1.0...): the task's
         # flow refuses it before its first request
-        error = refused_before_kafka(
-            lambda hook: flows.update_production_unit(hook, repository, unit_id, status, process_name)
+        refused_before_kafka(
+            lambda hook: flows.update_production_unit(hook, repository, unit_id, status, process_name),
+            (ValueError, ProductionUnitNotFoundError),
+            r"^Invalid (production unit id|status|process name) |^Production unit .* does not exist",
         )
-        assert not isinstance(error, AssertionError)
 
     check()
     assert_nothing_sent(quiet_stack)

@@ -6,6 +6,7 @@ that every request got its own answer, and then that the ledger holds each chang
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -144,11 +145,13 @@ def test_duplicate_answers_without_echo_write_nothing_twice(make_stack):
 
 
 @pytest.mark.parametrize("echo", [False, True], ids=["echo-off (serialised)", "echo-on (pipelined)"])
-def test_twenty_concurrent_requests_with_one_token_each_get_their_own_answer(make_stack, echo):
+def test_twenty_concurrent_requests_with_one_token_each_get_their_own_answer(make_stack, tmp_path, echo):
     # Twenty callers in one process, on four hooks (five callers each), as mapped tasks of one
-    # worker would be; each answer is written 50 ms after its request, so answers overlap if the
-    # requests can.
-    stack = make_stack(echo=echo, faults=Faults(delay_ms=50), timeout=30)
+    # worker would be. Each answer is written 50 ms after its request (500 ms with echo: a window
+    # that callers started late by a loaded machine still fall in), so requests overlap if they can.
+    stack = make_stack(echo=echo, timeout=30, serve=False)
+    trace = tmp_path / "trace.jsonl"
+    stack.serve(echo=echo, faults=Faults(delay_ms=500 if echo else 50), trace_path=str(trace))
     ids = seed_records(stack, 20)
     hooks = [KafkaBlockchainHook() for _ in range(4)]
     for hook in hooks:
@@ -170,7 +173,20 @@ def test_twenty_concurrent_requests_with_one_token_each_get_their_own_answer(mak
 
     assert results == [(f"record {rid} updated", f"C-{rid}") for rid in ids]
     assert changes_per_record(stack, ids) == {rid: (f"C-{rid}", 2) for rid in ids}
+    # at the gateway: a request read before the answer to one read earlier was written
+    assert wait_for(lambda: stack.server.counters.get("sent", 0) >= 44)  # each answer traced before
+    entries = [json.loads(line) for line in trace.read_text().splitlines()]
+    timed = sorted(
+        (e for e in entries if e["topic"] in ("BLK_Rec_Unit", "BLK_Rec_Get")), key=lambda e: e["received"]
+    )
+    assert len(timed) == 40
+    overlapping = sum(
+        later["received"] < max(e["answered"] for e in timed[:index])
+        for index, later in enumerate(timed)
+        if index
+    )
     if echo:
-        assert elapsed < 40 * 0.05  # pipelined: less than the 40 answer delays end to end
+        assert overlapping > 0  # pipelined
     else:
-        assert elapsed >= 40 * 0.05  # serialised: one request of the token at a time
+        assert overlapping == 0  # serialised: one request of the token at a time
+        assert elapsed >= 40 * 0.05  # so the 40 answer delays add up

@@ -156,10 +156,9 @@ def test_a_slow_airflow_is_a_timeout_error(airflow) -> None:
     fake, url = airflow
     fake.delay = 1.0
     client = MesAirflowClient(url, USER, PASSWORD, timeout=0.2)
-    started = time.monotonic()
+    # a client that waited for the slow answer would get it and trigger the run: no error
     with pytest.raises(MesAirflowError, match=r"No answer from Airflow to POST /auth/token within 0.2 s"):
         client.trigger_production_unit_update(1, "Running", "Stamping")
-    assert time.monotonic() - started < 0.9
 
 
 def test_an_unreachable_airflow_is_an_error() -> None:

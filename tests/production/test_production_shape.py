@@ -31,7 +31,7 @@ from local_services.kafka import missing_prerequisites
 from local_services.ports import free_port
 from scripts.production_stack import ProductionStack
 from scripts.run_stack import ADMIN_USER, Settings, admin_password, http_json, session_members
-from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent
+from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
 
 pytestmark = [
     pytest.mark.slow,
@@ -155,15 +155,9 @@ def test_every_dag_runs_on_celery_workers(production: Production) -> None:
     order = ledger.create_order(customer, mes_key, "dummy_action", "Operator's order", {"Part": "wheel"})
     unit = repository.production_units()[0]
     day = date.today() - timedelta(days=1)  # the sample data's last day
-    runs = {
-        "blockchain_day_report": {"day": day.isoformat()},
-        "blockchain_partner_sync": None,
-        "blockchain_order_sync": None,
-        "blockchain_partner_answer": {"request_id": partner_request, "decision": "accept"},
-        "blockchain_order_answer": {"request_id": order, "decision": "reject"},
-        UPDATE_DAG: {"production_unit_id": unit.id, "status": "RUNNING", "process_name": "Stamping"},
-        "blockchain_token_check": None,
-    }
+    runs = product_dag_confs(
+        day=day, partner_request_id=partner_request, order_id=order, production_unit_id=unit.id
+    )
     assert set(runs) == PRODUCT_DAG_IDS
     started = {dag_id: (dag_id, production.trigger(dag_id, conf)) for dag_id, conf in runs.items()}
     states = production.wait_for_runs(started, timeout=900)

@@ -103,9 +103,8 @@ def test_serve_logs_each_request_without_secrets_and_stops_on_sigterm(
         assert wrong.outcome == {"error": "unknown token"}
         server.wait_for_line(wrong.header["request_id"])
 
-        started = time.monotonic()
-        assert server.stop() == 0
-        assert time.monotonic() - started < 5
+        # a clean exit on SIGTERM; one that ignores it fails here on the wait's timeout
+        assert server.stop(timeout=30) == 0
     finally:
         server.stop(signal.SIGKILL)
         client.close()

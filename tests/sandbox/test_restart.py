@@ -119,9 +119,14 @@ def test_a_killed_server_loses_nothing_and_applies_nothing_twice(
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     sent: dict[str, str] = {}
+    killed = threading.Event()
 
     def send_paced() -> None:  # keeps sending while the server runs, dies and comes back
         for i in range(400):
+            if i == 200:
+                # the other half goes after the kill, however slowly the server answered the first
+                client.producer.flush(10)
+                killed.wait(120)
             sent[
                 client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, unit_record(f"K{i:03d}"), flush=False)
             ] = f"K{i:03d}"
@@ -136,7 +141,8 @@ def test_a_killed_server_loses_nothing_and_applies_nothing_twice(
         client.wait(lambda r: len(client.received) >= 31, timeout=30, what="30 answers")
         server.send_signal(signal.SIGKILL)  # mid-stream, no chance to clean up
         server.wait(10)
-        assert sender.is_alive(), "the kill came too late to test anything"
+        assert sender.is_alive(), "the sender stopped before the kill"
+        killed.set()
         answered_before_kill = len(client.received)
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sender.join(30)
@@ -145,6 +151,7 @@ def test_a_killed_server_loses_nothing_and_applies_nothing_twice(
         server.terminate()
         assert server.wait(10) == 0
     finally:
+        killed.set()
         sender.join(30)
         if server.poll() is None:
             server.kill()

@@ -27,7 +27,7 @@ from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
 from include.sample_data import generate_plant
 from tests.conftest import PostgresServer, prefixed_topics
-from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent
+from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
 from tests.supervised.deployment import AirflowDeployment
 
 pytestmark = [
@@ -155,17 +155,9 @@ def test_every_dag_supervised_with_the_token_masked(deployment):
     repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
     unit = repository.production_units()[0]
     runs = {
-        "blockchain_day_report": {"day": DAY.isoformat()},
-        "blockchain_partner_sync": None,
-        "blockchain_order_sync": None,
-        "blockchain_partner_answer": {"request_id": partner_request, "decision": "accept"},
-        "blockchain_order_answer": {"request_id": order, "decision": "reject"},
-        "blockchain_production_unit_update": {
-            "production_unit_id": unit.id,
-            "status": "RUNNING",
-            "process_name": "Stamping",
-        },
-        "blockchain_token_check": None,
+        **product_dag_confs(
+            day=DAY, partner_request_id=partner_request, order_id=order, production_unit_id=unit.id
+        ),
         "blockchain_secret_probe": None,
     }
     started = {dag_id: airflow.trigger(dag_id, conf) for dag_id, conf in runs.items()}

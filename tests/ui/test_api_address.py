@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fastapi import HTTPException
 from starlette.requests import Request
 
 from blockchain_provider.ui.api import airflow_api_url, run_url, user_token
@@ -47,9 +48,9 @@ def test_an_override_or_the_base_url_without_a_socket(monkeypatch: pytest.Monkey
 def test_the_callers_token_is_the_one_forwarded() -> None:
     assert user_token(request(("h", 1), {"Authorization": "Bearer abc.def.ghi"})) == "abc.def.ghi"
     assert user_token(request(("h", 1), {"Cookie": "_token=xyz.uvw.rst; other=1"})) == "xyz.uvw.rst"
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(HTTPException, match="Not authenticated") as raised:
         user_token(request(("h", 1), {"Authorization": "Basic Zm9vOmJhcg=="}))
-    assert getattr(raised.value, "status_code", None) == 401
+    assert raised.value.status_code == 401
 
 
 def test_run_links_are_quoted() -> None:
