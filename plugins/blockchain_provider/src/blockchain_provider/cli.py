@@ -48,6 +48,7 @@ Exit codes (the ``error`` of the JSON in brackets), so that scripts never read t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -271,7 +272,7 @@ def _command(args: argparse.Namespace) -> str:
 def _done(args: argparse.Namespace, text: str, **outcome: Any) -> int:
     """Report success: *text* for a person, or with ``--json`` the *outcome* (never a secret)."""
     if args.json:
-        print(json.dumps({"ok": True, "command": _command(args), **outcome}))
+        print(json.dumps({"ok": True, "command": _command(args), **outcome}), file=args.json_out)
     elif text:
         print(text)
     return EXIT_OK
@@ -291,7 +292,7 @@ def _failed(args: argparse.Namespace | None, exc: BaseException) -> int:
             "message": message,
             **(exc.details if isinstance(exc, CommandError) else {}),
         }
-        print(json.dumps(outcome))
+        print(json.dumps(outcome), file=args.json_out)
     return code
 
 
@@ -659,6 +660,16 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code == EXIT_USAGE and "--json" in argv:
             print(json.dumps({"ok": False, "error": "usage", "exit_code": EXIT_USAGE}))
         raise
+    args.json_out = sys.stdout
+    if not getattr(args, "json", False):
+        return _run(args)
+    # stdout holds the one JSON object: what else would print there (Airflow's and the Kafka
+    # clients' logs) goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except (CommandError, BlockchainError) as exc:
