@@ -48,7 +48,6 @@ import contextlib
 import gc
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -60,6 +59,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from blockchain_provider.cli import ERROR_KINDS, EXIT_OK, EXIT_REFUSED
 from gateway_sandbox.broker import BrokerError, TansuBroker, wait_for_broker
 from local_services.kafka import KafkaCluster, KafkaError, kafka_version, missing_prerequisites
 from scripts.stack import StackError
@@ -86,7 +86,7 @@ from scripts.stack.settings import (
     parse_settings,
 )
 
-#: The token commands wait 30 s for the gateway; past this they are stuck
+#: The token commands wait 30 s for the gateway; past this they are stuck (killed: exit -9)
 TOKEN_COMMAND_TIMEOUT = 120.0
 SANDBOX_READY_LINE = "gateway sandbox ready"
 
@@ -429,49 +429,52 @@ class Stack:
                 self._check_token()
             self.say(f"    MES agent {self.public_key}")
 
+    def provider(self, *args: str) -> tuple[int, dict[str, Any]]:
+        """Run ``blockchain-provider ARGS --json``: its exit code and the outcome it printed.
+
+        The outcome never holds a token, so it goes to setup.log like any command's output.
+        """
+        result = self.run(
+            [self.tool("blockchain-provider"), *args, "--json"], check=False, timeout=TOKEN_COMMAND_TIMEOUT
+        )
+        try:
+            outcome = json.loads(result.stdout)
+        except ValueError:
+            outcome = {}
+        return result.returncode, outcome if isinstance(outcome, dict) else {}
+
+    def _provider_failed(self, command: str, code: int) -> StackError:
+        return StackError(
+            f"`blockchain-provider {command}` failed (exit {code}: {ERROR_KINDS.get(code, 'killed')}); "
+            f"see {self.settings.logs / 'setup.log'} and {self.settings.logs / 'sandbox.log'}"
+        )
+
     def _check_token(self) -> None:
         """Keep a token the gateway accepts; get a fresh one, or a new agent, when it refuses it."""
-        provider = self.tool("blockchain-provider")
-        check = [provider, "token", "check", "--conn-id", TOKEN_CONN_ID]
-        result = self.run(check, check=False, timeout=TOKEN_COMMAND_TIMEOUT)
-        if result.returncode == 0:
+        code, _ = self.provider("token", "check", "--conn-id", TOKEN_CONN_ID)
+        if code == EXIT_OK:
             return
-        if not result.stdout.startswith("FAILED:") or "refused" not in result.stdout:
+        if code != EXIT_REFUSED:
             # no answer, or the broker failed: not the token's fault, so nothing is replaced
-            raise StackError(
-                f"`blockchain-provider token check` failed without a refusal from the gateway; "
-                f"see {self.settings.logs / 'setup.log'} and {self.settings.logs / 'sandbox.log'}"
-            )
+            raise self._provider_failed("token check", code)
         self.say("    the gateway refused the stored token: getting a fresh one (token rotate)")
-        rotate = [provider, "token", "rotate", "--conn-id", TOKEN_CONN_ID]
-        if self.run(rotate, check=False, timeout=TOKEN_COMMAND_TIMEOUT).returncode != 0:
+        code, _ = self.provider("token", "rotate", "--conn-id", TOKEN_CONN_ID)
+        if code == EXIT_REFUSED:
             self.say(
                 f"    the ledger does not know agent {self.public_key} (was {self.settings.ledger} "
                 "removed?): creating a new MES agent"
             )
             self.public_key = self._create_agent("--force")
+        elif code != EXIT_OK:
+            raise self._provider_failed("token rotate", code)
 
     def _create_agent(self, *extra: str) -> str:
-        result = self.run(
-            [
-                self.tool("blockchain-provider"),
-                "token",
-                "create",
-                "--conn-id",
-                TOKEN_CONN_ID,
-                "--name",
-                MES_AGENT_NAME,
-                *extra,
-            ],
-            timeout=TOKEN_COMMAND_TIMEOUT,
+        code, outcome = self.provider(
+            "token", "create", "--conn-id", TOKEN_CONN_ID, "--name", MES_AGENT_NAME, *extra
         )
-        found = re.search(r"Created agent (0[23][0-9a-f]{64})", result.stdout)
-        if found:
-            return found.group(1)
-        conn = self.read_connection(TOKEN_CONN_ID)
-        if conn is None or not conn.get("login"):
-            raise StackError(f"connection {TOKEN_CONN_ID} holds no agent after `token create`")
-        return conn["login"]
+        if code != EXIT_OK or not outcome.get("public_key"):
+            raise self._provider_failed("token create", code)
+        return outcome["public_key"]
 
     def seed_demo(self) -> None:
         with self.step("demo partner and order requests for the MES agent"):
