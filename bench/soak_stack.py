@@ -46,7 +46,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 from bench.results import RESULTS, SOAK_HEADING, write_section  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
-from scripts.run_stack import EMBEDDED_TOPIC_PARTITIONS  # noqa: E402
+from scripts.stack.settings import EMBEDDED_TOPIC_PARTITIONS  # noqa: E402
 
 SLOTS_PER_DAY = 96
 UNITS = 5

@@ -38,15 +38,9 @@ if str(ROOT) not in sys.path:
 from bench import results  # noqa: E402
 from local_services.ports import free_port  # noqa: E402
 from scripts.production_stack import ProductionStack  # noqa: E402
-from scripts.run_stack import (  # noqa: E402
-    ADMIN_USER,
-    TOKEN_CONN_ID,
-    Settings,
-    admin_password,
-    connection_json,
-    http_json,
-    session_members,
-)
+from scripts.stack.airflow_api import admin_password, connection_json, http_json  # noqa: E402
+from scripts.stack.processes import session_members  # noqa: E402
+from scripts.stack.settings import ADMIN_USER, TOKEN_CONN_ID, Settings  # noqa: E402
 
 DAG_ID = "bench_deferred_waits"
 

@@ -1,6 +1,6 @@
 """The production shape on one machine, without Docker: ``make production``.
 
-The same steps as ``make run`` (:mod:`scripts.run_stack`, whose :class:`~scripts.run_stack.Stack`
+The same steps as ``make run`` (:mod:`scripts.stack`, whose :class:`~scripts.stack.orchestration.Stack`
 this extends), with the services a team runs once it outgrows one worker, as the
 ``docker-compose.yaml`` deployment with its ``celery`` profile describes them:
 
@@ -44,15 +44,11 @@ if str(ROOT) not in sys.path:
 from local_services.kafka import KafkaCluster, KafkaError, kafka_version, missing_prerequisites  # noqa: E402
 from local_services.ports import free_port  # noqa: E402
 from local_services.postgres import PostgresCluster, PostgresError  # noqa: E402
-from scripts.run_stack import (  # noqa: E402
-    TOKEN_CONN_ID,
-    Service,
-    Stack,
-    StackError,
-    _stderr_to,
-    parse_settings,
-    serve,
-)
+from scripts.stack import StackError  # noqa: E402
+from scripts.stack.airflow_api import connection_json  # noqa: E402
+from scripts.stack.orchestration import Stack, serve  # noqa: E402
+from scripts.stack.processes import Service, stderr_to  # noqa: E402
+from scripts.stack.settings import TOKEN_CONN_ID, parse_settings  # noqa: E402
 
 #: Brokers of the Apache Kafka cluster.
 KAFKA_NODES = 3
@@ -196,7 +192,7 @@ class ProductionStack(Stack):
         ):
             # the metadata database is new on every start, so is the cluster (its ports too)
             shutil.rmtree(s.kafka_dir, ignore_errors=True)
-            with _stderr_to(s.logs / "setup.log"):
+            with stderr_to(s.logs / "setup.log"):
                 try:
                     self.broker = KafkaCluster(KAFKA_NODES, base_dir=s.kafka_dir).start()
                 except KafkaError as exc:
@@ -248,8 +244,6 @@ class ProductionStack(Stack):
         conn = self.read_connection(TOKEN_CONN_ID)
         if conn is None:
             raise StackError(f"connection {TOKEN_CONN_ID} is missing")
-        from scripts.run_stack import connection_json
-
         stored = connection_json(conn)
         stored["extra"] = {**stored.get("extra", {}), "echo_request_id": echo}
         self.import_connections({TOKEN_CONN_ID: stored})

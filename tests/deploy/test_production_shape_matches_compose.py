@@ -13,7 +13,7 @@ import yaml
 from gateway_sandbox.cli import build_parser
 from local_services.kafka import kafka_version
 from scripts.production_stack import COMPOSE_SERVICES, ProductionStack, celery_settings, redis_command
-from scripts.run_stack import Settings
+from scripts.stack.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())

@@ -22,7 +22,8 @@ from urllib.parse import quote
 import pytest
 
 from gateway_sandbox.broker import free_port
-from scripts.run_stack import api_token, http_json, session_members
+from scripts.stack.airflow_api import api_token, http_json
+from scripts.stack.processes import session_members
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_STACK = ROOT / "scripts" / "run_stack.py"

@@ -30,7 +30,9 @@ from include.mes.repository import MesRepository
 from local_services.kafka import missing_prerequisites
 from local_services.ports import free_port
 from scripts.production_stack import ProductionStack
-from scripts.run_stack import ADMIN_USER, Settings, admin_password, http_json, session_members
+from scripts.stack.airflow_api import admin_password, http_json
+from scripts.stack.processes import session_members
+from scripts.stack.settings import ADMIN_USER, Settings
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
 
 pytestmark = [

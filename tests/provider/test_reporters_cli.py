@@ -75,18 +75,29 @@ def test_reporters_list_and_rotate(plant):
     assert old_token not in listed.stdout + listed.stderr
     assert reporter.password.reveal() not in listed.stdout + listed.stderr
     as_json = json.loads(blockchain_provider("reporters", "list", "--json").stdout)
-    assert as_json == [
-        {
-            "unit": "PT10",
-            "record_id": "PU_PT10",
-            "topic": reporter.topic,
-            "public_key": reporter.public_key,
-            "has_token": True,
-        }
-    ]
+    assert as_json == {
+        "ok": True,
+        "command": "reporters list",
+        "reporters": [
+            {
+                "unit": "PT10",
+                "record_id": "PU_PT10",
+                "topic": reporter.topic,
+                "public_key": reporter.public_key,
+                "has_token": True,
+            }
+        ],
+    }
 
-    rotated = blockchain_provider("reporters", "rotate", "--unit", "PT10")
+    rotated = blockchain_provider("reporters", "rotate", "--unit", "PT10", "--json")
     assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(rotated.stdout) == {
+        "ok": True,
+        "command": "reporters rotate",
+        "unit": "PT10",
+        "record_id": "PU_PT10",
+        "public_key": reporter.public_key,
+    }
     new_token = repository.reporter_of_unit("PT10").token.reveal()
     assert new_token != old_token
     for secret in (old_token, new_token, reporter.password.reveal()):
@@ -100,7 +111,10 @@ def test_reporters_list_and_rotate(plant):
     assert len(ledger.agents()) == 2  # the MES and the one reporter
 
     missing = blockchain_provider("reporters", "rotate", "--unit", "PT11")
-    assert missing.returncode == 1 and "has no reporter yet" in missing.stderr
+    assert missing.returncode == 6 and "has no reporter yet" in missing.stderr
+    missing = blockchain_provider("reporters", "rotate", "--unit", "PT11", "--json")
+    assert missing.returncode == 6
+    assert json.loads(missing.stdout)["error"] == "config"
 
 
 def test_reporters_need_airflows_fernet_key(plant, monkeypatch):
@@ -108,7 +122,7 @@ def test_reporters_need_airflows_fernet_key(plant, monkeypatch):
     repository.prepare_reporter("PT10", "PU_PT10", "BLK_Rec_ProductionUnit", "a-password-for-pt10")
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())  # not the one used
     refused = blockchain_provider("reporters", "rotate", "--unit", "PT10")
-    assert refused.returncode == 1
+    assert refused.returncode == 6
     assert refused.stderr.startswith("error: ") and "cannot be decrypted" in refused.stderr
     assert "Traceback" not in refused.stderr and "a-password-for-pt10" not in refused.stderr
 

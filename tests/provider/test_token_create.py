@@ -54,19 +54,24 @@ def test_when_the_connection_cannot_be_written_the_credentials_are_kept_privatel
         return {"_auth": "new-agent-token-123", "data": {"public_key": ERP, "token": "new-agent-token-123"}}
 
     def unreachable(conn_id, conn, api_url):
-        raise SystemExit("error: the REST API refused the connection update: HTTP 503")
+        raise cli.CommandError("the REST API refused the connection update: HTTP 503")
 
     monkeypatch.setattr(cli, "write_connection", unreachable)
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, handler):
-        with pytest.raises(SystemExit) as info:
-            cli.main(["token", "create", "--conn-id", "blockchain_new", "--name", "MES", "--timeout", "10"])
-    message = str(info.value)
+        code = cli.main(
+            ["token", "create", "--conn-id", "blockchain_new", "--name", "MES", "--timeout", "10", "--json"]
+        )
+    assert code == cli.EXIT_FAILED
     out = capsys.readouterr()
+    outcome = json.loads(out.out)
+    message = out.err
     password = created["password"]
-    for text in (message, out.out, out.err):
+    for text in (out.out, out.err):
         assert "new-agent-token-123" not in text and password not in text
     kept = Path(os.environ["AIRFLOW_HOME"]) / "blockchain-provider" / "blockchain_new.json"
-    assert str(kept) in message and "airflow connections import" in message
+    assert str(kept) in message and "airflow connections import" in message and "HTTP 503" in message
+    assert outcome["ok"] is False and outcome["error"] == "failed" and outcome["exit_code"] == code
+    assert outcome["public_key"] == ERP and outcome["kept"] == str(kept)
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     saved = json.loads(kept.read_text())["blockchain_new"]
     assert saved["login"] == ERP and saved["password"] == "new-agent-token-123"
@@ -79,6 +84,6 @@ def test_a_broken_connection_fails_before_anything_is_sent(gateway_env, monkeypa
     monkeypatch.setattr(cli, "read_connection", lambda conn_id: broken)
     seen = []
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, lambda *a: seen.append(a)):
-        with pytest.raises((SystemExit, ValueError)):
-            cli.main(["token", "create", "--conn-id", "blockchain_new", "--name", "MES", "--timeout", "5"])
+        code = cli.main(["token", "create", "--conn-id", "blockchain_new", "--name", "MES", "--timeout", "5"])
+    assert code == cli.EXIT_CONFIG
     assert seen == []

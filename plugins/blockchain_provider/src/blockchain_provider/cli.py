@@ -23,11 +23,32 @@ record ids and public keys, never a token; ``rotate`` gets a unit's reporter a f
 (``BLK_Agt`` with its public key and stored password; the gateway revokes the earlier ones) and
 stores it, encrypted with Airflow's Fernet key. They run beside the project (its ``include``
 package importable, as the DAGs have it) with the ``mes_db`` connection.
+
+Every command takes ``--json``: it then prints one JSON object on stdout and nothing else there,
+``{"ok": true, "command": "token create", "public_key": ..., ...}`` or ``{"ok": false,
+"command": ..., "error": "refused", "exit_code": 3, "message": ...}``; never a token or a
+password (``--show`` and ``--json`` exclude each other). Errors also go to stderr, as one
+``error: ...`` line.
+
+Exit codes (the ``error`` of the JSON in brackets), so that scripts never read the text:
+
+- 0: done;
+- 1 [``failed``]: a failure on this side: the connection could not be written (Airflow CLI or
+  REST API), ``airflow pools set`` failed, or an unexpected error;
+- 2 [``usage``]: bad options (argparse's), or an option's value out of range;
+- 3 [``refused``]: the gateway answered with an error: it refused the token, or the request;
+- 4 [``no_answer``]: the gateway did not answer within ``--timeout``;
+- 5 [``broker``]: the Kafka broker could not be reached, or did not take the request;
+- 6 [``config``]: nothing was sent: a connection is missing or invalid, or what is stored does
+  not allow the command (``token create`` when an agent is stored, without ``--force``;
+  ``token rotate`` without a stored agent; a unit without a reporter; no Fernet key);
+- 7 [``protocol``]: the gateway's answer broke the protocol.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -39,9 +60,76 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from blockchain_provider.exceptions import BlockchainError
+from confluent_kafka import KafkaException
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from blockchain_provider.exceptions import (
+    BlockchainBrokerError,
+    BlockchainConfigError,
+    BlockchainError,
+    BlockchainGatewayError,
+    BlockchainProtocolError,
+    BlockchainTimeoutError,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_NO_ANSWER = 4
+EXIT_BROKER = 5
+EXIT_CONFIG = 6
+EXIT_PROTOCOL = 7
+
+#: The ``error`` of a failed command's JSON, by exit code.
+ERROR_KINDS = {
+    EXIT_FAILED: "failed",
+    EXIT_USAGE: "usage",
+    EXIT_REFUSED: "refused",
+    EXIT_NO_ANSWER: "no_answer",
+    EXIT_BROKER: "broker",
+    EXIT_CONFIG: "config",
+    EXIT_PROTOCOL: "protocol",
+}
+
+#: The provider's errors by exit code; the first match counts (subclasses before their bases).
+_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (BlockchainGatewayError, EXIT_REFUSED),
+    (BlockchainTimeoutError, EXIT_NO_ANSWER),
+    (BlockchainBrokerError, EXIT_BROKER),
+    (BlockchainProtocolError, EXIT_PROTOCOL),
+    (BlockchainConfigError, EXIT_CONFIG),
+)
+
+JSON_HELP = "print one JSON object describing the outcome (never a token); see the exit codes below"
+
+EPILOG = """\
+exit codes: 0 done; 1 failed on this side (connection not written, unexpected error);
+2 bad options; 3 the gateway refused (the token or the request); 4 no answer within --timeout;
+5 the Kafka broker unreachable or did not take the request; 6 nothing sent: a connection is
+missing or invalid, or what is stored does not allow the command; 7 the gateway broke the
+protocol. --json prints one JSON object on stdout ({"ok": ..., "error": ..., ...}), never a token.
+"""
+
+
+class CommandError(Exception):
+    """A command failed; the message is safe to print (no token, no password).
+
+    :param message: what failed, for a person
+    :param exit_code: one of the ``EXIT_*`` codes; default :data:`EXIT_FAILED`
+    :param details: more fields of the ``--json`` outcome; default none
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED, **details: Any) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.details = details
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code of a failure: the command's own, or the one of the provider's error."""
+    if isinstance(exc, CommandError):
+        return exc.exit_code
+    return next((code for kind, code in _EXIT_CODES if isinstance(exc, kind)), EXIT_FAILED)
 
 
 def _env_name(conn_id: str) -> str:
@@ -66,7 +154,7 @@ def expose_connection(conn_id: str) -> None:
         return
     conn = read_connection(conn_id)
     if conn is None:
-        raise SystemExit(f"error: connection {conn_id} is not defined")
+        raise CommandError(f"connection {conn_id} is not defined", EXIT_CONFIG)
     os.environ[_env_name(conn_id)] = json.dumps(conn)
 
 
@@ -82,7 +170,7 @@ def write_connection(conn_id: str, conn: dict[str, Any], api_url: str | None) ->
 def _write_with_airflow_cli(conn_id: str, conn: dict[str, Any]) -> None:
     airflow = shutil.which("airflow", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     if airflow is None:
-        raise SystemExit("error: the `airflow` command is not installed beside this one; use --api-url")
+        raise CommandError("the `airflow` command is not installed beside this one; use --api-url")
     fd, path = tempfile.mkstemp(prefix="blk-conn-", suffix=".json")  # mode 0600
     try:
         with os.fdopen(fd, "w") as handle:
@@ -94,16 +182,21 @@ def _write_with_airflow_cli(conn_id: str, conn: dict[str, Any]) -> None:
         os.unlink(path)
     if result.returncode != 0:
         secret_free = _redact(result.stderr + result.stdout, conn)
-        raise SystemExit(f"error: `airflow connections import` failed:\n{secret_free[-2000:]}")
+        raise CommandError(f"`airflow connections import` failed:\n{secret_free[-2000:]}")
 
 
-def _write_with_rest_api(conn_id: str, conn: dict[str, Any], api_url: str) -> None:
+def _api_credentials() -> tuple[str, str]:
     user = os.environ.get("AIRFLOW_API_USER")
     password = os.environ.get("AIRFLOW_API_PASSWORD")
     if not user or not password:
-        raise SystemExit(
-            "error: --api-url needs AIRFLOW_API_USER and AIRFLOW_API_PASSWORD in the environment"
+        raise CommandError(
+            "--api-url needs AIRFLOW_API_USER and AIRFLOW_API_PASSWORD in the environment", EXIT_CONFIG
         )
+    return user, password
+
+
+def _write_with_rest_api(conn_id: str, conn: dict[str, Any], api_url: str) -> None:
+    user, password = _api_credentials()
     base = api_url.rstrip("/")
     token = _http_json("POST", f"{base}/auth/token", {"username": user, "password": password})["access_token"]
     body = {"connection_id": conn_id, **conn}
@@ -113,7 +206,7 @@ def _write_with_rest_api(conn_id: str, conn: dict[str, Any], api_url: str) -> No
         _http_json("PATCH", f"{base}/api/v2/connections/{conn_id}", body, token)
     except urllib.error.HTTPError as exc:
         if exc.code != 404:
-            raise SystemExit(f"error: the REST API refused the connection update: HTTP {exc.code}") from None
+            raise CommandError(f"the REST API refused the connection update: HTTP {exc.code}") from None
         _http_json("POST", f"{base}/api/v2/connections", body, token)
 
 
@@ -149,9 +242,9 @@ def _extra(conn: dict[str, Any] | None, conn_id: str = "") -> dict[str, Any]:
     try:
         value = json.loads(extra) if isinstance(extra, str) else dict(extra)
     except (ValueError, TypeError):
-        raise SystemExit(f"error: the extra of connection {conn_id or '?'} is not a JSON object") from None
+        value = None
     if not isinstance(value, dict):
-        raise SystemExit(f"error: the extra of connection {conn_id or '?'} is not a JSON object")
+        raise CommandError(f"the extra of connection {conn_id or '?'} is not a JSON object", EXIT_CONFIG)
     return value
 
 
@@ -172,21 +265,54 @@ def _keep_privately(conn_id: str, conn: dict[str, Any]) -> str:
     return path
 
 
+def _command(args: argparse.Namespace) -> str:
+    return f"{args.group} {args.command}"
+
+
+def _done(args: argparse.Namespace, text: str, **outcome: Any) -> int:
+    """Report success: *text* for a person, or with ``--json`` the *outcome* (never a secret)."""
+    if args.json:
+        print(json.dumps({"ok": True, "command": _command(args), **outcome}), file=args.json_out)
+    elif text:
+        print(text)
+    return EXIT_OK
+
+
+def _failed(args: argparse.Namespace | None, exc: BaseException) -> int:
+    """Report a failure: one line on stderr, and with ``--json`` its outcome on stdout."""
+    code = exit_code_of(exc)
+    message = str(exc)
+    print(f"error: {message}", file=sys.stderr)
+    if args is not None and getattr(args, "json", False):
+        outcome = {
+            "ok": False,
+            "command": _command(args),
+            "error": ERROR_KINDS.get(code, "failed"),
+            "exit_code": code,
+            "message": message,
+            **(exc.details if isinstance(exc, CommandError) else {}),
+        }
+        print(json.dumps(outcome), file=args.json_out)
+    return code
+
+
 def cmd_create(args: argparse.Namespace) -> int:
     existing = read_connection(args.conn_id)
     if existing and existing.get("login") and not args.force:
-        print(
-            f"error: connection {args.conn_id} already holds agent {existing['login']}; use `token rotate` "
+        raise CommandError(
+            f"connection {args.conn_id} already holds agent {existing['login']}; use `token rotate` "
             "for a fresh token, or --force to create a new agent",
-            file=sys.stderr,
+            EXIT_CONFIG,
+            public_key=existing["login"],
         )
-        return EXIT_FAILED
     if existing is not None:
         os.environ[_env_name(args.conn_id)] = json.dumps(existing)
     else:
         os.environ[_env_name(args.conn_id)] = json.dumps({"conn_type": "blockchain_token"})
     # everything that can fail on this side is done before the agent exists at the gateway
     extra = _extra(existing, args.conn_id)
+    if args.api_url:
+        _api_credentials()
     password = secrets.token_urlsafe(32)
     hook = _hook(args)
     try:
@@ -202,47 +328,68 @@ def cmd_create(args: argparse.Namespace) -> int:
             write_connection(args.conn_id, conn, args.api_url)
         except BaseException as exc:
             reason = _redact(str(exc) if not isinstance(exc, SystemExit) else str(exc.code), conn)
-            raise SystemExit(
+            raise CommandError(
                 f"{reason}\nerror: agent {public_key} was created, but connection {args.conn_id} could not "
                 f"be written. Its public key, token and password are kept in {kept} (readable by you "
                 f"only): store them with `airflow connections import --overwrite {kept}`, then delete "
-                "the file"
+                "the file",
+                EXIT_FAILED,
+                public_key=public_key,
+                kept=kept,
             ) from None
         os.unlink(kept)
     finally:
         hook.close()
-    print(f"Created agent {public_key} ({args.name}); its token is stored in connection {args.conn_id}")
+    text = f"Created agent {public_key} ({args.name}); its token is stored in connection {args.conn_id}"
     if args.show:
+        print(text)
         print(f"token: {token}")
-    return EXIT_OK
+        return EXIT_OK
+    return _done(
+        args,
+        text,
+        public_key=public_key,
+        name=args.name,
+        instance_type=args.instance_type,
+        conn_id=args.conn_id,
+    )
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     existing = read_connection(args.conn_id)
-    if not existing or not existing.get("login") or not _extra(existing).get("agent_password"):
-        print(
-            f"error: connection {args.conn_id} has no public key and agent password; run `token create` first",
-            file=sys.stderr,
+    if not existing or not existing.get("login") or not _extra(existing, args.conn_id).get("agent_password"):
+        raise CommandError(
+            f"connection {args.conn_id} has no public key and agent password; run `token create` first",
+            EXIT_CONFIG,
         )
-        return EXIT_FAILED
     os.environ[_env_name(args.conn_id)] = json.dumps(existing)
     with _hook(args) as hook:
         token = hook.get_token()
     conn = {**existing, "conn_type": "blockchain_token", "password": token, "extra": _extra(existing)}
     conn.pop("conn_id", None)
     write_connection(args.conn_id, conn, args.api_url)
-    print(f"Stored a fresh token for agent {existing['login']} in connection {args.conn_id}")
+    text = f"Stored a fresh token for agent {existing['login']} in connection {args.conn_id}"
     if args.show:
+        print(text)
         print(f"token: {token}")
-    return EXIT_OK
+        return EXIT_OK
+    return _done(args, text, public_key=existing["login"], conn_id=args.conn_id)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """One cheap authenticated request (a page of one partner request) with the stored token."""
     expose_connection(args.conn_id)
-    with _hook(args) as hook:
-        ok, message = hook.test_connection()
-    print(("OK: " if ok else "FAILED: ") + message)
-    return EXIT_OK if ok else EXIT_FAILED
+    public_key = (read_connection(args.conn_id) or {}).get("login")
+    try:
+        with _hook(args) as hook:
+            hook.list_partner_requests(0, 1)
+    except BlockchainError as exc:
+        if args.json:
+            return _failed(args, exc)
+        # the line a person reads; the exit code says which failure it was
+        print(f"FAILED: {exc}")
+        return exit_code_of(exc)
+    return _done(args, "OK: The gateway accepted the token.", public_key=public_key, conn_id=args.conn_id)
 
 
 def cmd_pools_ensure(args: argparse.Namespace) -> int:
@@ -252,11 +399,10 @@ def cmd_pools_ensure(args: argparse.Namespace) -> int:
     name = pool_name(args.conn_id)
     airflow = shutil.which("airflow", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     if airflow is None:
-        raise SystemExit("error: the `airflow` command is not installed beside this one")
+        raise CommandError("the `airflow` command is not installed beside this one")
     exists = subprocess.run([airflow, "pools", "get", name], capture_output=True, text=True).returncode == 0
     if exists and not args.reset:
-        print(f"Pool {name} exists; kept as it is")
-        return EXIT_OK
+        return _done(args, f"Pool {name} exists; kept as it is", pool=name, set=False)
     description = (
         f"Requests made with the token of connection {args.conn_id}: one slot serialises them, as a "
         "gateway that does not echo request ids needs"
@@ -267,9 +413,14 @@ def cmd_pools_ensure(args: argparse.Namespace) -> int:
         text=True,
     )
     if result.returncode != 0:
-        raise SystemExit(f"error: `airflow pools set` failed:\n{result.stderr[-2000:]}")
-    print(f"Pool {name}: {args.slots} slot(s), deferred tasks included")
-    return EXIT_OK
+        raise CommandError(f"`airflow pools set` failed:\n{result.stderr[-2000:]}")
+    return _done(
+        args,
+        f"Pool {name}: {args.slots} slot(s), deferred tasks included",
+        pool=name,
+        set=True,
+        slots=args.slots,
+    )
 
 
 def cmd_topics_ensure(args: argparse.Namespace) -> int:
@@ -279,6 +430,8 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
     from blockchain_provider import protocol
     from blockchain_provider.hooks.kafka_blockchain import _ProducerHook
 
+    if args.replication is not None and args.replication < 1:
+        raise CommandError(f"--replication {args.replication}: at least 1", EXIT_USAGE)
     expose_connection(args.kafka_conn_id)
     topics = protocol.TopicMap()
     existing_conn = read_connection(args.conn_id)
@@ -288,8 +441,6 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
     admin = AdminClient(
         {k: v for k, v in config.items() if not k.startswith(("group.", "fetch.", "enable."))}
     )
-    if args.replication is not None and args.replication < 1:
-        raise SystemExit(f"error: --replication {args.replication}: at least 1")
     metadata = admin.list_topics(timeout=args.timeout)
     present = set(metadata.topics)
     # as many replicas as brokers, up to 3: a cluster keeps its topics when a broker fails
@@ -302,13 +453,20 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
         for t in wanted
         if t not in present
     ]
+    created = []
     for topic, future in (
         admin.create_topics(missing, operation_timeout=args.timeout).items() if missing else []
     ):
         future.result()
-        print(f"Created topic {topic}")
-    print(f"{len(wanted) - len(missing)} topic(s) already present, {len(missing)} created")
-    return EXIT_OK
+        created.append(topic)
+        if not args.json:
+            print(f"Created topic {topic}")
+    return _done(
+        args,
+        f"{len(wanted) - len(missing)} topic(s) already present, {len(missing)} created",
+        created=created,
+        present=[t for t in wanted if t in present],
+    )
 
 
 def _mes_repository(conn_id: str) -> Any:
@@ -316,9 +474,10 @@ def _mes_repository(conn_id: str) -> Any:
         from include.mes.db import mes_engine
         from include.mes.repository import MesRepository
     except ImportError:
-        raise SystemExit(
-            "error: the MES package `include` is not importable: run this from the project directory "
-            "(or with it on PYTHONPATH), where the DAGs find it"
+        raise CommandError(
+            "the MES package `include` is not importable: run this from the project directory "
+            "(or with it on PYTHONPATH), where the DAGs find it",
+            EXIT_CONFIG,
         ) from None
     repository = MesRepository(mes_engine(conn_id))
     repository.create_schema()
@@ -337,8 +496,7 @@ def _mes_errors(command: Any) -> Any:
         try:
             return command(args)
         except (MesSecretError, LookupError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+            raise CommandError(str(exc), EXIT_CONFIG) from None
 
     run.__doc__ = command.__doc__
     return run
@@ -349,22 +507,17 @@ def cmd_reporters_list(args: argparse.Namespace) -> int:
     """Units, record ids, topics and public keys of the stored reporters; never a token."""
     reporters = _mes_repository(args.mes_conn_id).reporters()
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "unit": r["name"],
-                        "record_id": r["record_id"],
-                        "topic": r["topic"],
-                        "public_key": r["public_key"],
-                        "has_token": bool(r["has_token"]),
-                    }
-                    for r in reporters
-                ],
-                indent=2,
-            )
-        )
-        return EXIT_OK
+        listed = [
+            {
+                "unit": r["name"],
+                "record_id": r["record_id"],
+                "topic": r["topic"],
+                "public_key": r["public_key"],
+                "has_token": bool(r["has_token"]),
+            }
+            for r in reporters
+        ]
+        return _done(args, "", reporters=listed)
     if not reporters:
         print("No reporters: a unit's reporter is created by its first production-unit update")
         return EXIT_OK
@@ -381,22 +534,30 @@ def cmd_reporters_rotate(args: argparse.Namespace) -> int:
     repository = _mes_repository(args.mes_conn_id)
     reporter = repository.reporter_of_unit(args.unit)
     if reporter is None or reporter.public_key is None:
-        print(f"error: unit {args.unit} has no reporter yet (its first update creates one)", file=sys.stderr)
-        return EXIT_FAILED
+        raise CommandError(
+            f"unit {args.unit} has no reporter yet (its first update creates one)", EXIT_CONFIG
+        )
     expose_connection(args.conn_id)
     with _hook(args) as hook:
         token = hook.get_token(reporter.public_key, reporter.password.reveal())
     repository.set_reporter_token(reporter.record_id, token)
-    print(
-        f"Stored a fresh token for reporter {reporter.public_key} of unit {args.unit} ({reporter.record_id})"
+    return _done(
+        args,
+        f"Stored a fresh token for reporter {reporter.public_key} of unit {args.unit} ({reporter.record_id})",
+        unit=args.unit,
+        record_id=reporter.record_id,
+        public_key=reporter.public_key,
     )
-    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blockchain-provider", description=__doc__.splitlines()[0])
+    """The command line: ``token``, ``pools``, ``topics`` and ``reporters`` and their commands."""
+    documented = {"epilog": EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    parser = argparse.ArgumentParser(
+        prog="blockchain-provider", description=__doc__.splitlines()[0], **documented
+    )
     groups = parser.add_subparsers(dest="group", required=True)
-    token = groups.add_parser("token", help="the MES agent's token").add_subparsers(
+    token = groups.add_parser("token", help="the MES agent's token", **documented).add_subparsers(
         dest="command", required=True
     )
     for name, func, text in (
@@ -404,13 +565,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("rotate", cmd_rotate, "get a fresh token for the stored agent"),
         ("check", cmd_check, "make a cheap authenticated request with the stored token"),
     ):
-        sub = token.add_parser(name, help=text)
+        sub = token.add_parser(name, help=text, **documented)
         sub.set_defaults(func=func)
         sub.add_argument("--conn-id", default="blockchain_master", help="default: blockchain_master")
         sub.add_argument("--kafka-conn-id", default="kafka_default", help="default: kafka_default")
         sub.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the gateway")
-        if name != "check":
-            sub.add_argument("--show", action="store_true", help="print the token (it is a secret)")
+        if name == "check":
+            sub.add_argument("--json", action="store_true", help=JSON_HELP)
+        else:
+            output = sub.add_mutually_exclusive_group()
+            output.add_argument("--show", action="store_true", help="print the token (it is a secret)")
+            output.add_argument("--json", action="store_true", help=JSON_HELP)
             sub.add_argument(
                 "--api-url",
                 help="write the connection through this Airflow API server (AIRFLOW_API_USER and "
@@ -420,15 +585,23 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--name", required=True, help="the agent's name, e.g. MES")
             sub.add_argument("--instance-type", default="Master", help="default: Master")
             sub.add_argument("--force", action="store_true", help="create a new agent even if one is stored")
-    pools = groups.add_parser("pools", help="Airflow pools").add_subparsers(dest="command", required=True)
-    ensure = pools.add_parser("ensure", help="create the one-slot request pool of a token connection")
+    pools = groups.add_parser("pools", help="Airflow pools", **documented).add_subparsers(
+        dest="command", required=True
+    )
+    ensure = pools.add_parser(
+        "ensure", help="create the one-slot request pool of a token connection", **documented
+    )
+    ensure.add_argument("--json", action="store_true", help=JSON_HELP)
     ensure.set_defaults(func=cmd_pools_ensure)
     ensure.add_argument("--conn-id", default="blockchain_master", help="default: blockchain_master")
     ensure.add_argument("--slots", type=int, default=1, help="default: 1 (requests serialised)")
     ensure.add_argument("--reset", action="store_true", help="set the slots even if the pool exists")
 
-    topics = groups.add_parser("topics", help="Kafka topics").add_subparsers(dest="command", required=True)
-    ensure = topics.add_parser("ensure", help="create the BLK topics the broker does not have")
+    topics = groups.add_parser("topics", help="Kafka topics", **documented).add_subparsers(
+        dest="command", required=True
+    )
+    ensure = topics.add_parser("ensure", help="create the BLK topics the broker does not have", **documented)
+    ensure.add_argument("--json", action="store_true", help=JSON_HELP)
     ensure.set_defaults(func=cmd_topics_ensure)
     ensure.add_argument("--kafka-conn-id", default="kafka_default", help="default: kafka_default")
     ensure.add_argument(
@@ -450,12 +623,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ensure.add_argument("--timeout", type=float, default=30.0)
 
-    reporters = groups.add_parser("reporters", help="the production units' reporters (MES database)")
+    reporters = groups.add_parser(
+        "reporters", help="the production units' reporters (MES database)", **documented
+    )
     reporter_commands = reporters.add_subparsers(dest="command", required=True)
-    listing = reporter_commands.add_parser("list", help="units, record ids and public keys (no tokens)")
+    listing = reporter_commands.add_parser(
+        "list", help="units, record ids and public keys (no tokens)", **documented
+    )
     listing.set_defaults(func=cmd_reporters_list)
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    rotate = reporter_commands.add_parser("rotate", help="get a unit's reporter a fresh token")
+    rotate = reporter_commands.add_parser("rotate", help="get a unit's reporter a fresh token", **documented)
     rotate.set_defaults(func=cmd_reporters_rotate)
     rotate.add_argument("--unit", required=True, help="the production unit's code, e.g. PT10")
     rotate.add_argument(
@@ -467,16 +643,40 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--mes-conn-id", default="mes_db", help="the MES database connection; default: mes_db"
         )
+        sub.add_argument("--json", action="store_true", help=JSON_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; its exit code (``EXIT_*``, listed in the module's docstring).
+
+    :param argv: the command line without the program; default: ``sys.argv[1:]``
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        # argparse has printed why; a script that asked for JSON still gets its one object
+        if exc.code == EXIT_USAGE and "--json" in argv:
+            print(json.dumps({"ok": False, "error": "usage", "exit_code": EXIT_USAGE}))
+        raise
+    args.json_out = sys.stdout
+    if not getattr(args, "json", False):
+        return _run(args)
+    # stdout holds the one JSON object: what else would print there (Airflow's and the Kafka
+    # clients' logs) goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
-    except BlockchainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except (CommandError, BlockchainError) as exc:
+        return _failed(args, exc)
+    except KafkaException as exc:
+        # the admin client's calls (topics ensure) raise confluent-kafka's own error
+        return _failed(args, CommandError(f"the Kafka broker: {exc}", EXIT_BROKER))
 
 
 if __name__ == "__main__":
