@@ -46,7 +46,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
 from local_services.kafka import KafkaCluster, kafka_version  # noqa: E402
-from tests.provider.responder import ScriptedResponder  # noqa: E402
+from local_services.responder import ScriptedResponder  # noqa: E402
 
 #: Requests made before the timed ones: the clients connect, the code paths are warm.
 WARM_UP = 20

@@ -8,8 +8,8 @@ import pytest
 
 from blockchain_provider.exceptions import BlockchainTimeoutError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from local_services.responder import ScriptedResponder
 from tests.provider.conftest import set_connections
-from tests.provider.responder import ScriptedResponder
 from tests.provider.test_hook import partner
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from blockchain_provider import protocol
 from blockchain_provider.exceptions import MalformedResponseError
 from blockchain_provider.hooks import kafka_blockchain
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-from tests.provider.responder import ScriptedResponder, encode
+from local_services.responder import ScriptedResponder, encode
 from tests.provider.test_hook import paging_handler, partner
 
 

@@ -10,8 +10,8 @@ import pytest
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainTimeoutError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from local_services.responder import ScriptedResponder, encode
 from tests.provider.conftest import MES_PUBKEY, set_connections
-from tests.provider.responder import ScriptedResponder, encode
 
 pytestmark = pytest.mark.broker
 

@@ -22,8 +22,8 @@ from blockchain_provider.hooks import kafka_blockchain, kafka_clients
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.triggers import await_response
 from gateway_sandbox.broker import TansuBroker, ensure_topics, free_port
+from local_services.responder import ScriptedResponder, encode, wait_until
 from tests.provider.conftest import MES_PUBKEY, set_connections
-from tests.provider.responder import ScriptedResponder, encode, wait_until
 
 pytestmark = pytest.mark.broker
 

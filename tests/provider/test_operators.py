@@ -31,9 +31,9 @@ from blockchain_provider.operators import (
     UpdateRecordOperator,
 )
 from blockchain_provider.triggers.await_response import AwaitResponseTrigger
+from local_services.responder import ScriptedResponder
 from tests.operator_runs import first_event, run_operator, task_context
 from tests.provider.conftest import set_connections
-from tests.provider.responder import ScriptedResponder
 from tests.provider.test_hook import ERP, PID, RT, Ledger, paging_handler, partner
 
 PROPS = [
@@ -264,7 +264,7 @@ def test_a_trigger_started_after_its_deadline_still_finds_the_answer_already_the
     """A triggerer that picks a wait up late (load, restart) reads what is on the topic first."""
     from blockchain_provider import protocol
     from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-    from tests.provider.responder import wait_until
+    from local_services.responder import wait_until
 
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, Ledger()) as responder:
         with KafkaBlockchainHook(timeout=1) as hook:

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from include.mes.repository import MesRepository
+from local_services.responder import ScriptedResponder
 from tests.provider.conftest import MES_PUBKEY
-from tests.provider.responder import ScriptedResponder
 from tests.provider.test_hook import ERP, TX, paging_handler
 
 pytestmark = pytest.mark.broker

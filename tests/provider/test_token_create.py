@@ -13,8 +13,8 @@ import pytest
 from blockchain_provider import cli
 from blockchain_provider.exceptions import BlockchainGatewayError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from local_services.responder import ScriptedResponder
 from tests.conftest import prefixed_topics
-from tests.provider.responder import ScriptedResponder
 from tests.provider.test_hook import ERP
 
 pytestmark = pytest.mark.broker

@@ -1,4 +1,4 @@
-"""A small scripted gateway for the provider's tests: reads request topics, answers on BLK_Res.
+"""A small scripted gateway for the provider's tests and benchmarks: reads request topics, answers on BLK_Res.
 
 It speaks the wire format by itself (plain JSON and ``repr``), independently of the provider's
 protocol module, so the tests check that module against the protocol and not against itself.
