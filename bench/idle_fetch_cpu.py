@@ -29,16 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from gateway_sandbox.broker import TansuBroker, ensure_topics  # noqa: E402
+from bench.harness import cpu_seconds, start_broker  # noqa: E402
+from gateway_sandbox.broker import ensure_topics  # noqa: E402
 
 #: The settings measured per broker: the hook's default there first.
 WAITS = {"tansu": [5, 1, 100, 500], "apache": [100, 500, 5]}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process *pid* (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(bootstrap: str, broker_pid: int, waits: list[int], seconds: float) -> list[dict]:
@@ -106,17 +101,11 @@ def _fetch_requests(stats: dict) -> int:
 
 def run_broker(kind: str, seconds: float, waits: list[int]) -> list[dict]:
     """Start a broker of *kind* (``tansu`` or ``apache``) of its own and measure on it."""
-    if kind == "tansu":
-        with TansuBroker() as broker:
-            assert broker.process is not None
-            return measure(broker.bootstrap_servers, broker.process.pid, waits, seconds)
-    from local_services.kafka import KafkaCluster
-
-    with KafkaCluster(1) as cluster:
-        pid = cluster.nodes[0].pid
-        assert pid is not None
-        time.sleep(15)  # the JVM's start-up work (JIT, metadata snapshots) settles
-        return measure(cluster.bootstrap_servers, pid, waits, seconds)
+    with start_broker(kind) as broker:
+        assert broker.pid is not None
+        if kind == "apache":
+            time.sleep(15)  # the JVM's start-up work (JIT, metadata snapshots) settles
+        return measure(broker.bootstrap, broker.pid, waits, seconds)
 
 
 def main() -> None:

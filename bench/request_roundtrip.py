@@ -44,17 +44,12 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
-from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
-from local_services.kafka import KafkaCluster, kafka_version  # noqa: E402
+from bench.harness import percentile, start_broker, time_each  # noqa: E402
+from gateway_sandbox.broker import DEFAULT_TOPICS, ensure_topics  # noqa: E402
 from local_services.responder import ScriptedResponder  # noqa: E402
 
 #: Requests made before the timed ones: the clients connect, the code paths are warm.
 WARM_UP = 20
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def broker_floor(bootstrap: str, topic: str, partitions: int, count: int, fetch_wait: dict) -> list[float]:
@@ -98,7 +93,6 @@ def hook_round_trips(bootstrap: str, prefix: str, count: int, echo: bool) -> lis
             },
         }
     )
-    samples = []
     with (
         ScriptedResponder(
             bootstrap,
@@ -109,13 +103,8 @@ def hook_round_trips(bootstrap: str, prefix: str, count: int, echo: bool) -> lis
         ),
         KafkaBlockchainHook() as hook,
     ):
-        for _ in range(WARM_UP):  # connects, positions the reader, initialises the producer
-            hook.list_partner_requests()
-        for _ in range(count):
-            started = time.perf_counter()
-            hook.list_partner_requests()
-            samples.append(time.perf_counter() - started)
-    return samples
+        # the warm-up connects, positions the reader, initialises the producer
+        return time_each(lambda _: hook.list_partner_requests(), count, warm_up=WARM_UP)
 
 
 def measure(
@@ -149,17 +138,6 @@ def measure(
 HOOK_WAIT = {"tansu": 5, "apache": 100}
 
 
-def own_broker(kind: str, nodes: int = 1) -> tuple[TansuBroker | KafkaCluster, str]:
-    """A broker of *kind* of the benchmark's own, started, and how to describe it."""
-    if kind == "tansu":
-        return TansuBroker().start(), "tansu (embedded)"
-    cluster = KafkaCluster(nodes).start()
-    shape = (
-        "one KRaft node" if nodes == 1 else f"{nodes} KRaft nodes, RF {cluster.replication_factor}, min ISR 2"
-    )
-    return cluster, f"Apache Kafka {kafka_version()} ({shape})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--broker", choices=("tansu", "apache"), default="tansu")
@@ -181,8 +159,8 @@ def main() -> None:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     described = bootstrap
     if not bootstrap:
-        broker, described = own_broker(args.broker, args.nodes)
-        bootstrap = broker.bootstrap_servers
+        broker = start_broker(args.broker, nodes=args.nodes)
+        bootstrap, described = broker.bootstrap, broker.description
     try:
         rows = measure(bootstrap, args.requests, args.partitions, waits)
     finally:

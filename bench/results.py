@@ -11,7 +11,9 @@ RESULTS = Path(__file__).resolve().with_name("RESULTS.md")
 #: The sections written by runs of their own (minutes each), which ``run_all.py`` keeps.
 SOAK_HEADING = "## Soak of the embedded stack"
 PRODUCTION_HEADING = "## Production shape"
-KEPT_HEADINGS = (SOAK_HEADING, PRODUCTION_HEADING)
+#: Written by hand from ``bench/request_roundtrip.py --broker apache`` runs on an idle machine.
+IDLE_MACHINE_HEADING = "## Apache Kafka round trip on an idle machine"
+KEPT_HEADINGS = (IDLE_MACHINE_HEADING, SOAK_HEADING, PRODUCTION_HEADING)
 
 
 def section(text: str, heading: str) -> str:

@@ -14,26 +14,14 @@ import argparse
 import json
 import logging
 import os
-import resource
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import peak_rss_kb, rss_kb  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS  # noqa: E402
-
-
-def peak_rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-
-
-def rss_kb() -> int:
-    """The resident size now (VmRSS), in kilobytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def main() -> None:
