@@ -360,7 +360,7 @@ def sync_ledger(workdir: Path, sizes: tuple[int, ...]) -> tuple[Path, dict[int, 
         agents = {size: ledger.create_agent(f"MES {size}", "bench-mes-password") for size in sizes}
         with ledger.transaction():
             for i in range(max(sizes)):
-                erp, _ = ledger.create_agent(f"ERP {i}", "erp")
+                erp, _ = ledger.create_agent(f"ERP {i}", "bench-erp-password")
                 for size, (mes, _token) in agents.items():
                     if i < size:
                         ledger.create_partner_request(erp, mes)
