@@ -1,7 +1,8 @@
-"""What every benchmark shares: brokers, topics, the gateway sandbox, the hook, timers, CPU and RSS.
+"""What every benchmark shares: brokers, topics, the gateway sandbox, the hook, timers.
 
 Nothing here measures or prints a figure; the measurements (``bench/measurements.py`` and the
 standalone scripts) time their own workloads with these pieces, and ``bench/report.py`` renders.
+A process's CPU time and resident size are read by ``bench/process_stats.py``.
 Importing this module has no side effect: the scripts set up ``sys.path`` and Airflow's home.
 """
 
@@ -11,7 +12,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import subprocess
 import sys
 import threading
@@ -71,28 +71,6 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.started
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process *pid* (all its threads), from Linux's ``/proc``.
-
-    :param pid: the process.
-    """
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_kb() -> int:
-    """This process's peak resident size (``ru_maxrss``), in kilobytes on Linux."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def rss_kb() -> int:
-    """This process's resident size now (VmRSS), in kilobytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 # ------------------------------------------------------------------------------- brokers

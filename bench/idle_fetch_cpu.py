@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from bench.harness import cpu_seconds, start_broker  # noqa: E402
+from bench.harness import start_broker  # noqa: E402
+from bench.process_stats import cpu_seconds  # noqa: E402
 from gateway_sandbox.broker import ensure_topics  # noqa: E402
 
 #: The settings measured per broker: the hook's default there first.

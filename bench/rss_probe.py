@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import peak_rss_kb, rss_kb  # noqa: E402
+from bench.process_stats import peak_rss_kb, rss_kb  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS  # noqa: E402
 
 
