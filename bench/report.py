@@ -176,10 +176,11 @@ def _(m: FullSyncs) -> Rendered:
         else:
             rows.append(Row(f"full sync, {size:,} partner requests", f"{seconds:.2f} s"))
     note = (
-        "Full sync: `flows.sync_requests` (what the sync DAGs' task runs) with a new hook: every page of "
-        "100 from the gateway without echo, then the upsert into a new SQLite MES database; timed from "
-        "the hook's creation (its first request also waits for the idempotent producer's id, about "
-        "0.5-1 s on tansu) to the upsert's commit; fresh topics and gateway process for each size. The "
+        "Full sync: `ListPartnerRequestsOperator` (what the sync DAGs' task runs) with a new hook: every "
+        "page of 100 from the gateway without echo, each upserted into a new SQLite MES database as it "
+        "is read; timed from the operator's creation (its hook's first request also waits for the "
+        "idempotent producer's id, about 0.5-1 s on tansu) to the last upsert's commit; fresh topics "
+        "and gateway process for each size. The "
         f"ledger holds {sum(m.seconds):,} partner requests of {max(m.seconds):,} ERP agents (seeded with a cheap password "
         "hash: nothing here checks those passwords)."
     )
@@ -200,7 +201,7 @@ def _(m: DayReports) -> Rendered:
             rows.append(Row(name, figure))
     layouts = " and of ".join(str(p) for p in DAY_REPORT_PARTITIONS[1:])
     note = (
-        f"Day report: with one hook and echo, `flows.ensure_record_type` then `flows.submit_day_report` "
+        "Day report: with one hook and echo, `EnsureRecordTypeOperator` then a `CreateRecordsOperator` "
         f"for each of the {m.units} reports ({m.records_per_unit} records each, pipelined 16 at a time), in sequence as the DAG's "
         "one-slot pool runs them; timed from the hook's creation; every record is then counted on the "
         f"ledger. Twice: on topics of 1 partition (the project's default) and of {layouts}, because tansu's "

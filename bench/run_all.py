@@ -19,7 +19,7 @@ sandbox as its own process (``python -m gateway_sandbox serve``), then measures
 2. the original system's pattern, on the same broker and gateway: for each request a new
    producer, then a new consumer in a fixed group that subscribes after sending, with a per-call
    time limit (the seed document's views, see ``measurements.original_pattern_request``);
-3. a full sync of 1,000 / 5,000 / 10,000 partner requests (every page, then the MES upsert);
+3. a full sync of 1,000 / 5,000 / 10,000 partner requests (every page, each upserted into the MES);
 4. a day report of 100 production units (2,800 records) with echo;
 5. the DagBag fill time of ``dags/`` beyond importing Airflow (fresh processes);
 6. the peak RSS of a process making 1,000 / 5,000 / 10,000 requests through one hook;
