@@ -46,6 +46,8 @@ sys.path.insert(0, str(ROOT / "dags"))
 # Airflow reads its configuration when first imported: a scratch home, no examples.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-home-"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# the operators' per-page and per-report INFO lines would bury the table (see harness.quiet)
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 
 from bench import measurements, report, results  # noqa: E402
 from bench.harness import (  # noqa: E402
