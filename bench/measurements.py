@@ -384,18 +384,25 @@ def sync_ledger(workdir: Path, sizes: tuple[int, ...]) -> tuple[Path, dict[int, 
 
 def sync_partner_requests(repository: Any) -> tuple[int, int]:
     """What the partner sync DAG's task runs: ``ListPartnerRequestsOperator`` with its own new
-    hook, every page upserted into the MES as it is read (the DAG's alerts aside).
+    hook, every page stored in the MES as it is read by the DAG's own function (alerts aside:
+    none is new here).
 
-    :param repository: the MES.
+    :param repository: the MES, a SQLite database.
     :return: ``(items read, items inserted)``.
     """
+    from blockchain_common.factories import store_requests
+
     from blockchain_provider.operators import ListPartnerRequestsOperator
 
-    def store(items: list[dict[str, Any]], context: Any) -> dict[str, int]:
-        return {"inserted": repository.upsert_requests("partner", items).inserted}
-
+    # the DAG's store opens the mes_db connection: this database
+    os.environ["AIRFLOW_CONN_MES_DB"] = json.dumps(
+        {"conn_type": "sqlite", "host": repository.engine.url.database}
+    )
     operator = ListPartnerRequestsOperator(
-        task_id="partner_sync", page_size=100, apply_function_batch=store, deferrable=False
+        task_id="partner_sync",
+        page_size=100,
+        apply_function_batch=store_requests("partner"),
+        deferrable=False,
     )
     summary = run_task(operator)
     return summary["count"], summary["inserted"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,6 +45,8 @@ sys.path.insert(0, str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="soak-airflow-home-"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
+from bench.harness import percentile  # noqa: E402
+from bench.measurements import SharedHook, run_task, submit_day_reports  # noqa: E402
 from bench.results import RESULTS, SOAK_HEADING, write_section  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
@@ -52,11 +56,6 @@ SLOTS_PER_DAY = 96
 UNITS = 5
 WINDOW = 1000
 START = date(2026, 11, 1)
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -74,16 +73,32 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from blockchain_common import flows
-
     from blockchain_provider.exceptions import BlockchainError
     from blockchain_provider.hooks import kafka_blockchain
     from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+    from blockchain_provider.operators import ListOrderRequestsOperator, ListPartnerRequestsOperator
+    from blockchain_provider.operators.reporter import ensure_record_type
     from gateway_sandbox import crypto
-    from include.day_report_keys import DAY_REPORT_RECORD_PROPERTIES, DAY_REPORT_RECORD_TYPE
+    from include.day_report_keys import (
+        DAY_REPORT_RECORD_PROPERTIES,
+        DAY_REPORT_RECORD_TYPE,
+        DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+    )
     from include.mes.db import engine_from_url
     from include.mes.repository import MesRepository
     from include.sample_data import generate_plant
+
+    def sync(hook: Any, operator_class: Any, kind: str) -> None:
+        """What a sync DAG's task runs, on the day's hook: every page stored in the MES."""
+        operator = operator_class(
+            task_id=f"{kind}_sync",
+            apply_function_batch=lambda items, context: {
+                "inserted": repository.upsert_requests(kind, items).inserted
+            },
+            deferrable=False,
+        )
+        operator.__dict__["hook"] = SharedHook(hook)  # the operators' hook is a cached property
+        run_task(operator)
 
     samples: list[float] = []
     starts: list[float] = []
@@ -158,7 +173,13 @@ def main() -> None:
     try:
         time.sleep(2)  # the sandbox positions itself
         with KafkaBlockchainHook() as hook:
-            flows.ensure_record_type(hook, DAY_REPORT_RECORD_TYPE, DAY_REPORT_RECORD_PROPERTIES)
+            ensure_record_type(
+                hook,
+                DAY_REPORT_RECORD_TYPE,
+                DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+                DAY_REPORT_RECORD_PROPERTIES,
+                logging.getLogger("soak"),
+            )
         for day in range(args.days):
             today = START + timedelta(days=day)
             try:
@@ -167,13 +188,14 @@ def main() -> None:
                     hook.get_conn()  # positions the reader: reads BLK_Res to its end
                     starts.append(time.perf_counter() - begin)
                     for slot in range(SLOTS_PER_DAY):
-                        flows.sync_requests(hook, repository, "partner")
-                        flows.sync_requests(hook, repository, "order")
+                        sync(hook, ListPartnerRequestsOperator, "partner")
+                        sync(hook, ListOrderRequestsOperator, "order")
                         if slot == 0:
                             hook.list_partner_requests(0, 1)  # the token check
                         if slot == 38:  # 09:30: the day report
-                            for report_row in repository.day_reports(today):
-                                flows.submit_day_report(hook, repository, report_row.report_id)
+                            submit_day_reports(
+                                hook, repository, [r.report_id for r in repository.day_reports(today)]
+                            )
                         if report(day):
                             break
             except BlockchainError as exc:
