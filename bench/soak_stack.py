@@ -120,7 +120,7 @@ def main() -> None:
     with Ledger(str(ledger_path)) as ledger:
         public_key, token = ledger.create_agent("MES", "soak-mes-password")
         for i in range(20):  # some partner requests and orders, as seed-demo makes
-            erp, _ = ledger.create_agent(f"ERP {i}", "soak")
+            erp, _ = ledger.create_agent(f"ERP {i}", "soak-erp-password")
             pid = ledger.create_partner_request(erp, public_key)
             if i % 2:
                 ledger.answer_partner_request(public_key, pid, True)
