@@ -11,7 +11,8 @@ RESULTS = Path(__file__).resolve().with_name("RESULTS.md")
 #: The sections written by runs of their own (minutes each), which ``run_all.py`` keeps.
 SOAK_HEADING = "## Soak of the embedded stack"
 PRODUCTION_HEADING = "## Production shape"
-KEPT_HEADINGS = (SOAK_HEADING, PRODUCTION_HEADING)
+UNIT_UPDATES_HEADING = "## Production-unit updates"
+KEPT_HEADINGS = (SOAK_HEADING, PRODUCTION_HEADING, UNIT_UPDATES_HEADING)
 
 
 def section(text: str, heading: str) -> str:
