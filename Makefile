@@ -63,7 +63,7 @@ bench: setup
 bench-production: kafka-check setup kafka-jars
 	$(BIN)/python bench/triggerer_waits.py
 
-# 20 production-unit updates, echo off (1 slot) then on (8 slots), on the production shape (about 10 minutes)
+# 20 production-unit updates, echo off (1 slot) then on (8 slots), on the production shape (about 5 minutes)
 bench-unit-updates: kafka-check setup kafka-jars
 	$(BIN)/python bench/unit_updates.py
 

@@ -1,6 +1,6 @@
 """20 production-unit updates for 5 units at once, echo off (pool 1 slot) then echo on (8 slots).
 
-Usage (from the repository root; about 10 minutes on two cores, needs what ``make production``
+Usage (from the repository root; about 5 minutes on two cores, needs what ``make production``
 needs)::
 
     .venv/bin/python bench/unit_updates.py [--no-write]
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines.append(
         f"- echo on with 8 slots took {on['elapsed'] / off['elapsed']:.0%} of the echo-off time "
-        f"({off['elapsed'] - on['elapsed']:+.1f} s saved); with runs queued one at a time "
+        f"({off['elapsed'] - on['elapsed']:.1f} s less); with runs queued one at a time "
         "(`max_active_runs=1`, before the per-unit drain) both took about 45 s"
     )
     lines.append(
