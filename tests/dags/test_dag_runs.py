@@ -293,7 +293,13 @@ def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack):
     assert [c.status for c in mes.unit_changes(other.id, pending_only=True)] == ["OTHER"]
     assert ledger.record(f"PU_{other.code}") is None
 
-    # the unit's backlog is empty: the next run applies only its own change
+    # a change sent by a run that died before noting it applied (the record holds its values, it
+    # is noted attempted): the next run reads the record first and does not send it again
+    mes.set_production_unit_state(unit.id, "S4", "P4", dag_run_id="mes__lost")
+    lost = mes.unit_change("mes__lost")
+    drain = mes.drain_unit_changes(unit.id, lost.seq, "mes__lost")
+    with drain:
+        drain.mark_attempted(lost.seq)
     again = run_dag(
         "blockchain_production_unit_update",
         {"production_unit_id": unit.id, "status": "S5", "process_name": "P5"},
@@ -301,6 +307,8 @@ def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack):
     assert again.state == "success", task_states(again)
     updates = [p["properties"] for _, p in _ops(ledger, "record.update") if p["record_id"] == record_id]
     assert [u["Status"] for u in updates] == ["S1", "S2", "S3", "S4", "S5"]
+    lost = mes.unit_change("mes__lost")
+    assert (lost.outcome, lost.detail, lost.applied_by_run) == ("applied", "already up to date", again.run_id)
     assert mes.unit_change(again.run_id).applied_by_run == again.run_id
     assert ledger.verify() == []
 
