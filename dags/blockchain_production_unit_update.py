@@ -25,7 +25,7 @@ changes not yet applied up to its own, in order, each noted applied as soon as t
 and lets go. A run whose change an earlier run already applied succeeds at once, naming that run.
 A run triggered by hand (no note under its id) notes its own change when it starts: among such
 runs the order is the order they start in. A run that fails for good gives its change up, so the
-unit's later runs do not try it again. See `include/mes/unit_updates.py`.
+unit's later runs do not try it again (clearing it later does not apply it: make the change again). See `include/mes/unit_updates.py`.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
     """
     from include.mes.reporter_store import MesReporterStore
     from include.mes.repository import ProductionUnitNotFoundError
-    from include.mes.unit_updates import REFUSED
+    from include.mes.unit_updates import FAILED, REFUSED
 
     unit_id, status, process_name = unit_update_args(context["params"])
     run_id = context["dag_run"].run_id
@@ -122,12 +122,18 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
         except ProductionUnitNotFoundError as exc:
             # a retry would fail alike, and would hold back the unit's later updates
             raise AirflowFailException(str(exc)) from None
-        except ValueError as exc:  # the run's id carries another unit's change
+        except ValueError as exc:  # a value the MES refuses, or the run id carries another unit's change
             raise AirflowFailException(str(exc)) from None
         summary = {"record_id": production_unit_record_id(unit), "unit": unit.code, "change": own.seq}
         if not own.pending:
             if own.outcome == REFUSED:
                 raise AirflowFailException(f"Change {own.seq} was refused for good: {own.detail}")
+            if own.outcome == FAILED:
+                # the unit's later changes may be on the ledger already: applying it now would
+                # put older values back
+                raise AirflowFailException(
+                    f"Change {own.seq} was given up ({own.detail}); make the change again to apply it"
+                )
             yield ClaimedUpdates(pending=[], applied_by=f"run {own.applied_by_run}", summary=summary)
             return
         store = MesReporterStore(repository, unit.code)

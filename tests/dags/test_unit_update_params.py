@@ -148,6 +148,10 @@ def test_a_run_that_fails_for_good_gives_its_change_up(claim):
             raise BlockchainTimeoutError("no answer", topic="BLK_Rec", request_id="r", timeout=1)
     given_up = repository.unit_change("mes__a")
     assert (given_up.outcome, given_up.applied_by_run) == ("failed", "mes__a")
+    # the run cleared and run again does not put its older values back
+    with pytest.raises(AirflowFailException, match="was given up"):
+        with make("mes__a", production_unit_id=unit.id):
+            pass
     # a run triggered by hand notes its own change when it starts, after the given-up one
     with make("manual__b", production_unit_id=unit.id, status="S2") as claimed:
         assert [(p.own, p.update.updates["Status"]) for p in claimed.pending] == [(True, "S2")]
