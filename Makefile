@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint run production bench bench-production clean kafka-check kafka-jars
+.PHONY: setup test lint run production bench bench-production bench-unit-updates clean kafka-check kafka-jars
 
 setup: $(STAMP)
 
@@ -62,6 +62,10 @@ bench: setup
 # 100 deferred gateway waits on one triggerer, on the production shape (about 10 minutes)
 bench-production: kafka-check setup kafka-jars
 	$(BIN)/python bench/triggerer_waits.py
+
+# 20 production-unit updates, echo off (1 slot) then on (8 slots), on the production shape (about 5 minutes)
+bench-unit-updates: kafka-check setup kafka-jars
+	$(BIN)/python bench/unit_updates.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

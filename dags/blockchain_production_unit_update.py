@@ -14,21 +14,38 @@ The run ensures, in order: the record type `ProductionUnit` (dynamic `Status` an
 `ProcessName`), then, on the unit's first update, its dynamic record `PU_<code>` and the unit's
 own reporter agent (created with a fresh strong password; its public key and token are stored in
 the MES database, encrypted with Airflow's Fernet key); then it updates the two properties signed
-with that reporter's token. Later runs reuse the stored reporter. Runs are queued one at a time,
-so updates apply in order. No task needs the Airflow REST API.
+with that reporter's token. Later runs reuse the stored reporter. No task needs the Airflow REST
+API.
+
+A unit's changes apply in the order the MES made them; runs of different units (and of one
+unit) run side by side, as far as the token's pool allows (one slot without echo). The MES notes
+each change (table `unit_updates`, in the transaction that saves it) under the `dag_run_id` it
+then triggers with. The task takes the unit's lock in the MES database, applies the unit's noted
+changes not yet applied up to its own, in order, each noted applied as soon as the ledger has it,
+and lets go. A run whose change an earlier run already applied succeeds at once, naming that run.
+A run triggered by hand (no note under its id) notes its own change when it starts: among such
+runs the order is the order they start in. A run that fails for good gives its change up, so the
+unit's later runs do not try it again (clearing it later does not apply it: make the change again). See `include/mes/unit_updates.py`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from airflow.sdk import Param, dag
 from airflow.sdk.exceptions import AirflowFailException
 from blockchain_common import START_DATE, TAGS, default_args, gateway_args, mes_repository
 
-from blockchain_provider.operators import DynamicRecordUpdate, UpdateDynamicRecordOperator
+from blockchain_provider.operators import (
+    ClaimedUpdates,
+    DynamicRecordUpdate,
+    PendingUpdate,
+    UpdateDynamicRecordOperator,
+)
 from include.day_report_keys import (
     PRODUCTION_UNIT_RECORD_PROPERTIES,
     PRODUCTION_UNIT_RECORD_TYPE,
@@ -38,6 +55,12 @@ from include.day_report_keys import (
     production_unit_record_id,
     production_unit_record_properties,
 )
+
+#: Runs at once: different units' changes side by side; one unit's take turns on its lock.
+MAX_ACTIVE_RUNS = 16
+#: Seconds a run waits for its unit's lock (held by another run applying the unit's changes,
+#: each gateway wait bounded by the connection's timeout) before its try fails and is retried.
+UNIT_LOCK_TIMEOUT = 300.0
 
 #: The MES's unit ids are 32-bit database integers.
 UNIT_ID_MAX = 2**31 - 1
@@ -79,27 +102,77 @@ def unit_update_args(params: dict[str, Any]) -> tuple[int, str, str]:
     return unit_id, status, process_name
 
 
-def unit_update(context: Mapping[str, Any]) -> DynamicRecordUpdate:
-    """The update of the run's unit: its record, its new values and its reporter in the MES."""
+@contextmanager
+def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
+    """The unit's noted changes up to the run's own, under the unit's lock for the block.
+
+    The run's own change is the one the MES noted under its run id, or the params' values noted
+    now (a run triggered by hand). A run that fails on its last try gives its change up.
+    """
     from include.mes.reporter_store import MesReporterStore
     from include.mes.repository import ProductionUnitNotFoundError
+    from include.mes.unit_updates import FAILED, REFUSED
 
     unit_id, status, process_name = unit_update_args(context["params"])
-
+    run_id = context["dag_run"].run_id
     repository = mes_repository()
     try:
         unit = repository.require_production_unit(unit_id)
+        own = repository.note_unit_change(unit_id, status, process_name, run_id)
     except ProductionUnitNotFoundError as exc:
         # a retry would fail alike, and would hold back the unit's later updates
         raise AirflowFailException(str(exc)) from None
-    return DynamicRecordUpdate(
-        record_id=production_unit_record_id(unit),
-        description=production_unit_record_description(unit),
-        properties=production_unit_record_properties(unit),
-        updates=production_unit_dynamic_properties(status, process_name),
-        store=MesReporterStore(repository, unit.code),
-        summary={"unit": unit.code},
-    )
+    except ValueError as exc:  # a value the MES refuses, or the run id carries another unit's change
+        raise AirflowFailException(str(exc)) from None
+    summary = {"record_id": production_unit_record_id(unit), "unit": unit.code, "change": own.seq}
+    if not own.pending:
+        if own.outcome == REFUSED:
+            raise AirflowFailException(f"Change {own.seq} was refused for good: {own.detail}")
+        if own.outcome == FAILED:
+            # the unit's later changes may be on the ledger already: applying it now would
+            # put older values back
+            raise AirflowFailException(
+                f"Change {own.seq} was given up ({own.detail}); make the change again to apply it"
+            )
+        yield ClaimedUpdates(pending=[], applied_by=f"run {own.applied_by_run}", summary=summary)
+        return
+    store = MesReporterStore(repository, unit.code)
+    drain = repository.drain_unit_changes(unit_id, own.seq, run_id, lock_timeout=UNIT_LOCK_TIMEOUT)
+    try:
+        with drain as changes:
+            pending = [
+                PendingUpdate(
+                    update=DynamicRecordUpdate(
+                        record_id=production_unit_record_id(unit),
+                        description=production_unit_record_description(unit),
+                        properties=production_unit_record_properties(unit),
+                        updates=production_unit_dynamic_properties(change.status, change.process_name),
+                        store=store,
+                    ),
+                    key=f"change {change.seq}",
+                    own=change.seq == own.seq,
+                    maybe_sent=change.attempted_at is not None,
+                    mark_sending=partial(drain.mark_attempted, change.seq),
+                    mark_applied=partial(drain.mark_applied, change.seq),
+                    mark_refused=partial(drain.mark_refused, change.seq),
+                )
+                for change in changes
+            ]
+            applied_by = None
+            if not any(item.own for item in pending):
+                # another run's drain applied it while this one waited for the lock
+                settled = repository.unit_change(run_id)
+                if settled is not None and settled.outcome == REFUSED:
+                    raise AirflowFailException(f"Change {own.seq} was refused for good: {settled.detail}")
+                applied_by = f"run {settled.applied_by_run}" if settled is not None else None
+            yield ClaimedUpdates(pending=pending, applied_by=applied_by, summary=summary)
+    except BaseException as exc:
+        ti = context.get("ti")
+        last_try = ti is not None and getattr(ti, "try_number", 1) > getattr(ti, "max_tries", 0)
+        if isinstance(exc, AirflowFailException) or last_try:
+            # the unit's later runs then pass it by instead of trying it again
+            repository.give_up_unit_change(run_id, f"its run failed for good: {type(exc).__name__}")
+        raise
 
 
 @dag(
@@ -107,7 +180,7 @@ def unit_update(context: Mapping[str, Any]) -> DynamicRecordUpdate:
     schedule=None,
     start_date=START_DATE,
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=MAX_ACTIVE_RUNS,
     default_args=default_args(),
     tags=[*TAGS, "production-unit"],
     doc_md=__doc__,
@@ -139,7 +212,10 @@ def unit_update(context: Mapping[str, Any]) -> DynamicRecordUpdate:
 def blockchain_production_unit_update() -> None:
     UpdateDynamicRecordOperator(
         task_id="update_unit_record",
-        doc_md="Ensure record type, record and reporter, then update Status and ProcessName as the reporter.",
+        doc_md=(
+            "Under the unit's lock: ensure record type, record and reporter, then apply the unit's noted "
+            "changes up to this run's own, in order, as the reporter."
+        ),
         record_type=PRODUCTION_UNIT_RECORD_TYPE,
         record_type_description=PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
         record_type_properties=PRODUCTION_UNIT_RECORD_PROPERTIES,

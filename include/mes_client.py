@@ -7,8 +7,12 @@ public REST API:
 1. ``POST {base_url}/auth/token`` with ``{"username", "password"}`` returns ``{"access_token"}``
    (a JWT; kept in memory and renewed once if Airflow answers 401 later);
 2. ``POST {base_url}/api/v2/dags/blockchain_production_unit_update/dagRuns`` with
-   ``{"logical_date": null, "conf": {"production_unit_id": int, "status": str, "process_name": str}}``
-   returns the new run, whose ``dag_run_id`` is returned.
+   ``{"dag_run_id": str, "logical_date": null, "conf": {"production_unit_id": int, "status": str,
+   "process_name": str}}`` returns the new run, whose ``dag_run_id`` is returned.
+
+:func:`patch_production_unit` is the PATCH view: it saves the unit and notes the change under the
+run id it then triggers, so the unit's runs apply its changes in the order the MES made them,
+whichever order they start in (:mod:`include.mes.unit_updates`).
 
 Only the standard library is used. Neither the password nor the token is ever logged or shown
 in an error or a ``repr``.
@@ -19,10 +23,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from typing import Any, Protocol
 
 from include.mes.models import ProductionUnit, validate_process_name, validate_unit_id, validate_unit_status
@@ -31,6 +37,7 @@ __all__ = [
     "PRODUCTION_UNIT_UPDATE_DAG_ID",
     "MesAirflowClient",
     "MesAirflowError",
+    "new_run_id",
     "patch_production_unit",
 ]
 
@@ -38,6 +45,8 @@ log = logging.getLogger(__name__)
 
 PRODUCTION_UNIT_UPDATE_DAG_ID = "blockchain_production_unit_update"
 _MAX_DETAIL = 300
+#: Airflow's default ``[scheduler] allowed_run_id_pattern``, and its column's length.
+_RUN_ID = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
 
 
 class MesAirflowError(RuntimeError):
@@ -104,10 +113,15 @@ class MesAirflowClient:
     def __repr__(self) -> str:
         return f"MesAirflowClient(base_url={self.base_url!r}, username={self.username!r}, dag_id={self.dag_id!r})"
 
-    def trigger_production_unit_update(self, production_unit_id: int, status: str, process_name: str) -> str:
+    def trigger_production_unit_update(
+        self, production_unit_id: int, status: str, process_name: str, *, run_id: str | None = None
+    ) -> str:
         """Start a run of the production-unit DAG for this unit and state; returns its ``dag_run_id``.
 
         The arguments are checked before anything is sent.
+
+        :param run_id: the run's id (1 to 250 letters, digits and ``_.~:+-``); default ``None``,
+            Airflow makes one.
 
         :raises ValueError: naming a bad argument.
         :raises MesAirflowError: if Airflow cannot be reached or refuses (the message has its status and detail).
@@ -118,7 +132,11 @@ class MesAirflowClient:
             "process_name": validate_process_name(process_name),
         }
         path = f"/api/v2/dags/{urllib.parse.quote(self.dag_id, safe='')}/dagRuns"
-        body = {"logical_date": None, "conf": conf}
+        body: dict[str, Any] = {"logical_date": None, "conf": conf}
+        if run_id is not None:
+            if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+                raise ValueError(f"Invalid run_id {run_id!r:.80}: 1 to 250 of letters, digits and _.~:+-")
+            body["dag_run_id"] = run_id
         try:
             answer = self._post(path, body, self._bearer())
         except MesAirflowError as exc:
@@ -191,18 +209,32 @@ def _detail(error: urllib.error.HTTPError) -> str:
 
 
 class _UnitStore(Protocol):
-    def set_production_unit_state(self, unit_id: int, status: str, process_name: str) -> ProductionUnit: ...
+    def set_production_unit_state(
+        self, unit_id: int, status: str, process_name: str, *, dag_run_id: str | None = None
+    ) -> ProductionUnit: ...
+
+
+def new_run_id(unit_id: int) -> str:
+    """A fresh ``dag_run_id`` for a change of unit *unit_id*: ``mes__unit<id>__<32 hex>``."""
+    return f"mes__unit{validate_unit_id(unit_id)}__{uuid.uuid4().hex}"
 
 
 def patch_production_unit(
     repository: _UnitStore, client: MesAirflowClient, unit_id: int, status: str, process_name: str
 ) -> str:
-    """What the MES's PATCH view of a production unit does: save the new state, then trigger the DAG.
+    """What the MES's PATCH view of a production unit does: save the new state and note the change
+    (one transaction), then trigger the DAG with the run id it noted.
 
-    Returns the ``dag_run_id``. If the unit does not exist nothing is triggered
-    (:class:`~include.mes.models.ProductionUnitNotFoundError`).
+    Returns the ``dag_run_id``. If the unit does not exist nothing is noted or triggered
+    (:class:`~include.mes.models.ProductionUnitNotFoundError`). If the trigger fails
+    (:class:`MesAirflowError`), the change stays noted: the unit's next run applies it before its own.
 
     :param repository: a :class:`~include.mes.repository.MesRepository`.
+    :param client: the Airflow client.
+    :param unit_id: the unit's id.
+    :param status: its new status.
+    :param process_name: its new process name.
     """
-    unit = repository.set_production_unit_state(unit_id, status, process_name)
-    return client.trigger_production_unit_update(unit.id, unit.status, unit.process_name)
+    run_id = new_run_id(unit_id)
+    unit = repository.set_production_unit_state(unit_id, status, process_name, dag_run_id=run_id)
+    return client.trigger_production_unit_update(unit.id, unit.status, unit.process_name, run_id=run_id)

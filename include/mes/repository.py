@@ -31,7 +31,7 @@ from include.day_report_keys import (
     validate_report_id,
     validate_unit_code,
 )
-from include.mes import crypto, schema
+from include.mes import crypto, schema, unit_updates
 from include.mes.models import (
     REQUEST_ID_RE,
     REQUEST_STATUSES,
@@ -51,6 +51,7 @@ from include.mes.models import (
     validate_unit_id,
     validate_unit_status,
 )
+from include.mes.unit_updates import UnitChange
 
 __all__ = ["DayReportNotFoundError", "MesRepository"]
 
@@ -166,9 +167,14 @@ class MesRepository:
             ).scalar_one()
         return self.require_production_unit(unit_id)
 
-    def set_production_unit_state(self, unit_id: int, status: str, process_name: str) -> ProductionUnit:
+    def set_production_unit_state(
+        self, unit_id: int, status: str, process_name: str, *, dag_run_id: str | None = None
+    ) -> ProductionUnit:
         """Set a unit's status and process name (what the MES's PATCH view does); returns the unit.
 
+        :param dag_run_id: the id of the ``blockchain_production_unit_update`` run that will carry
+            the change to the ledger: the change is noted for it in the same transaction
+            (:mod:`include.mes.unit_updates`); default ``None``, nothing noted.
         :raises ProductionUnitNotFoundError: naming *unit_id* if there is no such unit.
         """
         validate_unit_id(unit_id)
@@ -186,9 +192,53 @@ class MesRepository:
                 .mappings()
                 .first()
             )
+            if row is not None and dag_run_id is not None:
+                unit_updates.note_unit_change(conn, unit_id, status, process_name, dag_run_id)
         if row is None:
             raise ProductionUnitNotFoundError(unit_id)
         return self._unit(row)
+
+    # ----------------------------------------------------------------------------------
+    # Production-unit changes, noted in order and drained onto the ledger
+    # ----------------------------------------------------------------------------------
+
+    def note_unit_change(self, unit_id: int, status: str, process_name: str, dag_run_id: str) -> UnitChange:
+        """Note a change of the unit for run *dag_run_id* without saving the unit (a run triggered
+        by hand notes its own when it starts); noting a run again returns its change.
+
+        :raises ProductionUnitNotFoundError: naming *unit_id* if there is no such unit.
+        """
+        try:
+            with self.engine.begin() as conn:
+                return unit_updates.note_unit_change(conn, unit_id, status, process_name, dag_run_id)
+        except LookupError:
+            raise ProductionUnitNotFoundError(unit_id) from None
+
+    def unit_change(self, dag_run_id: str) -> UnitChange | None:
+        """The change run *dag_run_id* carries, or ``None``."""
+        return unit_updates.unit_change(self.engine, dag_run_id)
+
+    def unit_changes(self, unit_id: int, *, pending_only: bool = False) -> list[UnitChange]:
+        """Unit *unit_id*'s noted changes in order, all or only the pending ones."""
+        return unit_updates.unit_changes(self.engine, unit_id, pending_only=pending_only)
+
+    def drain_unit_changes(
+        self,
+        unit_id: int,
+        up_to: int,
+        run_id: str,
+        *,
+        lock_timeout: float = unit_updates.DEFAULT_LOCK_TIMEOUT,
+    ) -> unit_updates.UnitDrain:
+        """The unit's lock and its pending changes up to *up_to*: see :class:`~include.mes.unit_updates.UnitDrain`.
+
+        :param lock_timeout: seconds to wait for the lock; default 300.
+        """
+        return unit_updates.UnitDrain(self.engine, unit_id, up_to, run_id, lock_timeout=lock_timeout)
+
+    def give_up_unit_change(self, dag_run_id: str, reason: str) -> bool:
+        """Note run *dag_run_id*'s change given up if still pending (its run failed for good)."""
+        return unit_updates.give_up_unit_change(self.engine, dag_run_id, reason)
 
     # ----------------------------------------------------------------------------------
     # Day reports

@@ -16,6 +16,9 @@ Tables:
 * ``kafka_tokens``: what the gateway gave the MES for each agent it created, as the original's
   ``KafkaToken`` model (instance type ``Reporter``: token, public key, password, record id, topic,
   name); the token and password encrypted with Airflow's Fernet key (:mod:`include.mes.crypto`).
+* ``unit_updates``: each change of a unit's status and process name, noted in order (``seq``) as
+  the MES triggers the ``blockchain_production_unit_update`` run that carries it, with the run's
+  id, and when and by which run it was applied on the ledger (:mod:`include.mes.unit_updates`).
 
 All times are stored in UTC. :func:`create_schema` is idempotent and safe to run from
 concurrent tasks.
@@ -40,6 +43,7 @@ __all__ = [
     "order_requests",
     "partner_requests",
     "production_units",
+    "unit_updates",
     "value_column",
 ]
 
@@ -179,6 +183,27 @@ rejected_items = sa.Table(
     sa.Column("times_seen", sa.Integer, nullable=False),
     _utc_time("first_seen_at"),
     _utc_time("last_seen_at"),
+)
+
+# One row per change of a unit's status and process name, in the order the MES made them. A row is
+# pending until a run applies it on the ledger ("applied", or "refused" for good, with the run
+# that settled it); ``attempted_at`` is set just before its update is sent, so a later drain knows
+# an earlier one may have sent it without noting the answer.
+unit_updates = sa.Table(
+    "unit_updates",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("production_unit_id", sa.Integer, sa.ForeignKey("production_units.id"), nullable=False),
+    sa.Column("status", sa.String(64), nullable=False),
+    sa.Column("process_name", sa.String(200), nullable=False),
+    sa.Column("dag_run_id", sa.String(250), nullable=False, unique=True),
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    _utc_time("noted_at"),
+    _utc_time("attempted_at", nullable=True),
+    _utc_time("applied_at", nullable=True),
+    sa.Column("applied_by_run", sa.String(250), nullable=True),
+    sa.Index("ix_unit_updates_unit_pending", "production_unit_id", "applied_at", "seq"),
 )
 
 # Any fixed 64-bit number: the PostgreSQL advisory lock held while creating the schema.

@@ -262,6 +262,57 @@ def test_production_unit_update_then_another(stack, caplog):
     assert ledger.verify() == []
 
 
+def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack):
+    from include.mes.db import mes_engine
+    from include.sample_data import generate_plant
+
+    generate_plant(mes_engine("mes_db"), units=2, weeks=1, end_date=DAY)
+    mes = stack.mes()
+    unit, other = mes.production_units()[:2]
+    record_id = f"PU_{unit.code}"
+    # three changes the MES noted whose runs have not started (or whose trigger failed), and one
+    # of another unit, which this unit's run leaves alone
+    for n in (1, 2, 3):
+        mes.set_production_unit_state(unit.id, f"S{n}", f"P{n}", dag_run_id=f"mes__backlog{n}")
+    mes.set_production_unit_state(other.id, "OTHER", "", dag_run_id="mes__other")
+
+    run = run_dag(
+        "blockchain_production_unit_update",
+        {"production_unit_id": unit.id, "status": "S4", "process_name": "P4"},
+    )
+    assert run.state == "success", task_states(run)
+    ledger = stack.ledger()
+    updates = [p["properties"] for _, p in _ops(ledger, "record.update") if p["record_id"] == record_id]
+    assert [(u["Status"], u["ProcessName"]) for u in updates] == [(f"S{n}", f"P{n}") for n in (1, 2, 3, 4)]
+    assert ledger.record(record_id)["properties"]["Status"] == "S4"
+    # each noted applied, by this run; its own change noted when it started, after the backlog
+    changes = mes.unit_changes(unit.id)
+    assert [c.status for c in changes] == ["S1", "S2", "S3", "S4"]
+    assert {(c.outcome, c.applied_by_run) for c in changes} == {("applied", run.run_id)}
+    assert changes[-1].dag_run_id == run.run_id
+    assert [c.status for c in mes.unit_changes(other.id, pending_only=True)] == ["OTHER"]
+    assert ledger.record(f"PU_{other.code}") is None
+
+    # a change sent by a run that died before noting it applied (the record holds its values, it
+    # is noted attempted): the next run reads the record first and does not send it again
+    mes.set_production_unit_state(unit.id, "S4", "P4", dag_run_id="mes__lost")
+    lost = mes.unit_change("mes__lost")
+    drain = mes.drain_unit_changes(unit.id, lost.seq, "mes__lost")
+    with drain:
+        drain.mark_attempted(lost.seq)
+    again = run_dag(
+        "blockchain_production_unit_update",
+        {"production_unit_id": unit.id, "status": "S5", "process_name": "P5"},
+    )
+    assert again.state == "success", task_states(again)
+    updates = [p["properties"] for _, p in _ops(ledger, "record.update") if p["record_id"] == record_id]
+    assert [u["Status"] for u in updates] == ["S1", "S2", "S3", "S4", "S5"]
+    lost = mes.unit_change("mes__lost")
+    assert (lost.outcome, lost.detail, lost.applied_by_run) == ("applied", "already up to date", again.run_id)
+    assert mes.unit_change(again.run_id).applied_by_run == again.run_id
+    assert ledger.verify() == []
+
+
 def test_sync_of_250_orders_across_three_pages(stack):
     ledger = stack.ledger()
     partner = erp_agent(ledger, "Big customer")

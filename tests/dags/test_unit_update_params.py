@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, ParamValidationError
 
 from blockchain_provider.exceptions import BlockchainTimeoutError
-from include.mes.models import ProductionUnitNotFoundError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,32 +75,78 @@ def test_what_the_schema_accepts_the_task_handles():
             module.unit_update_args({**GOOD, **bad})
 
 
-def test_a_value_that_fails_inside_the_task_fails_at_once(monkeypatch, unit_dag):
-    """A bad value is not retried three times (blocking later updates); a broker blip still is."""
+@pytest.fixture
+def claim(monkeypatch, unit_dag, tmp_path):
+    """The task's ``update`` callable on a SQLite MES database: ``claim(run_id, try_number=1, **conf)``."""
+    from include.mes.db import engine_from_url
+    from include.mes.repository import MesRepository
+
     task = unit_dag.get_task("update_unit_record")
-    module = task.python_callable.__globals__  # the DAG file as the DagBag loaded it
-    monkeypatch.setitem(module, "gateway", lambda: _NoHook())
-    monkeypatch.setitem(module, "mes", lambda: None)
-    flows = module["flows"]
+    module = task.update.__wrapped__.__globals__  # the DAG file as the DagBag loaded it
+    engine = engine_from_url(f"sqlite:///{tmp_path / 'mes.sqlite3'}")
+    repository = MesRepository(engine)
+    repository.create_schema()
 
-    def missing_unit(*args, **kwargs):
-        raise ProductionUnitNotFoundError(3)
+    monkeypatch.setitem(module, "mes_repository", lambda: repository)
 
-    monkeypatch.setattr(flows, "update_production_unit", missing_unit)
-    with pytest.raises(AirflowFailException, match="3"):
-        task.python_callable(params=dict(GOOD))
+    def make(run_id: str, try_number: int = 1, **conf):
+        context = {
+            "params": {**GOOD, **conf},
+            "dag_run": SimpleNamespace(run_id=run_id),
+            "ti": SimpleNamespace(try_number=try_number, max_tries=3),
+        }
+        return task.update(context)
 
-    def blip(*args, **kwargs):
-        raise BlockchainTimeoutError("no answer", topic="BLK_Rec", request_id="r", timeout=1)
+    try:
+        yield make, repository
+    finally:
+        engine.dispose()
 
-    monkeypatch.setattr(flows, "update_production_unit", blip)
+
+def test_a_missing_unit_fails_at_once(claim):
+    """A missing unit is not retried three times (it would hold back the unit's later updates)."""
+    make, _repository = claim
+    with pytest.raises(AirflowFailException, match="Production unit 3"):
+        with make("manual__1"):
+            pass
+
+
+def test_a_run_whose_change_was_applied_has_nothing_left_and_names_who_applied_it(claim):
+    make, repository = claim
+    unit = repository.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
+    repository.set_production_unit_state(unit.id, "S1", "P1", dag_run_id="mes__a")
+    repository.set_production_unit_state(unit.id, "S2", "P2", dag_run_id="mes__b")
+    with make("mes__b", production_unit_id=unit.id) as claimed:
+        # the run's own change last, the MES's noted values (not the conf's) in order
+        assert [(p.key, p.own, dict(p.update.updates)) for p in claimed.pending] == [
+            (f"change {repository.unit_change('mes__a').seq}", False, {"Status": "S1", "ProcessName": "P1"}),
+            (f"change {repository.unit_change('mes__b').seq}", True, {"Status": "S2", "ProcessName": "P2"}),
+        ]
+        for pending in claimed.pending:
+            pending.mark_sending()
+            pending.mark_applied("ok")
+    with make("mes__a", production_unit_id=unit.id) as claimed:
+        assert claimed.pending == [] and claimed.applied_by == "run mes__b"
+        assert claimed.summary["unit"] == "PT10"
+
+
+def test_a_run_that_fails_for_good_gives_its_change_up(claim):
+    make, repository = claim
+    unit = repository.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
+    repository.set_production_unit_state(unit.id, "S1", "P1", dag_run_id="mes__a")
     with pytest.raises(BlockchainTimeoutError):
-        task.python_callable(params=dict(GOOD))
-
-
-class _NoHook:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
+        with make("mes__a", try_number=1, production_unit_id=unit.id):
+            raise BlockchainTimeoutError("no answer", topic="BLK_Rec", request_id="r", timeout=1)
+    assert repository.unit_change("mes__a").pending  # a try that will be retried keeps it
+    with pytest.raises(BlockchainTimeoutError):
+        with make("mes__a", try_number=4, production_unit_id=unit.id):
+            raise BlockchainTimeoutError("no answer", topic="BLK_Rec", request_id="r", timeout=1)
+    given_up = repository.unit_change("mes__a")
+    assert (given_up.outcome, given_up.applied_by_run) == ("failed", "mes__a")
+    # the run cleared and run again does not put its older values back
+    with pytest.raises(AirflowFailException, match="was given up"):
+        with make("mes__a", production_unit_id=unit.id):
+            pass
+    # a run triggered by hand notes its own change when it starts, after the given-up one
+    with make("manual__b", production_unit_id=unit.id, status="S2") as claimed:
+        assert [(p.own, p.update.updates["Status"]) for p in claimed.pending] == [(True, "S2")]

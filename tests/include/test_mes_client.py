@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -53,7 +54,8 @@ class FakeAirflow:
                 return status, {"detail": "Token expired" if status == 401 else "Server error"}
             if not self.dag_exists or path != RUNS_PATH:
                 return 404, {"detail": "The Dag with ID: `blockchain_production_unit_update` was not found"}
-            run_id = f"manual__2026-01-0{len(self.requests)}T09:30:00+00:00"
+            given = (payload or {}).get("dag_run_id")
+            run_id = given or f"manual__2026-01-0{len(self.requests)}T09:30:00+00:00"
             return 200, {
                 "dag_run_id": run_id,
                 "dag_id": "blockchain_production_unit_update",
@@ -213,10 +215,12 @@ class _Units:
     def __init__(self) -> None:
         self.saved: list[tuple] = []
 
-    def set_production_unit_state(self, unit_id: int, status: str, process_name: str) -> ProductionUnit:
+    def set_production_unit_state(
+        self, unit_id: int, status: str, process_name: str, *, dag_run_id: str | None = None
+    ) -> ProductionUnit:
         if unit_id != 7:
             raise ProductionUnitNotFoundError(unit_id)
-        self.saved.append((unit_id, status, process_name))
+        self.saved.append((unit_id, status, process_name, dag_run_id))
         return ProductionUnit(7, "PT16", "Press line 16", status, process_name)
 
 
@@ -224,8 +228,10 @@ def test_patch_saves_the_unit_then_triggers(airflow) -> None:
     fake, url = airflow
     units, client = _Units(), MesAirflowClient(url, USER, PASSWORD)
     run_id = patch_production_unit(units, client, 7, "Running", "Deep drawing")
-    assert run_id.startswith("manual__")
-    assert units.saved == [(7, "Running", "Deep drawing")]
+    # the change is saved and noted under the run id the run is then triggered with
+    assert re.fullmatch(r"mes__unit7__[0-9a-f]{32}", run_id)
+    assert units.saved == [(7, "Running", "Deep drawing", run_id)]
+    assert fake.requests[-1]["body"]["dag_run_id"] == run_id
     assert fake.requests[-1]["body"]["conf"] == {
         "production_unit_id": 7,
         "status": "Running",
@@ -233,4 +239,7 @@ def test_patch_saves_the_unit_then_triggers(airflow) -> None:
     }
     with pytest.raises(ProductionUnitNotFoundError, match="Production unit 8"):
         patch_production_unit(units, client, 8, "Running", "Deep drawing")
+    assert len(fake.requests) == 2 and len(units.saved) == 1
+    with pytest.raises(ValueError, match="Invalid run_id"):
+        client.trigger_production_unit_update(7, "Running", "", run_id="a/b")
     assert len(fake.requests) == 2

@@ -2,9 +2,10 @@
 workers, Airflow's metadata on PostgreSQL, 3 Apache Kafka brokers, the gateway sandbox.
 
 One deployment for every case, in order: every DAG runs; a Celery worker is SIGKILLed while it
-holds a gateway task; 20 production-unit updates for 5 units arrive at once without echo (one
-request of the token in flight at a time, measured at the sandbox), then again with echo and an
-8-slot pool. Each case asserts what happened to the data, in the ledger and in the MES.
+holds a gateway task; 20 production-unit updates for 5 units arrive at once through the MES's path
+without echo (one request of the token in flight at a time, measured at the sandbox), then again
+with echo and an 8-slot pool (both durations printed; ``bench/unit_updates.py`` measures them).
+Each case asserts what happened to the data, in the ledger and in the MES.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway_sandbox.ledger import Ledger
 from include.day_report_keys import PRODUCTION_UNIT_RECORD_TYPE, day_report_keys
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
+from include.mes_client import MesAirflowClient, patch_production_unit
 from local_services.kafka import missing_prerequisites
 from local_services.ports import free_port
 from scripts.production_stack import ProductionStack
@@ -255,20 +257,24 @@ def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production
 
 
 def _twenty_updates(production: Production, tag: str) -> tuple[float, dict[str, list[str]]]:
-    """Trigger 4 updates for each of 5 units at once (each unit's in order, from its own
-    thread); return the seconds until all 20 finished and the statuses sent per unit."""
+    """Make 4 changes of each of 5 units at once through the MES's path (save, note, trigger
+    through the REST API; each unit's in order, from its own thread); return the seconds until
+    all 20 runs finished and the statuses sent per unit."""
     units = production.repository.production_units()[:5]
     assert len(units) == 5
     sent = {f"PU_{u.code}": [f"{tag}-{n}" for n in range(1, 5)] for u in units}
     runs: dict[str, tuple[str, str]] = {}
     lock = threading.Lock()
     errors: list[BaseException] = []
+    client = MesAirflowClient(
+        production.stack.settings.url, ADMIN_USER, admin_password(production.stack.settings)
+    )
 
     def post(unit: Any) -> None:
+        """What the MES's PATCH view does for each change: save and note it, trigger its run."""
         try:
             for status in sent[f"PU_{unit.code}"]:
-                conf = {"production_unit_id": unit.id, "status": status, "process_name": f"P {status}"}
-                run_id = production.trigger(UPDATE_DAG, conf)
+                run_id = patch_production_unit(production.repository, client, unit.id, status, f"P {status}")
                 with lock:
                     runs[status + unit.code] = (UPDATE_DAG, run_id)
         except BaseException as exc:  # reported below
@@ -284,6 +290,19 @@ def _twenty_updates(production: Production, tag: str) -> tuple[float, dict[str, 
     states = production.wait_for_runs(runs, timeout=1200)
     elapsed = time.monotonic() - begin
     assert list(states.values()).count("success") == 20, states
+    # every change noted applied, each by one run of its unit (its own or a later one's drain)
+    run_ids = {run_id for _dag_id, run_id in runs.values()}
+    for unit in units:
+        changes = [c for c in production.repository.unit_changes(unit.id) if c.dag_run_id in run_ids]
+        assert [c.status for c in changes] == sent[f"PU_{unit.code}"]
+        assert all(c.outcome == "applied" and c.applied_by_run in run_ids for c in changes), changes
+    drained = sum(
+        c.dag_run_id != c.applied_by_run
+        for u in units
+        for c in production.repository.unit_changes(u.id)
+        if c.dag_run_id in run_ids
+    )
+    print(f"\n{tag}: {drained} of 20 changes applied by a later run of their unit")
     return elapsed, sent
 
 

@@ -17,7 +17,9 @@ from blockchain_provider.operators.record import (
     UpdateRecordOperator,
 )
 from blockchain_provider.operators.reporter import (
+    ClaimedUpdates,
     DynamicRecordUpdate,
+    PendingUpdate,
     ReporterStore,
     UpdateDynamicRecordOperator,
 )
@@ -27,6 +29,7 @@ __all__ = [
     "AnswerOrderRequestOperator",
     "AnswerPartnerRequestOperator",
     "CheckTokenOperator",
+    "ClaimedUpdates",
     "CreateRecordOperator",
     "CreateRecordsOperator",
     "DynamicRecordUpdate",
@@ -35,6 +38,7 @@ __all__ = [
     "GetPartnerRequestOperator",
     "ListOrderRequestsOperator",
     "ListPartnerRequestsOperator",
+    "PendingUpdate",
     "ReporterStore",
     "UpdateDynamicRecordOperator",
     "UpdateRecordOperator",

@@ -1,0 +1,195 @@
+"""20 production-unit updates for 5 units at once, echo off (pool 1 slot) then echo on (8 slots).
+
+Usage (from the repository root; about 5 minutes on two cores, needs what ``make production``
+needs)::
+
+    .venv/bin/python bench/unit_updates.py [--no-write]
+
+It starts the production shape (:mod:`scripts.production_stack`: CeleryExecutor, two workers of
+2 slots each, PostgreSQL metadata, 3 Apache Kafka brokers, the MES on SQLite) without echo and
+with a 1-slot request pool, unpauses ``blockchain_production_unit_update`` and gives each of 5
+units its first update (which creates its record and reporter; not timed). Then, as the MES's
+PATCH view does (:func:`include.mes_client.patch_production_unit`: save, note, trigger through the
+REST API), 5 threads make 4 changes each, one unit per thread, and it times from the first
+trigger until all 20 runs have finished (run states polled every 0.5 s). The same again after the
+gateway sandbox restarts with echo and the pool has 8 slots. It checks that every change was
+applied, in order per unit, and counts the changes a later run of the unit applied (a drain).
+
+Prints the figures and writes them into the "Production-unit updates" section of
+``bench/RESULTS.md`` (``make bench`` keeps that section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import results  # noqa: E402
+from gateway_sandbox.ledger import Ledger  # noqa: E402
+from include.mes.db import engine_from_url  # noqa: E402
+from include.mes.repository import MesRepository  # noqa: E402
+from include.mes_client import PRODUCTION_UNIT_UPDATE_DAG_ID, MesAirflowClient, patch_production_unit  # noqa: E402
+from local_services.ports import free_port  # noqa: E402
+from scripts.production_stack import ProductionStack  # noqa: E402
+from scripts.run_stack import ADMIN_USER, Settings, admin_password, http_json  # noqa: E402
+
+UNITS, PER_UNIT = 5, 4
+
+
+class Api:
+    def __init__(self, stack: ProductionStack) -> None:
+        self.url = stack.settings.url
+        password = admin_password(stack.settings)
+        self.token = http_json(f"{self.url}/auth/token", {"username": ADMIN_USER, "password": password})[
+            "access_token"
+        ]
+
+    def __call__(self, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
+        return http_json(f"{self.url}{path}", body, self.token, method)
+
+    def states(self, run_ids: set[str]) -> dict[str, str]:
+        runs = self(f"/api/v2/dags/{PRODUCTION_UNIT_UPDATE_DAG_ID}/dagRuns?limit=1000")
+        return {r["dag_run_id"]: r["state"] for r in runs["dag_runs"] if r["dag_run_id"] in run_ids}
+
+
+def wait_for(api: Api, run_ids: set[str], timeout: float = 1200, poll: float = 0.5) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = api.states(run_ids)
+        if len(states) == len(run_ids) and all(s in ("success", "failed") for s in states.values()):
+            return states
+        time.sleep(poll)
+    raise SystemExit(f"runs not finished within {timeout:.0f} s")
+
+
+def twenty_updates(
+    api: Api, client: MesAirflowClient, repository: MesRepository, ledger: Ledger, tag: str
+) -> dict[str, Any]:
+    """Make 4 changes of each of 5 units at once through the MES's path; time until all ran."""
+    units = repository.production_units()[:UNITS]
+    sent = {unit.id: [f"{tag}-{n}" for n in range(1, PER_UNIT + 1)] for unit in units}
+    run_ids: set[str] = set()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def post(unit_id: int) -> None:
+        try:
+            for status in sent[unit_id]:
+                run_id = patch_production_unit(repository, client, unit_id, status, f"P {status}")
+                with lock:
+                    run_ids.add(run_id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    begin = time.monotonic()
+    threads = [threading.Thread(target=post, args=(unit.id,)) for unit in units]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise SystemExit(f"a trigger failed: {errors[0]}")
+    triggered = time.monotonic() - begin
+    states = wait_for(api, run_ids)
+    elapsed = time.monotonic() - begin
+    succeeded = list(states.values()).count("success")
+    drained = 0
+    for unit in units:
+        changes = [c for c in repository.unit_changes(unit.id) if c.dag_run_id in run_ids]
+        applied = [
+            u["Status"] for u in ledger.record_updates(f"PU_{unit.code}") if u["Status"] in sent[unit.id]
+        ]
+        if applied != sent[unit.id] or any(c.outcome != "applied" for c in changes):
+            raise SystemExit(f"unit {unit.code}: applied {applied}, sent {sent[unit.id]}")
+        drained += sum(c.applied_by_run != c.dag_run_id for c in changes)
+    return {"elapsed": elapsed, "triggered": triggered, "succeeded": succeeded, "drained": drained}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-unit-updates-"))
+    settings = Settings(
+        root=ROOT, stack_dir=tmp / "stack", airflow_port=free_port(), kafka="apache", timeout=600
+    )
+    stack = ProductionStack(settings, echo=False, pool_slots=1)
+    figures: dict[str, dict[str, Any]] = {}
+    began = time.monotonic()
+    engine = None
+    try:
+        stack.up()
+        api = Api(stack)
+        deadline = time.monotonic() + 300
+        while PRODUCTION_UNIT_UPDATE_DAG_ID not in {
+            d["dag_id"] for d in api("/api/v2/dags?limit=100")["dags"]
+        }:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{PRODUCTION_UNIT_UPDATE_DAG_ID} was not parsed")
+            time.sleep(2)
+        api(f"/api/v2/dags/{quote(PRODUCTION_UNIT_UPDATE_DAG_ID)}", {"is_paused": False}, "PATCH")
+        engine = engine_from_url(f"sqlite:///{settings.mes_db}")
+        repository = MesRepository(engine)
+        ledger = Ledger(str(settings.ledger))
+        client = MesAirflowClient(settings.url, ADMIN_USER, admin_password(settings))
+        # each unit's first update creates its record and reporter: done before anything is timed
+        first = {
+            patch_production_unit(repository, client, unit.id, "WARM", "")
+            for unit in repository.production_units()[:UNITS]
+        }
+        if list(wait_for(api, first).values()).count("success") != UNITS:
+            raise SystemExit("the warm-up updates did not all succeed")
+        figures["echo off, pool 1 slot"] = twenty_updates(api, client, repository, ledger, "OFF")
+        stack.restart_sandbox(echo=True, pool_slots=8)
+        figures["echo on, pool 8 slots"] = twenty_updates(api, client, repository, ledger, "ON")
+    finally:
+        if engine is not None:
+            engine.dispose()
+        stack.down()
+        # the stack's ledger holds the agents' private keys, its Airflow home the Fernet key
+        shutil.rmtree(tmp, ignore_errors=True)
+    whole = time.monotonic() - began
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    off, on = figures["echo off, pool 1 slot"], figures["echo on, pool 8 slots"]
+    lines = [
+        f"- {name}: 20 updates (4 for each of 5 units, triggered at once through the MES's path) all "
+        f"finished {f['elapsed']:.1f} s after the first trigger ({f['succeeded']}/20 runs succeeded; the "
+        f"20 triggers took {f['triggered']:.1f} s; {f['drained']} changes applied by a later run of their unit)"
+        for name, f in figures.items()
+    ]
+    lines.append(
+        f"- echo on with 8 slots took {on['elapsed'] / off['elapsed']:.0%} of the echo-off time "
+        f"({off['elapsed'] - on['elapsed']:.1f} s less); with runs queued one at a time "
+        "(`max_active_runs=1`, before the per-unit drain) both took about 45 s"
+    )
+    lines.append(
+        "- how: CeleryExecutor, 2 workers x 2 slots; each unit's first update (record and reporter "
+        "created) made before the timing; run states polled through the REST API every 0.5 s"
+    )
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        section = (
+            f"{results.UNIT_UPDATES_HEADING} (`bench/unit_updates.py`, {stamp}, load average {load} at the "
+            f"end, whole run {whole / 60:.1f} minutes)\n\n{text}\n"
+        )
+        results.write_section(results.UNIT_UPDATES_HEADING, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
