@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, ParamValidationError
 
 from blockchain_provider.exceptions import BlockchainTimeoutError
-from include.mes.models import ProductionUnitNotFoundError
+from tests.operator_runs import run_operator, task_context
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,32 +76,36 @@ def test_what_the_schema_accepts_the_task_handles():
             module.unit_update_args({**GOOD, **bad})
 
 
-def test_a_value_that_fails_inside_the_task_fails_at_once(monkeypatch, unit_dag):
+def test_a_value_that_fails_inside_the_task_fails_at_once(monkeypatch, unit_dag, tmp_path):
     """A bad value is not retried three times (blocking later updates); a broker blip still is."""
+    from include.mes.db import engine_from_url
+    from include.mes.repository import MesRepository
+
+    mes_path = tmp_path / "mes.sqlite3"
+    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
+    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
+    repository.create_schema()
     task = unit_dag.get_task("update_unit_record")
-    module = task.python_callable.__globals__  # the DAG file as the DagBag loaded it
-    monkeypatch.setitem(module, "gateway", lambda: _NoHook())
-    monkeypatch.setitem(module, "mes", lambda: None)
-    flows = module["flows"]
+    context = task_context(params=dict(GOOD))
 
-    def missing_unit(*args, **kwargs):
-        raise ProductionUnitNotFoundError(3)
-
-    monkeypatch.setattr(flows, "update_production_unit", missing_unit)
+    # no unit 3 in the MES
     with pytest.raises(AirflowFailException, match="3"):
-        task.python_callable(params=dict(GOOD))
+        run_operator(task, context)
+    assert "hook" not in vars(task)  # refused before any request
 
-    def blip(*args, **kwargs):
-        raise BlockchainTimeoutError("no answer", topic="BLK_Rec", request_id="r", timeout=1)
-
-    monkeypatch.setattr(flows, "update_production_unit", blip)
+    for code in ("PT10", "PT11", "PT12"):
+        repository.add_production_unit(code, f"Press line {code[2:]}", "IDLE")
+    repository.engine.dispose()
+    monkeypatch.setitem(vars(task), "hook", _BlipHook())
     with pytest.raises(BlockchainTimeoutError):
-        task.python_callable(params=dict(GOOD))
+        run_operator(task, context)
 
 
-class _NoHook:
-    def __enter__(self):
-        return self
+class _BlipHook:
+    """A gateway hook whose broker does not answer in time."""
 
-    def __exit__(self, *exc):
+    def create_record_type(self, *args, **kwargs):
+        raise BlockchainTimeoutError("no answer", topic="BLK_Rty", request_id="r", timeout=1)
+
+    def close(self):
         return None
