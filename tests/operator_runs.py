@@ -47,3 +47,16 @@ async def first_event(trigger: AwaitResponseTrigger) -> Any:
             return event
     finally:
         await trigger.cleanup()
+
+
+def dag_task(dag_id: str, task_id: str, mapped: dict[str, Any] | None = None) -> Any:
+    """Task *task_id* of DAG *dag_id* as ``dags/`` builds it, from a fresh parse (so no hook is
+    cached from an earlier run); a mapped task is unmapped with *mapped* as its expanded arguments,
+    as a worker does for one map index."""
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = Path(__file__).resolve().parents[1] / "dags"
+    task = DagBag(str(dags)).dags[dag_id].get_task(task_id)
+    return task if mapped is None else task.unmap(mapped)

@@ -174,7 +174,6 @@ def answer_dag(kind: RequestKindName, doc_md: str) -> Any:
                 description="accept or reject the request. An answer is final on the ledger.",
             ),
         },
-        render_template_as_native_obj=True,
     )
     def answer() -> None:
         request_id = "{{ params.request_id }}"

@@ -113,6 +113,22 @@ def test_answer_params_validate(dagbag, dag_id):
             validated(params, {"request_id": "ab" * 16, "decision": "accept", **bad})
 
 
+@pytest.mark.parametrize("dag_id", ["blockchain_partner_answer", "blockchain_order_answer"])
+@pytest.mark.parametrize(
+    "request_id", ["12345678901234567890123456789012", "1234e678901234567890123456789012"]
+)
+def test_answer_tasks_render_an_id_that_reads_as_a_number_as_the_id(dagbag, dag_id, request_id):
+    """A valid id may be all decimal digits, or digits around an ``e``: rendered as a Python literal
+    it would become a number (or ``inf``), and the task would refuse a valid request."""
+    from tests.operator_runs import dag_task, task_context
+
+    context = task_context(params={"request_id": request_id, "decision": "accept"})
+    for task_id in dagbag.dags[dag_id].task_ids:
+        task = dag_task(dag_id, task_id)  # unrendered: rendering replaces the templates
+        task.render_template_fields(context)
+        assert task.request_id == request_id, task_id
+
+
 def test_production_unit_update_params(dagbag):
     params = dagbag.dags["blockchain_production_unit_update"].params
     good = {"production_unit_id": 3, "status": "RUNNING", "process_name": "Stamping"}

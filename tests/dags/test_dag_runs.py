@@ -13,7 +13,12 @@ import pytest
 
 from blockchain_provider.exceptions import BlockchainGatewayError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-from include.day_report_keys import DAY_REPORT_RECORD_TYPE, day_report_keys, flow_id
+from include.day_report_keys import (
+    DAY_REPORT_RECORD_PROPERTIES,
+    DAY_REPORT_RECORD_TYPE,
+    day_report_keys,
+    flow_id,
+)
 from tests.dags.conftest import erp_agent, run_dag, task_states
 
 pytestmark = [pytest.mark.broker, pytest.mark.airflow_db]
@@ -53,13 +58,17 @@ def test_day_report_for_three_units_twice_is_still_84_records(stack):
     assert record["properties"] == {"Value": pytest.approx(report.value(key.shift, key.indicator))}
     assert _description(ledger, key.record_id) == f"{flow_id(DAY, report.unit_code)} Turno A Disponibilty"
     assert len(record["transaction_ids"][0]) == 128
-    assert stack.mes().record_type_created(DAY_REPORT_RECORD_TYPE)
+    # the record type, declared by the MES as the DAG declares it
+    assert ledger.record_type(DAY_REPORT_RECORD_TYPE)["properties"] == DAY_REPORT_RECORD_PROPERTIES
+    (created,) = _ops(ledger, "record_type.create")
+    assert created[0] == stack.mes_public_key and created[1]["name"] == DAY_REPORT_RECORD_TYPE
 
-    # a rerun creates nothing twice, and does not even ask: the MES remembers what it created
+    # a rerun creates nothing twice: it sends the record type's creation again (the gateway
+    # confirms an identical one), and no record: the MES remembers which it wrote
     requests = stack.server.counters.get("requests", 0)
     second = run_dag("blockchain_day_report", {"day": DAY.isoformat()})
     assert second.state == "success", task_states(second)
-    assert stack.server.counters.get("requests", 0) == requests
+    assert stack.server.counters.get("requests", 0) - requests == 1
     assert ledger.count_records(DAY_REPORT_RECORD_TYPE) == 84
     assert len(_ops(ledger, "record.create")) == 84
     assert len(_ops(ledger, "record_type.create")) == 1
@@ -79,7 +88,6 @@ def test_day_report_rerun_after_the_mes_forgot_is_confirmed_not_duplicated(stack
     assert run_dag("blockchain_day_report", {"day": DAY.isoformat()}).state == "success"
     with mes_engine("mes_db").begin() as conn:
         conn.execute(sa.delete(schema.day_report_submissions))
-        conn.execute(sa.delete(schema.ledger_record_types))
     again = run_dag("blockchain_day_report", {"day": DAY.isoformat()})
     assert again.state == "success", task_states(again)
     ledger = stack.ledger()

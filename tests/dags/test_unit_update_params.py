@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, ParamValidationError
 
 from blockchain_provider.exceptions import BlockchainTimeoutError
+from tests.operator_runs import run_operator, task_context
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,3 +152,38 @@ def test_a_run_that_fails_for_good_gives_its_change_up(claim):
     # a run triggered by hand notes its own change when it starts, after the given-up one
     with make("manual__b", production_unit_id=unit.id, status="S2") as claimed:
         assert [(p.own, p.update.updates["Status"]) for p in claimed.pending] == [(True, "S2")]
+
+
+def test_a_value_that_fails_inside_the_task_fails_at_once(monkeypatch, unit_dag, tmp_path):
+    """A bad value is not retried three times (blocking later updates); a broker blip still is."""
+    from include.mes.db import engine_from_url
+    from include.mes.repository import MesRepository
+
+    mes_path = tmp_path / "mes.sqlite3"
+    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
+    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
+    repository.create_schema()
+    task = unit_dag.get_task("update_unit_record")
+    context = task_context(params=dict(GOOD), dag_run=SimpleNamespace(run_id="manual__blip"))
+
+    # no unit 3 in the MES
+    with pytest.raises(AirflowFailException, match="3"):
+        run_operator(task, context)
+    assert "hook" not in vars(task)  # refused before any request
+
+    for code in ("PT10", "PT11", "PT12"):
+        repository.add_production_unit(code, f"Press line {code[2:]}", "IDLE")
+    repository.engine.dispose()
+    monkeypatch.setitem(vars(task), "hook", _BlipHook())
+    with pytest.raises(BlockchainTimeoutError):
+        run_operator(task, context)
+
+
+class _BlipHook:
+    """A gateway hook whose broker does not answer in time."""
+
+    def create_record_type(self, *args, **kwargs):
+        raise BlockchainTimeoutError("no answer", topic="BLK_Rty", request_id="r", timeout=1)
+
+    def close(self):
+        return None

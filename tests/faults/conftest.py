@@ -78,9 +78,7 @@ class FaultStack:
         from include.mes.db import mes_engine
         from include.mes.repository import MesRepository
 
-        repository = MesRepository(mes_engine("mes_db"))
-        repository.create_schema()
-        return repository
+        return MesRepository(mes_engine("mes_db"))
 
     def topic(self, name: str) -> str:
         return self.prefix + name
@@ -182,6 +180,7 @@ def make_stack(
             kafka_extra=kafka_extra,
             **({} if late_answer_grace is None else {"late_answer_grace": late_answer_grace}),
         )
+        create_mes_schema(mes_path)
         stack = FaultStack(bootstrap, prefix, ledger_path, mes_path, public_key, token, agent_password)
         stacks.append(stack)
         if serve:
@@ -192,6 +191,18 @@ def make_stack(
     for stack in stacks:
         stack.stop()
     get_fernet.cache_clear()
+
+
+def create_mes_schema(mes_path: Path) -> None:
+    """Create the MES tables, as a deployment's set-up does (the DAGs' tasks never create them)."""
+    from include.mes import schema
+    from include.mes.db import engine_from_url
+
+    engine = engine_from_url(f"sqlite:///{mes_path}")
+    try:
+        schema.create_schema(engine)
+    finally:
+        engine.dispose()
 
 
 def erp_agent(ledger: Ledger, name: str = "ERP") -> str:

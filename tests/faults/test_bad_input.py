@@ -3,8 +3,8 @@
 The values come from hypothesis: anything at all, and near misses of valid values (a 32-hex id
 with one character off, one too many or too few, upper case, a trailing newline...). Each one must
 be refused where a user or the MES can give it: by the DAG's params (what a trigger validates),
-by the provider's protocol builders and operators, and by the flows the tasks run, all before the
-hook starts. Each case then reads the request topics from their beginning: they must be empty.
+by the provider's protocol builders, and by the operators the DAGs' tasks are built from, all
+before the hook starts. Each case then reads the request topics from their beginning: they must be empty.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 import copy
 import re
 import string
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import ParamValidationError
-from blockchain_common import flows
+from airflow.sdk.exceptions import AirflowFailException, ParamValidationError
+from blockchain_common import gateway_args
+from blockchain_common.factories import KINDS
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -25,8 +27,8 @@ from blockchain_provider.exceptions import BlockchainError, InvalidIdentifierErr
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.operators.order import AnswerOrderRequestOperator
 from blockchain_provider.operators.partner import AnswerPartnerRequestOperator
-from include.mes.models import ProductionUnitNotFoundError
 from tests.faults.conftest import load_dag, requests_sent
+from tests.operator_runs import run_operator, task_context
 
 pytestmark = pytest.mark.broker
 
@@ -94,6 +96,19 @@ def refused_by_params(dag, conf: dict[str, Any]) -> bool:
     return False
 
 
+def task_refused_before_kafka(
+    task, context, refusal: type[BaseException], match: str | None = None
+) -> BaseException:
+    """Run *task* as a worker would; it must fail with *refusal* (its message containing *match*)
+    before its hook exists (nothing sent)."""
+    with pytest.raises(refusal, match=match) as info:
+        run_operator(task, context)
+    assert "hook" not in vars(task), (
+        f"the task made its hook (and may have sent) before refusing: {info.value!r}"
+    )
+    return info.value
+
+
 def refused_before_kafka(
     action, refusal: type[Exception] | tuple[type[Exception], ...], match: str
 ) -> BaseException:
@@ -153,9 +168,20 @@ def test_the_answer_dags_refuse_every_invalid_id_and_decision_before_kafka(quiet
             protocol.answer_call(topic, request_id, True)
         refused = rf"^Invalid {kind} request id "
         refused_before_kafka(lambda hook: answer(hook, request_id, True), InvalidIdentifierError, refused)
-        refused_before_kafka(
-            lambda hook: flows.check_answerable(hook, kind, request_id), InvalidIdentifierError, refused
-        )
+        # the answer DAG's first task, which checks the request before anything is answered
+        try:
+            check_task = KINDS[kind].get_operator(
+                task_id=f"check_{kind}_request",
+                request_id=request_id,
+                expected_status="OPEN",
+                addressed_to_us=True,
+                **gateway_args(),
+            )
+        except InvalidIdentifierError:
+            pass
+        else:
+            # a template is checked once rendered; unrendered, it is refused at the first step
+            task_refused_before_kafka(check_task, task_context(), InvalidIdentifierError, refused)
         try:
             op = operator(task_id="answer", request_id=request_id, decision="accept")
         except BlockchainError:
@@ -182,38 +208,42 @@ def test_the_production_unit_update_refuses_every_invalid_conf_before_kafka(quie
     from include.sample_data import generate_plant
 
     generate_plant(mes_engine("mes_db"), units=2, weeks=1)
-    repository = quiet_stack.mes()
-    units = {unit.id for unit in repository.production_units()}
+    units = {unit.id for unit in quiet_stack.mes().production_units()}
     dag = load_dag("blockchain_production_unit_update")
+    task = dag.get_task("update_unit_record")
+
+    def no_control(text: str) -> bool:
+        return not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in text)
 
     @SETTINGS
     @given(unit_id=ID_VALUES, status=STATUS_VALUES, process_name=PROCESS_VALUES)
     @example(unit_id=999, status="RUNNING", process_name="Stamping")  # no such unit
     @example(unit_id=1, status="   ", process_name="Stamping")  # blank status
-    @example(unit_id=1.0, status="RUNNING", process_name="Stamping")  # JSON schema calls 1.0 an integer
+    @example(unit_id=999.0, status="RUNNING", process_name="Stamping")  # JSON schema calls 999.0 an integer
     def check(unit_id: Any, status: Any, process_name: Any) -> None:
+        # JSON Schema calls 1.0 an integer: it is unit 1
+        unit = int(unit_id) if isinstance(unit_id, float) and unit_id.is_integer() else unit_id
         valid = (
-            isinstance(unit_id, int)
-            and not isinstance(unit_id, bool)
-            and unit_id in units
+            isinstance(unit, int)
+            and not isinstance(unit, bool)
+            and unit in units
             and isinstance(status, str)
             and len(status.strip()) > 0
             and len(status) <= 64
+            and no_control(status)
             and isinstance(process_name, str)
             and len(process_name) <= 200
+            and no_control(process_name)
         )
         if valid:
             return  # a valid update: not this case's business
         conf = {"production_unit_id": unit_id, "status": status, "process_name": process_name}
         if refused_by_params(dag, conf):
             return
-        # accepted by the trigger (a unit that does not exist, a blank status, 1.0...): the task's
-        # flow refuses it before its first request
-        refused_before_kafka(
-            lambda hook: flows.update_production_unit(hook, repository, unit_id, status, process_name),
-            (ValueError, ProductionUnitNotFoundError),
-            r"^Invalid (production unit id|status|process name) |^Production unit .* does not exist",
-        )
+        # accepted by the trigger (a unit that does not exist, a blank status...): the DAG's task
+        # fails it at once (no retry) before its first request
+        context = task_context(params=conf, dag_run=SimpleNamespace(run_id="manual__bad_input"))
+        task_refused_before_kafka(task, context, AirflowFailException)
 
     check()
     assert_nothing_sent(quiet_stack)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from blockchain_common import flows
 
 from blockchain_provider.exceptions import BlockchainBrokerError
 from blockchain_provider.hooks import kafka_blockchain
-from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics, free_port
 from tests.faults.conftest import erp_agent, load_dag, task_tries
+from tests.operator_runs import dag_task, run_operator
 
 # tansu's in-memory topics are what this case meets: the tansu pass of `make test`.
 pytestmark = [pytest.mark.broker, pytest.mark.airflow_db, pytest.mark.slow, pytest.mark.tansu]
@@ -52,8 +51,8 @@ def test_a_sync_fails_naming_the_stopped_broker_and_its_retry_completes(
                 ledger.create_order(partner, stack.mes_public_key, "part", f"Order {i}", {"Size": i})
                 for i in range(150)
             ]
-        with KafkaBlockchainHook() as hook:  # a first sync, before the fault
-            assert flows.sync_requests(hook, stack.mes(), "order").inserted == 150
+        # a first sync, before the fault: the sync DAG's task
+        assert run_operator(dag_task("blockchain_order_sync", "sync_order_requests"))["inserted"] == 150
         assert mes_orders(stack) == ledger_orders(stack)
 
         broker.stop()

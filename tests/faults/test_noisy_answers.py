@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import pytest
-from blockchain_common import flows
 
 from blockchain_provider import protocol
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
@@ -110,28 +109,26 @@ def test_duplicate_answers_without_echo_write_nothing_twice(make_stack):
     """The original gateway (no echo): a duplicate cannot be told from the next answer to the same
     token (PROTOCOL.md section 2), which is why echo matters. What must hold all the same: the day
     report's writes, answered with duplicates, are on the ledger and marked in the MES once."""
-    from include.day_report_keys import (
-        DAY_REPORT_RECORD_PROPERTIES,
-        DAY_REPORT_RECORD_TYPE,
-        DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-    )
+    from include.day_report_keys import DAY_REPORT_RECORD_TYPE
     from include.mes.db import mes_engine
     from include.sample_data import generate_plant
+    from tests.operator_runs import dag_task, run_operator
 
     stack = make_stack(echo=False, faults=Faults(duplicate_rate=1.0, seed=9))
     generate_plant(mes_engine("mes_db"), units=2, weeks=1, end_date=DAY)
     repository = stack.mes()
     reports = repository.day_reports(DAY)
-    with KafkaBlockchainHook() as hook:
-        flows.ensure_record_type(
-            hook,
-            repository,
-            DAY_REPORT_RECORD_TYPE,
-            DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-            DAY_REPORT_RECORD_PROPERTIES,
-        )
-        first = [flows.submit_day_report(hook, repository, r.report_id).written for r in reports]
-        again = [flows.submit_day_report(hook, repository, r.report_id).written for r in reports]
+
+    def send(report) -> int:
+        """The day report DAG's task for one unit; how many records it wrote."""
+        mapped = {"report_id": report.report_id, "unit": report.unit_code, "day": DAY.isoformat()}
+        return run_operator(
+            dag_task("blockchain_day_report", "send_unit_report", {"records_kwargs": mapped})
+        )["written"]
+
+    run_operator(dag_task("blockchain_day_report", "ensure_record_type"))
+    first = [send(r) for r in reports]
+    again = [send(r) for r in reports]
 
     assert first == [28, 28]
     assert again == [0, 0]

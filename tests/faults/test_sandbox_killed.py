@@ -13,18 +13,16 @@ from contextlib import closing
 from datetime import date
 
 import pytest
-from blockchain_common import flows
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainGatewayError, BlockchainTimeoutError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from include.day_report_keys import (
-    DAY_REPORT_RECORD_PROPERTIES,
     DAY_REPORT_RECORD_TYPE,
-    DAY_REPORT_RECORD_TYPE_DESCRIPTION,
     day_report_keys,
 )
 from tests.faults.conftest import SandboxProcess, erp_agent, load_dag, task_tries, wait_for
+from tests.operator_runs import dag_task, run_operator
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -117,19 +115,16 @@ def test_a_day_report_cut_by_a_killed_gateway_is_completed_by_a_rerun(make_stack
     failures: list[BaseException] = []
 
     def submit() -> None:
-        with KafkaBlockchainHook() as hook:
-            flows.ensure_record_type(
-                hook,
-                repository,
-                DAY_REPORT_RECORD_TYPE,
-                DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-                DAY_REPORT_RECORD_PROPERTIES,
-            )
-            try:
-                for report in reports:
-                    flows.submit_day_report(hook, repository, report.report_id)
-            except BlockchainTimeoutError as exc:
-                failures.append(exc)
+        """The day report DAG's tasks, run one after the other as a worker would."""
+        run_operator(dag_task("blockchain_day_report", "ensure_record_type"))
+        try:
+            for report in reports:
+                mapped = {"report_id": report.report_id, "unit": report.unit_code, "day": DAY.isoformat()}
+                run_operator(
+                    dag_task("blockchain_day_report", "send_unit_report", {"records_kwargs": mapped})
+                )
+        except BlockchainTimeoutError as exc:
+            failures.append(exc)
 
     def written() -> int:
         with stack.ledger() as ledger:

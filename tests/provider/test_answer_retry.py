@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from blockchain_provider.exceptions import BlockchainTimeoutError
-from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from local_services.responder import ScriptedResponder
+from tests.operator_runs import dag_task, run_operator, task_context
 from tests.provider.conftest import set_connections
 from tests.provider.test_hook import partner
 
@@ -51,36 +51,23 @@ def short_timeout(gateway_env, monkeypatch):
 
 
 def test_a_retry_after_a_lost_reply_finds_our_decision_and_succeeds(short_timeout):
-    from blockchain_common import flows
-
+    """The answer DAG's task: its first try is applied but its reply is lost; the retry reads the
+    status, finds our decision and succeeds without sending it again. (What a retry does with
+    each status it may find is in test_operators.py.)"""
     gateway = Gateway(answer_silently=True)
+    params = {"request_id": PID, "decision": "accept"}
     with ScriptedResponder(short_timeout.bootstrap, short_timeout.prefix, gateway):
-        with KafkaBlockchainHook() as hook, pytest.raises(BlockchainTimeoutError):
-            flows.answer_request(hook, "partner", PID, True, retry=False)
-        with KafkaBlockchainHook() as hook:
-            message = flows.answer_request(hook, "partner", PID, True, retry=True)
+        for try_number in (1, 2):
+            context = task_context(try_number=try_number, params=params)
+            task = dag_task("blockchain_partner_answer", "answer_partner_request")
+            task.render_template_fields(context)
+            if try_number == 1:
+                with pytest.raises(BlockchainTimeoutError):
+                    run_operator(task, context)
+            else:
+                message = run_operator(task, context)
     assert gateway.answers == 1  # not sent again
-    assert "ACCEPTED" in message
-
-
-def test_a_retry_of_a_request_still_open_sends_again(short_timeout):
-    from blockchain_common import flows
-
-    gateway = Gateway()
-    with ScriptedResponder(short_timeout.bootstrap, short_timeout.prefix, gateway):
-        with KafkaBlockchainHook() as hook:
-            assert flows.answer_request(hook, "partner", PID, False, retry=True) == f"{PID} REJECTED"
-    assert gateway.answers == 1
-
-
-def test_a_retry_that_finds_another_decision_fails_with_the_reason(short_timeout):
-    from blockchain_common import flows
-
-    gateway = Gateway(status="REJECTED")
-    with ScriptedResponder(short_timeout.bootstrap, short_timeout.prefix, gateway):
-        with KafkaBlockchainHook() as hook, pytest.raises(ValueError, match=r"REJECTED.*not.*accept"):
-            flows.answer_request(hook, "partner", PID, True, retry=True)
-    assert gateway.answers == 0
+    assert message == f"{PID} already ACCEPTED (applied by an earlier try)"
 
 
 def test_the_answer_task_has_the_retries_of_every_task():

@@ -183,59 +183,55 @@ def test_a_late_answer_that_never_comes_blocks_the_token_for_the_grace_period(ga
     assert second.sent_at - called_at >= 1 + 2 - 0.5
 
 
-class _Repository:
-    """The MES side of the day report, in memory."""
-
-    def __init__(self, report):
-        self.report = report
-        self.submitted: set[str] = set()
-
-    def day_report_by_id(self, report_id):
-        return self.report if report_id == self.report.report_id else None
-
-    def submitted_record_ids(self, report_id):
-        return set(self.submitted)
-
-    def mark_submitted(self, report_id, record_ids):
-        self.submitted.update(record_ids)
-        return len(record_ids)
-
-
-def test_the_day_report_marks_nothing_on_a_forged_or_missing_answer(gateway_env, monkeypatch):
+def test_the_day_report_marks_nothing_on_a_forged_or_missing_answer(gateway_env, monkeypatch, tmp_path):
     import datetime
+    import json
 
-    from blockchain_common import flows
-
-    from include.day_report_keys import INDICATORS, SHIFTS
-    from include.mes.models import DayReport
+    from include.day_report_keys import DAY_REPORT_RECORD_TYPE
+    from include.mes.db import engine_from_url
+    from include.mes.repository import MesRepository
+    from include.sample_data import generate_plant
+    from tests.operator_runs import dag_task, run_operator
 
     _echo_env(monkeypatch, gateway_env, timeout=3, late_answer_grace=0)
-    report = DayReport(
-        "614f24586a93d2db8f59b323",
-        1,
-        "PT10",
-        datetime.date(2021, 1, 4),
-        {(shift, indicator): 0.5 for shift in SHIFTS for indicator in INDICATORS},
-    )
-    repository = _Repository(report)
+    mes_path = tmp_path / "mes.sqlite3"
+    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
+    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
+    day = datetime.date(2021, 1, 4)
+    generate_plant(repository.engine, units=1, weeks=1, end_date=day)
+    (report,) = repository.day_reports(day)
 
     seen = []
 
     def handler(topic, header, body):
         # the gateway never answers; a neighbour answers every request with our token and request
         # id, but with data where a write takes a message
+        assert topic == f"BLK_Rec_{DAY_REPORT_RECORD_TYPE}"
         seen.append(body["record_id"])
         forged = [{"auth": header["auth"], "request_id": header["request_id"]}, {"data": "ok"}]
         responder.write(encode(forged, "json"))
         return None
 
+    # the day report DAG's task for this unit, as a worker runs its map index
+    send = dag_task(
+        "blockchain_day_report",
+        "send_unit_report",
+        {"records_kwargs": {"report_id": report.report_id, "unit": report.unit_code, "day": day.isoformat()}},
+    )
+    readers = []
+    close = send.hook.close
+
+    def keep_reader():
+        readers.append(send.hook._reader)
+        close()
+
+    monkeypatch.setattr(send.hook, "close", keep_reader)
     responder = ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, handler, echo=True)
-    with responder, KafkaBlockchainHook() as hook:
-        with pytest.raises(BlockchainTimeoutError):
-            flows.submit_day_report(hook, repository, report.report_id)
-        assert hook._reader.forged >= 1
+    with responder, pytest.raises(BlockchainTimeoutError):
+        run_operator(send)
+    assert readers[0].forged >= 1
     assert seen
-    assert repository.submitted == set()
+    assert repository.submitted_record_ids(report.report_id) == set()
 
 
 def test_the_trigger_takes_no_forged_answer(gateway_env, monkeypatch):

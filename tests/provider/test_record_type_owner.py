@@ -1,34 +1,55 @@
 """The MES does not write into a record type another agent declared with other properties.
 
-Against the gateway sandbox: the MES creates its record types without reading the ledger first
-(PROTOCOL.md 3.3); a creation refused because the name is taken is followed by the optional read
-(``BLK_Rty_Get``), which says whether the declaration there can be used.
+Against the gateway sandbox, with the tasks as the DAGs build them: the MES creates its record
+types without reading the ledger first (PROTOCOL.md 3.3); a creation refused because the name is
+taken is followed by the optional read (``BLK_Rty_Get``), which says whether the declaration
+there can be used. Both places that ensure a record type are covered: the day report's
+``ensure_record_type`` task and the production-unit update (which ensures its type first).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import pytest
 
 from blockchain_provider.exceptions import BlockchainConfigError
-from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
+from include.day_report_keys import (
+    DAY_REPORT_RECORD_PROPERTIES,
+    DAY_REPORT_RECORD_TYPE,
+    PRODUCTION_UNIT_RECORD_PROPERTIES,
+    PRODUCTION_UNIT_RECORD_TYPE,
+)
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
 from tests.conftest import set_connections
+from tests.operator_runs import dag_task, run_operator, task_context
 
 pytestmark = pytest.mark.broker
 
-OURS = [
-    {"name": "Status", "data_type": "STRING", "dynamic": True},
-    {"name": "ProcessName", "data_type": "STRING", "dynamic": True},
-]
+#: Where production ensures each record type: the task, and the run's params.
+ENSURED_BY = {
+    DAY_REPORT_RECORD_TYPE: (
+        ("blockchain_day_report", "ensure_record_type"),
+        {},
+        DAY_REPORT_RECORD_PROPERTIES,
+    ),
+    PRODUCTION_UNIT_RECORD_TYPE: (
+        ("blockchain_production_unit_update", "update_unit_record"),
+        {"production_unit_id": 1, "status": "RUNNING", "process_name": "Stamping"},
+        PRODUCTION_UNIT_RECORD_PROPERTIES,
+    ),
+}
 
 
 @pytest.fixture
 def sandbox(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
+    from airflow.sdk.crypto import get_fernet
+    from cryptography.fernet import Fernet
+
     ledger_path = str(tmp_path / "ledger.sqlite3")
     password = secrets.token_urlsafe(24)
     ledger = Ledger(ledger_path)
@@ -43,33 +64,44 @@ def sandbox(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
         agent_password=password,
         timeout=20,
     )
-    repository = MesRepository(engine_from_url(f"sqlite:///{tmp_path / 'mes.sqlite3'}"))
+    mes_path = tmp_path / "mes.sqlite3"
+    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    get_fernet.cache_clear()
+    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
     repository.create_schema()
+    repository.add_production_unit("PT10", "Press line 10", "IDLE")
     with GatewayServer(kafka_bootstrap, ledger_path, topic_prefix=topic_prefix):
         yield ledger, erp, repository
     ledger.close()
+    repository.engine.dispose()
+    get_fernet.cache_clear()
 
 
-def test_a_record_type_declared_with_other_properties_is_refused_and_named(sandbox):
-    from blockchain_common import flows
-
+@pytest.mark.parametrize("name", sorted(ENSURED_BY))
+def test_a_record_type_declared_with_other_properties_is_refused_and_named(sandbox, name):
     ledger, erp, repository = sandbox
+    (dag_id, task_id), params, _ours = ENSURED_BY[name]
     theirs = [{"name": "Status", "data_type": "NUMBER", "dynamic": False}]
-    ledger.create_record_type(erp, "ProductionUnit", theirs, "ERP's units")
-    with KafkaBlockchainHook() as hook, pytest.raises(BlockchainConfigError) as info:
-        flows.ensure_record_type(hook, repository, "ProductionUnit", "Production units", OURS)
+    ledger.create_record_type(erp, name, theirs, "ERP's own")
+    with pytest.raises(BlockchainConfigError) as info:
+        run_operator(dag_task(dag_id, task_id), task_context(params=params))
     text = str(info.value)
-    assert "ProductionUnit" in text and "other properties" in text
-    assert not repository.record_type_created("ProductionUnit")
-    assert ledger.record_type("ProductionUnit")["properties"][0]["data_type"] == "NUMBER"
+    assert name in text and "other properties" in text
+    assert [(p["name"], p["data_type"]) for p in ledger.record_type(name)["properties"]] == [
+        ("Status", "NUMBER")
+    ]
+    # nothing of the MES went into it: no record, no reporter
+    assert ledger.count_records(name) == 0
+    assert repository.reporters() == []
 
 
-def test_the_same_properties_are_used_whoever_declared_them(sandbox):
-    from blockchain_common import flows
-
-    ledger, erp, repository = sandbox
-    ledger.create_record_type(erp, "ProductionUnit", list(reversed(OURS)), "ERP's units")
-    with KafkaBlockchainHook() as hook:
-        assert flows.ensure_record_type(hook, repository, "ProductionUnit", "Production units", OURS) is False
-    assert repository.record_type_created("ProductionUnit")
-    assert ledger.record_type("ProductionUnit")["description"] == "ERP's units"
+@pytest.mark.parametrize("name", sorted(ENSURED_BY))
+def test_the_same_properties_are_used_whoever_declared_them(sandbox, name):
+    ledger, erp, _repository = sandbox
+    (dag_id, task_id), params, ours = ENSURED_BY[name]
+    ledger.create_record_type(erp, name, list(reversed(ours)), "ERP's own")
+    run_operator(dag_task(dag_id, task_id), task_context(params=params))
+    assert ledger.record_type(name)["description"] == "ERP's own"
+    if name == PRODUCTION_UNIT_RECORD_TYPE:  # and the unit's record is written into it
+        assert ledger.record("PU_PT10")["properties"]["Status"] == "RUNNING"

@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
 from tests.conftest import set_connections
+from tests.operator_runs import dag_task, run_operator, task_context
 
 pytestmark = pytest.mark.broker
 
@@ -53,19 +54,21 @@ def plant(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
     get_fernet.cache_clear()
 
 
+def update_unit(unit_id: int, status: str, process_name: str, *, try_number: int = 1) -> dict:
+    """One run of the production-unit update DAG's task (a retry when *try_number* > 1)."""
+    params = {"production_unit_id": unit_id, "status": status, "process_name": process_name}
+    task = dag_task("blockchain_production_unit_update", "update_unit_record")
+    return run_operator(task, task_context(try_number=try_number, params=params))
+
+
 def test_reporters_list_and_rotate(plant):
-    from blockchain_common import flows
-
-    from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-
     repository, ledger, _server = plant
     listed = blockchain_provider("reporters", "list")
     assert listed.returncode == 0, listed.stderr
     assert "No reporters" in listed.stdout
 
     unit = repository.production_unit_by_code("PT10")
-    with KafkaBlockchainHook() as hook:
-        flows.update_production_unit(hook, repository, unit.id, "RUNNING", "Stamping")
+    update_unit(unit.id, "RUNNING", "Stamping")
     reporter = repository.reporter_of_unit("PT10")
     old_token = reporter.token.reveal()
 
@@ -105,8 +108,7 @@ def test_reporters_list_and_rotate(plant):
     # the gateway revoked the old token; the stored one signs the next update
     assert ledger.agent_for_token(old_token) is None
     assert ledger.agent_for_token(new_token) == reporter.public_key
-    with KafkaBlockchainHook() as hook:
-        flows.update_production_unit(hook, repository, unit.id, "STOPPED", "")
+    update_unit(unit.id, "STOPPED", "")
     assert ledger.record("PU_PT10")["properties"]["Status"] == "STOPPED"
     assert len(ledger.agents()) == 2  # the MES and the one reporter
 
@@ -130,20 +132,15 @@ def test_reporters_need_airflows_fernet_key(plant, monkeypatch):
 def test_a_retried_update_the_record_already_holds_is_not_sent_again(plant):
     """A retry (its first try's answer lost) asks BLK_Rec_Get first: the values already there are
     not sent a second time; other values are."""
-    from blockchain_common import flows
-
-    from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-
     repository, ledger, _server = plant
     unit = repository.production_unit_by_code("PT10")
-    with KafkaBlockchainHook() as hook:
-        flows.update_production_unit(hook, repository, unit.id, "RUNNING", "Stamping")
-        again = flows.update_production_unit(hook, repository, unit.id, "RUNNING", "Stamping", retry=True)
-        assert again["message"] == "already up to date"
-        changed = flows.update_production_unit(hook, repository, unit.id, "STOPPED", "", retry=True)
-        assert changed["message"] != "already up to date"
-        # not a retry: sent as the MES asked, even when the values are the record's already
-        flows.update_production_unit(hook, repository, unit.id, "STOPPED", "")
+    update_unit(unit.id, "RUNNING", "Stamping")
+    again = update_unit(unit.id, "RUNNING", "Stamping", try_number=2)
+    assert again["message"] == "already up to date"
+    changed = update_unit(unit.id, "STOPPED", "", try_number=2)
+    assert changed["message"] != "already up to date"
+    # not a retry: sent as the MES asked, even when the values are the record's already
+    update_unit(unit.id, "STOPPED", "")
     assert ledger.record_updates("PU_PT10") == [
         {"Status": "RUNNING", "ProcessName": "Stamping"},
         {"Status": "STOPPED", "ProcessName": ""},

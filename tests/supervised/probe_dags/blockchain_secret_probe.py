@@ -26,7 +26,7 @@ def blockchain_secret_probe() -> None:
         log.info("agent password: %s", settings.agent_password.reveal())
 
     deferred = ListPartnerRequestsOperator(
-        task_id="list_partner_requests_deferred", deferrable=True, summary=True, pool=pool_name()
+        task_id="list_partner_requests_deferred", deferrable=True, pool=pool_name()
     )
     print_secrets() >> deferred
 
