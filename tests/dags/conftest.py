@@ -73,39 +73,7 @@ def airflow_db() -> Iterator[str]:
     ``dag.test()`` runs that resume deferred tasks as the triggerer does."""
     result = airflow("db", "migrate", check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    with pytest.MonkeyPatch.context() as patch:
-        resume_with_defer_kwargs(patch)
-        yield os.environ["AIRFLOW_HOME"]
-
-
-def resume_with_defer_kwargs(patch: pytest.MonkeyPatch) -> None:
-    """Make ``dag.test()`` resume a deferred task with the kwargs it deferred with, and the event.
-
-    On Airflow 3.3.2, ``dag.test()`` resumes it with the event only (apache/airflow#69942, fixed
-    upstream), while the triggerer of a deployment keeps them: an operator that carries its state
-    from one deferral to the next (a list's page position) would fail only under ``dag.test()``.
-    """
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.sdk.execution_time import supervisor
-    from airflow.sdk.execution_time.comms import DeferTask
-    from airflow.utils.session import create_session
-
-    run_task_in_process = supervisor.run_task_in_process
-    deferred_with: dict[str, dict] = {}
-
-    def run_with_defer_kwargs(ti, task, *args, **kwargs):
-        kept = deferred_with.pop(str(ti.id), None)
-        if kept:
-            with create_session() as session:
-                row = session.get(TaskInstance, ti.id)
-                if row is not None and row.next_method:
-                    row.next_kwargs = {**kept, **(row.next_kwargs or {})}
-        result = run_task_in_process(ti, task, *args, **kwargs)
-        if isinstance(result.msg, DeferTask) and isinstance(result.msg.next_kwargs, dict):
-            deferred_with[str(ti.id)] = dict(result.msg.next_kwargs)
-        return result
-
-    patch.setattr(supervisor, "run_task_in_process", run_with_defer_kwargs)
+    yield os.environ["AIRFLOW_HOME"]
 
 
 @dataclass

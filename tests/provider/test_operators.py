@@ -128,9 +128,10 @@ def test_deferred_list_walks_three_pages(gateway_env):
     resumed = []
 
     class Recording(ListPartnerRequestsOperator):
-        def execute_complete(self, context, event=None, state=None, optional=False):
-            resumed.append(json.dumps(state))
-            return super().execute_complete(context, event=event, state=state, optional=optional)
+        def execute_complete(self, context, event=None, **kwargs):
+            assert kwargs == {}  # the state comes back in the trigger's event, nowhere else
+            resumed.append(json.dumps(event["resume"]))
+            return super().execute_complete(context, event=event)
 
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, paging_handler(items)) as responder:
         result = run_deferred(

@@ -202,18 +202,16 @@ class BaseBlockchainOperator(BaseOperator):
             pending = self.hook.send(step.call, timeout=step.timeout)
         finally:
             self.hook.close()
+        # the resume state goes through the trigger and comes back in its event: the task does
+        # not depend on the deferral's own kwargs, which `airflow dags test` on Airflow 3.3.2 drops
         trigger = AwaitResponseTrigger(
             **pending.trigger_kwargs(),
             token_conn_id=self.token_conn_id,
             kafka_config_id=self.kafka_config_id,
+            resume={"state": step.state, "optional": step.optional},
         )
         wait = max(1.0, pending.deadline - time.time()) + pending.late_answer_grace + 60
-        self.defer(
-            trigger=trigger,
-            method_name="execute_complete",
-            kwargs={"state": step.state, "optional": step.optional},
-            timeout=timedelta(seconds=wait),
-        )
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=wait))
 
     def execute_complete(
         self,
@@ -222,9 +220,16 @@ class BaseBlockchainOperator(BaseOperator):
         state: dict[str, Any] | None = None,
         optional: bool = False,
     ) -> Any:
-        """Resume after the trigger's event: finish, or send the next call and defer again."""
+        """Resume after the trigger's event: finish, or send the next call and defer again.
+
+        *state* and *optional* come back in the event (``resume``); as keyword arguments they
+        are those of a task deferred by an earlier version.
+        """
         if event is None:
             raise BlockchainConfigError("The trigger ended without an event")
+        resume = event.get("resume") or {}
+        state = resume.get("state", state)
+        optional = bool(resume.get("optional", optional))
         try:
             outcome, error = self.hook.outcome_from_event(event), None
         except BlockchainGatewayError as exc:

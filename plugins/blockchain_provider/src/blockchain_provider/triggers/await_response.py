@@ -77,6 +77,8 @@ class AwaitResponseTrigger(BaseTrigger):
         waited; defaults to ``None`` (unknown, as in triggers serialised by earlier versions).
     :param start_offsets: the former name of *start_positions*, still taken (triggers serialised
         by earlier versions); defaults to ``None``.
+    :param resume: what the deferred task resumes with (a list's position and counts), handed back
+        in the event: small and JSON-serialisable; defaults to ``None``.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class AwaitResponseTrigger(BaseTrigger):
         late_answer_grace: float = 0.0,
         sent_at: float | None = None,
         start_offsets: dict[str, int] | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if start_positions is None:
@@ -113,7 +116,8 @@ class AwaitResponseTrigger(BaseTrigger):
         self.expect = protocol.Expectation.from_primitives(expect).to_primitives()
         self.late_answer_grace = 0.0 if self.by_request_id_only else max(0.0, float(late_answer_grace))
         self.sent_at = None if sent_at is None else float(sent_at)
-        self._request = events.RequestRef(topic, self.request_id, response_topic)
+        self.resume = resume
+        self._request = events.RequestRef(topic, self.request_id, response_topic, resume)
         self._consumer: Any = None
         self._polling: asyncio.Future[Any] | None = None
 
@@ -133,6 +137,7 @@ class AwaitResponseTrigger(BaseTrigger):
                 "expect": self.expect,
                 "late_answer_grace": self.late_answer_grace,
                 "sent_at": self.sent_at,
+                "resume": self.resume,
             },
         )
 

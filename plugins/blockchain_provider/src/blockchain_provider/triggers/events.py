@@ -2,7 +2,8 @@
 
 An :class:`Outcome` is a successful answer. A deferred request's trigger yields one event, a
 JSON object, in one of three statuses; every event names ``topic`` (the request topic),
-``request_id`` and ``response_topic``:
+``request_id`` and ``response_topic``, and hands back ``resume``, what the task resumes with,
+when the task gave the trigger one:
 
 * ``success``: ``kind`` (``data`` or ``message``), ``value``, ``public_key`` (or ``None``);
 * ``gateway_error``: ``text``, the gateway's refusal with the token and password removed;
@@ -45,20 +46,25 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RequestRef:
-    """What every event names: the request topic, the request's id and the response topic."""
+    """What every event names: the request topic, the request's id and the response topic, and
+    what the task resumes with (``None``: nothing)."""
 
     topic: str
     request_id: str
     response_topic: str
+    resume: Mapping[str, Any] | None = None
 
     def _event(self, status: str, **fields: Any) -> dict[str, Any]:
-        return {
+        event = {
             "status": status,
             "topic": self.topic,
             "request_id": self.request_id,
             "response_topic": self.response_topic,
             **fields,
         }
+        if self.resume is not None:
+            event["resume"] = dict(self.resume)
+        return event
 
 
 def success_event(
