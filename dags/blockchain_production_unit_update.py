@@ -58,9 +58,6 @@ from include.day_report_keys import (
 
 #: Runs at once: different units' changes side by side; one unit's take turns on its lock.
 MAX_ACTIVE_RUNS = 16
-#: Seconds a run waits for its unit's lock (held by another run applying the unit's changes,
-#: each gateway wait bounded by the connection's timeout) before its try fails and is retried.
-UNIT_LOCK_TIMEOUT = 300.0
 
 #: The MES's unit ids are 32-bit database integers.
 UNIT_ID_MAX = 2**31 - 1
@@ -111,7 +108,7 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
     """
     from include.mes.reporter_store import MesReporterStore
     from include.mes.repository import ProductionUnitNotFoundError
-    from include.mes.unit_updates import FAILED, REFUSED
+    from include.mes.unit_updates import DEFAULT_LOCK_TIMEOUT, FAILED, REFUSED, UnitLockTimeoutError
 
     unit_id, status, process_name = unit_update_args(context["params"])
     run_id = context["dag_run"].run_id
@@ -137,7 +134,7 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
         yield ClaimedUpdates(pending=[], applied_by=f"run {own.applied_by_run}", summary=summary)
         return
     store = MesReporterStore(repository, unit.code)
-    drain = repository.drain_unit_changes(unit_id, own.seq, run_id, lock_timeout=UNIT_LOCK_TIMEOUT)
+    drain = repository.drain_unit_changes(unit_id, own.seq, run_id, lock_timeout=DEFAULT_LOCK_TIMEOUT)
     try:
         with drain as changes:
             pending = [
@@ -166,6 +163,10 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
                     raise AirflowFailException(f"Change {own.seq} was refused for good: {settled.detail}")
                 applied_by = f"run {settled.applied_by_run}" if settled is not None else None
             yield ClaimedUpdates(pending=pending, applied_by=applied_by, summary=summary)
+    except UnitLockTimeoutError:
+        # the change is valid and stays noted: the drain that holds the lock, or a later one,
+        # applies it in its turn
+        raise
     except BaseException as exc:
         ti = context.get("ti")
         last_try = ti is not None and getattr(ti, "try_number", 1) > getattr(ti, "max_tries", 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,35 +10,31 @@ from typing import Any
 SUMMARY_LIMIT = 20
 
 
-def _when(item: Mapping[str, Any]) -> str:
-    return datetime.fromtimestamp(int(item.get("timestamp") or 0), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(item: Any) -> str:
+    return datetime.fromtimestamp(int(item.timestamp or 0), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _partner_line(item: Mapping[str, Any]) -> str:
-    return f"- {item['partner_request_id']} from {item['issuing_agent'][:12]}... at {_when(item)}"
+def _partner_line(item: Any) -> str:
+    return f"- {item.partner_request_id} from {item.issuing_agent[:12]}... at {_when(item)}"
 
 
-def _order_line(item: Mapping[str, Any]) -> str:
+def _order_line(item: Any) -> str:
     return (
-        f"- {item['abs_action_id']} {item.get('type', '')!s}: {item.get('description', '')!s} "
-        f"from {item['issuing_agent'][:12]}... at {_when(item)}"
+        f"- {item.abs_action_id} {item.type!s}: {item.description!s} "
+        f"from {item.issuing_agent[:12]}... at {_when(item)}"
     )
 
 
-_LINES: dict[str, Callable[[Mapping[str, Any]], str]] = {"partner": _partner_line, "order": _order_line}
+_LINES: dict[str, Callable[[Any], str]] = {"partner": _partner_line, "order": _order_line}
 
 
-def open_request_lines(kind: str, items: list[Mapping[str, Any]]) -> list[str]:
-    """One line per newly seen OPEN *kind* request (the first :data:`SUMMARY_LIMIT`)."""
+def describe_open_requests(kind: str, items: Sequence[Any]) -> str:
+    """The alert for newly seen OPEN *kind* requests (stored requests of the MES), listing the
+    first :data:`SUMMARY_LIMIT`."""
     line = _LINES[kind]
-    return [line(item) for item in items[:SUMMARY_LIMIT]]
-
-
-def describe_open_requests(kind: str, count: int, lines: list[str]) -> str:
-    """The alert for *count* newly seen OPEN requests, listing *lines* (the first of them)."""
-    text = [f"{count} new OPEN {kind} request(s) to answer:", *lines[:SUMMARY_LIMIT]]
-    if count > len(text) - 1:
-        text.append(f"... and {count - (len(text) - 1)} more")
+    text = [f"{len(items)} new OPEN {kind} request(s) to answer:", *(line(i) for i in items[:SUMMARY_LIMIT])]
+    if len(items) > SUMMARY_LIMIT:
+        text.append(f"... and {len(items) - SUMMARY_LIMIT} more")
     return "\n".join(text)
 
 

@@ -65,13 +65,12 @@ NEW_OPEN_REQUESTS = {kind: dags.new_open for kind, dags in KINDS.items()}
 def store_requests(kind: RequestKindName) -> Any:
     """The function that stores each page of *kind* requests in the MES, for the list operator.
 
-    It returns counts and the lines of newly seen OPEN requests (the summary stays small), and
-    alerts once about ledger items set aside as invalid: ledger items are permanent, so a bad one
-    is set aside, not retried forever.
+    It returns counts (the summary stays small), and alerts once about ledger items set aside as
+    invalid: ledger items are permanent, so a bad one is set aside, not retried forever.
     """
 
     def store(items: list[dict[str, Any]], context: Mapping[str, Any]) -> dict[str, Any]:
-        from include.request_alerts import describe_rejected_items, open_request_lines
+        from include.request_alerts import describe_rejected_items
 
         outcome = mes_repository().upsert_requests(kind, items)
         if outcome.new_rejected:
@@ -81,11 +80,15 @@ def store_requests(kind: RequestKindName) -> Any:
             "updated": outcome.updated,
             "unchanged": outcome.unchanged,
             "rejected": outcome.rejected,
-            "new_open": len(outcome.new_open),
-            "new_open_lines": open_request_lines(kind, outcome.new_open),
         }
 
     return store
+
+
+def first_seen_in_run(kind: RequestKindName, context: Mapping[str, Any]) -> list[Any]:
+    """The OPEN *kind* requests the MES first stored during this run, whichever try stored them
+    (a try that failed on page 5 stored pages 1 to 4, and its retry finds them unchanged)."""
+    return mes_repository().requests_first_seen(kind, context["dag_run"].start_date)
 
 
 def store_request(kind: RequestKindName) -> Any:
@@ -126,21 +129,22 @@ def sync_dag(kind: RequestKindName, doc_md: str) -> Any:
         )
 
         @task.short_circuit(task_id="any_new_open")
-        def any_new_open(result: dict[str, Any]) -> bool:
-            """Continue only when OPEN requests were seen for the first time."""
-            return result.get("new_open", 0) > 0
+        def any_new_open(**context: Any) -> bool:
+            """Continue only when the run stored OPEN requests for the first time."""
+            return bool(first_seen_in_run(kind, context))
 
         @task(task_id=f"announce_new_open_{kind}_requests", outlets=[dags.new_open])
-        def announce(result: dict[str, Any], **context: Any) -> None:
+        def announce(**context: Any) -> None:
             """Log and send the summary, and emit the asset event (with the count) for other DAGs."""
             from include.request_alerts import describe_open_requests
 
-            summary = describe_open_requests(kind, result["new_open"], result.get("new_open_lines", []))
+            new_open = first_seen_in_run(kind, context)
+            summary = describe_open_requests(kind, new_open)
             log.info("%s", summary)
             send_alert(summary, context)
-            context["outlet_events"][dags.new_open].extra = {"count": result["new_open"]}
+            context["outlet_events"][dags.new_open].extra = {"count": len(new_open)}
 
-        any_new_open(result.output) >> announce(result.output)
+        result >> any_new_open() >> announce()
 
     return sync()
 

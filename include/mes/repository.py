@@ -771,6 +771,20 @@ class MesRepository:
             row = conn.execute(query).mappings().first()
         return None if row is None else to_item(row)
 
+    def requests_first_seen(
+        self, kind: str, since: datetime, status: str | None = "OPEN"
+    ) -> list[PartnerRequest] | list[OrderRequest]:
+        """The *kind* requests the MES first stored at or after *since* (with *status*, only those),
+        in the order it stored them."""
+        stored = _stored_kind(kind)
+        table = stored.table
+        since = since.astimezone(UTC) if since.tzinfo is not None else since.replace(tzinfo=UTC)
+        query = _by_status(table, status).where(table.c.first_seen_at >= since)
+        query = query.order_by(table.c.first_seen_at, table.c.timestamp, table.c[stored.key])
+        to_item = self._partner if stored is _STORED_KINDS["partner"] else self._order
+        with self.engine.connect() as conn:
+            return [to_item(row) for row in conn.execute(query).mappings()]
+
     def partner_requests(self, status: str | None = None) -> list[PartnerRequest]:
         """Stored partner requests, newest first, optionally only those with *status*."""
         table = schema.partner_requests

@@ -181,7 +181,7 @@ def test_the_answer_dags_refuse_every_invalid_id_and_decision_before_kafka(quiet
             pass
         else:
             # a template is checked once rendered; unrendered, it is refused at the first step
-            task_refused_before_kafka(check_task, task_context(), InvalidIdentifierError, refused)
+            task_refused_before_kafka(check_task, task_context(), AirflowFailException, refused)
         try:
             op = operator(task_id="answer", request_id=request_id, decision="accept")
         except BlockchainError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 import threading
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -222,6 +222,24 @@ def test_partner_request_upsert_inserts_updates_and_keeps(repo: MesRepository) -
     assert repo.partner_request(hex32(9)) is None
     assert [p.partner_request_id for p in repo.partner_requests("OPEN")] == [hex32(2), hex32(3), hex32(4)]
     assert len(repo.partner_requests()) == 4
+
+
+def test_requests_first_seen_since_a_time_are_those_stored_after_it(repo: MesRepository) -> None:
+    """What a sync run announces: the OPEN requests stored during the run, by whichever try."""
+    repo.upsert_partner_requests([partner(hex32(1)), partner(hex32(2))])
+    run_started = datetime.now(UTC)
+    repo.upsert_partner_requests([partner(hex32(1)), partner(hex32(3))])  # a try's first page
+    repo.upsert_partner_requests([partner(hex32(3)), partner(hex32(4), "ACCEPTED"), partner(hex32(5))])
+    seen = repo.requests_first_seen("partner", run_started)
+    assert [p.partner_request_id for p in seen] == [hex32(3), hex32(5)]
+    assert [p.partner_request_id for p in repo.requests_first_seen("partner", run_started, None)] == [
+        hex32(3),
+        hex32(4),
+        hex32(5),
+    ]
+    assert repo.requests_first_seen("order", run_started) == []
+    with pytest.raises(ValueError, match="request kind"):
+        repo.requests_first_seen("agent", run_started)
 
 
 def test_an_item_given_twice_in_one_batch_counts_once_and_the_last_wins(repo: MesRepository) -> None:

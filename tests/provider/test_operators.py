@@ -434,7 +434,7 @@ def test_create_records_writes_what_is_missing_and_reports_it(gateway_env):
         records_kwargs={"unit": "PT10"},
     )
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway):
-        assert run_deferred(op) == {"written": 3, "already_done": 25, "refused": 0}
+        assert run_deferred(op) == {"written": 3, "already_done": 25}
     assert noted == [("PT10", ["PT10_0", "PT10_1", "PT10_2"])]
     assert set(gateway.records) == {"PT10_0", "PT10_1", "PT10_2"}
 

@@ -1,4 +1,4 @@
-"""One operator per BLK request, and the flows built from them."""
+"""The operators of the BLK requests: lists, answers, record types, records, reporters, token check."""
 
 from blockchain_provider.operators.order import (
     AnswerOrderRequestOperator,

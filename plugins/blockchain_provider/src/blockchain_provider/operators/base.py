@@ -32,6 +32,7 @@ from blockchain_provider.exceptions import (
     BlockchainError,
     BlockchainGatewayError,
     BlockchainProtocolError,
+    InvalidIdentifierError,
 )
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.request_kinds import RequestKind
@@ -65,8 +66,11 @@ class Done:
 
 
 def is_template(value: Any) -> bool:
-    """Whether *value* is still a Jinja template, checked only after rendering."""
-    return isinstance(value, str) and "{{" in value
+    """Whether *value* is only known once the task renders it (a Jinja template, another task's
+    output), so it is checked then, not when the DAG is parsed."""
+    if isinstance(value, str):
+        return "{{" in value
+    return not isinstance(value, (int, float, bool)) and value is not None
 
 
 def parse_decision(value: Any, what: str = "decision") -> bool:
@@ -175,7 +179,11 @@ class BaseBlockchainOperator(BaseOperator):
 
     # --------------------------------------------------------------- running
     def execute(self, context: Mapping[str, Any]) -> Any:
-        step = self.first_step(context)
+        try:
+            step = self.first_step(context)
+        except InvalidIdentifierError as exc:
+            # a rendered argument out of its format: no retry can fix it, and nothing was sent
+            raise AirflowFailException(str(exc)) from None
         if isinstance(step, Done):
             return step.value
         if self.deferrable:
@@ -391,7 +399,12 @@ class BaseGetRequestOperator(BaseBlockchainOperator):
         what = f"{self.kind.label.capitalize()} {self.request_id}"
         if self.addressed_to_us:
             ours = self.hook.settings.public_key
-            if ours and item.get("receiving_agent") != ours:
+            if not ours:
+                raise AirflowFailException(
+                    f"Connection {self.token_conn_id} has no public key: cannot tell whether {what} is "
+                    "addressed to this MES"
+                )
+            if item.get("receiving_agent") != ours:
                 raise AirflowFailException(
                     f"{what} is addressed to {item.get('receiving_agent')}, not to this MES ({ours})"
                 )
@@ -442,6 +455,8 @@ class BaseAnswerOperator(BaseBlockchainOperator):
         )
 
     def first_step(self, context: Mapping[str, Any]) -> Step:
+        protocol.validate_request_id(self.request_id, f"{self.kind.label} id")
+        parse_decision(self.decision)
         ti = context.get("ti")
         if ti is not None and getattr(ti, "try_number", 1) > 1:
             call = protocol.list_call(self.kind.list_topic, 0, self.page_size)

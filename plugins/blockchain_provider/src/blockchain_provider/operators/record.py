@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainConfigError, BlockchainError, BlockchainGatewayError
 from blockchain_provider.operators.base import (
@@ -145,8 +147,8 @@ class CreateRecordsOperator(BaseBlockchainOperator):
     they go one by one. The batch is sent and awaited in the worker: its answers come within
     moments of each other, and deferring each of them would cost a task resume per record.
 
-    Returns ``{"written", "already_done", "refused"}`` counts; a refusal fails the task after
-    every record that could be written is written and reported to *on_written*.
+    Returns ``{"written", "already_done"}`` counts. A refusal fails the task, without retries,
+    after every record that could be written is written and reported to *on_written*.
 
     :param record_type: the records' type (it names the topic).
     :param records: a callable (or dotted path to one) given the task's context and
@@ -218,8 +220,9 @@ class CreateRecordsOperator(BaseBlockchainOperator):
         )
         if refused:
             details = "; ".join(f"{rid}: {text}" for rid, text in list(refused.items())[:5])
-            raise BlockchainConfigError(f"The gateway refused {len(refused)} record(s): {details}")
-        return {"written": len(written), "already_done": already_done, "refused": 0}
+            # the gateway's rules refuse these values: sending them again changes nothing
+            raise AirflowFailException(f"The gateway refused {len(refused)} record(s): {details}")
+        return {"written": len(written), "already_done": already_done}
 
 
 class UpdateRecordOperator(BaseBlockchainOperator):

@@ -266,9 +266,18 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
                     self.log.info("%s: %s already holds %s", item.key, update.record_id, dict(update.updates))
                 else:
                     item.mark_sending()
-                    message = hook.update_record(
-                        self.record_type, update.record_id, update.updates, token=token
-                    )
+                    try:
+                        message = hook.update_record(
+                            self.record_type, update.record_id, update.updates, token=token
+                        )
+                    except BlockchainGatewayError as exc:
+                        # refused: sending it again changes nothing, and kept pending it would
+                        # stand before every later update of the record
+                        item.mark_refused(exc.gateway_text)
+                        self.log.warning("%s refused by the gateway: %s", item.key, exc.gateway_text)
+                        if item.own:
+                            refused_own = str(exc)
+                        continue
                     self.log.info(
                         "%s: updated %s as its reporter: %s", item.key, update.record_id, dict(update.updates)
                     )
