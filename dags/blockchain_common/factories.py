@@ -58,6 +58,9 @@ KINDS: dict[str, KindDags] = {
     ),
 }
 
+#: Items per list request of a sync (the gateway may answer fewer: only an empty page ends a list).
+SYNC_PAGE_SIZE = 500
+
 #: The asset events of each kind (kept by name for the DAGs that schedule on them).
 NEW_OPEN_REQUESTS = {kind: dags.new_open for kind, dags in KINDS.items()}
 
@@ -125,6 +128,8 @@ def sync_dag(kind: RequestKindName, doc_md: str) -> Any:
             task_id=f"sync_{kind}_requests",
             doc_md="Read every page from the ledger and upsert each into the MES as it comes.",
             apply_function_batch=store_requests(kind),
+            # deferred, each page costs a resume of the task: fewer, larger pages
+            page_size=SYNC_PAGE_SIZE,
             **gateway_args(),
         )
 

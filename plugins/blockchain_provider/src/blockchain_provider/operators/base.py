@@ -189,21 +189,26 @@ class BaseBlockchainOperator(BaseOperator):
         if self.deferrable:
             return self._defer(step)
         try:
-            while True:
-                try:
-                    outcome, error = self.hook.call(step.call, timeout=step.timeout), None
-                except BlockchainGatewayError as exc:
-                    outcome, error = None, exc
-                except BlockchainError as exc:
-                    if not step.optional:
-                        raise
-                    outcome, error = None, exc
-                result = self.next_step(context, step.state, outcome, error)
-                if isinstance(result, Done):
-                    return result.value
-                step = result
+            return self.run_steps(context, step, self.hook)
         finally:
             self.hook.close()
+
+    def run_steps(self, context: Mapping[str, Any], step: Step, hook: KafkaBlockchainHook) -> Any:
+        """Make *step*'s call and the ones after it with *hook*, waiting in this process; return
+        the result. Another operator may run this one's steps inside its own task this way."""
+        while True:
+            try:
+                outcome, error = hook.call(step.call, timeout=step.timeout), None
+            except BlockchainGatewayError as exc:
+                outcome, error = None, exc
+            except BlockchainError as exc:
+                if not step.optional:
+                    raise
+                outcome, error = None, exc
+            result = self.next_step(context, step.state, outcome, error)
+            if isinstance(result, Done):
+                return result.value
+            step = result
 
     def _defer(self, step: Step) -> None:
         try:

@@ -183,6 +183,8 @@ class CreateRecordsOperator(BaseBlockchainOperator):
         self.on_written = on_written
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, int]:
+        if self.deferrable:
+            self.log.info("The batch's answers are awaited in the worker: they come within moments")
         produce = resolve_callable(self.records, "records")
         assert produce is not None
         extra = dict(self.records_kwargs or {})

@@ -26,7 +26,7 @@ from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainError, BlockchainGatewayError, InvalidIdentifierError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.operators.base import BaseBlockchainOperator, resolve_callable
-from blockchain_provider.operators.record import check_declaration
+from blockchain_provider.operators.record import EnsureRecordTypeOperator
 
 #: Seconds a retry waits for the optional read of its record (a gateway without ``BLK_Rec_Get``
 #: never answers it, and the token's pool slot is held meanwhile).
@@ -118,25 +118,17 @@ class ClaimedUpdates:
 
 
 def ensure_record_type(
-    hook: KafkaBlockchainHook, name: str, description: str, properties: list[dict[str, Any]], log: Any
+    hook: KafkaBlockchainHook, name: str, description: str, properties: list[dict[str, Any]]
 ) -> None:
     """Create record type *name*; when refused, use it if the ledger declares the same properties.
 
-    The blocking counterpart of :class:`~blockchain_provider.operators.record.EnsureRecordTypeOperator`.
+    :class:`~blockchain_provider.operators.record.EnsureRecordTypeOperator`'s steps, run with
+    *hook* inside another task.
     """
-    try:
-        hook.create_record_type(name, description, properties)
-        return
-    except BlockchainGatewayError as refusal:
-        try:
-            existing = hook.get_record_type(name)
-        except BlockchainError as exc:
-            log.warning("Could not read record type %s (BLK_Rty_Get): %s", name, exc)
-            raise refusal from None
-        if not isinstance(existing, dict):
-            raise
-    check_declaration(name, existing, properties)
-    log.info("Record type %s exists on the ledger with the same properties: using it", name)
+    ensure = EnsureRecordTypeOperator(
+        task_id="ensure_record_type", name=name, description=description, properties=properties
+    )
+    ensure.run_steps({}, ensure.first_step({}), hook)
 
 
 class UpdateDynamicRecordOperator(BaseBlockchainOperator):
@@ -185,6 +177,8 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         self.update = update
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        if self.deferrable:
+            self.log.info("Awaited in the worker: the updates are signed with a token the store keeps")
         make = resolve_callable(self.update, "update")
         assert make is not None
         made = make(context)
@@ -202,7 +196,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         hook = self.hook
         try:
             ensure_record_type(
-                hook, self.record_type, self.record_type_description, self.record_type_properties, self.log
+                hook, self.record_type, self.record_type_description, self.record_type_properties
             )
             token = self._reporter_token(hook, update)
             result = {"record_id": update.record_id, **update.summary, **update.updates}
@@ -246,7 +240,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         hook = self.hook
         try:
             ensure_record_type(
-                hook, self.record_type, self.record_type_description, self.record_type_properties, self.log
+                hook, self.record_type, self.record_type_description, self.record_type_properties
             )
             for index, item in enumerate(claimed.pending):
                 update = item.update
