@@ -14,10 +14,12 @@ from blockchain_provider.triggers.await_response import AwaitResponseTrigger
 
 
 def task_context(
-    *, try_number: int = 1, params: dict[str, Any] | None = None, **extra: Any
+    *, try_number: int = 1, max_tries: int = 3, params: dict[str, Any] | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """The parts of a task's context the operators read: the try number and the params."""
-    return {"ti": SimpleNamespace(try_number=try_number), "params": dict(params or {}), **extra}
+    """The parts of a task's context the operators read: the try number (of *max_tries* retries,
+    the DAGs' default) and the params."""
+    ti = SimpleNamespace(try_number=try_number, max_tries=max_tries)
+    return {"ti": ti, "params": dict(params or {}), **extra}
 
 
 def run_operator(operator: Any, context: dict[str, Any] | None = None) -> Any:
