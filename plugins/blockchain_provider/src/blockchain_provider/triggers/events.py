@@ -134,4 +134,6 @@ def outcome_from_event(event: Mapping[str, Any]) -> Outcome:
             request_id=request_id,
             timeout=float(waited or 0),
         )
-    raise BlockchainConfigError(f"Waiting for request {request_id} on {topic} failed: {event.get('message')}")
+    raise BlockchainConfigError(
+        f"Waiting for request {request_id} on {topic} ended with an event of unknown status {status!r}"
+    )
