@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from blockchain_provider.exceptions import BlockchainError
-    from blockchain_provider.hooks import kafka_blockchain
+    from blockchain_provider.hooks import gateway_client
     from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
     from blockchain_provider.operators import ListOrderRequestsOperator, ListPartnerRequestsOperator
     from blockchain_provider.operators.reporter import ensure_record_type
@@ -103,7 +103,7 @@ def main() -> None:
     samples: list[float] = []
     starts: list[float] = []
     timeouts = 0
-    exchange = kafka_blockchain.KafkaBlockchainHook._exchange
+    exchange = gateway_client.GatewayClient._exchange
 
     def timed_exchange(self, *a, **kw):  # every request of every hook method
         started = time.perf_counter()
@@ -112,7 +112,7 @@ def main() -> None:
         finally:
             samples.append(time.perf_counter() - started)
 
-    kafka_blockchain.KafkaBlockchainHook._exchange = timed_exchange
+    gateway_client.GatewayClient._exchange = timed_exchange
 
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     ledger_path = workdir / "ledger.sqlite3"

@@ -1,0 +1,452 @@
+"""Request/reply with the blockchain gateway over Kafka, without Airflow.
+
+:class:`GatewayClient` sends a request and waits for its own answer (PROTOCOL.md section 2):
+
+* one producer (idempotent, ``acks=all``) and one response reader serve every request of a
+  client, and are closed by :meth:`GatewayClient.close`;
+* the reader assigns the ``BLK_Res`` partitions directly (no consumer-group join) and reads
+  to their end *before* the first request is sent, then keeps reading in a background
+  thread, so an answer that arrives a millisecond after the request is never missed;
+* an answer is matched by the echoed ``request_id`` when the gateway echoes one, otherwise
+  by the token, read at or after the positions fixed before sending; foreign and malformed
+  answers are skipped;
+* without echo, one request per token is in flight at a time (a process-wide lock here, an
+  Airflow pool per token in the DAGs); with echo, requests are pipelined;
+* every wait has a deadline.
+
+It is built from the connection's :class:`~.settings.GatewaySettings` and two factories for the
+Kafka clients; :class:`~.kafka_blockchain.KafkaBlockchainHook` builds them from Airflow
+connections. The token is never logged, put in an exception or shown by ``repr``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+
+from blockchain_provider import protocol
+from blockchain_provider.exceptions import (
+    BlockchainBrokerError,
+    BlockchainConfigError,
+    BlockchainDeliveryError,
+    BlockchainGatewayError,
+    BlockchainTimeoutError,
+)
+from blockchain_provider.hooks.response_reader import Positions, ResponseReader, positions_to_primitives
+from blockchain_provider.hooks.settings import GatewaySettings, _mask
+from blockchain_provider.triggers import events
+from blockchain_provider.triggers.events import Outcome
+
+log = logging.getLogger(__name__)
+
+#: How long the first request may wait for the response reader to be positioned.
+READER_START_TIMEOUT = 30.0
+#: A caller queued for its token that gets it with less time than this left gives up unsent: no
+#: answer could arrive in time, and the gateway would act on a request nobody waits for.
+MIN_SEND_BUDGET = 0.05
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request sent but not yet answered, as a deferred task hands it to the trigger.
+
+    ``start_positions``: where its answer is looked for (:data:`.response_reader.Positions`);
+    ``sent_at``: when it was sent, and ``deadline``: when its wait ends, in seconds since the epoch.
+    """
+
+    topic: str
+    request_id: str
+    response_topic: str
+    start_positions: Positions
+    deadline: float
+    by_request_id_only: bool
+    expect: dict[str, Any] = field(default_factory=protocol.ANY_ANSWER.to_primitives)
+    late_answer_grace: float = 0.0
+    sent_at: float | None = None
+
+    @property
+    def start_offsets(self) -> dict[str, int]:
+        """The start positions as the trigger's serialised arguments hold them (text keys); the
+        name an :class:`~blockchain_provider.triggers.await_response.AwaitResponseTrigger` still takes."""
+        return positions_to_primitives(self.start_positions)
+
+    def trigger_kwargs(self) -> dict[str, Any]:
+        """The arguments of the trigger that waits for this request's answer, besides the
+        connection ids."""
+        return {
+            "topic": self.topic,
+            "request_id": self.request_id,
+            "response_topic": self.response_topic,
+            "start_positions": positions_to_primitives(self.start_positions),
+            "deadline": self.deadline,
+            "by_request_id_only": self.by_request_id_only,
+            "expect": self.expect,
+            "late_answer_grace": self.late_answer_grace,
+            "sent_at": self.sent_at,
+        }
+
+
+class _ReleaseOnce:
+    """Releases a lock the first time it is called, from whichever thread."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._guard = threading.Lock()
+        self._done = False
+
+    def __call__(self) -> None:
+        with self._guard:
+            if self._done:
+                return
+            self._done = True
+        self._lock.release()
+
+
+class _Abandoned(Exception):
+    """A call of :meth:`GatewayClient.call_many` not sent because an earlier one failed."""
+
+
+# Requests of one token are serialised across every hook instance of the process when the
+# gateway does not echo request ids. Keyed by a digest, so the token itself is not kept here.
+_TOKEN_LOCKS: dict[str, threading.Lock] = {}
+_TOKEN_LOCKS_GUARD = threading.Lock()
+
+
+def _token_lock(scope: str, token: str) -> threading.Lock:
+    key = hashlib.sha256(f"{scope}\0{token}".encode()).hexdigest()
+    with _TOKEN_LOCKS_GUARD:
+        return _TOKEN_LOCKS.setdefault(key, threading.Lock())
+
+
+class GatewayClient:
+    """Sends requests to the blockchain gateway and waits for their answers.
+
+    :param settings: the token connection's settings (token, topics, timeout, echo).
+    :param new_producer: makes the request producer, on first use.
+    :param new_consumer: makes the response consumer, on first use.
+    :param broker: the bootstrap servers (or a function giving them), to name the broker in errors.
+    :param conn_id: the token connection's id, to name it in errors; defaults to ``""``.
+    :param lock_scope: with *settings*' response topic, which requests of a token are serialised
+        together without request_id echo (the Kafka connection's id); defaults to ``""``.
+    :param reader_start_timeout: seconds the first request may wait for the response reader to
+        be positioned; defaults to :data:`READER_START_TIMEOUT`.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        new_producer: Callable[[], Producer],
+        new_consumer: Callable[[], Consumer],
+        *,
+        broker: str | Callable[[], str],
+        conn_id: str = "",
+        lock_scope: str = "",
+        reader_start_timeout: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self._new_producer = new_producer
+        self._new_consumer = new_consumer
+        self._broker = broker
+        self.conn_id = conn_id
+        self._lock_scope = lock_scope
+        self._reader_start_timeout = (
+            READER_START_TIMEOUT if reader_start_timeout is None else reader_start_timeout
+        )
+        self.producer: Producer | None = None
+        self.reader: ResponseReader | None = None
+        self._consumer: Consumer | None = None
+        self._start_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(conn_id={self.conn_id!r})"
+
+    @property
+    def broker(self) -> str:
+        """The bootstrap servers, as errors name them."""
+        if callable(self._broker):
+            self._broker = self._broker()
+        return self._broker
+
+    def token(self, override: str | None = None) -> str:
+        """The token to sign with: *override* (registered for masking) or the connection's."""
+        if override is not None:
+            if not isinstance(override, str) or not override:
+                raise BlockchainConfigError("The token to sign with is empty")
+            _mask(override)
+            return override
+        token = self.settings.token
+        if token is None:
+            raise BlockchainConfigError(
+                f"Connection {self.conn_id} has no token: run `blockchain-provider token create "
+                f"--conn-id {self.conn_id}` or set its Token field"
+            )
+        return token.reveal()
+
+    # -------------------------------------------------------------- lifecycle
+    def ensure_started(self) -> ResponseReader:
+        """Start the producer and the response reader, positioned at the end of the response
+        topic, unless they run already."""
+        with self._start_lock:
+            if self.reader is not None:
+                return self.reader
+            producer = self._new_producer()
+            consumer = self._new_consumer()
+            reader = ResponseReader(consumer, self.settings.topics.responses, self.broker)
+            try:
+                reader.start(self._reader_start_timeout)
+            except KafkaException as exc:
+                consumer.close()
+                raise BlockchainBrokerError(
+                    f"The Kafka broker {self.broker} did not answer while positioning on "
+                    f"{reader.topic}: {exc.args[0] if exc.args else exc}"
+                ) from None
+            except Exception:
+                consumer.close()
+                raise
+            self.producer, self._consumer, self.reader = producer, consumer, reader
+            log.info("Reading %s from %s on %s", reader.topic, reader.positions(), self.broker)
+            return reader
+
+    def close(self) -> None:
+        """Stop the response reader and close the Kafka clients.
+
+        Without request_id echo, after a request timed out this first waits for its late answer, at
+        most the grace period (``late_answer_grace``): the caller keeps the token, so another
+        request cannot take that answer.
+        """
+        reader = self.reader
+        if reader is not None:
+            reader.wait_for_late_answers()
+        with self._start_lock:
+            reader, consumer, producer = self.reader, self._consumer, self.producer
+            self.reader = self._consumer = self.producer = None
+        if reader is not None:
+            reader.close()
+        if consumer is not None:
+            consumer.close()
+        if producer is not None:
+            producer.flush(5)
+
+    # --------------------------------------------------------------- requests
+    def call(
+        self,
+        call: protocol.Call,
+        *,
+        timeout: float | None = None,
+        token: str | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> Outcome:
+        """Send a :class:`~blockchain_provider.protocol.Call` and return its answer.
+
+        :param timeout: seconds to wait for the answer; defaults to the connection's.
+        :param token: sign with this token (a reporter's) instead of the connection's.
+        :param secrets: besides the connection's token and password, texts to scrub from a
+            gateway error (a new agent's password).
+        :raises BlockchainGatewayError: the gateway answered ``error``.
+        :raises BlockchainTimeoutError: no answer by the deadline.
+        :raises BlockchainDeliveryError: the broker did not take the request.
+        """
+        settings = self.settings
+        token = None if call.topic == protocol.AGENTS else self.token(token)
+        by_id_only = settings.echo_request_id or token is None
+        timeout = settings.timeout if timeout is None else timeout
+        if by_id_only:
+            return self._exchange(call, token, timeout, by_id_only, secrets=secrets)
+        lock = _token_lock(f"{self._lock_scope}\0{settings.topics.responses}", token)
+        queued = time.monotonic()
+        acquired = lock.acquire(timeout=timeout)
+        # The deadline covers the wait for the token: a queued caller gets what is left of it.
+        waited = time.monotonic() - queued
+        if not acquired or timeout - waited < min(MIN_SEND_BUDGET, timeout):
+            if acquired:
+                lock.release()
+            raise BlockchainTimeoutError(
+                f"Gave up on a {call.topic} request after {timeout:g} s waiting for the previous request "
+                f"of token connection {self.conn_id} (without request_id echo, one request per token "
+                "is in flight at a time)",
+                topic=call.topic,
+                request_id="(not sent)",
+                timeout=timeout,
+            )
+        release = _ReleaseOnce(lock)
+        held = False
+        try:
+            # a request that times out hands *release* to the reader: the token stays blocked until
+            # its late answer comes or the grace period is over, so the next request cannot take it
+            return self._exchange(
+                call, token, timeout, by_id_only, waited=waited, release=release, secrets=secrets
+            )
+        except BlockchainTimeoutError as exc:
+            held = exc.token_held
+            raise
+        finally:
+            if not held:
+                release()
+
+    def call_many(
+        self, calls: list[protocol.Call], *, max_in_flight: int = 16, timeout: float | None = None
+    ) -> list[Outcome | BlockchainGatewayError]:
+        """Send many calls; return each one's outcome, or its gateway refusal, in order.
+
+        With request_id echo they are pipelined, up to *max_in_flight* at a time; without, they go
+        one by one (one request per token in flight). Timeouts and broker errors raise at once: the
+        calls not yet sent are not sent.
+        """
+        failed = threading.Event()
+
+        def one(call: protocol.Call) -> Outcome | BlockchainGatewayError:
+            if failed.is_set():
+                # An earlier call failed; the caller gets that call's error, this one is not sent.
+                raise _Abandoned
+            try:
+                return self.call(call, timeout=timeout)
+            except BlockchainGatewayError as exc:
+                return exc
+            except BaseException:
+                failed.set()
+                raise
+
+        if not self.settings.echo_request_id or max_in_flight <= 1 or len(calls) <= 1:
+            return [one(call) for call in calls]
+        self.ensure_started()
+        with ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="blk-call") as pool:
+            return list(pool.map(one, calls))
+
+    def _exchange(
+        self,
+        call: protocol.Call,
+        token: str | None,
+        timeout: float,
+        by_id_only: bool,
+        waited: float = 0.0,
+        release: Callable[[], None] | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> Outcome:
+        reader = self.ensure_started()
+        request = protocol.envelope(call, protocol.new_request_id(), token)
+        topic = self.settings.topics[call.topic]
+        waiter = reader.register(request.request_id, token, by_id_only, protocol.expectation(call))
+        held = False
+        try:
+            started = time.monotonic() - waited
+            self._deliver(request, topic, timeout)
+            remaining = timeout - (time.monotonic() - started)
+            if remaining <= 0 or not waiter.event.wait(remaining):
+                grace = self.settings.late_answer_grace
+                if release is not None and grace > 0:
+                    held = reader.hold_late(waiter, grace, release)
+                if waiter.response is None:
+                    error = BlockchainTimeoutError(
+                        f"No answer on {reader.topic} within {timeout:g} s to request {request.request_id} "
+                        f"sent to {topic}"
+                        + (
+                            f"; its token stays blocked for up to {grace:g} s for a late answer"
+                            if held
+                            else ""
+                        ),
+                        topic=topic,
+                        request_id=request.request_id,
+                        timeout=timeout,
+                    )
+                    error.token_held = held
+                    raise error
+        finally:
+            if not held:
+                reader.unregister(waiter)
+        response = waiter.response
+        assert response is not None
+        return self._outcome(response, topic, request.request_id, token, secrets)
+
+    def _outcome(
+        self,
+        response: protocol.Response,
+        topic: str,
+        request_id: str,
+        token: str | None,
+        extra_secrets: tuple[str, ...] = (),
+    ) -> Outcome:
+        if response.kind == "error":
+            agent_password = self.settings.agent_password and self.settings.agent_password.reveal()
+            secrets = (token, agent_password, *extra_secrets)
+            raise events.gateway_refusal(topic, request_id, protocol.error_text(response, secrets))
+        return Outcome(response.kind, response.value, topic, request_id, response.public_key)
+
+    def _deliver(self, request: protocol.Request, topic: str, timeout: float) -> None:
+        """Produce *request* and wait until the broker confirms it, or raise naming topic and broker."""
+        producer = self.producer
+        assert producer is not None
+        outcome: dict[str, Any] = {}
+        delivered = threading.Event()
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            outcome["error"] = err
+            delivered.set()
+
+        try:
+            producer.produce(
+                topic,
+                value=request.encode(),
+                key=request.kafka_key(),
+                headers=request.kafka_headers(),
+                on_delivery=on_delivery,
+            )
+        except (BufferError, ValueError, Exception) as exc:
+            raise BlockchainDeliveryError(
+                f"Could not send request {request.request_id} to topic {topic} on broker "
+                f"{self.broker}: {exc}",
+                topic=topic,
+                request_id=request.request_id,
+            ) from None
+        deadline = time.monotonic() + max(timeout, 1.0) + 10
+        while not delivered.is_set():
+            producer.poll(0.005)
+            if time.monotonic() > deadline:
+                break
+        error = outcome.get("error")
+        if not delivered.is_set() or error is not None:
+            reason = error.str() if error is not None else "no delivery report"
+            raise BlockchainDeliveryError(
+                f"The broker {self.broker} did not take request {request.request_id} for topic "
+                f"{topic}: {reason}",
+                topic=topic,
+                request_id=request.request_id,
+            )
+
+    # ------------------------------------------------------------- deferral
+    def send(
+        self, call: protocol.Call, *, timeout: float | None = None, token: str | None = None
+    ) -> PendingRequest:
+        """Send *call* without waiting; return what a trigger needs to wait for the answer.
+
+        The start positions are fixed before the request is sent. With no request_id echo, the
+        caller serialises requests per token (the DAGs run them in a one-slot pool per token).
+        """
+        settings = self.settings
+        token = None if call.topic == protocol.AGENTS else self.token(token)
+        timeout = settings.timeout if timeout is None else timeout
+        reader = self.ensure_started()
+        request = protocol.envelope(call, protocol.new_request_id(), token)
+        topic = settings.topics[call.topic]
+        start_positions = reader.start_positions()
+        sent_at = time.time()
+        self._deliver(request, topic, timeout)
+        by_id_only = settings.echo_request_id or token is None
+        return PendingRequest(
+            topic=topic,
+            request_id=request.request_id,
+            response_topic=reader.topic,
+            start_positions=start_positions,
+            deadline=time.time() + timeout,
+            by_request_id_only=by_id_only,
+            expect=protocol.expectation(call).to_primitives(),
+            late_answer_grace=0.0 if by_id_only else settings.late_answer_grace,
+            sent_at=sent_at,
+        )
