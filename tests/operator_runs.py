@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,12 +15,18 @@ from blockchain_provider.triggers.await_response import AwaitResponseTrigger
 
 
 def task_context(
-    *, try_number: int = 1, max_tries: int = 3, params: dict[str, Any] | None = None, **extra: Any
+    *,
+    try_number: int = 1,
+    max_tries: int = 3,
+    params: dict[str, Any] | None = None,
+    run_id: str = "manual__test",
+    **extra: Any,
 ) -> dict[str, Any]:
-    """The parts of a task's context the operators read: the try number (of *max_tries* retries,
-    the DAGs' default) and the params."""
+    """The parts of a task's context the operators and the DAGs' functions read: the try number
+    (of *max_tries* retries, the DAGs' default), the params and the run (*run_id*, started now)."""
     ti = SimpleNamespace(try_number=try_number, max_tries=max_tries)
-    return {"ti": ti, "params": dict(params or {}), **extra}
+    dag_run = SimpleNamespace(run_id=run_id, start_date=datetime.now(UTC))
+    return {"ti": ti, "params": dict(params or {}), "dag_run": dag_run, **extra}
 
 
 def run_operator(operator: Any, context: dict[str, Any] | None = None) -> Any:

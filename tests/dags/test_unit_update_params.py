@@ -164,7 +164,7 @@ def test_a_value_that_fails_inside_the_task_fails_at_once(monkeypatch, unit_dag,
     repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
     repository.create_schema()
     task = unit_dag.get_task("update_unit_record")
-    context = task_context(params=dict(GOOD), dag_run=SimpleNamespace(run_id="manual__blip"))
+    context = task_context(params=dict(GOOD), run_id="manual__blip")
 
     # no unit 3 in the MES
     with pytest.raises(AirflowFailException, match="3"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import re
 import string
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -242,7 +241,7 @@ def test_the_production_unit_update_refuses_every_invalid_conf_before_kafka(quie
             return
         # accepted by the trigger (a unit that does not exist, a blank status...): the DAG's task
         # fails it at once (no retry) before its first request
-        context = task_context(params=conf, dag_run=SimpleNamespace(run_id="manual__bad_input"))
+        context = task_context(params=conf, run_id="manual__bad_input")
         task_refused_before_kafka(task, context, AirflowFailException)
 
     check()

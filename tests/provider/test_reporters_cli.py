@@ -55,10 +55,12 @@ def plant(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
 
 
 def update_unit(unit_id: int, status: str, process_name: str, *, try_number: int = 1) -> dict:
-    """One run of the production-unit update DAG's task (a retry when *try_number* > 1)."""
+    """One run of the production-unit update DAG's task, one run per change (a retry of that run
+    when *try_number* > 1)."""
     params = {"production_unit_id": unit_id, "status": status, "process_name": process_name}
     task = dag_task("blockchain_production_unit_update", "update_unit_record")
-    return run_operator(task, task_context(try_number=try_number, params=params))
+    run_id = f"manual__{unit_id}_{status}_{process_name}"
+    return run_operator(task, task_context(try_number=try_number, params=params, run_id=run_id))
 
 
 def test_reporters_list_and_rotate(plant):

@@ -67,7 +67,7 @@ def test_a_timeout_event_of_an_earlier_version_still_reads():
 
 
 def test_an_event_of_no_known_status_is_refused():
-    with pytest.raises(BlockchainConfigError, match="trigger crashed"):
+    with pytest.raises(BlockchainConfigError, match="unknown status 'error'"):
         events.outcome_from_event({"status": "error", "message": "trigger crashed"})
 
 
