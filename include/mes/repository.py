@@ -62,17 +62,6 @@ class DayReportNotFoundError(LookupError):
     """No day report has the given id; the message names it."""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite returns the stored UTC times without a zone.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -114,7 +103,7 @@ class MesRepository:
             name=row["name"],
             status=row["status"],
             process_name=row["process_name"],
-            updated_at=_aware(row["updated_at"]),
+            updated_at=schema.aware(row["updated_at"]),
         )
 
     def production_units(self) -> list[ProductionUnit]:
@@ -162,7 +151,9 @@ class MesRepository:
         with self.engine.begin() as conn:
             unit_id = conn.execute(
                 sa.insert(units)
-                .values(code=code, name=name, status=status, process_name=process_name, updated_at=_utcnow())
+                .values(
+                    code=code, name=name, status=status, process_name=process_name, updated_at=schema.utcnow()
+                )
                 .returning(units.c.id)
             ).scalar_one()
         return self.require_production_unit(unit_id)
@@ -186,7 +177,7 @@ class MesRepository:
                 conn.execute(
                     sa.update(units)
                     .where(units.c.id == unit_id)
-                    .values(status=status, process_name=process_name, updated_at=_utcnow())
+                    .values(status=status, process_name=process_name, updated_at=schema.utcnow())
                     .returning(*units.c)
                 )
                 .mappings()
@@ -317,7 +308,7 @@ class MesRepository:
         All are checked before any is written. A report for a unit and day that already has one
         raises ``IntegrityError`` and nothing is written.
         """
-        now = _utcnow()
+        now = schema.utcnow()
         rows = [self._report_row(report, now) for report in reports]
         if rows:
             with self.engine.begin() as conn:
@@ -385,7 +376,7 @@ class MesRepository:
                     sa.select(submissions.c.record_id).where(submissions.c.report_id == report_id)
                 ).scalars()
             )
-            now = _utcnow()
+            now = schema.utcnow()
             rows = [
                 {"report_id": report_id, "record_id": rid, "submitted_at": now}
                 for rid in wanted
@@ -424,7 +415,7 @@ class MesRepository:
         table = schema.ledger_record_types
         with self.engine.begin() as conn:
             stmt = _dialect_insert(conn, table)
-            row = {"name": name, "created_at": _utcnow()}
+            row = {"name": name, "created_at": schema.utcnow()}
             if stmt is None:
                 if conn.execute(sa.select(table.c.name).where(table.c.name == name)).first() is None:
                     conn.execute(sa.insert(table), [row])
@@ -441,8 +432,8 @@ class MesRepository:
             token=None if row["token"] is None else crypto.decrypt(row["token"], fernet),
             password=crypto.decrypt(row["password"], fernet),
             instance_type=row["instance_type"],
-            created_at=_aware(row["created_at"]),
-            updated_at=_aware(row["updated_at"]),
+            created_at=schema.aware(row["created_at"]),
+            updated_at=schema.aware(row["updated_at"]),
         )
 
     def reporter(self, record_id: str) -> Reporter | None:
@@ -476,7 +467,11 @@ class MesRepository:
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
-            {**dict(row), "created_at": _aware(row["created_at"]), "updated_at": _aware(row["updated_at"])}
+            {
+                **dict(row),
+                "created_at": schema.aware(row["created_at"]),
+                "updated_at": schema.aware(row["updated_at"]),
+            }
             for row in rows
         ]
 
@@ -490,7 +485,7 @@ class MesRepository:
         validate_unit_code(unit_code)
         table = schema.kafka_tokens
         encrypted = crypto.encrypt(password, self._fernet)
-        now = _utcnow()
+        now = schema.utcnow()
         row = {
             "instance_type": "Reporter",
             "token": None,
@@ -534,7 +529,7 @@ class MesRepository:
             result = conn.execute(
                 sa.update(table)
                 .where(table.c.instance_type == "Reporter", table.c.record_id == record_id)
-                .values(**values, updated_at=_utcnow())
+                .values(**values, updated_at=schema.utcnow())
             )
         if result.rowcount != 1:
             raise LookupError(f"The MES has no reporter for record {record_id}")
@@ -588,7 +583,7 @@ class MesRepository:
                 return UpsertResult()
             with self.engine.begin() as conn:
                 _serialise_writers(conn, table.name)
-                new_rejected = self._set_aside(conn, kind, bad, _utcnow())
+                new_rejected = self._set_aside(conn, kind, bad, schema.utcnow())
             return UpsertResult(rejected=len(bad), new_rejected=new_rejected)
         compared = [column for column in next(iter(latest.values()))[0] if column != key]
         key_column = table.c[key]
@@ -603,7 +598,7 @@ class MesRepository:
             for ids in _chunks(list(latest), self.chunk_size):
                 for row in conn.execute(sa.select(*select_columns).where(key_column.in_(ids))):
                     stored[row[0]] = tuple(row[1:])
-            now = _utcnow()
+            now = schema.utcnow()
             for item_id, (row, item) in latest.items():
                 old = stored.get(item_id)
                 if old is None:
@@ -676,8 +671,8 @@ class MesRepository:
                     "item_id": row["item_id"],
                     "reason": row["reason"],
                     "times_seen": row["times_seen"],
-                    "first_seen_at": _aware(row["first_seen_at"]),
-                    "last_seen_at": _aware(row["last_seen_at"]),
+                    "first_seen_at": schema.aware(row["first_seen_at"]),
+                    "last_seen_at": schema.aware(row["last_seen_at"]),
                 }
                 for row in rows
             ]
@@ -724,8 +719,8 @@ class MesRepository:
             timestamp=row["timestamp"],
             answer_timestamp=row["answer_timestamp"],
             transaction_ids=tuple(json.loads(row["transaction_ids"])),
-            first_seen_at=_aware(row["first_seen_at"]),
-            updated_at=_aware(row["updated_at"]),
+            first_seen_at=schema.aware(row["first_seen_at"]),
+            updated_at=schema.aware(row["updated_at"]),
         )
 
     @staticmethod
@@ -742,8 +737,8 @@ class MesRepository:
             timestamp=row["timestamp"],
             answer_timestamp=row["answer_timestamp"],
             transaction_ids=tuple(json.loads(row["transaction_ids"])),
-            first_seen_at=_aware(row["first_seen_at"]),
-            updated_at=_aware(row["updated_at"]),
+            first_seen_at=schema.aware(row["first_seen_at"]),
+            updated_at=schema.aware(row["updated_at"]),
         )
 
     def partner_request(self, partner_request_id: str) -> PartnerRequest | None:

@@ -26,6 +26,8 @@ concurrent tasks.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -34,6 +36,7 @@ from include.day_report_keys import INDICATORS, SHIFTS
 __all__ = [
     "INDICATOR_COLUMN_NAMES",
     "VALUE_COLUMNS",
+    "aware",
     "create_schema",
     "day_report_submissions",
     "day_reports",
@@ -44,6 +47,7 @@ __all__ = [
     "partner_requests",
     "production_units",
     "unit_updates",
+    "utcnow",
     "value_column",
 ]
 
@@ -75,6 +79,18 @@ VALUE_COLUMNS: dict[tuple[str, str], str] = {
 }
 
 metadata = sa.MetaData()
+
+
+def utcnow() -> datetime:
+    """Now, in UTC: every time the MES stores."""
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A stored time with its zone: SQLite returns the stored UTC times without one."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def _utc_time(name: str, nullable: bool = False) -> sa.Column:

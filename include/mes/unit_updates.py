@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -105,17 +105,6 @@ class UnitChange:
         return self.applied_at is None
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite returns the stored UTC times without a zone.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _change(row: sa.RowMapping) -> UnitChange:
     return UnitChange(
         seq=row["seq"],
@@ -123,9 +112,9 @@ def _change(row: sa.RowMapping) -> UnitChange:
         status=row["status"],
         process_name=row["process_name"],
         dag_run_id=row["dag_run_id"],
-        noted_at=_aware(row["noted_at"]),
-        attempted_at=_aware(row["attempted_at"]),
-        applied_at=_aware(row["applied_at"]),
+        noted_at=schema.aware(row["noted_at"]),
+        attempted_at=schema.aware(row["attempted_at"]),
+        applied_at=schema.aware(row["applied_at"]),
         applied_by_run=row["applied_by_run"],
         outcome=row["outcome"],
         detail=row["detail"],
@@ -170,7 +159,7 @@ def note_unit_change(
                 status=status,
                 process_name=process_name,
                 dag_run_id=dag_run_id,
-                noted_at=_utcnow(),
+                noted_at=schema.utcnow(),
             )
         )
         existing = conn.execute(sa.select(table).where(table.c.dag_run_id == dag_run_id)).mappings().one()
@@ -274,7 +263,7 @@ class UnitDrain:
 
     def mark_attempted(self, seq: int) -> None:
         """Note that change *seq*'s update is about to be sent."""
-        self._set(seq, attempted_at=_utcnow())
+        self._set(seq, attempted_at=schema.utcnow())
 
     def mark_applied(self, seq: int, detail: str = "") -> None:
         """Note change *seq* applied on the ledger by this run, with the gateway's confirmation."""
@@ -286,7 +275,7 @@ class UnitDrain:
 
     def _settle(self, seq: int, outcome: str, detail: str) -> None:
         self._set(
-            seq, outcome=outcome, detail=detail[:1000], applied_at=_utcnow(), applied_by_run=self.run_id
+            seq, outcome=outcome, detail=detail[:1000], applied_at=schema.utcnow(), applied_by_run=self.run_id
         )
 
     def _set(self, seq: int, **values: object) -> None:
@@ -317,7 +306,9 @@ def give_up_unit_change(engine: Engine, dag_run_id: str, reason: str) -> bool:
         done = conn.execute(
             sa.update(table)
             .where(table.c.dag_run_id == dag_run_id, table.c.applied_at.is_(None))
-            .values(outcome=FAILED, detail=reason[:1000], applied_at=_utcnow(), applied_by_run=dag_run_id)
+            .values(
+                outcome=FAILED, detail=reason[:1000], applied_at=schema.utcnow(), applied_by_run=dag_run_id
+            )
         ).rowcount
     return done == 1
 
