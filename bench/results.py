@@ -5,6 +5,7 @@ A writer replaces its own section and keeps every other one, whichever order the
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().with_name("RESULTS.md")
@@ -50,3 +51,14 @@ def write_head(text: str) -> None:
     previous = RESULTS.read_text() if RESULTS.exists() else ""
     kept = [found for heading in KEPT_HEADINGS if (found := section(previous, heading))]
     RESULTS.write_text("\n".join([text.rstrip("\n") + "\n", *kept]))
+
+
+def write_run(heading: str, script: str, load: str, minutes: float, text: str) -> None:
+    """Write *text*, the figures of one run of *script*, as the section *heading*, stamped with
+    the time, the load average at the end and how long the run took."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    write_section(
+        heading,
+        f"{heading} (`{script}`, {stamp}, load average {load} at the end, whole run {minutes:.1f} minutes)"
+        f"\n\n{text}\n",
+    )

@@ -27,7 +27,6 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,12 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        section = (
-            f"{results.PRODUCTION_HEADING} (`bench/triggerer_waits.py`, {stamp}, load average {load} at the end, "
-            f"whole run {figures['whole run'] / 60:.1f} minutes)\n\n{text}\n"
+        results.write_run(
+            results.PRODUCTION_HEADING, "bench/triggerer_waits.py", load, figures["whole run"] / 60, text
         )
-        results.write_section(results.PRODUCTION_HEADING, section)
     return 0
 
 

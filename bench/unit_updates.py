@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -44,7 +43,8 @@ from include.mes.repository import MesRepository  # noqa: E402
 from include.mes_client import PRODUCTION_UNIT_UPDATE_DAG_ID, MesAirflowClient, patch_production_unit  # noqa: E402
 from local_services.ports import free_port  # noqa: E402
 from scripts.production_stack import ProductionStack  # noqa: E402
-from scripts.run_stack import ADMIN_USER, Settings, admin_password, http_json  # noqa: E402
+from scripts.stack.airflow_api import admin_password, http_json  # noqa: E402
+from scripts.stack.settings import ADMIN_USER, Settings  # noqa: E402
 
 UNITS, PER_UNIT = 5, 4
 
@@ -182,12 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        section = (
-            f"{results.UNIT_UPDATES_HEADING} (`bench/unit_updates.py`, {stamp}, load average {load} at the "
-            f"end, whole run {whole / 60:.1f} minutes)\n\n{text}\n"
-        )
-        results.write_section(results.UNIT_UPDATES_HEADING, section)
+        results.write_run(results.UNIT_UPDATES_HEADING, "bench/unit_updates.py", load, whole / 60, text)
     return 0
 
 
