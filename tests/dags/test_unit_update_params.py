@@ -182,7 +182,7 @@ def test_a_value_that_fails_inside_the_task_fails_at_once(monkeypatch, unit_dag,
 class _BlipHook:
     """A gateway hook whose broker does not answer in time."""
 
-    def create_record_type(self, *args, **kwargs):
+    def call(self, *args, **kwargs):
         raise BlockchainTimeoutError("no answer", topic="BLK_Rty", request_id="r", timeout=1)
 
     def close(self):

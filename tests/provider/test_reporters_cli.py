@@ -54,12 +54,12 @@ def plant(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
     get_fernet.cache_clear()
 
 
-def update_unit(unit_id: int, status: str, process_name: str, *, try_number: int = 1) -> dict:
-    """One run of the production-unit update DAG's task, one run per change (a retry of that run
-    when *try_number* > 1)."""
+def update_unit(unit_id: int, status: str, process_name: str, *, try_number: int = 1, run: str = "1") -> dict:
+    """A try of the production-unit update DAG's task in run *run* of this change (a retry of
+    that run when *try_number* > 1)."""
     params = {"production_unit_id": unit_id, "status": status, "process_name": process_name}
     task = dag_task("blockchain_production_unit_update", "update_unit_record")
-    run_id = f"manual__{unit_id}_{status}_{process_name}"
+    run_id = f"manual__{unit_id}_{status}_{process_name}_{run}"
     return run_operator(task, task_context(try_number=try_number, params=params, run_id=run_id))
 
 
@@ -132,17 +132,19 @@ def test_reporters_need_airflows_fernet_key(plant, monkeypatch):
 
 
 def test_a_retried_update_the_record_already_holds_is_not_sent_again(plant):
-    """A retry (its first try's answer lost) asks BLK_Rec_Get first: the values already there are
-    not sent a second time; other values are."""
+    """A retry of a run whose change was applied sends nothing; the first try of a run, or a retry
+    whose first try never got as far, reads the record first (BLK_Rec_Get) and sends what is not
+    there yet."""
     repository, ledger, _server = plant
     unit = repository.production_unit_by_code("PT10")
     update_unit(unit.id, "RUNNING", "Stamping")
     again = update_unit(unit.id, "RUNNING", "Stamping", try_number=2)
-    assert again["message"] == "already up to date"
+    assert again["message"] == f"applied by run manual__{unit.id}_RUNNING_Stamping_1"
+    assert again["applied"] == []
     changed = update_unit(unit.id, "STOPPED", "", try_number=2)
     assert changed["message"] != "already up to date"
-    # not a retry: sent as the MES asked, even when the values are the record's already
-    update_unit(unit.id, "STOPPED", "")
+    # another run with the same values: sent as the MES asked, even when the record holds them
+    update_unit(unit.id, "STOPPED", "", run="2")
     assert ledger.record_updates("PU_PT10") == [
         {"Status": "RUNNING", "ProcessName": "Stamping"},
         {"Status": "STOPPED", "ProcessName": ""},
