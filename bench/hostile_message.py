@@ -74,7 +74,7 @@ def decoder_figures() -> None:
 
 
 def reader_figures() -> None:
-    from blockchain_provider.hooks.kafka_blockchain import ResponseReader
+    from blockchain_provider.hooks.response_reader import ResponseReader
 
     print("2. response reader, one message")
     reader = ResponseReader(None, "BLK_Res")  # type: ignore[arg-type]  # _dispatch reads no consumer

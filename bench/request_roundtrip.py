@@ -53,7 +53,7 @@ WARM_UP = 20
 
 
 def broker_floor(bootstrap: str, topic: str, partitions: int, count: int, fetch_wait: dict) -> list[float]:
-    from blockchain_provider.hooks.kafka_blockchain import (
+    from blockchain_provider.hooks.kafka_clients import (
         CONSUMER_DEFAULTS,
         CONSUMER_REQUIRED,
         PRODUCER_DEFAULTS,

@@ -428,7 +428,7 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from blockchain_provider import protocol
-    from blockchain_provider.hooks.kafka_blockchain import _ProducerHook
+    from blockchain_provider.hooks.kafka_clients import _ProducerHook
 
     if args.replication is not None and args.replication < 1:
         raise CommandError(f"--replication {args.replication}: at least 1", EXIT_USAGE)

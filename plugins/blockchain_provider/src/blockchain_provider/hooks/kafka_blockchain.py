@@ -32,42 +32,10 @@ from blockchain_provider.exceptions import (
     MalformedResponseError,
 )
 from blockchain_provider.hooks import kafka_clients
-from blockchain_provider.hooks.gateway_client import (  # noqa: F401  re-exported for existing importers
-    MIN_SEND_BUDGET,
-    READER_START_TIMEOUT,
-    GatewayClient,
-    PendingRequest,
-    _Abandoned,
-    _ReleaseOnce,
-    _token_lock,
-)
-from blockchain_provider.hooks.kafka_clients import (  # noqa: F401  re-exported for existing importers
-    _TANSU_BROKERS,
-    CONSUMER_DEFAULTS,
-    CONSUMER_REQUIRED,
-    PRODUCER_DEFAULTS,
-    PRODUCER_REQUIRED,
-    TANSU_CLUSTER_ID,
-    TANSU_CONSUMER_DEFAULTS,
-    _ConsumerHook,
-    _ProducerHook,
-    broker_is_tansu,
-)
-from blockchain_provider.hooks.response_reader import (  # noqa: F401  re-exported for existing importers
-    Positions,
-    ResponseReader,
-    positions_from_primitives,
-    positions_to_primitives,
-)
-from blockchain_provider.hooks.response_reader import consume_available as _consume_available  # noqa: F401
-from blockchain_provider.hooks.settings import (  # noqa: F401  re-exported for existing importers
-    DEFAULT_LATE_ANSWER_GRACE,
-    DEFAULT_TIMEOUT,
-    GatewaySettings,
-    _mask,
-    _Secret,
-    gateway_settings,
-)
+from blockchain_provider.hooks.gateway_client import READER_START_TIMEOUT, GatewayClient, PendingRequest
+from blockchain_provider.hooks.kafka_clients import TANSU_CONSUMER_DEFAULTS
+from blockchain_provider.hooks.response_reader import ResponseReader
+from blockchain_provider.hooks.settings import GatewaySettings, _mask, gateway_settings
 from blockchain_provider.triggers import events
 from blockchain_provider.triggers.events import Outcome
 
