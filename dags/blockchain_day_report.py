@@ -116,7 +116,7 @@ def blockchain_day_report() -> None:
 
     reports = reports_of_the_day(report_day())
     ensure_record_type >> reports
-    # 28 pipelined requests per unit are awaited in the worker (CreateRecordsOperator says why)
+    # deferred: answers that take longer than a second are awaited in the triggerer
     CreateRecordsOperator.partial(
         task_id="send_unit_report",
         doc_md="Write the unit's 28 indicator records, skipping those already on the ledger.",
@@ -124,7 +124,7 @@ def blockchain_day_report() -> None:
         record_type=DAY_REPORT_RECORD_TYPE,
         records=unit_records,
         on_written=note_written,
-        **gateway_args(deferrable=False),
+        **gateway_args(),
     ).expand(records_kwargs=reports)
 
 

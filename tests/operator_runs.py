@@ -11,7 +11,12 @@ from typing import Any
 
 from airflow.sdk.exceptions import TaskDeferred
 
-from blockchain_provider.triggers.await_response import AwaitResponseTrigger
+from blockchain_provider.triggers.await_response import AwaitResponsesTrigger, AwaitResponseTrigger
+
+#: The triggers a provider operator defers to, by the class path they serialise with.
+TRIGGERS = {
+    f"{cls.__module__}.{cls.__qualname__}": cls for cls in (AwaitResponseTrigger, AwaitResponsesTrigger)
+}
 
 
 def task_context(
@@ -29,8 +34,13 @@ def task_context(
     return {"ti": ti, "params": dict(params or {}), "dag_run": dag_run, **extra}
 
 
-def run_operator(operator: Any, context: dict[str, Any] | None = None) -> Any:
-    """Execute *operator*; while it defers, run its trigger to its event and resume it."""
+def run_operator(
+    operator: Any,
+    context: dict[str, Any] | None = None,
+    triggers: list[tuple[str, dict[str, Any]]] | None = None,
+) -> Any:
+    """Execute *operator*; while it defers, run its trigger to its event and resume it. Each
+    trigger's class path and arguments are appended to *triggers* when given."""
     context = task_context() if context is None else context
     try:
         return operator.execute(context)
@@ -38,9 +48,10 @@ def run_operator(operator: Any, context: dict[str, Any] | None = None) -> Any:
         current = deferred
     while True:
         classpath, kwargs = current.trigger.serialize()
-        assert classpath == "blockchain_provider.triggers.await_response.AwaitResponseTrigger"
         json.dumps(kwargs)  # only primitives cross the database
-        event = asyncio.run(first_event(AwaitResponseTrigger(**kwargs)))
+        if triggers is not None:
+            triggers.append((classpath, kwargs))
+        event = asyncio.run(first_event(TRIGGERS[classpath](**kwargs)))
         json.dumps(current.kwargs or {})  # the resume state too
         try:
             return getattr(operator, current.method_name)(
@@ -50,7 +61,7 @@ def run_operator(operator: Any, context: dict[str, Any] | None = None) -> Any:
             current = deferred
 
 
-async def first_event(trigger: AwaitResponseTrigger) -> Any:
+async def first_event(trigger: Any) -> Any:
     try:
         async for event in trigger.run():
             return event

@@ -439,6 +439,123 @@ def test_create_records_writes_what_is_missing_and_reports_it(gateway_env):
     assert set(gateway.records) == {"PT10_0", "PT10_1", "PT10_2"}
 
 
+BATCH_TRIGGER = "blockchain_provider.triggers.await_response.AwaitResponsesTrigger"
+
+
+def three_records(context, unit):
+    return [
+        {"record_id": f"{unit}_{n}", "description": f"indicator {n}", "properties": {"Code": str(n)}}
+        for n in range(3)
+    ]
+
+
+def slowly(handler, seconds):
+    """*handler*, answering each request *seconds* late."""
+
+    def answer(topic, header, body):
+        time.sleep(seconds)
+        return handler(topic, header, body)
+
+    return answer
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("echo", [True, False])
+def test_deferred_create_records_awaits_slow_answers_in_the_triggerer(gateway_env, monkeypatch, echo):
+    set_connections(
+        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, echo_request_id=echo
+    )
+    gateway, noted, triggers = Ledger(), [], []
+    op = CreateRecordsOperator(
+        task_id="c",
+        record_type="ProductionUnit",
+        records=three_records,
+        on_written=lambda ids, context, unit: noted.extend(ids),
+        records_kwargs={"unit": "PT10"},
+        deferrable=True,
+        defer_after=0,
+    )
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, slowly(gateway, 0.2), echo=echo):
+        assert run_operator(op, triggers=triggers) == {"written": 3, "already_done": 0}
+    assert noted == ["PT10_0", "PT10_1", "PT10_2"]
+    assert set(gateway.records) == set(noted)
+    assert {classpath for classpath, _ in triggers} == {BATCH_TRIGGER}
+    # with echo, one wait for the whole batch; without, one request of the token at a time
+    assert [len(kwargs["requests"]) for _, kwargs in triggers] == ([3] if echo else [1, 1, 1])
+    assert all(gateway_env.token not in json.dumps(kwargs) for _, kwargs in triggers)
+
+
+@pytest.mark.broker
+def test_deferred_create_records_takes_prompt_answers_in_the_worker(gateway_env, monkeypatch):
+    set_connections(
+        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, echo_request_id=True
+    )
+    gateway, triggers = Ledger(), []
+    op = CreateRecordsOperator(
+        task_id="c",
+        record_type="ProductionUnit",
+        records=three_records,
+        records_kwargs={"unit": "PT11"},
+        deferrable=True,
+        defer_after=20,
+    )
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway, echo=True):
+        assert run_operator(op, triggers=triggers) == {"written": 3, "already_done": 0}
+    assert triggers == []  # answered within defer_after: no task resume spent
+
+
+@pytest.mark.broker
+def test_deferred_create_records_notes_the_written_before_it_fails(gateway_env, monkeypatch):
+    set_connections(
+        monkeypatch,
+        gateway_env.bootstrap,
+        gateway_env.prefix,
+        gateway_env.token,
+        echo_request_id=True,
+        timeout=3,
+    )
+    gateway, noted = Ledger(), []
+
+    def refuse_one_ignore_one(topic, header, body):
+        if body.get("record_id") == "PT12_1":
+            return {"error": "Value out of range"}
+        if body.get("record_id") == "PT12_2":
+            return None  # never answered
+        return gateway(topic, header, body)
+
+    def op():
+        return CreateRecordsOperator(
+            task_id="c",
+            record_type="ProductionUnit",
+            records=lambda context, unit: [
+                s for s in three_records(context, unit) if s["record_id"] not in noted
+            ],
+            on_written=lambda ids, context, unit: noted.extend(ids),
+            records_kwargs={"unit": "PT12"},
+            deferrable=True,
+            defer_after=0,
+        )
+
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, refuse_one_ignore_one, echo=True):
+        # the unanswered request fails the try, after the written record is noted
+        with pytest.raises(BlockchainTimeoutError, match=r"No answer on .* within"):
+            run_operator(op())
+        assert noted == ["PT12_0"]
+    answering = {"PT12_2"}
+
+    def refuse_one(topic, header, body):
+        if body.get("record_id") == "PT12_1":
+            return {"error": "Value out of range"}
+        answering.discard(body.get("record_id"))
+        return gateway(topic, header, body)
+
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, refuse_one, echo=True):
+        # the retry sends what is missing; the refusal fails it for good, the rest written
+        with pytest.raises(AirflowFailException, match=r"refused 1 record.*PT12_1: Value out of range"):
+            run_operator(op())
+    assert noted == ["PT12_0", "PT12_2"] and not answering
+
+
 class MemoryStore:
     """Reporters kept in a dict, as a database would keep them."""
 

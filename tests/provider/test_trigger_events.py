@@ -16,7 +16,7 @@ from blockchain_provider.exceptions import (
 )
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook, PendingRequest
 from blockchain_provider.triggers import events
-from blockchain_provider.triggers.await_response import AwaitResponseTrigger
+from blockchain_provider.triggers.await_response import AwaitResponsesTrigger, AwaitResponseTrigger
 from tests.provider.conftest import set_connections
 from tests.provider.test_response_reader_unit import FakeConsumer, answer
 
@@ -146,3 +146,75 @@ def test_the_trigger_yields_the_answer_as_a_success_event(fake_topic):
     assert event["status"] == events.SUCCESS
     assert events.outcome_from_event(event).value == ["ours"]
     assert "tok-trigger-unit" not in json.dumps(event)
+
+
+def test_a_batch_event_gives_each_request_what_became_of_it():
+    other = events.RequestRef("BLK_Rec_X", protocol.new_request_id(), "BLK_Res")
+    third = events.RequestRef("BLK_Rec_X", protocol.new_request_id(), "BLK_Res")
+    event = _round_trip(
+        events.batch_event(
+            "BLK_Res",
+            [
+                events.success_event(REF, "message", "created"),
+                events.gateway_error_event(other, "Value out of range"),
+                events.timeout_event(third, waited=3.0),
+            ],
+            resume={"pending": ["a", "b", "c"]},
+        )
+    )
+    assert event["resume"] == {"pending": ["a", "b", "c"]}
+    created, refused, silent = events.outcomes_from_batch(event)
+    assert created == events.Outcome("message", "created", REF.topic, REF.request_id, None)
+    assert isinstance(refused, BlockchainGatewayError) and refused.request_id == other.request_id
+    assert isinstance(silent, BlockchainTimeoutError) and silent.request_id == third.request_id
+
+
+def test_a_single_event_is_not_a_batch():
+    with pytest.raises(BlockchainConfigError, match="Expected a batch of answers"):
+        events.outcomes_from_batch(events.success_event(REF, "message", "done"))
+
+
+def _batch(request_ids: list[str], *, deadline: float, echo: bool = True) -> AwaitResponsesTrigger:
+    return AwaitResponsesTrigger(
+        requests=[{"topic": "BLK_Rec_X", "request_id": rid, "expect": None} for rid in request_ids],
+        response_topic="BLK_Res",
+        start_positions={"0": 0},
+        deadline=deadline,
+        by_request_id_only=echo,
+        sent_at=time.time(),
+        resume={"pending": ["first", "second"][: len(request_ids)]},
+    )
+
+
+def test_the_batch_trigger_orders_the_answers_as_the_requests_were_sent(fake_topic):
+    first, second = protocol.new_request_id(), protocol.new_request_id()
+    fake_topic.append(0, answer({"message": "two"}, token="tok-trigger-unit", request_id=second))
+    fake_topic.append(
+        0, answer({"message": "stranger"}, token="tok-trigger-unit", request_id=protocol.new_request_id())
+    )
+    fake_topic.append(0, answer({"message": "one"}, token="tok-trigger-unit", request_id=first))
+    trigger = _batch([first, second], deadline=time.time() + 600)
+    assert AwaitResponsesTrigger(**trigger.serialize()[1]).serialize() == trigger.serialize()
+    event = asyncio.run(_first_event(trigger))
+    assert event["status"] == events.BATCH and event["resume"] == {"pending": ["first", "second"]}
+    assert [o.value for o in events.outcomes_from_batch(event)] == ["one", "two"]
+    assert "tok-trigger-unit" not in json.dumps(event)
+
+
+def test_the_batch_trigger_reports_the_unanswered_as_timeouts(fake_topic):
+    first, second = protocol.new_request_id(), protocol.new_request_id()
+    fake_topic.append(
+        0, answer({"error": "bad tok-trigger-unit"}, token="tok-trigger-unit", request_id=first)
+    )
+    event = asyncio.run(_first_event(_batch([first, second], deadline=time.time() - 1)))
+    refused, silent = events.outcomes_from_batch(event)
+    assert isinstance(refused, BlockchainGatewayError) and refused.gateway_text == "bad ***"
+    assert isinstance(silent, BlockchainTimeoutError) and silent.request_id == second
+
+
+def test_requests_awaited_together_need_echo():
+    with pytest.raises(BlockchainConfigError, match="2 requests awaited together need request_id echo"):
+        _batch([protocol.new_request_id(), protocol.new_request_id()], deadline=0, echo=False)
+    with pytest.raises(BlockchainConfigError, match="names a request twice"):
+        rid = protocol.new_request_id()
+        _batch([rid, rid], deadline=0)

@@ -450,3 +450,70 @@ class GatewayClient:
             late_answer_grace=0.0 if by_id_only else settings.late_answer_grace,
             sent_at=sent_at,
         )
+
+    def send_batch(
+        self, calls: list[protocol.Call], *, timeout: float | None = None, wait: float = 0.0
+    ) -> list[Outcome | BlockchainGatewayError | PendingRequest]:
+        """Send *calls*, wait up to *wait* seconds for their answers here, and return in order each
+        one's outcome or refusal, or, for one not answered by then, what a trigger needs to wait
+        for it (the start positions fixed before the first was sent).
+
+        With request_id echo they are all sent at once; without, only one call may be given (the
+        answers to one token cannot be told apart), and the caller serialises them per token.
+
+        :param timeout: seconds from sending to the end of each wait; defaults to the connection's.
+        :param wait: seconds to wait here before handing the rest to a trigger; defaults to 0.
+        :raises BlockchainDeliveryError: the broker did not take a request (those before it are sent).
+        """
+        settings = self.settings
+        if len(calls) > 1 and not settings.echo_request_id:
+            raise BlockchainConfigError(
+                f"{len(calls)} requests sent together need request_id echo: without it, one request per "
+                "token is in flight at a time"
+            )
+        timeout = settings.timeout if timeout is None else timeout
+        reader = self.ensure_started()
+        start_positions = reader.start_positions()
+        sent: list[tuple[protocol.Request, str, str | None, Any, float, bool]] = []
+        try:
+            for call in calls:
+                token = None if call.topic == protocol.AGENTS else self.token()
+                by_id_only = settings.echo_request_id or token is None
+                request = protocol.envelope(call, protocol.new_request_id(), token)
+                topic = settings.topics[call.topic]
+                waiter = reader.register(request.request_id, token, by_id_only, protocol.expectation(call))
+                sent_at = time.time()
+                sent.append((request, topic, token, waiter, sent_at, by_id_only))
+                self._deliver(request, topic, timeout)
+            until = time.monotonic() + min(wait, timeout)
+            for _request, _topic, _token, waiter, _sent_at, _by_id in sent:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                waiter.event.wait(left)
+            results: list[Outcome | BlockchainGatewayError | PendingRequest] = []
+            for request, topic, token, waiter, sent_at, by_id_only in sent:
+                response = waiter.response if waiter.event.is_set() else None
+                if response is not None:
+                    try:
+                        results.append(self._outcome(response, topic, request.request_id, token))
+                    except BlockchainGatewayError as exc:
+                        results.append(exc)
+                    continue
+                results.append(
+                    PendingRequest(
+                        topic=topic,
+                        request_id=request.request_id,
+                        response_topic=reader.topic,
+                        start_positions=start_positions,
+                        deadline=sent_at + timeout,
+                        by_request_id_only=by_id_only,
+                        expect=waiter.expect.to_primitives(),
+                        late_answer_grace=0.0 if by_id_only else settings.late_answer_grace,
+                        sent_at=sent_at,
+                    )
+                )
+            return results
+        finally:
+            for _request, _topic, _token, waiter, _sent_at, _by_id in sent:
+                reader.unregister(waiter)

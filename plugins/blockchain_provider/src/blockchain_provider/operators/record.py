@@ -8,13 +8,16 @@ are, other properties fail the task.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainConfigError, BlockchainError, BlockchainGatewayError
+from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.operators.base import (
     BaseBlockchainOperator,
     Done,
@@ -22,6 +25,8 @@ from blockchain_provider.operators.base import (
     is_template,
     resolve_callable,
 )
+from blockchain_provider.triggers import events
+from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 from blockchain_provider.triggers.events import Outcome
 
 
@@ -144,22 +149,29 @@ class CreateRecordsOperator(BaseBlockchainOperator):
 
     The records come from *records* when the task runs, so a retry or a rerun asks again and
     sends only what is still missing. With request_id echo the requests are pipelined; without,
-    they go one by one. The batch is sent and awaited in the worker: its answers come within
-    moments of each other, and deferring each of them would cost a task resume per record.
+    they go one by one (one request per token in flight).
+
+    Deferrable: the answers that come within *defer_after* seconds are taken in the worker, and
+    the wait for the rest is handed to the triggerer (one trigger for the whole batch with echo,
+    one per record without), so a request the gateway is slow to answer holds no worker slot.
+    A gateway answers a record in milliseconds; a task resume costs far more.
 
     Returns ``{"written", "already_done"}`` counts. A refusal fails the task, without retries,
-    after every record that could be written is written and reported to *on_written*.
+    after every record that could be written is written and reported to *on_written*. A request
+    with no answer by its deadline fails the try (a retry sends what is still missing).
 
     :param record_type: the records' type (it names the topic).
     :param records: a callable (or dotted path to one) given the task's context and
         *records_kwargs*; it returns
         ``{"record_id", "description", "properties"}`` dicts, the records still to write, and
         may report how many are done already as ``already_done`` in an optional second value
-        (``(records, already_done)``).
+        (``(records, already_done)``). A deferred task calls it again when it resumes.
     :param on_written: called with the ids written and the task's context (e.g. to note them in
         a database), a callable or a dotted path to one; defaults to None.
     :param records_kwargs: keyword arguments for *records* and *on_written* (a report's id), the
         argument to map over for one task per batch; templated. Defaults to None.
+    :param defer_after: when deferrable, seconds to wait in the worker for the answers before
+        handing the wait to the triggerer; defaults to 1. ``0`` defers every wait.
     """
 
     template_fields = (*BaseBlockchainOperator.template_fields, "records_kwargs")
@@ -171,6 +183,7 @@ class CreateRecordsOperator(BaseBlockchainOperator):
         records: str | Callable[..., Any],
         on_written: str | Callable[..., Any] | None = None,
         records_kwargs: Mapping[str, Any] | None = None,
+        defer_after: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -181,50 +194,131 @@ class CreateRecordsOperator(BaseBlockchainOperator):
         resolve_callable(on_written, "on_written")
         self.records = records
         self.on_written = on_written
+        if isinstance(defer_after, bool) or not isinstance(defer_after, (int, float)) or defer_after < 0:
+            raise BlockchainConfigError(f"defer_after must be a number of seconds >= 0, not {defer_after!r}")
+        self.defer_after = float(defer_after)
 
-    def execute(self, context: Mapping[str, Any]) -> dict[str, int]:
-        if self.deferrable:
-            self.log.info("The batch's answers are awaited in the worker: they come within moments")
+    def _produce(self, context: Mapping[str, Any]) -> tuple[list[RecordSpec], int]:
         produce = resolve_callable(self.records, "records")
         assert produce is not None
-        extra = dict(self.records_kwargs or {})
-        produced = produce(context, **extra)
+        produced = produce(context, **dict(self.records_kwargs or {}))
         specs, already_done = produced if isinstance(produced, tuple) else (produced, 0)
-        calls = [
-            protocol.record_create_call(
-                spec["record_id"], self.record_type, spec["description"], spec["properties"]
-            )
-            for spec in specs
-        ]
+        return list(specs), int(already_done)
+
+    def _call(self, spec: RecordSpec) -> protocol.Call:
+        return protocol.record_create_call(
+            spec["record_id"], self.record_type, spec["description"], spec["properties"]
+        )
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, int]:
+        specs, already_done = self._produce(context)
+        state: dict[str, Any] = {"already_done": already_done, "written": 0, "done": [], "refused": {}}
+        if self.deferrable:
+            return self._send(context, specs, state)
         try:
-            outcomes = self.hook.call_many(calls) if calls else []
+            outcomes = self.hook.call_many([self._call(spec) for spec in specs]) if specs else []
         finally:
             self.hook.close()
-        written = [
-            spec["record_id"]
-            for spec, outcome in zip(specs, outcomes, strict=True)
-            if not isinstance(outcome, Exception)
-        ]
+        self._settle(
+            context, state, [(spec["record_id"], o) for spec, o in zip(specs, outcomes, strict=True)]
+        )
+        return self._finish(state)
+
+    def _send(
+        self, context: Mapping[str, Any], specs: list[RecordSpec], state: dict[str, Any]
+    ) -> dict[str, int]:
+        """Send *specs*, all at once with echo, else one by one; settle the answers that come within
+        *defer_after*, and defer when some have not come by then."""
+        hook = self.hook
+        try:
+            while specs:
+                window, specs = (specs, []) if hook.settings.echo_request_id else (specs[:1], specs[1:])
+                results = hook.send_batch([self._call(spec) for spec in window], wait=self.defer_after)
+                answered = [
+                    (spec["record_id"], result)
+                    for spec, result in zip(window, results, strict=True)
+                    if not isinstance(result, PendingRequest)
+                ]
+                self._settle(context, state, answered)
+                pending = [
+                    (spec["record_id"], result)
+                    for spec, result in zip(window, results, strict=True)
+                    if isinstance(result, PendingRequest)
+                ]
+                if pending:
+                    self._defer_batch(state, pending)
+        finally:
+            hook.close()
+        return self._finish(state)
+
+    def _defer_batch(self, state: dict[str, Any], pending: list[tuple[str, PendingRequest]]) -> None:
+        first = pending[0][1]
+        deadline = max(request.deadline for _, request in pending)
+        trigger = AwaitResponsesTrigger(
+            requests=[
+                {"topic": request.topic, "request_id": request.request_id, "expect": request.expect}
+                for _, request in pending
+            ],
+            response_topic=first.response_topic,
+            start_positions=first.trigger_kwargs()["start_positions"],
+            deadline=deadline,
+            by_request_id_only=first.by_request_id_only,
+            token_conn_id=self.token_conn_id,
+            kafka_config_id=self.kafka_config_id,
+            late_answer_grace=first.late_answer_grace,
+            sent_at=min(request.sent_at or deadline for _, request in pending),
+            resume={"state": state, "pending": [record_id for record_id, _ in pending]},
+        )
+        self.log.info("%d record(s) sent, their answers awaited in the triggerer", len(pending))
+        wait = max(1.0, deadline - time.time()) + first.late_answer_grace + 60
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=wait))
+
+    def execute_complete(
+        self, context: Mapping[str, Any], event: dict[str, Any] | None = None, **_: Any
+    ) -> dict[str, int]:
+        """Resume after the triggerer's batch of answers: settle them, then send what is left."""
+        if event is None:
+            raise BlockchainConfigError("The trigger ended without an event")
+        resume = event.get("resume") or {}
+        state, record_ids = resume["state"], resume["pending"]
+        self._settle(context, state, list(zip(record_ids, events.outcomes_from_batch(event), strict=True)))
+        done = set(state["done"])
+        specs, _ = self._produce(context)
+        return self._send(context, [spec for spec in specs if spec["record_id"] not in done], state)
+
+    def _settle(
+        self, context: Mapping[str, Any], state: dict[str, Any], answers: list[tuple[str, Any]]
+    ) -> None:
+        """Count the written and refused records of *answers* in *state* and report the written
+        ones to *on_written*; then raise the first error that is neither (a timeout)."""
+        written = [record_id for record_id, outcome in answers if isinstance(outcome, Outcome)]
         notify = resolve_callable(self.on_written, "on_written")
         if written and notify is not None:
-            notify(written, context, **extra)
-        refused = {
-            spec["record_id"]: outcome.gateway_text
-            for spec, outcome in zip(specs, outcomes, strict=True)
-            if isinstance(outcome, BlockchainGatewayError)
-        }
+            notify(written, context, **dict(self.records_kwargs or {}))
+        state["written"] += len(written)
+        state["done"].extend(written)
+        for record_id, outcome in answers:
+            if isinstance(outcome, BlockchainGatewayError):
+                state["refused"][record_id] = outcome.gateway_text
+                state["done"].append(record_id)
+        failed = next((o for _, o in answers if not isinstance(o, (Outcome, BlockchainGatewayError))), None)
+        if failed is not None:
+            raise failed
+
+    def _finish(self, state: dict[str, Any]) -> dict[str, int]:
+        refused: dict[str, str] = state["refused"]
         self.log.info(
             "%s: %d record(s) written, %d already on the ledger, %d refused",
             self.record_type,
-            len(written),
-            already_done,
+            state["written"],
+            state["already_done"],
             len(refused),
         )
         if refused:
             details = "; ".join(f"{rid}: {text}" for rid, text in list(refused.items())[:5])
             # the gateway's rules refuse these values: sending them again changes nothing
             raise AirflowFailException(f"The gateway refused {len(refused)} record(s): {details}")
-        return {"written": len(written), "already_done": already_done}
+        return {"written": state["written"], "already_done": state["already_done"]}
 
 
 class UpdateRecordOperator(BaseBlockchainOperator):

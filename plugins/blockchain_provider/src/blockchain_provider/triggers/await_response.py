@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +51,172 @@ class _Batch:
     empty: bool = True
 
 
-class AwaitResponseTrigger(BaseTrigger):
+class _ResponseWait(BaseTrigger):
+    """What the waits for answers share: reading ``BLK_Res`` from fixed start positions in a
+    worker thread, matching and fencing the answers, and the deadline with its catch-up.
+
+    A subclass sets ``response_topic``, ``start_positions``, ``deadline``, ``by_request_id_only``,
+    ``token_conn_id``, ``kafka_config_id`` and ``poll_timeout``, and calls :meth:`_answers`.
+    """
+
+    response_topic: str
+    start_positions: Positions
+    deadline: float
+    by_request_id_only: bool
+    token_conn_id: str
+    kafka_config_id: str
+    poll_timeout: float
+    _consumer: Any = None
+    _polling: asyncio.Future[Any] | None = None
+
+    async def _answers(
+        self,
+        waits: dict[str, tuple[events.RequestRef, protocol.Expectation]],
+        late_answer_grace: float,
+        waited: Callable[[], float | None],
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Read ``BLK_Res`` from the start positions; yield ``(request id, event)`` for each of
+        *waits* (request id -> what its events name, what its answer may be) as its answer comes
+        or its wait ends, until none is left."""
+        from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+
+        waits = dict(waits)
+        hook = KafkaBlockchainHook(self.kafka_config_id, self.token_conn_id)
+        settings = await sync_to_async(lambda: hook.settings)()
+        token = settings.token.reveal() if settings.token is not None else None
+        agent_password = settings.agent_password.reveal() if settings.agent_password is not None else None
+        self._consumer = await sync_to_async(hook._new_consumer)(
+            TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
+        )
+        self._consumer.assign(
+            [TopicPartition(self.response_topic, p, off) for p, off in self.start_positions.items()]
+        )
+        malformed = forged = 0
+        # a message holding neither our request ids nor (without echo) our token is not decoded
+        needles = protocol.needles_of(*waits, None if self.by_request_id_only else token)
+        loop = asyncio.get_running_loop()
+        # A triggerer that picks the wait up late (load, a restart) must find an answer that is
+        # already on the topic: past the deadline, the wait reads on until every partition is at
+        # its end before it reports a timeout. Whether an answer is late is told by the time the
+        # message was written, not by when this wait got to read it.
+        partitions = set(self.start_positions)
+        at_end: set[int] = set()
+        catch_up_until: float | None = None
+        while waits:
+            now = time.time()
+            remaining = self.deadline - now
+            # without echo, the late answer would be taken by the token's next request: wait for
+            # it (holding the token's pool slot) until the grace period is over
+            grace_left = remaining + late_answer_grace
+            if remaining > 0:
+                wait = min(self.poll_timeout, remaining)
+            else:
+                if catch_up_until is None:
+                    catch_up_until = now + CATCH_UP_LIMIT
+                caught_up = at_end >= partitions or now >= catch_up_until
+                if caught_up and grace_left <= 0:
+                    for request_id, (request, _expect) in list(waits.items()):
+                        del waits[request_id]
+                        yield request_id, events.timeout_event(request, waited())
+                    return
+                wait = min(self.poll_timeout, grace_left) if caught_up else CATCH_UP_POLL
+            # reading and decoding both run in a worker thread: a large hostile message must not
+            # stall the triggerer's event loop, which every other deferred wait shares
+            self._polling = loop.run_in_executor(None, self._read, consume_available, wait, needles)
+            batch = await asyncio.shield(self._polling)
+            self._polling = None
+            at_end = (at_end - batch.read) | batch.at_end
+            if catch_up_until is not None and batch.empty:
+                at_end = set(partitions)  # a whole poll brought nothing: what was there is read
+            for response, written_at in batch.decoded:
+                if isinstance(response, MalformedResponseError):
+                    malformed += 1
+                    if malformed <= 10 or malformed % 100 == 0:
+                        log.warning("Skipped malformed response on %s: %s", self.response_topic, response)
+                    continue
+                request_id = next(
+                    (
+                        rid
+                        for rid in waits
+                        if protocol.matches(
+                            response, request_id=rid, token=token, by_request_id_only=self.by_request_id_only
+                        )
+                    ),
+                    None,
+                )
+                if request_id is None:
+                    continue
+                request, expect = waits[request_id]
+                if not protocol.fits(response, token, expect):
+                    forged += 1
+                    log.warning(
+                        "Set aside an answer on %s that names request %s but does not fit it (%s answer, "
+                        "other token or agent); %d so far",
+                        self.response_topic,
+                        request_id,
+                        response.kind,
+                        forged,
+                    )
+                    continue
+                del waits[request_id]
+                if written_at > self.deadline:
+                    log.warning(
+                        "A late answer (%s) to request %s came on %s after its deadline",
+                        response.kind,
+                        request_id,
+                        self.response_topic,
+                    )
+                    yield request_id, events.timeout_event(request, waited(), late_answer=response.kind)
+                elif response.kind == "error":
+                    text = protocol.error_text(response, (token, agent_password))
+                    yield request_id, events.gateway_error_event(request, text)
+                else:
+                    yield (
+                        request_id,
+                        events.success_event(request, response.kind, response.value, response.public_key),
+                    )
+
+    def _read(self, consume: Any, timeout: float, needles: tuple[bytes, ...]) -> _Batch:
+        """Poll once; decode the messages at or after the start positions that name us."""
+        batch = _Batch()
+        for message in consume(self._consumer, timeout):
+            batch.empty = False
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    batch.at_end.add(message.partition())
+                else:
+                    log.warning("Error reading %s: %s", self.response_topic, error)
+                continue
+            batch.read.add(message.partition())
+            batch.at_end.discard(message.partition())
+            if message.offset() < self.start_positions.get(message.partition(), 0):
+                continue
+            value = message.value()
+            if not protocol.mentions(value, needles):
+                continue
+            ts_type, ts_ms = message.timestamp()
+            written_at = ts_ms / 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE else time.time()
+            try:
+                batch.decoded.append((protocol.decode_response(value), written_at))
+            except MalformedResponseError as exc:
+                batch.decoded.append((exc, written_at))
+        return batch
+
+    async def cleanup(self) -> None:
+        consumer, polling = self._consumer, self._polling
+        self._consumer = self._polling = None
+        if polling is not None:
+            # Never close the consumer under a poll still running in a worker thread.
+            await asyncio.wait([polling])
+        if consumer is not None:
+            try:
+                await sync_to_async(consumer.close)()
+            except Exception:
+                log.warning("Failed to close the Kafka consumer", exc_info=True)
+
+
+class AwaitResponseTrigger(_ResponseWait):
     """Read ``BLK_Res`` from the positions fixed before the request was sent, until its answer.
 
     It serialises only primitives, so a waiting request holds no worker slot and survives a
@@ -146,135 +311,122 @@ class AwaitResponseTrigger(BaseTrigger):
         return None if self.sent_at is None else time.time() - self.sent_at
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-
-        hook = KafkaBlockchainHook(self.kafka_config_id, self.token_conn_id)
-        settings = await sync_to_async(lambda: hook.settings)()
-        token = settings.token.reveal() if settings.token is not None else None
-        agent_password = settings.agent_password.reveal() if settings.agent_password is not None else None
-        self._consumer = await sync_to_async(hook._new_consumer)(
-            TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
-        )
-        self._consumer.assign(
-            [TopicPartition(self.response_topic, p, off) for p, off in self.start_positions.items()]
-        )
-        malformed = forged = 0
-        # a message holding neither our request id nor (without echo) our token is not decoded
-        needles = protocol.needles_of(self.request_id, None if self.by_request_id_only else token)
-        expect = protocol.Expectation.from_primitives(self.expect)
-        loop = asyncio.get_running_loop()
-        # A triggerer that picks the wait up late (load, a restart) must find an answer that is
-        # already on the topic: past the deadline, the wait reads on until every partition is at
-        # its end before it reports a timeout. Whether an answer is late is told by the time the
-        # message was written, not by when this wait got to read it.
-        partitions = set(self.start_positions)
-        at_end: set[int] = set()
-        catch_up_until: float | None = None
-        while True:
-            now = time.time()
-            remaining = self.deadline - now
-            # without echo, the late answer would be taken by the token's next request: wait for
-            # it (holding the token's pool slot) until the grace period is over
-            grace_left = remaining + self.late_answer_grace
-            if remaining > 0:
-                wait = min(self.poll_timeout, remaining)
-            else:
-                if catch_up_until is None:
-                    catch_up_until = now + CATCH_UP_LIMIT
-                caught_up = at_end >= partitions or now >= catch_up_until
-                if caught_up and grace_left <= 0:
-                    yield TriggerEvent(events.timeout_event(self._request, self._waited()))
-                    return
-                wait = min(self.poll_timeout, grace_left) if caught_up else CATCH_UP_POLL
-            # reading and decoding both run in a worker thread: a large hostile message must not
-            # stall the triggerer's event loop, which every other deferred wait shares
-            self._polling = loop.run_in_executor(None, self._read, consume_available, wait, needles)
-            batch = await asyncio.shield(self._polling)
-            self._polling = None
-            at_end = (at_end - batch.read) | batch.at_end
-            if catch_up_until is not None and batch.empty:
-                at_end = set(partitions)  # a whole poll brought nothing: what was there is read
-            for response, written_at in batch.decoded:
-                if isinstance(response, MalformedResponseError):
-                    malformed += 1
-                    if malformed <= 10 or malformed % 100 == 0:
-                        log.warning("Skipped malformed response on %s: %s", self.response_topic, response)
-                    continue
-                if not protocol.matches(
-                    response,
-                    request_id=self.request_id,
-                    token=token,
-                    by_request_id_only=self.by_request_id_only,
-                ):
-                    continue
-                if not protocol.fits(response, token, expect):
-                    forged += 1
-                    log.warning(
-                        "Set aside an answer on %s that names request %s but does not fit it (%s answer, "
-                        "other token or agent); %d so far",
-                        self.response_topic,
-                        self.request_id,
-                        response.kind,
-                        forged,
-                    )
-                    continue
-                if written_at > self.deadline:
-                    log.warning(
-                        "A late answer (%s) to request %s came on %s after its deadline",
-                        response.kind,
-                        self.request_id,
-                        self.response_topic,
-                    )
-                    yield TriggerEvent(
-                        events.timeout_event(self._request, self._waited(), late_answer=response.kind)
-                    )
-                    return
-                if response.kind == "error":
-                    text = protocol.error_text(response, (token, agent_password))
-                    yield TriggerEvent(events.gateway_error_event(self._request, text))
-                else:
-                    yield TriggerEvent(
-                        events.success_event(
-                            self._request, response.kind, response.value, response.public_key
-                        )
-                    )
+        waits = {self.request_id: (self._request, protocol.Expectation.from_primitives(self.expect))}
+        answers = self._answers(waits, self.late_answer_grace, self._waited)
+        try:
+            async for _request_id, event in answers:
+                yield TriggerEvent(event)
                 return
+        finally:
+            await answers.aclose()
 
-    def _read(self, consume: Any, timeout: float, needles: tuple[bytes, ...]) -> _Batch:
-        """Poll once; decode the messages at or after the start positions that name us."""
-        batch = _Batch()
-        for message in consume(self._consumer, timeout):
-            batch.empty = False
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    batch.at_end.add(message.partition())
-                else:
-                    log.warning("Error reading %s: %s", self.response_topic, error)
-                continue
-            batch.read.add(message.partition())
-            batch.at_end.discard(message.partition())
-            if message.offset() < self.start_positions.get(message.partition(), 0):
-                continue
-            value = message.value()
-            if not protocol.mentions(value, needles):
-                continue
-            ts_type, ts_ms = message.timestamp()
-            written_at = ts_ms / 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE else time.time()
-            try:
-                batch.decoded.append((protocol.decode_response(value), written_at))
-            except MalformedResponseError as exc:
-                batch.decoded.append((exc, written_at))
-        return batch
 
-    async def cleanup(self) -> None:
-        consumer, polling = self._consumer, self._polling
-        self._consumer = self._polling = None
-        if polling is not None:
-            # Never close the consumer under a poll still running in a worker thread.
-            await asyncio.wait([polling])
-        if consumer is not None:
-            try:
-                await sync_to_async(consumer.close)()
-            except Exception:
-                log.warning("Failed to close the Kafka consumer", exc_info=True)
+class AwaitResponsesTrigger(_ResponseWait):
+    """Read ``BLK_Res`` from the positions fixed before many requests were sent, until each has
+    its answer or the deadline has passed; then yield one ``batch`` event
+    (:func:`blockchain_provider.triggers.events.batch_event`) with each request's event in order.
+
+    Many requests of one token can only be told apart by their echoed ids: without request_id
+    echo the batch holds one request. It never carries the token.
+
+    :param requests: ``{"topic", "request_id", "expect"}`` for each request, in the order sent
+        (``expect`` as :meth:`blockchain_provider.protocol.Expectation.to_primitives` gives it).
+    :param response_topic: the actual response topic.
+    :param start_positions: where to look for the answers: partition (as text) -> position.
+    :param deadline: when to give up, in seconds since the epoch.
+    :param by_request_id_only: match only on the echoed request id (the gateway echoes).
+    :param token_conn_id: the ``blockchain_token`` connection, defaults to ``blockchain_master``.
+    :param kafka_config_id: the ``kafka`` connection, defaults to ``kafka_default``.
+    :param poll_timeout: seconds one poll may block a worker thread, defaults to 0.2.
+    :param late_answer_grace: without echo, how long after the deadline to keep waiting for the
+        late answer, defaults to 0.
+    :param sent_at: when the first request was sent, in seconds since the epoch; defaults to
+        ``None`` (unknown).
+    :param resume: what the deferred task resumes with, handed back in the event: small and
+        JSON-serialisable; defaults to ``None``.
+    """
+
+    def __init__(
+        self,
+        *,
+        requests: list[dict[str, Any]],
+        response_topic: str,
+        start_positions: dict[str, int],
+        deadline: float,
+        by_request_id_only: bool,
+        token_conn_id: str = "blockchain_master",
+        kafka_config_id: str = "kafka_default",
+        poll_timeout: float = 0.2,
+        late_answer_grace: float = 0.0,
+        sent_at: float | None = None,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not requests:
+            raise BlockchainConfigError("A wait for answers needs at least one request")
+        if len(requests) > 1 and not by_request_id_only:
+            raise BlockchainConfigError(
+                f"{len(requests)} requests awaited together need request_id echo: without it, answers "
+                "to one token cannot be told apart"
+            )
+        self.requests = [
+            {
+                "topic": str(request["topic"]),
+                "request_id": protocol.validate_request_id(request["request_id"]),
+                "expect": protocol.Expectation.from_primitives(request.get("expect")).to_primitives(),
+            }
+            for request in requests
+        ]
+        if len({r["request_id"] for r in self.requests}) != len(self.requests):
+            raise BlockchainConfigError("A wait for answers names a request twice")
+        self.response_topic = response_topic
+        self.start_positions = positions_from_primitives(start_positions)
+        self.deadline = float(deadline)
+        self.by_request_id_only = bool(by_request_id_only)
+        self.token_conn_id = token_conn_id
+        self.kafka_config_id = kafka_config_id
+        self.poll_timeout = float(poll_timeout)
+        self.late_answer_grace = 0.0 if self.by_request_id_only else max(0.0, float(late_answer_grace))
+        self.sent_at = None if sent_at is None else float(sent_at)
+        self.resume = resume
+        self._consumer = None
+        self._polling = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "requests": self.requests,
+                "response_topic": self.response_topic,
+                "start_positions": positions_to_primitives(self.start_positions),
+                "deadline": self.deadline,
+                "by_request_id_only": self.by_request_id_only,
+                "token_conn_id": self.token_conn_id,
+                "kafka_config_id": self.kafka_config_id,
+                "poll_timeout": self.poll_timeout,
+                "late_answer_grace": self.late_answer_grace,
+                "sent_at": self.sent_at,
+                "resume": self.resume,
+            },
+        )
+
+    def _waited(self) -> float | None:
+        return None if self.sent_at is None else time.time() - self.sent_at
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        waits = {
+            r["request_id"]: (
+                events.RequestRef(r["topic"], r["request_id"], self.response_topic),
+                protocol.Expectation.from_primitives(r["expect"]),
+            )
+            for r in self.requests
+        }
+        found: dict[str, dict[str, Any]] = {}
+        answers = self._answers(waits, self.late_answer_grace, self._waited)
+        try:
+            async for request_id, event in answers:
+                found[request_id] = event
+        finally:
+            await answers.aclose()
+        ordered = [found[r["request_id"]] for r in self.requests]
+        yield TriggerEvent(events.batch_event(self.response_topic, ordered, self.resume))

@@ -10,8 +10,12 @@ when the task gave the trigger one:
 * ``timeout``: ``waited``, seconds from sending to giving up (``None`` when the send time is
   unknown), and ``late_answer``, the kind of an answer that came after the deadline, if any.
 
+A wait for many requests at once yields one ``batch`` event: ``response_topic``, ``answers``
+(one event of the three statuses above per request, in the order they were sent) and ``resume``.
+
 :func:`success_event`, :func:`gateway_error_event` and :func:`timeout_event` build them;
-:func:`outcome_from_event` turns one back into an :class:`Outcome` or raises what it reports.
+:func:`outcome_from_event` turns one back into an :class:`Outcome` or raises what it reports;
+:func:`batch_event` and :func:`outcomes_from_batch` do the same for a batch.
 No event ever carries a token.
 """
 
@@ -31,6 +35,7 @@ SUCCESS: Final = "success"
 GATEWAY_ERROR: Final = "gateway_error"
 TIMEOUT: Final = "timeout"
 STATUSES: Final = (SUCCESS, GATEWAY_ERROR, TIMEOUT)
+BATCH: Final = "batch"
 
 
 @dataclass(frozen=True)
@@ -137,3 +142,34 @@ def outcome_from_event(event: Mapping[str, Any]) -> Outcome:
     raise BlockchainConfigError(
         f"Waiting for request {request_id} on {topic} ended with an event of unknown status {status!r}"
     )
+
+
+def batch_event(
+    response_topic: str, answers: list[dict[str, Any]], resume: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What became of each of many requests awaited together: one event per request, in order."""
+    event: dict[str, Any] = {"status": BATCH, "response_topic": response_topic, "answers": list(answers)}
+    if resume is not None:
+        event["resume"] = dict(resume)
+    return event
+
+
+def outcomes_from_batch(
+    event: Mapping[str, Any],
+) -> list[Outcome | BlockchainGatewayError | BlockchainTimeoutError]:
+    """Each request's :class:`Outcome` of a ``batch`` event, or the refusal or timeout it reports,
+    in the order the requests were sent.
+
+    :raises BlockchainConfigError: not a batch event, or an answer of no known status.
+    """
+    if event.get("status") != BATCH or not isinstance(event.get("answers"), list):
+        raise BlockchainConfigError(
+            f"Expected a batch of answers, got an event of status {event.get('status')!r}"
+        )
+    outcomes: list[Outcome | BlockchainGatewayError | BlockchainTimeoutError] = []
+    for answer in event["answers"]:
+        try:
+            outcomes.append(outcome_from_event(answer))
+        except (BlockchainGatewayError, BlockchainTimeoutError) as exc:
+            outcomes.append(exc)
+    return outcomes
