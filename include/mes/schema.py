@@ -46,6 +46,7 @@ __all__ = [
     "order_requests",
     "partner_requests",
     "production_units",
+    "unit_claims",
     "unit_updates",
     "utcnow",
     "value_column",
@@ -221,6 +222,16 @@ unit_updates = sa.Table(
     sa.Column("applied_by_run", sa.String(250), nullable=True),
     sa.Index("ix_unit_updates_unit_pending", "production_unit_id", "applied_at", "seq"),
 )
+
+#: Which run holds a unit's lock, and until when (see :mod:`include.mes.unit_updates`).
+unit_claims = sa.Table(
+    "unit_claims",
+    metadata,
+    sa.Column("production_unit_id", sa.Integer, sa.ForeignKey("production_units.id"), primary_key=True),
+    sa.Column("dag_run_id", sa.String(250), nullable=False),
+    _utc_time("claimed_until"),
+)
+
 
 # Any fixed 64-bit number: the PostgreSQL advisory lock held while creating the schema.
 _SCHEMA_LOCK_KEY = 0x4D45535F534348

@@ -8,33 +8,22 @@ the DAG may then start in any order and side by side: each takes the unit's lock
 each one applied (committed before the next is sent), and lets go. A run whose change an earlier
 drain already applied has nothing left to do.
 
-The lock, per unit:
+The lock is a row per unit (table ``unit_claims``): the run that holds it, and until when. It
+is taken and renewed with one conditional write, so PostgreSQL and SQLite behave alike, and it
+outlives the process that took it: a deferred run keeps its unit's lock while the triggerer
+waits for the gateway's answer, and takes it back when it resumes (the run's id is the key, so
+its retry does too). It lasts :data:`CLAIM_LEASE` seconds past its last renewal; every change
+noted renews it. A run that died holding it holds back the unit's other runs that long at most.
 
-* PostgreSQL: a transaction-level advisory lock on a connection of its own, held until the
-  drain ends; a worker that dies drops its connection, and the server releases the lock. The
-  wait for it is bounded by ``lock_timeout``.
-* SQLite: an exclusive ``flock`` on a file per unit next to the database file (an in-memory
-  database: a lock of this process). Not ``BEGIN IMMEDIATE``: that is SQLite's one write lock of
-  the whole database, and a drain holds its lock while it waits for the gateway, during which the
-  MES must still note new changes and the drain itself stores the unit's new reporter.
-
-Changes are read and noted applied in short transactions of their own, so nothing is held open
-across a gateway wait except the lock.
+Changes are read and noted in short transactions of their own, so nothing is held open across a
+gateway wait.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import hashlib
-import os
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -44,16 +33,21 @@ from include.mes.models import validate_process_name, validate_unit_id, validate
 
 __all__ = [
     "APPLIED",
+    "CLAIM_LEASE",
     "DEFAULT_LOCK_TIMEOUT",
     "FAILED",
     "REFUSED",
     "UnitChange",
     "UnitDrain",
+    "UnitLockLostError",
     "UnitLockTimeoutError",
+    "claim_unit",
     "give_up_unit_change",
     "note_unit_change",
+    "release_unit",
     "unit_change",
     "unit_changes",
+    "unit_lock_holder",
 ]
 
 #: How a change was settled (``outcome``): applied on the ledger, refused for good by the
@@ -61,13 +55,20 @@ __all__ = [
 APPLIED, REFUSED, FAILED = "applied", "refused", "failed"
 #: Seconds a run waits for the unit's lock before its try fails (and is retried).
 DEFAULT_LOCK_TIMEOUT = 300.0
+#: Seconds a unit's lock lasts past its last renewal. It covers a gateway wait (30 s by default)
+#: and a deferred task's resume with a wide margin.
+CLAIM_LEASE = 300.0
 #: Airflow's ``dag_run.run_id`` column length.
 RUN_ID_MAX = 250
-_POLL = 0.05
+_POLL = 0.1
 
 
 class UnitLockTimeoutError(TimeoutError):
     """The unit's lock was not free within the timeout; the message names the unit."""
+
+
+class UnitLockLostError(RuntimeError):
+    """The run's lock on the unit lapsed and another run took it; the message names both."""
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,9 @@ class UnitDrain:
 
     ``with UnitDrain(...) as pending:`` waits for the lock (at most *lock_timeout* seconds, then
     :class:`UnitLockTimeoutError`), and gives the unit's changes with ``seq <= up_to`` that are
-    still pending, in order. Each ``mark_*`` method commits at once. The lock is released when the
-    block ends, however it ends.
+    still pending, in order. Each ``mark_*`` method renews the lock and commits at once. The lock
+    is released when the block ends, however it ends, unless :meth:`keep` was called in it (the
+    run defers, and takes the lock back when it resumes).
 
     :param engine: the MES database.
     :param unit_id: the unit.
@@ -223,15 +225,23 @@ class UnitDrain:
         self.up_to = up_to
         self.run_id = _validate_run_id(run_id)
         self.lock_timeout = float(lock_timeout)
-        self._lock: Iterator[None] | None = None
+        self._held = False
+        self._keep = False
 
     def __repr__(self) -> str:
         return f"UnitDrain(unit={self.unit_id}, up_to={self.up_to}, run_id={self.run_id!r})"
 
     def __enter__(self) -> list[UnitChange]:
-        lock = unit_lock(self.engine, self.unit_id, timeout=self.lock_timeout)
-        lock.__enter__()
-        self._lock = lock
+        deadline = time.monotonic() + self.lock_timeout
+        while not claim_unit(self.engine, self.unit_id, self.run_id):
+            if time.monotonic() >= deadline:
+                holder = unit_lock_holder(self.engine, self.unit_id)
+                raise UnitLockTimeoutError(
+                    f"Production unit {self.unit_id}'s lock not free within {self.lock_timeout:g} s"
+                    + (f" (held by run {holder})" if holder else "")
+                )
+            time.sleep(_POLL)
+        self._held, self._keep = True, False
         try:
             table = schema.unit_updates
             with self.engine.connect() as conn:
@@ -256,10 +266,19 @@ class UnitDrain:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._release(exc_type, exc, tb)
 
+    def keep(self) -> None:
+        """Keep the lock past the block (renewed for :data:`CLAIM_LEASE`): the run goes on later,
+        in another process, and enters a drain of the same run again."""
+        self._keep = True
+
     def _release(self, exc_type: object, exc: object, tb: object) -> None:
-        lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.__exit__(exc_type, exc, tb)
+        held, self._held = self._held, False
+        if not held:
+            return
+        if self._keep:
+            claim_unit(self.engine, self.unit_id, self.run_id)
+        else:
+            release_unit(self.engine, self.unit_id, self.run_id)
 
     def mark_attempted(self, seq: int) -> None:
         """Note that change *seq*'s update is about to be sent."""
@@ -279,8 +298,13 @@ class UnitDrain:
         )
 
     def _set(self, seq: int, **values: object) -> None:
-        if self._lock is None:
+        if not self._held:
             raise RuntimeError("The unit's lock is not held: mark changes inside the drain's block")
+        if not claim_unit(self.engine, self.unit_id, self.run_id):
+            raise UnitLockLostError(
+                f"Run {self.run_id}'s lock on production unit {self.unit_id} lapsed, and run "
+                f"{unit_lock_holder(self.engine, self.unit_id)} holds it now"
+            )
         table = schema.unit_updates
         with self.engine.begin() as conn:
             done = conn.execute(
@@ -313,92 +337,55 @@ def give_up_unit_change(engine: Engine, dag_run_id: str, reason: str) -> bool:
     return done == 1
 
 
-def _lock_key(unit_id: int) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(f"mes-unit-update:{unit_id}".encode(), digest_size=8).digest(), "big", signed=True
-    )
+def claim_unit(engine: Engine, unit_id: int, run_id: str, *, lease: float = CLAIM_LEASE) -> bool:
+    """Take or renew unit *unit_id*'s lock for run *run_id*, for *lease* seconds; whether it is
+    the run's now (``False``: another run holds it and its lease has not ended).
 
-
-@contextmanager
-def unit_lock(engine: Engine, unit_id: int, *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold unit *unit_id*'s drain lock for the block (see the module's documentation).
-
-    :param engine: the MES database (PostgreSQL or SQLite).
-    :param unit_id: the unit.
-    :param timeout: seconds to wait for the lock; default :data:`DEFAULT_LOCK_TIMEOUT`.
-    :raises UnitLockTimeoutError: if it is not free within *timeout*.
+    One conditional write decides, so two runs never both get it: on PostgreSQL the second
+    writer re-reads the row the first committed; SQLite writes one at a time.
     """
     validate_unit_id(unit_id)
-    if engine.dialect.name == "postgresql":
-        with _pg_lock(engine, unit_id, timeout):
-            yield
-    elif engine.dialect.name == "sqlite":
-        database = engine.url.database
-        if not database or database == ":memory:" or "mode=memory" in str(engine.url.query):
-            with _process_lock(engine, unit_id, timeout):
-                yield
-        else:
-            with _file_lock(Path(database), unit_id, timeout):
-                yield
-    else:
-        raise ValueError(f"No unit lock for the {engine.dialect.name!r} dialect: PostgreSQL or SQLite")
+    _validate_run_id(run_id)
+    table = schema.unit_claims
+    now = schema.utcnow()
+    held = {"dag_run_id": run_id, "claimed_until": now + timedelta(seconds=lease)}
+    with engine.begin() as conn:
+        taken = conn.execute(
+            sa.update(table)
+            .where(
+                table.c.production_unit_id == unit_id,
+                sa.or_(table.c.dag_run_id == run_id, table.c.claimed_until < now),
+            )
+            .values(**held)
+        ).rowcount
+        if taken:
+            return True
+        if conn.execute(sa.select(table.c.dag_run_id).where(table.c.production_unit_id == unit_id)).first():
+            return False
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(table).values(production_unit_id=unit_id, **held))
+    except sa.exc.IntegrityError:
+        return False  # another run's first claim won
+    return True
 
 
-@contextmanager
-def _pg_lock(engine: Engine, unit_id: int, timeout: float) -> Iterator[None]:
+def release_unit(engine: Engine, unit_id: int, run_id: str) -> None:
+    """Let go of unit *unit_id*'s lock, if run *run_id* holds it."""
+    table = schema.unit_claims
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(table).where(table.c.production_unit_id == unit_id, table.c.dag_run_id == run_id)
+        )
+
+
+def unit_lock_holder(engine: Engine, unit_id: int) -> str | None:
+    """The run that holds unit *unit_id*'s lock, ``None`` when none does (or its lease ended)."""
+    table = schema.unit_claims
     with engine.connect() as conn:
-        deadline = time.monotonic() + timeout
-        # try-and-sleep rather than lock_timeout: the wait stays bounded whatever the server's settings
-        while not conn.execute(
-            sa.text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _lock_key(unit_id)}
-        ).scalar_one():
-            conn.rollback()
-            if time.monotonic() >= deadline:
-                raise UnitLockTimeoutError(f"Production unit {unit_id}'s lock not free within {timeout:g} s")
-            time.sleep(_POLL)
-        try:
-            yield
-        finally:
-            conn.rollback()  # ends the transaction, and with it the lock
-
-
-_process_locks: dict[tuple[str, int], threading.Lock] = {}
-_process_locks_guard = threading.Lock()
-
-
-@contextmanager
-def _process_lock(engine: Engine, unit_id: int, timeout: float) -> Iterator[None]:
-    with _process_locks_guard:
-        lock = _process_locks.setdefault((str(engine.url), unit_id), threading.Lock())
-    if not lock.acquire(timeout=timeout):
-        raise UnitLockTimeoutError(f"Production unit {unit_id}'s lock not free within {timeout:g} s")
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-@contextmanager
-def _file_lock(database: Path, unit_id: int, timeout: float) -> Iterator[None]:
-    folder = database.with_name(database.name + "-unit-locks")
-    folder.mkdir(exist_ok=True)
-    # one open file per holder: flock excludes other open files, also in this process's threads
-    fd = os.open(folder / f"{unit_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-            if time.monotonic() >= deadline:
-                raise UnitLockTimeoutError(f"Production unit {unit_id}'s lock not free within {timeout:g} s")
-            time.sleep(_POLL)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+        row = conn.execute(
+            sa.select(table.c.dag_run_id).where(
+                table.c.production_unit_id == unit_id, table.c.claimed_until >= schema.utcnow()
+            )
+        ).first()
+    return None if row is None else row[0]

@@ -12,7 +12,16 @@ from sqlalchemy.engine import Engine
 from include.mes import schema
 from include.mes.models import ProductionUnitNotFoundError
 from include.mes.repository import MesRepository
-from include.mes.unit_updates import APPLIED, FAILED, REFUSED, UnitLockTimeoutError, unit_lock
+from include.mes.unit_updates import (
+    APPLIED,
+    FAILED,
+    REFUSED,
+    UnitLockLostError,
+    UnitLockTimeoutError,
+    claim_unit,
+    release_unit,
+    unit_lock_holder,
+)
 
 
 @pytest.fixture
@@ -109,12 +118,15 @@ def test_the_lock_excludes_a_second_drain_of_the_unit_not_of_another(repo: MesRe
     holder.start()
     try:
         assert held.wait(30)
-        with pytest.raises(UnitLockTimeoutError, match=f"Production unit {pt10.id}'s lock"):
+        with pytest.raises(
+            UnitLockTimeoutError, match=rf"Production unit {pt10.id}'s lock .* \(held by run run-1\)"
+        ):
             with repo.drain_unit_changes(pt10.id, seq, "run-2", lock_timeout=0.3):
                 pass
-        with unit_lock(repo.engine, pt11.id, timeout=5):  # another unit's lock is free meanwhile
-            # and the MES can still save and note changes of the locked unit
-            repo.set_production_unit_state(pt10.id, "S2", "", dag_run_id="run-2")
+        assert claim_unit(repo.engine, pt11.id, "other-unit")  # another unit's lock is free meanwhile
+        release_unit(repo.engine, pt11.id, "other-unit")
+        # and the MES can still save and note changes of the locked unit
+        repo.set_production_unit_state(pt10.id, "S2", "", dag_run_id="run-2")
 
         def wait_then_drain() -> None:
             with repo.drain_unit_changes(pt10.id, repo.unit_change("run-2").seq, "run-2") as pending:
@@ -162,3 +174,44 @@ def test_concurrent_drains_apply_each_change_once_in_order(repo: MesRepository) 
     assert applied == [f"S{n}" for n in range(8)]
     assert repo.unit_changes(unit.id, pending_only=True) == []
     assert all(c.outcome == APPLIED for c in repo.unit_changes(unit.id))
+
+
+def test_a_kept_lock_outlives_the_block_and_its_run_takes_it_back(repo: MesRepository) -> None:
+    unit = repo.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
+    repo.set_production_unit_state(unit.id, "S1", "", dag_run_id="run-1")
+    repo.set_production_unit_state(unit.id, "S2", "", dag_run_id="run-2")
+    seq1, seq2 = repo.unit_change("run-1").seq, repo.unit_change("run-2").seq
+    drain = repo.drain_unit_changes(unit.id, seq1, "run-1")
+    with drain as pending:
+        drain.mark_attempted(pending[0].seq)
+        drain.keep()  # the run defers while the gateway answers
+    assert unit_lock_holder(repo.engine, unit.id) == "run-1"
+    with pytest.raises(UnitLockTimeoutError, match="held by run run-1"):
+        with repo.drain_unit_changes(unit.id, seq2, "run-2", lock_timeout=0.3):
+            pass
+    # the run resumes, in another process: its id takes the lock back, its change still pending
+    resumed = repo.drain_unit_changes(unit.id, seq1, "run-1", lock_timeout=0.3)
+    with resumed as pending:
+        assert [(c.status, c.attempted_at is not None) for c in pending] == [("S1", True)]
+        resumed.mark_applied(seq1, "ok")
+    assert unit_lock_holder(repo.engine, unit.id) is None  # let go at the end of the block
+    with repo.drain_unit_changes(unit.id, seq2, "run-2", lock_timeout=5) as pending:
+        assert [c.status for c in pending] == ["S2"]
+
+
+def test_a_lapsed_lock_goes_to_the_next_run_and_its_holder_cannot_note(repo: MesRepository) -> None:
+    unit = repo.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
+    repo.set_production_unit_state(unit.id, "S1", "", dag_run_id="run-1")
+    seq = repo.unit_change("run-1").seq
+    drain = repo.drain_unit_changes(unit.id, seq, "run-1")
+    with drain:
+        # run-1's lease ends (its worker died, say); run-2 takes the lock
+        assert claim_unit(repo.engine, unit.id, "run-1", lease=-1)
+        assert claim_unit(repo.engine, unit.id, "run-2")
+        assert not claim_unit(repo.engine, unit.id, "run-1")
+        with pytest.raises(
+            UnitLockLostError, match=r"Run run-1's lock on production unit .* run run-2 holds it"
+        ):
+            drain.mark_applied(seq, "ok")
+    assert repo.unit_change("run-1").pending  # nothing noted by the run that lost the lock
+    assert unit_lock_holder(repo.engine, unit.id) == "run-2"  # its exit did not release run-2's lock
