@@ -22,10 +22,13 @@ unit) run side by side, as far as the token's pool allows (one slot without echo
 each change (table `unit_updates`, in the transaction that saves it) under the `dag_run_id` it
 then triggers with. The task takes the unit's lock in the MES database, applies the unit's noted
 changes not yet applied up to its own, in order, each noted applied as soon as the ledger has it,
-and lets go. A run whose change an earlier run already applied succeeds at once, naming that run.
+and lets go. An answer slower than a second is awaited in the triggerer, the lock kept meanwhile;
+a run that finds the unit's lock held looks again every 2 s from the triggerer. A run whose
+change an earlier run already applied succeeds at once, naming that run.
 A run triggered by hand (no note under its id) notes its own change when it starts: among such
 runs the order is the order they start in. A run that fails for good gives its change up, so the
-unit's later runs do not try it again (clearing it later does not apply it: make the change again). See `include/mes/unit_updates.py`.
+unit's later runs do not try it again (clearing it later does not apply it: make the change
+again). See `include/mes/unit_updates.py`.
 """
 
 from __future__ import annotations
@@ -37,13 +40,14 @@ from functools import partial
 from typing import Any
 
 from airflow.sdk import Param, dag
-from airflow.sdk.exceptions import AirflowFailException
-from blockchain_common import START_DATE, TAGS, default_args, gateway_args, mes_repository
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from blockchain_common import MES_CONN_ID, START_DATE, TAGS, default_args, gateway_args, mes_repository
 
 from blockchain_provider.operators import (
     ClaimedUpdates,
     DynamicRecordUpdate,
     PendingUpdate,
+    QueueBusy,
     UpdateDynamicRecordOperator,
 )
 from include.day_report_keys import (
@@ -133,8 +137,12 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
             )
         yield ClaimedUpdates(pending=[], applied_by=f"run {own.applied_by_run}", summary=summary)
         return
-    store = MesReporterStore(repository, unit.code)
-    drain = repository.drain_unit_changes(unit_id, own.seq, run_id, lock_timeout=DEFAULT_LOCK_TIMEOUT)
+    store = MesReporterStore(repository, unit.code, MES_CONN_ID)
+    # deferrable, a short wait here: a busy unit is looked at again from the triggerer
+    task = context.get("task")
+    deferred = bool(getattr(task, "deferrable", False))
+    lock_wait = getattr(task, "queue_wait", DEFAULT_LOCK_TIMEOUT) if deferred else DEFAULT_LOCK_TIMEOUT
+    drain = repository.drain_unit_changes(unit_id, own.seq, run_id, lock_timeout=max(lock_wait, 0.1))
     try:
         with drain as changes:
             pending = [
@@ -162,10 +170,18 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
                 if settled is not None and settled.outcome == REFUSED:
                     raise AirflowFailException(f"Change {own.seq} was refused for good: {settled.detail}")
                 applied_by = f"run {settled.applied_by_run}" if settled is not None else None
-            yield ClaimedUpdates(pending=pending, applied_by=applied_by, summary=summary)
-    except UnitLockTimeoutError:
+            try:
+                yield ClaimedUpdates(pending=pending, applied_by=applied_by, summary=summary)
+            except TaskDeferred:
+                drain.keep()  # the task goes on when the triggerer has the answer
+                raise
+    except UnitLockTimeoutError as exc:
         # the change is valid and stays noted: the drain that holds the lock, or a later one,
         # applies it in its turn
+        if deferred:
+            raise QueueBusy(str(exc)) from None
+        raise
+    except TaskDeferred:
         raise
     except BaseException as exc:
         ti = context.get("ti")
@@ -221,8 +237,9 @@ def blockchain_production_unit_update() -> None:
         record_type_description=PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
         record_type_properties=PRODUCTION_UNIT_RECORD_PROPERTIES,
         update=unit_update,
-        # signed with the unit's reporter token, kept by the MES: the answer is awaited in the worker
-        **gateway_args(deferrable=False),
+        # an answer that takes longer than a second is awaited in the triggerer, which reads the
+        # reporter's token from the MES; a unit busy with another run is looked at again from there
+        **gateway_args(),
     )
 
 

@@ -9,13 +9,16 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk.exceptions import TaskDeferred
 
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger, AwaitResponseTrigger
 
-#: The triggers a provider operator defers to, by the class path they serialise with.
+#: The triggers a provider operator defers to, by the class path they serialise with (a pause
+#: before looking at a busy queue again is Airflow's own timer).
 TRIGGERS = {
-    f"{cls.__module__}.{cls.__qualname__}": cls for cls in (AwaitResponseTrigger, AwaitResponsesTrigger)
+    f"{cls.__module__}.{cls.__qualname__}": cls
+    for cls in (AwaitResponseTrigger, AwaitResponsesTrigger, DateTimeTrigger)
 }
 
 
@@ -45,10 +48,22 @@ def run_operator(
     try:
         return operator.execute(context)
     except TaskDeferred as deferred:
-        current = deferred
+        return resume(operator, context, deferred, triggers)
+
+
+def resume(
+    operator: Any,
+    context: dict[str, Any],
+    deferred: TaskDeferred,
+    triggers: list[tuple[str, dict[str, Any]]] | None = None,
+) -> Any:
+    """Run the trigger *operator* deferred to, resume it with the event, and so on until it
+    returns (see :func:`run_operator`)."""
+    current = deferred
     while True:
         classpath, kwargs = current.trigger.serialize()
-        json.dumps(kwargs)  # only primitives cross the database
+        if classpath.startswith("blockchain_provider."):
+            json.dumps(kwargs)  # only primitives cross the database
         if triggers is not None:
             triggers.append((classpath, kwargs))
         event = asyncio.run(first_event(TRIGGERS[classpath](**kwargs)))

@@ -1,7 +1,8 @@
 """The production units' reporters, kept in the MES database (the original's ``KafkaToken`` rows).
 
 :class:`MesReporterStore` is what the provider's ``UpdateDynamicRecordOperator`` asks for a
-record's reporter: its token, and where to keep a new reporter's password and credentials.
+record's reporter: its token, where to keep a new reporter's password and credentials, and where
+the triggerer reads the token of an update whose answer it waits for (:func:`reporter_token`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ class MesReporterStore:
 
     :param repository: the MES database.
     :param unit_code: the unit's code (``PT10``), the reporter's name.
+    :param conn_id: the Airflow connection of the MES database, for the triggerer to read the
+        token by; defaults to ``None`` (updates then wait for their answers in the worker).
     """
 
-    def __init__(self, repository: MesRepository, unit_code: str) -> None:
+    def __init__(self, repository: MesRepository, unit_code: str, conn_id: str | None = None) -> None:
         self.repository = repository
         self.unit_code = unit_code
+        self.conn_id = conn_id
 
     def __repr__(self) -> str:
         return f"MesReporterStore(unit={self.unit_code!r})"
@@ -30,6 +34,12 @@ class MesReporterStore:
             return None
         return reporter.token.reveal()
 
+    def token_source(self, record_id: str) -> tuple[str, dict[str, str]] | None:
+        """Where the triggerer reads the reporter's token: :func:`reporter_token` and its arguments."""
+        if self.conn_id is None:
+            return None
+        return f"{__name__}.reporter_token", {"conn_id": self.conn_id, "record_id": record_id}
+
     def prepare(self, record_id: str, topic: str, password: str) -> str:
         """Store *password* for the reporter unless it has one already; return the stored one."""
         return self.repository.prepare_reporter(self.unit_code, record_id, topic, password).password.reveal()
@@ -37,3 +47,19 @@ class MesReporterStore:
     def store(self, record_id: str, public_key: str, token: str) -> None:
         """Keep the reporter's public key and token (encrypted) that the gateway answered."""
         self.repository.store_reporter_credentials(record_id, public_key, token)
+
+
+def reporter_token(conn_id: str, record_id: str) -> str | None:
+    """The token of record *record_id*'s reporter, read from the MES database of Airflow connection
+    *conn_id*; ``None`` when it has none. The triggerer calls it to match and clean the answer to
+    an update signed with that token."""
+    from include.mes.db import mes_engine
+
+    engine = mes_engine(conn_id)
+    try:
+        reporter = MesRepository(engine).reporter(record_id)
+    finally:
+        engine.dispose()
+    if reporter is None or reporter.token is None:
+        return None
+    return reporter.token.reveal()

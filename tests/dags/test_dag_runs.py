@@ -323,6 +323,67 @@ def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack):
     assert ledger.verify() == []
 
 
+def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
+    """Answers 1.5 s late: the first run's task defers (its requests wait in the triggerer, which
+    reads the reporter's token from the MES) and keeps the unit's lock; the second run's task finds
+    the unit busy and defers on a timer; each resumes, and the changes reach the ledger in order."""
+    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from gateway_sandbox.faults import Faults
+    from include.mes.db import mes_engine
+    from include.mes.unit_updates import unit_lock_holder
+    from include.sample_data import generate_plant
+    from tests.operator_runs import dag_task, resume, task_context
+
+    generate_plant(mes_engine("mes_db"), units=1, weeks=1, end_date=DAY)
+    mes = stack.mes()
+    unit = mes.production_units()[0]
+    runs = {}
+    for n in (1, 2):
+        run_id = f"mes__deferred{n}"
+        params = {"production_unit_id": unit.id, "status": f"D{n}", "process_name": f"P{n}"}
+        mes.set_production_unit_state(unit.id, params["status"], params["process_name"], dag_run_id=run_id)
+        task = dag_task("blockchain_production_unit_update", "update_unit_record")
+        assert task.deferrable
+        task.queue_wait = 0.3
+        runs[n] = (task, task_context(run_id=run_id, params=params, task=task))
+    stack.server.faults = Faults(delay_ms=1500)
+
+    with pytest.raises(TaskDeferred) as first:
+        runs[1][0].execute(runs[1][1])
+    assert type(first.value.trigger).__name__ == "AwaitResponsesTrigger"
+    assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred1"  # kept while it waits
+    with pytest.raises(TaskDeferred) as second:
+        runs[2][0].execute(runs[2][1])  # noted after the first: it waits for the unit
+    assert isinstance(second.value.trigger, DateTimeTrigger)  # Airflow's own timer
+
+    waits: list = []
+    first_result = resume(*runs[1], first.value, waits)
+    assert unit_lock_holder(mes.engine, unit.id) is None
+    second_result = resume(*runs[2], second.value, waits)
+    assert (first_result["Status"], second_result["Status"]) == ("D1", "D2")
+    assert first_result["applied"] == [f"change {mes.unit_change('mes__deferred1').seq}"]
+
+    ledger = stack.ledger()
+    record_id = f"PU_{unit.code}"
+    updates = [
+        p["properties"]["Status"] for _, p in _ops(ledger, "record.update") if p["record_id"] == record_id
+    ]
+    assert updates == ["D1", "D2"]
+    assert [c.outcome for c in mes.unit_changes(unit.id)] == ["applied", "applied"]
+    # the updates' waits read the reporter's token in the triggerer; no trigger carries a token
+    reporter = mes.reporter_of_unit(unit.code)
+    sourced = [kwargs for _, kwargs in waits if kwargs.get("token_source")]
+    assert sourced and all(
+        kwargs["token_source"] == "include.mes.reporter_store.reporter_token"
+        and kwargs["token_source_kwargs"] == {"conn_id": "mes_db", "record_id": record_id}
+        for kwargs in sourced
+    )
+    assert not [kwargs for _, kwargs in waits if reporter.token.reveal() in str(kwargs)]
+    assert ledger.verify() == []
+
+
 def test_sync_of_250_orders_reads_to_the_empty_page(stack):
     ledger = stack.ledger()
     partner = erp_agent(ledger, "Big customer")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from contextlib import contextmanager
 
 import pytest
 from airflow.sdk import BaseOperator
@@ -610,6 +611,97 @@ def test_update_dynamic_record_creates_its_reporter_once_and_updates_as_it(gatew
     topics = [s.topic for s in responder.seen]
     assert topics.count("BLK_Rec_ProductionUnit") == 3  # one creation, two updates
     assert gateway.records["PU_PT10"]["properties"]["Status"] == "STOP"
+
+
+#: The reporters' tokens the triggerer reads in these tests (a deployment's come from the MES).
+TRIGGERER_TOKENS: dict[str, str] = {}
+
+
+def triggerer_token(record_id):
+    return TRIGGERER_TOKENS.get(record_id)
+
+
+class SourcedStore(MemoryStore):
+    """A store that tells the triggerer where to read a reporter's token."""
+
+    def token_source(self, record_id):
+        return f"{__name__}.triggerer_token", {"record_id": record_id}
+
+    def store(self, record_id, public_key, token):
+        super().store(record_id, public_key, token)
+        TRIGGERER_TOKENS[record_id] = token
+
+
+def unit_operator(store, status, **kwargs):
+    return UpdateDynamicRecordOperator(
+        task_id="u",
+        record_type="ProductionUnit",
+        record_type_description="Units",
+        record_type_properties=PROPS,
+        update=lambda context: DynamicRecordUpdate(
+            record_id="PU_PT20",
+            description="Unit PT20",
+            properties={"Code": "PT20", "Status": "NEW"},
+            updates={"Status": status},
+            store=store,
+            summary={"unit": "PT20"},
+        ),
+        **kwargs,
+    )
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("sourced", [True, False])
+def test_a_deferred_update_waits_in_the_triggerer_when_it_can_read_the_reporters_token(gateway_env, sourced):
+    gateway, triggers = Ledger(), []
+    store = SourcedStore() if sourced else MemoryStore()
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, slowly(gateway, 0.3)):
+        result = run_operator(unit_operator(store, "RUN", deferrable=True, defer_after=0), triggers=triggers)
+    assert (result["Status"], result["message"]) == ("RUN", "record updated")
+    assert gateway.records["PU_PT20"]["properties"]["Status"] == "RUN"
+    sources = [kwargs["token_source"] for _, kwargs in triggers]
+    if sourced:  # the record type's creation (master token), then the update (the reporter's)
+        assert sources == [None, f"{__name__}.triggerer_token"]
+    else:  # the update, signed with a token no connection holds, waited in the worker
+        assert sources == [None]
+    assert not [kwargs for _, kwargs in triggers if RT in json.dumps(kwargs)]
+
+
+@pytest.mark.broker
+def test_a_busy_queue_waits_in_the_triggerer_when_deferrable(gateway_env):
+    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+    from blockchain_provider.operators import ClaimedUpdates, PendingUpdate, QueueBusy
+
+    gateway, store, claims = Ledger(), MemoryStore(), []
+
+    @contextmanager
+    def claim(context):
+        claims.append(len(claims))
+        if len(claims) == 1:
+            raise QueueBusy("PU_PT21 is held by run other")
+        update = DynamicRecordUpdate("PU_PT21", "Unit PT21", {"Code": "PT21"}, {"Status": "RUN"}, store)
+        yield ClaimedUpdates(pending=[PendingUpdate(update=update, key="change 1", own=True)])
+
+    def operator(deferrable):
+        return UpdateDynamicRecordOperator(
+            task_id="u",
+            record_type="ProductionUnit",
+            record_type_description="Units",
+            record_type_properties=PROPS,
+            update=claim,
+            deferrable=deferrable,
+            queue_retry=0.5,
+        )
+
+    with pytest.raises(QueueBusy, match="held by run other"):
+        run_operator(operator(False))  # blocking: the try fails, and is retried
+    claims.clear()
+    triggers = []
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway):
+        result = run_operator(operator(True), triggers=triggers)
+    assert result["applied"] == ["change 1"] and len(claims) == 2
+    assert triggers[0][0] == f"{DateTimeTrigger.__module__}.DateTimeTrigger"
 
 
 def test_every_operator_templates_its_connections():

@@ -99,12 +99,7 @@ def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
 
     ledger_path = tmp / "ledger.sqlite3"
     sandbox_log = tmp / "sandbox.log"
-    with open(sandbox_log, "ab") as out:
-        sandbox = subprocess.Popen(
-            [sys.executable, "-m", "gateway_sandbox", "serve", "--bootstrap-servers", kafka_bootstrap,
-             "--db", str(ledger_path), "--topic-prefix", prefix],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    sandbox = Sandbox(kafka_bootstrap, ledger_path, prefix, sandbox_log)
     env = {
         "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
             {"conn_type": "kafka", "extra": {"bootstrap.servers": kafka_bootstrap}}
@@ -124,11 +119,34 @@ def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
         assert airflow.command("blockchain-provider", "pools", "ensure").returncode == 0
         airflow.start()
         airflow.wait_for_dags(DAG_IDS)
-        yield airflow, Ledger(str(ledger_path)), mes_path, sandbox_log, tmp
+        yield airflow, Ledger(str(ledger_path)), mes_path, sandbox_log, sandbox
     finally:
         airflow.stop()
-        sandbox.terminate()
-        sandbox.wait(30)
+        sandbox.stop()
+
+
+class Sandbox:
+    """The gateway sandbox of the deployment, restartable with fault options."""
+
+    def __init__(self, bootstrap: str, ledger: Path, prefix: str, log: Path) -> None:
+        self.command = [sys.executable, "-m", "gateway_sandbox", "serve", "--bootstrap-servers", bootstrap,
+                        "--db", str(ledger), "--topic-prefix", prefix]  # fmt: skip
+        self.log = log
+        self.process: subprocess.Popen | None = None
+        self.restart()
+
+    def restart(self, *options: str) -> None:
+        self.stop()
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [*self.command, *options], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(30)
+            self.process = None
 
 
 def stored_connection(airflow: AirflowDeployment) -> dict:
@@ -137,7 +155,7 @@ def stored_connection(airflow: AirflowDeployment) -> dict:
 
 
 def test_every_dag_supervised_with_the_token_masked(deployment):
-    airflow, ledger, mes_path, sandbox_log, _tmp = deployment
+    airflow, ledger, mes_path, sandbox_log, _sandbox = deployment
     conn = stored_connection(airflow)
     mes_key, token = conn["login"], conn["password"]
     agent_password = conn["extra_dejson"]["agent_password"]
@@ -224,7 +242,7 @@ def test_every_dag_supervised_with_the_token_masked(deployment):
 
 
 def test_token_rotation_keeps_the_agent_and_the_pipeline_working(deployment):
-    airflow, ledger, _mes_path, _sandbox_log, _tmp = deployment
+    airflow, ledger, _mes_path, _sandbox_log, _sandbox = deployment
     before = stored_connection(airflow)
     rotated = airflow.command("blockchain-provider", "token", "rotate")
     assert rotated.returncode == 0, rotated.stderr
@@ -254,3 +272,56 @@ def test_a_trigger_with_an_invalid_unit_update_is_refused_with_400(deployment):
         with pytest.raises(urllib.error.HTTPError) as info:
             airflow.trigger("blockchain_production_unit_update", {**good, **change})
         assert info.value.code == 400, change
+
+
+def test_a_slow_gateway_hands_unit_updates_to_the_triggerer_in_order(deployment):
+    """Answers 2.5 s late: each run's requests wait in the triggerer, which reads the reporter's
+    token from the MES; the unit's lock outlives the deferrals, so the second run, noted after the
+    first, waits (deferred too) and applies its change after the first's."""
+    airflow, ledger, mes_path, _sandbox_log, sandbox = deployment
+    from cryptography.fernet import Fernet
+
+    fernet_key = airflow.airflow("config", "get-value", "core", "fernet_key").stdout.strip()
+    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"), fernet=Fernet(fernet_key.encode()))
+    unit = repository.production_units()[1]
+    dag_id = "blockchain_production_unit_update"
+    runs = [f"mes__slow-{n}-{uuid.uuid4().hex[:8]}" for n in (1, 2)]
+    sandbox.restart("--delay-ms", "2500")
+    try:
+        for n, run_id in enumerate(runs, start=1):
+            conf = {"production_unit_id": unit.id, "status": f"SLOW_{n}", "process_name": f"Step {n}"}
+            repository.set_production_unit_state(
+                unit.id, conf["status"], conf["process_name"], dag_run_id=run_id
+            )
+            airflow.post(
+                f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+            )
+        states = {run_id: airflow.wait_for_run(dag_id, run_id, timeout=600) for run_id in runs}
+    finally:
+        sandbox.restart()
+    failed = [run_id for run_id, state in states.items() if state != "success"]
+    if failed:
+        details = {dag_id: {t: s for r in failed for t, s in airflow.task_states(dag_id, r).items()}}
+        pytest.fail(f"runs did not succeed: {details}\n{failed_task_logs(airflow, details)}")
+
+    record_id = f"PU_{unit.code}"
+    reporter = repository.reporter_of_unit(unit.code)
+    updates = ledger._conn.execute(
+        "SELECT json_extract(payload, '$.properties') FROM transactions "
+        "WHERE json_extract(payload, '$.record_id') = ? AND op = 'record.update' ORDER BY seq",
+        (record_id,),
+    ).fetchall()
+    assert [json.loads(properties)["Status"] for (properties,) in updates] == ["SLOW_1", "SLOW_2"]
+    assert ledger.record(record_id)["properties"]["Status"] == "SLOW_2"
+    assert [c.outcome for c in repository.unit_changes(unit.id)][-2:] == ["applied", "applied"]
+    logs = {path: text for path, text in airflow.task_logs().items() if any(r in str(path) for r in runs)}
+    waits = [
+        line
+        for text in logs.values()
+        for line in text.splitlines()
+        if "answer awaited in the triggerer" in line
+    ]
+    assert any("update change" in line for line in waits), waits  # signed with the reporter's token
+    secret = reporter.token.reveal()
+    service_logs = [p.read_text(errors="replace") for p in (airflow.home / "service-logs").glob("*.log")]
+    assert not [text for text in [*logs.values(), *service_logs] if secret in text]

@@ -452,7 +452,12 @@ class GatewayClient:
         )
 
     def send_batch(
-        self, calls: list[protocol.Call], *, timeout: float | None = None, wait: float = 0.0
+        self,
+        calls: list[protocol.Call],
+        *,
+        timeout: float | None = None,
+        wait: float = 0.0,
+        token: str | None = None,
     ) -> list[Outcome | BlockchainGatewayError | PendingRequest]:
         """Send *calls*, wait up to *wait* seconds for their answers here, and return in order each
         one's outcome or refusal, or, for one not answered by then, what a trigger needs to wait
@@ -463,6 +468,7 @@ class GatewayClient:
 
         :param timeout: seconds from sending to the end of each wait; defaults to the connection's.
         :param wait: seconds to wait here before handing the rest to a trigger; defaults to 0.
+        :param token: sign with this token (a reporter's) instead of the connection's.
         :raises BlockchainDeliveryError: the broker did not take a request (those before it are sent).
         """
         settings = self.settings
@@ -477,13 +483,13 @@ class GatewayClient:
         sent: list[tuple[protocol.Request, str, str | None, Any, float, bool]] = []
         try:
             for call in calls:
-                token = None if call.topic == protocol.AGENTS else self.token()
-                by_id_only = settings.echo_request_id or token is None
-                request = protocol.envelope(call, protocol.new_request_id(), token)
+                signed = None if call.topic == protocol.AGENTS else self.token(token)
+                by_id_only = settings.echo_request_id or signed is None
+                request = protocol.envelope(call, protocol.new_request_id(), signed)
                 topic = settings.topics[call.topic]
-                waiter = reader.register(request.request_id, token, by_id_only, protocol.expectation(call))
+                waiter = reader.register(request.request_id, signed, by_id_only, protocol.expectation(call))
                 sent_at = time.time()
-                sent.append((request, topic, token, waiter, sent_at, by_id_only))
+                sent.append((request, topic, signed, waiter, sent_at, by_id_only))
                 self._deliver(request, topic, timeout)
             until = time.monotonic() + min(wait, timeout)
             for _request, _topic, _token, waiter, _sent_at, _by_id in sent:
@@ -492,11 +498,11 @@ class GatewayClient:
                     break
                 waiter.event.wait(left)
             results: list[Outcome | BlockchainGatewayError | PendingRequest] = []
-            for request, topic, token, waiter, sent_at, by_id_only in sent:
+            for request, topic, signed, waiter, sent_at, by_id_only in sent:
                 response = waiter.response if waiter.event.is_set() else None
                 if response is not None:
                     try:
-                        results.append(self._outcome(response, topic, request.request_id, token))
+                        results.append(self._outcome(response, topic, request.request_id, signed))
                     except BlockchainGatewayError as exc:
                         results.append(exc)
                     continue

@@ -240,15 +240,21 @@ class KafkaBlockchainHook(BaseHook):
         return self._client.send(call, timeout=timeout, token=token)
 
     def send_batch(
-        self, calls: list[protocol.Call], *, timeout: float | None = None, wait: float = 0.0
+        self,
+        calls: list[protocol.Call],
+        *,
+        timeout: float | None = None,
+        wait: float = 0.0,
+        token: str | None = None,
     ) -> list[Outcome | BlockchainGatewayError | PendingRequest]:
         """Send *calls*, wait up to *wait* seconds for their answers, and return each one's outcome
         or refusal, or what a trigger needs to wait for it (:meth:`.GatewayClient.send_batch`).
 
         :param timeout: seconds from sending to the end of each wait; defaults to the connection's.
         :param wait: seconds to wait in this process first; defaults to 0.
+        :param token: sign with this token (a reporter's) instead of the connection's.
         """
-        return self._client.send_batch(calls, timeout=timeout, wait=wait)
+        return self._client.send_batch(calls, timeout=timeout, wait=wait, token=token)
 
     def outcome_from_event(self, event: Mapping[str, Any]) -> Outcome:
         """Turn a :class:`~blockchain_provider.triggers.await_response.AwaitResponseTrigger` event into

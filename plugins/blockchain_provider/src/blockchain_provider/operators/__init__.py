@@ -20,6 +20,7 @@ from blockchain_provider.operators.reporter import (
     ClaimedUpdates,
     DynamicRecordUpdate,
     PendingUpdate,
+    QueueBusy,
     ReporterStore,
     UpdateDynamicRecordOperator,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "ListOrderRequestsOperator",
     "ListPartnerRequestsOperator",
     "PendingUpdate",
+    "QueueBusy",
     "ReporterStore",
     "UpdateDynamicRecordOperator",
     "UpdateRecordOperator",

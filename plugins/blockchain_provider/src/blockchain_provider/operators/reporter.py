@@ -10,31 +10,62 @@ the order they were made, the caller keeps them in a queue of its own and hands 
 claim (:class:`ClaimedUpdates` from a context manager): the pending updates, in order, under a
 lock the caller holds until the block ends, each with callbacks that note it applied. The
 operator knows nothing of where the queue or the lock lives.
+
+Deferred, a task hands a slow answer's wait to the triggerer and resumes in another process:
+the claim's context manager then sees :class:`~airflow.sdk.exceptions.TaskDeferred` and must
+keep its lock (the resumed task claims again, under the same run), and a claim that finds the
+queue held by another task raises :class:`QueueBusy`, so the task looks again a little later
+from the triggerer instead of waiting in a worker slot.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.log import mask_secret
 
 from blockchain_provider import protocol
-from blockchain_provider.exceptions import BlockchainError, BlockchainGatewayError, InvalidIdentifierError
+from blockchain_provider.exceptions import (
+    BlockchainConfigError,
+    BlockchainError,
+    BlockchainGatewayError,
+    InvalidIdentifierError,
+)
+from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-from blockchain_provider.operators.base import BaseBlockchainOperator, resolve_callable
+from blockchain_provider.operators.base import BaseBlockchainOperator, Done, resolve_callable
 from blockchain_provider.operators.record import EnsureRecordTypeOperator
+from blockchain_provider.triggers import events
+from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
+from blockchain_provider.triggers.events import Outcome
 
 #: Seconds a retry waits for the optional read of its record (a gateway without ``BLK_Rec_Get``
 #: never answers it, and the token's pool slot is held meanwhile).
 RETRY_READ_TIMEOUT = 10.0
 
 
+class QueueBusy(Exception):
+    """A claim found the record's queue held by another task; the message says which.
+
+    A deferrable :class:`UpdateDynamicRecordOperator` looks again after ``queue_retry`` seconds,
+    waiting in the triggerer; a blocking one fails its try.
+    """
+
+
 class ReporterStore(Protocol):
-    """Where the reporters of dynamic records are kept, by record id."""
+    """Where the reporters of dynamic records are kept, by record id.
+
+    A store may also say where the triggerer reads a reporter's token, so that a deferred task's
+    update waits there: ``token_source(record_id)`` returning a dotted path to a function and its
+    keyword arguments (ids, no secret), or ``None``. Without it, updates wait in the worker.
+    """
 
     def token(self, record_id: str) -> str | None:
         """The reporter's token, or ``None`` while the record has no reporter."""
@@ -144,8 +175,11 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     the window for a twice-recorded update, it does not close it (a gateway without the read, or
     that has not applied the lost try yet, gets the update again).
 
-    The requests are awaited in the worker, whatever ``deferrable`` says: the update is signed
-    with a reporter's token, which lives in the store, not in a connection the triggerer could read.
+    Deferrable: each request is sent from the worker, and an answer that has not come within
+    *defer_after* seconds is awaited in the triggerer; the task resumes with it and goes on. An
+    update waits there when the store says where the triggerer reads the reporter's token
+    (:class:`ReporterStore`), else in the worker. The creation of a record and its reporter always
+    waits in the worker: its answer holds the reporter's token, which no event may carry.
 
     Returns the record id, the gateway's confirmation, the values set and the update's summary.
 
@@ -156,6 +190,13 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         either the :class:`DynamicRecordUpdate` to make, or a context manager whose block holds
         the caller's lock on the record's queue and which gives the :class:`ClaimedUpdates` to
         apply in order (see :meth:`apply_claimed`).
+    :param defer_after: when deferrable, seconds to wait in the worker for an answer before
+        handing the wait to the triggerer; defaults to 1. ``0`` defers every wait.
+    :param queue_wait: when deferrable, seconds a claim may wait in the worker for a busy queue
+        before it raises :class:`QueueBusy` (the *update* callable reads it from the task);
+        defaults to 5.
+    :param queue_retry: seconds a deferrable task waits in the triggerer before it claims a busy
+        queue again; defaults to 2.
     """
 
     def __init__(
@@ -166,6 +207,9 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         record_type_properties: list[dict[str, Any]],
         update: str
         | Callable[[Mapping[str, Any]], DynamicRecordUpdate | AbstractContextManager[ClaimedUpdates]],
+        defer_after: float = 1.0,
+        queue_wait: float = 5.0,
+        queue_retry: float = 2.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -175,43 +219,57 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         self.record_type_properties = record_type_properties
         resolve_callable(update, "update")
         self.update = update
+        for name, value in (
+            ("defer_after", defer_after),
+            ("queue_wait", queue_wait),
+            ("queue_retry", queue_retry),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise BlockchainConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        self.defer_after = float(defer_after)
+        self.queue_wait = float(queue_wait)
+        self.queue_retry = float(queue_retry)
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        if self.deferrable:
-            self.log.info("Awaited in the worker: the updates are signed with a token the store keeps")
+        return self._run(context, {}, None)
+
+    def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> dict[str, Any]:
+        """Resume after the triggerer: with the answer a deferred request waited for, or after the
+        pause of a busy queue (then the task claims again)."""
+        if isinstance(event, Mapping) and event.get("status") == events.BATCH:
+            state = dict((event.get("resume") or {}).get("state") or {})
+            (answer,) = events.outcomes_from_batch(event)
+            return self._run(context, state, (state.pop("asking", None), answer))
+        return self._run(context, {}, None)
+
+    def _run(
+        self, context: Mapping[str, Any], state: dict[str, Any], answer: tuple[str | None, Any] | None
+    ) -> dict[str, Any]:
         make = resolve_callable(self.update, "update")
         assert make is not None
-        made = make(context)
-        if not isinstance(made, DynamicRecordUpdate):
-            with made as claimed:
-                return self.apply_claimed(claimed, context)
-        update = made
         try:
-            protocol.record_update_call(self.record_type, update.record_id, update.updates)
+            made = make(context)
+            if not isinstance(made, DynamicRecordUpdate):
+                with made as claimed:
+                    return self._apply(claimed, context, state, answer)
+        except QueueBusy as exc:
+            if not self.deferrable:
+                raise
+            self.log.info(
+                "%s: claiming again in %g s, meanwhile waiting in the triggerer", exc, self.queue_retry
+            )
+            self.defer(
+                trigger=TimeDeltaTrigger(timedelta(seconds=self.queue_retry)), method_name="execute_complete"
+            )
+        try:
+            protocol.record_update_call(self.record_type, made.record_id, made.updates)
         except InvalidIdentifierError as exc:
             # a value the ledger's rules refuse: a retry would fail alike
             raise AirflowFailException(str(exc)) from None
-        ti = context.get("ti")
-        retry = ti is not None and getattr(ti, "try_number", 1) > 1
-        hook = self.hook
-        try:
-            ensure_record_type(
-                hook, self.record_type, self.record_type_description, self.record_type_properties
-            )
-            token = self._reporter_token(hook, update)
-            result = {"record_id": update.record_id, **update.summary, **update.updates}
-            if retry and self._record_holds(hook, update):
-                # the earlier try was applied but its answer was lost (a worker killed while
-                # waiting): a second update would record the same change twice in the history
-                self.log.info(
-                    "%s already holds %s: nothing to update", update.record_id, dict(update.updates)
-                )
-                return {**result, "message": "already up to date"}
-            message = hook.update_record(self.record_type, update.record_id, update.updates, token=token)
-        finally:
-            hook.close()
-        self.log.info("Updated %s as its reporter: %s", update.record_id, dict(update.updates))
-        return {**result, "message": message}
+        single = ClaimedUpdates(pending=[PendingUpdate(update=made, key="update", own=True)])
+        result = self._apply(single, context, state, answer)
+        result.pop("applied", None)
+        return result
 
     def apply_claimed(self, claimed: ClaimedUpdates, context: Mapping[str, Any]) -> dict[str, Any]:
         """Apply a claim's pending updates in order, noting each applied as soon as the record holds it.
@@ -228,62 +286,155 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         :param claimed: what the caller's claim gives, while its lock is held.
         :param context: the task's context.
         """
+        return self._apply(claimed, context, {}, None)
+
+    def _apply(
+        self,
+        claimed: ClaimedUpdates,
+        context: Mapping[str, Any],
+        state: dict[str, Any],
+        answer: tuple[str | None, Any] | None,
+    ) -> dict[str, Any]:
+        """:meth:`apply_claimed`, resumed with *state* (what this task did before it deferred) and
+        *answer* (the key of the request it deferred on, and what became of it)."""
         ti = context.get("ti")
         retry = ti is not None and getattr(ti, "try_number", 1) > 1
-        result: dict[str, Any] = {**claimed.summary, "applied": []}
+        state.setdefault("applied", [])
+        result: dict[str, Any] = {**claimed.summary, "applied": state["applied"]}
         if claimed.applied_by is not None:
             result["message"] = f"applied by {claimed.applied_by}"
         if not claimed.pending:
+            if state.get("refused_own"):
+                raise AirflowFailException(state["refused_own"])
             self.log.info("Nothing left to apply: %s", result.get("message", "no pending update"))
             return result
-        refused_own: str | None = None
         hook = self.hook
         try:
-            ensure_record_type(
-                hook, self.record_type, self.record_type_description, self.record_type_properties
-            )
+            if not state.get("ensured"):
+                self._ensure_record_type(hook, context, state, answer)
+                state["ensured"] = True
             for index, item in enumerate(claimed.pending):
                 update = item.update
                 if item.own:
                     result.update({"record_id": update.record_id, **update.summary, **update.updates})
                 try:
-                    protocol.record_update_call(self.record_type, update.record_id, update.updates)
+                    call = protocol.record_update_call(self.record_type, update.record_id, update.updates)
                 except InvalidIdentifierError as exc:
                     item.mark_refused(str(exc))
                     self.log.warning("%s refused for good: %s", item.key, exc)
                     if item.own:
-                        refused_own = str(exc)
+                        state["refused_own"] = str(exc)
                     continue
                 token = self._reporter_token(hook, update)
-                if (item.maybe_sent or (retry and index == 0)) and self._record_holds(hook, update):
-                    message = "already up to date"
-                    self.log.info("%s: %s already holds %s", item.key, update.record_id, dict(update.updates))
-                else:
-                    item.mark_sending()
-                    try:
-                        message = hook.update_record(
-                            self.record_type, update.record_id, update.updates, token=token
+                source = getattr(update.store, "token_source", None)
+                token_source = source(update.record_id) if callable(source) else None
+                outcome = _answer_for(answer, f"update {item.key}")
+                if outcome is None:
+                    read_first = item.maybe_sent or (retry and index == 0)
+                    if read_first and self._record_holds(hook, update, state, answer, item.key):
+                        outcome = "already up to date"
+                        self.log.info(
+                            "%s: %s already holds %s", item.key, update.record_id, dict(update.updates)
                         )
-                    except BlockchainGatewayError as exc:
-                        # refused: sending it again changes nothing, and kept pending it would
-                        # stand before every later update of the record
-                        item.mark_refused(exc.gateway_text)
-                        self.log.warning("%s refused by the gateway: %s", item.key, exc.gateway_text)
-                        if item.own:
-                            refused_own = str(exc)
-                        continue
+                    else:
+                        item.mark_sending()
+                        outcome = self._ask(hook, f"update {item.key}", call, state, token, token_source)
+                if isinstance(outcome, BlockchainGatewayError):
+                    # refused: sending it again changes nothing, and kept pending it would
+                    # stand before every later update of the record
+                    item.mark_refused(outcome.gateway_text)
+                    self.log.warning("%s refused by the gateway: %s", item.key, outcome.gateway_text)
+                    if item.own:
+                        state["refused_own"] = str(outcome)
+                    continue
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                message = outcome if isinstance(outcome, str) else outcome.value
+                if isinstance(outcome, Outcome):
                     self.log.info(
                         "%s: updated %s as its reporter: %s", item.key, update.record_id, dict(update.updates)
                     )
                 item.mark_applied(message)
-                result["applied"].append(item.key)
+                state["applied"].append(item.key)
                 if item.own:
                     result["message"] = message
         finally:
             hook.close()
-        if refused_own is not None:
-            raise AirflowFailException(refused_own)
+        if state.get("refused_own"):
+            raise AirflowFailException(state["refused_own"])
         return result
+
+    def _ask(
+        self,
+        hook: KafkaBlockchainHook,
+        key: str,
+        call: protocol.Call,
+        state: dict[str, Any],
+        token: str | None = None,
+        token_source: tuple[str, dict[str, Any]] | None = None,
+        timeout: float | None = None,
+    ) -> Outcome | BlockchainError:
+        """Make *call* (signed with *token*, the connection's when ``None``) and return its answer
+        or the gateway's refusal. Deferrable, an answer not come within *defer_after* defers the
+        task (resumed with *state*, and the answer under *key*), unless the triggerer could not read
+        the token (a reporter's without *token_source*)."""
+        if not self.deferrable or (token is not None and token_source is None):
+            try:
+                return hook.call(call, token=token, timeout=timeout)
+            except BlockchainGatewayError as exc:
+                return exc
+        (result,) = hook.send_batch([call], timeout=timeout, wait=self.defer_after, token=token)
+        if not isinstance(result, PendingRequest):
+            return result
+        path, kwargs = token_source if token_source is not None else (None, None)
+        trigger = AwaitResponsesTrigger(
+            requests=[{"topic": result.topic, "request_id": result.request_id, "expect": result.expect}],
+            response_topic=result.response_topic,
+            start_positions=result.trigger_kwargs()["start_positions"],
+            deadline=result.deadline,
+            by_request_id_only=result.by_request_id_only,
+            token_conn_id=self.token_conn_id,
+            kafka_config_id=self.kafka_config_id,
+            late_answer_grace=result.late_answer_grace,
+            sent_at=result.sent_at,
+            resume={"state": {**state, "asking": key}},
+            token_source=path,
+            token_source_kwargs=kwargs,
+        )
+        self.log.info("%s: sent, its answer awaited in the triggerer", key)
+        wait = max(1.0, result.deadline - time.time()) + result.late_answer_grace + 60
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=wait))
+        raise AssertionError("unreachable: defer raises")
+
+    def _ensure_record_type(
+        self,
+        hook: KafkaBlockchainHook,
+        context: Mapping[str, Any],
+        state: dict[str, Any],
+        answer: tuple[str | None, Any] | None,
+    ) -> None:
+        """Create the record type, or find it with the same properties
+        (:class:`~blockchain_provider.operators.record.EnsureRecordTypeOperator`'s steps)."""
+        ensure = EnsureRecordTypeOperator(
+            task_id="ensure_record_type",
+            name=self.record_type,
+            description=self.record_type_description,
+            properties=self.record_type_properties,
+        )
+        first = ensure.first_step({})
+        assert not isinstance(first, Done)
+        outcome = _answer_for(answer, "ensure record type")
+        if outcome is None:
+            outcome = self._ask(hook, "ensure record type", first.call, state)
+        if isinstance(outcome, Outcome):
+            following = ensure.next_step({}, first.state, outcome, None)
+        elif isinstance(outcome, BlockchainGatewayError):
+            following = ensure.next_step({}, first.state, None, outcome)
+        else:
+            raise outcome
+        if not isinstance(following, Done):
+            # refused: the rare read of what the ledger holds waits in the worker
+            ensure.run_steps({}, following, hook)
 
     def _reporter_token(self, hook: KafkaBlockchainHook, update: DynamicRecordUpdate) -> str:
         token = update.store.token(update.record_id)
@@ -300,11 +451,38 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         self.log.info("Created record %s and its reporter %s", update.record_id, created.public_key)
         return created.token
 
-    def _record_holds(self, hook: KafkaBlockchainHook, update: DynamicRecordUpdate) -> bool:
-        try:
-            record = hook.get_record(update.record_id, timeout=RETRY_READ_TIMEOUT)
-        except BlockchainError as exc:
-            self.log.warning("Could not read record %s (BLK_Rec_Get): %s", update.record_id, exc)
+    def _record_holds(
+        self,
+        hook: KafkaBlockchainHook,
+        update: DynamicRecordUpdate,
+        state: dict[str, Any],
+        answer: tuple[str | None, Any] | None,
+        key: str,
+    ) -> bool:
+        """Whether the record holds the update's values already (the optional ``BLK_Rec_Get``); an
+        unanswered or refused read counts as no."""
+        outcome = _answer_for(answer, f"read {key}")
+        if outcome is None:
+            try:
+                outcome = self._ask(
+                    hook,
+                    f"read {key}",
+                    protocol.record_get_call(update.record_id),
+                    state,
+                    timeout=RETRY_READ_TIMEOUT,
+                )
+            except BlockchainError as exc:  # a timeout, a broker error: the read is optional
+                outcome = exc
+        if not isinstance(outcome, Outcome):
+            self.log.warning("Could not read record %s (BLK_Rec_Get): %s", update.record_id, outcome)
             return False
+        record = outcome.value
         current = record.get("properties") if isinstance(record, dict) else None
         return isinstance(current, dict) and all(current.get(k) == v for k, v in update.updates.items())
+
+
+def _answer_for(answer: tuple[str | None, Any] | None, key: str) -> Any:
+    """What became of the request the task deferred on, if it is the one named *key*."""
+    if answer is None or answer[0] != key:
+        return None
+    return answer[1]

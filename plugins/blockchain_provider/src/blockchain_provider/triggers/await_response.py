@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow.sdk.log import mask_secret
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
@@ -66,6 +68,10 @@ class _ResponseWait(BaseTrigger):
     token_conn_id: str
     kafka_config_id: str
     poll_timeout: float
+    #: where the token the requests were signed with is read, instead of ``token_conn_id``: a
+    #: dotted path to a function and its keyword arguments (a record's reporter's token)
+    token_source: str | None = None
+    token_source_kwargs: dict[str, Any] | None = None
     _consumer: Any = None
     _polling: asyncio.Future[Any] | None = None
 
@@ -84,6 +90,8 @@ class _ResponseWait(BaseTrigger):
         hook = KafkaBlockchainHook(self.kafka_config_id, self.token_conn_id)
         settings = await sync_to_async(lambda: hook.settings)()
         token = settings.token.reveal() if settings.token is not None else None
+        if self.token_source is not None:
+            token = await sync_to_async(self._sourced_token)()
         agent_password = settings.agent_password.reveal() if settings.agent_password is not None else None
         self._consumer = await sync_to_async(hook._new_consumer)(
             TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
@@ -175,6 +183,22 @@ class _ResponseWait(BaseTrigger):
                         request_id,
                         events.success_event(request, response.kind, response.value, response.public_key),
                     )
+
+    def _sourced_token(self) -> str:
+        module, _, name = str(self.token_source).rpartition(".")
+        try:
+            fetch = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise BlockchainConfigError(
+                f"Token source {self.token_source!r} cannot be imported: {exc}"
+            ) from None
+        token = fetch(**(self.token_source_kwargs or {}))
+        if not isinstance(token, str) or not token:
+            raise BlockchainConfigError(
+                f"Token source {self.token_source!r} has no token for {self.token_source_kwargs}"
+            )
+        mask_secret(token)
+        return token
 
     def _read(self, consume: Any, timeout: float, needles: tuple[bytes, ...]) -> _Batch:
         """Poll once; decode the messages at or after the start positions that name us."""
@@ -344,6 +368,11 @@ class AwaitResponsesTrigger(_ResponseWait):
         ``None`` (unknown).
     :param resume: what the deferred task resumes with, handed back in the event: small and
         JSON-serialisable; defaults to ``None``.
+    :param token_source: the requests were signed with a token no connection holds (a record's
+        reporter's): a dotted path to a function that returns it, called in the triggerer with
+        *token_source_kwargs*; defaults to ``None`` (the token of ``token_conn_id``).
+    :param token_source_kwargs: the keyword arguments of *token_source* (ids, never a secret);
+        defaults to ``None``.
     """
 
     def __init__(
@@ -360,6 +389,8 @@ class AwaitResponsesTrigger(_ResponseWait):
         late_answer_grace: float = 0.0,
         sent_at: float | None = None,
         resume: dict[str, Any] | None = None,
+        token_source: str | None = None,
+        token_source_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not requests:
@@ -389,6 +420,8 @@ class AwaitResponsesTrigger(_ResponseWait):
         self.late_answer_grace = 0.0 if self.by_request_id_only else max(0.0, float(late_answer_grace))
         self.sent_at = None if sent_at is None else float(sent_at)
         self.resume = resume
+        self.token_source = token_source
+        self.token_source_kwargs = token_source_kwargs
         self._consumer = None
         self._polling = None
 
@@ -407,6 +440,8 @@ class AwaitResponsesTrigger(_ResponseWait):
                 "late_answer_grace": self.late_answer_grace,
                 "sent_at": self.sent_at,
                 "resume": self.resume,
+                "token_source": self.token_source,
+                "token_source_kwargs": self.token_source_kwargs,
             },
         )
 
