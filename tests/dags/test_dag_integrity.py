@@ -73,6 +73,20 @@ def test_gateway_tasks_run_in_the_token_pool(dagbag, dag_id):
     assert {t.pool for t in talking} == {pool_name("blockchain_master")}
 
 
+@pytest.mark.parametrize("dag_id", sorted(PRODUCT_DAG_IDS))
+def test_every_task_that_waits_on_the_gateway_defers(dagbag, dag_id):
+    """Every provider operator of the DAGs runs deferrable: a waiting request holds no worker slot."""
+    from blockchain_provider.operators.base import BaseBlockchainOperator
+
+    dag = dagbag.dags[dag_id]
+    operators = {
+        t.task_id: t.partial_kwargs.get("deferrable") if hasattr(t, "partial_kwargs") else t.deferrable
+        for t in dag.tasks
+        if issubclass(getattr(t, "operator_class", type(t)), BaseBlockchainOperator)
+    }
+    assert operators and set(operators.values()) == {True}, operators
+
+
 def test_day_report_schedule_time_zone_and_deadline(dagbag):
     dag = dagbag.dags["blockchain_day_report"]
     assert dag.timetable.expression == "30 9 * * *"
