@@ -172,8 +172,10 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
                 applied_by = f"run {settled.applied_by_run}" if settled is not None else None
             try:
                 yield ClaimedUpdates(pending=pending, applied_by=applied_by, summary=summary)
-            except TaskDeferred:
-                drain.keep()  # the task goes on when the triggerer has the answer
+            except TaskDeferred as deferred:
+                # the task goes on when the triggerer has the answer: the lock lasts the wait out
+                away = deferred.timeout.total_seconds() if deferred.timeout is not None else 0.0
+                drain.keep(away)
                 raise
     except UnitLockTimeoutError as exc:
         # the change is valid and stays noted: the drain that holds the lock, or a later one,

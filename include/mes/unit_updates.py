@@ -9,11 +9,13 @@ each one applied (committed before the next is sent), and lets go. A run whose c
 drain already applied has nothing left to do.
 
 The lock is a row per unit (table ``unit_claims``): the run that holds it, and until when. It
-is taken and renewed with one conditional write, so PostgreSQL and SQLite behave alike, and it
+is taken and renewed by a conditional update (or, for a unit's first lock, an insert that a
+second claimer's primary key refuses), so PostgreSQL and SQLite behave alike, and it
 outlives the process that took it: a deferred run keeps its unit's lock while the triggerer
 waits for the gateway's answer, and takes it back when it resumes (the run's id is the key, so
 its retry does too). It lasts :data:`CLAIM_LEASE` seconds past its last renewal; every change
-noted renews it. A run that died holding it holds back the unit's other runs that long at most.
+noted renews it, and a run that defers renews it for its deferral's timeout too. Leases are
+told by the workers' clocks, which must agree to well within the lease. A run that died holding it holds back the unit's other runs that long at most.
 
 Changes are read and noted in short transactions of their own, so nothing is held open across a
 gateway wait.
@@ -266,18 +268,25 @@ class UnitDrain:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._release(exc_type, exc, tb)
 
-    def keep(self) -> None:
-        """Keep the lock past the block (renewed for :data:`CLAIM_LEASE`): the run goes on later,
-        in another process, and enters a drain of the same run again."""
+    def keep(self, wait: float = 0.0) -> None:
+        """Keep the lock past the block: the run goes on later, in another process, and enters a
+        drain of the same run again. The lock is renewed for *wait* seconds (how long the run may
+        be away, at most) plus :data:`CLAIM_LEASE`.
+
+        :raises UnitLockLostError: another run holds the lock now.
+        """
+        if not claim_unit(self.engine, self.unit_id, self.run_id, lease=max(0.0, wait) + CLAIM_LEASE):
+            raise UnitLockLostError(
+                f"Run {self.run_id}'s lock on production unit {self.unit_id} lapsed, and run "
+                f"{unit_lock_holder(self.engine, self.unit_id)} holds it now"
+            )
         self._keep = True
 
     def _release(self, exc_type: object, exc: object, tb: object) -> None:
         held, self._held = self._held, False
         if not held:
             return
-        if self._keep:
-            claim_unit(self.engine, self.unit_id, self.run_id)
-        else:
+        if not self._keep:
             release_unit(self.engine, self.unit_id, self.run_id)
 
     def mark_attempted(self, seq: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import date
 
 import pytest
@@ -382,6 +383,40 @@ def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
     )
     assert not [kwargs for _, kwargs in waits if reporter.token.reveal() in str(kwargs)]
     assert ledger.verify() == []
+
+
+def test_a_unit_update_whose_wait_fails_in_the_triggerer_lets_the_lock_go(stack):
+    """The trigger failed or the deferral timed out: the task fails without resuming its steps,
+    and still lets go of the unit's lock; on its last try it gives its change up."""
+    from airflow.sdk.bases.operator import TriggerFailureReason
+    from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout, TaskDeferred
+
+    from gateway_sandbox.faults import Faults
+    from include.mes.db import mes_engine
+    from include.mes.unit_updates import unit_lock_holder
+    from include.sample_data import generate_plant
+    from tests.operator_runs import dag_task, task_context
+
+    generate_plant(mes_engine("mes_db"), units=1, weeks=1, end_date=DAY)
+    mes = stack.mes()
+    unit = mes.production_units()[0]
+    stack.server.faults = Faults(delay_ms=1500)
+    for try_number, failure, outcome in ((1, TaskDeferralTimeout, None), (4, TaskDeferralError, "failed")):
+        run_id = f"mes__failing{try_number}"
+        params = {"production_unit_id": unit.id, "status": f"F{try_number}", "process_name": ""}
+        mes.set_production_unit_state(unit.id, params["status"], "", dag_run_id=run_id)
+        task = dag_task("blockchain_production_unit_update", "update_unit_record")
+        context = task_context(run_id=run_id, params=params, task=task, try_number=try_number)
+        with pytest.raises(TaskDeferred):
+            task.execute(context)
+        assert unit_lock_holder(mes.engine, unit.id) == run_id
+        error = TriggerFailureReason.TRIGGER_TIMEOUT if failure is TaskDeferralTimeout else "Trigger failure"
+        with pytest.raises(failure):
+            task.resume_execution("__fail__", {"error": error}, context)
+        assert unit_lock_holder(mes.engine, unit.id) is None  # the unit's next run need not wait
+        assert mes.unit_change(run_id).outcome == outcome  # pending for a retry; given up on the last
+        # the abandoned request's answer (no echo: told by the token) comes before the next request
+        time.sleep(2.5)
 
 
 def test_sync_of_250_orders_reads_to_the_empty_page(stack):

@@ -14,6 +14,7 @@ from include.mes.models import ProductionUnitNotFoundError
 from include.mes.repository import MesRepository
 from include.mes.unit_updates import (
     APPLIED,
+    CLAIM_LEASE,
     FAILED,
     REFUSED,
     UnitLockLostError,
@@ -184,8 +185,12 @@ def test_a_kept_lock_outlives_the_block_and_its_run_takes_it_back(repo: MesRepos
     drain = repo.drain_unit_changes(unit.id, seq1, "run-1")
     with drain as pending:
         drain.mark_attempted(pending[0].seq)
-        drain.keep()  # the run defers while the gateway answers
+        drain.keep(3600)  # the run defers while the gateway answers, an hour at most
     assert unit_lock_holder(repo.engine, unit.id) == "run-1"
+    # renewed for the deferral's wait on top of the usual lease
+    with repo.engine.connect() as conn:
+        until = schema.aware(conn.execute(sa.select(schema.unit_claims.c.claimed_until)).scalar_one())
+    assert (until - schema.utcnow()).total_seconds() > 3600 + CLAIM_LEASE - 60
     with pytest.raises(UnitLockTimeoutError, match="held by run run-1"):
         with repo.drain_unit_changes(unit.id, seq2, "run-2", lock_timeout=0.3):
             pass
@@ -213,5 +218,7 @@ def test_a_lapsed_lock_goes_to_the_next_run_and_its_holder_cannot_note(repo: Mes
             UnitLockLostError, match=r"Run run-1's lock on production unit .* run run-2 holds it"
         ):
             drain.mark_applied(seq, "ok")
+        with pytest.raises(UnitLockLostError):
+            drain.keep(60)  # nor can it keep the lock for a deferral
     assert repo.unit_change("run-1").pending  # nothing noted by the run that lost the lock
     assert unit_lock_holder(repo.engine, unit.id) == "run-2"  # its exit did not release run-2's lock

@@ -233,6 +233,32 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
         return self._run(context, {}, None)
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        """Resume after the triggerer; when the wait itself failed (the trigger failed, or the
+        deferral timed out), the failure is raised inside the caller's claim, so the claim lets go
+        of its lock, and notes what it notes of a failed try, as it does for any other error."""
+        from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
+
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except (TaskDeferralError, TaskDeferralTimeout) as failure:
+            self._fail_in_claim(context, failure)
+            raise
+
+    def _fail_in_claim(self, context: Mapping[str, Any], failure: BaseException) -> None:
+        make = resolve_callable(self.update, "update")
+        assert make is not None
+        try:
+            made = make(context)
+            if isinstance(made, DynamicRecordUpdate):
+                return
+            with made:
+                raise failure
+        except QueueBusy:
+            self.log.warning("The record's queue is held by another task: nothing of this try to let go of")
+        except type(failure):
+            pass  # raised by the caller
+
     def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> dict[str, Any]:
         """Resume after the triggerer: with the answer a deferred request waited for, or after the
         pause of a busy queue (then the task claims again)."""

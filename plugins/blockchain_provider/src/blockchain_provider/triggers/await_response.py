@@ -1,4 +1,5 @@
-"""Wait in the triggerer for the gateway's answer to a request a deferred task has sent."""
+"""Wait in the triggerer for the gateway's answers to the requests a deferred task has sent: one
+(:class:`AwaitResponseTrigger`) or many at once (:class:`AwaitResponsesTrigger`)."""
 
 from __future__ import annotations
 
