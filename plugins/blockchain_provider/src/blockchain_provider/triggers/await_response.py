@@ -7,7 +7,7 @@ import asyncio
 import importlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,8 @@ class _ResponseWait(BaseTrigger):
     token_conn_id: str
     kafka_config_id: str
     poll_timeout: float
+    late_answer_grace: float
+    sent_at: float | None
     #: where the token the requests were signed with is read, instead of ``token_conn_id``: a
     #: dotted path to a function and its keyword arguments (a record's reporter's token)
     token_source: str | None = None
@@ -76,11 +78,12 @@ class _ResponseWait(BaseTrigger):
     _consumer: Any = None
     _polling: asyncio.Future[Any] | None = None
 
+    def _waited(self) -> float | None:
+        """Seconds since the (first) request was sent, or ``None`` when that is unknown."""
+        return None if self.sent_at is None else time.time() - self.sent_at
+
     async def _answers(
-        self,
-        waits: dict[str, tuple[events.RequestRef, protocol.Expectation]],
-        late_answer_grace: float,
-        waited: Callable[[], float | None],
+        self, waits: dict[str, tuple[events.RequestRef, protocol.Expectation]]
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Read ``BLK_Res`` from the start positions; yield ``(request id, event)`` for each of
         *waits* (request id -> what its events name, what its answer may be) as its answer comes
@@ -116,7 +119,7 @@ class _ResponseWait(BaseTrigger):
             remaining = self.deadline - now
             # without echo, the late answer would be taken by the token's next request: wait for
             # it (holding the token's pool slot) until the grace period is over
-            grace_left = remaining + late_answer_grace
+            grace_left = remaining + self.late_answer_grace
             if remaining > 0:
                 wait = min(self.poll_timeout, remaining)
             else:
@@ -126,7 +129,7 @@ class _ResponseWait(BaseTrigger):
                 if caught_up and grace_left <= 0:
                     for request_id, (request, _expect) in list(waits.items()):
                         del waits[request_id]
-                        yield request_id, events.timeout_event(request, waited())
+                        yield request_id, events.timeout_event(request, self._waited())
                     return
                 wait = min(self.poll_timeout, grace_left) if caught_up else CATCH_UP_POLL
             # reading and decoding both run in a worker thread: a large hostile message must not
@@ -175,7 +178,7 @@ class _ResponseWait(BaseTrigger):
                         request_id,
                         self.response_topic,
                     )
-                    yield request_id, events.timeout_event(request, waited(), late_answer=response.kind)
+                    yield request_id, events.timeout_event(request, self._waited(), late_answer=response.kind)
                 elif response.kind == "error":
                     text = protocol.error_text(response, (token, agent_password))
                     yield request_id, events.gateway_error_event(request, text)
@@ -331,13 +334,9 @@ class AwaitResponseTrigger(_ResponseWait):
             },
         )
 
-    def _waited(self) -> float | None:
-        """Seconds since the request was sent, or ``None`` when that is unknown."""
-        return None if self.sent_at is None else time.time() - self.sent_at
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         waits = {self.request_id: (self._request, protocol.Expectation.from_primitives(self.expect))}
-        answers = self._answers(waits, self.late_answer_grace, self._waited)
+        answers = self._answers(waits)
         try:
             async for _request_id, event in answers:
                 yield TriggerEvent(event)
@@ -446,9 +445,6 @@ class AwaitResponsesTrigger(_ResponseWait):
             },
         )
 
-    def _waited(self) -> float | None:
-        return None if self.sent_at is None else time.time() - self.sent_at
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         waits = {
             r["request_id"]: (
@@ -458,7 +454,7 @@ class AwaitResponsesTrigger(_ResponseWait):
             for r in self.requests
         }
         found: dict[str, dict[str, Any]] = {}
-        answers = self._answers(waits, self.late_answer_grace, self._waited)
+        answers = self._answers(waits)
         try:
             async for request_id, event in answers:
                 found[request_id] = event
