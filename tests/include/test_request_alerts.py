@@ -90,3 +90,18 @@ def test_rejected_items_quote_their_reason_and_id_escaped():
     assert len(lines) == 3
     assert lines[2] == "- (no valid id): no id FORGED-LINE"
     assert_harmless(text)
+
+
+def test_the_alert_line_quotes_a_forged_description_escaped_once(caplog, monkeypatch):
+    from blockchain_provider.notifications import send_alert
+
+    for name in ("BLOCKCHAIN_ALERT_SLACK_CONN_ID", "BLOCKCHAIN_ALERT_SMTP_CONN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    with caplog.at_level("ERROR"):
+        send_alert(describe_open_requests("order", [order(FORGED + " C:\\path")]))
+    (text,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT")]
+    lines = text.split("\n")
+    assert lines[0] == "ALERT 1 new OPEN order request(s) to answer:" and len(lines) == 2
+    assert_harmless(text)
+    assert "\\x1b]0;pwned\\x07" in lines[1] and "\\\\x1b" not in lines[1]
+    assert "C:\\\\path" in lines[1]  # a backslash of the ledger's, escaped once

@@ -23,9 +23,9 @@ _WHITESPACE = re.compile(r"\s+")
 _ESCAPED = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 
 
-def _escaped(char: str) -> str:
+def _escaped(char: str, backslash: bool = True) -> str:
     if char == "\\":
-        return "\\\\"
+        return "\\\\" if backslash else char
     if unicodedata.category(char) not in _ESCAPED:
         return char
     code = ord(char)
@@ -34,17 +34,20 @@ def _escaped(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-def quote(text: object, limit: int = QUOTE_MAX_LENGTH) -> str:
+def quote(text: object, limit: int = QUOTE_MAX_LENGTH, *, backslash: bool = True) -> str:
     """*text* (``str()`` of it) as one line of at most *limit* characters.
 
     Line breaks and runs of white space become one space; a backslash and every character a
     terminal or a viewer would act on or hide (``\\x1b``, ``\\u202e``, a lone surrogate...) are
     escaped as Python writes them, so nothing is lost and the result is always encodable. A
     longer result ends with ``...``.
+
+    :param backslash: escape a backslash too (default); ``False`` for a text whose quoted parts
+        were quoted already (an alert's lines), which would otherwise show them escaped twice.
     """
     line = _WHITESPACE.sub(" ", str(text)).strip()
     # at most the characters that can be shown: escaping only lengthens
-    shown = "".join(_escaped(char) for char in line[: limit + 1])
+    shown = "".join(_escaped(char, backslash) for char in line[: limit + 1])
     return shown if len(shown) <= limit else shown[: max(limit - 3, 0)] + "..."
 
 

@@ -58,12 +58,13 @@ ALERT_MAX_LINES = 40
 
 
 def alert_text(text: str) -> str:
-    """*text* as an alert sends it: at most :data:`ALERT_MAX_LINES` lines (split on ``\n``
+    """*text* as an alert sends it: at most :data:`ALERT_MAX_LINES` lines (split on line feeds
     only), each quoted (:func:`~blockchain_provider.quoting.quote`, at most
     :data:`ALERT_LINE_MAX_LENGTH` characters): any other line break is a space, control
-    characters are escaped."""
+    characters are escaped. Backslashes are kept: the ledger text the lines quote was quoted
+    (escaped) when the alert was written."""
     lines = str(text).split("\n")
-    kept = [quote(line, ALERT_LINE_MAX_LENGTH) for line in lines[:ALERT_MAX_LINES]]
+    kept = [quote(line, ALERT_LINE_MAX_LENGTH, backslash=False) for line in lines[:ALERT_MAX_LINES]]
     if len(lines) > ALERT_MAX_LINES:
         kept.append(f"... {len(lines) - ALERT_MAX_LINES} more line(s)")
     return "\n".join(kept)
