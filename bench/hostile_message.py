@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "plugins" / "blockchain_provider" / "src"))
 
 from blockchain_provider import protocol  # noqa: E402
+from local_services.termination import stop_on_termination  # noqa: E402
 
 #: Kafka's default largest message (message.max.bytes) is 1,000,000 bytes.
 HOSTILE_BYTES = 990_000
@@ -164,6 +165,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--no-broker", action="store_true", help="skip the round trips")
     args = parser.parse_args()
+    # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
+    stop_on_termination()
     logging.getLogger("blockchain_provider").setLevel(logging.ERROR)  # the malformed warnings
     decoder_figures()
     reader_figures()

@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 from bench.harness import start_broker  # noqa: E402
 from bench.process_stats import cpu_seconds  # noqa: E402
 from gateway_sandbox.broker import ensure_topics  # noqa: E402
+from local_services.termination import stop_on_termination  # noqa: E402
 
 #: The settings measured per broker: the hook's default there first.
 WAITS = {"tansu": [5, 1, 100, 500], "apache": [100, 500, 5]}
@@ -115,6 +116,8 @@ def main() -> None:
     parser.add_argument("--broker", nargs="+", choices=("tansu", "apache"), default=["tansu", "apache"])
     parser.add_argument("--fetch-wait-ms", type=int, nargs="+", help="the settings (default: per broker)")
     args = parser.parse_args()
+    # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
+    stop_on_termination()
 
     print(f"{'broker':>12} {'fetch.wait.max.ms':>17} {'fetches/s':>10} {'broker CPU':>10} {'client CPU':>10}")
     for kind in args.broker:

@@ -47,6 +47,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from bench.harness import percentile, start_broker, time_each  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS, ensure_topics  # noqa: E402
 from local_services.responder import ScriptedResponder  # noqa: E402
+from local_services.termination import stop_on_termination  # noqa: E402
 
 #: Requests made before the timed ones: the clients connect, the code paths are warm.
 WARM_UP = 20
@@ -152,6 +153,8 @@ def main() -> None:
         "then 1 on tansu; the hook's on Apache Kafka)",
     )
     args = parser.parse_args()
+    # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
+    stop_on_termination()
     hook_default = HOOK_WAIT[args.broker]
     waits = args.fetch_wait_ms or ([hook_default, 1] if args.broker == "tansu" else [hook_default])
 

@@ -59,6 +59,7 @@ from bench.harness import (  # noqa: E402
     start_broker,
 )
 from bench.measurements import FULL, QUICK, PassResult, Plan  # noqa: E402
+from local_services.termination import stop_on_termination  # noqa: E402
 
 
 def say(line: str) -> None:
@@ -121,6 +122,8 @@ def main() -> None:
         help="the brokers to measure on, one pass each (default: tansu apache)",
     )  # fmt: skip
     args = parser.parse_args()
+    # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
+    stop_on_termination()
     plan = QUICK if args.quick else FULL
     if args.baseline_requests is not None:
         plan = dataclasses.replace(plan, baseline_requests=args.baseline_requests)

@@ -36,6 +36,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from bench.harness import percentile  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
+from local_services.termination import stop_on_termination  # noqa: E402
 
 TARGET = 1000.0
 
@@ -191,18 +192,19 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
+    # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
+    stop_on_termination()
 
-    broker = None
+    broker = server = process = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = TansuBroker().start()
-        bootstrap = broker.bootstrap_servers
-    prefix = f"bench{uuid.uuid4().hex[:8]}_"
-    ensure_topics(bootstrap, [prefix + name for name in DEFAULT_TOPICS])
     workdir = tempfile.TemporaryDirectory(prefix="sandbox-bench-")
     db_path = str(Path(workdir.name) / "ledger.db")
-    server = process = None
+    prefix = f"bench{uuid.uuid4().hex[:8]}_"
     try:
+        if not bootstrap:
+            broker = TansuBroker().start()
+            bootstrap = broker.bootstrap_servers
+        ensure_topics(bootstrap, [prefix + name for name in DEFAULT_TOPICS])
         token = seed(db_path, args.partners, args.orders, args.records)
         if args.in_process:
             from gateway_sandbox.server import GatewayServer

@@ -50,6 +50,7 @@ from bench.measurements import SharedHook, run_task, submit_day_reports  # noqa:
 from bench.results import RESULTS, SOAK_HEADING, write_section  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
+from local_services.termination import stop_on_termination  # noqa: E402
 from scripts.stack.settings import EMBEDDED_TOPIC_PARTITIONS  # noqa: E402
 
 SLOTS_PER_DAY = 96
@@ -72,6 +73,8 @@ def main() -> None:
         "--stop-p99-ms", type=float, default=1000.0, help="stop when a window's p99 passes this"
     )
     args = parser.parse_args()
+    # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
+    stop_on_termination()
 
     from blockchain_provider.exceptions import BlockchainError
     from blockchain_provider.hooks import gateway_client

@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 from bench import results  # noqa: E402
 from local_services.ports import free_port  # noqa: E402
+from local_services.termination import stop_on_termination  # noqa: E402
 from scripts.production_stack import ProductionStack  # noqa: E402
 from scripts.stack.airflow_api import admin_password, connection_json, http_json  # noqa: E402
 from scripts.stack.processes import session_members  # noqa: E402
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waits", type=int, default=100)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
+    stop_on_termination()
     waits = args.waits
     tmp = Path(tempfile.mkdtemp(prefix="bench-triggerer-"))
     dags = tmp / "dags"

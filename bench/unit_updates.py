@@ -42,6 +42,7 @@ from include.mes.db import engine_from_url  # noqa: E402
 from include.mes.repository import MesRepository  # noqa: E402
 from include.mes_client import PRODUCTION_UNIT_UPDATE_DAG_ID, MesAirflowClient, patch_production_unit  # noqa: E402
 from local_services.ports import free_port  # noqa: E402
+from local_services.termination import stop_on_termination  # noqa: E402
 from scripts.production_stack import ProductionStack  # noqa: E402
 from scripts.stack.airflow_api import admin_password, http_json  # noqa: E402
 from scripts.stack.settings import ADMIN_USER, Settings  # noqa: E402
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
+    stop_on_termination()
     tmp = Path(tempfile.mkdtemp(prefix="bench-unit-updates-"))
     settings = Settings(
         root=ROOT, stack_dir=tmp / "stack", airflow_port=free_port(), kafka="apache", timeout=600

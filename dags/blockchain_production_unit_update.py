@@ -33,7 +33,6 @@ again). See `include/mes/unit_updates.py`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
@@ -59,24 +58,26 @@ from include.day_report_keys import (
     production_unit_record_id,
     production_unit_record_properties,
 )
+from include.mes.models import (
+    PROCESS_NAME_MAX_LENGTH,
+    STATUS_MAX_LENGTH,
+    validate_process_name,
+    validate_unit_status,
+)
+from include.mes.visible_text import PROCESS_NAME_PATTERN, STATUS_PATTERN
 
 #: Runs at once: different units' changes side by side; one unit's take turns on its lock.
 MAX_ACTIVE_RUNS = 16
 
 #: The MES's unit ids are 32-bit database integers.
 UNIT_ID_MAX = 2**31 - 1
-# No control character (C0, DEL, C1; a trailing newline included) and no lone surrogate anywhere.
-# A lookahead over the whole text, because "$" also matches before a final newline.
-_NO_CONTROL = r"^(?![\s\S]*[\x00-\x1f\x7f-\x9f\ud800-\udfff])"
-#: The Params patterns: a status is not blank; a process name may be empty.
-STATUS_PATTERN = _NO_CONTROL + r"[\s\S]*\S"
-PROCESS_NAME_PATTERN = _NO_CONTROL
 
 
 def unit_update_args(params: dict[str, Any]) -> tuple[int, str, str]:
     """The unit id, status and process name of a run's params, as the flow takes them.
 
-    JSON Schema counts 3.0 as an integer: it is unit 3. A value the schema should have refused
+    JSON Schema counts 3.0 as an integer: it is unit 3. The status and process name get the MES's
+    own checks (the Params' patterns are the same rule). A value the schema should have refused
     fails the task at once (:class:`AirflowFailException`, no retries): retrying cannot fix it,
     and a retrying run would hold back the unit's later updates.
     """
@@ -88,19 +89,10 @@ def unit_update_args(params: dict[str, Any]) -> tuple[int, str, str]:
         raise AirflowFailException(
             f"Invalid production_unit_id {unit_id!r:.60}: an integer from 1 to {UNIT_ID_MAX}"
         )
-    if not isinstance(status, str) or len(status) > 64 or not re.search(STATUS_PATTERN, status):
-        raise AirflowFailException(
-            f"Invalid status {status!r:.80}: 1-64 characters, not blank, no control characters"
-        )
-    if (
-        not isinstance(process_name, str)
-        or len(process_name) > 200
-        or not re.search(PROCESS_NAME_PATTERN, process_name)
-    ):
-        raise AirflowFailException(
-            f"Invalid process_name {process_name!r:.80}: at most 200 characters, no control characters"
-        )
-    return unit_id, status, process_name
+    try:
+        return unit_id, validate_unit_status(status), validate_process_name(process_name)
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 @contextmanager
@@ -214,17 +206,24 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
         "status": Param(
             type="string",
             minLength=1,
-            maxLength=64,
+            maxLength=STATUS_MAX_LENGTH,
+            # the MES's own rule (include/mes/visible_text.py)
             pattern=STATUS_PATTERN,
             title="Status",
-            description="The unit's new status: not blank, no control characters.",
+            description=(
+                "The unit's new status: at least one visible character; no control, format (zero "
+                "width, bidi override), line or paragraph separator, private-use or unassigned one."
+            ),
         ),
         "process_name": Param(
             type="string",
-            maxLength=200,
+            maxLength=PROCESS_NAME_MAX_LENGTH,
             pattern=PROCESS_NAME_PATTERN,
             title="Process name",
-            description="The process the unit now runs: no control characters.",
+            description=(
+                "The process the unit now runs: no control, format, line or paragraph separator, "
+                "private-use or unassigned character."
+            ),
         ),
     },
 )

@@ -1,4 +1,9 @@
-"""The texts of the sync DAGs' alerts: newly seen OPEN requests, and ledger items set aside."""
+"""The texts of the sync DAGs' alerts: newly seen OPEN requests, and ledger items set aside.
+
+Every value quoted from the ledger goes through :func:`~blockchain_provider.quoting.quote`: a
+partner's line break, terminal escape or right-to-left override is escaped, never acted on, and
+cannot start a line of the alert (or of the task log that shows it).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from blockchain_provider.quoting import quote
+
 #: At most this many requests or items are listed in one alert.
 SUMMARY_LIMIT = 20
+#: The longest order type, order description and reason an alert quotes.
+TYPE_MAX_LENGTH = 60
+DESCRIPTION_MAX_LENGTH = 200
+REASON_MAX_LENGTH = 300
 
 
 def _when(item: Any) -> str:
@@ -15,13 +26,14 @@ def _when(item: Any) -> str:
 
 
 def _partner_line(item: Any) -> str:
-    return f"- {item.partner_request_id} from {item.issuing_agent[:12]}... at {_when(item)}"
+    return f"- {quote(item.partner_request_id, 32)} from {quote(item.issuing_agent[:12])}... at {_when(item)}"
 
 
 def _order_line(item: Any) -> str:
     return (
-        f"- {item.abs_action_id} {item.type!s}: {item.description!s} "
-        f"from {item.issuing_agent[:12]}... at {_when(item)}"
+        f"- {quote(item.abs_action_id, 32)} {quote(item.type, TYPE_MAX_LENGTH)}: "
+        f"{quote(item.description, DESCRIPTION_MAX_LENGTH)} "
+        f"from {quote(item.issuing_agent[:12])}... at {_when(item)}"
     )
 
 
@@ -42,7 +54,8 @@ def describe_rejected_items(kind: str, rejected: list[dict[str, Any]]) -> str:
     """The alert for ledger items set aside, not stored (the MES keeps them in ``rejected_items``)."""
     lines = [f"{len(rejected)} {kind} request item(s) from the ledger set aside, not stored:"]
     for entry in rejected[:SUMMARY_LIMIT]:
-        lines.append(f"- {entry.get('item_id') or '(no valid id)'}: {entry['reason']}")
+        item_id = quote(entry.get("item_id"), 32) if entry.get("item_id") else "(no valid id)"
+        lines.append(f"- {item_id}: {quote(entry['reason'], REASON_MAX_LENGTH)}")
     if len(rejected) > SUMMARY_LIMIT:
         lines.append(f"- ... and {len(rejected) - SUMMARY_LIMIT} more (table rejected_items)")
     return "\n".join(lines)

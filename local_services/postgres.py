@@ -129,6 +129,20 @@ class PostgresCluster:
         self._wait_ready(timeout)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs; it leads a session of its own (``pg_ctl``
+        detaches it), with every server process in it."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def temporary(self) -> bool:
+        """Whether its folder is its own, removed when it stops."""
+        return self._owns_dir
+
     def _wait_ready(self, timeout: float) -> None:
         import psycopg2
 

@@ -7,7 +7,7 @@ this extends), with the services a team runs once it outgrows one worker, as the
 - Airflow's metadata database on PostgreSQL: a throwaway cluster (:mod:`local_services.postgres`,
   Debian's ``postgresql`` server binaries), removed when the stack stops;
 - the CeleryExecutor, its queue on Redis (Debian's ``redis-server``, on a free loopback port,
-  no persistence) and its results in the metadata database;
+  no persistence, a password generated on every start) and its results in the metadata database;
 - two Celery workers (``airflow celery worker``), beside the scheduler, DAG processor, triggerer
   and API server;
 - a 3-broker Apache Kafka KRaft cluster (:mod:`local_services.kafka`; replication factor 3,
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -84,17 +85,36 @@ def celery_settings(redis_url: str, metadata_url: str) -> dict[str, str]:
     }
 
 
-def redis_command(port: int) -> list[str]:
-    """redis-server on loopback only, nothing saved: the queue holds only what is in flight."""
+def redis_command(port: int, config: Path | None = None) -> list[str]:
+    """redis-server on loopback only, nothing saved: the queue holds only what is in flight. Its
+    password is in *config* (a file only its owner reads), never on the command line."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return [binary, *([str(config)] if config else []), "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no"]  # fmt: skip
 
 
-def redis_ping(port: int) -> bool:
+def write_redis_config(path: Path, password: str) -> Path:
+    """The config file that gives Redis its password (compose's redis writes the same), owner-only."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as config:
+        config.write(f"requirepass {password}\n")
+    return path
+
+
+def redis_ping(port: int, password: str = "") -> bool:
+    """Whether Redis on *port* answers a PING, after ``AUTH`` with *password* when one is given."""
+    auth = f"*2\r\n$4\r\nAUTH\r\n${len(password)}\r\n{password}\r\n".encode() if password else b""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(auth + b"PING\r\n")
+            answer = b""
+            while answer.count(b"\r\n") < (2 if password else 1):
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                answer += chunk
+            return answer.endswith(b"+PONG\r\n") and (not password or answer.startswith(b"+OK"))
     except OSError:
         return False
 
@@ -107,6 +127,8 @@ class ProductionStack(Stack):
     pool_slots: int = 1
     postgres: PostgresCluster | None = None
     redis_port: int = 0
+    #: generated on every start, as compose's REDIS_PASSWORD is set once per deployment
+    redis_password: str = field(default="", repr=False)
     log_ports: dict[str, int] = field(default_factory=dict)
     #: more options of ``gateway_sandbox serve`` (its fault knobs, --trace, --hold-file)
     sandbox_options: tuple[str, ...] = ()
@@ -121,7 +143,10 @@ class ProductionStack(Stack):
         env = super().env()
         if self.postgres is not None:
             env.update(
-                celery_settings(f"redis://127.0.0.1:{self.redis_port}/0", self.postgres.url(AIRFLOW_DATABASE))
+                celery_settings(
+                    f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0",
+                    self.postgres.url(AIRFLOW_DATABASE),
+                )
             )
         # the scheduler hands the workers as many tasks as they have slots (make run's LocalExecutor
         # keeps 4, for one machine's scheduler)
@@ -175,15 +200,23 @@ class ProductionStack(Stack):
             finally:
                 admin.close()
             self.say(f"    {self.postgres.url(AIRFLOW_DATABASE)}")
-        self.redis_port = free_port()
+            self.write_state()  # a run killed from here on leaves PostgreSQL to the next one to stop
         self.log_ports = {"triggerer": free_port()}
-        with self.step(f"Redis on 127.0.0.1:{self.redis_port} (no persistence)"):
-            redis = self.start_service("redis", redis_command(self.redis_port))
+        self.start_redis()
+
+    def start_redis(self) -> Service:
+        """Redis on a free loopback port, with a password of this start's (as compose's has one)."""
+        self.redis_port = free_port()
+        self.redis_password = secrets.token_urlsafe(32)
+        config = write_redis_config(self.settings.stack_dir / "redis.conf", self.redis_password)
+        with self.step(f"Redis on 127.0.0.1:{self.redis_port} (no persistence, a generated password)"):
+            redis = self.start_service("redis", redis_command(self.redis_port, config))
             deadline = time.monotonic() + 30
-            while not redis_ping(self.redis_port):
+            while not redis_ping(self.redis_port, self.redis_password):
                 if not redis.alive() or time.monotonic() > deadline:
                     raise StackError(f"redis-server did not answer; see {redis.log}")
                 time.sleep(0.2)
+        return redis
 
     def start_broker(self) -> None:
         s = self.settings
@@ -288,6 +321,14 @@ class ProductionStack(Stack):
             f"{KAFKA_NODES} Kafka brokers; echo {'on' if self.echo else 'off'}, pool {self.pool_slots} slot(s)"
         )
 
+    def other_sessions(self) -> dict[str, int]:
+        # pg_ctl detaches the postmaster: a killed run's next start stops it with the rest
+        pid = self.postgres.pid if self.postgres is not None else None
+        return {"postgres": pid} if pid is not None else {}
+
+    def temporary_dirs(self) -> list[Path]:
+        return [self.postgres.base_dir] if self.postgres is not None and self.postgres.temporary else []
+
     def broker_process(self):
         if isinstance(self.broker, KafkaCluster):
             # every broker must stay up: report the first one that exited
@@ -300,6 +341,7 @@ class ProductionStack(Stack):
     def down(self) -> None:
         try:
             super().down()
+            (self.settings.stack_dir / "redis.conf").unlink(missing_ok=True)
         finally:
             if self.postgres is not None:
                 self.say("==> stopping PostgreSQL")

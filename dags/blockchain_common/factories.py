@@ -22,6 +22,7 @@ from blockchain_provider.operators import (
 )
 from blockchain_provider.operators.base import BaseAnswerOperator, BaseGetRequestOperator, BaseListOperator
 from blockchain_provider.protocol import REQUEST_ID_PATTERN
+from blockchain_provider.quoting import quote
 from blockchain_provider.request_kinds import RequestKindName
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,8 @@ def store_request(kind: RequestKindName) -> Any:
         log.info(
             "%s request %s is now %s in the MES",
             kind.capitalize(),
-            item.get(KINDS[kind].list_operator.kind.id_field),
-            item.get("status"),
+            quote(item.get(KINDS[kind].list_operator.kind.id_field), 40),
+            quote(item.get("status"), 40),
         )
 
     return store

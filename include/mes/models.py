@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from include.mes.visible_text import PROCESS_NAME_PATTERN, STATUS_PATTERN
+
 __all__ = [
     "PROCESS_NAME_MAX_LENGTH",
     "REQUEST_ID_RE",
@@ -50,6 +52,8 @@ __all__ = [
 REQUEST_STATUSES: tuple[str, ...] = ("OPEN", "ACCEPTED", "REJECTED")
 STATUS_MAX_LENGTH = 64
 PROCESS_NAME_MAX_LENGTH = 200
+_STATUS_RE = re.compile(STATUS_PATTERN)
+_PROCESS_NAME_RE = re.compile(PROCESS_NAME_PATTERN)
 
 #: The longest texts an order request item may carry; longer ones are set aside, not stored.
 ORDER_TYPE_MAX_LENGTH = 200
@@ -93,20 +97,33 @@ def validate_unit_id(unit_id: object) -> int:
 
 
 def validate_unit_status(status: object) -> str:
-    """Return *status* if it is a non-blank string of at most 64 characters, else raise."""
-    if not isinstance(status, str) or not status.strip() or len(status) > STATUS_MAX_LENGTH:
+    """Return *status* if it is a string of 1 to 64 characters that holds a visible character
+    and none that :mod:`include.mes.visible_text` refuses (control, format, separator, private
+    use, unassigned), else raise :class:`ValueError`.
+
+    The one check of a status: the MES's note, the production-unit DAG's Params (the same
+    pattern) and its drain apply it.
+    """
+    if not isinstance(status, str) or len(status) > STATUS_MAX_LENGTH or not _STATUS_RE.search(status):
         raise ValueError(
-            f"Invalid status {_shown(status)}: expected a non-blank string of at most {STATUS_MAX_LENGTH} characters"
+            f"Invalid status {_shown(status)}: expected 1 to {STATUS_MAX_LENGTH} characters, at least "
+            "one of them visible, and no control, format, line or paragraph separator, private-use "
+            "or unassigned character"
         )
     return status
 
 
 def validate_process_name(process_name: object) -> str:
-    """Return *process_name* if it is a string of at most 200 characters (may be empty), else raise."""
-    if not isinstance(process_name, str) or len(process_name) > PROCESS_NAME_MAX_LENGTH:
+    """Return *process_name* if it is a string of at most 200 characters (may be empty) that
+    holds none of the characters :mod:`include.mes.visible_text` refuses, else raise."""
+    if (
+        not isinstance(process_name, str)
+        or len(process_name) > PROCESS_NAME_MAX_LENGTH
+        or not _PROCESS_NAME_RE.search(process_name)
+    ):
         raise ValueError(
-            f"Invalid process name {_shown(process_name)}: expected a string of at most "
-            f"{PROCESS_NAME_MAX_LENGTH} characters"
+            f"Invalid process name {_shown(process_name)}: expected at most {PROCESS_NAME_MAX_LENGTH} "
+            "characters, no control, format, line or paragraph separator, private-use or unassigned one"
         )
     return process_name
 

@@ -199,7 +199,8 @@ class UnitDrain:
 
     ``with UnitDrain(...) as pending:`` waits for the lock (at most *lock_timeout* seconds, then
     :class:`UnitLockTimeoutError`), and gives the unit's changes with ``seq <= up_to`` that are
-    still pending, in order. Each ``mark_*`` method renews the lock and commits at once. The lock
+    still pending, in order; a pending change whose values fail the MES's checks is marked
+    :data:`REFUSED` there and not given. Each ``mark_*`` method renews the lock and commits at once. The lock
     is released when the block ends, however it ends, unless :meth:`keep` was called in it (the
     run defers, and takes the lock back when it resumes).
 
@@ -260,10 +261,21 @@ class UnitDrain:
                     .mappings()
                     .all()
                 )
-            return [_change(row) for row in rows]
+            return [change for change in map(_change, rows) if self._sendable(change)]
         except BaseException:
             self._release(None, None, None)
             raise
+
+    def _sendable(self, change: UnitChange) -> bool:
+        """Whether *change*'s values pass the MES's checks; one that does not (noted before they
+        were this strict, or written by hand) is marked refused, and is never sent."""
+        try:
+            validate_unit_status(change.status)
+            validate_process_name(change.process_name)
+        except ValueError as exc:
+            self.mark_refused(change.seq, str(exc).encode("utf-8", "backslashreplace").decode("utf-8"))
+            return False
+        return True
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._release(exc_type, exc, tb)

@@ -48,6 +48,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,10 @@ from scripts.stack.settings import (
 #: The token commands wait 30 s for the gateway; past this they are stuck (killed: exit -9)
 TOKEN_COMMAND_TIMEOUT = 120.0
 SANDBOX_READY_LINE = "gateway sandbox ready"
+
+
+#: The file mode creation mask of the stack and of every service it starts: owner only.
+STACK_UMASK = 0o077
 
 
 class Interrupted(BaseException):
@@ -235,6 +240,8 @@ class Stack:
         s = self.settings
         for path in (s.stack_dir, s.airflow_home, s.logs):
             path.mkdir(parents=True, exist_ok=True)
+        # what an earlier run wrote before it was owner-only is not readable by others either
+        s.stack_dir.chmod(0o700)
         self._setup_log(f"\n===== {datetime.now().isoformat(timespec='seconds')} run_stack in {s.stack_dir}")
         if any(c in str(s.stack_dir) for c in "?#%"):
             raise StackError(
@@ -258,12 +265,15 @@ class Stack:
         if not state_file.exists():
             return
         try:
-            sessions = json.loads(state_file.read_text()).get("services", {})
+            state = json.loads(state_file.read_text())
         except ValueError:
-            sessions = {}
+            state = {}
+        sessions = state.get("services", {})
         stopped = stop_leftover_sessions(sessions)
         if stopped:
             self.say(f"==> stopped {', '.join(stopped)}, left running by a run that did not stop cleanly")
+        for folder in state.get("temporary_dirs", []):
+            shutil.rmtree(folder, ignore_errors=True)
         state_file.unlink()
 
     def start_broker(self) -> None:
@@ -322,6 +332,14 @@ class Stack:
             }
         process = self.broker_process()
         return {"broker": process.pid} if process is not None else {}
+
+    def other_sessions(self) -> dict[str, int]:
+        """Sessions of services started another way than :meth:`start_service` (none here)."""
+        return {}
+
+    def temporary_dirs(self) -> list[Path]:
+        """Folders of this run only, which a killed run leaves behind (none here)."""
+        return []
 
     def broker_process(self) -> subprocess.Popen[bytes] | None:
         """The process of the broker this stack started, if any."""
@@ -574,7 +592,11 @@ class Stack:
             "mes_db": str(s.mes_db),
             "logs": str(s.logs),
             "mes_public_key": self.public_key,
-            "services": {svc.name: svc.pid for svc in self.services} | self.broker_sessions(),
+            "services": {svc.name: svc.pid for svc in self.services}
+            | self.broker_sessions()
+            | self.other_sessions(),
+            # removed by the next run if this one gets killed
+            "temporary_dirs": [str(folder) for folder in self.temporary_dirs()],
         }
         temporary = s.state_file.with_suffix(".tmp")
         temporary.write_text(json.dumps(state, indent=2) + "\n")
@@ -696,6 +718,9 @@ def serve(stack: Stack, check: bool, errors: tuple[type[BaseException], ...] = (
     # a closed terminal (SIGHUP) stops the stack as Ctrl-C does
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
+    # what the stack and its services write (the admin password file, logs, the ledger with its
+    # agents' keys, the MES database) is the owner's alone
+    os.umask(STACK_UMASK)
     code = 0
     try:
         with stack_lock(stack.settings.stack_dir):

@@ -91,11 +91,11 @@ def stop_services(services: Sequence[Service], timeout: float = 30.0) -> None:
 def stop_leftover_sessions(sessions: dict[str, int], timeout: float = 30.0) -> list[str]:
     """Stop the sessions of services that a run killed without its clean stop left behind.
 
-    Only processes that are this stack's (Airflow, the sandbox, tansu, Apache Kafka, Redis) are
-    signalled, in case a process id was reused. Returns the names of the services that were still
-    running.
+    Only processes that are this stack's (Airflow, the sandbox, tansu, Apache Kafka, Redis,
+    PostgreSQL) are signalled, in case a process id was reused. Returns the names of the services
+    that were still running.
     """
-    ours = ("airflow", "gateway_sandbox", "tansu", "kafka.Kafka", "redis-server")
+    ours = ("airflow", "gateway_sandbox", "tansu", "kafka.Kafka", "redis-server", "postgres")
     left = {
         name: sid
         for name, sid in sessions.items()

@@ -54,6 +54,22 @@ GOOD = {"production_unit_id": 3, "status": "RUNNING", "process_name": "Stamping"
         {"process_name": "Stamp\x07ing"},
         {"process_name": "Stamping\n"},
         {"process_name": "\udfffStamping"},
+        # invisible and layout characters (Unicode Cf, Zl, Zp, Co, Cn), and statuses of nothing visible
+        {"status": "\u200b"},
+        {"status": "\ufeff\u200b"},
+        {"status": "\u3164"},
+        {"status": " \u3164\u2800 "},
+        {"status": "RUN\u2028NING"},
+        {"status": "RUN\u2029"},
+        {"status": "\u202eGNINNUR"},
+        {"status": "RUN\ue000"},
+        {"status": "RUN\U000e0001"},
+        {"status": "RUN\u0378"},
+        {"process_name": "Stamp\u2028ing"},
+        {"process_name": "\u202eStamping"},
+        {"process_name": "Stamping\u2029"},
+        {"process_name": "\u200b"},
+        {"process_name": "\U000f0000"},
     ],
 )
 def test_the_schema_refuses(unit_dag, change):
@@ -62,10 +78,40 @@ def test_the_schema_refuses(unit_dag, change):
 
 @pytest.mark.parametrize(
     "change",
-    [{}, {"production_unit_id": 3.0}, {"status": "Läuft 😀 (Schicht A)"}, {"process_name": ""}],
+    [
+        {},
+        {"production_unit_id": 3.0},
+        {"status": "Läuft 😀 (Schicht A)"},
+        {"status": "Parado \u2013 manutenção"},
+        {"process_name": "Estampagem \u2013 linha 3"},
+        {"process_name": ""},
+    ],
 )
 def test_the_schema_accepts(unit_dag, change):
     assert not refused(unit_dag, {**GOOD, **change})
+
+
+@pytest.mark.parametrize(
+    "status", ["RUNNING", "Parado \u2013 manutenção", "\u3164", "\u200b", "RUN\x1b", "RUN\u2028", "\u202eX"]
+)
+def test_the_params_the_task_and_the_mes_apply_one_rule(unit_dag, status):
+    """What the Params accept, the task and the MES's note accept, and the reverse."""
+    import blockchain_production_unit_update as module
+
+    from include.mes.models import validate_unit_status
+
+    try:
+        validate_unit_status(status)
+        mes_accepts = True
+    except ValueError:
+        mes_accepts = False
+    try:
+        module.unit_update_args({**GOOD, "status": status})
+        task_accepts = True
+    except AirflowFailException:
+        task_accepts = False
+    assert mes_accepts == task_accepts == (not refused(unit_dag, {**GOOD, "status": status}))
+    assert mes_accepts is (status in ("RUNNING", "Parado \u2013 manutenção"))
 
 
 def test_what_the_schema_accepts_the_task_handles():
@@ -152,6 +198,56 @@ def test_a_run_that_fails_for_good_gives_its_change_up(claim):
     # a run triggered by hand notes its own change when it starts, after the given-up one
     with make("manual__b", production_unit_id=unit.id, status="S2") as claimed:
         assert [(p.own, p.update.updates["Status"]) for p in claimed.pending] == [(True, "S2")]
+
+
+def note_as_before(repository, unit_id: int, status: str, process_name: str, run_id: str) -> None:
+    """A change noted as the MES noted it before its checks were the DAG's (or by hand)."""
+    import sqlalchemy as sa
+
+    from include.mes import schema
+
+    with repository.engine.begin() as conn:
+        conn.execute(
+            sa.insert(schema.unit_updates).values(
+                production_unit_id=unit_id,
+                status=status,
+                process_name=process_name,
+                dag_run_id=run_id,
+                noted_at=schema.utcnow(),
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    ("status", "process_name"), [("Stopped\x1b]0;x\x07", "Idle"), ("Stopped", "Idle\u202e"), ("\u3164", "")]
+)
+def test_a_change_refused_by_its_own_run_is_not_applied_by_the_next(claim, status, process_name):
+    make, repository = claim
+    unit = repository.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
+    note_as_before(repository, unit.id, status, process_name, "mes__bad")
+    with pytest.raises(AirflowFailException, match="Invalid"):
+        with make("mes__bad", production_unit_id=unit.id, status=status, process_name=process_name):
+            pass
+    repository.set_production_unit_state(unit.id, "Running", "Deep drawing", dag_run_id="mes__good")
+    with make(
+        "mes__good", production_unit_id=unit.id, status="Running", process_name="Deep drawing"
+    ) as claimed:
+        assert [(p.own, dict(p.update.updates)) for p in claimed.pending] == [
+            (True, {"Status": "Running", "ProcessName": "Deep drawing"})
+        ]
+    bad = repository.unit_change("mes__bad")
+    assert (bad.outcome, bad.applied_by_run) == ("refused", "mes__good")
+    assert "Invalid" in bad.detail
+
+
+def test_the_mes_does_not_note_a_change_its_dag_would_refuse(claim):
+    _make, repository = claim
+    unit = repository.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
+    for status, process_name in (("Stopped\x1b", ""), ("\u200b", ""), ("Stopped", "a\u2028b")):
+        with pytest.raises(ValueError, match="Invalid"):
+            repository.set_production_unit_state(unit.id, status, process_name, dag_run_id="mes__x")
+    assert repository.unit_change("mes__x") is None
+    assert repository.production_unit(unit.id).status == "Running"
 
 
 def test_a_value_that_fails_inside_the_task_fails_at_once(monkeypatch, unit_dag, tmp_path):

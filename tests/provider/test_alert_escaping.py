@@ -56,3 +56,52 @@ def test_the_failure_alert_escapes_the_exception(channels):
         notifier.render_template_fields(context, jinja_env=jinja2.Environment())
         text = getattr(notifier, "text", None) or notifier.html_content
         assert "<script>" not in text and "<!channel>" not in text
+
+
+FORGED = "Wheels\nFORGED-ALERT-LINE: cancel everything\x1b]0;pwned\x07 \u202e\r\u2028x"
+
+
+def test_slack_is_sent_without_link_unfurling(channels):
+    slack = next(
+        n for n in notifications.alert_notifiers("{{ alert_message }}") if "Slack" in type(n).__name__
+    )
+    assert slack.unfurl_links is False and slack.unfurl_media is False
+
+
+def test_every_channel_escapes_control_characters_and_caps_lines(channels):
+    by_name = rendered("{{ alert_message }}", {"alert_message": "title\n" + FORGED + "y" * 5000})
+    slack, mail = by_name["EscapingSlackNotifier"], by_name["EscapingSmtpNotifier"]
+    for text in (slack.text, mail.html_content, mail.subject):
+        for char in "\x1b\x07\r\u2028\u202e":
+            assert char not in text
+        assert "\\x1b]0;pwned\\x07" in text
+    assert "y" * notifications.ALERT_LINE_MAX_LENGTH not in slack.text
+
+
+def test_the_alert_log_line_escapes_what_it_quotes(caplog, monkeypatch):
+    for name in ("BLOCKCHAIN_ALERT_SLACK_CONN_ID", "BLOCKCHAIN_ALERT_SMTP_CONN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    with caplog.at_level("ERROR"):
+        notifications.send_alert("2 new OPEN order request(s):\n- " + FORGED)
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("ALERT")]
+    text = record.getMessage()
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text and "\u202e" not in text
+    assert text.split("\n") == [
+        "ALERT 2 new OPEN order request(s):",
+        "- Wheels",  # a line break of the alert itself: the forged text was quoted unescaped
+        "FORGED-ALERT-LINE: cancel everything\\x1b]0;pwned\\x07 \\u202e x",
+    ]
+
+
+def test_the_failure_alert_keeps_the_exception_on_its_line(channels):
+    context = {
+        "exception": ValueError("boom\nFORGED-ALERT-LINE\x1b[2J"),
+        "ti": type("TI", (), {"task_id": "t", "try_number": 1})(),
+        "dag": type("D", (), {"dag_id": "d", "render_template_as_native_obj": False})(),
+        "run_id": "r",
+    }
+    for notifier in notifications.failure_notifiers():
+        notifier.render_template_fields(context, jinja_env=jinja2.Environment())
+        text = getattr(notifier, "text", None) or notifier.html_content
+        assert "\n" not in text.replace('<pre style="white-space: pre-wrap">', "")
+        assert "boom FORGED-ALERT-LINE\\x1b[2J" in text

@@ -78,3 +78,26 @@ def test_the_answer_task_has_the_retries_of_every_task():
     for kind in ("partner", "order"):
         task = dags[f"blockchain_{kind}_answer"].get_task(f"answer_{kind}_request")
         assert task.retries == default_args()["retries"] > 0
+
+
+class HostileGateway(Gateway):
+    """Its confirmation holds a line break and terminal escapes."""
+
+    def __call__(self, topic, header, body):
+        answer = super().__call__(topic, header, body)
+        if topic == "BLK_Part_Ans":
+            return {"message": "done\nFORGED-LOG-LINE: all good\x1b]0;pwned\x07"}
+        return answer
+
+
+def test_the_gateway_confirmation_is_quoted_escaped_in_the_task_log(short_timeout, capsys):
+    params = {"request_id": PID, "decision": "accept"}
+    with ScriptedResponder(short_timeout.bootstrap, short_timeout.prefix, HostileGateway()):
+        context = task_context(params=params)
+        task = dag_task("blockchain_partner_answer", "answer_partner_request")
+        task.render_template_fields(context)
+        run_operator(task, context)
+    log = capsys.readouterr().out  # the task logger writes the task log's lines there
+    assert "\x1b" not in log and "\x07" not in log
+    assert not any(line.startswith("FORGED") for line in log.splitlines())
+    assert "answered: done FORGED-LOG-LINE: all good\\x1b]0;pwned\\x07" in log

@@ -362,3 +362,49 @@ def test_topic_overrides():
 def test_error_text_redacts_secrets():
     response = protocol.Response(auth="A", kind="error", value=f"unknown token {TOKEN}\n  here")
     assert protocol.error_text(response, (TOKEN,)) == "unknown token *** here"
+
+
+LONG_TOKEN = "tok_4f9a2c7e1b8d3f6a0c5e9b2d7f1a4c8e"
+
+
+@pytest.mark.parametrize(
+    "quoted",
+    [
+        LONG_TOKEN[:8],  # a prefix the gateway cut
+        LONG_TOKEN[5:19],  # a middle
+        LONG_TOKEN[-9:],  # a suffix
+        LONG_TOKEN + "x",
+    ],
+)
+def test_error_text_removes_every_run_of_eight_characters_of_a_secret(quoted):
+    response = protocol.Response(auth="A", kind="error", value=f"bad token '{quoted}' refused")
+    text = protocol.error_text(response, (LONG_TOKEN, "agent-password-1234"))
+    assert "***" in text
+    for start in range(len(LONG_TOKEN) - 7):
+        assert LONG_TOKEN[start : start + 8] not in text
+    assert text.startswith("bad token '***") and text.endswith("refused")
+
+
+def test_error_text_escapes_losslessly_and_is_always_encodable():
+    response = protocol.Response(auth="A", kind="error", value="bad \ud800 \x1b]0;x\x07 \u202e a\\x1b")
+    text = protocol.error_text(response)
+    text.encode("utf-8")  # a lone surrogate kept as such could not be
+    assert text == "bad \\ud800 \\x1b]0;x\\x07 \\u202e a\\\\x1b"
+    # escaped, ESC and a backslash followed by "x1b" stay two different texts
+    assert protocol.error_text(
+        protocol.Response(auth="A", kind="error", value="\\x1b")
+    ) != protocol.error_text(protocol.Response(auth="A", kind="error", value="\x1b"))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'[{"auth": "T"}, {"data": [1e999]}]',
+        b'[{"auth": "T"}, {"data": -1E400}]',
+        json.dumps("[{'auth': 'T'}, {'data': [1e999]}]").encode(),
+        json.dumps("[{'auth': 'T'}, {'data': (1e999,)}]").encode(),  # the literal parser's path
+    ],
+)
+def test_non_finite_numbers_are_malformed(raw):
+    with pytest.raises(MalformedResponseError):
+        protocol.decode_response(raw)

@@ -26,6 +26,7 @@ def request(
 @pytest.fixture(autouse=True)
 def plain_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BLOCKCHAIN_UI_AIRFLOW_API_URL", raising=False)
+    monkeypatch.delenv("BLOCKCHAIN_UI_AIRFLOW_API_CA", raising=False)
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example.com")
     monkeypatch.setenv("AIRFLOW__API__SSL_CERT", "")
 
@@ -58,3 +59,89 @@ def test_run_links_are_quoted() -> None:
         run_url("blockchain_partner_answer", "manual__2026-12-01T22:23:36+00:00")
         == "dags/blockchain_partner_answer/runs/manual__2026-12-01T22%3A23%3A36%2B00%3A00"
     )
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """An https server on 127.0.0.1 whose self-signed certificate names airflow.example.com."""
+    import http.server
+    import ssl
+    import subprocess
+    import threading
+
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+         "/CN=airflow.example.com", "-addext", "subjectAltName=DNS:airflow.example.com",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ok)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], cert
+    finally:
+        server.shutdown()
+
+
+def call(port: int) -> int:
+    import httpx
+
+    from blockchain_provider.ui.api import _default_api_client
+
+    try:
+        with _default_api_client(request(("127.0.0.1", port))) as client:
+            return client.get("/health").status_code
+    except httpx.ConnectError:
+        return 0  # the certificate was refused
+
+
+def test_the_own_socket_over_tls_is_verified_against_its_certificate_and_host_name(tls_server, monkeypatch):
+    port, cert = tls_server
+    monkeypatch.setenv("AIRFLOW__API__SSL_CERT", str(cert))
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com")
+    assert call(port) == 200
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://other.example.com")
+    assert call(port) == 0  # not the name the certificate gives
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "")
+    with pytest.raises(HTTPException, match="base_url") as raised:
+        call(port)
+    assert raised.value.status_code == 503
+
+
+def test_an_https_override_is_verified_against_the_configured_ca(tls_server, monkeypatch):
+    port, cert = tls_server
+    monkeypatch.setenv("AIRFLOW__API__SSL_CERT", str(cert))
+    monkeypatch.setenv("BLOCKCHAIN_UI_AIRFLOW_API_URL", f"https://127.0.0.1:{port}/api/v2")
+    assert call(port) == 0  # a self-signed certificate the system does not trust, naming another host
+    monkeypatch.setenv("BLOCKCHAIN_UI_AIRFLOW_API_CA", str(cert))
+    assert call(port) == 0  # trusted now, but 127.0.0.1 is not the name it gives
+    monkeypatch.setenv("BLOCKCHAIN_UI_AIRFLOW_API_URL", f"https://airflow.example.com:{port}/api/v2")
+    monkeypatch.setattr("socket.getaddrinfo", _resolve_to_loopback(), raising=True)
+    assert call(port) == 200
+
+
+def _resolve_to_loopback():
+    import socket
+
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        return real("127.0.0.1" if host == "airflow.example.com" else host, *args, **kwargs)
+
+    return resolve

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import hmac
 import json
+import math
 import re
 import secrets
 import uuid
@@ -30,6 +31,7 @@ from blockchain_provider.exceptions import (
     InvalidIdentifierError,
     MalformedResponseError,
 )
+from blockchain_provider.quoting import quote, redact
 
 # --------------------------------------------------------------------------------------
 # Topics (PROTOCOL.md section 3)
@@ -598,8 +600,16 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a value")
 
 
+def _finite(text: str) -> float:
+    # 1e999 is inf to float(): no more a value than Infinity
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
+
+
 def _json_loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_no_constant)
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
 
 
 def mentions(raw: bytes | bytearray | None, needles: tuple[bytes, ...]) -> bool:
@@ -693,6 +703,8 @@ def _plain(value: Any, depth: int = 0) -> Any:
     """Keep only what JSON can hold: a literal parser also yields tuples, sets, bytes, complex."""
     if depth > 64:
         raise MalformedResponseError("value is nested too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MalformedResponseError("value holds a number that is not finite")
     if value is None or isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, list | tuple):
@@ -741,14 +753,19 @@ def matches(response: Response, *, request_id: str, token: str | None, by_reques
     return hmac.compare_digest(response.auth.encode("utf-8"), token.encode("utf-8"))
 
 
+#: The longest gateway error text an exception or a log line quotes.
+ERROR_TEXT_MAX_LENGTH = 500
+
+
 def error_text(response: Response, secrets: tuple[str | None, ...] = ()) -> str:
-    """The gateway's error text as one readable line, with any of *secrets* replaced by ``***``."""
+    """The gateway's error text as one readable line (:func:`~blockchain_provider.quoting.quote`:
+    escaped, always encodable), with every run of 8 or more characters of one of *secrets*
+    replaced by ``***``."""
     value = response.value
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return " ".join(text.split())[:500]
+    # redacted before the cut: what is cut off may not leave a secret's run below 8 behind
+    text = redact(text[: 8 * ERROR_TEXT_MAX_LENGTH], secrets)
+    return quote(text, ERROR_TEXT_MAX_LENGTH)
 
 
 @dataclass(frozen=True)

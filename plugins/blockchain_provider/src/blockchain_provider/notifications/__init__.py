@@ -9,6 +9,11 @@ Configuration is by environment, read when a DAG is parsed or an alert is sent:
 
 Both may be set. With neither, alerts are ``ERROR`` lines in the task (or triggerer) log, which
 the Airflow UI shows with the failed run.
+
+Whatever the channel, the text goes through :func:`alert_text` first: each of its lines is
+quoted by :func:`blockchain_provider.quoting.quote` (control characters escaped, no line break
+of its own, capped), so a quoted order description or exception cannot start a line of its own
+or reach a terminal as an escape sequence. Slack messages are sent with link unfurling off.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import BaseNotifier
+
+from blockchain_provider.quoting import quote
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,25 @@ class LogNotifier(BaseNotifier):
         self.message = message
 
     def notify(self, context: Mapping[str, Any]) -> None:
-        log.error("ALERT %s", self.message)
+        log.error("ALERT %s", alert_text(self.message))
+
+
+#: The longest line, and the most lines, of an alert.
+ALERT_LINE_MAX_LENGTH = 1000
+ALERT_MAX_LINES = 40
+
+
+def alert_text(text: str) -> str:
+    """*text* as an alert sends it: at most :data:`ALERT_MAX_LINES` lines (split on line feeds
+    only), each quoted (:func:`~blockchain_provider.quoting.quote`, at most
+    :data:`ALERT_LINE_MAX_LENGTH` characters): any other line break is a space, control
+    characters are escaped. Backslashes are kept: the ledger text the lines quote was quoted
+    (escaped) when the alert was written."""
+    lines = str(text).split("\n")
+    kept = [quote(line, ALERT_LINE_MAX_LENGTH, backslash=False) for line in lines[:ALERT_MAX_LINES]]
+    if len(lines) > ALERT_MAX_LINES:
+        kept.append(f"... {len(lines) - ALERT_MAX_LINES} more line(s)")
+    return "\n".join(kept)
 
 
 #: The longest e-mail subject an alert gets (the whole text is in the body).
@@ -69,7 +94,8 @@ def email_html(text: str) -> str:
 def _slack_notifier(**kwargs: Any) -> BaseNotifier:
     from blockchain_provider.notifications.slack import EscapingSlackNotifier
 
-    return EscapingSlackNotifier(**kwargs)
+    # a link in a quoted text is not fetched by Slack to build a preview
+    return EscapingSlackNotifier(unfurl_links=False, unfurl_media=False, **kwargs)
 
 
 def _smtp_notifier(**kwargs: Any) -> BaseNotifier:
@@ -107,7 +133,9 @@ def failure_notifiers() -> list[BaseNotifier]:
     """``on_failure_callback`` of every blockchain DAG: names the DAG, task, run and error."""
     return alert_notifiers(
         "Task {{ ti.task_id }} of {{ dag.dag_id }} failed in run {{ run_id }} "
-        "(try {{ ti.try_number }}): {{ exception | default('see the task log', true) }}"
+        "(try {{ ti.try_number }}): "
+        # the exception on the alert's one line: its own line breaks are spaces
+        "{{ exception | default('see the task log', true) | string | replace('\\n', ' ') }}"
     )
 
 
@@ -121,7 +149,7 @@ async def deadline_missed(context: Mapping[str, Any] | None = None, **kwargs: An
     """Deadline alert callback (runs in the triggerer): the run has not finished in time."""
     dag_id = kwargs.get("dag_id") or (context or {}).get("dag_run", {}).get("dag_id", "?")
     message = kwargs.get("message") or f"{dag_id} has not finished by its deadline"
-    log.error("ALERT %s", message)
+    log.error("ALERT %s", alert_text(message))
     if _setting("BLOCKCHAIN_ALERT_SLACK_CONN_ID") or _setting("BLOCKCHAIN_ALERT_SMTP_CONN_ID"):
         from asgiref.sync import sync_to_async
 

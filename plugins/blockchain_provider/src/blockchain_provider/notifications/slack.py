@@ -6,12 +6,13 @@ from typing import Any
 
 from airflow.providers.slack.notifications.slack import SlackNotifier
 
-from blockchain_provider.notifications import slack_escape
+from blockchain_provider.notifications import alert_text, slack_escape
 
 
 class EscapingSlackNotifier(SlackNotifier):
-    """Slack's notifier, escaping the rendered text: what an alert quotes is shown, never interpreted."""
+    """Slack's notifier, escaping the rendered text: what an alert quotes is shown, never interpreted.
+    :func:`~blockchain_provider.notifications.alert_text` first, then Slack's own escaping."""
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         super().render_template_fields(context, jinja_env)
-        self.text = slack_escape(str(self.text))
+        self.text = slack_escape(alert_text(str(self.text)))

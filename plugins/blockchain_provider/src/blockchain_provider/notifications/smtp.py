@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-from blockchain_provider.notifications import email_html, email_subject
+from blockchain_provider.notifications import alert_text, email_html, email_subject
 
 
 class EscapingSmtpNotifier(SmtpNotifier):
@@ -14,5 +14,5 @@ class EscapingSmtpNotifier(SmtpNotifier):
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         super().render_template_fields(context, jinja_env)
-        self.subject = email_subject(str(self.subject))
-        self.html_content = email_html(str(self.html_content))
+        self.subject = email_subject(alert_text(str(self.subject)))
+        self.html_content = email_html(alert_text(str(self.html_content)))

@@ -35,6 +35,7 @@ from blockchain_provider.exceptions import (
     InvalidIdentifierError,
 )
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from blockchain_provider.quoting import quote
 from blockchain_provider.request_kinds import RequestKind
 from blockchain_provider.triggers.await_response import AwaitResponseTrigger
 from blockchain_provider.triggers.events import Outcome
@@ -479,7 +480,9 @@ class BaseAnswerOperator(BaseBlockchainOperator):
             raise error
         if state.get("phase") != "read":
             assert outcome is not None
-            self.log.info("%s %s answered: %s", self.kind.label.capitalize(), self.request_id, outcome.value)
+            self.log.info(
+                "%s %s answered: %s", self.kind.label.capitalize(), self.request_id, quote(outcome.value)
+            )
             return Done(outcome.value)
         page = _page_of(outcome)
         item = _find(self.kind, self.request_id, page)

@@ -25,6 +25,7 @@ from blockchain_provider.operators.base import (
     is_template,
     resolve_callable,
 )
+from blockchain_provider.quoting import quote
 from blockchain_provider.triggers import events
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 from blockchain_provider.triggers.events import Outcome
@@ -87,7 +88,7 @@ class EnsureRecordTypeOperator(BaseBlockchainOperator):
         if "refusal" not in state:
             if error is None:
                 assert outcome is not None
-                self.log.info("Record type %s: %s", self.name, outcome.value)
+                self.log.info("Record type %s: %s", self.name, quote(outcome.value))
                 return Done(outcome.value)
             if not isinstance(error, BlockchainGatewayError):
                 raise error
@@ -96,7 +97,9 @@ class EnsureRecordTypeOperator(BaseBlockchainOperator):
         refusal = state["refusal"]
         existing = outcome.value if outcome is not None else None
         if error is not None or not isinstance(existing, dict):
-            self.log.warning("Could not read record type %s (BLK_Rty_Get): %s", self.name, error or existing)
+            self.log.warning(
+                "Could not read record type %s (BLK_Rty_Get): %s", self.name, quote(error or existing)
+            )
             raise BlockchainGatewayError(
                 f"The gateway refused request {refusal['request_id']} on {refusal['topic']}: {refusal['text']}",
                 topic=refusal["topic"],

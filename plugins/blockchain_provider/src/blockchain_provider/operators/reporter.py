@@ -42,6 +42,7 @@ from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.operators.base import BaseBlockchainOperator, Done, resolve_callable
 from blockchain_provider.operators.record import EnsureRecordTypeOperator
+from blockchain_provider.quoting import quote
 from blockchain_provider.triggers import events
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 from blockchain_provider.triggers.events import Outcome
@@ -500,7 +501,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
             except BlockchainError as exc:  # a timeout, a broker error: the read is optional
                 outcome = exc
         if not isinstance(outcome, Outcome):
-            self.log.warning("Could not read record %s (BLK_Rec_Get): %s", update.record_id, outcome)
+            self.log.warning("Could not read record %s (BLK_Rec_Get): %s", update.record_id, quote(outcome))
             return False
         record = outcome.value
         current = record.get("properties") if isinstance(record, dict) else None

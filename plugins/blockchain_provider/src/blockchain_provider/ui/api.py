@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
@@ -245,11 +246,50 @@ def airflow_api_url(request: Request) -> str:
     return f"{scheme}://{host}:{port}{_airflow_path_prefix()}/api/v2"
 
 
+def _tls_settings(request: Request, url: str) -> tuple[ssl.SSLContext | None, str | None]:
+    """How the call to *url* is verified: the TLS context (``None`` for plain http) and the host
+    name the server's certificate must name, when it is not *url*'s own host.
+
+    Never unverified. ``BLOCKCHAIN_UI_AIRFLOW_API_URL`` over https is verified against the CA
+    bundle ``BLOCKCHAIN_UI_AIRFLOW_API_CA`` (default: the system's) and its host name. The
+    server's own socket over https (``[api] ssl_cert`` set) is verified against exactly that
+    certificate, for the host name of ``[api] base_url``: the socket's address is not the name
+    the certificate gives.
+    """
+    if urlsplit(url).scheme != "https":
+        return None, None
+    if os.environ.get("BLOCKCHAIN_UI_AIRFLOW_API_URL"):
+        return ssl.create_default_context(cafile=os.environ.get("BLOCKCHAIN_UI_AIRFLOW_API_CA") or None), None
+    from airflow.configuration import conf
+
+    host = urlsplit(conf.get("api", "base_url", fallback="") or "").hostname
+    if not host:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "Cannot verify this API server's certificate: set [api] base_url to its https address, "
+            "or BLOCKCHAIN_UI_AIRFLOW_API_URL",
+        )
+    context = ssl.create_default_context(cafile=conf.get("api", "ssl_cert"))
+    # the server's own certificate is the one trusted, whoever issued it
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context, host
+
+
 def _default_api_client(request: Request) -> httpx.Client:
     import httpx
 
-    # the server's own socket: its certificate (if any) names the public host, not this address
-    return httpx.Client(base_url=airflow_api_url(request), timeout=30.0, verify=False)
+    url = airflow_api_url(request)
+    context, host = _tls_settings(request, url)
+
+    def name_the_host(call: httpx.Request) -> None:
+        call.extensions["sni_hostname"] = host  # what the certificate is checked against
+
+    return httpx.Client(
+        base_url=url,
+        timeout=30.0,
+        verify=context if context is not None else True,
+        event_hooks={"request": [name_the_host]} if host else None,
+    )
 
 
 #: Builds the client for Airflow's REST API; tests put one on the app in process here.
