@@ -4,8 +4,9 @@ Everything the hook, the operators and the trigger put on or read from Kafka goe
 here; they never build or parse an envelope themselves. The choices that the original
 gateway's documentation does not make (marked *(ours)* in PROTOCOL.md) are all in this file:
 the ``request_id`` header and its Kafka header name, the record topic's suffix, the property
-shapes inside the record messages, the optional read topics, the agent messages, and the
-default topic names. A real gateway that differs is met by changing this
+shapes inside the record messages, the optional read topics (off unless the connection switches
+them on), the agent messages, the default topic names, what names a gateway for "created once
+per gateway", and the ends of a listing besides the empty page (a repeated page, a page cap). A real gateway that differs is met by changing this
 module or the connection's topic overrides, not the DAGs.
 
 Requests are JSON arrays ``[header, body?]``. Responses are ``[{"auth": T, ...}, {outcome}]``
