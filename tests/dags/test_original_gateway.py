@@ -2,8 +2,14 @@
 
 It refuses any second creation of a record type or record, has no read topic and answers each
 write a second later (so deferred waits are the normal path); once more with ``start`` ignored.
-Runs use ``dag.test()`` and the ``airflow dags test`` command; the scheduler's path (a supervised
-run with a triggerer) is in tests/supervised. The runs' times are printed (``-s`` shows them).
+Runs use ``dag.test()`` and the ``airflow dags test`` command. The runs' times are printed
+(``-s`` shows them).
+
+Not here: the same runs under the scheduler and a triggerer (LocalExecutor). With every write
+answered a second later, each of the day report's records defers, and on Airflow 3.3.2 a resumed
+attempt that reaches RUNNING before the scheduler drains the stale success event of the deferring
+attempt is failed as a "state mismatch" (apache/airflow#72716, fix proposed in
+apache/airflow#72767); under load that ends the day report's mapped tasks after their retries.
 """
 
 from __future__ import annotations

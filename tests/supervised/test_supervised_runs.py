@@ -12,10 +12,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -326,62 +325,3 @@ def test_a_slow_gateway_hands_unit_updates_to_the_triggerer_in_order(deployment)
     secret = reporter.token.reveal()
     service_logs = [p.read_text(errors="replace") for p in (airflow.home / "service-logs").glob("*.log")]
     assert not [text for text in [*logs.values(), *service_logs] if secret in text]
-
-
-def test_every_dag_against_the_original_gateway_profile(deployment, tmp_path):
-    """The sandbox's ``original`` profile (any second creation refused, no read topic, writes
-    answered a second later) under the scheduler and the triggerer: two consecutive days of
-    reports, two updates of one unit, both syncs (once with ``start`` ignored), an accept and a
-    reject. Each run's time is printed (``-s``)."""
-    airflow, ledger, mes_path, _sandbox_log, sandbox = deployment
-    mes_key = stored_connection(airflow)["login"]
-    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
-    unit = repository.production_units()[0]
-    trace = tmp_path / "trace.jsonl"
-
-    def sent(topic: str) -> int:
-        lines = trace.read_text().splitlines() if trace.exists() else []
-        return sum(1 for line in lines if json.loads(line)["topic"] == topic)
-
-    def run(dag_id: str, conf: dict | None = None) -> None:
-        started = time.monotonic()
-        run_id = airflow.trigger(dag_id, conf)
-        state = airflow.wait_for_run(dag_id, run_id, timeout=600)
-        print(f"supervised {dag_id} {json.dumps(conf)}: {state} in {time.monotonic() - started:.1f} s")
-        if state != "success":
-            details = {dag_id: airflow.task_states(dag_id, run_id)}
-            pytest.fail(f"{dag_id} did not succeed: {details}\n{failed_task_logs(airflow, details)}")
-
-    erp = erp_agent(ledger, "ERP original")
-    partner_request = ledger.create_partner_request(erp, mes_key)
-    customer = erp_agent(ledger, "Customer original")
-    accepted = ledger.create_partner_request(customer, mes_key)
-    ledger.answer_partner_request(mes_key, accepted, True)
-    order = ledger.create_order(customer, mes_key, "part", "Original's order", {})
-    sandbox.restart("--profile", "original", "--trace", str(trace))
-    try:
-        for day in (DAY - timedelta(days=2), DAY - timedelta(days=1)):
-            before = sent("BLK_Rty")
-            run("blockchain_day_report", {"day": day.isoformat()})
-        assert sent("BLK_Rty") == before  # the second day sent no record type
-        for status in ("ORIGINAL_1", "ORIGINAL_2"):
-            before = sent("BLK_Rty")
-            run("blockchain_production_unit_update", {"production_unit_id": unit.id, "status": status,
-                                                      "process_name": "Stamping"})  # fmt: skip
-        assert sent("BLK_Rty") == before  # the second update sent no record type
-        run("blockchain_partner_sync")
-        run("blockchain_order_sync")
-        run("blockchain_partner_answer", {"request_id": partner_request, "decision": "accept"})
-        run("blockchain_order_answer", {"request_id": order, "decision": "reject"})
-        assert sent("BLK_Rty_Get") == sent("BLK_Rec_Get") == 0
-        sandbox.restart("--profile", "original", "--ignore-start", "--trace", str(trace))
-        lists = sent("BLK_Part_Lst")
-        run("blockchain_partner_sync")
-        assert sent("BLK_Part_Lst") - lists == 2  # the first page, the same again: the end
-    finally:
-        sandbox.restart()
-    assert ledger.record(f"PU_{unit.code}")["properties"]["Status"] == "ORIGINAL_2"
-    assert ledger.partner_request(partner_request)["status"] == "ACCEPTED"
-    assert ledger.order(order)["status"] == "REJECTED"
-    assert ledger.count_records(DAY_REPORT_RECORD_TYPE) >= 2 * 2 * 28
-    assert repository.order_request(order).status == "REJECTED"
