@@ -323,7 +323,7 @@ class BaseListOperator(BaseBlockchainOperator):
     :param max_pages: the most pages read; defaults to
         :data:`~blockchain_provider.protocol.MAX_LIST_PAGES` (1,000).
 
-    Only an empty page ends a list (a page shorter than ``page_size`` does not). A gateway that
+    An empty page ends a list (a page shorter than ``page_size`` does not). A gateway that
     ignores ``start`` answers the same page again: that page is neither stored nor counted, the
     listing ends there with a warning and one alert, and the task succeeds with what it read; so
     it does at its page cap.
