@@ -6,13 +6,14 @@ becomes 28 records of type `DayReportIndicator` on the ledger: four shifts (A, B
 day average T) times seven indicators (availability, performance, quality, OEE, MTBF, MTTR,
 production time). Record ids follow PROTOCOL.md §3.5 (`<report id>_<shift><indicator>`).
 
-- The record type is created first; the gateway confirms an identical one, and a type declared
-  otherwise is refused (the run fails, naming it).
+- The record type is created once per gateway: the MES remembers it (table
+  `gateway_record_types`) and later runs send no `BLK_Rty`. A refusal of a type the MES has no
+  memory of (a restored database) is taken as "it exists", remembered and logged as a warning.
 - Units are mapped dynamically: one task per unit with a report that day.
 - Each indicator is one non-dynamic record with a one-element properties list (its value),
   described with the sources' labels (`001_21_01_02_PT10 Turno A Disponibilty`).
-- Re-running a day (a retry, a clear, a backfill) creates nothing twice: records already
-  written are skipped, and the gateway confirms an identical record instead of duplicating it.
+- Re-running a day (a retry, a clear, a backfill) creates nothing twice: the records the MES
+  noted written are skipped; the gateway may refuse any second creation.
 - No catch-up; a past day is reported with a backfill
   (`airflow backfill create --dag-id blockchain_day_report --from-date ... --to-date ...`) or a
   manual run with the `day` parameter.
@@ -35,7 +36,16 @@ from airflow.sdk import (
     dag,
     task,
 )
-from blockchain_common import PLANT_TIMEZONE, START_DATE, TAGS, default_args, gateway_args, mes_repository
+from blockchain_common import (
+    PLANT_TIMEZONE,
+    START_DATE,
+    TAGS,
+    deadline_alerts_on,
+    default_args,
+    gateway_args,
+    mes_repository,
+    record_type_memory,
+)
 
 from blockchain_provider.operators import CreateRecordsOperator, EnsureRecordTypeOperator
 from include.day_report_keys import (
@@ -79,6 +89,7 @@ def note_written(record_ids: list[str], context: Mapping[str, Any], report_id: s
             description="The day to report (YYYY-MM-DD). Empty: the day before the run's date.",
         )
     },
+    # BLOCKCHAIN_DEADLINE_ALERTS=off for `airflow dags test` on Airflow 3.3.2 (apache/airflow#73428)
     deadline=DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(hours=1),
@@ -86,7 +97,9 @@ def note_written(record_ids: list[str], context: Mapping[str, Any], report_id: s
             "blockchain_provider.notifications.deadline_missed",
             kwargs={"message": "The day report has not finished by 10:30 (run started 09:30)"},
         ),
-    ),
+    )
+    if deadline_alerts_on()
+    else None,
 )
 def blockchain_day_report() -> None:
     @task
@@ -100,10 +113,11 @@ def blockchain_day_report() -> None:
 
     ensure_record_type = EnsureRecordTypeOperator(
         task_id="ensure_record_type",
-        doc_md="Create record type `DayReportIndicator`, or find it with the same properties.",
+        doc_md="Create record type `DayReportIndicator` unless the MES created it on this gateway already.",
         name=DAY_REPORT_RECORD_TYPE,
         description=DAY_REPORT_RECORD_TYPE_DESCRIPTION,
         properties=DAY_REPORT_RECORD_PROPERTIES,
+        record_types=record_type_memory,
         **gateway_args(),
     )
 

@@ -40,7 +40,15 @@ from typing import Any
 
 from airflow.sdk import Param, dag
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
-from blockchain_common import MES_CONN_ID, START_DATE, TAGS, default_args, gateway_args, mes_repository
+from blockchain_common import (
+    MES_CONN_ID,
+    START_DATE,
+    TAGS,
+    default_args,
+    gateway_args,
+    mes_repository,
+    record_type_memory,
+)
 
 from blockchain_provider.operators import (
     ClaimedUpdates,
@@ -237,6 +245,7 @@ def blockchain_production_unit_update() -> None:
         record_type=PRODUCTION_UNIT_RECORD_TYPE,
         record_type_description=PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
         record_type_properties=PRODUCTION_UNIT_RECORD_PROPERTIES,
+        record_types=record_type_memory,
         update=unit_update,
         # an answer that takes longer than a second is awaited in the triggerer, which reads the
         # reporter's token from the MES; a unit busy with another run is looked at again from there

@@ -4,9 +4,12 @@ Commands:
 
 - ``serve --bootstrap-servers HOST:PORT --db PATH [--encoding python-literal|json] [--echo|--no-echo]
   [--topic-prefix P] [--fetch-wait-max-ms N] [--broker-timeout S] [--delay-ms N] [--drop-rate R]
-  [--error-rate R] [--garbage-rate R] [--duplicate-rate R] [--foreign-rate R] [--fault-seed N]``.
-  The defaults are the original gateway's behaviour (Python-literal responses, no
-  ``request_id`` echo); the options turn on the improvements. Stops cleanly on SIGTERM/SIGINT.
+  [--error-rate R] [--garbage-rate R] [--duplicate-rate R] [--foreign-rate R] [--fault-seed N]
+  [--profile sandbox|original] [--ignore-start] [--write-delay-ms N]``.
+  The defaults are the original gateway's wire (Python-literal responses, no ``request_id``
+  echo); the options turn on the improvements. ``--profile original`` is the strictest gateway
+  the sources allow: any second creation refused, no read topic, writes answered after 1 s
+  (:mod:`gateway_sandbox.profiles`). Stops cleanly on SIGTERM/SIGINT.
 - ``verify --db PATH``: recompute the hash chain, check every signature, replay the log; exit 1
   and list the problems when the ledger was tampered with.
 - ``show agents|partner-requests|orders|record-types|records|blocks|summary --db PATH``: state as
@@ -35,6 +38,7 @@ from typing import Any
 from gateway_sandbox import wire
 from gateway_sandbox.faults import Faults
 from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.profiles import PROFILES, profile
 from gateway_sandbox.validation import LedgerError
 
 SHOW_KINDS = ("agents", "partner-requests", "orders", "record-types", "records", "blocks", "summary")
@@ -102,6 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--broker-timeout", type=float, default=60.0, help="seconds to wait for the broker to answer at start"
+    )
+    serve.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="sandbox",
+        help="sandbox (default): confirms an identical re-creation, answers reads; original: refuses any "
+        "second creation of a record type or record, has no read topic, answers writes after "
+        "--write-delay-ms",
+    )
+    serve.add_argument(
+        "--ignore-start",
+        action="store_true",
+        help="answer every list request with its first page, whatever its start",
+    )
+    serve.add_argument(
+        "--write-delay-ms",
+        type=float,
+        default=None,
+        help="answer each write this much later, concurrently (default: the profile's; 1000 for original, 0 otherwise)",
     )
     faults = serve.add_argument_group("fault knobs")
     faults.add_argument("--delay-ms", type=float, default=0.0, help="write every answer this much later")
@@ -241,6 +264,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         producer_config=client_config,
         hold_file=args.hold_file,
         trace_path=args.trace,
+        profile=profile(args.profile, ignore_start=args.ignore_start, write_delay_ms=args.write_delay_ms),
     )
     log = logging.getLogger("gateway_sandbox")
     stop = _stop_signals()

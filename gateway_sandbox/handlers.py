@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway_sandbox import wire
 from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.profiles import PROFILES, Profile
 from gateway_sandbox.schema import ORDER, PARTNER_REQUEST
 from gateway_sandbox.validation import LedgerError, check_item_id
 from gateway_sandbox.wire import PUBLIC_KEY_RE
@@ -169,13 +170,15 @@ def handle(
     inject_error: str | None = None,
     page_cap: int | None = None,
     agent_limiter: AgentRateLimiter | None = None,
+    profile: Profile = PROFILES["sandbox"],
 ) -> Answer:
     """Answer the request *raw* read from the protocol topic *topic* (its default name, or
     ``BLK_Rec_<record type>``).
 
     With ``inject_error``, a well-addressed request is answered with that error text and not
     applied (the error-rate fault knob). With ``page_cap``, list pages hold at most that many items.
-    *agent_limiter* limits ``BLK_Agt`` requests per client.
+    *agent_limiter* limits ``BLK_Agt`` requests per client. *profile* says what the gateway
+    forgives (:mod:`gateway_sandbox.profiles`).
     """
     try:
         header, body = wire.decode_request(raw)
@@ -214,7 +217,7 @@ def handle(
         if inject_error:
             answer.injected = True
             raise Refused(inject_error)
-        answer.outcome = _dispatch(ledger, topic, agent, header, body, answer, page_cap)
+        answer.outcome = _dispatch(ledger, topic, agent, header, body, answer, page_cap, profile)
     except (Refused, LedgerError) as exc:
         answer.outcome = {"error": str(exc)}
     return answer
@@ -251,9 +254,12 @@ def _dispatch(
     body: Any,
     answer: Answer,
     page_cap: int | None = None,
+    profile: Profile = PROFILES["sandbox"],
 ) -> dict[str, Any]:
     if topic in _BY_LIST_TOPIC:
         start, limit = _page(header, page_cap)
+        if profile.ignore_start:
+            start = 0
         return {"data": _BY_LIST_TOPIC[topic].list(ledger, agent_pk=agent, start=start, limit=limit)}
     if topic in _BY_ANSWER_TOPIC:
         kind = _BY_ANSWER_TOPIC[topic]
@@ -282,6 +288,8 @@ def _dispatch(
                 f"a record type is created with isRecord false; records go on {wire.RECORDS}_<record type>"
             )
         name = body.get("name")
+        if profile.refuse_recreation and isinstance(name, str) and ledger.record_type(name) is not None:
+            raise Refused(f"record type {name} exists")
         with ledger.transaction():
             created = ledger.create_record_type(
                 agent, name, body.get("properties"), _description(body.get("description"))
@@ -296,6 +304,12 @@ def _dispatch(
         record_id = body.get("record_id")
         if _is_record(header, topic):
             answer.action = "create"
+            if (
+                profile.refuse_recreation
+                and isinstance(record_id, str)
+                and ledger.record(record_id) is not None
+            ):
+                raise Refused(f"record {record_id} exists")
             return _create_record(ledger, agent, record_type, body)
         answer.action = "update"
         unknown = sorted(set(body) - {"record_id", "properties"})

@@ -37,6 +37,7 @@ from gateway_sandbox import handlers, wire
 from gateway_sandbox.broker import ensure_topics, fetch_wait_for
 from gateway_sandbox.faults import ERROR_TEXT, NO_FAULTS, Decision, FaultInjector, Faults
 from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.profiles import PROFILES, Profile
 from gateway_sandbox.validation import short
 
 log = logging.getLogger("gateway_sandbox.server")
@@ -111,6 +112,7 @@ class GatewayServer:
         agent_requests_per_minute: int = handlers.DEFAULT_AGENT_REQUESTS_PER_MINUTE,
         hold_file: str | None = None,
         trace_path: str | None = None,
+        profile: Profile | None = None,
     ) -> None:
         if encoding not in wire.ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}: one of {', '.join(wire.ENCODINGS)}")
@@ -138,6 +140,8 @@ class GatewayServer:
         #: while this file exists, answers wait in the outbox (released when it is removed); when
         #: it names actions (``update``, ``get``... one per line), only the answers to those wait
         self.hold_file = hold_file
+        #: what the gateway forgives and how fast it answers a write (:mod:`gateway_sandbox.profiles`)
+        self.profile = profile or PROFILES["sandbox"]
         self._row_action: dict[int, str] = {}
         #: a JSON line per answered request: token digest, request id, when it was read (received)
         #: and when its answer was handed to the producer (answered)
@@ -389,7 +393,7 @@ class GatewayServer:
 
     def _start_positions(self) -> list[TopicPartition]:
         assert self._consumer is not None and self.ledger is not None
-        wanted = [self.topics[name] for name in wire.REQUEST_TOPICS]
+        wanted = [self.topics[name] for name in wire.REQUEST_TOPICS if self.profile.serves(name)]
         # the topics of the record types on the ledger: created if missing, read from where we left
         record_topics = [self._record_topic(rtype["name"]) for rtype in self.ledger.record_types()]
         if record_topics and self.create_topics:
@@ -527,6 +531,7 @@ class GatewayServer:
                     inject_error=ERROR_TEXT if decision.error else None,
                     page_cap=self.page_cap,
                     agent_limiter=self.agent_limiter,
+                    profile=self.profile,
                 )
                 if answer.new_record_type is not None:
                     self._serve_record_type(answer.new_record_type)
@@ -616,7 +621,10 @@ class GatewayServer:
         echoed = header.get("request_id")
         key = echoed.encode("ascii") if echoed else None
         kafka_headers = [(wire.REQUEST_ID_HEADER, echoed)] if echoed else []
-        due_at = time.time() + decision.delay_ms / 1000.0
+        delay_ms = decision.delay_ms
+        if answer.action not in ("list", "get") and "error" not in answer.outcome:
+            delay_ms += self.profile.write_delay_ms  # a write waits for its block
+        due_at = time.time() + delay_ms / 1000.0
         rows: list[OutboxRow] = []
         if decision.garbage:
             rows.append((due_at, 0, topic, None, injector.garbage(header) or b"", []))

@@ -402,22 +402,25 @@ class MesRepository:
     # What the MES created on the ledger: record types, and reporters (KafkaToken rows)
     # ----------------------------------------------------------------------------------
 
-    def record_type_created(self, name: str) -> bool:
-        """Whether the MES has created record type *name* on the ledger."""
-        table = schema.ledger_record_types
+    def record_type_created(self, gateway: str, name: str) -> bool:
+        """Whether the MES has created record type *name* on *gateway* (or found it there)."""
+        table = schema.gateway_record_types
+        query = sa.select(table.c.name).where(table.c.gateway == gateway, table.c.name == name)
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(table.c.name).where(table.c.name == name)).first() is not None
+            return conn.execute(query).first() is not None
 
-    def mark_record_type_created(self, name: str) -> None:
-        """Remember that record type *name* exists on the ledger (marking it twice is harmless)."""
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"Invalid record type name {name!r}")
-        table = schema.ledger_record_types
+    def mark_record_type_created(self, gateway: str, name: str) -> None:
+        """Remember that record type *name* exists on *gateway* (marking it twice is harmless)."""
+        for value, what in ((gateway, "gateway"), (name, "record type name")):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"Invalid {what} {value!r}")
+        table = schema.gateway_record_types
         with self.engine.begin() as conn:
             stmt = _dialect_insert(conn, table)
-            row = {"name": name, "created_at": schema.utcnow()}
+            row = {"gateway": gateway, "name": name, "created_at": schema.utcnow()}
             if stmt is None:
-                if conn.execute(sa.select(table.c.name).where(table.c.name == name)).first() is None:
+                found = sa.select(table.c.name).where(table.c.gateway == gateway, table.c.name == name)
+                if conn.execute(found).first() is None:
                     conn.execute(sa.insert(table), [row])
             else:
                 conn.execute(stmt.on_conflict_do_nothing(), [row])

@@ -11,8 +11,9 @@ Tables:
   JSON-valued fields stored as canonical JSON text.
 * ``day_report_submissions``: which day-report records have been written to the ledger, so a
   re-run skips them.
-* ``ledger_record_types``: the record types the MES has created on the ledger, so no flow needs to
-  read the ledger before creating one.
+* ``gateway_record_types``: the record types the MES has created on each gateway (its bootstrap
+  servers and master agent), so a type is sent once per gateway and no flow reads the ledger
+  before creating one.
 * ``kafka_tokens``: what the gateway gave the MES for each agent it created, as the original's
   ``KafkaToken`` model (instance type ``Reporter``: token, public key, password, record id, topic,
   name); the token and password encrypted with Airflow's Fernet key (:mod:`include.mes.crypto`).
@@ -40,8 +41,8 @@ __all__ = [
     "create_schema",
     "day_report_submissions",
     "day_reports",
+    "gateway_record_types",
     "kafka_tokens",
-    "ledger_record_types",
     "metadata",
     "order_requests",
     "partner_requests",
@@ -163,9 +164,10 @@ day_report_submissions = sa.Table(
     _utc_time("submitted_at"),
 )
 
-ledger_record_types = sa.Table(
-    "ledger_record_types",
+gateway_record_types = sa.Table(
+    "gateway_record_types",
     metadata,
+    sa.Column("gateway", sa.String(255), primary_key=True),
     sa.Column("name", sa.String(128), primary_key=True),
     _utc_time("created_at"),
 )

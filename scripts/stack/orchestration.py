@@ -363,6 +363,8 @@ class Stack:
                 str(s.ledger),
                 "--partitions",
                 str(self.topic_partitions),
+                "--profile",
+                s.gateway_profile,
             ],
         )
 

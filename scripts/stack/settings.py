@@ -41,6 +41,8 @@ class Settings:
     kafka: str = "tansu"
     with_airflow: bool = True
     timeout: float = 300.0
+    #: the gateway sandbox's profile (``python -m gateway_sandbox serve --profile``)
+    gateway_profile: str = "sandbox"
 
     @property
     def airflow_home(self) -> Path:
@@ -118,6 +120,13 @@ def parse_settings(
         default=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         help="use this broker instead of starting one; default: $KAFKA_BOOTSTRAP_SERVERS",
     )
+    parser.add_argument(
+        "--gateway-profile",
+        choices=("sandbox", "original"),
+        default=env.get("GATEWAY_PROFILE") or "sandbox",
+        help="the gateway sandbox's profile: original refuses second creations, has no reads and answers "
+        "writes after 1 s; default: $GATEWAY_PROFILE or sandbox",
+    )
     parser.add_argument("--no-airflow", action="store_true", help="everything but the Airflow services")
     parser.add_argument("--check", action="store_true", help="start, wait until healthy, print, stop")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds Airflow may take to be healthy")
@@ -134,5 +143,6 @@ def parse_settings(
         kafka=args.kafka,
         with_airflow=not args.no_airflow,
         timeout=args.timeout,
+        gateway_profile=args.gateway_profile,
     )
     return settings, args.check

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.profiles import profile as gateway_profile
 from gateway_sandbox.server import GatewayServer
 from tests.conftest import set_connections
 from tests.include.conftest import postgres_database, postgres_url  # noqa: F401 - fixture
@@ -126,6 +127,9 @@ def start_stack(
     echo: bool = False,
     encoding: str = "python-literal",
     page_cap: int | None = None,
+    profile: str = "sandbox",
+    ignore_start: bool = False,
+    trace_path: str | None = None,
 ) -> Stack:
     ledger_path = tmp_path / "ledger.sqlite3"
     ledger = Ledger(str(ledger_path))
@@ -133,7 +137,14 @@ def start_stack(
     public_key, token = ledger.create_agent("MES", agent_password)
     ledger.close()
     server = GatewayServer(
-        bootstrap, str(ledger_path), topic_prefix=prefix, echo=echo, encoding=encoding, page_cap=page_cap
+        bootstrap,
+        str(ledger_path),
+        topic_prefix=prefix,
+        echo=echo,
+        encoding=encoding,
+        page_cap=page_cap,
+        profile=gateway_profile(profile, ignore_start=ignore_start),
+        trace_path=trace_path,
     )
     server.start()
     set_connections(

@@ -87,6 +87,22 @@ def test_every_task_that_waits_on_the_gateway_defers(dagbag, dag_id):
     assert operators and set(operators.values()) == {True}, operators
 
 
+@pytest.mark.parametrize("dag_id", sorted(PRODUCT_DAG_IDS))
+def test_every_task_that_talks_to_the_gateway_has_a_time_limit(dagbag, dag_id):
+    """No gateway (one that never ends a listing, never answers) holds a run for ever."""
+    from blockchain_common import GATEWAY_TASK_TIMEOUT
+
+    dag = dagbag.dags[dag_id]
+    talking = [t for t in dag.tasks if t.pool != "default_pool"]
+    limits = {
+        t.task_id: t.partial_kwargs.get("execution_timeout")
+        if hasattr(t, "partial_kwargs")
+        else t.execution_timeout
+        for t in talking
+    }
+    assert limits and set(limits.values()) == {GATEWAY_TASK_TIMEOUT}, limits
+
+
 def test_day_report_schedule_time_zone_and_deadline(dagbag):
     dag = dagbag.dags["blockchain_day_report"]
     assert dag.timetable.expression == "30 9 * * *"

@@ -98,11 +98,16 @@ def test_a_replaced_fernet_key_is_a_clear_error(engine: Engine) -> None:
     assert PASSWORD not in str(raised.value)
 
 
-def test_record_types_created_are_remembered(engine: Engine) -> None:
+def test_record_types_created_are_remembered_per_gateway(engine: Engine) -> None:
     repo = MesRepository(engine)
     repo.create_schema()
-    assert not repo.record_type_created("DayReportIndicator")
-    repo.mark_record_type_created("DayReportIndicator")
-    repo.mark_record_type_created("DayReportIndicator")
-    assert repo.record_type_created("DayReportIndicator")
-    assert not repo.record_type_created("ProductionUnit")
+    gateway, other_gateway = "kafka:9092|02" + "a" * 64, "kafka:9092|03" + "b" * 64
+    assert not repo.record_type_created(gateway, "DayReportIndicator")
+    repo.mark_record_type_created(gateway, "DayReportIndicator")
+    repo.mark_record_type_created(gateway, "DayReportIndicator")
+    assert repo.record_type_created(gateway, "DayReportIndicator")
+    assert not repo.record_type_created(gateway, "ProductionUnit")
+    # another master agent (or another cluster) is another gateway: the type is created there too
+    assert not repo.record_type_created(other_gateway, "DayReportIndicator")
+    with pytest.raises(ValueError, match="gateway"):
+        repo.mark_record_type_created("", "DayReportIndicator")

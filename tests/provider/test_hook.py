@@ -226,6 +226,18 @@ def test_pages_capped_by_the_gateway_are_read_until_an_empty_page(gateway_env):
     assert [s.header["start"] for s in responder.seen] == [0, 5, 10, 12]
 
 
+def test_a_gateway_that_ignores_start_ends_the_hooks_listing(gateway_env):
+    items = [partner(i) for i in range(3)]
+
+    def ignores_start(topic, header, body):
+        return {"data": items[: header["limit"]]}
+
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, ignores_start) as responder:
+        with KafkaBlockchainHook() as hook:
+            assert list(hook.iter_partner_requests(page_size=100)) == items  # each item once
+    assert [s.header["start"] for s in responder.seen] == [0, 3]
+
+
 @pytest.mark.parametrize("encoding", ["json", "json-string", "python-literal"])
 def test_every_encoding_including_an_apostrophe(gateway_env, encoding):
     items = [{**partner(1), "note": "Operator's note", "flag": True, "none": None}]

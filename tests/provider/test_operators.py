@@ -34,7 +34,7 @@ from blockchain_provider.operators import (
 from blockchain_provider.triggers.await_response import AwaitResponseTrigger
 from local_services.responder import ScriptedResponder
 from tests.operator_runs import first_event, run_operator, task_context
-from tests.provider.conftest import set_connections
+from tests.provider.conftest import MES_PUBKEY, set_connections
 from tests.provider.test_hook import ERP, PID, RT, Ledger, paging_handler, partner
 
 PROPS = [
@@ -377,6 +377,7 @@ class StrictRecordTypes(Ledger):
 @pytest.mark.broker
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_ensure_record_type_uses_one_declared_alike_and_refuses_another(gateway_env, deferrable, monkeypatch):
+    # a gateway that answers reads (the connection says so): a refused type is read and compared
     set_connections(
         monkeypatch,
         gateway_env.bootstrap,
@@ -384,6 +385,7 @@ def test_ensure_record_type_uses_one_declared_alike_and_refuses_another(gateway_
         gateway_env.token,
         timeout=2,
         late_answer_grace=0,
+        reads=True,
     )
     theirs = {"name": "ProductionUnit", "description": "other words", "creator": ERP}
 
@@ -403,6 +405,77 @@ def test_ensure_record_type_uses_one_declared_alike_and_refuses_another(gateway_
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, unreadable):
         with pytest.raises(BlockchainGatewayError, match="record type ProductionUnit already exists"):
             run_deferred(ensure())
+
+
+class RecordTypeMemory:
+    """The MES's memory of the record types it created, per gateway, in a dict."""
+
+    def __init__(self, known=()):
+        self.known = set(known)
+
+    def created(self, gateway, name):
+        return (gateway, name) in self.known
+
+    def remember(self, gateway, name):
+        self.known.add((gateway, name))
+
+
+class CountingStrictTypes(StrictRecordTypes):
+    """A strict gateway (no reads) that counts each topic's requests."""
+
+    def __init__(self, existing=None):
+        super().__init__(existing, readable=False)
+        self.sent = []
+
+    def __call__(self, topic, header, body):
+        self.sent.append(topic)
+        return super().__call__(topic, header, body)
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_record_type_is_created_once_per_gateway(gateway_env, deferrable, capsys):
+    memory = RecordTypeMemory()
+
+    def ensure():
+        return EnsureRecordTypeOperator(
+            task_id="rt",
+            name="ProductionUnit",
+            description="Units",
+            properties=PROPS,
+            record_types=lambda: memory,
+            deferrable=deferrable,
+        )
+
+    gateway = CountingStrictTypes()
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway):
+        assert run_deferred(ensure()) == "record type created"
+        assert run_deferred(ensure()) == "ProductionUnit created earlier"
+    # the second run sent nothing: the gateway, which refuses a second creation, never saw one
+    assert gateway.sent == ["BLK_Rty"]
+    ((gateway_id, name),) = memory.known
+    assert name == "ProductionUnit" and gateway_id.endswith("|" + MES_PUBKEY)
+    assert gateway_id.startswith(",".join(sorted(gateway_env.bootstrap.split(","))))
+
+    # a restored MES database: the type exists on the ledger, the MES does not know it
+    forgotten = RecordTypeMemory()
+    gateway = CountingStrictTypes({"ProductionUnit": {"name": "ProductionUnit", "properties": PROPS}})
+    operator = EnsureRecordTypeOperator(
+        task_id="rt",
+        name="ProductionUnit",
+        description="Units",
+        properties=PROPS,
+        record_types=lambda: forgotten,
+        deferrable=deferrable,
+    )
+    capsys.readouterr()
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway):
+        result = run_deferred(operator)
+    assert result.startswith("ProductionUnit exists (refused as a new type")
+    # no read was asked (reads are off by default), and the type is remembered
+    assert gateway.sent == ["BLK_Rty"]
+    assert forgotten.known == memory.known
+    assert "taken as existing and remembered" in capsys.readouterr().out
 
 
 @pytest.mark.broker
@@ -574,8 +647,10 @@ class MemoryStore:
 
 
 @pytest.mark.broker
-def test_update_dynamic_record_creates_its_reporter_once_and_updates_as_it(gateway_env):
-    gateway, store = Ledger(), MemoryStore()
+@pytest.mark.parametrize("reads", [True, False])
+def test_update_dynamic_record_creates_its_reporter_once_and_updates_as_it(gateway_env, monkeypatch, reads):
+    set_connections(monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, reads=reads)
+    gateway, store, memory = Ledger(), MemoryStore(), RecordTypeMemory()
 
     def update(status):
         return lambda context: DynamicRecordUpdate(
@@ -594,6 +669,7 @@ def test_update_dynamic_record_creates_its_reporter_once_and_updates_as_it(gatew
             record_type_description="Units",
             record_type_properties=PROPS,
             update=update(status),
+            record_types=lambda: memory,
         )
 
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway) as responder:
@@ -605,11 +681,20 @@ def test_update_dynamic_record_creates_its_reporter_once_and_updates_as_it(gatew
             "message": "record updated",
         }
         assert store.rows["PU_PT10"]["token"] == RT and RT not in json.dumps(result)
-        # a retry whose values are on the record already sends no update
-        assert run_deferred(operator("RUN"), task_context(try_number=2))["message"] == "already up to date"
+        retried = run_deferred(operator("RUN"), task_context(try_number=2))["message"]
+        if reads:
+            # a retry whose values are on the record already sends no update
+            assert retried == "already up to date"
+        else:
+            # without reads the retry cannot know: it sends the same values again
+            assert retried == "record updated"
         assert run_deferred(operator("STOP"))["message"] == "record updated"
     topics = [s.topic for s in responder.seen]
-    assert topics.count("BLK_Rec_ProductionUnit") == 3  # one creation, two updates
+    # one creation, two updates (three without reads: the retry's)
+    assert topics.count("BLK_Rec_ProductionUnit") == (3 if reads else 4)
+    assert topics.count("BLK_Rec_Get") == (1 if reads else 0)
+    # the record type was created by the first update only: the MES remembers it
+    assert topics.count("BLK_Rty") == 1
     assert gateway.records["PU_PT10"]["properties"]["Status"] == "STOP"
 
 
@@ -727,3 +812,82 @@ def test_deferrable_defaults_to_airflows_setting():
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         )
         assert out.stdout.split()[-2:] == expected.split(), out.stderr
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_listing_ends_on_a_repeated_page_and_stores_it_once(gateway_env, deferrable, caplog):
+    items = [partner(i) for i in range(3)]
+    asked = []
+
+    def ignores_start(topic, header, body):
+        asked.append(header["start"])
+        return {"data": items[: header["limit"]]}  # always the first page, whatever the start
+
+    stored = []
+    lister = ListPartnerRequestsOperator(
+        task_id="lp",
+        page_size=10,
+        apply_function_batch=lambda page, context: stored.extend(page),
+        deferrable=deferrable,
+    )
+    with (
+        ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, ignores_start),
+        caplog.at_level("ERROR"),
+    ):
+        summary = run_deferred(lister)
+    assert asked == [0, 3]  # the second page is the first again: the listing ends there
+    assert summary == {"count": 3, "by_status": {"OPEN": 3}}
+    assert stored == items  # stored once
+    alerts = [r for r in caplog.records if r.getMessage().startswith("ALERT")]
+    assert len(alerts) == 1 and "ignore 'start'" in alerts[0].getMessage()
+
+
+@pytest.mark.broker
+def test_a_listing_ends_at_its_page_cap(gateway_env, caplog):
+    asked = []
+
+    def endless(topic, header, body):
+        asked.append(header["start"])
+        return {"data": [partner(header["start"] + i) for i in range(2)]}  # never an empty page
+
+    lister = ListPartnerRequestsOperator(task_id="lp", page_size=2, max_pages=4, deferrable=True)
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, endless), caplog.at_level("ERROR"):
+        summary = run_deferred(lister)
+    assert asked == [0, 2, 4, 6]
+    assert summary["count"] == 8
+    assert [r.getMessage() for r in caplog.records if "cap of 4 page(s)" in r.getMessage()]
+    with pytest.raises(BlockchainConfigError, match="max_pages"):
+        ListPartnerRequestsOperator(task_id="lp", max_pages=0)
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_dynamic_record_answered_without_a_reporter_fails_at_once(gateway_env, deferrable):
+    def no_reporter(topic, header, body):
+        if topic == "BLK_Rty":
+            return {"message": "record type created"}
+        if topic == "BLK_Rec_ProductionUnit" and header["isRecord"]:
+            return {"message": f"record {body['record_id']} created"}
+        return {"error": "unexpected"}
+
+    operator = UpdateDynamicRecordOperator(
+        task_id="u",
+        record_type="ProductionUnit",
+        record_type_description="Units",
+        record_type_properties=PROPS,
+        update=lambda context: DynamicRecordUpdate(
+            record_id="PU_PT30",
+            description="Unit PT30",
+            properties={"Code": "PT30", "Status": "NEW"},
+            updates={"Status": "RUN"},
+            store=MemoryStore(),
+        ),
+        deferrable=deferrable,
+    )
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, no_reporter):
+        with pytest.raises(AirflowFailException) as failed:
+            run_deferred(operator)
+    text = str(failed.value)
+    assert "PU_PT30" in text and "message 'record PU_PT30 created'" in text
+    assert "public key and token" in text

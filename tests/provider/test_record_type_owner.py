@@ -1,9 +1,10 @@
 """The MES does not write into a record type another agent declared with other properties.
 
 Against the gateway sandbox, with the tasks as the DAGs build them: the MES creates its record
-types without reading the ledger first (PROTOCOL.md 3.3); a creation refused because the name is
-taken is followed by the optional read (``BLK_Rty_Get``), which says whether the declaration
-there can be used. Both places that ensure a record type are covered: the day report's
+types without reading the ledger first (PROTOCOL.md 3.3); where the connection switches reads
+on (the sandbox answers them), a creation refused because the name is taken is followed by the
+optional read (``BLK_Rty_Get``), which says whether the declaration there can be used (without
+reads the refusal is taken as "it exists": tests/provider/test_operators.py). Both places that ensure a record type are covered: the day report's
 ``ensure_record_type`` task and the production-unit update (which ensures its type first).
 """
 
@@ -63,6 +64,7 @@ def sandbox(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
         public_key=mes_pk,
         agent_password=password,
         timeout=20,
+        reads=True,
     )
     mes_path = tmp_path / "mes.sqlite3"
     monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))

@@ -79,6 +79,14 @@ def get_provider_info() -> dict[str, Any]:
                         ),
                         "schema": {"type": ["boolean", "null"], "default": False},
                     },
+                    "reads": {
+                        "label": "Gateway answers reads",
+                        "description": (
+                            "Set when the gateway answers BLK_Rty_Get and BLK_Rec_Get. Off (the original "
+                            "gateway has no read topic), no task waits on a read."
+                        ),
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                    },
                     "timeout": {
                         "label": "Response timeout (s)",
                         "schema": {"type": ["number", "null"], "default": 30},

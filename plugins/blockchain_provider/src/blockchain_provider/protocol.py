@@ -4,8 +4,9 @@ Everything the hook, the operators and the trigger put on or read from Kafka goe
 here; they never build or parse an envelope themselves. The choices that the original
 gateway's documentation does not make (marked *(ours)* in PROTOCOL.md) are all in this file:
 the ``request_id`` header and its Kafka header name, the record topic's suffix, the property
-shapes inside the record messages, the optional read topics, the agent messages, and the
-default topic names. A real gateway that differs is met by changing this
+shapes inside the record messages, the optional read topics (off unless the connection switches
+them on), the agent messages, the default topic names, what names a gateway for "created once
+per gateway", and the ends of a listing besides the empty page (a repeated page, a page cap). A real gateway that differs is met by changing this
 module or the connection's topic overrides, not the DAGs.
 
 Requests are JSON arrays ``[header, body?]``. Responses are ``[{"auth": T, ...}, {outcome}]``
@@ -16,6 +17,7 @@ without ``eval`` and without the original client's quote replacement.
 from __future__ import annotations
 
 import ast
+import hashlib
 import hmac
 import json
 import math
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from blockchain_provider.exceptions import (
+    BlockchainConfigError,
     BlockchainProtocolError,
     InvalidIdentifierError,
     MalformedResponseError,
@@ -515,6 +518,89 @@ def next_start(start: int, received: int) -> int | None:
     A page shorter than the ``limit`` asked is not the end: a gateway may cap its pages.
     """
     return None if received == 0 else start + received
+
+
+#: (ours) the most pages one listing reads (PROTOCOL.md 3.1: "a cap on the number of pages ends
+#: it too"); at 500 items a page, half a million requests. A setting of the list operators.
+MAX_LIST_PAGES = 1000
+
+#: Why a listing ended other than on an empty page.
+REPEATED_PAGE = "repeated"
+PAGE_CAP = "cap"
+
+
+def page_digest(page: list[Any]) -> str:
+    """A short fingerprint of a list page, kept between pages instead of the page itself."""
+    canonical = json.dumps(page, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class PageTurn:
+    """What follows a page read at ``start``: the next ``start`` (``None``: the listing ends), the
+    page's digest and page count to carry on, and why it ended early (``None``: it did not, or
+    it ended on an empty page).
+
+    ``repeated``: the page is the one before again (a gateway that ignores ``start``); it is not
+    new, so the caller neither stores nor counts it. ``cap``: the page was the last one allowed.
+    """
+
+    start: int | None
+    digest: str
+    pages: int
+    ended_by: str | None = None
+
+
+def turn_page(
+    start: int, page: list[Any], previous_digest: str | None, pages_read: int, max_pages: int = MAX_LIST_PAGES
+) -> PageTurn:
+    """Paging with the ends a gateway that ignores ``start`` needs (PROTOCOL.md 3.1): an empty
+    page ends the listing; so does (ours) a non-empty page identical to the one before, and the
+    *max_pages*-th page. *pages_read* counts the pages before this one."""
+    digest = page_digest(page)
+    pages = pages_read + 1
+    following = next_start(start, len(page))
+    if following is None:
+        return PageTurn(None, digest, pages)
+    if previous_digest is not None and digest == previous_digest:
+        return PageTurn(None, digest, pages_read, REPEATED_PAGE)
+    if pages >= max_pages:
+        return PageTurn(None, digest, pages, PAGE_CAP)
+    return PageTurn(following, digest, pages)
+
+
+def listing_end_warning(topic: str, turn: PageTurn, start: int) -> str:
+    """The warning (and alert) text of a listing that ended early, *turn* being its last page."""
+    if turn.ended_by == REPEATED_PAGE:
+        return (
+            f"{topic}: the page at position {start} is the page before again; the gateway seems to "
+            f"ignore 'start', so the listing ends after {turn.pages} page(s): items beyond them are not read"
+        )
+    return (
+        f"{topic}: the listing ends at its cap of {turn.pages} page(s) (position {start}); "
+        "items beyond it are not read"
+    )
+
+
+def validate_max_pages(value: object) -> int:
+    """A listing's page cap: an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BlockchainConfigError(f"max_pages must be an integer >= 1, not {value!r:.40}")
+    return value
+
+
+#: (ours) whether the gateway answers the read topics ``BLK_Rty_Get``/``BLK_Rec_Get``: the
+#: original has none, so no flow waits on a read unless the token connection's ``reads`` field
+#: switches them on.
+READS_DEFAULT = False
+
+
+def gateway_identity(bootstrap_servers: str, master: str) -> str:
+    """(ours) The gateway the MES remembers its creations under (PROTOCOL.md 3.3, "once per
+    gateway"): the broker's bootstrap servers, sorted, and the master agent (its public key, else
+    the token connection's id). Another cluster or another master is another gateway."""
+    servers = ",".join(sorted(s.strip().lower() for s in bootstrap_servers.split(",") if s.strip()))
+    return f"{servers}|{master}"[:255]
 
 
 # --------------------------------------------------------------------------------------

@@ -130,6 +130,14 @@ class KafkaBlockchainHook(BaseHook):
         return kafka_clients.bootstrap_servers(self.kafka_config_id)
 
     @cached_property
+    def gateway_id(self) -> str:
+        """The gateway this hook talks to, as the MES remembers its creations
+        (:func:`~blockchain_provider.protocol.gateway_identity`)."""
+        return protocol.gateway_identity(
+            self._bootstrap_servers, self.settings.public_key or self.token_conn_id
+        )
+
+    @cached_property
     def _client(self) -> GatewayClient:
         # built on first use, so a test or a DAG may set READER_START_TIMEOUT before
         return GatewayClient(
@@ -325,8 +333,11 @@ class KafkaBlockchainHook(BaseHook):
         _mask(password)
         outcome = self.call(call)
         if outcome.kind != "data":
+            shown = " ".join(str(outcome.value).split())[:200]
             raise MalformedResponseError(
-                f"The gateway confirmed dynamic record {record_id} without its reporter's public key and token"
+                f"The gateway answered the creation of dynamic record {record_id} with {outcome.kind} "
+                f"{shown!r}, not data holding its reporter's public key and token: the record may exist "
+                "with no reporter the MES knows, and sending it again cannot give one"
             )
         if isinstance(outcome.value, Mapping) and isinstance(outcome.value.get("token"), str):
             _mask(outcome.value["token"])
@@ -387,9 +398,16 @@ class KafkaBlockchainHook(BaseHook):
 
     def _iter_pages(self, topic: str, page_size: int) -> Iterator[dict[str, Any]]:
         start: int | None = 0
+        digest: str | None = None
+        pages = 0
         while start is not None:
             page = self._page(protocol.list_call(topic, start, page_size))
             log.info("%s: read %d item(s) from position %d", topic, len(page), start)
-            yield from page
-            # a short page is not the end (a gateway may cap its pages): only an empty one is
-            start = protocol.next_start(start, len(page))
+            # a short page is not the end (a gateway may cap its pages): an empty one is, and so
+            # are a page identical to the one before (a gateway that ignores start) and the cap
+            turn = protocol.turn_page(start, page, digest, pages)
+            if turn.ended_by is not None:
+                log.warning("%s", protocol.listing_end_warning(topic, turn, start))
+            if turn.ended_by != protocol.REPEATED_PAGE:
+                yield from page
+            start, digest, pages = turn.start, turn.digest, turn.pages

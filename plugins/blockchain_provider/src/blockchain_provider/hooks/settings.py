@@ -54,6 +54,9 @@ class GatewaySettings:
     timeout: float
     topics: protocol.TopicMap = field(default_factory=protocol.TopicMap)
     late_answer_grace: float = DEFAULT_LATE_ANSWER_GRACE
+    #: whether the gateway answers the optional reads (``BLK_Rty_Get``/``BLK_Rec_Get``): the
+    #: connection's ``reads`` field, off by default (:data:`~blockchain_provider.protocol.READS_DEFAULT`)
+    reads: bool = protocol.READS_DEFAULT
 
 
 def gateway_settings(conn: Any, conn_id: str, timeout: float | None = None) -> GatewaySettings:
@@ -88,6 +91,7 @@ def gateway_settings(conn: Any, conn_id: str, timeout: float | None = None) -> G
         ),
         topics=_topics(extra.get("topics"), conn_id),
         late_answer_grace=_late_answer_grace(extra.get("late_answer_grace"), conn_id),
+        reads=_flag(extra.get("reads", protocol.READS_DEFAULT)),
     )
 
 

@@ -266,14 +266,44 @@ def _page_of(outcome: Outcome | None) -> list[Any]:
     return page
 
 
-def _next_page(kind: RequestKind, state: dict[str, Any], received: int, page_size: int) -> Step | None:
-    """The request for the page after one of *received* items read at ``state["start"]``, with
-    *state* carried on; ``None`` when that page was the last (PROTOCOL.md 3.1: only an empty page
-    ends a list, as a gateway may cap its pages below the limit asked)."""
-    start = protocol.next_start(state["start"], received)
-    if start is None:
+def _turn_page(
+    kind: RequestKind, state: dict[str, Any], page: list[Any], max_pages: int = protocol.MAX_LIST_PAGES
+) -> protocol.PageTurn:
+    """What follows *page*, read at ``state["start"]`` (:func:`~blockchain_provider.protocol.turn_page`:
+    an empty page ends a list; so do a page identical to the one before and the page cap)."""
+    return protocol.turn_page(
+        state["start"], page, state.get("digest"), int(state.get("pages", 0)), max_pages
+    )
+
+
+def _next_page(
+    kind: RequestKind, state: dict[str, Any], turn: protocol.PageTurn, page_size: int
+) -> Step | None:
+    """The request for the page after *turn*'s, with *state* carried on; ``None`` when the listing
+    ended."""
+    if turn.start is None:
         return None
-    return Step(protocol.list_call(kind.list_topic, start, page_size), {**state, "start": start})
+    carried = {**state, "start": turn.start, "digest": turn.digest, "pages": turn.pages}
+    return Step(protocol.list_call(kind.list_topic, turn.start, page_size), carried)
+
+
+def _end_early(
+    operator: BaseOperator,
+    kind: RequestKind,
+    state: dict[str, Any],
+    turn: protocol.PageTurn,
+    alert_context: Mapping[str, Any] | None,
+) -> None:
+    """Warn when a listing ended on a repeated page or at its cap; with *alert_context* (the task's
+    context), also send one alert."""
+    if turn.ended_by is None:
+        return
+    text = protocol.listing_end_warning(kind.list_topic, turn, state["start"])
+    operator.log.warning("%s", text)
+    if alert_context is not None:
+        from blockchain_provider.notifications import send_alert
+
+        send_alert(text, alert_context)
 
 
 def _find(kind: RequestKind, request_id: str, page: list[Any]) -> dict[str, Any] | None:
@@ -291,6 +321,13 @@ class BaseListOperator(BaseBlockchainOperator):
         context, a callable or a dotted path to one. It may return a dict of numbers and lists:
         numbers are summed over the pages and lists joined (first 20 entries kept), into the
         summary. Defaults to None (the items are only counted).
+    :param max_pages: the most pages read; defaults to
+        :data:`~blockchain_provider.protocol.MAX_LIST_PAGES` (1,000).
+
+    An empty page ends a list (a page shorter than ``page_size`` does not). A gateway that
+    ignores ``start`` answers the same page again: that page is neither stored nor counted, the
+    listing ends there with a warning and one alert, and the task succeeds with what it read; so
+    it does at its page cap.
     """
 
     kind: RequestKind
@@ -301,12 +338,14 @@ class BaseListOperator(BaseBlockchainOperator):
         *,
         page_size: int = 100,
         apply_function_batch: str | Callable[[list[dict[str, Any]], Mapping[str, Any]], Any] | None = None,
+        max_pages: int = protocol.MAX_LIST_PAGES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not is_template(page_size):
             protocol.list_call(self.kind.list_topic, 0, page_size)  # validates page_size early
         self.page_size = page_size
+        self.max_pages = protocol.validate_max_pages(max_pages)
         resolve_callable(apply_function_batch, "apply_function_batch")
         self.apply_function_batch = apply_function_batch
 
@@ -325,6 +364,10 @@ class BaseListOperator(BaseBlockchainOperator):
             raise error
         page = _page_of(outcome)
         self.log.info("%s: %d item(s) from position %d", self.kind.list_topic, len(page), state["start"])
+        turn = _turn_page(self.kind, state, page, self.max_pages)
+        if turn.ended_by == protocol.REPEATED_PAGE:
+            _end_early(self, self.kind, state, turn, context)
+            return Done(state["summary"])  # read and stored already
         summary = dict(state["summary"])
         by_status = dict(summary["by_status"])
         for item in page:
@@ -334,7 +377,8 @@ class BaseListOperator(BaseBlockchainOperator):
         apply = resolve_callable(self.apply_function_batch, "apply_function_batch")
         if apply is not None and page:
             summary = merge_summary(summary, apply(page, context), "apply_function_batch")
-        following = _next_page(self.kind, {**state, "summary": summary}, len(page), int(self.page_size))
+        _end_early(self, self.kind, state, turn, context)
+        following = _next_page(self.kind, {**state, "summary": summary}, turn, int(self.page_size))
         return Done(summary) if following is None else following
 
 
@@ -394,10 +438,17 @@ class BaseGetRequestOperator(BaseBlockchainOperator):
         item = _find(self.kind, self.request_id, page)
         if item is not None:
             return Done(self._found(item, context))
-        following = _next_page(self.kind, state, len(page), self.page_size)
+        turn = _turn_page(self.kind, state, page)
+        _end_early(self, self.kind, state, turn, None)
+        following = _next_page(self.kind, state, turn, self.page_size)
         if following is None:
             raise AirflowFailException(
-                f"{self.kind.label.capitalize()} {self.request_id} does not exist on the ledger"
+                f"{self.kind.label.capitalize()} {self.request_id} "
+                + (
+                    "does not exist on the ledger"
+                    if turn.ended_by is None
+                    else "was not found in the pages read"
+                )
             )
         return following
 
@@ -488,9 +539,18 @@ class BaseAnswerOperator(BaseBlockchainOperator):
         item = _find(self.kind, self.request_id, page)
         what = f"{self.kind.label.capitalize()} {self.request_id}"
         if item is None:
-            following = _next_page(self.kind, state, len(page), self.page_size)
+            turn = _turn_page(self.kind, state, page)
+            _end_early(self, self.kind, state, turn, None)
+            following = _next_page(self.kind, state, turn, self.page_size)
             if following is None:
-                raise AirflowFailException(f"{what} does not exist on the ledger")
+                raise AirflowFailException(
+                    f"{what} "
+                    + (
+                        "does not exist on the ledger"
+                        if turn.ended_by is None
+                        else "was not found in the pages read"
+                    )
+                )
             return following
         accept = parse_decision(self.decision)
         wanted = "ACCEPTED" if accept else "REJECTED"

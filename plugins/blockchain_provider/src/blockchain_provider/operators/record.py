@@ -1,9 +1,8 @@
 """Operators for record types and records on the ledger (PROTOCOL.md 3.3).
 
-Creating a record type or a non-dynamic record again identically is confirmed by the gateway,
-so these operators create without reading first. A record type the gateway refuses because it
-exists otherwise is read (the optional ``BLK_Rty_Get``): the same properties are used as they
-are, other properties fail the task.
+A record type is created once per gateway: the MES remembers what it created, and a type it
+remembers is not sent again. A gateway may refuse any second creation, so no flow relies on it
+confirming one; reads (``BLK_Rty_Get``) are used only where the connection switches them on.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainConfigError, BlockchainError, BlockchainGatewayError
 from blockchain_provider.hooks.gateway_client import PendingRequest
+from blockchain_provider.memory import RecordTypeMemory, RecordTypeMemorySource
 from blockchain_provider.operators.base import (
     BaseBlockchainOperator,
     Done,
@@ -51,32 +51,68 @@ def check_declaration(name: str, existing: Any, properties: list[dict[str, Any]]
     )
 
 
-class EnsureRecordTypeOperator(BaseBlockchainOperator):
-    """Create a record type (``BLK_Rty``) unless the ledger has it with the same properties.
+def record_type_memory(source: RecordTypeMemorySource | None) -> RecordTypeMemory | None:
+    """The memory *source* gives: itself, or what the callable (or dotted path) it is returns."""
+    if source is None or hasattr(source, "created"):
+        return source  # type: ignore[return-value]
+    make = resolve_callable(source, "record_types")
+    assert make is not None
+    return make()
 
-    Creating it again identically is confirmed. A refusal is followed by a read of the record
-    type (the optional ``BLK_Rty_Get``): the same properties (another description, another
-    agent) are used as they are; other properties fail the task, and the refusal is raised
-    when the read gets no answer.
+
+class EnsureRecordTypeOperator(BaseBlockchainOperator):
+    """Create a record type (``BLK_Rty``) once per gateway (PROTOCOL.md 3.3).
+
+    With *record_types* (the MES's memory of what it created), a type it remembers on this
+    gateway is not sent again, and a type it creates is remembered. A refusal of a type it does
+    not remember (a restored MES database, another MES) is taken as "it exists": remembered, and
+    logged as a warning. Only where the connection switches reads on (``reads``) is the type then
+    read (``BLK_Rty_Get``): the same properties (another description, another agent) are used as
+    they are, other properties fail the task, and no answer to the read raises the refusal.
 
     :param name: the record type's name; templated.
     :param description: what its records hold.
     :param properties: ``{"name", "data_type", "dynamic"}`` objects.
+    :param record_types: the memory of the record types created on each gateway
+        (:class:`~blockchain_provider.memory.RecordTypeMemory`), or a callable or a dotted path to a
+        callable that returns it when the task runs; defaults to None (nothing remembered: the type
+        is sent on every run).
     """
 
     template_fields = (*BaseBlockchainOperator.template_fields, "name")
 
     def __init__(
-        self, *, name: str, description: str, properties: list[dict[str, Any]], **kwargs: Any
+        self,
+        *,
+        name: str,
+        description: str,
+        properties: list[dict[str, Any]],
+        record_types: RecordTypeMemorySource | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.name = name
         self.description = description
         self.properties = properties
         protocol.record_type_create_call(name if not is_template(name) else "x", description, properties)
+        if isinstance(record_types, str):
+            resolve_callable(record_types, "record_types")
+        self.record_types = record_types
 
-    def first_step(self, context: Mapping[str, Any]) -> Step:
+    def _memory(self) -> RecordTypeMemory | None:
+        return record_type_memory(self.record_types)
+
+    def first_step(self, context: Mapping[str, Any]) -> Step | Done:
+        memory = self._memory()
+        if memory is not None and memory.created(self.hook.gateway_id, self.name):
+            self.log.info("Record type %s was created on this gateway already: nothing sent", self.name)
+            return Done(f"{self.name} created earlier")
         return Step(protocol.record_type_create_call(self.name, self.description, self.properties))
+
+    def _remember(self) -> None:
+        memory = self._memory()
+        if memory is not None:
+            memory.remember(self.hook.gateway_id, self.name)
 
     def next_step(
         self,
@@ -89,9 +125,20 @@ class EnsureRecordTypeOperator(BaseBlockchainOperator):
             if error is None:
                 assert outcome is not None
                 self.log.info("Record type %s: %s", self.name, quote(outcome.value))
+                self._remember()
                 return Done(outcome.value)
             if not isinstance(error, BlockchainGatewayError):
                 raise error
+            if not self.hook.settings.reads:
+                self.log.warning(
+                    "The gateway refused to create record type %s (%s), which the MES has no memory of "
+                    "creating: taken as existing and remembered. Its properties cannot be compared "
+                    "without reads (the connection's 'reads' field).",
+                    self.name,
+                    error.gateway_text,
+                )
+                self._remember()
+                return Done(f"{self.name} exists (refused as a new type: {error.gateway_text})")
             refusal = {"text": error.gateway_text, "topic": error.topic, "request_id": error.request_id}
             return Step(protocol.record_type_get_call(self.name), {"refusal": refusal}, optional=True)
         refusal = state["refusal"]
@@ -108,6 +155,7 @@ class EnsureRecordTypeOperator(BaseBlockchainOperator):
             )
         check_declaration(self.name, existing, self.properties)
         self.log.info("Record type %s exists on the ledger with the same properties: using it", self.name)
+        self._remember()
         return Done(f"{self.name} exists with the same properties")
 
 

@@ -37,9 +37,11 @@ from blockchain_provider.exceptions import (
     BlockchainError,
     BlockchainGatewayError,
     InvalidIdentifierError,
+    MalformedResponseError,
 )
 from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from blockchain_provider.memory import RecordTypeMemorySource
 from blockchain_provider.operators.base import BaseBlockchainOperator, Done, resolve_callable
 from blockchain_provider.operators.record import EnsureRecordTypeOperator
 from blockchain_provider.quoting import quote
@@ -150,31 +152,50 @@ class ClaimedUpdates:
 
 
 def ensure_record_type(
-    hook: KafkaBlockchainHook, name: str, description: str, properties: list[dict[str, Any]]
+    hook: KafkaBlockchainHook,
+    name: str,
+    description: str,
+    properties: list[dict[str, Any]],
+    record_types: RecordTypeMemorySource | None = None,
 ) -> None:
-    """Create record type *name*; when refused, use it if the ledger declares the same properties.
+    """Create record type *name* unless *record_types* remembers it; a refusal is taken as "it
+    exists" (read and compared where reads are on).
 
     :class:`~blockchain_provider.operators.record.EnsureRecordTypeOperator`'s steps, run with
     *hook* inside another task.
     """
     ensure = EnsureRecordTypeOperator(
-        task_id="ensure_record_type", name=name, description=description, properties=properties
+        task_id="ensure_record_type",
+        name=name,
+        description=description,
+        properties=properties,
+        record_types=record_types,
+        kafka_config_id=hook.kafka_config_id,
+        token_conn_id=hook.token_conn_id,
     )
-    ensure.run_steps({}, ensure.first_step({}), hook)
+    ensure.hook = hook  # type: ignore[misc]  # the same gateway, connections and clients
+    first = ensure.first_step({})
+    if not isinstance(first, Done):
+        ensure.run_steps({}, first, hook)
 
 
 class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     """Set dynamic properties of a record, signed with its reporter's token.
 
-    In order: the record type is ensured (created, or found with the same properties); on the
-    record's first update the record and its reporter are created with the password the store
+    In order: the record type is ensured (created unless *record_types* remembers it on this
+    gateway, as :class:`~blockchain_provider.operators.record.EnsureRecordTypeOperator` does); on
+    the record's first update the record and its reporter are created with the password the store
     prepares, and the reporter's public key and token are stored; then the update is sent as the
     reporter. The master token (``token_conn_id``) only creates.
 
-    A retry first reads the record (the optional ``BLK_Rec_Get``, :data:`RETRY_READ_TIMEOUT` at
-    most): values already there mean the earlier try was applied, and nothing is sent. This narrows
-    the window for a twice-recorded update, it does not close it (a gateway without the read, or
-    that has not applied the lost try yet, gets the update again).
+    A retry, where the connection switches reads on (``reads``), first reads the record (the
+    optional ``BLK_Rec_Get``, :data:`RETRY_READ_TIMEOUT` at most): values already there mean the
+    earlier try was applied, and nothing is sent. This narrows the window for a twice-recorded
+    update, it does not close it (a gateway that has not applied the lost try yet gets the update
+    again). Without reads (the default: the original gateway has none) the retry cannot know
+    whether the lost try was applied: it sends the update again, which sets the same values (the
+    record ends as the MES has it) and may add a second transaction of them to the ledger; an
+    update refused meanwhile is refused again, not lost.
 
     Deferrable: each request is sent from the worker, and an answer that has not come within
     *defer_after* seconds is awaited in the triggerer; the task resumes with it and goes on. An
@@ -198,6 +219,10 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         defaults to 5.
     :param queue_retry: seconds a deferrable task waits in the triggerer before it claims a busy
         queue again; defaults to 2.
+    :param record_types: the MES's memory of the record types it created on each gateway, as
+        :class:`~blockchain_provider.operators.record.EnsureRecordTypeOperator` takes it: a type
+        remembered is not sent again. Defaults to None (the type is sent on each task's first
+        update).
     """
 
     def __init__(
@@ -211,10 +236,14 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         defer_after: float = 1.0,
         queue_wait: float = 5.0,
         queue_retry: float = 2.0,
+        record_types: RecordTypeMemorySource | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         protocol.record_type_create_call(record_type, record_type_description, record_type_properties)
+        if isinstance(record_types, str):
+            resolve_callable(record_types, "record_types")
+        self.record_types = record_types
         self.record_type = record_type
         self.record_type_description = record_type_description
         self.record_type_properties = record_type_properties
@@ -440,16 +469,21 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         state: dict[str, Any],
         answer: tuple[str | None, Any] | None,
     ) -> None:
-        """Create the record type, or find it with the same properties
+        """Create the record type unless remembered, or take it as existing
         (:class:`~blockchain_provider.operators.record.EnsureRecordTypeOperator`'s steps)."""
         ensure = EnsureRecordTypeOperator(
             task_id="ensure_record_type",
             name=self.record_type,
             description=self.record_type_description,
             properties=self.record_type_properties,
+            record_types=self.record_types,
+            kafka_config_id=self.kafka_config_id,
+            token_conn_id=self.token_conn_id,
         )
+        ensure.hook = hook  # type: ignore[misc]  # the same gateway, connections and clients
         first = ensure.first_step({})
-        assert not isinstance(first, Done)
+        if isinstance(first, Done):
+            return
         outcome = _answer_for(answer, "ensure record type")
         if outcome is None:
             outcome = self._ask(hook, "ensure record type", first.call, state)
@@ -471,9 +505,13 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         topic = hook.settings.topics[protocol.record_topic(self.record_type)]
         password = update.store.prepare(update.record_id, topic, protocol.new_password())
         mask_secret(password)
-        created = hook.create_dynamic_record(
-            update.record_id, self.record_type, update.description, update.properties, password
-        )
+        try:
+            created = hook.create_dynamic_record(
+                update.record_id, self.record_type, update.description, update.properties, password
+            )
+        except MalformedResponseError as exc:
+            # the gateway made the record without a reporter we can use: no retry can change that
+            raise AirflowFailException(str(exc)) from None
         update.store.store(update.record_id, created.public_key, created.token)
         self.log.info("Created record %s and its reporter %s", update.record_id, created.public_key)
         return created.token
@@ -487,7 +525,14 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         key: str,
     ) -> bool:
         """Whether the record holds the update's values already (the optional ``BLK_Rec_Get``); an
-        unanswered or refused read counts as no."""
+        unanswered or refused read counts as no, and so does a gateway without reads."""
+        if not hook.settings.reads:
+            self.log.info(
+                "%s may have been sent by an earlier try; without reads (the connection's 'reads' "
+                "field) it cannot be checked, so it is sent again with the same values",
+                key,
+            )
+            return False
         outcome = _answer_for(answer, f"read {key}")
         if outcome is None:
             try:
