@@ -278,6 +278,8 @@ def test_a_value_that_fails_inside_the_task_fails_at_once(monkeypatch, unit_dag,
 class _BlipHook:
     """A gateway hook whose broker does not answer in time."""
 
+    gateway_id = "localhost:9092/02" + "ab" * 32
+
     def call(self, *args, **kwargs):
         raise BlockchainTimeoutError("no answer", topic="BLK_Rty", request_id="r", timeout=1)
 
