@@ -117,9 +117,10 @@ def test_the_original_gateway_answers_writes_late_and_concurrently_and_reads_nev
     assert server.wait_for(lambda c: c.get("sent", 0) >= 5)
     entries = {e["request_id"]: e for e in map(json.loads, trace.read_text().splitlines())}
     writes = [entries[rid] for rid in rids]
-    # each write waited its second for its block; a list is answered at once
+    # each write waited its second for its block; a list, sent after them, is not held: it is
+    # answered before any of them
     assert all(e["answered"] - e["received"] >= 1.0 for e in writes)
-    assert entries[listed]["answered"] - entries[listed]["received"] < 1.0
+    assert entries[listed]["answered"] < min(e["answered"] for e in writes)
     # the four waited side by side: all were read before the first was answered
     assert max(e["received"] for e in writes) < min(e["answered"] for e in writes)
     # no read topic: the read gets no answer at all
