@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -17,7 +14,7 @@ import pytest
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
 from tests.conftest import set_connections
-from tests.include.conftest import postgres_database, postgres_url  # noqa: F401 - fixture
+from tests.include.conftest import postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,21 +56,6 @@ def product_dag_confs(
         },
         "blockchain_token_check": None,
     }
-
-
-def airflow(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run the ``airflow`` command of this virtualenv with the test session's environment."""
-    command = [str(Path(sys.executable).with_name("airflow")), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=check, env=env or os.environ.copy())
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> Iterator[str]:
-    """An initialised Airflow metadata database (SQLite, in the session's Airflow home), for
-    ``dag.test()`` runs that resume deferred tasks as the triggerer does."""
-    result = airflow("db", "migrate", check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    yield os.environ["AIRFLOW_HOME"]
 
 
 @dataclass

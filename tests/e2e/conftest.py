@@ -24,6 +24,7 @@ import pytest
 from gateway_sandbox.broker import free_port
 from scripts.stack.airflow_api import api_token, http_json
 from scripts.stack.processes import session_members
+from tests.conftest import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_STACK = ROOT / "scripts" / "run_stack.py"
@@ -181,6 +182,7 @@ def new_stack(tmp_path_factory: pytest.TempPathFactory) -> RunningStack:
 
 
 @pytest.fixture(scope="module")
+@needs("broker", "airflow")
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """One stack for the whole module, stopped at its end.
 

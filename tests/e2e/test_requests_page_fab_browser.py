@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import needs
 from tests.e2e.test_browser_flow import (  # noqa: F401 - fixtures
     CHROMIUM,
     browser,
@@ -57,6 +58,7 @@ def mes(mes_path: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
+@needs("airflow")
 def server(tmp_path_factory: pytest.TempPathFactory, mes_path: Path) -> Iterator[FabApiServer]:
     with requests_page_server(tmp_path_factory.mktemp("fab-browser-home"), mes_path, MES_AGENT) as fab:
         yield fab

@@ -29,7 +29,7 @@ from gateway_sandbox.faults import Faults
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
 from tests.conftest import set_connections as shared_set_connections
-from tests.dags.conftest import ROOT, airflow_db  # noqa: F401 - fixture
+from tests.dags.conftest import ROOT
 
 #: Request topics (protocol names): nothing else than the MES writes to them.
 REQUEST_TOPICS = (

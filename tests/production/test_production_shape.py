@@ -35,6 +35,7 @@ from scripts.production_stack import ProductionStack
 from scripts.stack.airflow_api import admin_password, http_json
 from scripts.stack.processes import session_members
 from scripts.stack.settings import ADMIN_USER, Settings
+from tests.conftest import needs
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
 
 pytestmark = [
@@ -104,6 +105,7 @@ def _quote(run_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
+@needs("kafka_cluster", "postgres", "airflow")
 def production(tmp_path_factory) -> Iterator[Production]:
     missing = missing_prerequisites()
     assert not missing, f"the production shape needs {missing}"

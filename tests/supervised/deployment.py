@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import airflow
+
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
@@ -70,11 +72,17 @@ class AirflowDeployment:
             **env,
         }
         self._token: str | None = None
+        self._migrated = False
 
     # ------------------------------------------------------------------ processes
     def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [str(Path(sys.executable).with_name("airflow")), *args]
-        return subprocess.run(command, env=self.env, capture_output=True, text=True, check=check)
+        return airflow(*args, check=check, env=self.env)
+
+    def migrate(self) -> None:
+        """``airflow db migrate``, once per deployment."""
+        if not self._migrated:
+            self.airflow("db", "migrate")
+            self._migrated = True
 
     def command(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a console script of this virtualenv (``blockchain-provider``, ...) in this deployment."""
@@ -82,9 +90,7 @@ class AirflowDeployment:
         return subprocess.run(command, env=self.env, capture_output=True, text=True, check=check)
 
     def start(self, timeout: float = 180.0) -> AirflowDeployment:
-        result = self.airflow("db", "migrate", check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed: {result.stderr[-3000:]}")
+        self.migrate()
         logs = self.home / "service-logs"
         logs.mkdir(exist_ok=True)
         deadline = time.monotonic() + timeout

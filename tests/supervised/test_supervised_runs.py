@@ -26,7 +26,7 @@ from include.day_report_keys import DAY_REPORT_RECORD_TYPE
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
 from include.sample_data import generate_plant
-from tests.conftest import PostgresServer, prefixed_topics
+from tests.conftest import PostgresServer, needs, prefixed_topics
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
 from tests.supervised.deployment import AirflowDeployment
 
@@ -89,6 +89,7 @@ def metadata_database(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+@needs("airflow")
 def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
     tmp = tmp_path_factory.mktemp("supervised")
     prefix = f"sv{os.getpid()}_"
@@ -109,7 +110,7 @@ def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
     }
     airflow = AirflowDeployment(tmp / "airflow-home", dags_folder(tmp), env, free_port())
     try:
-        airflow.airflow("db", "migrate")
+        airflow.migrate()
         topics_only = {"blockchain_master": {"conn_type": "blockchain_token", "extra": {
             "topics": json.dumps(prefixed_topics(prefix)), "timeout": 30}}}  # fmt: skip
         (tmp / "conn.json").write_text(json.dumps(topics_only))

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from gateway_sandbox.broker import free_port
+from tests.conftest import airflow
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
@@ -77,15 +78,7 @@ class FabApiServer:
 
     # ------------------------------------------------------------------ set-up
     def airflow(self, *args: str) -> str:
-        result = subprocess.run(
-            [str(Path(sys.executable).with_name("airflow")), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-        return result.stdout
+        return airflow(*args, env=self.env).stdout
 
     def initialise(self) -> None:
         """Metadata database with FAB's tables, DAGs (and their FAB permissions), roles, users."""

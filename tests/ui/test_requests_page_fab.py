@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import needs
 from tests.ui.conftest import MES_AGENT, OTHER_AGENT
 from tests.ui.fab_server import FabApiServer, requests_page_server
 
@@ -41,6 +42,7 @@ def mes_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+@needs("airflow")
 def server(tmp_path_factory: pytest.TempPathFactory, mes_path: Path) -> Iterator[FabApiServer]:
     """The API server, with the MES database and this MES's agent given as connections."""
     with requests_page_server(tmp_path_factory.mktemp("fab-home"), mes_path, MES_AGENT) as fab:
