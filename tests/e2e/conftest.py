@@ -147,6 +147,10 @@ class RunningStack:
     def partner_requests(self) -> list[dict[str, Any]]:
         return self.sandbox("show", "partner-requests", "--agent", self.state["mes_public_key"])
 
+    def partner_request_status(self, request_id: str) -> str:
+        """The status of partner request *request_id* on the ledger."""
+        return {i["partner_request_id"]: i["status"] for i in self.partner_requests()}[request_id]
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300.0) -> dict[str, Any]:
         """Wait until the run is finished; return it."""
         deadline = time.monotonic() + timeout

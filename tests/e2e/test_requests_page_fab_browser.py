@@ -10,7 +10,6 @@ Screenshots go to ``test-artifacts/``.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,8 @@ import pytest
 
 from tests.conftest import needs
 from tests.e2e.test_browser_flow import (  # noqa: F401 - fixtures
-    CHROMIUM,
     browser,
+    chromium,
     page,
     save,
     sync_api,
@@ -35,10 +34,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.airflow_db,
     pytest.mark.timeout(600),
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)),
-        reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)",
-    ),
 ]
 
 
