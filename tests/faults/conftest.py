@@ -12,9 +12,6 @@ import gc
 import json
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +25,9 @@ from confluent_kafka import Consumer, TopicPartition
 from gateway_sandbox.faults import Faults
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
+from tests import sandbox_process
 from tests.conftest import set_connections as shared_set_connections
+from tests.conftest import wait_until
 from tests.dags.conftest import ROOT
 
 #: Request topics (protocol names): nothing else than the MES writes to them.
@@ -277,13 +276,7 @@ def kafka_client_threads() -> list[str]:
     return sorted(names)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+wait_for = wait_until
 
 
 # ------------------------------------------------------------------------------- DAG runs
@@ -318,52 +311,11 @@ def task_tries(dag_run) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------ a sandbox in its own process
-class SandboxProcess:
+class SandboxProcess(sandbox_process.SandboxProcess):
     """``python -m gateway_sandbox serve`` on a stack's ledger and topics, to be killed like a process.
 
     :param args: extra ``serve`` options (``--echo``, ``--delay-ms 1500``...).
     """
 
     def __init__(self, stack: FaultStack, log_path: Path, *args: str) -> None:
-        self.command = [
-            sys.executable, "-m", "gateway_sandbox", "serve",
-            "--bootstrap-servers", stack.bootstrap, "--db", str(stack.ledger_path),
-            "--topic-prefix", stack.prefix, "--log-level", "INFO", *args,
-        ]  # fmt: skip
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60.0) -> SandboxProcess:
-        """Start it and return once it is ready to serve (it says so in its log)."""
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-        ready = wait_for(
-            lambda: "gateway sandbox ready" in self.log()[offset:] or self.process.poll() is not None, timeout
-        )
-        assert ready and self.process.poll() is None, f"the sandbox did not start:\n{self.log()[offset:]}"
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to flush, close or write anything more."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.terminate()
-        try:
-            return self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
+        super().__init__(stack.bootstrap, stack.ledger_path, stack.prefix, log_path, *args)

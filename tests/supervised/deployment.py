@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests import airflow_rest
 from tests.conftest import airflow
 
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -197,24 +198,17 @@ class AirflowDeployment:
         run = self.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return run["dag_run_id"]
 
+    def api_get(self, path: str) -> Any:
+        return self.get(f"/api/v2{path}")
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300.0) -> str:
-        quoted = urllib.request.quote(run_id, safe="")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            state = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")["state"]
-            if state in ("success", "failed"):
-                return state
-            time.sleep(1)
-        raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+        runs = airflow_rest.wait_for_runs(
+            self.api_get, {run_id: (dag_id, run_id)}, timeout, interval=1, alive=self._check_alive
+        )
+        return runs[run_id]["state"]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        quoted = urllib.request.quote(run_id, safe="")
-        tis = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=100")["task_instances"]
-        return {
-            ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
-            for ti in tis
-        }
+        return airflow_rest.task_states(self.api_get, dag_id, run_id)
 
     def task_logs(self) -> dict[Path, str]:
         """Every stored task log file of this deployment, by path."""

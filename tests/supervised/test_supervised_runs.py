@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -28,6 +26,7 @@ from include.mes.repository import MesRepository
 from include.sample_data import generate_plant
 from tests.conftest import PostgresServer, needs, prefixed_topics
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
+from tests.sandbox_process import SandboxProcess
 from tests.supervised.deployment import AirflowDeployment
 
 pytestmark = [
@@ -100,7 +99,7 @@ def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
 
     ledger_path = tmp / "ledger.sqlite3"
     sandbox_log = tmp / "sandbox.log"
-    sandbox = Sandbox(kafka_bootstrap, ledger_path, prefix, sandbox_log)
+    sandbox = SandboxProcess(kafka_bootstrap, ledger_path, prefix, sandbox_log).start()
     env = {
         "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
             {"conn_type": "kafka", "extra": {"bootstrap.servers": kafka_bootstrap}}
@@ -124,30 +123,6 @@ def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
     finally:
         airflow.stop()
         sandbox.stop()
-
-
-class Sandbox:
-    """The gateway sandbox of the deployment, restartable with fault options."""
-
-    def __init__(self, bootstrap: str, ledger: Path, prefix: str, log: Path) -> None:
-        self.command = [sys.executable, "-m", "gateway_sandbox", "serve", "--bootstrap-servers", bootstrap,
-                        "--db", str(ledger), "--topic-prefix", prefix]  # fmt: skip
-        self.log = log
-        self.process: subprocess.Popen | None = None
-        self.restart()
-
-    def restart(self, *options: str) -> None:
-        self.stop()
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(
-                [*self.command, *options], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(30)
-            self.process = None
 
 
 def stored_connection(airflow: AirflowDeployment) -> dict:
