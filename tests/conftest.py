@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,9 @@ from hypothesis import settings  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics, wait_for_broker  # noqa: E402
 from local_services.kafka import KafkaCluster, missing_prerequisites  # noqa: E402
 from local_services.postgres import PostgresCluster  # noqa: E402
+
+#: Fixtures of the session that tests of several folders share.
+pytest_plugins = ["tests.ui.fab_server"]
 
 #: The broker the session starts: ``apache`` or ``tansu``.
 TEST_KAFKA = os.environ.get("TEST_KAFKA", "apache")
@@ -290,6 +294,37 @@ def topic_prefix(kafka_bootstrap: str) -> str:
 def prefixed_topics(prefix: str) -> dict[str, str]:
     """The topic override map for a prefix: default name -> prefixed name."""
     return {name: prefix + name for name in DEFAULT_TOPICS}
+
+
+def mes_agent_ledger(path: Path) -> tuple[str, str, str]:
+    """A ledger at *path* holding the MES's agent: ``(public key, token, agent password)``."""
+    from gateway_sandbox.ledger import Ledger
+
+    agent_password = secrets.token_urlsafe(24)
+    with Ledger(str(path)) as ledger:
+        public_key, token = ledger.create_agent("MES", agent_password)
+    return public_key, token, agent_password
+
+
+def use_fernet_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh deployment Fernet key, which the MES uses for its reporters' secrets as Airflow does
+    for Connections (clear ``get_fernet``'s cache again when the test ends)."""
+    from airflow.sdk.crypto import get_fernet
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    get_fernet.cache_clear()
+
+
+def create_mes_schema(engine: Any) -> None:
+    """The MES tables, as a deployment's set-up creates them (the DAGs' tasks never do); the
+    engine is disposed of."""
+    from include.mes import schema
+
+    try:
+        schema.create_schema(engine)
+    finally:
+        engine.dispose()
 
 
 def set_connections(

@@ -13,7 +13,7 @@ import pytest
 
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
-from tests.conftest import set_connections
+from tests.conftest import create_mes_schema, mes_agent_ledger, set_connections, use_fernet_key
 from tests.include.conftest import postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,10 +110,7 @@ def start_stack(
     page_cap: int | None = None,
 ) -> Stack:
     ledger_path = tmp_path / "ledger.sqlite3"
-    ledger = Ledger(str(ledger_path))
-    agent_password = secrets.token_urlsafe(24)
-    public_key, token = ledger.create_agent("MES", agent_password)
-    ledger.close()
+    public_key, token, agent_password = mes_agent_ledger(ledger_path)
     server = GatewayServer(
         bootstrap, str(ledger_path), topic_prefix=prefix, echo=echo, encoding=encoding, page_cap=page_cap
     )
@@ -129,22 +126,10 @@ def start_stack(
         timeout=20,
     )
     monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps(mes_conn))
-    # the MES tables, as a deployment's set-up creates them (the DAGs' tasks never do)
-    from include.mes import schema
     from include.mes.db import mes_engine
 
-    engine = mes_engine("mes_db")
-    try:
-        schema.create_schema(engine)
-    finally:
-        engine.dispose()
-    # the deployment's Fernet key, which the MES uses for the reporters' secrets as Airflow does
-    # for Connections
-    from airflow.sdk.crypto import get_fernet
-    from cryptography.fernet import Fernet
-
-    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
-    get_fernet.cache_clear()
+    create_mes_schema(mes_engine("mes_db"))
+    use_fernet_key(monkeypatch)
     return Stack(bootstrap, prefix, ledger_path, server, public_key, token, mes_conn)
 
 

@@ -25,9 +25,10 @@ from confluent_kafka import Consumer, TopicPartition
 from gateway_sandbox.faults import Faults
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
+from include.mes.db import engine_from_url
 from tests import sandbox_process
+from tests.conftest import create_mes_schema, mes_agent_ledger, use_fernet_key, wait_until
 from tests.conftest import set_connections as shared_set_connections
-from tests.conftest import wait_until
 from tests.dags.conftest import ROOT
 
 #: Request topics (protocol names): nothing else than the MES writes to them.
@@ -134,13 +135,10 @@ def make_stack(
     """Build a stack: a fresh topic prefix, a ledger with the MES agent, connections, and (unless
     ``serve=False``) an in-process sandbox. Everything started is stopped at teardown."""
     from airflow.sdk.crypto import get_fernet
-    from cryptography.fernet import Fernet
 
     from gateway_sandbox.broker import DEFAULT_TOPICS, ensure_topics
 
-    # the deployment's Fernet key: the MES encrypts its reporters' secrets with it
-    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
-    get_fernet.cache_clear()
+    use_fernet_key(monkeypatch)
     stacks: list[FaultStack] = []
 
     def make(
@@ -161,9 +159,7 @@ def make_stack(
         directory = tmp_path / f"stack{len(stacks)}"
         directory.mkdir()
         ledger_path = directory / "ledger.sqlite3"
-        agent_password = secrets.token_urlsafe(24)
-        with Ledger(str(ledger_path)) as ledger:
-            public_key, token = ledger.create_agent("MES", agent_password)
+        public_key, token, agent_password = mes_agent_ledger(ledger_path)
         LEDGERS.append(ledger_path)
         mes_path = directory / "mes.sqlite3"
         set_connections(
@@ -179,7 +175,7 @@ def make_stack(
             kafka_extra=kafka_extra,
             **({} if late_answer_grace is None else {"late_answer_grace": late_answer_grace}),
         )
-        create_mes_schema(mes_path)
+        create_mes_schema(engine_from_url(f"sqlite:///{mes_path}"))
         stack = FaultStack(bootstrap, prefix, ledger_path, mes_path, public_key, token, agent_password)
         stacks.append(stack)
         if serve:
@@ -190,18 +186,6 @@ def make_stack(
     for stack in stacks:
         stack.stop()
     get_fernet.cache_clear()
-
-
-def create_mes_schema(mes_path: Path) -> None:
-    """Create the MES tables, as a deployment's set-up does (the DAGs' tasks never create them)."""
-    from include.mes import schema
-    from include.mes.db import engine_from_url
-
-    engine = engine_from_url(f"sqlite:///{mes_path}")
-    try:
-        schema.create_schema(engine)
-    finally:
-        engine.dispose()
 
 
 def erp_agent(ledger: Ledger, name: str = "ERP") -> str:
