@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,21 @@ class PostgresServer:
         except psycopg2.OperationalError as exc:
             pytest.fail(f"PostgreSQL is not reachable at {self.host}:{self.port} as {self.user} ({exc})")
 
+    @contextmanager
+    def fresh_database(self, prefix: str) -> Iterator[str]:
+        """The name of a new database ``<prefix>_<random>``, dropped at the end."""
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        admin = self.connect()
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+            yield name
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            admin.close()
+
 
 @pytest.fixture(scope="session")
 @needs("postgres")
@@ -250,17 +266,8 @@ def kafka_cluster() -> Iterator[KafkaCluster | None]:
 @needs("postgres")
 def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
     """The name of a fresh PostgreSQL database for the session's MES tables, dropped at its end."""
-    name = f"mes_test_{uuid.uuid4().hex[:12]}"
-    admin = postgres_server.connect()
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
+    with postgres_server.fresh_database("mes_test") as name:
         yield name
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 @pytest.fixture(scope="session")

@@ -74,17 +74,9 @@ def dags_folder(tmp: Path) -> Path:
 def metadata_database(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh PostgreSQL database for Airflow's metadata: several services write it at once,
     which SQLite serialises with 'database is locked' errors under load."""
-    name = f"airflow_sv_{uuid.uuid4().hex[:10]}"
-    admin = postgres_server.connect()
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+psycopg2://{postgres_server.user}@{postgres_server.host}:{postgres_server.port}/{name}"
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    server = postgres_server
+    with server.fresh_database("airflow_sv") as name:
+        yield f"postgresql+psycopg2://{server.user}@{server.host}:{server.port}/{name}"
 
 
 @pytest.fixture(scope="module")
