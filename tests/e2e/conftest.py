@@ -172,10 +172,11 @@ def new_stack(tmp_path_factory: pytest.TempPathFactory) -> RunningStack:
     return RunningStack(tmp_path_factory.mktemp("stack") / "local", free_port(), free_port())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 @needs("broker", "airflow")
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    """One stack for the whole module, stopped at its end.
+    """One stack for the session's browser flows (each works on requests of its own, as against
+    the stack ``make run`` keeps running), stopped at its end.
 
     With ``E2E_STACK_DIR`` set (e.g. ``.local``), the stack that ``make run`` is running there is
     used instead, and left running.

@@ -37,6 +37,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.broker,
+    pytest.mark.tansu,  # make run's own stack on its embedded broker, shared with test_browser_flow.py
     pytest.mark.timeout(900),
 ]
 
