@@ -1,10 +1,10 @@
-# The two commands of the README: `make run` and `make test`. Both set up .venv first.
+# The commands of the README: `make run`, `make check` and `make test`. Each sets up .venv first.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint run production bench bench-production bench-unit-updates clean kafka-check kafka-jars
+.PHONY: setup check test lint run production bench bench-production bench-unit-updates clean kafka-check kafka-jars
 
 setup: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt plugins/blockcha
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The fast loop: lint, then every test marked `unit` (tests/conftest.py marks a test that needs no
+# broker, no database server and no Airflow process so, from the fixtures it requests).
+check: setup lint
+	$(BIN)/python -m pytest -m unit -q
 
 # Two passes: the broker-dependent suites on an Apache Kafka KRaft cluster (3 nodes, started by the
 # session from the jars kafka/pom.xml pins; needs Java >= 17 and Maven), then the tests that guard

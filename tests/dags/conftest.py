@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -17,8 +14,8 @@ import pytest
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.profiles import profile as gateway_profile
 from gateway_sandbox.server import GatewayServer
-from tests.conftest import set_connections
-from tests.include.conftest import postgres_database, postgres_url  # noqa: F401 - fixture
+from tests.conftest import create_mes_schema, mes_agent_ledger, set_connections, use_fernet_key
+from tests.include.conftest import postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,21 +57,6 @@ def product_dag_confs(
         },
         "blockchain_token_check": None,
     }
-
-
-def airflow(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run the ``airflow`` command of this virtualenv with the test session's environment."""
-    command = [str(Path(sys.executable).with_name("airflow")), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=check, env=env or os.environ.copy())
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> Iterator[str]:
-    """An initialised Airflow metadata database (SQLite, in the session's Airflow home), for
-    ``dag.test()`` runs that resume deferred tasks as the triggerer does."""
-    result = airflow("db", "migrate", check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    yield os.environ["AIRFLOW_HOME"]
 
 
 @dataclass
@@ -132,10 +114,7 @@ def start_stack(
     trace_path: str | None = None,
 ) -> Stack:
     ledger_path = tmp_path / "ledger.sqlite3"
-    ledger = Ledger(str(ledger_path))
-    agent_password = secrets.token_urlsafe(24)
-    public_key, token = ledger.create_agent("MES", agent_password)
-    ledger.close()
+    public_key, token, agent_password = mes_agent_ledger(ledger_path)
     server = GatewayServer(
         bootstrap,
         str(ledger_path),
@@ -158,22 +137,10 @@ def start_stack(
         timeout=20,
     )
     monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps(mes_conn))
-    # the MES tables, as a deployment's set-up creates them (the DAGs' tasks never do)
-    from include.mes import schema
     from include.mes.db import mes_engine
 
-    engine = mes_engine("mes_db")
-    try:
-        schema.create_schema(engine)
-    finally:
-        engine.dispose()
-    # the deployment's Fernet key, which the MES uses for the reporters' secrets as Airflow does
-    # for Connections
-    from airflow.sdk.crypto import get_fernet
-    from cryptography.fernet import Fernet
-
-    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
-    get_fernet.cache_clear()
+    create_mes_schema(mes_engine("mes_db"))
+    use_fernet_key(monkeypatch)
     return Stack(bootstrap, prefix, ledger_path, server, public_key, token, mes_conn)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from datetime import date
 
 import pytest
@@ -433,6 +432,7 @@ def test_a_unit_update_whose_wait_fails_in_the_triggerer_lets_the_lock_go(stack)
         mes.set_production_unit_state(unit.id, params["status"], "", dag_run_id=run_id)
         task = dag_task("blockchain_production_unit_update", "update_unit_record")
         context = task_context(run_id=run_id, params=params, task=task, try_number=try_number)
+        before = stack.server.counters
         with pytest.raises(TaskDeferred):
             task.execute(context)
         assert unit_lock_holder(mes.engine, unit.id) == run_id
@@ -442,7 +442,13 @@ def test_a_unit_update_whose_wait_fails_in_the_triggerer_lets_the_lock_go(stack)
         assert unit_lock_holder(mes.engine, unit.id) is None  # the unit's next run need not wait
         assert mes.unit_change(run_id).outcome == outcome  # pending for a retry; given up on the last
         # the abandoned request's answer (no echo: told by the token) comes before the next request
-        time.sleep(2.5)
+        assert stack.server.wait_for(lambda now, before=before: answered_since(before, now), timeout=60)
+
+
+def answered_since(before: dict[str, int], now: dict[str, int]) -> bool:
+    """The sandbox received requests since *before* and has sent an answer to each of them."""
+    received = now.get("requests", 0) - before.get("requests", 0)
+    return received > 0 and now.get("sent", 0) - before.get("sent", 0) >= received
 
 
 def test_sync_of_250_orders_reads_to_the_empty_page(stack):

@@ -33,6 +33,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -953,7 +955,7 @@ def compose_command() -> tuple[tuple[str, ...] | None, str]:
 def run_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command, reason = compose_command()
     if command is None:
-        pytest.skip(reason)
+        unavailable(reason)
     # a clean environment: the shell's variables would override the env file's
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
     return subprocess.run(

@@ -17,13 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
 from gateway_sandbox.broker import free_port
 from scripts.stack.airflow_api import api_token, http_json
 from scripts.stack.processes import session_members
+from tests import airflow_rest
+from tests.conftest import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_STACK = ROOT / "scripts" / "run_stack.py"
@@ -146,25 +147,16 @@ class RunningStack:
     def partner_requests(self) -> list[dict[str, Any]]:
         return self.sandbox("show", "partner-requests", "--agent", self.state["mes_public_key"])
 
+    def partner_request_status(self, request_id: str) -> str:
+        """The status of partner request *request_id* on the ledger."""
+        return {i["partner_request_id"]: i["status"] for i in self.partner_requests()}[request_id]
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300.0) -> dict[str, Any]:
         """Wait until the run is finished; return it."""
-        deadline = time.monotonic() + timeout
-        run: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            run = self.api(f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
-            if run["state"] in ("success", "failed"):
-                return run
-            time.sleep(2)
-        pytest.fail(
-            f"{dag_id} run {run_id} still {run.get('state')} after {timeout:.0f} s: {self.task_states(dag_id, run_id)}"
-        )
+        return airflow_rest.wait_for_runs(self.api, {run_id: (dag_id, run_id)}, timeout)[run_id]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        tis = self.api(f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances")["task_instances"]
-        return {
-            ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
-            for ti in tis
-        }
+        return airflow_rest.task_states(self.api, dag_id, run_id)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -180,9 +172,11 @@ def new_stack(tmp_path_factory: pytest.TempPathFactory) -> RunningStack:
     return RunningStack(tmp_path_factory.mktemp("stack") / "local", free_port(), free_port())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+@needs("broker", "airflow")
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    """One stack for the whole module, stopped at its end.
+    """One stack for the session's browser flows (each works on requests of its own, as against
+    the stack ``make run`` keeps running), stopped at its end.
 
     With ``E2E_STACK_DIR`` set (e.g. ``.local``), the stack that ``make run`` is running there is
     used instead, and left running.

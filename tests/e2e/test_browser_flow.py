@@ -13,14 +13,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from playwright import sync_api
 
+from tests.conftest import needs, unavailable, wait_until
 from tests.e2e.conftest import ROOT, RunningStack
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -43,20 +44,22 @@ pytestmark = [
     pytest.mark.broker,
     pytest.mark.tansu,  # make run's own stack on its embedded broker
     pytest.mark.timeout(900),
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)),
-        reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)",
-    ),
 ]
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="the playwright package is not installed (requirements-dev.txt)"
-)
 # the UI is slow to render on a loaded machine: wait as long as for any other page action
 sync_api.expect.set_options(timeout=60_000)
 
 
+@pytest.fixture(scope="module", autouse=True)
+@needs("browser")
+def chromium() -> str:
+    """Debian's Chromium, checked before any stack starts; missing, it skips the test (fails on CI)."""
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        unavailable(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)")
+    return CHROMIUM
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(chromium: str) -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -147,11 +150,5 @@ def test_operator_rejects_a_partner_request(running_stack: RunningStack, page: A
     save(page, "partner_answer_run.png")
 
     # 5. the ledger has the answer
-    deadline = time.monotonic() + 30
-    status = ""
-    while time.monotonic() < deadline:
-        status = {i["partner_request_id"]: i["status"] for i in stack.partner_requests()}[request_id]
-        if status != "OPEN":
-            break
-        time.sleep(1)
-    assert status == "REJECTED"
+    assert wait_until(lambda: stack.partner_request_status(request_id) != "OPEN", timeout=30, interval=1)
+    assert stack.partner_request_status(request_id) == "REJECTED"

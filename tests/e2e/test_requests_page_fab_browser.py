@@ -10,23 +10,21 @@ Screenshots go to ``test-artifacts/``.
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.test_browser_flow import (  # noqa: F401 - fixtures
-    CHROMIUM,
     browser,
+    chromium,
     page,
     save,
     sync_api,
 )
 from tests.ui.conftest import MES_AGENT, OTHER_AGENT
-from tests.ui.fab_server import FabApiServer, password, requests_page_server
+from tests.ui.fab_server import FabApiServer, password
 
 ANSWER_DAG = "blockchain_partner_answer"
 
@@ -34,16 +32,12 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.airflow_db,
     pytest.mark.timeout(600),
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)),
-        reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)",
-    ),
 ]
 
 
 @pytest.fixture(scope="module")
-def mes_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("fab-browser-mes") / "mes.sqlite3"
+def mes_path(fab_mes_path: Path) -> Path:
+    return fab_mes_path
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +51,8 @@ def mes(mes_path: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, mes_path: Path) -> Iterator[FabApiServer]:
-    with requests_page_server(tmp_path_factory.mktemp("fab-browser-home"), mes_path, MES_AGENT) as fab:
-        yield fab
+def server(fab_server: FabApiServer) -> FabApiServer:
+    return fab_server
 
 
 def open_partner_request(mes: Any, n: int) -> str:

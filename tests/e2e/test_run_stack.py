@@ -16,7 +16,13 @@ import pytest
 from tests.e2e.conftest import RunningStack, new_stack
 
 # make run's own stack on its embedded broker: the tansu pass of `make test`.
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.tansu, pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.broker,
+    pytest.mark.airflow,
+    pytest.mark.tansu,
+    pytest.mark.timeout(900),
+]
 
 DAG_IDS = {
     "blockchain_day_report",

@@ -20,7 +20,7 @@ from local_services.kafka import kafka_version
 from local_services.ports import free_port
 from tests.e2e.conftest import RUN_STACK, stack_environment
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.airflow, pytest.mark.timeout(900)]
 
 
 def run_check(stack_dir: Path, broker_port: int) -> subprocess.CompletedProcess[str]:

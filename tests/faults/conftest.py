@@ -12,9 +12,6 @@ import gc
 import json
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +25,11 @@ from confluent_kafka import Consumer, TopicPartition
 from gateway_sandbox.faults import Faults
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
+from include.mes.db import engine_from_url
+from tests import sandbox_process
+from tests.conftest import create_mes_schema, mes_agent_ledger, use_fernet_key, wait_until
 from tests.conftest import set_connections as shared_set_connections
-from tests.dags.conftest import ROOT, airflow_db  # noqa: F401 - fixture
+from tests.dags.conftest import ROOT
 
 #: Request topics (protocol names): nothing else than the MES writes to them.
 REQUEST_TOPICS = (
@@ -135,13 +135,10 @@ def make_stack(
     """Build a stack: a fresh topic prefix, a ledger with the MES agent, connections, and (unless
     ``serve=False``) an in-process sandbox. Everything started is stopped at teardown."""
     from airflow.sdk.crypto import get_fernet
-    from cryptography.fernet import Fernet
 
     from gateway_sandbox.broker import DEFAULT_TOPICS, ensure_topics
 
-    # the deployment's Fernet key: the MES encrypts its reporters' secrets with it
-    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
-    get_fernet.cache_clear()
+    use_fernet_key(monkeypatch)
     stacks: list[FaultStack] = []
 
     def make(
@@ -162,9 +159,7 @@ def make_stack(
         directory = tmp_path / f"stack{len(stacks)}"
         directory.mkdir()
         ledger_path = directory / "ledger.sqlite3"
-        agent_password = secrets.token_urlsafe(24)
-        with Ledger(str(ledger_path)) as ledger:
-            public_key, token = ledger.create_agent("MES", agent_password)
+        public_key, token, agent_password = mes_agent_ledger(ledger_path)
         LEDGERS.append(ledger_path)
         mes_path = directory / "mes.sqlite3"
         set_connections(
@@ -180,7 +175,7 @@ def make_stack(
             kafka_extra=kafka_extra,
             **({} if late_answer_grace is None else {"late_answer_grace": late_answer_grace}),
         )
-        create_mes_schema(mes_path)
+        create_mes_schema(engine_from_url(f"sqlite:///{mes_path}"))
         stack = FaultStack(bootstrap, prefix, ledger_path, mes_path, public_key, token, agent_password)
         stacks.append(stack)
         if serve:
@@ -191,18 +186,6 @@ def make_stack(
     for stack in stacks:
         stack.stop()
     get_fernet.cache_clear()
-
-
-def create_mes_schema(mes_path: Path) -> None:
-    """Create the MES tables, as a deployment's set-up does (the DAGs' tasks never create them)."""
-    from include.mes import schema
-    from include.mes.db import engine_from_url
-
-    engine = engine_from_url(f"sqlite:///{mes_path}")
-    try:
-        schema.create_schema(engine)
-    finally:
-        engine.dispose()
 
 
 def erp_agent(ledger: Ledger, name: str = "ERP") -> str:
@@ -277,13 +260,7 @@ def kafka_client_threads() -> list[str]:
     return sorted(names)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+wait_for = wait_until
 
 
 # ------------------------------------------------------------------------------- DAG runs
@@ -318,52 +295,11 @@ def task_tries(dag_run) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------ a sandbox in its own process
-class SandboxProcess:
+class SandboxProcess(sandbox_process.SandboxProcess):
     """``python -m gateway_sandbox serve`` on a stack's ledger and topics, to be killed like a process.
 
     :param args: extra ``serve`` options (``--echo``, ``--delay-ms 1500``...).
     """
 
     def __init__(self, stack: FaultStack, log_path: Path, *args: str) -> None:
-        self.command = [
-            sys.executable, "-m", "gateway_sandbox", "serve",
-            "--bootstrap-servers", stack.bootstrap, "--db", str(stack.ledger_path),
-            "--topic-prefix", stack.prefix, "--log-level", "INFO", *args,
-        ]  # fmt: skip
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60.0) -> SandboxProcess:
-        """Start it and return once it is ready to serve (it says so in its log)."""
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-        ready = wait_for(
-            lambda: "gateway sandbox ready" in self.log()[offset:] or self.process.poll() is not None, timeout
-        )
-        assert ready and self.process.poll() is None, f"the sandbox did not start:\n{self.log()[offset:]}"
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to flush, close or write anything more."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.terminate()
-        try:
-            return self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
+        super().__init__(stack.bootstrap, stack.ledger_path, stack.prefix, log_path, *args)

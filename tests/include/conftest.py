@@ -1,13 +1,12 @@
 """Engines for the MES database tests: a SQLite file and a PostgreSQL database.
 
 The PostgreSQL server is the session's ``postgres_server`` (a throwaway cluster of its own, or
-``MES_TEST_PG_HOST``). One database ``mes_test_<random>`` is created for the session and dropped
-at its end; every test starts with its tables dropped.
+``MES_TEST_PG_HOST``) and the database its ``postgres_database`` (tests/conftest.py), created for
+the session and dropped at its end; every test starts with its tables dropped.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -17,22 +16,6 @@ from sqlalchemy.engine import Engine
 from include.mes import schema
 from include.mes.db import engine_from_url
 from tests.conftest import PostgresServer
-
-
-@pytest.fixture(scope="session")
-def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
-    """The name of a fresh PostgreSQL database, dropped after the session."""
-    name = f"mes_test_{uuid.uuid4().hex[:12]}"
-    admin = postgres_server.connect()
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield name
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 def postgres_url(server: PostgresServer, database: str) -> sa.URL:

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.mes import schema
+from include.mes import schema, unit_updates
 from include.mes.models import ProductionUnitNotFoundError
 from include.mes.repository import MesRepository
 from include.mes.unit_updates import (
@@ -23,6 +23,7 @@ from include.mes.unit_updates import (
     release_unit,
     unit_lock_holder,
 )
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -101,7 +102,9 @@ def test_a_drain_gives_the_pending_changes_up_to_its_own_in_order(repo: MesRepos
         assert [c.status for c in pending] == ["S4"]
 
 
-def test_the_lock_excludes_a_second_drain_of_the_unit_not_of_another(repo: MesRepository) -> None:
+def test_the_lock_excludes_a_second_drain_of_the_unit_not_of_another(
+    repo: MesRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pt10 = repo.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
     pt11 = repo.add_production_unit("PT11", "Press line 11", "Running", "Stamping")
     repo.set_production_unit_state(pt10.id, "S1", "", dag_run_id="run-1")
@@ -133,10 +136,20 @@ def test_the_lock_excludes_a_second_drain_of_the_unit_not_of_another(repo: MesRe
             with repo.drain_unit_changes(pt10.id, repo.unit_change("run-2").seq, "run-2") as pending:
                 outcome["pending"] = [c.status for c in pending]
 
+        refused = []
+
+        def counted_claim(engine, unit_id, run_id, **kwargs):
+            claimed = claim_unit(engine, unit_id, run_id, **kwargs)
+            if not claimed and run_id == "run-2":
+                refused.append(unit_id)
+            return claimed
+
+        monkeypatch.setattr(unit_updates, "claim_unit", counted_claim)
         waiter = threading.Thread(target=wait_then_drain)
         waiter.start()
-        time.sleep(0.3)
-        assert "pending" not in outcome  # still waiting for the lock
+        # the waiter asked for the lock, was refused and asked again: it waits, it did not drain
+        assert wait_until(lambda: len(refused) >= 2, timeout=30)
+        assert "pending" not in outcome
     finally:
         release.set()
         holder.join(30)

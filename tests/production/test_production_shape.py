@@ -35,6 +35,8 @@ from scripts.production_stack import ProductionStack
 from scripts.stack.airflow_api import admin_password, http_json
 from scripts.stack.processes import session_members
 from scripts.stack.settings import ADMIN_USER, Settings
+from tests import airflow_rest
+from tests.conftest import needs
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
 
 pytestmark = [
@@ -73,18 +75,12 @@ class Production:
             "dag_run_id"
         ]
 
-    def run_state(self, dag_id: str, run_id: str) -> str:
-        return self.api(f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}")["state"]
+    def api_get(self, path: str) -> Any:
+        return self.api(f"/api/v2{path}")
 
     def wait_for_runs(self, runs: dict[str, tuple[str, str]], timeout: float) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        states: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            states = {name: self.run_state(dag_id, run_id) for name, (dag_id, run_id) in runs.items()}
-            if all(state in ("success", "failed") for state in states.values()):
-                return states
-            time.sleep(3)
-        raise TimeoutError(f"runs not finished within {timeout:.0f} s: {states}")
+        finished = airflow_rest.wait_for_runs(self.api_get, runs, timeout, interval=3)
+        return {name: run["state"] for name, run in finished.items()}
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self.api(f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances")["task_instances"]
@@ -104,6 +100,7 @@ def _quote(run_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
+@needs("kafka_cluster", "postgres", "airflow")
 def production(tmp_path_factory) -> Iterator[Production]:
     missing = missing_prerequisites()
     assert not missing, f"the production shape needs {missing}"

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 from blockchain_provider import get_provider_info
 
 
-def airflow(*args: str) -> str:
-    command = [str(Path(sys.executable).with_name("airflow")), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
-
-
-def test_airflow_lists_the_provider_and_its_hook():
-    providers = json.loads(airflow("providers", "list", "-o", "json"))
+def test_airflow_lists_the_provider_and_its_hook(airflow_cli):
+    providers = json.loads(airflow_cli("providers", "list", "-o", "json").stdout)
     ours = [p for p in providers if p["package_name"] == "airflow-provider-blockchain"]
     assert ours and ours[0]["version"] == get_provider_info()["versions"][0]
-    hooks = json.loads(airflow("providers", "hooks", "-o", "json"))
+    hooks = json.loads(airflow_cli("providers", "hooks", "-o", "json").stdout)
     assert any(
         h["connection_type"] == "blockchain_token"
         and h["class"] == "blockchain_provider.hooks.kafka_blockchain.KafkaBlockchainHook"

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,6 +16,7 @@ from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
 from tests.sandbox.client import CREATE, UNIT, BlkClient, unit_record
 from tests.sandbox.conftest import ERP_PASSWORD
+from tests.sandbox_process import SandboxProcess
 
 pytestmark = pytest.mark.broker
 
@@ -74,8 +71,7 @@ def test_requests_sent_while_stopped_are_answered_once_after_restart(make_server
         client.send("BLK_Rec_Unit", {"auth": token, **CREATE}, unit_record(f"R{i}"), flush=False): f"R{i}"
         for i in range(5)
     }
-    client.producer.flush(10)
-    time.sleep(0.3)
+    assert client.producer.flush(10) == 0  # on the topic while no server runs
     assert ledger.count_records() == 0
 
     server = make_server(echo=True)
@@ -108,16 +104,12 @@ def test_unsent_outbox_rows_are_sent_first_on_start(make_server, make_client, le
 
 @pytest.mark.also_tansu
 def test_a_killed_server_loses_nothing_and_applies_nothing_twice(
-    kafka_bootstrap, topic_prefix, db_path, ledger, mes
+    kafka_bootstrap, topic_prefix, db_path, ledger, mes, tmp_path
 ):
     mes_pk, token = mes
     ledger.create_record_type(mes_pk, "Unit", UNIT)
     client = BlkClient(kafka_bootstrap, topic_prefix)
-    command = [
-        sys.executable, "-m", "gateway_sandbox", "serve", "--bootstrap-servers", kafka_bootstrap, "--db", db_path,
-        "--topic-prefix", topic_prefix, "--echo", "--log-level", "WARNING",
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    server = SandboxProcess(kafka_bootstrap, db_path, topic_prefix, tmp_path / "sandbox.log", "--echo")
     sent: dict[str, str] = {}
     killed = threading.Event()
 
@@ -133,29 +125,25 @@ def test_a_killed_server_loses_nothing_and_applies_nothing_twice(
             time.sleep(0.005)
         client.producer.flush(10)
 
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server.start()
     sender = threading.Thread(target=send_paced)
     try:
         client.request("BLK_Part_Lst", {"auth": token}, timeout=60)  # the server is up
         sender.start()
         client.wait(lambda r: len(client.received) >= 31, timeout=30, what="30 answers")
-        server.send_signal(signal.SIGKILL)  # mid-stream, no chance to clean up
-        server.wait(10)
+        server.kill()  # mid-stream, no chance to clean up
         assert sender.is_alive(), "the sender stopped before the kill"
         killed.set()
         answered_before_kill = len(client.received)
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server.start()
         sender.join(30)
         assert len(sent) == 400
         outcomes = {rid: client.response_to(rid, timeout=30).outcome for rid in list(sent)}
-        server.terminate()
-        assert server.wait(10) == 0
+        assert server.stop() == 0
     finally:
         killed.set()
         sender.join(30)
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
+        server.stop()
         client.close()
     assert 30 < answered_before_kill < 400
     # a request applied twice would have been answered "exists with identical values"

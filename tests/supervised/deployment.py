@@ -18,6 +18,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests import airflow_rest
+from tests.conftest import airflow
+
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
@@ -70,11 +73,17 @@ class AirflowDeployment:
             **env,
         }
         self._token: str | None = None
+        self._migrated = False
 
     # ------------------------------------------------------------------ processes
     def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [str(Path(sys.executable).with_name("airflow")), *args]
-        return subprocess.run(command, env=self.env, capture_output=True, text=True, check=check)
+        return airflow(*args, check=check, env=self.env)
+
+    def migrate(self) -> None:
+        """``airflow db migrate``, once per deployment."""
+        if not self._migrated:
+            self.airflow("db", "migrate")
+            self._migrated = True
 
     def command(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a console script of this virtualenv (``blockchain-provider``, ...) in this deployment."""
@@ -82,9 +91,7 @@ class AirflowDeployment:
         return subprocess.run(command, env=self.env, capture_output=True, text=True, check=check)
 
     def start(self, timeout: float = 180.0) -> AirflowDeployment:
-        result = self.airflow("db", "migrate", check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed: {result.stderr[-3000:]}")
+        self.migrate()
         logs = self.home / "service-logs"
         logs.mkdir(exist_ok=True)
         deadline = time.monotonic() + timeout
@@ -191,24 +198,17 @@ class AirflowDeployment:
         run = self.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return run["dag_run_id"]
 
+    def api_get(self, path: str) -> Any:
+        return self.get(f"/api/v2{path}")
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300.0) -> str:
-        quoted = urllib.request.quote(run_id, safe="")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            state = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")["state"]
-            if state in ("success", "failed"):
-                return state
-            time.sleep(1)
-        raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+        runs = airflow_rest.wait_for_runs(
+            self.api_get, {run_id: (dag_id, run_id)}, timeout, interval=1, alive=self._check_alive
+        )
+        return runs[run_id]["state"]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        quoted = urllib.request.quote(run_id, safe="")
-        tis = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=100")["task_instances"]
-        return {
-            ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
-            for ti in tis
-        }
+        return airflow_rest.task_states(self.api_get, dag_id, run_id)
 
     def task_logs(self) -> dict[Path, str]:
         """Every stored task log file of this deployment, by path."""

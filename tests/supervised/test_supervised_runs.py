@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -26,8 +24,9 @@ from include.day_report_keys import DAY_REPORT_RECORD_TYPE
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
 from include.sample_data import generate_plant
-from tests.conftest import PostgresServer, prefixed_topics
+from tests.conftest import PostgresServer, needs, prefixed_topics
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
+from tests.sandbox_process import SandboxProcess
 from tests.supervised.deployment import AirflowDeployment
 
 pytestmark = [
@@ -75,20 +74,13 @@ def dags_folder(tmp: Path) -> Path:
 def metadata_database(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh PostgreSQL database for Airflow's metadata: several services write it at once,
     which SQLite serialises with 'database is locked' errors under load."""
-    name = f"airflow_sv_{uuid.uuid4().hex[:10]}"
-    admin = postgres_server.connect()
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+psycopg2://{postgres_server.user}@{postgres_server.host}:{postgres_server.port}/{name}"
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    server = postgres_server
+    with server.fresh_database("airflow_sv") as name:
+        yield f"postgresql+psycopg2://{server.user}@{server.host}:{server.port}/{name}"
 
 
 @pytest.fixture(scope="module")
+@needs("airflow")
 def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
     tmp = tmp_path_factory.mktemp("supervised")
     prefix = f"sv{os.getpid()}_"
@@ -99,7 +91,7 @@ def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
 
     ledger_path = tmp / "ledger.sqlite3"
     sandbox_log = tmp / "sandbox.log"
-    sandbox = Sandbox(kafka_bootstrap, ledger_path, prefix, sandbox_log)
+    sandbox = SandboxProcess(kafka_bootstrap, ledger_path, prefix, sandbox_log).start()
     env = {
         "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
             {"conn_type": "kafka", "extra": {"bootstrap.servers": kafka_bootstrap}}
@@ -109,7 +101,7 @@ def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
     }
     airflow = AirflowDeployment(tmp / "airflow-home", dags_folder(tmp), env, free_port())
     try:
-        airflow.airflow("db", "migrate")
+        airflow.migrate()
         topics_only = {"blockchain_master": {"conn_type": "blockchain_token", "extra": {
             "topics": json.dumps(prefixed_topics(prefix)), "timeout": 30}}}  # fmt: skip
         (tmp / "conn.json").write_text(json.dumps(topics_only))
@@ -123,30 +115,6 @@ def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
     finally:
         airflow.stop()
         sandbox.stop()
-
-
-class Sandbox:
-    """The gateway sandbox of the deployment, restartable with fault options."""
-
-    def __init__(self, bootstrap: str, ledger: Path, prefix: str, log: Path) -> None:
-        self.command = [sys.executable, "-m", "gateway_sandbox", "serve", "--bootstrap-servers", bootstrap,
-                        "--db", str(ledger), "--topic-prefix", prefix]  # fmt: skip
-        self.log = log
-        self.process: subprocess.Popen | None = None
-        self.restart()
-
-    def restart(self, *options: str) -> None:
-        self.stop()
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(
-                [*self.command, *options], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(30)
-            self.process = None
 
 
 def stored_connection(airflow: AirflowDeployment) -> dict:

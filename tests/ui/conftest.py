@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import airflow
+
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 #: username -> simple auth manager role
 USERS = {"admin": "admin", "operator": "op", "worker": "user", "reader": "viewer"}
@@ -21,19 +20,10 @@ MES_AGENT = "02" + "a1" * 32
 OTHER_AGENT = "03" + "b2" * 32
 
 
-def _airflow(*args: str) -> None:
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("airflow")), *args],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-    )
-    assert result.returncode == 0, f"airflow {' '.join(args)}: {result.stderr[-3000:]}"
-
-
 @pytest.fixture(scope="module")
-def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The API server's FastAPI app, created as ``airflow api-server`` creates it."""
+def api_server(tmp_path_factory: pytest.TempPathFactory, airflow_db: str) -> Iterator[Any]:
+    """The API server's FastAPI app, created as ``airflow api-server`` creates it, on the
+    session's metadata database."""
     settings = {
         "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
@@ -45,8 +35,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     saved = {key: os.environ.get(key) for key in settings}
     os.environ.update(settings)
     try:
-        _airflow("db", "migrate")
-        _airflow("dags", "reserialize")
+        airflow("dags", "reserialize")
         from airflow.api_fastapi.app import create_app, purge_cached_app
 
         purge_cached_app()

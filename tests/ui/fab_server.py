@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway_sandbox.broker import free_port
+from tests.conftest import airflow, needs
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
@@ -77,15 +79,7 @@ class FabApiServer:
 
     # ------------------------------------------------------------------ set-up
     def airflow(self, *args: str) -> str:
-        result = subprocess.run(
-            [str(Path(sys.executable).with_name("airflow")), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-        return result.stdout
+        return airflow(*args, env=self.env).stdout
 
     def initialise(self) -> None:
         """Metadata database with FAB's tables, DAGs (and their FAB permissions), roles, users."""
@@ -223,3 +217,25 @@ def requests_page_server(home: Path, mes_path: Path, mes_agent: str) -> Iterator
         yield fab
     finally:
         fab.stop()
+
+
+# The session's FAB API server, shared by the endpoint tests (tests/ui/) and the browser's
+# (tests/e2e/): its set-up (FAB's tables, roles, users, an api-server) is the slow part. Each
+# test adds the partner requests it looks at and compares run counts with what it found before.
+# tests/conftest.py loads this module as a plugin, so that the fixtures exist once per session.
+
+
+@pytest.fixture(scope="session")
+def fab_mes_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The MES database the session's FAB API server's page reads."""
+    return tmp_path_factory.mktemp("fab-mes") / "mes.sqlite3"
+
+
+@pytest.fixture(scope="session")
+@needs("airflow")
+def fab_server(tmp_path_factory: pytest.TempPathFactory, fab_mes_path: Path) -> Iterator[FabApiServer]:
+    """The API server, with the MES database and this MES's agent given as connections."""
+    from tests.ui.conftest import MES_AGENT
+
+    with requests_page_server(tmp_path_factory.mktemp("fab-home"), fab_mes_path, MES_AGENT) as fab:
+        yield fab

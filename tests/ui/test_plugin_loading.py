@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 
-def test_airflow_loads_the_plugin_once_without_errors() -> None:
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    result = subprocess.run([airflow, "plugins", "-o", "json"], capture_output=True, text=True, check=True)
+def test_airflow_loads_the_plugin_once_without_errors(airflow_cli) -> None:
+    result = airflow_cli("plugins", "-o", "json")
     plugins = [p for p in json.loads(result.stdout) if p["name"] == "blockchain_requests"]
     assert len(plugins) == 1, result.stdout
     (plugin,) = plugins

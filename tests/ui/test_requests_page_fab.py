@@ -12,7 +12,6 @@ import itertools
 import re
 import shlex
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.ui.conftest import MES_AGENT, OTHER_AGENT
-from tests.ui.fab_server import FabApiServer, requests_page_server
+from tests.ui.fab_server import FabApiServer
 
 pytestmark = [pytest.mark.airflow_db, pytest.mark.timeout(600)]
 
@@ -36,15 +35,13 @@ def new_id() -> str:
 
 
 @pytest.fixture(scope="module")
-def mes_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("fab-mes") / "mes.sqlite3"
+def mes_path(fab_mes_path: Path) -> Path:
+    return fab_mes_path
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, mes_path: Path) -> Iterator[FabApiServer]:
-    """The API server, with the MES database and this MES's agent given as connections."""
-    with requests_page_server(tmp_path_factory.mktemp("fab-home"), mes_path, MES_AGENT) as fab:
-        yield fab
+def server(fab_server: FabApiServer) -> FabApiServer:
+    return fab_server
 
 
 @pytest.fixture(scope="module")
