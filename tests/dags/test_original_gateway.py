@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from include.day_report_keys import DAY_REPORT_RECORD_TYPE, PRODUCTION_UNIT_RECORD_TYPE
-from tests.dags.conftest import airflow, erp_agent, mes_connection, run_dag, start_stack, task_states
+from tests.conftest import airflow
+from tests.dags.conftest import erp_agent, mes_connection, run_dag, start_stack, task_states
 
 pytestmark = [pytest.mark.broker, pytest.mark.airflow_db, pytest.mark.timeout(900)]
 
