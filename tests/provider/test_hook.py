@@ -531,7 +531,7 @@ def test_reader_settings_layer_defaults_connection_and_required(
             }
         ),
     )
-    KafkaBlockchainHook()._new_consumer(*reader)
+    KafkaBlockchainHook().new_response_consumer(*reader)
     assert built["fetch.wait.max.ms"] == expected_wait
     assert built["bootstrap.servers"] == "broker:9092"
     assert built["enable.auto.commit"] is False  # required: the reader commits nothing
