@@ -9,6 +9,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from confluent_kafka import Producer
 
 from blockchain_provider.operators import ListOrderRequestsOperator
 from blockchain_provider.triggers import events
@@ -45,7 +46,6 @@ def test_a_deferred_sync_stores_the_good_orders_and_sets_the_poisoned_ones_aside
         gateway_env.bootstrap,
         gateway_env.prefix,
         paging_handler(items),
-        encoding="python-literal",
         before=late,
     ):
         task = dag_task("blockchain_order_sync", "sync_order_requests")
@@ -58,16 +58,23 @@ def test_a_deferred_sync_stores_the_good_orders_and_sets_the_poisoned_ones_aside
     assert len(repository.order_requests()) == 598
 
 
+#: A Python-literal answer to our token of about 1 MiB: under the broker's message limit, over
+#: the reader's literal cap.
+HUGE = 1_000_000
+
+
 def hostile_messages(token: str, request_id: str | None) -> list[bytes]:
     """Messages written to ``BLK_Res`` in front of an answer, each holding the request's token or
     id, so that each is read and matched."""
     rid = request_id or "9df8888dea6df991f86e0e61b2379e46"
+    huge = json.dumps(repr([{"auth": token}, {"data": ["x" * HUGE]}])).encode()
+    assert HUGE < len(huge) < 1024 * 1024
     return [
         json.dumps([{"auth": "\ud800" + token}, {"data": []}]).encode(),  # a lone surrogate auth
         json.dumps([{"auth": token, "request_id": rid + "\ud800"}, {"data": []}]).encode(),
         json.dumps([{"auth": token + "\x00"}, {"data": ["\x00"]}]).encode(),  # a NUL
         b"\xff\xfe" + token.encode() + rid.encode(),  # invalid UTF-8
-        json.dumps(repr([{"auth": token}, {"data": ["x" * (1024 * 1024)]}])).encode(),  # a 1 MiB literal
+        huge,
     ]
 
 
@@ -78,10 +85,13 @@ def test_hostile_messages_in_front_of_the_answer_do_not_end_a_deferred_wait(gate
         set_connections(monkeypatch, env.bootstrap, env.prefix, env.token, echo_request_id=True)
     items = [order(1), order(2)]
 
-    def noise(producer, topic, header) -> None:
+    # the responder's producer keeps librdkafka's 1,000,000-byte limit: this one takes the literal
+    producer = Producer({"bootstrap.servers": gateway_env.bootstrap, "message.max.bytes": 1024 * 1024})
+
+    def noise(_producer, topic, header) -> None:
         for value in hostile_messages(header["auth"], header.get("request_id")):
             producer.produce(topic, value)
-        producer.flush(5)
+        assert producer.flush(10) == 0
         time.sleep(LATE)
 
     kept: list = []
