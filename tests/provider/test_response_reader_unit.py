@@ -19,7 +19,8 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError
 
 from blockchain_provider import protocol
-from blockchain_provider.hooks.response_reader import ResponseReader
+from blockchain_provider.exceptions import BlockchainBrokerError
+from blockchain_provider.hooks.response_reader import ResponseReader, read_at
 
 TOPIC = "BLK_Res"
 TOKEN = "tok-reader-unit"
@@ -105,6 +106,9 @@ class FakeConsumer:
     def poll(self, timeout: float) -> FakeMessage | None:
         with self._lock:
             return self._take()
+
+    def close(self) -> None:
+        pass
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         taken = []
@@ -231,3 +235,22 @@ def test_the_reader_survives_a_failure_on_one_message(monkeypatch, caplog):
         read_all(reader)
     assert "Skipped malformed response at BLK_Res[0]@0: unreadable (RuntimeError)" in caplog.text
     assert waiter.response is not None and waiter.response.value == ["after it"]
+
+
+def test_read_at_reads_back_the_messages_at_their_offsets():
+    consumer = FakeConsumer(partitions=2)
+    for value in (b"a", b"b", b"c"):
+        consumer.append(0, value)
+    consumer.append(1, b"d")
+    assert read_at(consumer, TOPIC, [(0, 2), (1, 0), (0, 1)], 5.0) == {
+        (0, 2): b"c",
+        (1, 0): b"d",
+        (0, 1): b"b",
+    }  # type: ignore[arg-type]
+
+
+def test_read_at_names_an_answer_no_longer_on_the_topic():
+    consumer = FakeConsumer()
+    consumer.append(0, b"a")
+    with pytest.raises(BlockchainBrokerError, match=r"read back the answer at BLK_Res\[0\]@5"):
+        read_at(consumer, TOPIC, [(0, 5)], 5.0)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ makes of it. No broker."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 
@@ -14,6 +15,7 @@ from blockchain_provider import protocol
 from blockchain_provider.exceptions import (
     BlockchainConfigError,
     BlockchainGatewayError,
+    BlockchainProtocolError,
     BlockchainTimeoutError,
 )
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
@@ -128,8 +130,6 @@ def test_the_trigger_names_where_its_answer_is(fake_topic):
     event = asyncio.run(_first_event(trigger))
     _resume, (found,) = events.results(event)
     assert isinstance(found, AnswerAt) and (found.partition, found.offset) == (0, 1)
-    import hashlib
-
     assert found.digest == hashlib.sha256(ours).hexdigest()
     assert "ours" not in json.dumps(event) and "tok-trigger-unit" not in json.dumps(event)
 
@@ -197,3 +197,16 @@ def test_requests_awaited_together_need_echo():
     with pytest.raises(BlockchainConfigError, match="names a request twice"):
         rid = protocol.new_request_id()
         _batch([rid, rid], deadline=0)
+
+
+def test_the_resumed_task_reads_back_the_answer_the_trigger_found_and_only_that(fake_topic):
+    request_id = protocol.new_request_id()
+    value = answer({"data": [{"id": 1}]}, token="tok-trigger-unit", request_id=request_id)
+    fake_topic.append(0, value)
+    at = AnswerAt("BLK_Part_Lst", request_id, "BLK_Res", 0, 0, hashlib.sha256(value).hexdigest())
+    (outcome,) = KafkaBlockchainHook().answers_at([at])
+    assert (outcome.value, outcome.request_id, outcome.topic) == ([{"id": 1}], request_id, "BLK_Part_Lst")
+    # the topic was rewritten (a broker that lost its data): another message at that offset
+    other = AnswerAt("BLK_Part_Lst", request_id, "BLK_Res", 0, 0, "0" * 64)
+    with pytest.raises(BlockchainProtocolError, match=r"BLK_Res\[0\]@0 is not the answer to request"):
+        KafkaBlockchainHook().answers_at([other])
