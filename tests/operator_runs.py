@@ -9,17 +9,27 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.execution_time.comms import _new_encoder
+from airflow.triggers.base import TriggerEvent
 
-from blockchain_provider.triggers.await_response import AwaitResponsesTrigger, AwaitResponseTrigger
+from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 
 #: The triggers a provider operator defers to, by the class path they serialise with (a pause
 #: before looking at a busy queue again is Airflow's own timer).
-TRIGGERS = {
-    f"{cls.__module__}.{cls.__qualname__}": cls
-    for cls in (AwaitResponseTrigger, AwaitResponsesTrigger, DateTimeTrigger)
-}
+TRIGGERS = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (AwaitResponsesTrigger, DateTimeTrigger)}
+
+
+def stored(event: TriggerEvent) -> tuple[Any, int]:
+    """*event*'s payload as the resumed task gets it, and its size encoded: Airflow's triggerer
+    encodes an event with msgpack (a trigger whose event does not encode is failed), and the
+    metadata database stores the payload as JSON."""
+    encoded = _new_encoder().encode(event)
+    payload = msgspec.msgpack.decode(encoded)["payload"]
+    json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
+    return payload, len(encoded)
 
 
 def task_context(
@@ -41,14 +51,16 @@ def run_operator(
     operator: Any,
     context: dict[str, Any] | None = None,
     triggers: list[tuple[str, dict[str, Any]]] | None = None,
+    event_sizes: list[int] | None = None,
 ) -> Any:
     """Execute *operator*; while it defers, run its trigger to its event and resume it. Each
-    trigger's class path and arguments are appended to *triggers* when given."""
+    trigger's class path and arguments are appended to *triggers* when given, and the size of
+    each event, encoded as the triggerer encodes it, to *event_sizes*."""
     context = task_context() if context is None else context
     try:
         return operator.execute(context)
     except TaskDeferred as deferred:
-        return resume(operator, context, deferred, triggers)
+        return resume(operator, context, deferred, triggers, event_sizes)
 
 
 def resume(
@@ -56,6 +68,7 @@ def resume(
     context: dict[str, Any],
     deferred: TaskDeferred,
     triggers: list[tuple[str, dict[str, Any]]] | None = None,
+    event_sizes: list[int] | None = None,
 ) -> Any:
     """Run the trigger *operator* deferred to, resume it with the event, and so on until it
     returns (see :func:`run_operator`)."""
@@ -68,10 +81,11 @@ def resume(
             triggers.append((classpath, kwargs))
         event = asyncio.run(first_event(TRIGGERS[classpath](**kwargs)))
         json.dumps(current.kwargs or {})  # the resume state too
+        payload, size = stored(event)
+        if event_sizes is not None:
+            event_sizes.append(size)
         try:
-            return getattr(operator, current.method_name)(
-                context, event=event.payload, **(current.kwargs or {})
-            )
+            return getattr(operator, current.method_name)(context, event=payload, **(current.kwargs or {}))
         except TaskDeferred as deferred:
             current = deferred
 

@@ -19,7 +19,8 @@ import pytest
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainTimeoutError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-from blockchain_provider.triggers.await_response import AwaitResponseTrigger
+from blockchain_provider.triggers import events
+from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 from gateway_sandbox.faults import Faults
 from tests.faults.conftest import kafka_client_threads, requests_sent
 
@@ -120,12 +121,13 @@ def test_every_wait_ends_by_its_deadline_and_leaves_nothing_behind(make_stack, e
     # A deferred task's wait (the trigger, in the triggerer) ends by its deadline too.
     with KafkaBlockchainHook() as hook:
         pending = hook.send(protocol.list_call(protocol.ORDER_LIST, 0, 10))
-    trigger = AwaitResponseTrigger(**pending.trigger_kwargs())
+    trigger = AwaitResponsesTrigger.for_pending([pending])
     started = time.monotonic()
     event = asyncio.run(first_event(trigger))
     elapsed = time.monotonic() - started
-    assert event.payload["status"] == "timeout"
-    assert event.payload["request_id"] == pending.request_id
+    _resume, (silent,) = events.results(event.payload)
+    assert isinstance(silent, BlockchainTimeoutError)
+    assert silent.request_id == pending.request_id
     assert elapsed < HANG
     assert kafka_client_threads() == clients_before
 
@@ -144,7 +146,7 @@ def test_every_wait_ends_by_its_deadline_and_leaves_nothing_behind(make_stack, e
     assert len(sent["BLK_Part_Lst"]) == 3 + len(concurrent_sent)
 
 
-async def first_event(trigger: AwaitResponseTrigger):
+async def first_event(trigger: AwaitResponsesTrigger):
     try:
         async for event in trigger.run():
             return event

@@ -161,11 +161,13 @@ def test_the_trigger_decodes_off_the_event_loop_and_skips_what_does_not_name_us(
     from blockchain_provider.operators import ListPartnerRequestsOperator
     from tests.operator_runs import run_operator
 
-    threads = []
+    threads = []  # where the trigger decoded
+    resumed = []  # where the resumed task decoded (its answer, read back from the topic)
     decode = protocol.decode_response
+    waiting = threading.Event()
 
     def recording(raw):
-        threads.append(threading.current_thread())
+        (threads if waiting.is_set() else resumed).append(threading.current_thread())
         return decode(raw)
 
     monkeypatch.setattr(protocol, "decode_response", recording)
@@ -175,7 +177,11 @@ def test_the_trigger_decodes_off_the_event_loop_and_skips_what_does_not_name_us(
     def run(coroutine):
         async def wrapped():
             loop_threads.append(threading.current_thread())
-            return await coroutine
+            waiting.set()
+            try:
+                return await coroutine
+            finally:
+                waiting.clear()
 
         return original_run(wrapped())
 
@@ -197,3 +203,4 @@ def test_the_trigger_decodes_off_the_event_loop_and_skips_what_does_not_name_us(
     assert len(responder.seen) == 2
     assert len(threads) == len(responder.seen)
     assert loop_threads and not set(threads) & set(loop_threads)
+    assert len(resumed) == len(responder.seen)

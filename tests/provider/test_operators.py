@@ -11,12 +11,14 @@ import pytest
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from blockchain_provider import protocol
 from blockchain_provider.exceptions import (
     BlockchainConfigError,
     BlockchainGatewayError,
     BlockchainTimeoutError,
     InvalidIdentifierError,
 )
+from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.operators import (
     AnswerOrderRequestOperator,
     AnswerPartnerRequestOperator,
@@ -31,7 +33,9 @@ from blockchain_provider.operators import (
     UpdateDynamicRecordOperator,
     UpdateRecordOperator,
 )
-from blockchain_provider.triggers.await_response import AwaitResponseTrigger
+from blockchain_provider.outcomes import AnswerAt
+from blockchain_provider.triggers import events
+from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 from local_services.responder import ScriptedResponder
 from tests.operator_runs import first_event, run_operator, task_context
 from tests.provider.conftest import MES_PUBKEY, set_connections
@@ -224,41 +228,24 @@ def test_arguments_are_checked_when_the_dag_is_parsed():
 
 
 def test_trigger_serialises_only_primitives():
-    trigger = AwaitResponseTrigger(
+    pending = PendingRequest(
         topic="BLK_Part_Lst",
         request_id=PID,
         response_topic="BLK_Res",
-        start_offsets={"0": 12},
+        start_positions={0: 12, 1: 3},
         deadline=123.5,
         by_request_id_only=False,
+        sent_at=100.0,
     )
+    trigger = AwaitResponsesTrigger.for_pending([pending], resume={"state": {"start": 0}})
     classpath, kwargs = trigger.serialize()
     assert json.loads(json.dumps(kwargs)) == kwargs
-    assert AwaitResponseTrigger(**kwargs).serialize() == (classpath, kwargs)
-    assert set(kwargs) >= {"topic", "request_id", "token_conn_id", "start_positions", "deadline", "sent_at"}
-
-
-def test_a_trigger_serialised_by_an_earlier_version_still_loads():
-    """Before ``sent_at`` and ``start_positions``: ``start_offsets`` and no send time."""
-    earlier = {
-        "topic": "BLK_Part_Lst",
-        "request_id": PID,
-        "response_topic": "BLK_Res",
-        "start_offsets": {"0": 12, "1": 3},
-        "deadline": 123.5,
-        "by_request_id_only": False,
-        "token_conn_id": "blockchain_master",
-        "kafka_config_id": "kafka_default",
-        "poll_timeout": 0.2,
-        "expect": None,
-        "late_answer_grace": 0.0,
-    }
-    trigger = AwaitResponseTrigger(**earlier)
-    assert trigger.start_positions == {0: 12, 1: 3}
-    assert trigger.sent_at is None
-    _classpath, kwargs = trigger.serialize()
+    assert AwaitResponsesTrigger(**kwargs).serialize() == (classpath, kwargs)
     assert kwargs["start_positions"] == {"0": 12, "1": 3}
-    assert "start_offsets" not in kwargs
+    assert (kwargs["deadline"], kwargs["sent_at"]) == (123.5, 100.0)
+    assert kwargs["requests"] == [
+        {"topic": "BLK_Part_Lst", "request_id": PID, "expect": protocol.ANY_ANSWER.to_primitives()}
+    ]
 
 
 @pytest.mark.broker
@@ -273,9 +260,11 @@ def test_a_trigger_started_after_its_deadline_still_finds_the_answer_already_the
             pending = hook.send(protocol.list_call(protocol.PARTNER_LIST, 0, 10))
         wait_until(lambda: len(responder.seen) == 1)
         wait_until(lambda: time.time() > pending.deadline + 0.5, timeout=5)
-        event = asyncio.run(first_event(AwaitResponseTrigger(**pending.trigger_kwargs())))
-    assert event.payload["status"] == "success", event.payload
-    assert event.payload["value"] == [partner(1), partner(2, "ACCEPTED")]
+        event = asyncio.run(first_event(AwaitResponsesTrigger.for_pending([pending])))
+        _resume, (found,) = events.results(event.payload)
+        assert isinstance(found, AnswerAt), found
+        (outcome,) = KafkaBlockchainHook().answers_at([found])
+    assert outcome.value == [partner(1), partner(2, "ACCEPTED")]
 
 
 class Requests:

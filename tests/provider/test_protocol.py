@@ -373,17 +373,6 @@ def test_request_id_validation_accepts_exactly_32_lowercase_hex(value):
         assert not valid
 
 
-def test_matching_rules():
-    echoed = protocol.Response(auth="A", kind="data", value=[], request_id=RID)
-    plain = protocol.Response(auth="A", kind="data", value=[])
-    assert protocol.matches(echoed, request_id=RID, token="other", by_request_id_only=False)
-    assert not protocol.matches(echoed, request_id="f" * 32, token="A", by_request_id_only=False)
-    assert protocol.matches(plain, request_id=RID, token="A", by_request_id_only=False)
-    assert not protocol.matches(plain, request_id=RID, token="B", by_request_id_only=False)
-    assert not protocol.matches(plain, request_id=RID, token="A", by_request_id_only=True)
-    assert not protocol.matches(plain, request_id=RID, token=None, by_request_id_only=False)
-
-
 def test_topic_overrides():
     topics = protocol.TopicMap.parse('{"BLK_Act_Lst": "BLK_ACT_Lst"}')
     assert topics["BLK_Act_Lst"] == "BLK_ACT_Lst"

@@ -1,4 +1,5 @@
-"""The response reader's matching and fencing, on a fake consumer: no broker, no thread.
+"""The response reader's positioning, hand-over and late answers, on a fake consumer: no broker,
+no thread. Which message answers which request is the matcher's (``test_answer_matcher.py``).
 
 Each test positions a :class:`ResponseReader` at the end of a fake ``BLK_Res`` (its partitions
 are lists of message values), registers a request, appends messages and reads them with
@@ -18,11 +19,8 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError
 
 from blockchain_provider import protocol
-from blockchain_provider.hooks.response_reader import (
-    ResponseReader,
-    positions_from_primitives,
-    positions_to_primitives,
-)
+from blockchain_provider.exceptions import BlockchainBrokerError
+from blockchain_provider.hooks.response_reader import ResponseReader, read_at
 
 TOPIC = "BLK_Res"
 TOKEN = "tok-reader-unit"
@@ -109,6 +107,9 @@ class FakeConsumer:
         with self._lock:
             return self._take()
 
+    def close(self) -> None:
+        pass
+
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         taken = []
         with self._lock:
@@ -144,12 +145,6 @@ def read_all(reader: ResponseReader) -> None:
     reader.read_once(0)
 
 
-def test_positions_have_one_json_form():
-    assert positions_to_primitives({0: 12, 3: 4}) == {"0": 12, "3": 4}
-    assert positions_from_primitives({"0": 12, "3": 4}) == {0: 12, 3: 4}
-    assert positions_from_primitives(positions_to_primitives({1: 7})) == {1: 7}
-
-
 def test_read_to_end_positions_the_reader_after_what_was_there():
     consumer = FakeConsumer(partitions=2)
     consumer.append(0, b"old")
@@ -171,39 +166,6 @@ def test_an_echoed_request_id_is_matched_whatever_the_token_order():
     assert waiter.event.is_set()
     assert waiter.response is not None and waiter.response.value == ["mine"]
     assert reader.waiting() == 1  # the other request still waits
-
-
-def test_without_echo_the_answer_is_matched_by_its_token():
-    consumer = FakeConsumer()
-    reader = started(consumer)
-    waiter = reader.register(protocol.new_request_id(), TOKEN, by_request_id_only=False)
-    consumer.append(0, answer({"data": [1, 2]}))
-    read_all(reader)
-    assert waiter.response is not None and waiter.response.value == [1, 2]
-    assert reader.waiting() == 0
-
-
-def test_by_request_id_only_never_takes_an_answer_without_echo():
-    consumer = FakeConsumer()
-    reader = started(consumer)
-    waiter = reader.register(protocol.new_request_id(), TOKEN, by_request_id_only=True)
-    consumer.append(0, answer({"data": [1]}))
-    read_all(reader)
-    assert not waiter.event.is_set()
-    assert reader.ignored == 1  # the token is no needle of a request matched by id: not even decoded
-
-
-def test_foreign_and_malformed_answers_are_skipped():
-    consumer = FakeConsumer()
-    reader = started(consumer)
-    waiter = reader.register(protocol.new_request_id(), TOKEN, by_request_id_only=False)
-    consumer.append(0, answer({"data": ["not ours"]}, token="another-token"))  # never decoded
-    consumer.append(0, b"\xff\xfe garbage " + TOKEN.encode())  # holds our token, decodes to nothing
-    consumer.append(0, answer({"data": ["ours"]}))
-    read_all(reader)
-    assert (reader.ignored, reader.malformed) == (1, 1)
-    assert waiter.response is not None and waiter.response.value == ["ours"]
-    assert reader.positions() == {0: 3}
 
 
 def test_an_answer_before_the_start_positions_is_not_taken():
@@ -255,29 +217,6 @@ def test_hold_late_holds_nothing_when_the_answer_came_meanwhile():
     assert not reader.hold_late(waiter, 60.0, lambda: pytest.fail("nothing to release"))
 
 
-@pytest.mark.parametrize(
-    ("outcome", "token", "why"),
-    [
-        ({"data": ["forged"]}, "another-token", "addressed to another token"),
-        ({"data": ["wrong kind"]}, TOKEN, "a list answer to a write"),
-    ],
-)
-def test_an_answer_that_names_our_request_but_does_not_fit_it_is_set_aside(outcome, token, why):
-    consumer = FakeConsumer()
-    reader = started(consumer)
-    request_id = protocol.new_request_id()
-    write = protocol.Expectation(("message",))
-    waiter = reader.register(request_id, TOKEN, by_request_id_only=True, expect=write)
-    consumer.append(0, answer(outcome, token=token, request_id=request_id))
-    read_all(reader)
-    assert not waiter.event.is_set(), why
-    assert reader.forged == 1
-    # still waiting: the real answer is taken
-    consumer.append(0, answer({"message": "done"}, request_id=request_id))
-    read_all(reader)
-    assert waiter.response is not None and waiter.response.value == "done"
-
-
 def test_the_reader_survives_a_failure_on_one_message(monkeypatch, caplog):
     consumer = FakeConsumer()
     reader = started(consumer)
@@ -292,18 +231,26 @@ def test_the_reader_survives_a_failure_on_one_message(monkeypatch, caplog):
     monkeypatch.setattr(protocol, "decode_response", failing)
     consumer.append(0, b"unexpected " + TOKEN.encode())
     consumer.append(0, answer({"data": ["after it"]}))
-    with caplog.at_level(logging.ERROR):
+    with caplog.at_level(logging.WARNING):
         read_all(reader)
-    assert "Skipped the response at BLK_Res[0]@0" in caplog.text
+    assert "Skipped malformed response at BLK_Res[0]@0: unreadable (RuntimeError)" in caplog.text
     assert waiter.response is not None and waiter.response.value == ["after it"]
 
 
-def test_a_request_that_stops_waiting_takes_nothing():
+def test_read_at_reads_back_the_messages_at_their_offsets():
+    consumer = FakeConsumer(partitions=2)
+    for value in (b"a", b"b", b"c"):
+        consumer.append(0, value)
+    consumer.append(1, b"d")
+    assert read_at(consumer, TOPIC, [(0, 2), (1, 0), (0, 1)], 5.0) == {
+        (0, 2): b"c",
+        (1, 0): b"d",
+        (0, 1): b"b",
+    }  # type: ignore[arg-type]
+
+
+def test_read_at_names_an_answer_no_longer_on_the_topic():
     consumer = FakeConsumer()
-    reader = started(consumer)
-    waiter = reader.register(protocol.new_request_id(), TOKEN, by_request_id_only=False)
-    reader.unregister(waiter)
-    consumer.append(0, answer({"data": ["unclaimed"]}))
-    read_all(reader)
-    assert waiter.response is None
-    assert reader.ignored == 1  # nobody waits for the token: not even decoded
+    consumer.append(0, b"a")
+    with pytest.raises(BlockchainBrokerError, match=r"read back the answer at BLK_Res\[0\]@5"):
+        read_at(consumer, TOPIC, [(0, 5)], 5.0)  # type: ignore[arg-type]

@@ -824,21 +824,6 @@ def _to_response(envelope: Any) -> Response:
     return Response(auth=auth, kind=kind, value=outcome[kind], request_id=request_id, public_key=public_key)
 
 
-def matches(response: Response, *, request_id: str, token: str | None, by_request_id_only: bool) -> bool:
-    """Whether *response* answers the request *request_id* sent with *token* (PROTOCOL.md section 2).
-
-    A response that echoes a ``request_id`` matches only that request. One that does not is
-    attributed by its token, unless the caller knows the gateway echoes (``by_request_id_only``)
-    or has no token to compare (agent requests). Callers apply the offset rule: only responses
-    read at or after the offsets fixed before sending are considered.
-    """
-    if response.request_id is not None:
-        return response.request_id == request_id
-    if by_request_id_only or not token:
-        return False
-    return hmac.compare_digest(response.auth.encode("utf-8"), token.encode("utf-8"))
-
-
 #: The longest gateway error text an exception or a log line quotes.
 ERROR_TEXT_MAX_LENGTH = 500
 
@@ -903,7 +888,8 @@ def _is_record_topic(topic: str) -> bool:
     return topic == RECORDS or (topic.startswith(RECORDS + "_") and topic != RECORD_GET)
 
 
-def _same(a: object, b: object) -> bool:
+def same_text(a: object, b: object) -> bool:
+    """Whether *a* and *b* are the same text, compared in constant time, whatever they hold."""
     return (
         isinstance(a, str)
         and isinstance(b, str)
@@ -931,20 +917,6 @@ def fits(response: Response, token: str | None, expect: Expectation) -> bool:
         if expect.public_key is None:
             return response.public_key is not None and response.value.get("public_key") == response.public_key
         return True
-    if not _same(response.auth, token):
+    if not same_text(response.auth, token):
         return False
     return response.kind == "error" or response.kind in expect.kinds
-
-
-def answers(
-    response: Response,
-    *,
-    request_id: str,
-    token: str | None,
-    by_request_id_only: bool,
-    expect: Expectation = ANY_ANSWER,
-) -> bool:
-    """:func:`matches` and :func:`fits`: whether *response* is taken as the answer."""
-    return matches(
-        response, request_id=request_id, token=token, by_request_id_only=by_request_id_only
-    ) and fits(response, token, expect)

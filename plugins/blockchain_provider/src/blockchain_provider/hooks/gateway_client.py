@@ -33,17 +33,18 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from blockchain_provider import protocol
+from blockchain_provider.answer_matcher import Positions
 from blockchain_provider.exceptions import (
     BlockchainBrokerError,
     BlockchainConfigError,
     BlockchainDeliveryError,
     BlockchainGatewayError,
+    BlockchainProtocolError,
     BlockchainTimeoutError,
 )
-from blockchain_provider.hooks.response_reader import Positions, ResponseReader, positions_to_primitives
+from blockchain_provider.hooks.response_reader import ResponseReader, read_at
 from blockchain_provider.hooks.settings import GatewaySettings, _mask
-from blockchain_provider.triggers import events
-from blockchain_provider.triggers.events import Outcome
+from blockchain_provider.outcomes import AnswerAt, Outcome, refusal
 
 log = logging.getLogger(__name__)
 
@@ -71,27 +72,6 @@ class PendingRequest:
     expect: dict[str, Any] = field(default_factory=protocol.ANY_ANSWER.to_primitives)
     late_answer_grace: float = 0.0
     sent_at: float | None = None
-
-    @property
-    def start_offsets(self) -> dict[str, int]:
-        """The start positions as the trigger's serialised arguments hold them (text keys); the
-        name an :class:`~blockchain_provider.triggers.await_response.AwaitResponseTrigger` still takes."""
-        return positions_to_primitives(self.start_positions)
-
-    def trigger_kwargs(self) -> dict[str, Any]:
-        """The arguments of the trigger that waits for this request's answer, besides the
-        connection ids."""
-        return {
-            "topic": self.topic,
-            "request_id": self.request_id,
-            "response_topic": self.response_topic,
-            "start_positions": positions_to_primitives(self.start_positions),
-            "deadline": self.deadline,
-            "by_request_id_only": self.by_request_id_only,
-            "expect": self.expect,
-            "late_answer_grace": self.late_answer_grace,
-            "sent_at": self.sent_at,
-        }
 
 
 class _ReleaseOnce:
@@ -375,8 +355,7 @@ class GatewayClient:
     ) -> Outcome:
         if response.kind == "error":
             agent_password = self.settings.agent_password and self.settings.agent_password.reveal()
-            secrets = (token, agent_password, *extra_secrets)
-            raise events.gateway_refusal(topic, request_id, protocol.error_text(response, secrets))
+            raise refusal(response, topic, request_id, (token, agent_password, *extra_secrets))
         return Outcome(response.kind, response.value, topic, request_id, response.public_key)
 
     def _deliver(self, request: protocol.Request, topic: str, timeout: float) -> None:
@@ -439,15 +418,29 @@ class GatewayClient:
         sent_at = time.time()
         self._deliver(request, topic, timeout)
         by_id_only = settings.echo_request_id or token is None
+        return self._pending(request, topic, start_positions, sent_at, timeout, by_id_only, call)
+
+    def _pending(
+        self,
+        request: protocol.Request,
+        topic: str,
+        start_positions: Positions,
+        sent_at: float,
+        timeout: float,
+        by_id_only: bool,
+        call: protocol.Call,
+    ) -> PendingRequest:
+        reader = self.reader
+        assert reader is not None
         return PendingRequest(
             topic=topic,
             request_id=request.request_id,
             response_topic=reader.topic,
-            start_positions=start_positions,
-            deadline=time.time() + timeout,
+            start_positions=dict(start_positions),
+            deadline=sent_at + timeout,
             by_request_id_only=by_id_only,
             expect=protocol.expectation(call).to_primitives(),
-            late_answer_grace=0.0 if by_id_only else settings.late_answer_grace,
+            late_answer_grace=0.0 if by_id_only else self.settings.late_answer_grace,
             sent_at=sent_at,
         )
 
@@ -480,7 +473,7 @@ class GatewayClient:
         timeout = settings.timeout if timeout is None else timeout
         reader = self.ensure_started()
         start_positions = reader.start_positions()
-        sent: list[tuple[protocol.Request, str, str | None, Any, float, bool]] = []
+        sent: list[tuple[protocol.Request, str, str | None, Any, float, bool, protocol.Call]] = []
         try:
             for call in calls:
                 signed = None if call.topic == protocol.AGENTS else self.token(token)
@@ -489,16 +482,16 @@ class GatewayClient:
                 topic = settings.topics[call.topic]
                 waiter = reader.register(request.request_id, signed, by_id_only, protocol.expectation(call))
                 sent_at = time.time()
-                sent.append((request, topic, signed, waiter, sent_at, by_id_only))
+                sent.append((request, topic, signed, waiter, sent_at, by_id_only, call))
                 self._deliver(request, topic, timeout)
             until = time.monotonic() + min(wait, timeout)
-            for _request, _topic, _token, waiter, _sent_at, _by_id in sent:
+            for *_, waiter, _sent_at, _by_id, _call in sent:
                 left = until - time.monotonic()
                 if left <= 0:
                     break
                 waiter.event.wait(left)
             results: list[Outcome | BlockchainGatewayError | PendingRequest] = []
-            for request, topic, signed, waiter, sent_at, by_id_only in sent:
+            for request, topic, signed, waiter, sent_at, by_id_only, call in sent:
                 response = waiter.response if waiter.event.is_set() else None
                 if response is not None:
                     try:
@@ -507,19 +500,44 @@ class GatewayClient:
                         results.append(exc)
                     continue
                 results.append(
-                    PendingRequest(
-                        topic=topic,
-                        request_id=request.request_id,
-                        response_topic=reader.topic,
-                        start_positions=start_positions,
-                        deadline=sent_at + timeout,
-                        by_request_id_only=by_id_only,
-                        expect=waiter.expect.to_primitives(),
-                        late_answer_grace=0.0 if by_id_only else settings.late_answer_grace,
-                        sent_at=sent_at,
-                    )
+                    self._pending(request, topic, start_positions, sent_at, timeout, by_id_only, call)
                 )
             return results
         finally:
-            for _request, _topic, _token, waiter, _sent_at, _by_id in sent:
+            for *_, waiter, _sent_at, _by_id, _call in sent:
                 reader.unregister(waiter)
+
+    # ------------------------------------------------------------- resuming
+    def answers_at(self, located: list[AnswerAt], *, timeout: float | None = None) -> list[Outcome]:
+        """Read back the answers a trigger found (a deferred task resuming), in order.
+
+        Each is the message at its offset whose value has the digest the trigger noted: the
+        answer it matched, decoded here as the worker's reader decodes it.
+
+        :param timeout: seconds reading them may take; defaults to the connection's.
+        :raises BlockchainBrokerError: an answer could not be read back (no longer on the topic).
+        :raises BlockchainProtocolError: the message there is not the one the trigger matched.
+        """
+        if not located:
+            return []
+        timeout = self.settings.timeout if timeout is None else timeout
+        consumer = self._new_consumer()
+        try:
+            values = read_at(
+                consumer, located[0].response_topic, [(a.partition, a.offset) for a in located], timeout
+            )
+        finally:
+            consumer.close()
+        outcomes = []
+        for answer in located:
+            value = values[(answer.partition, answer.offset)]
+            if hashlib.sha256(value or b"").hexdigest() != answer.digest:
+                raise BlockchainProtocolError(
+                    f"The message at {answer.response_topic}[{answer.partition}]@{answer.offset} is not the "
+                    f"answer to request {answer.request_id} found there before (the topic was rewritten)"
+                )
+            response = protocol.decode_response(value)
+            outcomes.append(
+                Outcome(response.kind, response.value, answer.topic, answer.request_id, response.public_key)
+            )
+        return outcomes

@@ -7,8 +7,8 @@ request/reply rules (PROTOCOL.md section 2) and knows nothing of Airflow.
 
 The parts live beside it: the connection's settings (:mod:`.settings`), the Kafka clients
 (:mod:`.kafka_clients`), the request engine (:mod:`.gateway_client`), the response reader and
-the offsets vocabulary (:mod:`.response_reader`), and the trigger's events
-(:mod:`blockchain_provider.triggers.events`).
+the answers' matching and offsets vocabulary (:mod:`blockchain_provider.answer_matcher`), and
+what a request comes to (:mod:`blockchain_provider.outcomes`).
 
 The token is never logged, put in an exception or shown by ``repr``.
 """
@@ -36,8 +36,7 @@ from blockchain_provider.hooks.gateway_client import READER_START_TIMEOUT, Gatew
 from blockchain_provider.hooks.kafka_clients import TANSU_CONSUMER_DEFAULTS
 from blockchain_provider.hooks.response_reader import ResponseReader
 from blockchain_provider.hooks.settings import GatewaySettings, _mask, gateway_settings
-from blockchain_provider.triggers import events
-from blockchain_provider.triggers.events import Outcome
+from blockchain_provider.outcomes import AnswerAt, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +87,6 @@ class KafkaBlockchainHook(BaseHook):
         """The ``blockchain_token`` connection's fields; the secrets are registered for masking."""
         return gateway_settings(self.get_connection(self.token_conn_id), self.token_conn_id, self._timeout)
 
-    def _token(self, override: str | None = None) -> str:
-        return self._client.token(override)
-
     def get_conn(self) -> Producer:
         """The request producer (started on first use)."""
         self._ensure_started()
@@ -109,7 +105,7 @@ class KafkaBlockchainHook(BaseHook):
         return True, "The gateway accepted the token."
 
     # -------------------------------------------------------------- lifecycle
-    def _new_consumer(
+    def new_response_consumer(
         self,
         defaults: Mapping[str, Any] | None = None,
         tansu_defaults: Mapping[str, Any] = TANSU_CONSUMER_DEFAULTS,
@@ -143,7 +139,7 @@ class KafkaBlockchainHook(BaseHook):
         return GatewayClient(
             self.settings,
             lambda: kafka_clients.new_producer(self.kafka_config_id),
-            lambda: self._new_consumer(),
+            lambda: self.new_response_consumer(),
             broker=lambda: self._bootstrap_servers,
             conn_id=self.token_conn_id,
             lock_scope=self.kafka_config_id,
@@ -264,10 +260,9 @@ class KafkaBlockchainHook(BaseHook):
         """
         return self._client.send_batch(calls, timeout=timeout, wait=wait, token=token)
 
-    def outcome_from_event(self, event: Mapping[str, Any]) -> Outcome:
-        """Turn a :class:`~blockchain_provider.triggers.await_response.AwaitResponseTrigger` event into
-        an :class:`Outcome`, or raise the error it reports (:func:`.events.outcome_from_event`)."""
-        return events.outcome_from_event(event)
+    def answers_at(self, located: list[AnswerAt]) -> list[Outcome]:
+        """Read back the answers a trigger found, in order (:meth:`.GatewayClient.answers_at`)."""
+        return self._client.answers_at(located)
 
     # ------------------------------------------------------------ conveniences
     def list_partner_requests(self, start: int = 0, limit: int = 10) -> list[dict[str, Any]]:

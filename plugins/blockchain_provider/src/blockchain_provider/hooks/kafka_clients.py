@@ -129,3 +129,17 @@ def new_response_consumer(
         return consumer
     consumer.close()
     return _ConsumerHook(kafka_config_id, {**(defaults or {}), **tansu_defaults}).get_conn
+
+
+def consume_available(consumer: Consumer, timeout: float, batch: int = 500) -> list[Any]:
+    """Wait up to *timeout* for one message, then take what else is already fetched.
+
+    ``Consumer.consume(n, timeout)`` waits the whole timeout unless *n* messages arrive, which
+    would add that timeout to every round trip.
+
+    :param batch: the most messages taken, defaults to 500.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=batch - 1, timeout=0)]

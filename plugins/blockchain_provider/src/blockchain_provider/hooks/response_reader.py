@@ -1,10 +1,7 @@
-"""Read ``BLK_Res`` from fixed positions and hand each answer to the request it belongs to.
+"""Read ``BLK_Res`` from fixed positions in a background thread and hand each answer to the
+request it belongs to; :class:`~blockchain_provider.answer_matcher.AnswerMatcher` decides which.
 
-Offsets have one vocabulary here and in the hook, :class:`PendingRequest` and the trigger: a
-*position* is the offset of the next message to read in a partition, and :data:`Positions`
-maps each partition to one. A partition's *end* is the position after its last message. A
-request's *start positions* are fixed before it is sent: an answer matched by its token is
-taken only at or after them, so it cannot be an answer that was on the topic before.
+The offsets vocabulary (*positions*, *start positions*) is :mod:`blockchain_provider.answer_matcher`'s.
 """
 
 from __future__ import annotations
@@ -14,40 +11,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from blockchain_provider import protocol
-from blockchain_provider.exceptions import (
-    BlockchainBrokerError,
-    BlockchainConfigError,
-    MalformedResponseError,
-)
+from blockchain_provider.answer_matcher import AnswerMatcher, Positions, Verdict, Wait
+from blockchain_provider.exceptions import BlockchainBrokerError, BlockchainConfigError
+from blockchain_provider.hooks.kafka_clients import consume_available
 
 log = logging.getLogger(__name__)
-
-#: Partition -> position: the offset of the next message to read there.
-Positions: TypeAlias = dict[int, int]
-
-
-def positions_to_primitives(positions: Positions) -> dict[str, int]:
-    """*positions* with text keys, as JSON (a trigger's serialised arguments) holds them."""
-    return {str(partition): int(offset) for partition, offset in positions.items()}
-
-
-def positions_from_primitives(value: dict[str, int] | dict[int, int]) -> Positions:
-    """Positions from their JSON form (text keys), or from positions."""
-    return {int(partition): int(offset) for partition, offset in value.items()}
 
 
 @dataclass(eq=False)
 class _Waiter:
-    request_id: str
-    token: str | None
-    by_request_id_only: bool
-    start_positions: Positions
-    expect: protocol.Expectation = protocol.ANY_ANSWER
+    wait: Wait
     event: threading.Event = field(default_factory=threading.Event)
     response: protocol.Response | None = None
     # set once the request timed out and its token stays blocked for a late answer
@@ -56,19 +33,17 @@ class _Waiter:
     late_until: float = 0.0
     settled: threading.Event = field(default_factory=threading.Event)
 
+    @property
+    def request_id(self) -> str:
+        return self.wait.request_id
 
-def consume_available(consumer: Consumer, timeout: float, batch: int = 500) -> list[Any]:
-    """Wait up to *timeout* for one message, then take what else is already fetched.
+    @property
+    def expect(self) -> protocol.Expectation:
+        return self.wait.expect
 
-    ``Consumer.consume(n, timeout)`` waits the whole timeout unless *n* messages arrive, which
-    would add that timeout to every round trip.
-
-    :param batch: the most messages taken, defaults to 500.
-    """
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    return [first, *consumer.consume(num_messages=batch - 1, timeout=0)]
+    @property
+    def start_positions(self) -> Positions:
+        return self.wait.start_positions
 
 
 # Where each response topic is known to end, per broker, from what every reader of the process
@@ -96,18 +71,31 @@ class ResponseReader:
         self._lock = threading.Lock()
         self._positions: Positions = {}
         self._by_id: dict[str, _Waiter] = {}
-        self._by_token: list[_Waiter] = []
+        self._matcher = AnswerMatcher(topic)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.malformed = 0
-        self.skipped = 0
-        #: answers that named one of our requests but did not fit it (other auth, other kind)
-        self.forged = 0
         #: answers that came after their request had timed out
         self.late = 0
-        #: messages not decoded: they hold neither a token nor a request id of a waiting request
-        self.ignored = 0
-        self._needles: tuple[bytes, ...] = ()
+
+    @property
+    def malformed(self) -> int:
+        """Messages that named a waiting request but were no answer the protocol knows."""
+        return self._matcher.malformed
+
+    @property
+    def skipped(self) -> int:
+        """Answers to no waiting request."""
+        return self._matcher.skipped
+
+    @property
+    def forged(self) -> int:
+        """Answers that named one of our requests but did not fit it (other auth, other kind)."""
+        return self._matcher.forged
+
+    @property
+    def ignored(self) -> int:
+        """Messages not decoded: they hold neither a token nor a request id of a waiting request."""
+        return self._matcher.ignored
 
     # ---------------------------------------------------------------- positioning
     def read_to_end(self, timeout: float) -> Positions:
@@ -208,19 +196,10 @@ class ResponseReader:
         """
         start = self.start_positions()
         with self._lock:
-            waiter = _Waiter(request_id, token, by_request_id_only, start, expect)
+            waiter = _Waiter(Wait(request_id, token, by_request_id_only, start, expect))
             self._by_id[request_id] = waiter
-            if not by_request_id_only and token:
-                self._by_token.append(waiter)
-            self._update_needles()
+            self._matcher.add(waiter.wait)
             return waiter
-
-    def _update_needles(self) -> None:
-        """What a message must hold to be decoded at all: a waiting request's id, or the token of
-        one matched by token. Anyone can write ``BLK_Res``; the rest is not read further."""
-        self._needles = protocol.needles_of(
-            *self._by_id, *{waiter.token for waiter in self._by_token if waiter.token}
-        )
 
     def unregister(self, waiter: _Waiter) -> None:
         """Stop waiting for *waiter*'s answer."""
@@ -282,9 +261,7 @@ class ResponseReader:
     def _forget(self, waiter: _Waiter) -> None:
         if self._by_id.get(waiter.request_id) is waiter:
             del self._by_id[waiter.request_id]
-        if waiter in self._by_token:
-            self._by_token.remove(waiter)
-        self._update_needles()
+            self._matcher.remove(waiter.request_id)
 
     # ------------------------------------------------------------------- reading
     def _run(self) -> None:
@@ -321,90 +298,39 @@ class ResponseReader:
                 )
 
     def _dispatch(self, partition: int, offset: int, value: bytes | None) -> None:
-        if not protocol.mentions(value, self._needles):
-            with self._lock:
-                self._positions[partition] = offset + 1
-                self.ignored += 1
-            return
-        try:
-            response = protocol.decode_response(value)
-        except MalformedResponseError as exc:
-            response = None
-            reason = str(exc)
         late: _Waiter | None = None
         with self._lock:
             self._positions[partition] = offset + 1
-            if response is None:
-                self.malformed += 1
-                count = self.malformed
-            else:
-                waiter = self._match(partition, offset, response)
-                if waiter is None:
-                    self.skipped += 1
-                    return
+            match = self._matcher.match(partition, offset, value)
+            if match.verdict is Verdict.ANSWER:
+                waiter = self._by_id[match.request_id or ""]
                 self._forget(waiter)
                 if waiter.release is None:
-                    waiter.response = response
+                    waiter.response = match.response
                     waiter.event.set()
                     return
                 self.late += 1
                 late = waiter
-        if late is not None:
-            if late.timer is not None:
-                late.timer.cancel()
-            log.warning(
-                "A late answer (%s) to request %s came at %s[%d]@%d after the request had timed out; "
-                "%d late answer(s) so far",
-                response.kind,
-                late.request_id,
-                self.topic,
-                partition,
-                offset,
-                self.late,
-            )
-            assert late.release is not None
-            late.release()
-            late.settled.set()
+        if match.warning is not None:
+            log.warning("%s", match.warning)
+        if late is None:
             return
-        if count <= 10 or count % 100 == 0:
-            log.warning(
-                "Skipped malformed response at %s[%d]@%d: %s (%d malformed so far)",
-                self.topic,
-                partition,
-                offset,
-                reason,
-                count,
-            )
-
-    def _match(self, partition: int, offset: int, response: protocol.Response) -> _Waiter | None:
-        if response.request_id is not None:
-            waiter = self._by_id.get(response.request_id)
-            candidates = [] if waiter is None else [waiter]
-        else:
-            candidates = [
-                waiter
-                for waiter in self._by_token
-                if offset >= waiter.start_positions.get(partition, 0)
-                and protocol.matches(
-                    response, request_id=waiter.request_id, token=waiter.token, by_request_id_only=False
-                )
-            ]
-        for waiter in candidates:
-            if protocol.fits(response, waiter.token, waiter.expect):
-                return waiter
-        if candidates:
-            self.forged += 1
-            log.warning(
-                "Set aside an answer at %s[%d]@%d that names request %s but does not fit it (%s answer, "
-                "other token or agent); %d so far",
-                self.topic,
-                partition,
-                offset,
-                candidates[0].request_id,
-                response.kind,
-                self.forged,
-            )
-        return None
+        if late.timer is not None:
+            late.timer.cancel()
+        assert match.response is not None
+        log.warning(
+            "A late answer (%s) to request %s came at %s[%d]@%d after the request had timed out; "
+            "%d late answer(s) so far",
+            match.response.kind,
+            late.request_id,
+            self.topic,
+            partition,
+            offset,
+            self.late,
+        )
+        assert late.release is not None
+        late.release()
+        late.settled.set()
 
     def close(self) -> None:
         """Stop the background thread; the consumer is the caller's to close."""
@@ -412,3 +338,43 @@ class ResponseReader:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+def read_at(
+    consumer: Consumer, topic: str, wanted: list[tuple[int, int]], timeout: float
+) -> dict[tuple[int, int], bytes | None]:
+    """The values of the messages of *topic* at *wanted* ``(partition, offset)`` places.
+
+    :param consumer: a consumer that is not subscribed to anything; this assigns it.
+    :param timeout: seconds the reading may take.
+    :raises BlockchainBrokerError: a message was not read in time, or is no longer on the topic.
+    """
+    missing = set(wanted)
+    first: dict[int, int] = {}
+    for partition, offset in missing:
+        first[partition] = min(offset, first.get(partition, offset))
+    consumer.assign([TopicPartition(topic, p, off) for p, off in first.items()])
+    found: dict[tuple[int, int], bytes | None] = {}
+    deadline = time.monotonic() + timeout
+    while missing and time.monotonic() < deadline:
+        for message in consume_available(consumer, min(0.5, max(0.0, deadline - time.monotonic()))):
+            error = message.error()
+            partition = message.partition()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    # at the partition's end: what was not read on the way is not on the topic
+                    missing = {(p, o) for p, o in missing if p != partition}
+                continue
+            place = (partition, message.offset())
+            if place in missing:
+                missing.discard(place)
+                found[place] = message.value()
+    lost = sorted(set(wanted) - set(found))
+    if lost:
+        partition, offset = lost[0]
+        raise BlockchainBrokerError(
+            f"Could not read back the answer at {topic}[{partition}]@{offset} within {timeout:.0f} s"
+            + (f" ({len(lost)} answers in all)" if len(lost) > 1 else "")
+            + ": it is no longer on the topic, or the broker did not answer"
+        )
+    return found

@@ -14,17 +14,17 @@ What a step carries from one call to the next is resumed from the database: it s
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.module_loading import import_string
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import (
@@ -34,14 +34,24 @@ from blockchain_provider.exceptions import (
     BlockchainProtocolError,
     InvalidIdentifierError,
 )
+from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+from blockchain_provider.outcomes import AnswerAt, Outcome
 from blockchain_provider.quoting import quote
 from blockchain_provider.request_kinds import RequestKind
-from blockchain_provider.triggers.await_response import AwaitResponseTrigger
-from blockchain_provider.triggers.events import Outcome
+from blockchain_provider.triggers import events
+from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 
 #: At most this many entries of a list an apply function returns are kept in a summary.
 SUMMARY_LIST_LIMIT = 20
+#: Seconds a deferral may outlast its wait's deadline (and late-answer grace) before Airflow
+#: fails it: the trigger reports a timeout itself, this only catches a trigger that never ends.
+DEFERRAL_MARGIN = 60.0
+
+
+def deferral_timeout(deadline: float, late_answer_grace: float) -> timedelta:
+    """How long a deferral waiting for answers by *deadline* (seconds since the epoch) may last."""
+    return timedelta(seconds=max(1.0, deadline - time.time()) + late_answer_grace + DEFERRAL_MARGIN)
 
 
 @dataclass
@@ -90,10 +100,9 @@ def resolve_callable(value: str | Callable[..., Any] | None, what: str) -> Calla
     if value is None or callable(value):
         return value
     if isinstance(value, str) and "." in value:
-        module, _, name = value.rpartition(".")
         try:
-            found = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
+            found = import_string(value)
+        except ImportError as exc:
             raise BlockchainConfigError(f"{what} {value!r} cannot be imported: {exc}") from None
         if callable(found):
             return found
@@ -211,48 +220,71 @@ class BaseBlockchainOperator(BaseOperator):
                 return result.value
             step = result
 
-    def _defer(self, step: Step) -> None:
+    def _defer(self, step: Step) -> NoReturn:
         try:
             pending = self.hook.send(step.call, timeout=step.timeout)
         finally:
             self.hook.close()
-        # the resume state goes through the trigger and comes back in its event: the task does
-        # not depend on the deferral's own kwargs, which `airflow dags test` on Airflow 3.3.2 drops
-        trigger = AwaitResponseTrigger(
-            **pending.trigger_kwargs(),
+        self.defer_for_answers([pending], {"state": step.state, "optional": step.optional})
+
+    def defer_for_answers(
+        self,
+        pending: list[PendingRequest],
+        resume: dict[str, Any],
+        token_source: tuple[str, dict[str, Any]] | None = None,
+    ) -> NoReturn:
+        """Hand the wait for the answers to *pending* (sent together) to the triggerer; the task
+        resumes in :meth:`execute_complete`, which reads them with :meth:`answers_from`.
+
+        :param resume: what the task resumes with (small: positions, counts, ids); it goes through
+            the trigger and comes back in its event, as the deferral's own kwargs are dropped by
+            ``airflow dags test``.
+        :param token_source: where the triggerer reads the token they were signed with, when no
+            connection holds it (a record's reporter's): a dotted path and its keyword arguments.
+        """
+        trigger = AwaitResponsesTrigger.for_pending(
+            pending,
             token_conn_id=self.token_conn_id,
             kafka_config_id=self.kafka_config_id,
-            resume={"state": step.state, "optional": step.optional},
+            resume=resume,
+            token_source=token_source,
         )
-        wait = max(1.0, pending.deadline - time.time()) + pending.late_answer_grace + 60
-        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=wait))
+        self.log.info("%d request(s) sent, their answers awaited in the triggerer", len(pending))
+        self.defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            timeout=deferral_timeout(trigger.deadline, trigger.late_answer_grace),
+        )
 
-    def execute_complete(
-        self,
-        context: Mapping[str, Any],
-        event: dict[str, Any] | None = None,
-        state: dict[str, Any] | None = None,
-        optional: bool = False,
-    ) -> Any:
-        """Resume after the trigger's event: finish, or send the next call and defer again.
+    def answers_from(self, event: Any) -> tuple[dict[str, Any], list[Outcome | BlockchainError]]:
+        """What a wait for answers came to (:func:`.events.results`): its ``resume`` and, in the
+        order sent, each answer, read back from the response topic, or the refusal or timeout."""
+        resume, results = events.results(event)
+        located = [result for result in results if isinstance(result, AnswerAt)]
+        read = iter(self.hook.answers_at(located) if located else [])
+        answers: list[Outcome | BlockchainError] = []
+        for result in results:
+            if isinstance(result, AnswerAt):
+                answers.append(next(read))
+            elif isinstance(result, BlockchainError):
+                answers.append(result)
+            else:
+                raise result
+        return resume, answers
 
-        *state* and *optional* come back in the event (``resume``); as keyword arguments they
-        are those of a task deferred by an earlier version.
-        """
-        if event is None:
-            raise BlockchainConfigError("The trigger ended without an event")
-        resume = event.get("resume") or {}
-        state = resume.get("state", state)
-        optional = bool(resume.get("optional", optional))
-        try:
-            outcome, error = self.hook.outcome_from_event(event), None
-        except BlockchainGatewayError as exc:
-            outcome, error = None, exc
-        except BlockchainError as exc:
-            if not optional:
-                raise
-            outcome, error = None, exc
-        result = self.next_step(context, state or {}, outcome, error)
+    def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> Any:
+        """Resume after the trigger's event: finish, or send the next call and defer again."""
+        resume, (answer,) = self.answers_from(event)
+        state = resume.get("state") or {}
+        outcome: Outcome | None = None
+        error: BlockchainError | None = None
+        if isinstance(answer, Outcome):
+            outcome = answer
+        elif isinstance(answer, BlockchainGatewayError) or resume.get("optional"):
+            error = answer
+        else:
+            raise answer
+        result = self.next_step(context, state, outcome, error)
         if isinstance(result, Done):
             return result.value
         return self._defer(result)

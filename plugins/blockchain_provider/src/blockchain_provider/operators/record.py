@@ -7,9 +7,7 @@ confirming one; reads (``BLK_Rty_Get``) are used only where the connection switc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
-from datetime import timedelta
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -25,10 +23,8 @@ from blockchain_provider.operators.base import (
     is_template,
     resolve_callable,
 )
+from blockchain_provider.outcomes import Outcome, gateway_refusal
 from blockchain_provider.quoting import quote
-from blockchain_provider.triggers import events
-from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
-from blockchain_provider.triggers.events import Outcome
 
 
 def _declared(properties: Any) -> set[tuple[Any, Any, bool]] | None:
@@ -147,12 +143,7 @@ class EnsureRecordTypeOperator(BaseBlockchainOperator):
             self.log.warning(
                 "Could not read record type %s (BLK_Rty_Get): %s", self.name, quote(error or existing)
             )
-            raise BlockchainGatewayError(
-                f"The gateway refused request {refusal['request_id']} on {refusal['topic']}: {refusal['text']}",
-                topic=refusal["topic"],
-                request_id=refusal["request_id"],
-                gateway_text=refusal["text"],
-            )
+            raise gateway_refusal(refusal["topic"], refusal["request_id"], refusal["text"])
         check_declaration(self.name, existing, self.properties)
         self.log.info("Record type %s exists on the ledger with the same properties: using it", self.name)
         self._remember()
@@ -303,36 +294,16 @@ class CreateRecordsOperator(BaseBlockchainOperator):
         return self._finish(state)
 
     def _defer_batch(self, state: dict[str, Any], pending: list[tuple[str, PendingRequest]]) -> None:
-        first = pending[0][1]
-        deadline = max(request.deadline for _, request in pending)
-        trigger = AwaitResponsesTrigger(
-            requests=[
-                {"topic": request.topic, "request_id": request.request_id, "expect": request.expect}
-                for _, request in pending
-            ],
-            response_topic=first.response_topic,
-            start_positions=first.trigger_kwargs()["start_positions"],
-            deadline=deadline,
-            by_request_id_only=first.by_request_id_only,
-            token_conn_id=self.token_conn_id,
-            kafka_config_id=self.kafka_config_id,
-            late_answer_grace=first.late_answer_grace,
-            sent_at=min(request.sent_at or deadline for _, request in pending),
-            resume={"state": state, "pending": [record_id for record_id, _ in pending]},
-        )
-        self.log.info("%d record(s) sent, their answers awaited in the triggerer", len(pending))
-        wait = max(1.0, deadline - time.time()) + first.late_answer_grace + 60
-        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=wait))
+        resume = {"state": state, "pending": [record_id for record_id, _ in pending]}
+        self.defer_for_answers([request for _, request in pending], resume)
 
     def execute_complete(
         self, context: Mapping[str, Any], event: dict[str, Any] | None = None, **_: Any
     ) -> dict[str, int]:
         """Resume after the triggerer's batch of answers: settle them, then send what is left."""
-        if event is None:
-            raise BlockchainConfigError("The trigger ended without an event")
-        resume = event.get("resume") or {}
+        resume, answers = self.answers_from(event)
         state, record_ids = resume["state"], resume["pending"]
-        self._settle(context, state, list(zip(record_ids, events.outcomes_from_batch(event), strict=True)))
+        self._settle(context, state, list(zip(record_ids, answers, strict=True)))
         done = set(state["done"])
         specs, _ = self._produce(context)
         return self._send(context, [spec for spec in specs if spec["record_id"] not in done], state)

@@ -20,7 +20,6 @@ from the triggerer instead of waiting in a worker slot.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -44,10 +43,9 @@ from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.memory import RecordTypeMemorySource
 from blockchain_provider.operators.base import BaseBlockchainOperator, Done, resolve_callable
 from blockchain_provider.operators.record import EnsureRecordTypeOperator
+from blockchain_provider.outcomes import Outcome
 from blockchain_provider.quoting import quote
 from blockchain_provider.triggers import events
-from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
-from blockchain_provider.triggers.events import Outcome
 
 #: Seconds a retry waits for the optional read of its record (a gateway without ``BLK_Rec_Get``
 #: never answers it, and the token's pool slot is held meanwhile).
@@ -211,7 +209,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     :param update: a callable (or dotted path to one) given the task's context that returns
         either the :class:`DynamicRecordUpdate` to make, or a context manager whose block holds
         the caller's lock on the record's queue and which gives the :class:`ClaimedUpdates` to
-        apply in order (see :meth:`apply_claimed`).
+        apply in order.
     :param defer_after: when deferrable, seconds to wait in the worker for an answer before
         handing the wait to the triggerer; defaults to 1. ``0`` defers every wait.
     :param queue_wait: when deferrable, seconds a claim may wait in the worker for a busy queue
@@ -293,8 +291,8 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         """Resume after the triggerer: with the answer a deferred request waited for, or after the
         pause of a busy queue (then the task claims again)."""
         if isinstance(event, Mapping) and event.get("status") == events.BATCH:
-            state = dict((event.get("resume") or {}).get("state") or {})
-            (answer,) = events.outcomes_from_batch(event)
+            resume, (answer,) = self.answers_from(event)
+            state = dict(resume.get("state") or {})
             return self._run(context, state, (state.pop("asking", None), answer))
         return self._run(context, {}, None)
 
@@ -327,7 +325,13 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         result.pop("applied", None)
         return result
 
-    def apply_claimed(self, claimed: ClaimedUpdates, context: Mapping[str, Any]) -> dict[str, Any]:
+    def _apply(
+        self,
+        claimed: ClaimedUpdates,
+        context: Mapping[str, Any],
+        state: dict[str, Any],
+        answer: tuple[str | None, Any] | None,
+    ) -> dict[str, Any]:
         """Apply a claim's pending updates in order, noting each applied as soon as the record holds it.
 
         An update whose values the ledger's rules refuse is noted refused and skipped; if it is the
@@ -340,19 +344,9 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         keys of the updates this task applied.
 
         :param claimed: what the caller's claim gives, while its lock is held.
-        :param context: the task's context.
+        :param state: what this task did before it deferred (empty on a first run).
+        :param answer: the key of the request it deferred on, and what became of it.
         """
-        return self._apply(claimed, context, {}, None)
-
-    def _apply(
-        self,
-        claimed: ClaimedUpdates,
-        context: Mapping[str, Any],
-        state: dict[str, Any],
-        answer: tuple[str | None, Any] | None,
-    ) -> dict[str, Any]:
-        """:meth:`apply_claimed`, resumed with *state* (what this task did before it deferred) and
-        *answer* (the key of the request it deferred on, and what became of it)."""
         ti = context.get("ti")
         retry = ti is not None and getattr(ti, "try_number", 1) > 1
         state.setdefault("applied", [])
@@ -442,25 +436,8 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         (result,) = hook.send_batch([call], timeout=timeout, wait=self.defer_after, token=token)
         if not isinstance(result, PendingRequest):
             return result
-        path, kwargs = token_source if token_source is not None else (None, None)
-        trigger = AwaitResponsesTrigger(
-            requests=[{"topic": result.topic, "request_id": result.request_id, "expect": result.expect}],
-            response_topic=result.response_topic,
-            start_positions=result.trigger_kwargs()["start_positions"],
-            deadline=result.deadline,
-            by_request_id_only=result.by_request_id_only,
-            token_conn_id=self.token_conn_id,
-            kafka_config_id=self.kafka_config_id,
-            late_answer_grace=result.late_answer_grace,
-            sent_at=result.sent_at,
-            resume={"state": {**state, "asking": key}},
-            token_source=path,
-            token_source_kwargs=kwargs,
-        )
         self.log.info("%s: sent, its answer awaited in the triggerer", key)
-        wait = max(1.0, result.deadline - time.time()) + result.late_answer_grace + 60
-        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=wait))
-        raise AssertionError("unreachable: defer raises")
+        self.defer_for_answers([result], {"state": {**state, "asking": key}}, token_source)
 
     def _ensure_record_type(
         self,

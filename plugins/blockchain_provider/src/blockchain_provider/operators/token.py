@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainError, BlockchainGatewayError
 from blockchain_provider.operators.base import BaseBlockchainOperator, Done, Step
-from blockchain_provider.triggers.events import Outcome
+from blockchain_provider.outcomes import Outcome
 
 
 class CheckTokenOperator(BaseBlockchainOperator):

@@ -1,30 +1,38 @@
-"""Wait in the triggerer for the gateway's answers to the requests a deferred task has sent: one
-(:class:`AwaitResponseTrigger`) or many at once (:class:`AwaitResponsesTrigger`)."""
+"""Wait in the triggerer for the gateway's answers to the requests a deferred task has sent
+(:class:`AwaitResponsesTrigger`, for one request or many)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.log import mask_secret
+from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
 
 from blockchain_provider import protocol
-from blockchain_provider.exceptions import BlockchainConfigError, MalformedResponseError
-from blockchain_provider.hooks.response_reader import (
+from blockchain_provider.answer_matcher import (
+    AnswerMatcher,
     Positions,
-    consume_available,
+    Verdict,
+    Wait,
     positions_from_primitives,
     positions_to_primitives,
 )
+from blockchain_provider.exceptions import BlockchainConfigError
+from blockchain_provider.hooks.kafka_clients import consume_available
+from blockchain_provider.outcomes import AnswerAt, refusal_text
 from blockchain_provider.triggers import events
+
+if TYPE_CHECKING:
+    from blockchain_provider.hooks.gateway_client import PendingRequest
 
 log = logging.getLogger(__name__)
 
@@ -45,313 +53,26 @@ CATCH_UP_LIMIT = 30.0
 
 @dataclass
 class _Batch:
-    """What one poll brought: decoded messages with the time each was written, the partitions
+    """What one poll brought: the answers found, each with the time it was written, the partitions
     read to their end, and those that brought messages."""
 
-    decoded: list[tuple[protocol.Response | MalformedResponseError, float]] = field(default_factory=list)
+    found: list[tuple[str, protocol.Response, AnswerAt, float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     at_end: set[int] = field(default_factory=set)
     read: set[int] = field(default_factory=set)
     empty: bool = True
 
 
-class _ResponseWait(BaseTrigger):
-    """What the waits for answers share: reading ``BLK_Res`` from fixed start positions in a
-    worker thread, matching and fencing the answers, and the deadline with its catch-up.
-
-    A subclass sets ``response_topic``, ``start_positions``, ``deadline``, ``by_request_id_only``,
-    ``token_conn_id``, ``kafka_config_id`` and ``poll_timeout``, and calls :meth:`_answers`.
-    """
-
-    response_topic: str
-    start_positions: Positions
-    deadline: float
-    by_request_id_only: bool
-    token_conn_id: str
-    kafka_config_id: str
-    poll_timeout: float
-    late_answer_grace: float
-    sent_at: float | None
-    #: where the token the requests were signed with is read, instead of ``token_conn_id``: a
-    #: dotted path to a function and its keyword arguments (a record's reporter's token)
-    token_source: str | None = None
-    token_source_kwargs: dict[str, Any] | None = None
-    _consumer: Any = None
-    _polling: asyncio.Future[Any] | None = None
-
-    def _waited(self) -> float | None:
-        """Seconds since the (first) request was sent, or ``None`` when that is unknown."""
-        return None if self.sent_at is None else time.time() - self.sent_at
-
-    async def _answers(
-        self, waits: dict[str, tuple[events.RequestRef, protocol.Expectation]]
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Read ``BLK_Res`` from the start positions; yield ``(request id, event)`` for each of
-        *waits* (request id -> what its events name, what its answer may be) as its answer comes
-        or its wait ends, until none is left."""
-        from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-
-        waits = dict(waits)
-        hook = KafkaBlockchainHook(self.kafka_config_id, self.token_conn_id)
-        settings = await sync_to_async(lambda: hook.settings)()
-        token = settings.token.reveal() if settings.token is not None else None
-        if self.token_source is not None:
-            token = await sync_to_async(self._sourced_token)()
-        agent_password = settings.agent_password.reveal() if settings.agent_password is not None else None
-        self._consumer = await sync_to_async(hook._new_consumer)(
-            TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
-        )
-        self._consumer.assign(
-            [TopicPartition(self.response_topic, p, off) for p, off in self.start_positions.items()]
-        )
-        malformed = forged = 0
-        # a message holding neither our request ids nor (without echo) our token is not decoded
-        needles = protocol.needles_of(*waits, None if self.by_request_id_only else token)
-        loop = asyncio.get_running_loop()
-        # A triggerer that picks the wait up late (load, a restart) must find an answer that is
-        # already on the topic: past the deadline, the wait reads on until every partition is at
-        # its end before it reports a timeout. Whether an answer is late is told by the time the
-        # message was written, not by when this wait got to read it.
-        partitions = set(self.start_positions)
-        at_end: set[int] = set()
-        catch_up_until: float | None = None
-        while waits:
-            now = time.time()
-            remaining = self.deadline - now
-            # without echo, the late answer would be taken by the token's next request: wait for
-            # it (holding the token's pool slot) until the grace period is over
-            grace_left = remaining + self.late_answer_grace
-            if remaining > 0:
-                wait = min(self.poll_timeout, remaining)
-            else:
-                if catch_up_until is None:
-                    catch_up_until = now + CATCH_UP_LIMIT
-                caught_up = at_end >= partitions or now >= catch_up_until
-                if caught_up and grace_left <= 0:
-                    for request_id, (request, _expect) in list(waits.items()):
-                        del waits[request_id]
-                        yield request_id, events.timeout_event(request, self._waited())
-                    return
-                wait = min(self.poll_timeout, grace_left) if caught_up else CATCH_UP_POLL
-            # reading and decoding both run in a worker thread: a large hostile message must not
-            # stall the triggerer's event loop, which every other deferred wait shares
-            self._polling = loop.run_in_executor(None, self._read, consume_available, wait, needles)
-            batch = await asyncio.shield(self._polling)
-            self._polling = None
-            at_end = (at_end - batch.read) | batch.at_end
-            if catch_up_until is not None and batch.empty:
-                at_end = set(partitions)  # a whole poll brought nothing: what was there is read
-            for response, written_at in batch.decoded:
-                if isinstance(response, MalformedResponseError):
-                    malformed += 1
-                    if malformed <= 10 or malformed % 100 == 0:
-                        log.warning("Skipped malformed response on %s: %s", self.response_topic, response)
-                    continue
-                request_id = next(
-                    (
-                        rid
-                        for rid in waits
-                        if protocol.matches(
-                            response, request_id=rid, token=token, by_request_id_only=self.by_request_id_only
-                        )
-                    ),
-                    None,
-                )
-                if request_id is None:
-                    continue
-                request, expect = waits[request_id]
-                if not protocol.fits(response, token, expect):
-                    forged += 1
-                    log.warning(
-                        "Set aside an answer on %s that names request %s but does not fit it (%s answer, "
-                        "other token or agent); %d so far",
-                        self.response_topic,
-                        request_id,
-                        response.kind,
-                        forged,
-                    )
-                    continue
-                del waits[request_id]
-                if written_at > self.deadline:
-                    log.warning(
-                        "A late answer (%s) to request %s came on %s after its deadline",
-                        response.kind,
-                        request_id,
-                        self.response_topic,
-                    )
-                    yield request_id, events.timeout_event(request, self._waited(), late_answer=response.kind)
-                elif response.kind == "error":
-                    text = protocol.error_text(response, (token, agent_password))
-                    yield request_id, events.gateway_error_event(request, text)
-                else:
-                    yield (
-                        request_id,
-                        events.success_event(request, response.kind, response.value, response.public_key),
-                    )
-
-    def _sourced_token(self) -> str:
-        module, _, name = str(self.token_source).rpartition(".")
-        try:
-            fetch = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise BlockchainConfigError(
-                f"Token source {self.token_source!r} cannot be imported: {exc}"
-            ) from None
-        token = fetch(**(self.token_source_kwargs or {}))
-        if not isinstance(token, str) or not token:
-            raise BlockchainConfigError(
-                f"Token source {self.token_source!r} has no token for {self.token_source_kwargs}"
-            )
-        mask_secret(token)
-        return token
-
-    def _read(self, consume: Any, timeout: float, needles: tuple[bytes, ...]) -> _Batch:
-        """Poll once; decode the messages at or after the start positions that name us."""
-        batch = _Batch()
-        for message in consume(self._consumer, timeout):
-            batch.empty = False
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    batch.at_end.add(message.partition())
-                else:
-                    log.warning("Error reading %s: %s", self.response_topic, error)
-                continue
-            batch.read.add(message.partition())
-            batch.at_end.discard(message.partition())
-            if message.offset() < self.start_positions.get(message.partition(), 0):
-                continue
-            value = message.value()
-            if not protocol.mentions(value, needles):
-                continue
-            ts_type, ts_ms = message.timestamp()
-            written_at = ts_ms / 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE else time.time()
-            try:
-                batch.decoded.append((protocol.decode_response(value), written_at))
-            except MalformedResponseError as exc:
-                batch.decoded.append((exc, written_at))
-        return batch
-
-    async def cleanup(self) -> None:
-        consumer, polling = self._consumer, self._polling
-        self._consumer = self._polling = None
-        if polling is not None:
-            # Never close the consumer under a poll still running in a worker thread.
-            await asyncio.wait([polling])
-        if consumer is not None:
-            try:
-                await sync_to_async(consumer.close)()
-            except Exception:
-                log.warning("Failed to close the Kafka consumer", exc_info=True)
-
-
-class AwaitResponseTrigger(_ResponseWait):
-    """Read ``BLK_Res`` from the positions fixed before the request was sent, until its answer.
+class AwaitResponsesTrigger(BaseTrigger):
+    """Read ``BLK_Res`` from the positions fixed before one or many requests were sent, until each
+    has its answer or the deadline has passed; then yield one event
+    (:func:`blockchain_provider.triggers.events.batch`): for each request, in order, where its
+    answer is, the gateway's refusal, or its timeout. Which message answers which request is
+    :class:`~blockchain_provider.answer_matcher.AnswerMatcher`'s to say, as in the worker.
 
     It serialises only primitives, so a waiting request holds no worker slot and survives a
-    triggerer restart. It yields one event of :mod:`blockchain_provider.triggers.events`:
-    ``success``, ``gateway_error`` (the gateway's text, token removed) or ``timeout`` (with the
-    time waited since the request was sent); it never carries the token.
-
-    :param topic: the actual request topic (for messages).
-    :param request_id: the request's id.
-    :param response_topic: the actual response topic.
-    :param start_positions: where to look for the answer: partition (as text) -> position, the
-        offset of the next message to read (:data:`blockchain_provider.hooks.response_reader.Positions`).
-    :param deadline: when to give up, in seconds since the epoch.
-    :param by_request_id_only: match only on the echoed request id (the gateway echoes).
-    :param token_conn_id: the ``blockchain_token`` connection, defaults to ``blockchain_master``.
-    :param kafka_config_id: the ``kafka`` connection, defaults to ``kafka_default``.
-    :param poll_timeout: seconds one poll may block a worker thread, defaults to 0.2.
-    :param expect: what the answer may be (:meth:`blockchain_provider.protocol.Expectation.to_primitives`);
-        an answer that does not fit (another token, another kind) is not taken.
-    :param late_answer_grace: without echo, how long after the deadline to keep waiting (and keep the
-        token's pool slot) for the late answer, so the next request of the token cannot take it.
-    :param sent_at: when the request was sent, in seconds since the epoch, to report how long it
-        waited; defaults to ``None`` (unknown, as in triggers serialised by earlier versions).
-    :param start_offsets: the former name of *start_positions*, still taken (triggers serialised
-        by earlier versions); defaults to ``None``.
-    :param resume: what the deferred task resumes with (a list's position and counts), handed back
-        in the event: small and JSON-serialisable; defaults to ``None``.
-    """
-
-    def __init__(
-        self,
-        *,
-        topic: str,
-        request_id: str,
-        response_topic: str,
-        start_positions: dict[str, int] | None = None,
-        deadline: float,
-        by_request_id_only: bool,
-        token_conn_id: str = "blockchain_master",
-        kafka_config_id: str = "kafka_default",
-        poll_timeout: float = 0.2,
-        expect: dict[str, Any] | None = None,
-        late_answer_grace: float = 0.0,
-        sent_at: float | None = None,
-        start_offsets: dict[str, int] | None = None,
-        resume: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        if start_positions is None:
-            start_positions = start_offsets
-        if start_positions is None:
-            raise BlockchainConfigError(f"The wait for request {request_id} has no start positions")
-        self.topic = topic
-        self.request_id = protocol.validate_request_id(request_id)
-        self.response_topic = response_topic
-        self.start_positions: Positions = positions_from_primitives(start_positions)
-        self.deadline = float(deadline)
-        self.by_request_id_only = bool(by_request_id_only)
-        self.token_conn_id = token_conn_id
-        self.kafka_config_id = kafka_config_id
-        self.poll_timeout = float(poll_timeout)
-        self.expect = protocol.Expectation.from_primitives(expect).to_primitives()
-        self.late_answer_grace = 0.0 if self.by_request_id_only else max(0.0, float(late_answer_grace))
-        self.sent_at = None if sent_at is None else float(sent_at)
-        self.resume = resume
-        self._request = events.RequestRef(topic, self.request_id, response_topic, resume)
-        self._consumer: Any = None
-        self._polling: asyncio.Future[Any] | None = None
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "topic": self.topic,
-                "request_id": self.request_id,
-                "response_topic": self.response_topic,
-                "start_positions": positions_to_primitives(self.start_positions),
-                "deadline": self.deadline,
-                "by_request_id_only": self.by_request_id_only,
-                "token_conn_id": self.token_conn_id,
-                "kafka_config_id": self.kafka_config_id,
-                "poll_timeout": self.poll_timeout,
-                "expect": self.expect,
-                "late_answer_grace": self.late_answer_grace,
-                "sent_at": self.sent_at,
-                "resume": self.resume,
-            },
-        )
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        waits = {self.request_id: (self._request, protocol.Expectation.from_primitives(self.expect))}
-        answers = self._answers(waits)
-        try:
-            async for _request_id, event in answers:
-                yield TriggerEvent(event)
-                return
-        finally:
-            await answers.aclose()
-
-
-class AwaitResponsesTrigger(_ResponseWait):
-    """Read ``BLK_Res`` from the positions fixed before many requests were sent, until each has
-    its answer or the deadline has passed; then yield one ``batch`` event
-    (:func:`blockchain_provider.triggers.events.batch_event`) with each request's event in order.
-
-    Many requests of one token can only be told apart by their echoed ids: without request_id
-    echo the batch holds one request. It never carries the token.
+    triggerer restart. Its event carries no token and no value of an answer. Many requests of
+    one token can only be told apart by their echoed ids: without request_id echo it waits for one.
 
     :param requests: ``{"topic", "request_id", "expect"}`` for each request, in the order sent
         (``expect`` as :meth:`blockchain_provider.protocol.Expectation.to_primitives` gives it).
@@ -362,10 +83,11 @@ class AwaitResponsesTrigger(_ResponseWait):
     :param token_conn_id: the ``blockchain_token`` connection, defaults to ``blockchain_master``.
     :param kafka_config_id: the ``kafka`` connection, defaults to ``kafka_default``.
     :param poll_timeout: seconds one poll may block a worker thread, defaults to 0.2.
-    :param late_answer_grace: without echo, how long after the deadline to keep waiting for the
-        late answer, defaults to 0.
-    :param sent_at: when the first request was sent, in seconds since the epoch; defaults to
-        ``None`` (unknown).
+    :param late_answer_grace: without echo, how long after the deadline to keep waiting (and keep the
+        token's pool slot) for the late answer, so the next request of the token cannot take it;
+        defaults to 0.
+    :param sent_at: when the first request was sent, in seconds since the epoch, to report how long
+        it waited; defaults to ``None`` (unknown).
     :param resume: what the deferred task resumes with, handed back in the event: small and
         JSON-serialisable; defaults to ``None``.
     :param token_source: the requests were signed with a token no connection holds (a record's
@@ -411,7 +133,7 @@ class AwaitResponsesTrigger(_ResponseWait):
         if len({r["request_id"] for r in self.requests}) != len(self.requests):
             raise BlockchainConfigError("A wait for answers names a request twice")
         self.response_topic = response_topic
-        self.start_positions = positions_from_primitives(start_positions)
+        self.start_positions: Positions = positions_from_primitives(start_positions)
         self.deadline = float(deadline)
         self.by_request_id_only = bool(by_request_id_only)
         self.token_conn_id = token_conn_id
@@ -422,8 +144,47 @@ class AwaitResponsesTrigger(_ResponseWait):
         self.resume = resume
         self.token_source = token_source
         self.token_source_kwargs = token_source_kwargs
-        self._consumer = None
-        self._polling = None
+        self._consumer: Any = None
+        self._polling: asyncio.Future[Any] | None = None
+
+    @classmethod
+    def for_pending(
+        cls,
+        pending: list[PendingRequest],
+        *,
+        token_conn_id: str = "blockchain_master",
+        kafka_config_id: str = "kafka_default",
+        resume: dict[str, Any] | None = None,
+        token_source: tuple[str, dict[str, Any]] | None = None,
+    ) -> AwaitResponsesTrigger:
+        """The wait for the answers to *pending*, requests sent together (the start positions were
+        fixed before the first was sent); it ends by the last one's deadline.
+
+        :param token_source: where the triggerer reads the token they were signed with, when no
+            connection holds it: a dotted path and its keyword arguments; defaults to ``None``.
+        """
+        if not pending:
+            raise BlockchainConfigError("A wait for answers needs at least one request")
+        first = pending[0]
+        sent = [request.sent_at for request in pending if request.sent_at is not None]
+        path, kwargs = token_source if token_source is not None else (None, None)
+        return cls(
+            requests=[
+                {"topic": request.topic, "request_id": request.request_id, "expect": request.expect}
+                for request in pending
+            ],
+            response_topic=first.response_topic,
+            start_positions=positions_to_primitives(first.start_positions),
+            deadline=max(request.deadline for request in pending),
+            by_request_id_only=first.by_request_id_only,
+            token_conn_id=token_conn_id,
+            kafka_config_id=kafka_config_id,
+            late_answer_grace=first.late_answer_grace,
+            sent_at=min(sent) if sent else None,
+            resume=resume,
+            token_source=path,
+            token_source_kwargs=kwargs,
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -446,19 +207,158 @@ class AwaitResponsesTrigger(_ResponseWait):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        waits = {
-            r["request_id"]: (
-                events.RequestRef(r["topic"], r["request_id"], self.response_topic),
-                protocol.Expectation.from_primitives(r["expect"]),
-            )
-            for r in self.requests
-        }
         found: dict[str, dict[str, Any]] = {}
-        answers = self._answers(waits)
+        answers = self._answers()
         try:
-            async for request_id, event in answers:
-                found[request_id] = event
+            async for request_id, answer in answers:
+                found[request_id] = answer
         finally:
             await answers.aclose()
         ordered = [found[r["request_id"]] for r in self.requests]
-        yield TriggerEvent(events.batch_event(self.response_topic, ordered, self.resume))
+        yield TriggerEvent(events.batch(self.response_topic, ordered, self.resume))
+
+    def _waited(self) -> float | None:
+        """Seconds since the (first) request was sent, or ``None`` when that is unknown."""
+        return None if self.sent_at is None else time.time() - self.sent_at
+
+    async def _answers(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Read ``BLK_Res`` from the start positions; yield ``(request id, answer)`` for each
+        request as its answer comes or its wait ends, until none is left."""
+        from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+
+        hook = KafkaBlockchainHook(self.kafka_config_id, self.token_conn_id)
+        settings = await sync_to_async(lambda: hook.settings)()
+        token = settings.token.reveal() if settings.token is not None else None
+        if self.token_source is not None:
+            token = await sync_to_async(self._sourced_token)()
+        agent_password = settings.agent_password.reveal() if settings.agent_password is not None else None
+        self._consumer = await sync_to_async(hook.new_response_consumer)(
+            TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
+        )
+        self._consumer.assign(
+            [TopicPartition(self.response_topic, p, off) for p, off in self.start_positions.items()]
+        )
+        matcher = AnswerMatcher(self.response_topic)
+        refs: dict[str, events.RequestRef] = {}
+        for r in self.requests:
+            refs[r["request_id"]] = events.RequestRef(r["topic"], r["request_id"])
+            expect = protocol.Expectation.from_primitives(r["expect"])
+            # an agent request is matched by its echoed id alone: no token in its answer's auth
+            signed = None if expect.agent else token
+            by_id_only = self.by_request_id_only or signed is None
+            matcher.add(Wait(r["request_id"], signed, by_id_only, self.start_positions, expect))
+        loop = asyncio.get_running_loop()
+        # A triggerer that picks the wait up late (load, a restart) must find an answer that is
+        # already on the topic: past the deadline, the wait reads on until every partition is at
+        # its end before it reports a timeout. Whether an answer is late is told by the time the
+        # message was written, not by when this wait got to read it.
+        partitions = set(self.start_positions)
+        at_end: set[int] = set()
+        catch_up_until: float | None = None
+        while matcher.waiting():
+            now = time.time()
+            remaining = self.deadline - now
+            # without echo, the late answer would be taken by the token's next request: wait for
+            # it (holding the token's pool slot) until the grace period is over
+            grace_left = remaining + self.late_answer_grace
+            if remaining > 0:
+                wait = min(self.poll_timeout, remaining)
+            else:
+                if catch_up_until is None:
+                    catch_up_until = now + CATCH_UP_LIMIT
+                caught_up = at_end >= partitions or now >= catch_up_until
+                if caught_up and grace_left <= 0:
+                    for request_id in matcher.waiting():
+                        matcher.remove(request_id)
+                        yield request_id, events.timeout(refs[request_id], self._waited())
+                    return
+                wait = min(self.poll_timeout, grace_left) if caught_up else CATCH_UP_POLL
+            # reading and matching both run in a worker thread: a large hostile message must not
+            # stall the triggerer's event loop, which every other deferred wait shares
+            self._polling = loop.run_in_executor(None, self._read, matcher, wait)
+            batch = await asyncio.shield(self._polling)
+            self._polling = None
+            for warning in batch.warnings:
+                log.warning("%s", warning)
+            at_end = (at_end - batch.read) | batch.at_end
+            if catch_up_until is not None and batch.empty:
+                at_end = set(partitions)  # a whole poll brought nothing: what was there is read
+            for request_id, response, at, written_at in batch.found:
+                matcher.remove(request_id)
+                request = refs[request_id]
+                if written_at > self.deadline:
+                    log.warning(
+                        "A late answer (%s) to request %s came on %s after its deadline",
+                        response.kind,
+                        request_id,
+                        self.response_topic,
+                    )
+                    yield request_id, events.timeout(request, self._waited(), late_answer=response.kind)
+                elif response.kind == "error":
+                    yield (
+                        request_id,
+                        events.gateway_error(request, refusal_text(response, (token, agent_password))),
+                    )
+                else:
+                    yield request_id, events.success(request, at)
+
+    def _sourced_token(self) -> str:
+        try:
+            fetch = import_string(str(self.token_source))
+        except ImportError as exc:
+            raise BlockchainConfigError(
+                f"Token source {self.token_source!r} cannot be imported: {exc}"
+            ) from None
+        token = fetch(**(self.token_source_kwargs or {}))
+        if not isinstance(token, str) or not token:
+            raise BlockchainConfigError(
+                f"Token source {self.token_source!r} has no token for {self.token_source_kwargs}"
+            )
+        mask_secret(token)
+        return token
+
+    def _read(self, matcher: AnswerMatcher, timeout: float) -> _Batch:
+        """Poll once; match the messages at or after the start positions."""
+        batch = _Batch()
+        for message in consume_available(self._consumer, timeout):
+            batch.empty = False
+            error = message.error()
+            partition = message.partition()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    batch.at_end.add(partition)
+                else:
+                    log.warning("Error reading %s: %s", self.response_topic, error)
+                continue
+            batch.read.add(partition)
+            batch.at_end.discard(partition)
+            offset = message.offset()
+            if offset < self.start_positions.get(partition, 0):
+                continue
+            value = message.value()
+            match = matcher.match(partition, offset, value)
+            if match.warning is not None:
+                batch.warnings.append(match.warning)
+            if match.verdict is not Verdict.ANSWER or match.response is None or match.request_id is None:
+                continue
+            # taken: no later message (a duplicate) can answer it again
+            matcher.remove(match.request_id)
+            ts_type, ts_ms = message.timestamp()
+            written_at = ts_ms / 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE else time.time()
+            digest = hashlib.sha256(value or b"").hexdigest()
+            topic = next(r["topic"] for r in self.requests if r["request_id"] == match.request_id)
+            at = AnswerAt(topic, match.request_id, self.response_topic, partition, offset, digest)
+            batch.found.append((match.request_id, match.response, at, written_at))
+        return batch
+
+    async def cleanup(self) -> None:
+        consumer, polling = self._consumer, self._polling
+        self._consumer = self._polling = None
+        if polling is not None:
+            # Never close the consumer under a poll still running in a worker thread.
+            await asyncio.wait([polling])
+        if consumer is not None:
+            try:
+                await sync_to_async(consumer.close)()
+            except Exception:
+                log.warning("Failed to close the Kafka consumer", exc_info=True)
