@@ -264,18 +264,38 @@ wait_for = wait_until
 
 
 # ------------------------------------------------------------------------------- DAG runs
+#: Each failed try of the DAG :func:`load_dag` loaded last, in order: ``task try n: error``, so
+#: that an assertion on a run says why its tries failed (:func:`run_outcome`).
+FAILED_TRIES: list[str] = []
+
+
+def _note_failed_try(context: dict[str, Any]) -> None:
+    ti = context["ti"]
+    error = context.get("exception")
+    FAILED_TRIES.append(f"{ti.task_id} try {ti.try_number}: {type(error).__name__}: {error}"[:500])
+
+
 def load_dag(dag_id: str, *, retries: int = 0, retry_delay: float = 1.0):
-    """The DAG from ``dags/``, its tasks' retries set for a test (the defaults wait minutes)."""
+    """The DAG from ``dags/``, its tasks' retries set for a test (the defaults wait minutes); each
+    failed try is noted in :data:`FAILED_TRIES` (a test may set callbacks of its own instead)."""
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(str(ROOT / "dags")).dags[dag_id]
     # dag.test() on Airflow 3.3.2 cannot look deadline alerts up (see tests/dags/conftest.py).
     dag.deadline = None
+    FAILED_TRIES.clear()
     for task in dag.tasks:
         task.retries = retries
         task.retry_delay = timedelta(seconds=retry_delay)
         task.retry_exponential_backoff = False
+        task.on_retry_callback = _note_failed_try
+        task.on_failure_callback = _note_failed_try
     return dag
+
+
+def run_outcome(dag_run) -> dict[str, Any]:
+    """For an assertion's message: every try's state (:func:`task_tries`) and why each failed."""
+    return {"tries": task_tries(dag_run), "failed": list(FAILED_TRIES)}
 
 
 def task_tries(dag_run) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ from include.day_report_keys import (
     DAY_REPORT_RECORD_TYPE,
     day_report_keys,
 )
-from tests.faults.conftest import SandboxProcess, erp_agent, load_dag, task_tries, wait_for
+from tests.faults.conftest import SandboxProcess, erp_agent, load_dag, run_outcome, task_tries, wait_for
 from tests.operator_runs import dag_task, run_operator
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -146,7 +146,7 @@ def test_a_day_report_cut_by_a_killed_gateway_is_completed_by_a_rerun(make_stack
         sandbox.stop()
 
     tries = task_tries(run)
-    assert run.state == "success", tries
+    assert run.state == "success", run_outcome(run)
     assert [tries[f"send_unit_report[{i}]"] for i in range(3)] == [["success"]] * 3
     with stack.ledger() as ledger:
         assert ledger.count_records(DAY_REPORT_RECORD_TYPE) == 84
