@@ -275,6 +275,13 @@ def _note_failed_try(context: dict[str, Any]) -> None:
     FAILED_TRIES.append(f"{ti.task_id} try {ti.try_number}: {type(error).__name__}: {error}"[:500])
 
 
+def _callbacks(value: Any) -> list[Any]:
+    """A task's callbacks as a list (Airflow takes one callable, a list, or None)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def load_dag(dag_id: str, *, retries: int = 0, retry_delay: float = 1.0):
     """The DAG from ``dags/``, its tasks' retries set for a test (the defaults wait minutes); each
     failed try is noted in :data:`FAILED_TRIES` (a test may set callbacks of its own instead)."""
@@ -288,8 +295,8 @@ def load_dag(dag_id: str, *, retries: int = 0, retry_delay: float = 1.0):
         task.retries = retries
         task.retry_delay = timedelta(seconds=retry_delay)
         task.retry_exponential_backoff = False
-        task.on_retry_callback = _note_failed_try
-        task.on_failure_callback = _note_failed_try
+        task.on_retry_callback = [*_callbacks(task.on_retry_callback), _note_failed_try]
+        task.on_failure_callback = [*_callbacks(task.on_failure_callback), _note_failed_try]
     return dag
 
 

@@ -38,14 +38,28 @@ def test_a_large_literal_never_reaches_the_literal_parser(monkeypatch):
         protocol.decode_response(raw)
 
 
-def test_the_literal_path_is_capped_near_256_kib():
-    assert 200 * 1024 <= protocol.MAX_LITERAL_CHARS <= 300 * 1024
-    assert 900 * 1024 <= protocol.MAX_RESPONSE_BYTES <= 1200 * 1024
-    # under the cap, the JSON rewrite reads a large literal of plain lists and objects...
-    plain = "[{'auth': 'T'}, {'data': [" + ", ".join(["{'a': [1, 'x', None, True]}"] * 5000) + "]}]"
-    assert 100 * 1024 < len(plain) < protocol.MAX_LITERAL_CHARS
-    assert protocol.decode_response(json.dumps(plain).encode()).value[-1] == {"a": [1, "x", None, True]}
-    # ...and the literal parser what the rewrite cannot (tuples), while it is small
+def test_a_sync_page_as_the_original_gateway_writes_it_is_read_whole():
+    """A page of SYNC_PAGE_SIZE answered partner requests, in the Python-literal form of the
+    original gateway, is over 256 KiB: it is an answer, not a malformed message (a cap of 256 KiB
+    on literals once dropped it, and the sync timed out on every try from then on)."""
+    from dags.blockchain_common.factories import SYNC_PAGE_SIZE
+
+    item = {
+        "partner_request_id": "dd0ce107bdbe5203218363bce5abd8cc",
+        "issuing_agent": "03" + "d7" * 32,
+        "receiving_agent": "02" + "09" * 32,
+        "status": "ACCEPTED",
+        "timestamp": 1796600407,
+        "answer_timestamp": 1796600417,
+        "transaction_ids": ["5b" * 64, "6c" * 64],
+    }
+    literal = repr([{"auth": "T" * 64}, {"data": [item] * SYNC_PAGE_SIZE}])
+    raw = json.dumps(literal).encode()
+    assert 256 * 1024 < len(raw) < protocol.MAX_RESPONSE_BYTES
+    response = protocol.decode_response(raw)
+    assert response.value == [item] * SYNC_PAGE_SIZE
+    # the literal parser's own cap stays small: a page is read by the rewrite, never by it
+    assert protocol.MAX_SLOW_LITERAL_CHARS <= 8 * 1024
     small = _literal(2 * 1024)
     assert protocol.decode_response(json.dumps(small).encode()).value[0] == [[1, 2], [3, [4, 5]]]
 

@@ -72,11 +72,12 @@ DEFAULT_TOPICS: tuple[str, ...] = (
 REQUEST_ID_KAFKA_HEADER = "blk-request-id"
 
 #: Responses larger than this are not decoded (in UTF-8 bytes, for a ``str`` too). A page of 100
-#: partner requests is about 50 KB.
+#: partner requests is about 50 KB; a sync's page of 500, about 250 KB (Kafka's default largest
+#: message is 1 MB). A Python literal of plain lists, objects, strings and numbers (what the
+#: original gateway's ``repr`` writes) is read by a linear rewrite to JSON up to this size too:
+#: about 70 ms a MiB of such pages, 0.6 s at worst (a MiB of empty strings). A smaller cap for
+#: literals would drop the sync's full pages as malformed, and its wait would time out on every try.
 MAX_RESPONSE_BYTES = 1024 * 1024
-#: A Python-literal answer longer than this (characters) is not decoded: the literal parser costs
-#: about 4 s and 0.5 GB per MiB of nested tuples, and anyone can write ``BLK_Res``.
-MAX_LITERAL_CHARS = 256 * 1024
 #: A Python literal the JSON rewrite cannot read (tuples, sets: nothing the original gateway's
 #: ``repr`` of its answers writes) goes to ``ast.literal_eval`` only up to this many characters,
 #: which it parses in milliseconds; every reader decodes on the thread that serves all waiting
@@ -763,10 +764,6 @@ def _decode_inner(text: str) -> Any:
         return _json_loads(text)
     except (ValueError, RecursionError):
         pass
-    if len(text) > MAX_LITERAL_CHARS:
-        raise MalformedResponseError(
-            f"Python literal of {len(text)} characters exceeds {MAX_LITERAL_CHARS}"
-        ) from None
     rewritten = _literal_as_json(text)
     if rewritten is not None:
         try:
