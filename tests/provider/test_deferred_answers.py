@@ -67,7 +67,9 @@ def hostile_messages(token: str, request_id: str | None) -> list[bytes]:
     """Messages written to ``BLK_Res`` in front of an answer, each holding the request's token or
     id, so that each is read and matched."""
     rid = request_id or "9df8888dea6df991f86e0e61b2379e46"
-    huge = json.dumps(repr([{"auth": token}, {"data": ["x" * HUGE]}])).encode()
+    # a megabyte literal only a literal parser reads (a tuple): without echo, a plain one holding
+    # the token is an answer like any other
+    huge = json.dumps(repr([{"auth": token}, {"data": [("x" * HUGE,)]}])).encode()
     assert HUGE < len(huge) < 1024 * 1024
     return [
         json.dumps([{"auth": "\ud800" + token}, {"data": []}]).encode(),  # a lone surrogate auth
