@@ -20,11 +20,13 @@ API.
 A unit's changes apply in the order the MES made them; runs of different units (and of one
 unit) run side by side, as far as the token's pool allows (one slot without echo). The MES notes
 each change (table `unit_updates`, in the transaction that saves it) under the `dag_run_id` it
-then triggers with. The task takes the unit's lock in the MES database, applies the unit's noted
-changes not yet applied up to its own, in order, each noted applied as soon as the ledger has it,
-and lets go. An answer slower than a second is awaited in the triggerer, the lock kept meanwhile;
-a run that finds the unit's lock held looks again every 2 s from the triggerer. A run whose
-change an earlier run already applied succeeds at once, naming that run.
+then triggers with. A first task, `claim_unit`, takes the unit's lock in the MES database for the
+run, outside the token's pool: a unit busy with another run is waited for in the triggerer, which
+takes the lock for the run when it is free, so a waiting run never keeps a pool slot from the run
+that holds the lock. Then `update_unit_record`, in the pool, applies the unit's noted changes
+not yet applied up to its own, in order, each noted applied as soon as the ledger has it, and lets
+go. An answer slower than a second is awaited in the triggerer, the lock kept meanwhile. A run
+whose change an earlier run already applied succeeds at once, naming that run.
 A run triggered by hand (no note under its id) notes its own change when it starts: among such
 runs the order is the order they start in. A run that fails for good gives its change up, so the
 unit's later runs do not try it again (clearing it later does not apply it: make the change
@@ -36,11 +38,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Param, dag
+from airflow.sdk import BaseOperator, Param, dag
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from blockchain_common import (
+    GATEWAY_TASK_TIMEOUT,
     MES_CONN_ID,
     START_DATE,
     TAGS,
@@ -54,7 +57,6 @@ from blockchain_provider.operators import (
     ClaimedUpdates,
     DynamicRecordUpdate,
     PendingUpdate,
-    QueueBusy,
     UpdateDynamicRecordOperator,
 )
 from include.day_report_keys import (
@@ -74,8 +76,17 @@ from include.mes.models import (
 )
 from include.mes.visible_text import PROCESS_NAME_PATTERN, STATUS_PATTERN
 
+if TYPE_CHECKING:
+    from include.mes.models import ProductionUnit
+    from include.mes.repository import MesRepository
+    from include.mes.unit_updates import UnitChange
+
 #: Runs at once: different units' changes side by side; one unit's take turns on its lock.
 MAX_ACTIVE_RUNS = 16
+
+#: Seconds the gateway task waits for its unit's lock, which its run's claim took: a lock held by
+#: another run is not waited for in the pool (see :func:`unit_update`).
+IN_POOL_LOCK_WAIT = 1.0
 
 #: The MES's unit ids are 32-bit database integers.
 UNIT_ID_MAX = 2**31 - 1
@@ -103,28 +114,81 @@ def unit_update_args(params: dict[str, Any]) -> tuple[int, str, str]:
         raise AirflowFailException(str(exc)) from None
 
 
+def own_change(context: Mapping[str, Any]) -> tuple[MesRepository, ProductionUnit, UnitChange]:
+    """The MES, the run's unit and the run's own change: the one the MES noted under the run's id,
+    or the params' values noted now (a run triggered by hand; noting again returns the same).
+
+    A unit that does not exist, or values the MES refuses, fail the task at once (no retries: a
+    retry would fail alike, and would hold back the unit's later updates).
+    """
+    from include.mes.repository import ProductionUnitNotFoundError
+
+    unit_id, status, process_name = unit_update_args(context["params"])
+    repository = mes_repository()
+    try:
+        unit = repository.require_production_unit(unit_id)
+        own = repository.note_unit_change(unit_id, status, process_name, context["dag_run"].run_id)
+    except ProductionUnitNotFoundError as exc:
+        raise AirflowFailException(str(exc)) from None
+    except ValueError as exc:  # a value the MES refuses, or the run id carries another unit's change
+        raise AirflowFailException(str(exc)) from None
+    return repository, unit, own
+
+
+class ClaimUnitOperator(BaseOperator):
+    """Note the run's change and take its unit's lock for the run, outside every gateway pool.
+
+    A unit busy with another run is waited for in the triggerer (:class:`~include.mes.unit_claims.UnitClaimTrigger`,
+    which takes the lock for the run when it is free): the wait holds no worker slot and no slot of
+    the token's pool, so the lock's holder always finds the slot it needs. Nothing is claimed
+    when the run's change was settled already. Returns the change's number and whether the lock
+    was taken.
+    """
+
+    ui_color = "#fff4e0"
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        from include.mes.unit_claims import UnitClaimTrigger
+        from include.mes.unit_updates import claim_unit
+
+        repository, unit, own = own_change(context)
+        if not own.pending:
+            return {"unit": unit.code, "change": own.seq, "claimed": False}
+        run_id = context["dag_run"].run_id
+        if claim_unit(repository.engine, unit.id, run_id):
+            return {"unit": unit.code, "change": own.seq, "claimed": True}
+        self.log.info(
+            "Production unit %s is busy with another run: its lock is awaited in the triggerer", unit.code
+        )
+        self.defer(
+            trigger=UnitClaimTrigger(conn_id=MES_CONN_ID, unit_id=unit.id, run_id=run_id),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> dict[str, Any]:
+        """Resume once the triggerer took the lock for the run."""
+        from include.mes.unit_claims import CLAIMED
+
+        if not isinstance(event, Mapping) or event.get("status") != CLAIMED:
+            raise RuntimeError(f"Unexpected event from the unit's claim: {event!r:.200}")
+        _repository, unit, own = own_change(context)
+        return {"unit": unit.code, "change": own.seq, "claimed": True}
+
+
 @contextmanager
 def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
     """The unit's noted changes up to the run's own, under the unit's lock for the block.
 
-    The run's own change is the one the MES noted under its run id, or the params' values noted
-    now (a run triggered by hand). A run that fails on its last try gives its change up.
+    The lock is the run's already (``claim_unit`` took it, outside the pool); should it have
+    lapsed and been taken by another run meanwhile, the try fails at once instead of waiting in
+    the pool's slot that the holder needs, and its retry claims again. A run that fails on its
+    last try gives its change up.
     """
     from include.mes.reporter_store import MesReporterStore
-    from include.mes.repository import ProductionUnitNotFoundError
-    from include.mes.unit_updates import DEFAULT_LOCK_TIMEOUT, FAILED, REFUSED, UnitLockTimeoutError
+    from include.mes.unit_updates import FAILED, REFUSED, UnitLockTimeoutError
 
-    unit_id, status, process_name = unit_update_args(context["params"])
-    run_id = context["dag_run"].run_id
-    repository = mes_repository()
-    try:
-        unit = repository.require_production_unit(unit_id)
-        own = repository.note_unit_change(unit_id, status, process_name, run_id)
-    except ProductionUnitNotFoundError as exc:
-        # a retry would fail alike, and would hold back the unit's later updates
-        raise AirflowFailException(str(exc)) from None
-    except ValueError as exc:  # a value the MES refuses, or the run id carries another unit's change
-        raise AirflowFailException(str(exc)) from None
+    repository, unit, own = own_change(context)
+    unit_id, run_id = unit.id, context["dag_run"].run_id
     summary = {"record_id": production_unit_record_id(unit), "unit": unit.code, "change": own.seq}
     if not own.pending:
         if own.outcome == REFUSED:
@@ -138,11 +202,7 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
         yield ClaimedUpdates(pending=[], applied_by=f"run {own.applied_by_run}", summary=summary)
         return
     store = MesReporterStore(repository, unit.code, MES_CONN_ID)
-    # deferrable, a short wait here: a busy unit is looked at again from the triggerer
-    task = context.get("task")
-    deferred = bool(getattr(task, "deferrable", False))
-    lock_wait = getattr(task, "queue_wait", DEFAULT_LOCK_TIMEOUT) if deferred else DEFAULT_LOCK_TIMEOUT
-    drain = repository.drain_unit_changes(unit_id, own.seq, run_id, lock_timeout=max(lock_wait, 0.1))
+    drain = repository.drain_unit_changes(unit_id, own.seq, run_id, lock_timeout=IN_POOL_LOCK_WAIT)
     try:
         with drain as changes:
             pending = [
@@ -179,10 +239,11 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
                 raise
     except UnitLockTimeoutError as exc:
         # the change is valid and stays noted: the drain that holds the lock, or a later one,
-        # applies it in its turn
-        if deferred:
-            raise QueueBusy(str(exc)) from None
-        raise
+        # applies it in its turn; waiting here would keep the pool's slot from the holder
+        raise UnitLockTimeoutError(
+            f"{exc}: this run's claim lapsed before its update got a slot of the pool; the try "
+            "fails rather than wait in that slot, and its retry claims again"
+        ) from None
     except TaskDeferred:
         raise
     except BaseException as exc:
@@ -236,7 +297,17 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
     },
 )
 def blockchain_production_unit_update() -> None:
-    UpdateDynamicRecordOperator(
+    claim = ClaimUnitOperator(
+        task_id="claim_unit",
+        doc_md=(
+            "Note the run's change and take the unit's lock for the run; a unit busy with another run is "
+            "waited for in the triggerer, outside the token's pool, so the lock's holder keeps its way to the "
+            "pool's slot."
+        ),
+        # no gateway pool: the wait for the lock must never keep a slot from the run that holds it
+        execution_timeout=GATEWAY_TASK_TIMEOUT,
+    )
+    update = UpdateDynamicRecordOperator(
         task_id="update_unit_record",
         doc_md=(
             "Under the unit's lock: ensure record type, record and reporter, then apply the unit's noted "
@@ -251,6 +322,7 @@ def blockchain_production_unit_update() -> None:
         # reporter's token from the MES; a unit busy with another run is looked at again from there
         **gateway_args(),
     )
+    claim >> update
 
 
 blockchain_production_unit_update()

@@ -16,10 +16,15 @@ from airflow.sdk.execution_time.comms import _new_encoder
 from airflow.triggers.base import TriggerEvent
 
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
+from include.mes.unit_claims import UnitClaimTrigger
 
-#: The triggers a provider operator defers to, by the class path they serialise with (a pause
-#: before looking at a busy queue again is Airflow's own timer).
-TRIGGERS = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (AwaitResponsesTrigger, DateTimeTrigger)}
+#: The triggers a task defers to, by the class path they serialise with (a pause before looking
+#: at a busy queue again is Airflow's own timer; a production unit's lock is waited for in
+#: :class:`UnitClaimTrigger`).
+TRIGGERS = {
+    f"{cls.__module__}.{cls.__qualname__}": cls
+    for cls in (AwaitResponsesTrigger, DateTimeTrigger, UnitClaimTrigger)
+}
 
 
 def stored(event: TriggerEvent) -> tuple[Any, int]:

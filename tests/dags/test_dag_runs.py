@@ -350,17 +350,18 @@ def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack, mon
 
 
 def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
-    """Answers 1.5 s late: the first run's task defers (its requests wait in the triggerer, which
-    reads the reporter's token from the MES) and keeps the unit's lock; the second run's task finds
-    the unit busy and defers on a timer; each resumes, and the changes reach the ledger in order."""
-    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+    """Answers 1.5 s late: the first run's update defers (its requests wait in the triggerer, which
+    reads the reporter's token from the MES) and keeps the unit's lock; the second run's claim finds
+    the unit busy and waits for the lock in the triggerer, outside the token's pool; each resumes,
+    and the changes reach the ledger in order."""
     from airflow.sdk.exceptions import TaskDeferred
 
     from gateway_sandbox.faults import Faults
     from include.mes.db import mes_engine
+    from include.mes.unit_claims import UnitClaimTrigger
     from include.mes.unit_updates import unit_lock_holder
     from include.sample_data import generate_plant
-    from tests.operator_runs import dag_task, resume, task_context
+    from tests.operator_runs import dag_task, resume, run_operator, task_context
 
     generate_plant(mes_engine("mes_db"), units=1, weeks=1, end_date=DAY)
     mes = stack.mes()
@@ -370,24 +371,28 @@ def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
         run_id = f"mes__deferred{n}"
         params = {"production_unit_id": unit.id, "status": f"D{n}", "process_name": f"P{n}"}
         mes.set_production_unit_state(unit.id, params["status"], params["process_name"], dag_run_id=run_id)
-        task = dag_task("blockchain_production_unit_update", "update_unit_record")
-        assert task.deferrable
-        task.queue_wait = 0.3
-        runs[n] = (task, task_context(run_id=run_id, params=params, task=task))
+        tasks = [
+            dag_task("blockchain_production_unit_update", t) for t in ("claim_unit", "update_unit_record")
+        ]
+        assert tasks[1].deferrable
+        runs[n] = [(task, task_context(run_id=run_id, params=params, task=task)) for task in tasks]
     stack.server.faults = Faults(delay_ms=1500)
 
+    assert runs[1][0][0].execute(runs[1][0][1])["claimed"] is True
     with pytest.raises(TaskDeferred) as first:
-        runs[1][0].execute(runs[1][1])
+        runs[1][1][0].execute(runs[1][1][1])
     assert type(first.value.trigger).__name__ == "AwaitResponsesTrigger"
     assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred1"  # kept while it waits
     with pytest.raises(TaskDeferred) as second:
-        runs[2][0].execute(runs[2][1])  # noted after the first: it waits for the unit
-    assert isinstance(second.value.trigger, DateTimeTrigger)  # Airflow's own timer
+        runs[2][0][0].execute(runs[2][0][1])  # noted after the first: it waits for the unit
+    assert isinstance(second.value.trigger, UnitClaimTrigger)
 
     waits: list = []
-    first_result = resume(*runs[1], first.value, waits)
+    first_result = resume(*runs[1][1], first.value, waits)
     assert unit_lock_holder(mes.engine, unit.id) is None
-    second_result = resume(*runs[2], second.value, waits)
+    assert resume(*runs[2][0], second.value)["claimed"] is True  # the triggerer took the lock for it
+    assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred2"
+    second_result = run_operator(*runs[2][1], triggers=waits)
     assert (first_result["Status"], second_result["Status"]) == ("D1", "D2")
     assert first_result["applied"] == [f"change {mes.unit_change('mes__deferred1').seq}"]
 
