@@ -40,11 +40,13 @@ from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, Param, dag
+from airflow.providers.standard.operators.branch import BranchMixIn
+from airflow.sdk import BaseOperator, Param, TriggerRule, dag
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from blockchain_common import (
     GATEWAY_TASK_TIMEOUT,
     MES_CONN_ID,
+    REPORTER_POOL,
     START_DATE,
     TAGS,
     default_args,
@@ -87,6 +89,10 @@ MAX_ACTIVE_RUNS = 16
 #: Seconds the gateway task waits for its unit's lock, which its run's claim took: a lock held by
 #: another run is not waited for in the pool (see :func:`unit_update`).
 IN_POOL_LOCK_WAIT = 1.0
+
+#: The task that creates a unit's record and reporter (signed by the master, in the master's pool)
+#: and the one that updates it (signed by the unit's reporter, in the reporters' pool).
+CREATE_TASK, UPDATE_TASK = "create_unit_record", "update_unit_record"
 
 #: The MES's unit ids are 32-bit database integers.
 UNIT_ID_MAX = 2**31 - 1
@@ -135,28 +141,31 @@ def own_change(context: Mapping[str, Any]) -> tuple[MesRepository, ProductionUni
     return repository, unit, own
 
 
-class ClaimUnitOperator(BaseOperator):
-    """Note the run's change and take its unit's lock for the run, outside every gateway pool.
+class ClaimUnitOperator(BaseOperator, BranchMixIn):
+    """Note the run's change and take its unit's lock for the run, outside every gateway pool; then
+    go on to the unit's creation (master's pool) if it has no reporter yet, else straight to its
+    update (reporters' pool).
 
     A unit busy with another run is waited for in the triggerer (:class:`~include.mes.unit_claims.UnitClaimTrigger`,
     which takes the lock for the run when it is free): the wait holds no worker slot and no slot of
-    the token's pool, so the lock's holder always finds the slot it needs. Nothing is claimed
-    when the run's change was settled already. Returns the change's number and whether the lock
-    was taken.
+    a gateway pool, so the lock's holder always finds the slot it needs. Nothing is claimed when
+    the run's change was settled already. Returns the task ids it goes on to.
     """
 
     ui_color = "#fff4e0"
+    inherits_from_skipmixin = True
 
-    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+    def execute(self, context: Mapping[str, Any]) -> Any:
         from include.mes.unit_claims import UnitClaimTrigger
         from include.mes.unit_updates import claim_unit
 
         repository, unit, own = own_change(context)
         if not own.pending:
-            return {"unit": unit.code, "change": own.seq, "claimed": False}
+            self.log.info("Change %s was settled already by run %s", own.seq, own.applied_by_run)
+            return self.do_branch(context, UPDATE_TASK)
         run_id = context["dag_run"].run_id
         if claim_unit(repository.engine, unit.id, run_id):
-            return {"unit": unit.code, "change": own.seq, "claimed": True}
+            return self._go_on(context, repository, unit)
         self.log.info(
             "Production unit %s is busy with another run: its lock is awaited in the triggerer", unit.code
         )
@@ -165,14 +174,21 @@ class ClaimUnitOperator(BaseOperator):
             method_name="execute_complete",
         )
 
-    def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> dict[str, Any]:
+    def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> Any:
         """Resume once the triggerer took the lock for the run."""
         from include.mes.unit_claims import CLAIMED
 
         if not isinstance(event, Mapping) or event.get("status") != CLAIMED:
             raise RuntimeError(f"Unexpected event from the unit's claim: {event!r:.200}")
-        _repository, unit, own = own_change(context)
-        return {"unit": unit.code, "change": own.seq, "claimed": True}
+        repository, unit, _own = own_change(context)
+        return self._go_on(context, repository, unit)
+
+    def _go_on(self, context: Mapping[str, Any], repository: MesRepository, unit: ProductionUnit) -> Any:
+        """The lock is the run's: create the unit's record and reporter first if it has none."""
+        reporter = repository.reporter(production_unit_record_id(unit))
+        if reporter is None or reporter.token is None:
+            return self.do_branch(context, CREATE_TASK)
+        return self.do_branch(context, UPDATE_TASK)
 
 
 @contextmanager
@@ -231,7 +247,10 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
                     raise AirflowFailException(f"Change {own.seq} was refused for good: {settled.detail}")
                 applied_by = f"run {settled.applied_by_run}" if settled is not None else None
             try:
-                yield ClaimedUpdates(pending=pending, applied_by=applied_by, summary=summary)
+                # the creation hands the lock on to the run's update task
+                yield ClaimedUpdates(
+                    pending=pending, applied_by=applied_by, summary=summary, keep=partial(drain.keep, 0.0)
+                )
             except TaskDeferred as deferred:
                 # the task goes on when the triggerer has the answer: the lock lasts the wait out
                 away = deferred.timeout.total_seconds() if deferred.timeout is not None else 0.0
@@ -301,28 +320,47 @@ def blockchain_production_unit_update() -> None:
         task_id="claim_unit",
         doc_md=(
             "Note the run's change and take the unit's lock for the run; a unit busy with another run is "
-            "waited for in the triggerer, outside the token's pool, so the lock's holder keeps its way to the "
-            "pool's slot."
+            "waited for in the triggerer, outside the gateway pools, so the lock's holder keeps its way to "
+            "their slots. Goes on to the unit's creation when it has no reporter yet, else to its update."
         ),
         # no gateway pool: the wait for the lock must never keep a slot from the run that holds it
         execution_timeout=GATEWAY_TASK_TIMEOUT,
     )
-    update = UpdateDynamicRecordOperator(
-        task_id="update_unit_record",
+    unit_record = {
+        "record_type": PRODUCTION_UNIT_RECORD_TYPE,
+        "record_type_description": PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
+        "record_type_properties": PRODUCTION_UNIT_RECORD_PROPERTIES,
+        "record_types": record_type_memory,
+        "update": unit_update,
+    }
+    create = UpdateDynamicRecordOperator(
+        task_id=CREATE_TASK,
         doc_md=(
-            "Under the unit's lock: ensure record type, record and reporter, then apply the unit's noted "
-            "changes up to this run's own, in order, as the reporter."
+            "Under the unit's lock, on its first update only: ensure the record type, create the unit's "
+            "record and reporter (signed by the master, in the master token's pool)."
         ),
-        record_type=PRODUCTION_UNIT_RECORD_TYPE,
-        record_type_description=PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
-        record_type_properties=PRODUCTION_UNIT_RECORD_PROPERTIES,
-        record_types=record_type_memory,
-        update=unit_update,
-        # an answer that takes longer than a second is awaited in the triggerer, which reads the
-        # reporter's token from the MES; a unit busy with another run is looked at again from there
+        part="create",
+        **unit_record,
+        # the creation's answer holds the reporter's token: it is awaited in the worker
         **gateway_args(),
     )
-    claim >> update
+    update = UpdateDynamicRecordOperator(
+        task_id=UPDATE_TASK,
+        doc_md=(
+            "Under the unit's lock: apply the unit's noted changes up to this run's own, in order, signed "
+            "by the unit's reporter (in the reporters' pool: units side by side, not behind the master's "
+            "requests)."
+        ),
+        part="update",
+        **unit_record,
+        # an answer that takes longer than a second is awaited in the triggerer, which reads the
+        # reporter's token from the MES
+        **gateway_args(pool=REPORTER_POOL),
+        # after the creation, or straight after the claim when the unit has its reporter
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+    )
+    claim >> [create, update]
+    create >> update
 
 
 blockchain_production_unit_update()

@@ -351,10 +351,11 @@ def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack, mon
 
 def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
     """Answers 1.5 s late: the first run's update defers (its requests wait in the triggerer, which
-    reads the reporter's token from the MES) and keeps the unit's lock; the second run's claim finds
-    the unit busy and waits for the lock in the triggerer, outside the token's pool; each resumes,
-    and the changes reach the ledger in order."""
-    from airflow.sdk.exceptions import TaskDeferred
+    reads the reporter's token from the MES) and keeps the unit's lock, which its claim took and its
+    creation of the unit's reporter handed on; the second run's claim finds the unit busy and waits
+    for the lock in the triggerer, outside the gateway pools; each resumes, the second goes straight
+    to its update (the reporter exists), and the changes reach the ledger in order."""
+    from airflow.sdk.exceptions import DownstreamTasksSkipped, TaskDeferred
 
     from gateway_sandbox.faults import Faults
     from include.mes.db import mes_engine
@@ -372,15 +373,18 @@ def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
         params = {"production_unit_id": unit.id, "status": f"D{n}", "process_name": f"P{n}"}
         mes.set_production_unit_state(unit.id, params["status"], params["process_name"], dag_run_id=run_id)
         tasks = [
-            dag_task("blockchain_production_unit_update", t) for t in ("claim_unit", "update_unit_record")
+            dag_task("blockchain_production_unit_update", t)
+            for t in ("claim_unit", "create_unit_record", "update_unit_record")
         ]
-        assert tasks[1].deferrable
+        assert tasks[2].deferrable
         runs[n] = [(task, task_context(run_id=run_id, params=params, task=task)) for task in tasks]
-    stack.server.faults = Faults(delay_ms=1500)
 
-    assert runs[1][0][0].execute(runs[1][0][1])["claimed"] is True
+    assert runs[1][0][0].execute(runs[1][0][1]) == "create_unit_record"  # the unit's first update
+    run_operator(*runs[1][1])
+    assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred1"  # handed on to the update
+    stack.server.faults = Faults(delay_ms=1500)
     with pytest.raises(TaskDeferred) as first:
-        runs[1][1][0].execute(runs[1][1][1])
+        runs[1][2][0].execute(runs[1][2][1])
     assert type(first.value.trigger).__name__ == "AwaitResponsesTrigger"
     assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred1"  # kept while it waits
     with pytest.raises(TaskDeferred) as second:
@@ -388,11 +392,13 @@ def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
     assert isinstance(second.value.trigger, UnitClaimTrigger)
 
     waits: list = []
-    first_result = resume(*runs[1][1], first.value, waits)
+    first_result = resume(*runs[1][2], first.value, waits)
     assert unit_lock_holder(mes.engine, unit.id) is None
-    assert resume(*runs[2][0], second.value)["claimed"] is True  # the triggerer took the lock for it
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        resume(*runs[2][0], second.value)  # the triggerer took the lock for it
+    assert [task for task, _ in skipped.value.tasks] == ["create_unit_record"]  # the reporter exists
     assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred2"
-    second_result = run_operator(*runs[2][1], triggers=waits)
+    second_result = run_operator(*runs[2][2], triggers=waits)
     assert (first_result["Status"], second_result["Status"]) == ("D1", "D2")
     assert first_result["applied"] == [f"change {mes.unit_change('mes__deferred1').seq}"]
 
