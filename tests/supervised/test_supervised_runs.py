@@ -8,6 +8,7 @@ any stored task log, service log, XCom or the sandbox's log.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -362,3 +363,79 @@ def test_a_run_waiting_for_its_units_lock_keeps_no_pool_slot_from_the_holder(dep
     assert "lock not free" not in waiter_logs
     assert "claiming again" not in waiter_logs
     print(f"holder and waiter done {took:.1f} s after the holder's trigger")
+
+
+def in_flight_overlaps(trace: list[dict]) -> tuple[list[tuple[str, str]], set[frozenset[str]]]:
+    """From the sandbox's trace: the pairs of requests of one token that were in flight at once
+    (one received before the other was answered), and the pairs of tokens that had requests in
+    flight at once."""
+    same_token, across = [], set()
+    ordered = sorted(trace, key=lambda entry: entry["received"])
+    for n, earlier in enumerate(ordered):
+        for later in ordered[n + 1 :]:
+            if later["received"] >= earlier["answered"]:
+                continue
+            if later["token"] == earlier["token"]:
+                same_token.append((earlier["request_id"], later["request_id"]))
+            else:
+                across.add(frozenset((earlier["token"], later["token"])))
+    return same_token, across
+
+
+def test_units_updates_run_side_by_side_one_request_per_reporter_token(deployment, tmp_path):
+    """Answers 2 s late, no echo: each unit's updates are signed by its own reporter, so two units'
+    updates are in flight at once (not one request at a time for the whole deployment, as in the
+    master token's one-slot pool), while no token ever has two requests in flight, and each unit's
+    changes reach the ledger in the order the MES made them."""
+    airflow, ledger, mes_path, _sandbox_log, sandbox = deployment
+    engine = engine_from_url(f"sqlite:///{mes_path}")
+    repository = MesRepository(engine)
+    units = repository.production_units()[:2]
+    dag_id = "blockchain_production_unit_update"
+    tag = uuid.uuid4().hex[:8]
+    changes = {
+        unit.id: [(f"mes__side-{unit.code}-{n}-{tag}", f"SIDE_{n}_{tag}") for n in (1, 2, 3)]
+        for unit in units
+    }
+    trace_path = tmp_path / "trace.jsonl"
+    sandbox.restart("--delay-ms", "2000", "--trace", str(trace_path))
+    try:
+        started = time.monotonic()
+        for n in range(3):  # the units' changes interleaved, as a plant makes them
+            for unit in units:
+                run_id, status = changes[unit.id][n]
+                conf = {"production_unit_id": unit.id, "status": status, "process_name": "Side"}
+                repository.set_production_unit_state(unit.id, status, "Side", dag_run_id=run_id)
+                airflow.post(
+                    f"/api/v2/dags/{dag_id}/dagRuns",
+                    {"dag_run_id": run_id, "logical_date": None, "conf": conf},
+                )
+        runs = [run_id for unit in units for run_id, _ in changes[unit.id]]
+        states = {run_id: airflow.wait_for_run(dag_id, run_id, timeout=400) for run_id in runs}
+        took = time.monotonic() - started
+    finally:
+        sandbox.restart()
+        engine.dispose()
+    failed = [run_id for run_id, state in states.items() if state != "success"]
+    if failed:
+        details = {dag_id: {t: s for r in failed for t, s in airflow.task_states(dag_id, r).items()}}
+        pytest.fail(f"runs did not succeed: {details}\n{failed_task_logs(airflow, details)}")
+
+    for unit in units:
+        statuses = [
+            json.loads(properties)["Status"]
+            for (properties,) in ledger._conn.execute(
+                "SELECT json_extract(payload, '$.properties') FROM transactions "
+                "WHERE json_extract(payload, '$.record_id') = ? AND op = 'record.update' ORDER BY seq",
+                (f"PU_{unit.code}",),
+            ).fetchall()
+        ]
+        assert statuses[-3:] == [status for _, status in changes[unit.id]]
+    trace = [json.loads(line) for line in trace_path.read_text().splitlines()]
+    same_token, across = in_flight_overlaps(trace)
+    assert same_token == []
+    master = hashlib.sha256(stored_connection(airflow)["password"].encode()).hexdigest()[:16]
+    reporters = {entry["token"] for entry in trace if entry["topic"] == "BLK_Rec_ProductionUnit"} - {master}
+    assert len(reporters) == 2  # each unit's updates signed by its own reporter
+    assert any(pair <= reporters for pair in across), "no two units' updates were ever in flight at once"
+    print(f"6 changes of 2 units, answers 2 s late: all applied {took:.1f} s after the first trigger")
