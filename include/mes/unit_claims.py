@@ -76,8 +76,15 @@ class UnitClaimTrigger(BaseTrigger):
         try:
             holder = await sync_to_async(unit_lock_holder)(engine, self.unit_id)
             self.log.info("Production unit %s's lock is held by run %s: waiting for it", self.unit_id, holder)
-            while not await sync_to_async(claim_unit)(engine, self.unit_id, self.run_id, lease=self.lease):
+            while True:
+                # a read while the lock is held: only a free lock costs a write
+                free = holder in (None, self.run_id)
+                if free and await sync_to_async(claim_unit)(
+                    engine, self.unit_id, self.run_id, lease=self.lease
+                ):
+                    break
                 await asyncio.sleep(self.poll)
+                holder = await sync_to_async(unit_lock_holder)(engine, self.unit_id)
         finally:
             await sync_to_async(engine.dispose)()
         self.log.info("Production unit %s's lock taken for run %s", self.unit_id, self.run_id)

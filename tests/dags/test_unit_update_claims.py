@@ -125,3 +125,29 @@ def test_a_gateway_task_whose_claim_was_taken_over_fails_its_try_at_once(unit_da
     assert time.monotonic() - started < 5
     assert "hook" not in vars(task)  # nothing sent
     assert mes.unit_change("mes__late").pending  # its change stays noted for the holder or a retry
+
+
+def test_a_unit_with_its_reporter_goes_straight_to_its_update(unit_dag, mes, monkeypatch):
+    """Only a unit's first update needs the master's pool (its record and reporter are created);
+    later ones skip the creation and go to the reporters' pool at once."""
+    from airflow.sdk.crypto import get_fernet
+    from airflow.sdk.exceptions import DownstreamTasksSkipped
+    from blockchain_common import REPORTER_POOL, REQUEST_POOL
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    get_fernet.cache_clear()
+    try:
+        unit = mes.production_units()[0]
+        mes.prepare_reporter(unit.code, f"PU_{unit.code}", "BLK_Rec_ProductionUnit", "a-strong-password-0123")
+        mes.store_reporter_credentials(f"PU_{unit.code}", "02" + "ab" * 32, "the-reporters-token")
+        mes.set_production_unit_state(unit.id, "S", "Stamping", dag_run_id="mes__later")
+        claim = unit_dag.get_task("claim_unit")
+        conf = {"production_unit_id": unit.id, "status": "S", "process_name": "Stamping"}
+        with pytest.raises(DownstreamTasksSkipped) as skipped:
+            claim.execute(task_context(run_id="mes__later", params=conf, task=claim))
+    finally:
+        get_fernet.cache_clear()
+    assert [task_id for task_id, _ in skipped.value.tasks] == ["create_unit_record"]
+    assert unit_dag.get_task("create_unit_record").pool == REQUEST_POOL
+    assert unit_dag.get_task("update_unit_record").pool == REPORTER_POOL
