@@ -29,6 +29,7 @@ from include.sample_data import generate_plant
 from tests.conftest import PostgresServer, needs, prefixed_topics
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
 from tests.sandbox_process import SandboxProcess
+from tests.sandbox_trace import in_flight_overlaps
 from tests.supervised.deployment import AirflowDeployment
 
 pytestmark = [
@@ -363,23 +364,6 @@ def test_a_run_waiting_for_its_units_lock_keeps_no_pool_slot_from_the_holder(dep
     assert "lock not free" not in waiter_logs
     assert "claiming again" not in waiter_logs
     print(f"holder and waiter done {took:.1f} s after the holder's trigger")
-
-
-def in_flight_overlaps(trace: list[dict]) -> tuple[list[tuple[str, str]], set[frozenset[str]]]:
-    """From the sandbox's trace: the pairs of requests of one token that were in flight at once
-    (one received before the other was answered), and the pairs of tokens that had requests in
-    flight at once."""
-    same_token, across = [], set()
-    ordered = sorted(trace, key=lambda entry: entry["received"])
-    for n, earlier in enumerate(ordered):
-        for later in ordered[n + 1 :]:
-            if later["received"] >= earlier["answered"]:
-                continue
-            if later["token"] == earlier["token"]:
-                same_token.append((earlier["request_id"], later["request_id"]))
-            else:
-                across.add(frozenset((earlier["token"], later["token"])))
-    return same_token, across
 
 
 def test_units_updates_run_side_by_side_one_request_per_reporter_token(deployment, tmp_path):
