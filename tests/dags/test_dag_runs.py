@@ -425,22 +425,32 @@ def test_a_unit_update_whose_wait_fails_in_the_triggerer_lets_the_lock_go(stack)
     """The trigger failed or the deferral timed out: the task fails without resuming its steps,
     and still lets go of the unit's lock; on its last try it gives its change up."""
     from airflow.sdk.bases.operator import TriggerFailureReason
-    from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout, TaskDeferred
+    from airflow.sdk.exceptions import (
+        DownstreamTasksSkipped,
+        TaskDeferralError,
+        TaskDeferralTimeout,
+        TaskDeferred,
+    )
 
     from gateway_sandbox.faults import Faults
     from include.mes.db import mes_engine
     from include.mes.unit_updates import unit_lock_holder
     from include.sample_data import generate_plant
-    from tests.operator_runs import dag_task, task_context
+    from tests.operator_runs import dag_task, run_unit_update, task_context
 
     generate_plant(mes_engine("mes_db"), units=1, weeks=1, end_date=DAY)
     mes = stack.mes()
     unit = mes.production_units()[0]
+    # the unit's first update creates its record and reporter
+    run_unit_update({"production_unit_id": unit.id, "status": "F0", "process_name": ""}, run_id="mes__first")
     stack.server.faults = Faults(delay_ms=1500)
     for try_number, failure, outcome in ((1, TaskDeferralTimeout, None), (4, TaskDeferralError, "failed")):
         run_id = f"mes__failing{try_number}"
         params = {"production_unit_id": unit.id, "status": f"F{try_number}", "process_name": ""}
         mes.set_production_unit_state(unit.id, params["status"], "", dag_run_id=run_id)
+        claim = dag_task("blockchain_production_unit_update", "claim_unit")
+        with pytest.raises(DownstreamTasksSkipped):  # the creation: the unit has its reporter
+            claim.execute(task_context(run_id=run_id, params=params, task=claim, try_number=try_number))
         task = dag_task("blockchain_production_unit_update", "update_unit_record")
         context = task_context(run_id=run_id, params=params, task=task, try_number=try_number)
         before = stack.server.counters
