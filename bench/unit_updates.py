@@ -3,7 +3,7 @@
 Usage (from the repository root; about 5 minutes on two cores, needs what ``make production``
 needs)::
 
-    .venv/bin/python bench/unit_updates.py [--no-write]
+    .venv/bin/python bench/unit_updates.py [--no-write] [--delay-ms 1000]
 
 It starts the production shape (:mod:`scripts.production_stack`: CeleryExecutor, two workers of
 2 slots each, PostgreSQL metadata, 3 Apache Kafka brokers, the MES on SQLite) without echo and
@@ -14,6 +14,8 @@ REST API), 5 threads make 4 changes each, one unit per thread, and it times from
 trigger until all 20 runs have finished (run states polled every 0.5 s). The same again after the
 gateway sandbox restarts with echo and the pool has 8 slots. It checks that every change was
 applied, in order per unit, and counts the changes a later run of the unit applied (a drain).
+``--delay-ms D`` has the sandbox answer every write D ms late (as a real gateway answers once its
+transaction is committed): the waits are then deferred, and the figures are printed, not written.
 
 Prints the figures and writes them into the "Production-unit updates" section of
 ``bench/RESULTS.md`` (``make bench`` keeps that section).
@@ -122,6 +124,7 @@ def twenty_updates(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--delay-ms", type=int, default=0, help="answer every write this late (default: 0)")
     args = parser.parse_args(argv)
     # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
     stop_on_termination()
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         root=ROOT, stack_dir=tmp / "stack", airflow_port=free_port(), kafka="apache", timeout=600
     )
-    stack = ProductionStack(settings, echo=False, pool_slots=1)
+    delay = ("--delay-ms", str(args.delay_ms)) if args.delay_ms else ()
+    stack = ProductionStack(settings, echo=False, pool_slots=1, sandbox_options=delay)
     figures: dict[str, dict[str, Any]] = {}
     began = time.monotonic()
     engine = None
@@ -167,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     whole = time.monotonic() - began
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     off, on = figures["echo off, pool 1 slot"], figures["echo on, pool 8 slots"]
+    late = f", gateway {args.delay_ms / 1000:g} s late" if args.delay_ms else ""
     lines = [
-        f"- {name}: 20 updates (4 for each of 5 units, triggered at once through the MES's path) all "
+        f"- {name}{late}: 20 updates (4 for each of 5 units, triggered at once through the MES's path) all "
         f"finished {f['elapsed']:.1f} s after the first trigger ({f['succeeded']}/20 runs succeeded; the "
         f"20 triggers took {f['triggered']:.1f} s; {f['drained']} changes applied by a later run of their unit)"
         for name, f in figures.items()
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = "\n".join(lines)
     print(text)
-    if not args.no_write:
+    if not args.no_write and not args.delay_ms:
         results.write_run(results.UNIT_UPDATES_HEADING, "bench/unit_updates.py", load, whole / 60, text)
     return 0
 

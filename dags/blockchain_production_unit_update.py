@@ -10,21 +10,24 @@ curl -X POST "$AIRFLOW_URL/api/v2/dags/blockchain_production_unit_update/dagRuns
   -d '{"logical_date": null, "conf": {"production_unit_id": 3, "status": "RUNNING", "process_name": "Stamping"}}'
 ```
 
-The run ensures, in order: the record type `ProductionUnit` (dynamic `Status` and
-`ProcessName`), then, on the unit's first update, its dynamic record `PU_<code>` and the unit's
-own reporter agent (created with a fresh strong password; its public key and token are stored in
-the MES database, encrypted with Airflow's Fernet key); then it updates the two properties signed
-with that reporter's token. Later runs reuse the stored reporter. No task needs the Airflow REST
-API.
+On the unit's first update, `create_unit_record` ensures the record type `ProductionUnit`
+(dynamic `Status` and `ProcessName`) and creates its dynamic record `PU_<code>` and the unit's own
+reporter agent (created with a fresh strong password; its public key and token are stored in the
+MES database, encrypted with Airflow's Fernet key), signed by the master, in the master token's
+pool. `update_unit_record` then updates the two properties signed with that reporter's token,
+in the reporters' pool: without echo one request in flight is the rule per token, so different
+units' updates run side by side, and never behind the master's requests. Later runs reuse the
+stored reporter and skip the creation. No task needs the Airflow REST API.
 
-A unit's changes apply in the order the MES made them; runs of different units (and of one
-unit) run side by side, as far as the token's pool allows (one slot without echo). The MES notes
-each change (table `unit_updates`, in the transaction that saves it) under the `dag_run_id` it
-then triggers with. The task takes the unit's lock in the MES database, applies the unit's noted
-changes not yet applied up to its own, in order, each noted applied as soon as the ledger has it,
-and lets go. An answer slower than a second is awaited in the triggerer, the lock kept meanwhile;
-a run that finds the unit's lock held looks again every 2 s from the triggerer. A run whose
-change an earlier run already applied succeeds at once, naming that run.
+A unit's changes apply in the order the MES made them. The MES notes each change (table
+`unit_updates`, in the transaction that saves it) under the `dag_run_id` it then triggers with.
+A first task, `claim_unit`, takes the unit's lock in the MES database for the run, outside the
+gateway pools: a unit busy with another run is waited for in the triggerer, which takes the lock
+for the run when it is free, so a waiting run never keeps a pool slot from the run that holds the
+lock. Then `update_unit_record` applies the unit's noted changes not yet applied up to its own, in
+order, each noted applied as soon as the ledger has it, and lets go. An answer slower than a
+second is awaited in the triggerer, the lock kept meanwhile. A run whose change an earlier run
+already applied succeeds at once, naming that run.
 A run triggered by hand (no note under its id) notes its own change when it starts: among such
 runs the order is the order they start in. A run that fails for good gives its change up, so the
 unit's later runs do not try it again (clearing it later does not apply it: make the change
@@ -36,12 +39,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Param, dag
+from airflow.providers.standard.operators.branch import BranchMixIn
+from airflow.sdk import BaseOperator, Param, TriggerRule, dag
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from blockchain_common import (
+    GATEWAY_TASK_TIMEOUT,
     MES_CONN_ID,
+    REPORTER_POOL,
     START_DATE,
     TAGS,
     default_args,
@@ -54,7 +60,6 @@ from blockchain_provider.operators import (
     ClaimedUpdates,
     DynamicRecordUpdate,
     PendingUpdate,
-    QueueBusy,
     UpdateDynamicRecordOperator,
 )
 from include.day_report_keys import (
@@ -74,8 +79,21 @@ from include.mes.models import (
 )
 from include.mes.visible_text import PROCESS_NAME_PATTERN, STATUS_PATTERN
 
+if TYPE_CHECKING:
+    from include.mes.models import ProductionUnit
+    from include.mes.repository import MesRepository
+    from include.mes.unit_updates import UnitChange
+
 #: Runs at once: different units' changes side by side; one unit's take turns on its lock.
 MAX_ACTIVE_RUNS = 16
+
+#: Seconds the gateway task waits for its unit's lock, which its run's claim took: a lock held by
+#: another run is not waited for in the pool (see :func:`unit_update`).
+IN_POOL_LOCK_WAIT = 1.0
+
+#: The task that creates a unit's record and reporter (signed by the master, in the master's pool)
+#: and the one that updates it (signed by the unit's reporter, in the reporters' pool).
+CREATE_TASK, UPDATE_TASK = "create_unit_record", "update_unit_record"
 
 #: The MES's unit ids are 32-bit database integers.
 UNIT_ID_MAX = 2**31 - 1
@@ -103,28 +121,91 @@ def unit_update_args(params: dict[str, Any]) -> tuple[int, str, str]:
         raise AirflowFailException(str(exc)) from None
 
 
+def own_change(context: Mapping[str, Any]) -> tuple[MesRepository, ProductionUnit, UnitChange]:
+    """The MES, the run's unit and the run's own change: the one the MES noted under the run's id,
+    or the params' values noted now (a run triggered by hand; noting again returns the same).
+
+    A unit that does not exist, or values the MES refuses, fail the task at once (no retries: a
+    retry would fail alike, and would hold back the unit's later updates).
+    """
+    from include.mes.repository import ProductionUnitNotFoundError
+
+    unit_id, status, process_name = unit_update_args(context["params"])
+    repository = mes_repository()
+    try:
+        unit = repository.require_production_unit(unit_id)
+        own = repository.note_unit_change(unit_id, status, process_name, context["dag_run"].run_id)
+    except ProductionUnitNotFoundError as exc:
+        raise AirflowFailException(str(exc)) from None
+    except ValueError as exc:  # a value the MES refuses, or the run id carries another unit's change
+        raise AirflowFailException(str(exc)) from None
+    return repository, unit, own
+
+
+class ClaimUnitOperator(BaseOperator, BranchMixIn):
+    """Note the run's change and take its unit's lock for the run, outside every gateway pool; then
+    go on to the unit's creation (master's pool) if it has no reporter yet, else straight to its
+    update (reporters' pool).
+
+    A unit busy with another run is waited for in the triggerer (:class:`~include.mes.unit_claims.UnitClaimTrigger`,
+    which takes the lock for the run when it is free): the wait holds no worker slot and no slot of
+    a gateway pool, so the lock's holder always finds the slot it needs. Nothing is claimed when
+    the run's change was settled already. Returns the task ids it goes on to.
+    """
+
+    ui_color = "#fff4e0"
+    inherits_from_skipmixin = True
+
+    def execute(self, context: Mapping[str, Any]) -> Any:
+        from include.mes.unit_claims import UnitClaimTrigger
+        from include.mes.unit_updates import claim_unit
+
+        repository, unit, own = own_change(context)
+        if not own.pending:
+            self.log.info("Change %s was settled already by run %s", own.seq, own.applied_by_run)
+            return self.do_branch(context, UPDATE_TASK)
+        run_id = context["dag_run"].run_id
+        if claim_unit(repository.engine, unit.id, run_id):
+            return self._go_on(context, repository, unit)
+        self.log.info(
+            "Production unit %s is busy with another run: its lock is awaited in the triggerer", unit.code
+        )
+        self.defer(
+            trigger=UnitClaimTrigger(conn_id=MES_CONN_ID, unit_id=unit.id, run_id=run_id),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> Any:
+        """Resume once the triggerer took the lock for the run."""
+        from include.mes.unit_claims import CLAIMED
+
+        if not isinstance(event, Mapping) or event.get("status") != CLAIMED:
+            raise RuntimeError(f"Unexpected event from the unit's claim: {event!r:.200}")
+        repository, unit, _own = own_change(context)
+        return self._go_on(context, repository, unit)
+
+    def _go_on(self, context: Mapping[str, Any], repository: MesRepository, unit: ProductionUnit) -> Any:
+        """The lock is the run's: create the unit's record and reporter first if it has none."""
+        reporter = repository.reporter(production_unit_record_id(unit))
+        if reporter is None or reporter.token is None:
+            return self.do_branch(context, CREATE_TASK)
+        return self.do_branch(context, UPDATE_TASK)
+
+
 @contextmanager
 def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
     """The unit's noted changes up to the run's own, under the unit's lock for the block.
 
-    The run's own change is the one the MES noted under its run id, or the params' values noted
-    now (a run triggered by hand). A run that fails on its last try gives its change up.
+    The lock is the run's already (``claim_unit`` took it, outside the pool); should it have
+    lapsed and been taken by another run meanwhile, the try fails at once instead of waiting in
+    the pool's slot that the holder needs, and its retry claims again. A run that fails on its
+    last try gives its change up.
     """
     from include.mes.reporter_store import MesReporterStore
-    from include.mes.repository import ProductionUnitNotFoundError
-    from include.mes.unit_updates import DEFAULT_LOCK_TIMEOUT, FAILED, REFUSED, UnitLockTimeoutError
+    from include.mes.unit_updates import FAILED, REFUSED, UnitLockTimeoutError
 
-    unit_id, status, process_name = unit_update_args(context["params"])
-    run_id = context["dag_run"].run_id
-    repository = mes_repository()
-    try:
-        unit = repository.require_production_unit(unit_id)
-        own = repository.note_unit_change(unit_id, status, process_name, run_id)
-    except ProductionUnitNotFoundError as exc:
-        # a retry would fail alike, and would hold back the unit's later updates
-        raise AirflowFailException(str(exc)) from None
-    except ValueError as exc:  # a value the MES refuses, or the run id carries another unit's change
-        raise AirflowFailException(str(exc)) from None
+    repository, unit, own = own_change(context)
+    unit_id, run_id = unit.id, context["dag_run"].run_id
     summary = {"record_id": production_unit_record_id(unit), "unit": unit.code, "change": own.seq}
     if not own.pending:
         if own.outcome == REFUSED:
@@ -138,11 +219,7 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
         yield ClaimedUpdates(pending=[], applied_by=f"run {own.applied_by_run}", summary=summary)
         return
     store = MesReporterStore(repository, unit.code, MES_CONN_ID)
-    # deferrable, a short wait here: a busy unit is looked at again from the triggerer
-    task = context.get("task")
-    deferred = bool(getattr(task, "deferrable", False))
-    lock_wait = getattr(task, "queue_wait", DEFAULT_LOCK_TIMEOUT) if deferred else DEFAULT_LOCK_TIMEOUT
-    drain = repository.drain_unit_changes(unit_id, own.seq, run_id, lock_timeout=max(lock_wait, 0.1))
+    drain = repository.drain_unit_changes(unit_id, own.seq, run_id, lock_timeout=IN_POOL_LOCK_WAIT)
     try:
         with drain as changes:
             pending = [
@@ -171,7 +248,10 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
                     raise AirflowFailException(f"Change {own.seq} was refused for good: {settled.detail}")
                 applied_by = f"run {settled.applied_by_run}" if settled is not None else None
             try:
-                yield ClaimedUpdates(pending=pending, applied_by=applied_by, summary=summary)
+                # the creation hands the lock on to the run's update task
+                yield ClaimedUpdates(
+                    pending=pending, applied_by=applied_by, summary=summary, keep=partial(drain.keep, 0.0)
+                )
             except TaskDeferred as deferred:
                 # the task goes on when the triggerer has the answer: the lock lasts the wait out
                 away = deferred.timeout.total_seconds() if deferred.timeout is not None else 0.0
@@ -179,10 +259,11 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
                 raise
     except UnitLockTimeoutError as exc:
         # the change is valid and stays noted: the drain that holds the lock, or a later one,
-        # applies it in its turn
-        if deferred:
-            raise QueueBusy(str(exc)) from None
-        raise
+        # applies it in its turn; waiting here would keep the pool's slot from the holder
+        raise UnitLockTimeoutError(
+            f"{exc}: this run's claim lapsed before its update got a slot of the pool; the try "
+            "fails rather than wait in that slot, and its retry claims again"
+        ) from None
     except TaskDeferred:
         raise
     except BaseException as exc:
@@ -236,21 +317,51 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
     },
 )
 def blockchain_production_unit_update() -> None:
-    UpdateDynamicRecordOperator(
-        task_id="update_unit_record",
+    claim = ClaimUnitOperator(
+        task_id="claim_unit",
         doc_md=(
-            "Under the unit's lock: ensure record type, record and reporter, then apply the unit's noted "
-            "changes up to this run's own, in order, as the reporter."
+            "Note the run's change and take the unit's lock for the run; a unit busy with another run is "
+            "waited for in the triggerer, outside the gateway pools, so the lock's holder keeps its way to "
+            "their slots. Goes on to the unit's creation when it has no reporter yet, else to its update."
         ),
-        record_type=PRODUCTION_UNIT_RECORD_TYPE,
-        record_type_description=PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
-        record_type_properties=PRODUCTION_UNIT_RECORD_PROPERTIES,
-        record_types=record_type_memory,
-        update=unit_update,
-        # an answer that takes longer than a second is awaited in the triggerer, which reads the
-        # reporter's token from the MES; a unit busy with another run is looked at again from there
+        # no gateway pool: the wait for the lock must never keep a slot from the run that holds it
+        execution_timeout=GATEWAY_TASK_TIMEOUT,
+    )
+    unit_record = {
+        "record_type": PRODUCTION_UNIT_RECORD_TYPE,
+        "record_type_description": PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
+        "record_type_properties": PRODUCTION_UNIT_RECORD_PROPERTIES,
+        "record_types": record_type_memory,
+        "update": unit_update,
+    }
+    create = UpdateDynamicRecordOperator(
+        task_id=CREATE_TASK,
+        doc_md=(
+            "Under the unit's lock, on its first update only: ensure the record type, create the unit's "
+            "record and reporter (signed by the master, in the master token's pool)."
+        ),
+        part="create",
+        **unit_record,
+        # the creation's answer holds the reporter's token: it is awaited in the worker
         **gateway_args(),
     )
+    update = UpdateDynamicRecordOperator(
+        task_id=UPDATE_TASK,
+        doc_md=(
+            "Under the unit's lock: apply the unit's noted changes up to this run's own, in order, signed "
+            "by the unit's reporter (in the reporters' pool: units side by side, not behind the master's "
+            "requests)."
+        ),
+        part="update",
+        **unit_record,
+        # an answer that takes longer than a second is awaited in the triggerer, which reads the
+        # reporter's token from the MES
+        **gateway_args(pool=REPORTER_POOL),
+        # after the creation, or straight after the claim when the unit has its reporter
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+    )
+    claim >> [create, update]
+    create >> update
 
 
 blockchain_production_unit_update()

@@ -16,10 +16,15 @@ from airflow.sdk.execution_time.comms import _new_encoder
 from airflow.triggers.base import TriggerEvent
 
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
+from include.mes.unit_claims import UnitClaimTrigger
 
-#: The triggers a provider operator defers to, by the class path they serialise with (a pause
-#: before looking at a busy queue again is Airflow's own timer).
-TRIGGERS = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (AwaitResponsesTrigger, DateTimeTrigger)}
+#: The triggers a task defers to, by the class path they serialise with (a pause before looking
+#: at a busy queue again is Airflow's own timer; a production unit's lock is waited for in
+#: :class:`UnitClaimTrigger`).
+TRIGGERS = {
+    f"{cls.__module__}.{cls.__qualname__}": cls
+    for cls in (AwaitResponsesTrigger, DateTimeTrigger, UnitClaimTrigger)
+}
 
 
 def stored(event: TriggerEvent) -> tuple[Any, int]:
@@ -42,7 +47,15 @@ def task_context(
 ) -> dict[str, Any]:
     """The parts of a task's context the operators and the DAGs' functions read: the try number
     (of *max_tries* retries, the DAGs' default), the params and the run (*run_id*, started now)."""
-    ti = SimpleNamespace(try_number=try_number, max_tries=max_tries)
+    pushed: dict[str, Any] = {}
+    ti = SimpleNamespace(
+        try_number=try_number,
+        max_tries=max_tries,
+        map_index=-1,
+        # a branch reads the DAG from the task instance's task and notes what it follows
+        task=extra.get("task"),
+        xcom_push=lambda key, value: pushed.update({key: value}),
+    )
     dag_run = SimpleNamespace(run_id=run_id, start_date=datetime.now(UTC))
     return {"ti": ti, "params": dict(params or {}), "dag_run": dag_run, **extra}
 
@@ -109,3 +122,34 @@ def dag_task(dag_id: str, task_id: str, mapped: dict[str, Any] | None = None) ->
     dags = Path(__file__).resolve().parents[1] / "dags"
     task = DagBag(str(dags)).dags[dag_id].get_task(task_id)
     return task if mapped is None else task.unmap(mapped)
+
+
+def run_unit_update(
+    params: dict[str, Any],
+    *,
+    run_id: str = "manual__test",
+    try_number: int = 1,
+    triggers: list[tuple[str, dict[str, Any]]] | None = None,
+) -> Any:
+    """One run of ``blockchain_production_unit_update`` as the scheduler runs its tasks: the claim,
+    then what it goes on to (the unit's creation on its first update, then the update); returns
+    the update's result."""
+    from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+    dag_id = "blockchain_production_unit_update"
+    claim = dag_task(dag_id, "claim_unit")
+    following = ["create_unit_record", "update_unit_record"]
+    try:
+        run_operator(
+            claim, task_context(try_number=try_number, params=params, run_id=run_id, task=claim), triggers
+        )
+    except DownstreamTasksSkipped as skipped:
+        left = {task_id for task_id, _map_index in skipped.tasks}
+        following = [task_id for task_id in following if task_id not in left]
+    result = None
+    for task_id in following:
+        task = dag_task(dag_id, task_id)
+        result = run_operator(
+            task, task_context(try_number=try_number, params=params, run_id=run_id, task=task), triggers
+        )
+    return result

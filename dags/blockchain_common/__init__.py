@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 
 from blockchain_provider.notifications import failure_notifiers
-from blockchain_provider.pools import pool_name
+from blockchain_provider.pools import pool_name, reporter_pool_name
 
 if TYPE_CHECKING:
     from include.mes.repository import MesRepository
@@ -28,6 +28,9 @@ PLANT_TIMEZONE = pendulum.timezone(os.environ.get("BLOCKCHAIN_PLANT_TIMEZONE", "
 #: One slot per token: the original gateway does not echo request ids, so a token's requests
 #: must not overlap. Every task that talks to the gateway runs in it.
 REQUEST_POOL = pool_name(TOKEN_CONN_ID)
+#: The requests signed by the reporters the master created (a production unit's updates): they
+#: need not queue behind the master's; each unit's lock keeps its reporter to one at a time.
+REPORTER_POOL = reporter_pool_name(TOKEN_CONN_ID)
 
 #: Start of every DAG's schedule, in the plant's time zone.
 START_DATE = pendulum.datetime(2026, 1, 1, tz=PLANT_TIMEZONE)

@@ -350,17 +350,19 @@ def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack, mon
 
 
 def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
-    """Answers 1.5 s late: the first run's task defers (its requests wait in the triggerer, which
-    reads the reporter's token from the MES) and keeps the unit's lock; the second run's task finds
-    the unit busy and defers on a timer; each resumes, and the changes reach the ledger in order."""
-    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-    from airflow.sdk.exceptions import TaskDeferred
+    """Answers 1.5 s late: the first run's update defers (its requests wait in the triggerer, which
+    reads the reporter's token from the MES) and keeps the unit's lock, which its claim took and its
+    creation of the unit's reporter handed on; the second run's claim finds the unit busy and waits
+    for the lock in the triggerer, outside the gateway pools; each resumes, the second goes straight
+    to its update (the reporter exists), and the changes reach the ledger in order."""
+    from airflow.sdk.exceptions import DownstreamTasksSkipped, TaskDeferred
 
     from gateway_sandbox.faults import Faults
     from include.mes.db import mes_engine
+    from include.mes.unit_claims import UnitClaimTrigger
     from include.mes.unit_updates import unit_lock_holder
     from include.sample_data import generate_plant
-    from tests.operator_runs import dag_task, resume, task_context
+    from tests.operator_runs import dag_task, resume, run_operator, task_context
 
     generate_plant(mes_engine("mes_db"), units=1, weeks=1, end_date=DAY)
     mes = stack.mes()
@@ -370,24 +372,33 @@ def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
         run_id = f"mes__deferred{n}"
         params = {"production_unit_id": unit.id, "status": f"D{n}", "process_name": f"P{n}"}
         mes.set_production_unit_state(unit.id, params["status"], params["process_name"], dag_run_id=run_id)
-        task = dag_task("blockchain_production_unit_update", "update_unit_record")
-        assert task.deferrable
-        task.queue_wait = 0.3
-        runs[n] = (task, task_context(run_id=run_id, params=params, task=task))
-    stack.server.faults = Faults(delay_ms=1500)
+        tasks = [
+            dag_task("blockchain_production_unit_update", t)
+            for t in ("claim_unit", "create_unit_record", "update_unit_record")
+        ]
+        assert tasks[2].deferrable
+        runs[n] = [(task, task_context(run_id=run_id, params=params, task=task)) for task in tasks]
 
+    assert runs[1][0][0].execute(runs[1][0][1]) == "create_unit_record"  # the unit's first update
+    run_operator(*runs[1][1])
+    assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred1"  # handed on to the update
+    stack.server.faults = Faults(delay_ms=1500)
     with pytest.raises(TaskDeferred) as first:
-        runs[1][0].execute(runs[1][1])
+        runs[1][2][0].execute(runs[1][2][1])
     assert type(first.value.trigger).__name__ == "AwaitResponsesTrigger"
     assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred1"  # kept while it waits
     with pytest.raises(TaskDeferred) as second:
-        runs[2][0].execute(runs[2][1])  # noted after the first: it waits for the unit
-    assert isinstance(second.value.trigger, DateTimeTrigger)  # Airflow's own timer
+        runs[2][0][0].execute(runs[2][0][1])  # noted after the first: it waits for the unit
+    assert isinstance(second.value.trigger, UnitClaimTrigger)
 
     waits: list = []
-    first_result = resume(*runs[1], first.value, waits)
+    first_result = resume(*runs[1][2], first.value, waits)
     assert unit_lock_holder(mes.engine, unit.id) is None
-    second_result = resume(*runs[2], second.value, waits)
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        resume(*runs[2][0], second.value)  # the triggerer took the lock for it
+    assert [task for task, _ in skipped.value.tasks] == ["create_unit_record"]  # the reporter exists
+    assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred2"
+    second_result = run_operator(*runs[2][2], triggers=waits)
     assert (first_result["Status"], second_result["Status"]) == ("D1", "D2")
     assert first_result["applied"] == [f"change {mes.unit_change('mes__deferred1').seq}"]
 
@@ -414,22 +425,32 @@ def test_a_unit_update_whose_wait_fails_in_the_triggerer_lets_the_lock_go(stack)
     """The trigger failed or the deferral timed out: the task fails without resuming its steps,
     and still lets go of the unit's lock; on its last try it gives its change up."""
     from airflow.sdk.bases.operator import TriggerFailureReason
-    from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout, TaskDeferred
+    from airflow.sdk.exceptions import (
+        DownstreamTasksSkipped,
+        TaskDeferralError,
+        TaskDeferralTimeout,
+        TaskDeferred,
+    )
 
     from gateway_sandbox.faults import Faults
     from include.mes.db import mes_engine
     from include.mes.unit_updates import unit_lock_holder
     from include.sample_data import generate_plant
-    from tests.operator_runs import dag_task, task_context
+    from tests.operator_runs import dag_task, run_unit_update, task_context
 
     generate_plant(mes_engine("mes_db"), units=1, weeks=1, end_date=DAY)
     mes = stack.mes()
     unit = mes.production_units()[0]
+    # the unit's first update creates its record and reporter
+    run_unit_update({"production_unit_id": unit.id, "status": "F0", "process_name": ""}, run_id="mes__first")
     stack.server.faults = Faults(delay_ms=1500)
     for try_number, failure, outcome in ((1, TaskDeferralTimeout, None), (4, TaskDeferralError, "failed")):
         run_id = f"mes__failing{try_number}"
         params = {"production_unit_id": unit.id, "status": f"F{try_number}", "process_name": ""}
         mes.set_production_unit_state(unit.id, params["status"], "", dag_run_id=run_id)
+        claim = dag_task("blockchain_production_unit_update", "claim_unit")
+        with pytest.raises(DownstreamTasksSkipped):  # the creation: the unit has its reporter
+            claim.execute(task_context(run_id=run_id, params=params, task=claim, try_number=try_number))
         task = dag_task("blockchain_production_unit_update", "update_unit_record")
         context = task_context(run_id=run_id, params=params, task=task, try_number=try_number)
         before = stack.server.counters

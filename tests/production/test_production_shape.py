@@ -10,7 +10,6 @@ Each case asserts what happened to the data, in the ledger and in the MES.
 
 from __future__ import annotations
 
-import itertools
 import json
 import sys
 import threading
@@ -38,6 +37,7 @@ from scripts.stack.settings import ADMIN_USER, Settings
 from tests import airflow_rest
 from tests.conftest import needs
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
+from tests.sandbox_trace import in_flight_overlaps
 
 pytestmark = [
     pytest.mark.slow,
@@ -201,6 +201,12 @@ def _worker_of(production: Production, pid: int) -> int | None:
     return None
 
 
+def _update_task(production: Production, run_id: str) -> dict[str, Any]:
+    """The task instance of a unit update run's task that sends the update."""
+    (ti,) = [t for t in production.task_instances(UPDATE_DAG, run_id) if t["task_id"] == "update_unit_record"]
+    return ti
+
+
 def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production: Production) -> None:
     stack, ledger, repository = production.stack, production.ledger, production.repository
     unit = repository.production_units()[1]
@@ -228,7 +234,7 @@ def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production
             time.sleep(1)
         else:
             raise AssertionError("the update never reached the gateway")
-        (ti,) = production.task_instances(UPDATE_DAG, run_id)
+        ti = _update_task(production, run_id)
         assert ti["state"] == "running" and ti["pid"], ti
         victim = _worker_of(production, ti["pid"])
         assert victim is not None, f"task process {ti['pid']} is under no worker"
@@ -238,7 +244,7 @@ def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production
         production.hold.unlink()
     # the scheduler finds the task's heartbeat gone, and the retry runs on the worker left
     assert production.wait_for_runs({"run": (UPDATE_DAG, run_id)}, timeout=600)["run"] == "success"
-    (ti,) = production.task_instances(UPDATE_DAG, run_id)
+    ti = _update_task(production, run_id)
     assert ti["try_number"] >= 2
     survivor = 3 - victim
     assert stack.worker(survivor).alive()
@@ -314,16 +320,7 @@ def _assert_applied_in_order(production: Production, sent: dict[str, list[str]])
 
 def _overlaps(entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Pairs of requests of one token that were in flight at the same time at the gateway."""
-    found = []
-    by_token: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        by_token.setdefault(entry["token"], []).append(entry)
-    for token_entries in by_token.values():
-        token_entries.sort(key=lambda e: e["received"])
-        for before, after in itertools.pairwise(token_entries):
-            if after["received"] < before["answered"]:
-                found.append((before, after))
-    return found
+    return in_flight_overlaps(entries)[0]
 
 
 RESULTS: dict[str, Any] = {}

@@ -27,19 +27,20 @@ from include.day_report_keys import (
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
 from tests.conftest import set_connections
-from tests.operator_runs import dag_task, run_operator, task_context
+from tests.operator_runs import dag_task, run_operator, run_unit_update, task_context
 
 pytestmark = pytest.mark.broker
 
-#: Where production ensures each record type: the task, and the run's params.
+
+def ensure_day_report_type(params: dict) -> None:
+    run_operator(dag_task("blockchain_day_report", "ensure_record_type"), task_context(params=params))
+
+
+#: Where production ensures each record type: a run of its DAG, and the run's params.
 ENSURED_BY = {
-    DAY_REPORT_RECORD_TYPE: (
-        ("blockchain_day_report", "ensure_record_type"),
-        {},
-        DAY_REPORT_RECORD_PROPERTIES,
-    ),
+    DAY_REPORT_RECORD_TYPE: (ensure_day_report_type, {}, DAY_REPORT_RECORD_PROPERTIES),
     PRODUCTION_UNIT_RECORD_TYPE: (
-        ("blockchain_production_unit_update", "update_unit_record"),
+        run_unit_update,
         {"production_unit_id": 1, "status": "RUNNING", "process_name": "Stamping"},
         PRODUCTION_UNIT_RECORD_PROPERTIES,
     ),
@@ -83,11 +84,11 @@ def sandbox(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", sorted(ENSURED_BY))
 def test_a_record_type_declared_with_other_properties_is_refused_and_named(sandbox, name):
     ledger, erp, repository = sandbox
-    (dag_id, task_id), params, _ours = ENSURED_BY[name]
+    ensure, params, _ours = ENSURED_BY[name]
     theirs = [{"name": "Status", "data_type": "NUMBER", "dynamic": False}]
     ledger.create_record_type(erp, name, theirs, "ERP's own")
     with pytest.raises(BlockchainConfigError) as info:
-        run_operator(dag_task(dag_id, task_id), task_context(params=params))
+        ensure(params)
     text = str(info.value)
     assert name in text and "other properties" in text
     assert [(p["name"], p["data_type"]) for p in ledger.record_type(name)["properties"]] == [
@@ -101,9 +102,9 @@ def test_a_record_type_declared_with_other_properties_is_refused_and_named(sandb
 @pytest.mark.parametrize("name", sorted(ENSURED_BY))
 def test_the_same_properties_are_used_whoever_declared_them(sandbox, name):
     ledger, erp, _repository = sandbox
-    (dag_id, task_id), params, ours = ENSURED_BY[name]
+    ensure, params, ours = ENSURED_BY[name]
     ledger.create_record_type(erp, name, list(reversed(ours)), "ERP's own")
-    run_operator(dag_task(dag_id, task_id), task_context(params=params))
+    ensure(params)
     assert ledger.record_type(name)["description"] == "ERP's own"
     if name == PRODUCTION_UNIT_RECORD_TYPE:  # and the unit's record is written into it
         assert ledger.record("PU_PT10")["properties"]["Status"] == "RUNNING"

@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
 from tests.conftest import set_connections
-from tests.operator_runs import dag_task, run_operator, task_context
+from tests.operator_runs import run_unit_update
 
 pytestmark = pytest.mark.broker
 
@@ -58,9 +58,8 @@ def update_unit(unit_id: int, status: str, process_name: str, *, try_number: int
     """A try of the production-unit update DAG's task in run *run* of this change (a retry of
     that run when *try_number* > 1)."""
     params = {"production_unit_id": unit_id, "status": status, "process_name": process_name}
-    task = dag_task("blockchain_production_unit_update", "update_unit_record")
     run_id = f"manual__{unit_id}_{status}_{process_name}_{run}"
-    return run_operator(task, task_context(try_number=try_number, params=params, run_id=run_id))
+    return run_unit_update(params, run_id=run_id, try_number=try_number)
 
 
 def test_reporters_list_and_rotate(plant):

@@ -185,9 +185,17 @@ def test_pools_ensure_reports_the_pool(tmp_path, monkeypatch, capsys):
         "pool": "blockchain_master_requests",
         "set": True,
         "slots": 1,
+        "reporter_pool": "blockchain_master_reporter_requests",
+        "reporter_set": True,
+        "reporter_slots": 16,
     }
-    assert calls.read_text().splitlines()[-1].startswith("pools set blockchain_master_requests 1 ")
+    sets = [line for line in calls.read_text().splitlines() if line.startswith("pools set ")]
+    assert [line.split()[2:4] for line in sets] == [
+        ["blockchain_master_requests", "1"],
+        ["blockchain_master_reporter_requests", "16"],
+    ]
+    assert all(line.endswith("--include-deferred") for line in sets)
 
     airflow.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n[ "$2" = set ] && exit 1\nexit 0\n')
     code, outcome, _text = run(capsys, "pools", "ensure", "--json")
-    assert code == cli.EXIT_OK and outcome["set"] is False
+    assert code == cli.EXIT_OK and outcome["set"] is False and outcome["reporter_set"] is False

@@ -8,8 +8,11 @@ any stored task log, service log, XCom or the sandbox's log.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -27,6 +30,7 @@ from include.sample_data import generate_plant
 from tests.conftest import PostgresServer, needs, prefixed_topics
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
 from tests.sandbox_process import SandboxProcess
+from tests.sandbox_trace import in_flight_overlaps
 from tests.supervised.deployment import AirflowDeployment
 
 pytestmark = [
@@ -293,3 +297,132 @@ def test_a_slow_gateway_hands_unit_updates_to_the_triggerer_in_order(deployment)
     secret = reporter.token.reveal()
     service_logs = [p.read_text(errors="replace") for p in (airflow.home / "service-logs").glob("*.log")]
     assert not [text for text in [*logs.values(), *service_logs] if secret in text]
+
+
+def test_a_run_waiting_for_its_units_lock_keeps_no_pool_slot_from_the_holder(deployment):
+    """The production-unit livelock, played through the scheduler with answers 1 s late and a pool
+    of one slot: the run holding the unit's lock (kept through its deferral) is back from the
+    triggerer and needs the pool's slot, while an earlier-triggered run of the unit waits for the
+    lock. The waiting run must wait outside the pool (once it took the slot, waited in it for the
+    lock and deferred on a timer holding it, and was scheduled again first, for minutes)."""
+    from include.mes.unit_updates import claim_unit
+
+    airflow, ledger, mes_path, _sandbox_log, sandbox = deployment
+    engine = engine_from_url(f"sqlite:///{mes_path}")
+    repository = MesRepository(engine)
+    unit = repository.production_units()[0]
+    dag_id = "blockchain_production_unit_update"
+    tag = uuid.uuid4().hex[:8]
+    waiter, holder = f"mes__waiter-{tag}", f"mes__holder-{tag}"
+    confs = {
+        run_id: {"production_unit_id": unit.id, "status": f"{name}_{tag}", "process_name": name}
+        for run_id, name in ((waiter, "WAITER"), (holder, "HOLDER"))
+    }
+    for run_id, conf in confs.items():  # the waiter's change first
+        repository.set_production_unit_state(unit.id, conf["status"], conf["process_name"], dag_run_id=run_id)
+    # the holder's task deferred on its gateway answer, keeping the unit's lock
+    assert claim_unit(engine, unit.id, holder)
+    sandbox.restart("--delay-ms", "1000")
+    try:
+        airflow.post(
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            {"dag_run_id": waiter, "logical_date": None, "conf": confs[waiter]},
+        )
+        # the waiter is waiting for the lock before the holder comes back for the pool's slot
+        deadline = time.monotonic() + 180
+        while "deferred" not in airflow.task_states(dag_id, waiter).values():
+            assert time.monotonic() < deadline, airflow.task_states(dag_id, waiter)
+            time.sleep(0.5)
+        airflow.post(
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            {"dag_run_id": holder, "logical_date": None, "conf": confs[holder]},
+        )
+        started = time.monotonic()
+        states = {run_id: airflow.wait_for_run(dag_id, run_id, timeout=240) for run_id in (holder, waiter)}
+        took = time.monotonic() - started
+    finally:
+        sandbox.restart()
+        engine.dispose()
+    failed = [run_id for run_id, state in states.items() if state != "success"]
+    if failed:
+        details = {dag_id: {t: s for r in failed for t, s in airflow.task_states(dag_id, r).items()}}
+        pytest.fail(f"runs did not succeed: {details}\n{failed_task_logs(airflow, details)}")
+
+    # the holder drained both changes, in order
+    record_id = f"PU_{unit.code}"
+    statuses = [
+        json.loads(properties)["Status"]
+        for (properties,) in ledger._conn.execute(
+            "SELECT json_extract(payload, '$.properties') FROM transactions "
+            "WHERE json_extract(payload, '$.record_id') = ? AND op = 'record.update' ORDER BY seq",
+            (record_id,),
+        ).fetchall()
+    ]
+    assert statuses[-2:] == [confs[waiter]["status"], confs[holder]["status"]]
+    assert {repository.unit_change(r).applied_by_run for r in (waiter, holder)} == {holder}
+    # no task of the waiter waited for the lock in a slot of the pool
+    waiter_logs = "\n".join(text for path, text in airflow.task_logs().items() if waiter in str(path))
+    assert "lock not free" not in waiter_logs
+    assert "claiming again" not in waiter_logs
+    print(f"holder and waiter done {took:.1f} s after the holder's trigger")
+
+
+def test_units_updates_run_side_by_side_one_request_per_reporter_token(deployment, tmp_path):
+    """Answers 2 s late, no echo: each unit's updates are signed by its own reporter, so two units'
+    updates are in flight at once (not one request at a time for the whole deployment, as in the
+    master token's one-slot pool), while no token ever has two requests in flight, and each unit's
+    changes reach the ledger in the order the MES made them."""
+    airflow, ledger, mes_path, _sandbox_log, sandbox = deployment
+    engine = engine_from_url(f"sqlite:///{mes_path}")
+    repository = MesRepository(engine)
+    units = repository.production_units()[:2]
+    dag_id = "blockchain_production_unit_update"
+    tag = uuid.uuid4().hex[:8]
+    changes = {
+        unit.id: [(f"mes__side-{unit.code}-{n}-{tag}", f"SIDE_{n}_{tag}") for n in (1, 2, 3)]
+        for unit in units
+    }
+    trace_path = tmp_path / "trace.jsonl"
+    sandbox.restart("--delay-ms", "2000", "--trace", str(trace_path))
+    try:
+        started = time.monotonic()
+        for n in range(3):  # the units' changes interleaved, as a plant makes them
+            for unit in units:
+                run_id, status = changes[unit.id][n]
+                conf = {"production_unit_id": unit.id, "status": status, "process_name": "Side"}
+                repository.set_production_unit_state(unit.id, status, "Side", dag_run_id=run_id)
+                airflow.post(
+                    f"/api/v2/dags/{dag_id}/dagRuns",
+                    {"dag_run_id": run_id, "logical_date": None, "conf": conf},
+                )
+        runs = [run_id for unit in units for run_id, _ in changes[unit.id]]
+        states = {run_id: airflow.wait_for_run(dag_id, run_id, timeout=400) for run_id in runs}
+        took = time.monotonic() - started
+    finally:
+        sandbox.restart()
+        engine.dispose()
+    failed = [run_id for run_id, state in states.items() if state != "success"]
+    if failed:
+        details = {dag_id: {t: s for r in failed for t, s in airflow.task_states(dag_id, r).items()}}
+        pytest.fail(f"runs did not succeed: {details}\n{failed_task_logs(airflow, details)}")
+
+    for unit in units:
+        statuses = [
+            json.loads(properties)["Status"]
+            for (properties,) in ledger._conn.execute(
+                "SELECT json_extract(payload, '$.properties') FROM transactions "
+                "WHERE json_extract(payload, '$.record_id') = ? AND op = 'record.update' ORDER BY seq",
+                (f"PU_{unit.code}",),
+            ).fetchall()
+        ]
+        # a try retried without reads may send its values again (README): the same values twice
+        # in a row, never an older value after a newer one
+        assert [status for status, _ in itertools.groupby(statuses)][-3:] == [s for _, s in changes[unit.id]]
+    trace = [json.loads(line) for line in trace_path.read_text().splitlines()]
+    same_token, across = in_flight_overlaps(trace)
+    assert same_token == []
+    master = hashlib.sha256(stored_connection(airflow)["password"].encode()).hexdigest()[:16]
+    reporters = {entry["token"] for entry in trace if entry["topic"] == "BLK_Rec_ProductionUnit"} - {master}
+    assert len(reporters) == 2  # each unit's updates signed by its own reporter
+    assert any(pair <= reporters for pair in across), "no two units' updates were ever in flight at once"
+    print(f"6 changes of 2 units, answers 2 s late: all applied {took:.1f} s after the first trigger")

@@ -3,7 +3,7 @@
     blockchain-provider token create --conn-id blockchain_master --name "MES"
     blockchain-provider token rotate --conn-id blockchain_master
     blockchain-provider token check  --conn-id blockchain_master
-    blockchain-provider pools ensure --conn-id blockchain_master [--slots 1]
+    blockchain-provider pools ensure --conn-id blockchain_master [--slots 1] [--reporter-slots 16]
     blockchain-provider topics ensure --kafka-conn-id kafka_default --conn-id blockchain_master
     blockchain-provider reporters list [--mes-conn-id mes_db]
     blockchain-provider reporters rotate --unit PT10 [--mes-conn-id mes_db]
@@ -70,6 +70,7 @@ from blockchain_provider.exceptions import (
     BlockchainProtocolError,
     BlockchainTimeoutError,
 )
+from blockchain_provider.pools import DEFAULT_REPORTER_SLOTS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -393,34 +394,47 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_pools_ensure(args: argparse.Namespace) -> int:
-    """Create the token's request pool (kept when it exists, so an operator's resize stays)."""
-    from blockchain_provider.pools import pool_name
+    """Create the token's request pool and its reporters' pool (each kept when it exists, so an
+    operator's resize stays)."""
+    from blockchain_provider.pools import pool_name, reporter_pool_name
 
-    name = pool_name(args.conn_id)
     airflow = shutil.which("airflow", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     if airflow is None:
         raise CommandError("the `airflow` command is not installed beside this one")
-    exists = subprocess.run([airflow, "pools", "get", name], capture_output=True, text=True).returncode == 0
-    if exists and not args.reset:
-        return _done(args, f"Pool {name} exists; kept as it is", pool=name, set=False)
-    description = (
-        f"Requests made with the token of connection {args.conn_id}: one slot serialises them, as a "
-        "gateway that does not echo request ids needs"
+    pools = (
+        (
+            pool_name(args.conn_id),
+            args.slots,
+            f"Requests made with the token of connection {args.conn_id}: one slot serialises them, as "
+            "a gateway that does not echo request ids needs",
+        ),
+        (
+            reporter_pool_name(args.conn_id),
+            args.reporter_slots,
+            f"Requests signed by the reporters the agent of {args.conn_id} created: records updated side "
+            "by side (each record's own lock keeps its reporter to one request at a time)",
+        ),
     )
-    result = subprocess.run(
-        [airflow, "pools", "set", name, str(args.slots), description, "--include-deferred"],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise CommandError(f"`airflow pools set` failed:\n{result.stderr[-2000:]}")
-    return _done(
-        args,
-        f"Pool {name}: {args.slots} slot(s), deferred tasks included",
-        pool=name,
-        set=True,
-        slots=args.slots,
-    )
+    outcome: dict[str, Any] = {}
+    lines = []
+    for key, (name, slots, description) in zip(("", "reporter_"), pools, strict=True):
+        exists = (
+            subprocess.run([airflow, "pools", "get", name], capture_output=True, text=True).returncode == 0
+        )
+        if exists and not args.reset:
+            lines.append(f"Pool {name} exists; kept as it is")
+            outcome.update({f"{key}pool": name, f"{key}set": False})
+            continue
+        result = subprocess.run(
+            [airflow, "pools", "set", name, str(slots), description, "--include-deferred"],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise CommandError(f"`airflow pools set` failed:\n{result.stderr[-2000:]}")
+        lines.append(f"Pool {name}: {slots} slot(s), deferred tasks included")
+        outcome.update({f"{key}pool": name, f"{key}set": True, f"{key}slots": slots})
+    return _done(args, "\n".join(lines), **outcome)
 
 
 def cmd_topics_ensure(args: argparse.Namespace) -> int:
@@ -595,6 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
     ensure.set_defaults(func=cmd_pools_ensure)
     ensure.add_argument("--conn-id", default="blockchain_master", help="default: blockchain_master")
     ensure.add_argument("--slots", type=int, default=1, help="default: 1 (requests serialised)")
+    ensure.add_argument(
+        "--reporter-slots",
+        type=int,
+        default=DEFAULT_REPORTER_SLOTS,
+        help=f"slots of the reporters' pool (records updated side by side); default: {DEFAULT_REPORTER_SLOTS}",
+    )
     ensure.add_argument("--reset", action="store_true", help="set the slots even if the pool exists")
 
     topics = groups.add_parser("topics", help="Kafka topics", **documented).add_subparsers(

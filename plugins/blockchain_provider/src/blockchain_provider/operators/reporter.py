@@ -142,11 +142,15 @@ class ClaimedUpdates:
     :param applied_by: when the task's own update was applied before this claim, who applied it
         (e.g. another run's id), for the task's result; default ``None``.
     :param summary: small facts for the task's result (a unit's code), no secret; default empty.
+    :param keep: called when the claim goes on in a later task of the same run (a task that only
+        creates hands the queue to the task that updates): the lock must then outlast the block;
+        default does nothing.
     """
 
     pending: Sequence[PendingUpdate]
     applied_by: str | None = None
     summary: Mapping[str, Any] = field(default_factory=dict)
+    keep: Callable[[], None] = field(default=_nothing, repr=False)
 
 
 def ensure_record_type(
@@ -177,6 +181,11 @@ def ensure_record_type(
         ensure.run_steps({}, first, hook)
 
 
+#: What an :class:`UpdateDynamicRecordOperator` does: everything, only what the master signs
+#: (the record type, the record and its reporter), or only what the reporter signs (the updates).
+PARTS = ("all", "create", "update")
+
+
 class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     """Set dynamic properties of a record, signed with its reporter's token.
 
@@ -201,6 +210,11 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     (:class:`ReporterStore`), else in the worker. The creation of a record and its reporter always
     waits in the worker: its answer holds the reporter's token, which no event may carry.
 
+    The master's requests and the reporter's may run in tasks of their own (*part*), each in its
+    token's pool: a task of part ``"create"`` sends only what the master signs and hands the claim
+    on (:attr:`ClaimedUpdates.keep`); one of part ``"update"`` sends only what the reporters sign,
+    and fails when the record has no reporter yet.
+
     Returns the record id, the gateway's confirmation, the values set and the update's summary.
 
     :param record_type: the record type's name (it names the topic).
@@ -215,6 +229,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     :param queue_wait: when deferrable, seconds a claim may wait in the worker for a busy queue
         before it raises :class:`QueueBusy` (the *update* callable reads it from the task);
         defaults to 5.
+    :param part: ``"all"`` (the default), ``"create"`` or ``"update"``: see above.
     :param queue_retry: seconds a deferrable task waits in the triggerer before it claims a busy
         queue again; defaults to 2.
     :param record_types: the MES's memory of the record types it created on each gateway, as
@@ -235,9 +250,13 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         queue_wait: float = 5.0,
         queue_retry: float = 2.0,
         record_types: RecordTypeMemorySource | None = None,
+        part: str = "all",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if part not in PARTS:
+            raise BlockchainConfigError(f"part must be one of {', '.join(PARTS)}, not {part!r}")
+        self.part = part
         protocol.record_type_create_call(record_type, record_type_description, record_type_properties)
         if isinstance(record_types, str):
             resolve_callable(record_types, "record_types")
@@ -360,9 +379,17 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
             return result
         hook = self.hook
         try:
-            if not state.get("ensured"):
+            if not state.get("ensured") and self.part != "update":
                 self._ensure_record_type(hook, context, state, answer)
                 state["ensured"] = True
+            if self.part == "create":
+                for record_id, update in {
+                    item.update.record_id: item.update for item in claimed.pending
+                }.items():
+                    self._reporter_token(hook, update)
+                    result.setdefault("created", []).append(record_id)
+                claimed.keep()
+                return result
             for index, item in enumerate(claimed.pending):
                 update = item.update
                 if item.own:
@@ -479,6 +506,12 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         if token is not None:
             mask_secret(token)
             return token
+        if self.part == "update":
+            # the master's request belongs in the master's pool: a task of part "create" makes it
+            raise AirflowFailException(
+                f"Record {update.record_id} has no reporter yet, and this task only updates (part "
+                "'update'): its creation must run first"
+            )
         topic = hook.settings.topics[protocol.record_topic(self.record_type)]
         password = update.store.prepare(update.record_id, topic, protocol.new_password())
         mask_secret(password)
