@@ -23,6 +23,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import (
     BlockchainConfigError,
+    BlockchainDeliveryError,
     BlockchainGatewayError,
     BlockchainTimeoutError,
 )
@@ -170,6 +171,8 @@ class Producer:
         self.reports: list[Callable[[], None]] = []
 
     def produce(self, topic: str, value: bytes, key: bytes, headers: Any, on_delivery: Any) -> None:
+        if self.broker.script.get(json.loads(value)[1]["record_id"]) == "full":
+            raise BufferError("Local: Queue full")
         self.broker.write(topic, value, key)
         self.broker.on_request(value)
         self.reports.append(lambda: on_delivery(None, None))
@@ -270,6 +273,16 @@ def test_a_timeout_ends_the_conversation_and_nothing_after_it_is_sent(broker):
     assert [type(r) for r in results] == [AnswerAt, AnswerAt, BlockchainTimeoutError]
     # the token's next request would take the held request's late answer: none is sent
     assert [r["record_id"] for r in broker.requests()] == ["R00", "R01", "R02"]
+
+
+def test_a_request_the_broker_does_not_take_ends_the_conversation(broker):
+    broker.script["R01"] = "full"
+    payload, _size = stored(asyncio.run(first_event(conversation(broker, 3))))
+    _resume, (written, undelivered) = events.results(payload)
+    assert isinstance(written, AnswerAt)
+    assert isinstance(undelivered, BlockchainDeliveryError)
+    assert "Queue full" in str(undelivered) and undelivered.request_id == calls(2)[1]["request_id"]
+    assert [r["record_id"] for r in broker.requests()] == ["R00"]
 
 
 def test_a_restarted_conversation_sends_nothing_twice(broker):
