@@ -16,10 +16,14 @@ from airflow.sdk.execution_time.comms import _new_encoder
 from airflow.triggers.base import TriggerEvent
 
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
+from blockchain_provider.triggers.serial_requests import SerialRequestsTrigger
 
 #: The triggers a provider operator defers to, by the class path they serialise with (a pause
 #: before looking at a busy queue again is Airflow's own timer).
-TRIGGERS = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (AwaitResponsesTrigger, DateTimeTrigger)}
+TRIGGERS = {
+    f"{cls.__module__}.{cls.__qualname__}": cls
+    for cls in (AwaitResponsesTrigger, SerialRequestsTrigger, DateTimeTrigger)
+}
 
 
 def stored(event: TriggerEvent) -> tuple[Any, int]:
