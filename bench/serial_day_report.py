@@ -94,6 +94,18 @@ def day_report(api: Api, ledger: Ledger, trace: Path, day: date, units: int) -> 
     }
 
 
+def connected(stack: ProductionStack, attempts: int = 10) -> Api:
+    """The REST API's client, once the API server hands out a token (a loaded machine answers late)."""
+    for attempt in range(attempts):
+        try:
+            return Api(stack)
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--units", type=int, default=5)
@@ -118,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = None
     try:
         stack.up()
-        api = Api(stack)
+        api = connected(stack)
         deadline = time.monotonic() + 300
         while DAG_ID not in {d["dag_id"] for d in api("/api/v2/dags?limit=100")["dags"]}:
             if time.monotonic() > deadline:
