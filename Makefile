@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check test lint run production bench bench-production bench-unit-updates clean kafka-check kafka-jars
+.PHONY: setup check test lint run production bench bench-production bench-unit-updates bench-serial-day-report clean kafka-check kafka-jars
 
 setup: $(STAMP)
 
@@ -71,6 +71,10 @@ bench-production: kafka-check setup kafka-jars
 # 20 production-unit updates, echo off (1 slot) then on (8 slots), on the production shape (about 5 minutes)
 bench-unit-updates: kafka-check setup kafka-jars
 	$(BIN)/python bench/unit_updates.py
+
+# the day report of 5 units with every answer 1 s late, echo off (1 slot) then on (8), on the production shape (about 8 minutes)
+bench-serial-day-report: kafka-check setup kafka-jars
+	$(BIN)/python bench/serial_day_report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

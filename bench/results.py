@@ -15,7 +15,14 @@ PRODUCTION_HEADING = "## Production shape"
 #: Written by hand from ``bench/request_roundtrip.py --broker apache`` runs on an idle machine.
 IDLE_MACHINE_HEADING = "## Apache Kafka round trip on an idle machine"
 UNIT_UPDATES_HEADING = "## Production-unit updates"
-KEPT_HEADINGS = (IDLE_MACHINE_HEADING, SOAK_HEADING, PRODUCTION_HEADING, UNIT_UPDATES_HEADING)
+SERIAL_DAY_REPORT_HEADING = "## Day report at the gateway's pace"
+KEPT_HEADINGS = (
+    IDLE_MACHINE_HEADING,
+    SOAK_HEADING,
+    PRODUCTION_HEADING,
+    UNIT_UPDATES_HEADING,
+    SERIAL_DAY_REPORT_HEADING,
+)
 
 
 def section(text: str, heading: str) -> str:

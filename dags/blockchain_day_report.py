@@ -12,6 +12,9 @@ production time). Record ids follow PROTOCOL.md §3.5 (`<report id>_<shift><indi
 - Units are mapped dynamically: one task per unit with a report that day.
 - Each indicator is one non-dynamic record with a one-element properties list (its value),
   described with the sources' labels (`001_21_01_02_PT10 Turno A Disponibilty`).
+- A gateway that takes more than a second to answer: with request-id echo a unit's records are
+  sent at once and awaited in the triggerer; without, the triggerer sends them one at a time as
+  the answers come, and the unit's task resumes once, not once per record.
 - Re-running a day (a retry, a clear, a backfill) creates nothing twice: the records the MES
   noted written are skipped; the gateway may refuse any second creation.
 - No catch-up; a past day is reported with a backfill
@@ -130,7 +133,8 @@ def blockchain_day_report() -> None:
 
     reports = reports_of_the_day(report_day())
     ensure_record_type >> reports
-    # deferred: answers that take longer than a second are awaited in the triggerer
+    # deferred: answers that take longer than a second are awaited in the triggerer (without echo,
+    # the rest of the unit's records are sent from there, one at a time: one deferral per unit)
     CreateRecordsOperator.partial(
         task_id="send_unit_report",
         doc_md="Write the unit's 28 indicator records, skipping those already on the ledger.",

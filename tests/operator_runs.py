@@ -16,6 +16,7 @@ from airflow.sdk.execution_time.comms import _new_encoder
 from airflow.triggers.base import TriggerEvent
 
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
+from blockchain_provider.triggers.serial_requests import SerialRequestsTrigger
 from include.mes.unit_claims import UnitClaimTrigger
 
 #: The triggers a task defers to, by the class path they serialise with (a pause before looking
@@ -23,7 +24,7 @@ from include.mes.unit_claims import UnitClaimTrigger
 #: :class:`UnitClaimTrigger`).
 TRIGGERS = {
     f"{cls.__module__}.{cls.__qualname__}": cls
-    for cls in (AwaitResponsesTrigger, DateTimeTrigger, UnitClaimTrigger)
+    for cls in (AwaitResponsesTrigger, SerialRequestsTrigger, DateTimeTrigger, UnitClaimTrigger)
 }
 
 

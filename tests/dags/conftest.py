@@ -111,6 +111,7 @@ def start_stack(
     page_cap: int | None = None,
     profile: str = "sandbox",
     ignore_start: bool = False,
+    write_delay_ms: float | None = None,
     trace_path: str | None = None,
 ) -> Stack:
     ledger_path = tmp_path / "ledger.sqlite3"
@@ -122,7 +123,7 @@ def start_stack(
         echo=echo,
         encoding=encoding,
         page_cap=page_cap,
-        profile=gateway_profile(profile, ignore_start=ignore_start),
+        profile=gateway_profile(profile, ignore_start=ignore_start, write_delay_ms=write_delay_ms),
         trace_path=trace_path,
     )
     server.start()

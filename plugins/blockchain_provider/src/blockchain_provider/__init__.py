@@ -37,7 +37,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Blockchain gateway",
-                "python-modules": ["blockchain_provider.triggers.await_response"],
+                "python-modules": [
+                    "blockchain_provider.triggers.await_response",
+                    "blockchain_provider.triggers.serial_requests",
+                ],
             }
         ],
         "notifications": [

@@ -106,6 +106,49 @@ def _token_lock(scope: str, token: str) -> threading.Lock:
         return _TOKEN_LOCKS.setdefault(key, threading.Lock())
 
 
+def deliver(producer: Producer, request: protocol.Request, topic: str, timeout: float, broker: str) -> None:
+    """Produce *request* on *topic* and wait until the broker confirms it, or raise naming the
+    topic and *broker* (the bootstrap servers). The worker's client and the triggerer's serial
+    conversation send this way.
+
+    :raises BlockchainDeliveryError: the broker did not take the request.
+    """
+    outcome: dict[str, Any] = {}
+    delivered = threading.Event()
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        outcome["error"] = err
+        delivered.set()
+
+    try:
+        producer.produce(
+            topic,
+            value=request.encode(),
+            key=request.kafka_key(),
+            headers=request.kafka_headers(),
+            on_delivery=on_delivery,
+        )
+    except (BufferError, ValueError, Exception) as exc:
+        raise BlockchainDeliveryError(
+            f"Could not send request {request.request_id} to topic {topic} on broker {broker}: {exc}",
+            topic=topic,
+            request_id=request.request_id,
+        ) from None
+    deadline = time.monotonic() + max(timeout, 1.0) + 10
+    while not delivered.is_set():
+        producer.poll(0.005)
+        if time.monotonic() > deadline:
+            break
+    error = outcome.get("error")
+    if not delivered.is_set() or error is not None:
+        reason = error.str() if error is not None else "no delivery report"
+        raise BlockchainDeliveryError(
+            f"The broker {broker} did not take request {request.request_id} for topic {topic}: {reason}",
+            topic=topic,
+            request_id=request.request_id,
+        )
+
+
 class GatewayClient:
     """Sends requests to the blockchain gateway and waits for their answers.
 
@@ -359,45 +402,10 @@ class GatewayClient:
         return Outcome(response.kind, response.value, topic, request_id, response.public_key)
 
     def _deliver(self, request: protocol.Request, topic: str, timeout: float) -> None:
-        """Produce *request* and wait until the broker confirms it, or raise naming topic and broker."""
+        """Produce *request* and wait until the broker confirms it (:func:`deliver`)."""
         producer = self.producer
         assert producer is not None
-        outcome: dict[str, Any] = {}
-        delivered = threading.Event()
-
-        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-            outcome["error"] = err
-            delivered.set()
-
-        try:
-            producer.produce(
-                topic,
-                value=request.encode(),
-                key=request.kafka_key(),
-                headers=request.kafka_headers(),
-                on_delivery=on_delivery,
-            )
-        except (BufferError, ValueError, Exception) as exc:
-            raise BlockchainDeliveryError(
-                f"Could not send request {request.request_id} to topic {topic} on broker "
-                f"{self.broker}: {exc}",
-                topic=topic,
-                request_id=request.request_id,
-            ) from None
-        deadline = time.monotonic() + max(timeout, 1.0) + 10
-        while not delivered.is_set():
-            producer.poll(0.005)
-            if time.monotonic() > deadline:
-                break
-        error = outcome.get("error")
-        if not delivered.is_set() or error is not None:
-            reason = error.str() if error is not None else "no delivery report"
-            raise BlockchainDeliveryError(
-                f"The broker {self.broker} did not take request {request.request_id} for topic "
-                f"{topic}: {reason}",
-                topic=topic,
-                request_id=request.request_id,
-            )
+        deliver(producer, request, topic, timeout, self.broker)
 
     # ------------------------------------------------------------- deferral
     def send(

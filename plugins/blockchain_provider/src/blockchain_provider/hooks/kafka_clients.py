@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow.providers.apache.kafka.hooks.base import KafkaBaseHook
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +143,17 @@ def consume_available(consumer: Consumer, timeout: float, batch: int = 500) -> l
     if first is None:
         return []
     return [first, *consumer.consume(num_messages=batch - 1, timeout=0)]
+
+
+def topic_ends(consumer: Consumer, topic: str, timeout: float) -> dict[int, int]:
+    """Each partition of *topic* -> its end (the offset the next message written there gets).
+
+    :raises KafkaException: the broker did not answer within *timeout* seconds.
+    """
+    metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+    if metadata.error is not None:
+        raise KafkaException(metadata.error)
+    return {
+        partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)[1]
+        for partition in sorted(metadata.partitions)
+    }

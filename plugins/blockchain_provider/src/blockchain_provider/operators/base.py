@@ -27,6 +27,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.module_loading import import_string
 
 from blockchain_provider import protocol
+from blockchain_provider.answer_matcher import positions_to_primitives
 from blockchain_provider.exceptions import (
     BlockchainConfigError,
     BlockchainError,
@@ -254,6 +255,55 @@ class BaseBlockchainOperator(BaseOperator):
             trigger=trigger,
             method_name="execute_complete",
             timeout=deferral_timeout(trigger.deadline, trigger.late_answer_grace),
+        )
+
+    def defer_conversation(
+        self, calls: list[protocol.Call], pending: PendingRequest, resume: dict[str, Any]
+    ) -> NoReturn:
+        """Hand a serial conversation to the triggerer: wait for the answer to ``calls[0]``, sent
+        by this task as *pending*, then send each of the other *calls* when the answer before it
+        has come (:class:`~blockchain_provider.triggers.serial_requests.SerialRequestsTrigger`, at
+        most :data:`~blockchain_provider.triggers.serial_requests.MAX_CONVERSATION` calls). The
+        task resumes once, in :meth:`execute_complete`, with an answer (or the refusal or timeout)
+        for each request sent, in order (:meth:`answers_from`): a conversation ends at its first
+        timeout, and what comes after it was not sent.
+
+        :param resume: what the task resumes with (small: counts, ids).
+        """
+        from blockchain_provider.hooks.kafka_clients import topic_ends
+        from blockchain_provider.triggers.serial_requests import SerialRequestsTrigger
+
+        hook = self.hook
+        consumer = hook.new_response_consumer()
+        try:
+            # a restarted trigger finds what it sent past these positions, and sends none again
+            ends = topic_ends(consumer, pending.topic, hook.settings.timeout)
+        finally:
+            consumer.close()
+        request_ids = [pending.request_id, *(protocol.new_request_id() for _ in calls[1:])]
+        trigger = SerialRequestsTrigger(
+            calls=[
+                {"topic": call.topic, "header": dict(call.header), "body": call.body, "request_id": rid}
+                for call, rid in zip(calls, request_ids, strict=True)
+            ],
+            response_topic=pending.response_topic,
+            start_positions=positions_to_primitives(pending.start_positions),
+            request_positions={pending.topic: positions_to_primitives(ends)},
+            timeout=pending.deadline - (pending.sent_at or time.time()),
+            by_request_id_only=pending.by_request_id_only,
+            sent={pending.request_id: pending.sent_at or time.time()},
+            token_conn_id=self.token_conn_id,
+            kafka_config_id=self.kafka_config_id,
+            late_answer_grace=pending.late_answer_grace,
+            resume=resume,
+        )
+        self.log.info(
+            "%d request(s) handed to the triggerer, sent one at a time as the answers come", len(calls)
+        )
+        self.defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            timeout=deferral_timeout(trigger.deadline, 0.0),
         )
 
     def answers_from(self, event: Any) -> tuple[dict[str, Any], list[Outcome | BlockchainError]]:

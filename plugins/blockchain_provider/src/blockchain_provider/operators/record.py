@@ -25,6 +25,7 @@ from blockchain_provider.operators.base import (
 )
 from blockchain_provider.outcomes import Outcome, gateway_refusal
 from blockchain_provider.quoting import quote
+from blockchain_provider.triggers.serial_requests import MAX_CONVERSATION
 
 
 def _declared(properties: Any) -> set[tuple[Any, Any, bool]] | None:
@@ -194,9 +195,14 @@ class CreateRecordsOperator(BaseBlockchainOperator):
     they go one by one (one request per token in flight).
 
     Deferrable: the answers that come within *defer_after* seconds are taken in the worker, and
-    the wait for the rest is handed to the triggerer (one trigger for the whole batch with echo,
-    one per record without), so a request the gateway is slow to answer holds no worker slot.
-    A gateway answers a record in milliseconds; a task resume costs far more.
+    the rest is handed to the triggerer, so a request the gateway is slow to answer holds no
+    worker slot. With echo, one trigger waits for the whole batch. Without, the first record not
+    answered in time hands the conversation to the triggerer
+    (:meth:`~.base.BaseBlockchainOperator.defer_conversation`): it sends each of the next records
+    (up to :data:`~blockchain_provider.triggers.serial_requests.MAX_CONVERSATION` in all) when the
+    answer before it comes, and the task resumes once to note them, not once per record. A gateway
+    answers a record in milliseconds, or a second when it commits a block; a task resume costs
+    seconds.
 
     Returns ``{"written", "already_done"}`` counts. A refusal fails the task, without retries,
     after every record that could be written is written and reported to *on_written*. A request
@@ -287,8 +293,15 @@ class CreateRecordsOperator(BaseBlockchainOperator):
                     for spec, result in zip(window, results, strict=True)
                     if isinstance(result, PendingRequest)
                 ]
-                if pending:
+                if pending and hook.settings.echo_request_id:
                     self._defer_batch(state, pending)
+                if pending:
+                    # one at a time: the triggerer sends the next records as the answers come
+                    conversation = [*window, *specs][:MAX_CONVERSATION]
+                    resume = {"state": state, "pending": [spec["record_id"] for spec in conversation]}
+                    self.defer_conversation(
+                        [self._call(spec) for spec in conversation], pending[0][1], resume
+                    )
         finally:
             hook.close()
         return self._finish(state)
@@ -303,7 +316,12 @@ class CreateRecordsOperator(BaseBlockchainOperator):
         """Resume after the triggerer's batch of answers: settle them, then send what is left."""
         resume, answers = self.answers_from(event)
         state, record_ids = resume["state"], resume["pending"]
-        self._settle(context, state, list(zip(record_ids, answers, strict=True)))
+        if len(answers) > len(record_ids):
+            raise BlockchainConfigError(
+                f"The triggerer answered {len(answers)} requests for {len(record_ids)} records sent"
+            )
+        # a conversation that ended at a timeout has no answer for the records after it: unsent
+        self._settle(context, state, list(zip(record_ids, answers, strict=False)))
         done = set(state["done"])
         specs, _ = self._produce(context)
         return self._send(context, [spec for spec in specs if spec["record_id"] not in done], state)

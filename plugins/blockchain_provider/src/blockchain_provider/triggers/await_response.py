@@ -63,7 +63,194 @@ class _Batch:
     empty: bool = True
 
 
-class AwaitResponsesTrigger(BaseTrigger):
+class AnswerWaitTrigger(BaseTrigger):
+    """What every wait for the gateway's answers in the triggerer shares: the connections it reads
+    (the token never crosses the database), its ``BLK_Res`` consumer, and the loop that hands each
+    message to the one :class:`~blockchain_provider.answer_matcher.AnswerMatcher` until the waiting
+    requests have their answers or their deadline (and late-answer grace) has passed."""
+
+    response_topic: str
+    start_positions: Positions
+    token_conn_id: str
+    kafka_config_id: str
+    poll_timeout: float
+    late_answer_grace: float
+    by_request_id_only: bool
+    token_source: str | None
+    token_source_kwargs: dict[str, Any] | None
+
+    def _init_wait(self) -> None:
+        self._consumer: Any = None
+        self._polling: asyncio.Future[Any] | None = None
+        self._topics: dict[str, str] = {}
+
+    def _hook(self) -> Any:
+        from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
+
+        return KafkaBlockchainHook(self.kafka_config_id, self.token_conn_id)
+
+    async def _open(self, hook: Any = None) -> tuple[str | None, str | None]:
+        """Read the connections (with *hook*, a new one by default), assign the consumer at the
+        start positions; return the token to match by and the agent password (to scrub from
+        refusals)."""
+        hook = self._hook() if hook is None else hook
+        settings = await sync_to_async(lambda: hook.settings)()
+        token = settings.token.reveal() if settings.token is not None else None
+        if self.token_source is not None:
+            token = await sync_to_async(self._sourced_token)()
+        agent_password = settings.agent_password.reveal() if settings.agent_password is not None else None
+        self._consumer = await sync_to_async(hook.new_response_consumer)(
+            TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
+        )
+        self._consumer.assign(
+            [TopicPartition(self.response_topic, p, off) for p, off in self.start_positions.items()]
+        )
+        return token, agent_password
+
+    def _wait_for(
+        self, matcher: AnswerMatcher, topic: str, request_id: str, expect: Any, token: str | None
+    ) -> None:
+        """Have *matcher* wait for the answer to request *request_id* sent to *topic*."""
+        self._topics[request_id] = topic
+        expectation = protocol.Expectation.from_primitives(expect)
+        # an agent request is matched by its echoed id alone: no token in its answer's auth
+        signed = None if expectation.agent else token
+        by_id_only = self.by_request_id_only or signed is None
+        matcher.add(Wait(request_id, signed, by_id_only, self.start_positions, expectation))
+
+    @staticmethod
+    def _waited(sent_at: float | None) -> float | None:
+        """Seconds since *sent_at*, or ``None`` when that is unknown."""
+        return None if sent_at is None else time.time() - sent_at
+
+    async def _await(
+        self,
+        matcher: AnswerMatcher,
+        deadline: float,
+        sent_at: float | None,
+        secrets: tuple[str | None, str | None],
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Read on until every request *matcher* waits for has its answer or *deadline* (and the
+        late-answer grace) has passed; yield ``(request id, answer)`` for each as it ends."""
+        refs = {rid: events.RequestRef(self._topics[rid], rid) for rid in matcher.waiting()}
+        loop = asyncio.get_running_loop()
+        # A triggerer that picks the wait up late (load, a restart) must find an answer that is
+        # already on the topic: past the deadline, the wait reads on until every partition is at
+        # its end before it reports a timeout. Whether an answer is late is told by the time the
+        # message was written, not by when this wait got to read it.
+        partitions = set(self.start_positions)
+        at_end: set[int] = set()
+        catch_up_until: float | None = None
+        while matcher.waiting():
+            now = time.time()
+            remaining = deadline - now
+            # without echo, the late answer would be taken by the token's next request: wait for
+            # it (holding the token's pool slot) until the grace period is over
+            grace_left = remaining + self.late_answer_grace
+            if remaining > 0:
+                wait = min(self.poll_timeout, remaining)
+            else:
+                if catch_up_until is None:
+                    catch_up_until = now + CATCH_UP_LIMIT
+                caught_up = at_end >= partitions or now >= catch_up_until
+                if caught_up and grace_left <= 0:
+                    for request_id in matcher.waiting():
+                        matcher.remove(request_id)
+                        yield request_id, events.timeout(refs[request_id], self._waited(sent_at))
+                    return
+                wait = min(self.poll_timeout, grace_left) if caught_up else CATCH_UP_POLL
+            # reading and matching both run in a worker thread: a large hostile message must not
+            # stall the triggerer's event loop, which every other deferred wait shares
+            self._polling = loop.run_in_executor(None, self._read, matcher, wait)
+            batch = await asyncio.shield(self._polling)
+            self._polling = None
+            for warning in batch.warnings:
+                log.warning("%s", warning)
+            at_end = (at_end - batch.read) | batch.at_end
+            if catch_up_until is not None and batch.empty:
+                at_end = set(partitions)  # a whole poll brought nothing: what was there is read
+            for request_id, response, at, written_at in batch.found:
+                matcher.remove(request_id)
+                request = refs[request_id]
+                if written_at > deadline:
+                    log.warning(
+                        "A late answer (%s) to request %s came on %s after its deadline",
+                        response.kind,
+                        request_id,
+                        self.response_topic,
+                    )
+                    yield (
+                        request_id,
+                        events.timeout(request, self._waited(sent_at), late_answer=response.kind),
+                    )
+                elif response.kind == "error":
+                    yield request_id, events.gateway_error(request, refusal_text(response, secrets))
+                else:
+                    yield request_id, events.success(request, at)
+
+    def _sourced_token(self) -> str:
+        try:
+            fetch = import_string(str(self.token_source))
+        except ImportError as exc:
+            raise BlockchainConfigError(
+                f"Token source {self.token_source!r} cannot be imported: {exc}"
+            ) from None
+        token = fetch(**(self.token_source_kwargs or {}))
+        if not isinstance(token, str) or not token:
+            raise BlockchainConfigError(
+                f"Token source {self.token_source!r} has no token for {self.token_source_kwargs}"
+            )
+        mask_secret(token)
+        return token
+
+    def _read(self, matcher: AnswerMatcher, timeout: float) -> _Batch:
+        """Poll once; match the messages at or after the start positions."""
+        batch = _Batch()
+        for message in consume_available(self._consumer, timeout):
+            batch.empty = False
+            error = message.error()
+            partition = message.partition()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    batch.at_end.add(partition)
+                else:
+                    log.warning("Error reading %s: %s", self.response_topic, error)
+                continue
+            batch.read.add(partition)
+            batch.at_end.discard(partition)
+            offset = message.offset()
+            if offset < self.start_positions.get(partition, 0):
+                continue
+            value = message.value()
+            match = matcher.match(partition, offset, value)
+            if match.warning is not None:
+                batch.warnings.append(match.warning)
+            if match.verdict is not Verdict.ANSWER or match.response is None or match.request_id is None:
+                continue
+            # taken: no later message (a duplicate) can answer it again
+            matcher.remove(match.request_id)
+            ts_type, ts_ms = message.timestamp()
+            written_at = ts_ms / 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE else time.time()
+            digest = hashlib.sha256(value or b"").hexdigest()
+            topic = self._topics[match.request_id]
+            at = AnswerAt(topic, match.request_id, self.response_topic, partition, offset, digest)
+            batch.found.append((match.request_id, match.response, at, written_at))
+        return batch
+
+    async def cleanup(self) -> None:
+        consumer, polling = self._consumer, self._polling
+        self._consumer = self._polling = None
+        if polling is not None:
+            # Never close the consumer under a poll still running in a worker thread.
+            await asyncio.wait([polling])
+        if consumer is not None:
+            try:
+                await sync_to_async(consumer.close)()
+            except Exception:
+                log.warning("Failed to close the Kafka consumer", exc_info=True)
+
+
+class AwaitResponsesTrigger(AnswerWaitTrigger):
     """Read ``BLK_Res`` from the positions fixed before one or many requests were sent, until each
     has its answer or the deadline has passed; then yield one event
     (:func:`blockchain_provider.triggers.events.batch`): for each request, in order, where its
@@ -144,8 +331,7 @@ class AwaitResponsesTrigger(BaseTrigger):
         self.resume = resume
         self.token_source = token_source
         self.token_source_kwargs = token_source_kwargs
-        self._consumer: Any = None
-        self._polling: asyncio.Future[Any] | None = None
+        self._init_wait()
 
     @classmethod
     def for_pending(
@@ -217,148 +403,12 @@ class AwaitResponsesTrigger(BaseTrigger):
         ordered = [found[r["request_id"]] for r in self.requests]
         yield TriggerEvent(events.batch(self.response_topic, ordered, self.resume))
 
-    def _waited(self) -> float | None:
-        """Seconds since the (first) request was sent, or ``None`` when that is unknown."""
-        return None if self.sent_at is None else time.time() - self.sent_at
-
     async def _answers(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Read ``BLK_Res`` from the start positions; yield ``(request id, answer)`` for each
         request as its answer comes or its wait ends, until none is left."""
-        from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-
-        hook = KafkaBlockchainHook(self.kafka_config_id, self.token_conn_id)
-        settings = await sync_to_async(lambda: hook.settings)()
-        token = settings.token.reveal() if settings.token is not None else None
-        if self.token_source is not None:
-            token = await sync_to_async(self._sourced_token)()
-        agent_password = settings.agent_password.reveal() if settings.agent_password is not None else None
-        self._consumer = await sync_to_async(hook.new_response_consumer)(
-            TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
-        )
-        self._consumer.assign(
-            [TopicPartition(self.response_topic, p, off) for p, off in self.start_positions.items()]
-        )
+        secrets = await self._open()
         matcher = AnswerMatcher(self.response_topic)
-        refs: dict[str, events.RequestRef] = {}
         for r in self.requests:
-            refs[r["request_id"]] = events.RequestRef(r["topic"], r["request_id"])
-            expect = protocol.Expectation.from_primitives(r["expect"])
-            # an agent request is matched by its echoed id alone: no token in its answer's auth
-            signed = None if expect.agent else token
-            by_id_only = self.by_request_id_only or signed is None
-            matcher.add(Wait(r["request_id"], signed, by_id_only, self.start_positions, expect))
-        loop = asyncio.get_running_loop()
-        # A triggerer that picks the wait up late (load, a restart) must find an answer that is
-        # already on the topic: past the deadline, the wait reads on until every partition is at
-        # its end before it reports a timeout. Whether an answer is late is told by the time the
-        # message was written, not by when this wait got to read it.
-        partitions = set(self.start_positions)
-        at_end: set[int] = set()
-        catch_up_until: float | None = None
-        while matcher.waiting():
-            now = time.time()
-            remaining = self.deadline - now
-            # without echo, the late answer would be taken by the token's next request: wait for
-            # it (holding the token's pool slot) until the grace period is over
-            grace_left = remaining + self.late_answer_grace
-            if remaining > 0:
-                wait = min(self.poll_timeout, remaining)
-            else:
-                if catch_up_until is None:
-                    catch_up_until = now + CATCH_UP_LIMIT
-                caught_up = at_end >= partitions or now >= catch_up_until
-                if caught_up and grace_left <= 0:
-                    for request_id in matcher.waiting():
-                        matcher.remove(request_id)
-                        yield request_id, events.timeout(refs[request_id], self._waited())
-                    return
-                wait = min(self.poll_timeout, grace_left) if caught_up else CATCH_UP_POLL
-            # reading and matching both run in a worker thread: a large hostile message must not
-            # stall the triggerer's event loop, which every other deferred wait shares
-            self._polling = loop.run_in_executor(None, self._read, matcher, wait)
-            batch = await asyncio.shield(self._polling)
-            self._polling = None
-            for warning in batch.warnings:
-                log.warning("%s", warning)
-            at_end = (at_end - batch.read) | batch.at_end
-            if catch_up_until is not None and batch.empty:
-                at_end = set(partitions)  # a whole poll brought nothing: what was there is read
-            for request_id, response, at, written_at in batch.found:
-                matcher.remove(request_id)
-                request = refs[request_id]
-                if written_at > self.deadline:
-                    log.warning(
-                        "A late answer (%s) to request %s came on %s after its deadline",
-                        response.kind,
-                        request_id,
-                        self.response_topic,
-                    )
-                    yield request_id, events.timeout(request, self._waited(), late_answer=response.kind)
-                elif response.kind == "error":
-                    yield (
-                        request_id,
-                        events.gateway_error(request, refusal_text(response, (token, agent_password))),
-                    )
-                else:
-                    yield request_id, events.success(request, at)
-
-    def _sourced_token(self) -> str:
-        try:
-            fetch = import_string(str(self.token_source))
-        except ImportError as exc:
-            raise BlockchainConfigError(
-                f"Token source {self.token_source!r} cannot be imported: {exc}"
-            ) from None
-        token = fetch(**(self.token_source_kwargs or {}))
-        if not isinstance(token, str) or not token:
-            raise BlockchainConfigError(
-                f"Token source {self.token_source!r} has no token for {self.token_source_kwargs}"
-            )
-        mask_secret(token)
-        return token
-
-    def _read(self, matcher: AnswerMatcher, timeout: float) -> _Batch:
-        """Poll once; match the messages at or after the start positions."""
-        batch = _Batch()
-        for message in consume_available(self._consumer, timeout):
-            batch.empty = False
-            error = message.error()
-            partition = message.partition()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    batch.at_end.add(partition)
-                else:
-                    log.warning("Error reading %s: %s", self.response_topic, error)
-                continue
-            batch.read.add(partition)
-            batch.at_end.discard(partition)
-            offset = message.offset()
-            if offset < self.start_positions.get(partition, 0):
-                continue
-            value = message.value()
-            match = matcher.match(partition, offset, value)
-            if match.warning is not None:
-                batch.warnings.append(match.warning)
-            if match.verdict is not Verdict.ANSWER or match.response is None or match.request_id is None:
-                continue
-            # taken: no later message (a duplicate) can answer it again
-            matcher.remove(match.request_id)
-            ts_type, ts_ms = message.timestamp()
-            written_at = ts_ms / 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE else time.time()
-            digest = hashlib.sha256(value or b"").hexdigest()
-            topic = next(r["topic"] for r in self.requests if r["request_id"] == match.request_id)
-            at = AnswerAt(topic, match.request_id, self.response_topic, partition, offset, digest)
-            batch.found.append((match.request_id, match.response, at, written_at))
-        return batch
-
-    async def cleanup(self) -> None:
-        consumer, polling = self._consumer, self._polling
-        self._consumer = self._polling = None
-        if polling is not None:
-            # Never close the consumer under a poll still running in a worker thread.
-            await asyncio.wait([polling])
-        if consumer is not None:
-            try:
-                await sync_to_async(consumer.close)()
-            except Exception:
-                log.warning("Failed to close the Kafka consumer", exc_info=True)
+            self._wait_for(matcher, r["topic"], r["request_id"], r["expect"], secrets[0])
+        async for found in self._await(matcher, self.deadline, self.sent_at, secrets):
+            yield found

@@ -6,7 +6,7 @@ the answer is, never what the answer holds. It is a JSON object::
 
     {"status": "batch", "response_topic": ..., "answers": [...], "resume": ...}
 
-with one entry per request awaited, in the order they were sent, in one of three statuses; each
+with one entry per request awaited, in the order they were sent, in one of four statuses; each
 names ``topic`` (the request topic) and ``request_id``:
 
 * ``success``: ``partition``, ``offset`` and ``digest`` (SHA-256 of the message's value) of the
@@ -15,7 +15,12 @@ names ``topic`` (the request topic) and ``request_id``:
 * ``gateway_error``: ``text``, the gateway's refusal with the token and password removed, at most
   :data:`~blockchain_provider.outcomes.REFUSAL_TEXT_LIMIT` characters;
 * ``timeout``: ``waited``, seconds from sending to giving up (``None`` when unknown), and
-  ``late_answer``, the kind of an answer that came after the deadline, if any.
+  ``late_answer``, the kind of an answer that came after the deadline, if any;
+* ``undelivered``: ``text``, why the broker did not take a request the triggerer sent (a serial
+  conversation, :mod:`.serial_requests`); whether it reached the gateway is not known.
+
+A serial conversation ends at its first timeout or undelivered request: the requests after it
+were not sent, and have no entry.
 
 ``resume`` is what the task resumes with (small: positions, counts, ids). No event carries a
 token, an item, a description or any other value of an answer; one stays under
@@ -28,13 +33,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from blockchain_provider.exceptions import BlockchainConfigError, BlockchainTimeoutError
+from blockchain_provider.exceptions import (
+    BlockchainConfigError,
+    BlockchainDeliveryError,
+    BlockchainTimeoutError,
+)
 from blockchain_provider.outcomes import AnswerAt, bounded_text, gateway_refusal
 
 SUCCESS: Final = "success"
 GATEWAY_ERROR: Final = "gateway_error"
 TIMEOUT: Final = "timeout"
-STATUSES: Final = (SUCCESS, GATEWAY_ERROR, TIMEOUT)
+UNDELIVERED: Final = "undelivered"
+STATUSES: Final = (SUCCESS, GATEWAY_ERROR, TIMEOUT, UNDELIVERED)
 BATCH: Final = "batch"
 #: What an event of one request is kept under, encoded (bytes).
 MAX_EVENT_BYTES: Final = 8 * 1024
@@ -90,6 +100,17 @@ def timeout(request: RequestRef, waited: float | None, late_answer: str | None =
     return answer
 
 
+def undelivered(request: RequestRef, text: str) -> dict[str, Any]:
+    """The broker did not take *request* (*text* says why, and holds no secret: it names the topic,
+    the broker and the request id)."""
+    return {
+        "status": UNDELIVERED,
+        "topic": request.topic,
+        "request_id": request.request_id,
+        "text": bounded_text(text),
+    }
+
+
 def batch(
     response_topic: str, answers: list[dict[str, Any]], resume: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -103,8 +124,9 @@ def batch(
 def results(event: Any) -> tuple[dict[str, Any], list[Result]]:
     """The event's ``resume`` and, in order, each request's result: where its answer is
     (:class:`~blockchain_provider.outcomes.AnswerAt`), or the refusal
-    (:class:`~blockchain_provider.exceptions.BlockchainGatewayError`) or
-    :class:`~blockchain_provider.exceptions.BlockchainTimeoutError` it came to.
+    (:class:`~blockchain_provider.exceptions.BlockchainGatewayError`),
+    :class:`~blockchain_provider.exceptions.BlockchainTimeoutError` or
+    :class:`~blockchain_provider.exceptions.BlockchainDeliveryError` it came to.
 
     :raises BlockchainConfigError: no event, or not one of a wait for answers.
     """
@@ -145,6 +167,8 @@ def _result(answer: Mapping[str, Any], response_topic: str) -> Result:
             request_id=request_id,
             timeout=float(waited or 0),
         )
+    if status == UNDELIVERED:
+        return BlockchainDeliveryError(str(answer.get("text", "")), topic=topic, request_id=request_id)
     raise BlockchainConfigError(
         f"Waiting for request {request_id} on {topic} ended with an answer of unknown status {status!r}"
     )
