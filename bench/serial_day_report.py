@@ -7,7 +7,7 @@ needs)::
     .venv/bin/python bench/serial_day_report.py [--units 5] [--delay-ms 1000] [--no-write]
 
 It starts the production shape (:mod:`scripts.production_stack`: CeleryExecutor, two workers of
-2 slots each, PostgreSQL metadata, 3 Apache Kafka brokers, the triggerer, the MES on SQLite) with
+2 slots each, PostgreSQL metadata and MES database, 3 Apache Kafka brokers, the triggerer) with
 the gateway sandbox answering every request ``--delay-ms`` late (concurrently) and tracing what it
 answers, fills the MES with the units' reports, then triggers ``blockchain_day_report`` for a day
 through the REST API and times it until the run has finished. Then the same for the day before,
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{DAG_ID} was not parsed")
             time.sleep(2)
         api(f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, "PATCH")
-        engine = engine_from_url(f"sqlite:///{settings.mes_db}")
+        engine = engine_from_url(stack.mes_url())
         generate_plant(engine, units=args.units, weeks=1, end_date=DAY)
         ledger = Ledger(str(settings.ledger))
         figures["echo off, pool 1 slot"] = day_report(api, ledger, trace, DAY, args.units)

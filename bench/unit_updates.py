@@ -6,7 +6,7 @@ needs)::
     .venv/bin/python bench/unit_updates.py [--no-write] [--delay-ms 1000]
 
 It starts the production shape (:mod:`scripts.production_stack`: CeleryExecutor, two workers of
-2 slots each, PostgreSQL metadata, 3 Apache Kafka brokers, the MES on SQLite) without echo and
+2 slots each, PostgreSQL metadata and MES database, 3 Apache Kafka brokers) without echo and
 with a 1-slot request pool, unpauses ``blockchain_production_unit_update`` and gives each of 5
 units its first update (which creates its record and reporter; not timed). Then, as the MES's
 PATCH view does (:func:`include.mes_client.patch_production_unit`: save, note, trigger through the
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{PRODUCTION_UNIT_UPDATE_DAG_ID} was not parsed")
             time.sleep(2)
         api(f"/api/v2/dags/{quote(PRODUCTION_UNIT_UPDATE_DAG_ID)}", {"is_paused": False}, "PATCH")
-        engine = engine_from_url(f"sqlite:///{settings.mes_db}")
+        engine = engine_from_url(stack.mes_url())
         repository = MesRepository(engine)
         ledger = Ledger(str(settings.ledger))
         client = MesAirflowClient(settings.url, ADMIN_USER, admin_password(settings))

@@ -5,7 +5,9 @@ this extends), with the services a team runs once it outgrows one worker, as the
 ``docker-compose.yaml`` deployment with its ``celery`` profile describes them:
 
 - Airflow's metadata database on PostgreSQL: a throwaway cluster (:mod:`local_services.postgres`,
-  Debian's ``postgresql`` server binaries), removed when the stack stops;
+  Debian's ``postgresql`` server binaries), removed when the stack stops; the MES database is a
+  second database of that cluster, with a role of its own (``mes_db`` of conn type ``postgres``,
+  as the compose deployment has it);
 - the CeleryExecutor, its queue on Redis (Debian's ``redis-server``, on a free loopback port,
   no persistence, a password generated on every start) and its results in the metadata database;
 - two Celery workers (``airflow celery worker``), beside the scheduler, DAG processor, triggerer
@@ -37,6 +39,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -55,6 +58,8 @@ from scripts.stack.settings import TOKEN_CONN_ID, parse_settings  # noqa: E402
 KAFKA_NODES = 3
 #: The metadata database's name on the throwaway cluster.
 AIRFLOW_DATABASE = "airflow"
+#: The MES's database and role in the same cluster (trust authentication on loopback)
+MES_DATABASE = MES_ROLE = "mes"
 
 #: docker-compose.yaml's service -> the service this command starts for it.
 COMPOSE_SERVICES = {
@@ -166,7 +171,7 @@ class ProductionStack(Stack):
         # so the ledger and the MES database are too (a kept ledger would gain a new MES agent
         # per start, for the new blockchain_master connection)
         s = self.settings
-        for path in (s.ledger, s.mes_db):
+        for path in (s.ledger,):
             for suffix in ("", "-wal", "-shm", ".anchor", "-journal"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
@@ -174,7 +179,7 @@ class ProductionStack(Stack):
         missing = missing_prerequisites()
         if missing:
             raise StackError(f"the production shape needs {' and '.join(missing)} for Apache Kafka")
-        with self.step("PostgreSQL: a throwaway cluster for Airflow's metadata"):
+        with self.step("PostgreSQL: a throwaway cluster for Airflow's metadata and the MES"):
             try:
                 self.postgres = PostgresCluster().start()
             except PostgresError as exc:
@@ -193,13 +198,16 @@ class ProductionStack(Stack):
                 admin.autocommit = True
                 with admin.cursor() as cur:
                     cur.execute(f'CREATE DATABASE "{AIRFLOW_DATABASE}"')
+                    # the MES's own database and role, as a plant's MES has them beside Airflow's
+                    cur.execute(f'CREATE ROLE "{MES_ROLE}" LOGIN')
+                    cur.execute(f'CREATE DATABASE "{MES_DATABASE}" OWNER "{MES_ROLE}"')
             except psycopg2.Error as exc:
                 raise StackError(
-                    f"could not create the metadata database {AIRFLOW_DATABASE}: {exc}"
+                    f"could not create the databases {AIRFLOW_DATABASE} and {MES_DATABASE}: {exc}"
                 ) from None
             finally:
                 admin.close()
-            self.say(f"    {self.postgres.url(AIRFLOW_DATABASE)}")
+            self.say(f"    {self.postgres.url(AIRFLOW_DATABASE)}; MES {self.mes_url()}")
             self.write_state()  # a run killed from here on leaves PostgreSQL to the next one to stop
         self.log_ports = {"triggerer": free_port()}
         self.start_redis()
@@ -314,6 +322,26 @@ class ProductionStack(Stack):
 
     def worker(self, number: int) -> Service:
         return next(s for s in self.services if s.name == f"airflow-worker-{number}")
+
+    def mes_connection(self) -> dict[str, Any]:
+        """The MES on PostgreSQL: its own database and role in the stack's cluster."""
+        if self.postgres is None:
+            raise StackError("the MES database is on PostgreSQL, which is not started yet")
+        return {
+            "conn_type": "postgres",
+            "host": self.postgres.host,
+            "port": self.postgres.port,
+            "login": MES_ROLE,
+            "schema": MES_DATABASE,
+        }
+
+    def mes_url(self) -> str:
+        if self.postgres is None:
+            raise StackError("the MES database is on PostgreSQL, which is not started yet")
+        return f"postgresql+psycopg://{MES_ROLE}@{self.postgres.host}:{self.postgres.port}/{MES_DATABASE}"
+
+    def mes_location(self) -> str:
+        return self.mes_url()
 
     def banner(self) -> None:
         super().banner()

@@ -390,14 +390,13 @@ class Stack:
             self.run([self.tool("airflow"), "db", "migrate"])
 
     def ensure_connections(self) -> None:
-        s = self.settings
         with self.step(f"connections {KAFKA_CONN_ID} ({self.bootstrap}) and {MES_CONN_ID}, pool, topics"):
             self.existing = self.connection_ids()
             # kafka_default always names the broker in use; mes_db is created once, so a mes_db
             # pointed elsewhere (e.g. PostgreSQL) is kept
             wanted = {KAFKA_CONN_ID: {"conn_type": "kafka", "extra": {"bootstrap.servers": self.bootstrap}}}
             if MES_CONN_ID not in self.existing:
-                wanted[MES_CONN_ID] = {"conn_type": "sqlite", "host": str(s.mes_db)}
+                wanted[MES_CONN_ID] = self.mes_connection()
             self.import_connections(wanted)
             self.run([self.tool("blockchain-provider"), "pools", "ensure", "--conn-id", TOKEN_CONN_ID])
             self.run(
@@ -413,6 +412,18 @@ class Stack:
                     str(self.topic_partitions),
                 ]
             )
+
+    def mes_connection(self) -> dict[str, Any]:
+        """The ``mes_db`` connection a new deployment gets: the SQLite file in the stack's directory."""
+        return {"conn_type": "sqlite", "host": str(self.settings.mes_db)}
+
+    def mes_url(self) -> str:
+        """The MES database of :meth:`mes_connection` as a SQLAlchemy URL, for code outside Airflow."""
+        return f"sqlite:///{self.settings.mes_db}"
+
+    def mes_location(self) -> str:
+        """Where the MES database is, as the banner shows it."""
+        return _relative(self.settings.root)(self.settings.mes_db)
 
     def connection_ids(self) -> set[str]:
         result = self.run([self.tool("airflow"), "connections", "list", "-o", "json"], secret=True)
@@ -591,7 +602,7 @@ class Stack:
             "airflow_home": str(s.airflow_home),
             "password_file": str(s.password_file),
             "ledger": str(s.ledger),
-            "mes_db": str(s.mes_db),
+            "mes_db": self.mes_url(),
             "logs": str(s.logs),
             "mes_public_key": self.public_key,
             "services": {svc.name: svc.pid for svc in self.services}
@@ -625,7 +636,7 @@ class Stack:
             f"  Kafka broker     {self.bootstrap} ({broker})",
             f"  gateway ledger   {rel(s.ledger)}",
             f"                   ({rel(Path(sys.executable))} -m gateway_sandbox show summary --db {rel(s.ledger)})",
-            f"  MES database     {rel(s.mes_db)}",
+            f"  MES database     {self.mes_location()}",
             f"  MES agent        {self.public_key}",
             f"  logs             {rel(s.logs)}/ (one per service, setup.log for the set-up steps); "
             f"task logs in {rel(s.airflow_home / 'logs')}/",

@@ -5,6 +5,7 @@ persistence. Static: nothing is started."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -12,7 +13,16 @@ import yaml
 
 from gateway_sandbox.cli import build_parser
 from local_services.kafka import kafka_version
-from scripts.production_stack import COMPOSE_SERVICES, ProductionStack, celery_settings, redis_command
+from local_services.postgres import PostgresCluster
+from scripts.production_stack import (
+    AIRFLOW_DATABASE,
+    COMPOSE_SERVICES,
+    MES_DATABASE,
+    MES_ROLE,
+    ProductionStack,
+    celery_settings,
+    redis_command,
+)
 from scripts.stack.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,3 +96,15 @@ def test_redis_keeps_nothing_on_disk_in_both():
     assert ours[ours.index("--bind") + 1] == "127.0.0.1"
     compose_script = SERVICES["redis"]["command"][-1]
     assert 'save ""\\nappendonly no' in compose_script
+
+
+def test_the_mes_is_on_postgresql_in_a_database_and_role_of_its_own_in_both(tmp_path: Path):
+    env_line = (ROOT / ".env.example").read_text().split("AIRFLOW_CONN_MES_DB=", 1)[1].splitlines()[0]
+    compose_mes = json.loads(env_line)
+    production = stack()
+    production.postgres = PostgresCluster(port=5432, base_dir=tmp_path)  # not started: its address only
+    ours = production.mes_connection()
+    assert ours["conn_type"] == compose_mes["conn_type"] == "postgres"
+    assert ours["schema"] == compose_mes["schema"] == MES_DATABASE != AIRFLOW_DATABASE
+    assert ours["login"] == MES_ROLE
+    assert production.mes_url().endswith(f"/{MES_DATABASE}")

@@ -122,7 +122,7 @@ def production(tmp_path_factory) -> Iterator[Production]:
     )
     try:
         stack.up()
-        engine = engine_from_url(f"sqlite:///{settings.mes_db}")
+        engine = engine_from_url(stack.mes_url())
         yield Production(stack, Ledger(str(settings.ledger)), MesRepository(engine), trace, hold)
         engine.dispose()
     except BaseException:
@@ -146,6 +146,8 @@ def wait_for_dags(production: Production, timeout: float = 300) -> None:
 
 def test_every_dag_runs_on_celery_workers(production: Production) -> None:
     wait_for_dags(production)
+    # the MES is on PostgreSQL, as a plant's: what the tasks write below is read back from there
+    assert production.repository.engine.dialect.name == "postgresql"
     ledger, repository = production.ledger, production.repository
     mes_key = production.stack.public_key
     erp = erp_agent(ledger, "ERP")
