@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import shutil
 import sys
@@ -42,6 +41,7 @@ if str(ROOT) not in sys.path:
 from bench import results  # noqa: E402
 from bench.unit_updates import Api  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
+from gateway_sandbox.trace import read_trace  # noqa: E402
 from include.day_report_keys import DAY_REPORT_RECORD_TYPE  # noqa: E402
 from include.mes.db import engine_from_url  # noqa: E402
 from include.sample_data import generate_plant  # noqa: E402
@@ -57,10 +57,8 @@ RECORDS_PER_UNIT = 28
 
 def traced_records(trace: Path) -> list[dict[str, Any]]:
     """The record requests the sandbox answered, in the order it read them."""
-    lines = trace.read_text().splitlines() if trace.exists() else []
-    entries = [json.loads(line) for line in lines]
     topic = f"BLK_Rec_{DAY_REPORT_RECORD_TYPE}"
-    return sorted((e for e in entries if e["topic"] == topic), key=lambda e: e["received"])
+    return [entry for entry in read_trace(trace) if entry["topic"] == topic]
 
 
 def day_report(api: Api, ledger: Ledger, trace: Path, day: date, units: int) -> dict[str, Any]:

@@ -10,7 +10,6 @@ Each case asserts what happened to the data, in the ledger and in the MES.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from blockchain_provider import protocol
 from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.trace import in_flight_overlaps, read_trace
 from include.day_report_keys import PRODUCTION_UNIT_RECORD_TYPE, day_report_keys
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
@@ -37,7 +37,6 @@ from scripts.stack.settings import ADMIN_USER, Settings
 from tests import airflow_rest
 from tests.conftest import needs
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
-from tests.sandbox_trace import in_flight_overlaps
 
 pytestmark = [
     pytest.mark.slow,
@@ -87,10 +86,7 @@ class Production:
 
     # -- the gateway's side
     def trace_entries(self, since: float = 0.0) -> list[dict[str, Any]]:
-        if not self.trace.exists():
-            return []
-        entries = [json.loads(line) for line in self.trace.read_text().splitlines() if line.strip()]
-        return [e for e in entries if e["received"] >= since]
+        return [e for e in read_trace(self.trace) if e["received"] >= since]
 
 
 def _quote(run_id: str) -> str:

@@ -23,6 +23,7 @@ import sqlalchemy
 
 from gateway_sandbox.broker import free_port
 from gateway_sandbox.ledger import Ledger
+from gateway_sandbox.trace import in_flight_overlaps, read_trace
 from include.day_report_keys import DAY_REPORT_RECORD_TYPE
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
@@ -30,7 +31,6 @@ from include.sample_data import generate_plant
 from tests.conftest import PostgresServer, needs, prefixed_topics
 from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
 from tests.sandbox_process import SandboxProcess
-from tests.sandbox_trace import in_flight_overlaps
 from tests.supervised.deployment import AirflowDeployment
 
 pytestmark = [
@@ -418,7 +418,7 @@ def test_units_updates_run_side_by_side_one_request_per_reporter_token(deploymen
         # a try retried without reads may send its values again (README): the same values twice
         # in a row, never an older value after a newer one
         assert [status for status, _ in itertools.groupby(statuses)][-3:] == [s for _, s in changes[unit.id]]
-    trace = [json.loads(line) for line in trace_path.read_text().splitlines()]
+    trace = read_trace(trace_path)
     same_token, across = in_flight_overlaps(trace)
     assert same_token == []
     master = hashlib.sha256(stored_connection(airflow)["password"].encode()).hexdigest()[:16]

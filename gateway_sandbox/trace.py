@@ -3,9 +3,20 @@ digest of its token and when it was received and answered) tells about requests 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+__all__ = ["Entry", "in_flight_overlaps", "read_trace"]
+
 Entry = dict[str, Any]
+
+
+def read_trace(path: Path) -> list[Entry]:
+    """The entries of the trace at *path* in the order the sandbox read their requests (none
+    before the sandbox has answered anything)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return sorted((json.loads(line) for line in lines if line.strip()), key=lambda entry: entry["received"])
 
 
 def in_flight_overlaps(entries: list[Entry]) -> tuple[list[tuple[Entry, Entry]], set[frozenset[str]]]:
