@@ -38,6 +38,8 @@ from include.mes.repository import MesRepository
 __all__ = ["PlantSummary", "day_report_values", "generate_plant", "main"]
 
 FIRST_UNIT_NUMBER = 10
+#: A plant's worth and more: ``PT10`` to ``PT1009``
+MAX_UNITS = 1000
 SHIFT_HOURS = 8.0
 PROCESSES = ("Stamping", "Deep drawing", "Blanking", "Bending", "Trimming", "Piercing")
 STATUSES = ("Running", "Running", "Running", "Setup", "Maintenance", "Stopped")
@@ -110,8 +112,8 @@ def generate_plant(
     :param end_date: the last report day; default yesterday (the machine's local date).
     :param seed: seeds the values and report ids; default 42.
     """
-    if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= 90:
-        raise ValueError(f"Invalid units {units!r}: expected 1-90")
+    if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= MAX_UNITS:
+        raise ValueError(f"Invalid units {units!r}: expected 1-{MAX_UNITS}")
     if isinstance(weeks, bool) or not isinstance(weeks, int) or not 1 <= weeks <= 520:
         raise ValueError(f"Invalid weeks {weeks!r}: expected 1-520")
     if end_date is None:

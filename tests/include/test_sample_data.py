@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
+from include.day_report_keys import validate_unit_code
 from include.mes import schema
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
@@ -27,6 +28,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def _count(engine: Engine, table: sa.Table) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+def test_a_plant_of_a_hundred_units_has_valid_unit_codes(engine: Engine) -> None:
+    plant = generate_plant(engine, units=100, weeks=1, end_date=END)
+    assert len(set(plant.unit_codes)) == 100 and plant.unit_codes[-1] == "PT109"
+    assert [validate_unit_code(code) for code in plant.unit_codes] == list(plant.unit_codes)
+    assert len(MesRepository(engine).production_units()) == 100
+    with pytest.raises(ValueError, match="Invalid units 1001"):
+        generate_plant(engine, units=1001, weeks=1, end_date=END)
 
 
 def test_generate_plant_counts_and_a_second_run_adds_nothing(engine: Engine) -> None:
