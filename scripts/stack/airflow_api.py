@@ -11,15 +11,23 @@ from scripts.stack.settings import ADMIN_USER, Settings
 
 
 def http_json(
-    url: str, body: dict[str, Any] | None = None, token: str | None = None, method: str | None = None
+    url: str,
+    body: dict[str, Any] | None = None,
+    token: str | None = None,
+    method: str | None = None,
+    timeout: float = 60.0,
 ) -> Any:
-    """A JSON request to the Airflow API server; raises ``urllib.error.URLError`` or ``HTTPError``."""
+    """A JSON request to the Airflow API server; raises ``urllib.error.URLError`` or ``HTTPError``,
+    or ``TimeoutError`` after *timeout* seconds without an answer.
+
+    The default is generous: on a loaded machine the API server of an SQLite deployment can keep a
+    request waiting for seconds (measured: 14 s while the first tasks of a new stack started)."""
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data, headers, method=method or ("POST" if data else "GET"))
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         payload = response.read()
     return json.loads(payload) if payload else None
 
@@ -27,7 +35,8 @@ def http_json(
 def airflow_health(url: str) -> dict[str, str]:
     """The status of each component from ``/api/v2/monitor/health``, or ``{}`` while it does not answer."""
     try:
-        health = http_json(f"{url}/api/v2/monitor/health")
+        # while starting, a slow answer is as good as none: the caller asks again
+        health = http_json(f"{url}/api/v2/monitor/health", timeout=10)
     except (OSError, ValueError):
         return {}
     return {name: (part or {}).get("status", "") for name, part in health.items() if isinstance(part, dict)}

@@ -159,6 +159,17 @@ class RunningStack:
         return airflow_rest.task_states(self.api, dag_id, run_id)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests on the session's shared stack after every other test of the session.
+
+    A session fixture lives until the session ends: started earlier, the shared stack would run
+    beside every later test, and beside the stacks those tests start, on a machine of two cores.
+    """
+    shared = [item for item in items if "running_stack" in getattr(item, "fixturenames", ())]
+    if shared:
+        items[:] = [item for item in items if item not in shared] + shared
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
     """Keep the call phase's report on the item, for fixtures that save evidence on failure."""
