@@ -341,7 +341,7 @@ class ProductionStack(Stack):
         return f"postgresql+psycopg://{MES_ROLE}@{self.postgres.host}:{self.postgres.port}/{MES_DATABASE}"
 
     def mes_location(self) -> str:
-        return self.mes_url()
+        return self.mes_url() if self.postgres is not None else "PostgreSQL (not started yet)"
 
     def banner(self) -> None:
         super().banner()

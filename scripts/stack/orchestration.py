@@ -422,8 +422,9 @@ class Stack:
         return f"sqlite:///{self.settings.mes_db}"
 
     def mes_location(self) -> str:
-        """Where the MES database is, as the banner shows it."""
-        return _relative(self.settings.root)(self.settings.mes_db)
+        """Where the MES database is, as the state file and the banner show it (whatever the
+        stack has started so far)."""
+        return str(self.settings.mes_db)
 
     def connection_ids(self) -> set[str]:
         result = self.run([self.tool("airflow"), "connections", "list", "-o", "json"], secret=True)
@@ -602,7 +603,7 @@ class Stack:
             "airflow_home": str(s.airflow_home),
             "password_file": str(s.password_file),
             "ledger": str(s.ledger),
-            "mes_db": self.mes_url(),
+            "mes_db": self.mes_location(),
             "logs": str(s.logs),
             "mes_public_key": self.public_key,
             "services": {svc.name: svc.pid for svc in self.services}
@@ -619,6 +620,9 @@ class Stack:
         s = self.settings
         rel = _relative(s.root)
         lines = ["", f"The integration is up ({time.monotonic() - self.started:.0f} s)."]
+        mes_location = self.mes_location()  # a file, shown relative to the repository, or a URL
+        if mes_location.startswith("/"):
+            mes_location = rel(Path(mes_location))
         if s.with_airflow:
             lines.append(f"  Airflow UI       {s.url}")
             lines.append(
@@ -636,7 +640,7 @@ class Stack:
             f"  Kafka broker     {self.bootstrap} ({broker})",
             f"  gateway ledger   {rel(s.ledger)}",
             f"                   ({rel(Path(sys.executable))} -m gateway_sandbox show summary --db {rel(s.ledger)})",
-            f"  MES database     {self.mes_location()}",
+            f"  MES database     {mes_location}",
             f"  MES agent        {self.public_key}",
             f"  logs             {rel(s.logs)}/ (one per service, setup.log for the set-up steps); "
             f"task logs in {rel(s.airflow_home / 'logs')}/",
