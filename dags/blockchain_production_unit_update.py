@@ -202,12 +202,15 @@ def unit_update(context: Mapping[str, Any]) -> Iterator[ClaimedUpdates]:
     last try gives its change up.
     """
     from include.mes.reporter_store import MesReporterStore
-    from include.mes.unit_updates import FAILED, REFUSED, UnitLockTimeoutError
+    from include.mes.unit_updates import FAILED, REFUSED, UnitLockTimeoutError, release_unit
 
     repository, unit, own = own_change(context)
     unit_id, run_id = unit.id, context["dag_run"].run_id
     summary = {"record_id": production_unit_record_id(unit), "unit": unit.code, "change": own.seq}
     if not own.pending:
+        # settled while this run waited for the lock (another run's drain applied it, in order):
+        # the lock its claim took then must go now, not when its lease ends
+        release_unit(repository.engine, unit_id, run_id)
         if own.outcome == REFUSED:
             raise AirflowFailException(f"Change {own.seq} was refused for good: {own.detail}")
         if own.outcome == FAILED:

@@ -151,3 +151,29 @@ def test_a_unit_with_its_reporter_goes_straight_to_its_update(unit_dag, mes, mon
     assert [task_id for task_id, _ in skipped.value.tasks] == ["create_unit_record"]
     assert unit_dag.get_task("create_unit_record").pool == REQUEST_POOL
     assert unit_dag.get_task("update_unit_record").pool == REPORTER_POOL
+
+
+def test_a_run_whose_change_another_run_applied_lets_go_of_the_lock_its_claim_took(unit_dag, mes):
+    """Runs start in any order: a later run's drain may apply an earlier run's change while the
+    earlier run waits for the lock. The earlier run's claim then takes the lock, and its update
+    finds nothing to send: it must let the lock go, or the unit's other runs wait for its lease
+    to end (minutes; seen with 20 updates of 5 units on the production shape)."""
+    from include.mes.unit_updates import claim_unit, unit_lock_holder
+
+    unit = mes.production_units()[0]
+    conf = {"production_unit_id": unit.id, "process_name": "Stamping"}
+    mes.set_production_unit_state(unit.id, "E", "Stamping", dag_run_id="mes__early")
+    mes.set_production_unit_state(unit.id, "L", "Stamping", dag_run_id="mes__late")
+    # the later run drained both changes, in order, and let go of the lock
+    drain = mes.drain_unit_changes(unit.id, mes.unit_change("mes__late").seq, "mes__late")
+    with drain as changes:
+        assert [change.status for change in changes] == ["E", "L"]
+        for change in changes:
+            drain.mark_applied(change.seq)
+    assert unit_lock_holder(mes.engine, unit.id) is None
+    # the earlier run's claim takes the lock for it (as its trigger does once the lock is free)
+    assert claim_unit(mes.engine, unit.id, "mes__early")
+    task = unit_dag.get_task("update_unit_record")
+    task.execute(task_context(run_id="mes__early", params={**conf, "status": "E"}, task=task))
+    assert mes.unit_change("mes__early").applied_by_run == "mes__late"
+    assert unit_lock_holder(mes.engine, unit.id) is None
