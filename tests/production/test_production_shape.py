@@ -199,6 +199,11 @@ def _worker_of(production: Production, pid: int) -> int | None:
     return None
 
 
+def ledger_status(ledger: Ledger, record_id: str) -> str | None:
+    record = ledger.record(record_id)
+    return record["properties"].get("Status") if record else None
+
+
 def _update_task(production: Production, run_id: str) -> dict[str, Any]:
     """The task instance of a unit update run's task that sends the update."""
     (ti,) = [t for t in production.task_instances(UPDATE_DAG, run_id) if t["task_id"] == "update_unit_record"]
@@ -216,30 +221,36 @@ def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production
     assert production.wait_for_runs({"first": (UPDATE_DAG, first)}, timeout=300)["first"] == "success"
     reporters = ledger.record(record_id)["reporters"]
     assert len(reporters) == 1
-    # the gateway applies the update but keeps its answer: the task waits for it
+    # the gateway applies the update but keeps its answer: the task waits for it in the worker
+    # (for the operator's defer_after, 1 s) before it defers; the kill must land in that wait, so
+    # a change whose task deferred first is followed by another one
     production.hold.write_text("update\n")
     try:
-        run_id = production.trigger(
-            UPDATE_DAG, {"production_unit_id": unit.id, "status": "KILLED-WORKER", "process_name": "Welding"}
-        )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if (
-                ledger.record(record_id)
-                and ledger.record(record_id)["properties"].get("Status") == "KILLED-WORKER"
-            ):
+        for attempt in range(1, 6):
+            status = f"KILLED-WORKER-{attempt}"
+            run_id = production.trigger(
+                UPDATE_DAG, {"production_unit_id": unit.id, "status": status, "process_name": "Welding"}
+            )
+            deadline = time.monotonic() + 300
+            while ledger_status(ledger, record_id) != status:
+                if time.monotonic() > deadline:
+                    raise AssertionError("the update never reached the gateway")
+                time.sleep(0.05)
+            ti = _update_task(production, run_id)
+            if ti["state"] == "running" and ti["pid"]:
                 break
-            time.sleep(1)
+            assert ti["state"] == "deferred", ti
+            production.hold.unlink()  # let this run finish; the next change tries again
+            assert production.wait_for_runs({"run": (UPDATE_DAG, run_id)}, timeout=300)["run"] == "success"
+            production.hold.write_text("update\n")
         else:
-            raise AssertionError("the update never reached the gateway")
-        ti = _update_task(production, run_id)
-        assert ti["state"] == "running" and ti["pid"], ti
+            raise AssertionError("every update deferred before its worker could be killed")
         victim = _worker_of(production, ti["pid"])
         assert victim is not None, f"task process {ti['pid']} is under no worker"
         stack.worker(victim).kill()
         assert not stack.worker(victim).alive()
     finally:
-        production.hold.unlink()
+        production.hold.unlink(missing_ok=True)
     # the scheduler finds the task's heartbeat gone, and the retry runs on the worker left
     assert production.wait_for_runs({"run": (UPDATE_DAG, run_id)}, timeout=600)["run"] == "success"
     ti = _update_task(production, run_id)
@@ -247,9 +258,9 @@ def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production
     survivor = 3 - victim
     assert stack.worker(survivor).alive()
     # the retry read the record (BLK_Rec_Get), found the update applied and sent it no second time
-    updates = [u for u in production.ledger.record_updates(record_id) if u.get("Status") == "KILLED-WORKER"]
-    assert updates == [{"Status": "KILLED-WORKER", "ProcessName": "Welding"}]
-    assert ledger.record(record_id)["properties"]["Status"] == "KILLED-WORKER"
+    updates = [u for u in production.ledger.record_updates(record_id) if u.get("Status") == status]
+    assert updates == [{"Status": status, "ProcessName": "Welding"}]
+    assert ledger.record(record_id)["properties"]["Status"] == status
     assert ledger.record(record_id)["reporters"] == reporters  # the retry created no second reporter
     # bring the killed worker back for what follows
     stack.services.remove(stack.worker(victim))
