@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check test lint run production bench bench-production bench-unit-updates bench-serial-day-report clean kafka-check kafka-jars
+.PHONY: setup check test lint run production bench bench-production bench-unit-updates bench-serial-day-report bench-plant clean kafka-check kafka-jars
 
 setup: $(STAMP)
 
@@ -75,6 +75,11 @@ bench-unit-updates: kafka-check setup kafka-jars
 # the day report of 5 units with every answer 1 s late, echo off (1 slot) then on (8), on the production shape (about 8 minutes)
 bench-serial-day-report: kafka-check setup kafka-jars
 	$(BIN)/python bench/serial_day_report.py
+
+# 100 units' 120 changes with every write answered 1 s late, on the production shape, without echo;
+# ARGS="--echo" with echo, ARGS="--day-report" the units' day report too
+bench-plant: kafka-check setup kafka-jars
+	$(BIN)/python bench/plant_scale.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

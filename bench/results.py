@@ -16,12 +16,15 @@ PRODUCTION_HEADING = "## Production shape"
 IDLE_MACHINE_HEADING = "## Apache Kafka round trip on an idle machine"
 UNIT_UPDATES_HEADING = "## Production-unit updates"
 SERIAL_DAY_REPORT_HEADING = "## Day report at the gateway's pace"
+#: ``bench/plant_scale.py``'s sections: without echo (the original gateway), and with echo
+PLANT_SCALE_HEADINGS = {False: "## Plant scale, no echo", True: "## Plant scale, with echo"}
 KEPT_HEADINGS = (
     IDLE_MACHINE_HEADING,
     SOAK_HEADING,
     PRODUCTION_HEADING,
     UNIT_UPDATES_HEADING,
     SERIAL_DAY_REPORT_HEADING,
+    *PLANT_SCALE_HEADINGS.values(),
 )
 
 
