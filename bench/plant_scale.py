@@ -50,7 +50,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -253,13 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.up()
         api = connected(stack)
-        deadline = time.monotonic() + 300
-        while not set(DAG_IDS) <= {d["dag_id"] for d in api("/api/v2/dags?limit=100")["dags"]}:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{DAG_IDS} were not parsed")
-            time.sleep(2)
-        for dag_id in DAG_IDS:
-            api(f"/api/v2/dags/{quote(dag_id)}", {"is_paused": False}, "PATCH")
+        api.unpause_when_parsed(*DAG_IDS)
         engine = engine_from_url(stack.mes_url())
         repository = MesRepository(engine)
         day = date.today() - timedelta(days=1)  # the sample reports' last day

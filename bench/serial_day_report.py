@@ -129,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.up()
         api = connected(stack)
-        deadline = time.monotonic() + 300
-        while DAG_ID not in {d["dag_id"] for d in api("/api/v2/dags?limit=100")["dags"]}:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{DAG_ID} was not parsed")
-            time.sleep(2)
-        api(f"/api/v2/dags/{DAG_ID}", {"is_paused": False}, "PATCH")
+        api.unpause_when_parsed(DAG_ID)
         engine = engine_from_url(stack.mes_url())
         generate_plant(engine, units=args.units, weeks=1, end_date=DAY)
         ledger = Ledger(str(settings.ledger))

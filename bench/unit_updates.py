@@ -63,6 +63,16 @@ class Api:
     def __call__(self, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
         return http_json(f"{self.url}{path}", body, self.token, method)
 
+    def unpause_when_parsed(self, *dag_ids: str, timeout: float = 300) -> None:
+        """Wait until the DAG processor has parsed *dag_ids*, then unpause them."""
+        deadline = time.monotonic() + timeout
+        while not set(dag_ids) <= {d["dag_id"] for d in self("/api/v2/dags?limit=100")["dags"]}:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{', '.join(dag_ids)} not parsed within {timeout:.0f} s")
+            time.sleep(2)
+        for dag_id in dag_ids:
+            self(f"/api/v2/dags/{quote(dag_id)}", {"is_paused": False}, "PATCH")
+
     def states(self, run_ids: set[str]) -> dict[str, str]:
         runs = self(f"/api/v2/dags/{PRODUCTION_UNIT_UPDATE_DAG_ID}/dagRuns?limit=1000")
         return {r["dag_run_id"]: r["state"] for r in runs["dag_runs"] if r["dag_run_id"] in run_ids}
@@ -140,14 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.up()
         api = Api(stack)
-        deadline = time.monotonic() + 300
-        while PRODUCTION_UNIT_UPDATE_DAG_ID not in {
-            d["dag_id"] for d in api("/api/v2/dags?limit=100")["dags"]
-        }:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{PRODUCTION_UNIT_UPDATE_DAG_ID} was not parsed")
-            time.sleep(2)
-        api(f"/api/v2/dags/{quote(PRODUCTION_UNIT_UPDATE_DAG_ID)}", {"is_paused": False}, "PATCH")
+        api.unpause_when_parsed(PRODUCTION_UNIT_UPDATE_DAG_ID)
         engine = engine_from_url(stack.mes_url())
         repository = MesRepository(engine)
         ledger = Ledger(str(settings.ledger))
