@@ -14,17 +14,24 @@ public REST API:
 run id it then triggers, so the unit's runs apply its changes in the order the MES made them,
 whichever order they start in (:mod:`include.mes.unit_updates`).
 
+A trigger that names its run id (as :func:`patch_production_unit`'s does) is sent again when
+Airflow did not answer in time, could not be reached, or answered 5xx or 429: a busy API server
+then neither loses the change's run nor starts it twice, since Airflow refuses a second run of one
+id (409), which a repeat reads as "the earlier attempt started it".
+
 Only the standard library is used. Neither the password nor the token is ever logged or shown
 in an error or a ``repr``.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import re
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,11 +57,14 @@ _RUN_ID = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
 
 
 class MesAirflowError(RuntimeError):
-    """Airflow could not be reached or refused a request; ``status`` is the HTTP status, if any."""
+    """Airflow could not be reached or refused a request; ``status`` is the HTTP status, if any,
+    and ``retriable`` whether the same request may succeed if sent again (no answer in time, no
+    connection, 5xx or 429)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *, retriable: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.retriable = retriable
 
 
 class MesAirflowClient:
@@ -66,6 +76,10 @@ class MesAirflowClient:
     :param password: that user's password.
     :param timeout: seconds per HTTP request; default 10.
     :param dag_id: the DAG to trigger; default ``blockchain_production_unit_update``.
+    :param retries: how many more times a trigger that names its run id is sent after a retriable
+        failure (:attr:`MesAirflowError.retriable`); default 3. A trigger without a run id is sent
+        once: repeated, it could start two runs.
+    :param retry_wait: seconds before the first repeat, doubled before each next one; default 1.
     """
 
     def __init__(
@@ -76,6 +90,8 @@ class MesAirflowClient:
         *,
         timeout: float = 10.0,
         dag_id: str = PRODUCTION_UNIT_UPDATE_DAG_ID,
+        retries: int = 3,
+        retry_wait: float = 1.0,
     ) -> None:
         parsed = urllib.parse.urlsplit(base_url if isinstance(base_url, str) else "")
         if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
@@ -88,11 +104,21 @@ class MesAirflowClient:
             raise ValueError(f"Invalid timeout {timeout!r}: expected seconds, more than 0 and at most 300")
         if not isinstance(dag_id, str) or not dag_id or "/" in dag_id:
             raise ValueError(f"Invalid dag_id {dag_id!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
+            raise ValueError(f"Invalid retries {retries!r}: expected an integer from 0 to 10")
+        if (
+            isinstance(retry_wait, bool)
+            or not isinstance(retry_wait, int | float)
+            or not 0 <= retry_wait <= 60
+        ):
+            raise ValueError(f"Invalid retry_wait {retry_wait!r}: expected seconds, from 0 to 60")
         self.base_url = base_url.rstrip("/")
         self.username = username
         self._password = password
         self.timeout = float(timeout)
         self.dag_id = dag_id
+        self.retries = retries
+        self.retry_wait = float(retry_wait)
         self._token: str | None = None
         self._lock = threading.Lock()
 
@@ -121,10 +147,11 @@ class MesAirflowClient:
         The arguments are checked before anything is sent.
 
         :param run_id: the run's id (1 to 250 letters, digits and ``_.~:+-``); default ``None``,
-            Airflow makes one.
+            Airflow makes one. With one, a failed trigger is repeated (``retries``).
 
         :raises ValueError: naming a bad argument.
-        :raises MesAirflowError: if Airflow cannot be reached or refuses (the message has its status and detail).
+        :raises MesAirflowError: if Airflow cannot be reached or refuses (the message has its status
+            and detail), after the repeats a trigger with a run id is allowed.
         """
         conf = {
             "production_unit_id": validate_unit_id(production_unit_id),
@@ -137,18 +164,38 @@ class MesAirflowClient:
             if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
                 raise ValueError(f"Invalid run_id {run_id!r:.80}: 1 to 250 of letters, digits and _.~:+-")
             body["dag_run_id"] = run_id
-        try:
-            answer = self._post(path, body, self._bearer())
-        except MesAirflowError as exc:
-            if exc.status != 401:
-                raise
-            # The token may have expired: get a new one, once.
-            answer = self._post(path, body, self._bearer(renew=True))
+        attempts = 1 + (self.retries if run_id is not None else 0)
+        for attempt in range(attempts):
+            try:
+                answer = self._trigger_once(path, body)
+                break
+            except MesAirflowError as exc:
+                if attempt and exc.status == 409:
+                    # an earlier attempt, whose answer was lost, started the run: Airflow refuses
+                    # a second run of one id
+                    log.info("Run %s of %s was started by an earlier attempt", run_id, self.dag_id)
+                    return str(run_id)
+                if not exc.retriable or attempt == attempts - 1:
+                    if attempt:
+                        raise MesAirflowError(f"{exc} (after {attempt + 1} attempts)", exc.status) from None
+                    raise
+                wait = self.retry_wait * 2**attempt
+                log.warning("%s; trying run %s again in %g s", exc, run_id, wait)
+                time.sleep(wait)
         run_id = answer.get("dag_run_id") if isinstance(answer, dict) else None
         if not isinstance(run_id, str) or not run_id:
             raise MesAirflowError(f"Airflow's answer to POST {path} has no dag_run_id")
         log.info("Triggered %s run %s for production unit %s", self.dag_id, run_id, production_unit_id)
         return run_id
+
+    def _trigger_once(self, path: str, body: dict[str, Any]) -> Any:
+        try:
+            return self._post(path, body, self._bearer())
+        except MesAirflowError as exc:
+            if exc.status != 401:
+                raise
+            # The token may have expired: get a new one, once.
+            return self._post(path, body, self._bearer(renew=True))
 
     def _bearer(self, *, renew: bool = False) -> str:
         with self._lock:
@@ -174,19 +221,28 @@ class MesAirflowClient:
             detail = _detail(exc)
             exc.close()
             raise MesAirflowError(
-                f"Airflow answered {exc.code} to POST {path}" + (f": {detail}" if detail else ""), exc.code
+                f"Airflow answered {exc.code} to POST {path}" + (f": {detail}" if detail else ""),
+                exc.code,
+                retriable=exc.code >= 500 or exc.code == 429,
             ) from None
         except TimeoutError:
             raise MesAirflowError(
-                f"No answer from Airflow to POST {path} within {self.timeout:g} s"
+                f"No answer from Airflow to POST {path} within {self.timeout:g} s", retriable=True
             ) from None
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, TimeoutError):
                 raise MesAirflowError(
-                    f"No answer from Airflow to POST {path} within {self.timeout:g} s"
+                    f"No answer from Airflow to POST {path} within {self.timeout:g} s", retriable=True
                 ) from None
-            raise MesAirflowError(f"Cannot reach Airflow at {self.base_url}: {reason}") from None
+            raise MesAirflowError(
+                f"Cannot reach Airflow at {self.base_url}: {reason}", retriable=True
+            ) from None
+        except (ConnectionError, http.client.HTTPException) as exc:
+            # reset or cut off mid-answer: whether Airflow acted is unknown
+            raise MesAirflowError(
+                f"Airflow's answer to POST {path} was cut off ({type(exc).__name__})", retriable=True
+            ) from None
         try:
             return json.loads(raw.decode("utf-8")) if raw else {}
         except (UnicodeDecodeError, json.JSONDecodeError):

@@ -30,6 +30,9 @@ class FakeAirflow:
         self.reject_next_trigger_with: int | None = None
         self.delay = 0.0
         self.dag_exists = True
+        self.runs: list[str] = []  # the run ids started, in order
+        self.trigger_failures: list[int] = []  # statuses of the next triggers, before any run starts
+        self.late_triggers = 0  # how many next triggers start their run, then answer after 1 s
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         payload = json.loads(body) if body else None
@@ -54,8 +57,16 @@ class FakeAirflow:
                 return status, {"detail": "Token expired" if status == 401 else "Server error"}
             if not self.dag_exists or path != RUNS_PATH:
                 return 404, {"detail": "The Dag with ID: `blockchain_production_unit_update` was not found"}
+            if self.trigger_failures:
+                return self.trigger_failures.pop(0), {"detail": "Service unavailable"}
             given = (payload or {}).get("dag_run_id")
             run_id = given or f"manual__2026-01-0{len(self.requests)}T09:30:00+00:00"
+            if run_id in self.runs:
+                return 409, {"detail": f"The DagRun with run_id: `{run_id}` already exists"}
+            self.runs.append(run_id)
+            if self.late_triggers:
+                self.late_triggers -= 1
+                time.sleep(1.0)
             return 200, {
                 "dag_run_id": run_id,
                 "dag_id": "blockchain_production_unit_update",
@@ -163,6 +174,59 @@ def test_a_slow_airflow_is_a_timeout_error(airflow) -> None:
         client.trigger_production_unit_update(1, "Running", "Stamping")
 
 
+def test_a_trigger_with_a_run_id_whose_answer_was_lost_is_sent_again_and_starts_one_run(
+    airflow, caplog
+) -> None:
+    fake, url = airflow
+    client = MesAirflowClient(url, USER, PASSWORD, timeout=0.3, retry_wait=0.01)
+    fake.late_triggers = 1  # the run starts, its answer comes after the client gave up
+    with caplog.at_level(logging.INFO, logger="include.mes_client"):
+        run_id = client.trigger_production_unit_update(1, "Running", "Stamping", run_id="mes__unit1__a")
+    assert run_id == "mes__unit1__a"
+    assert fake.runs == ["mes__unit1__a"]  # once, though sent twice
+    assert [r["body"]["dag_run_id"] for r in fake.requests if r["path"] == RUNS_PATH] == ["mes__unit1__a"] * 2
+    assert "No answer from Airflow to POST" in caplog.text and "started by an earlier attempt" in caplog.text
+    assert PASSWORD not in caplog.text and "jwt-1" not in caplog.text
+
+
+def test_a_trigger_with_a_run_id_outlasts_a_busy_airflow_and_gives_up_after_its_retries(airflow) -> None:
+    fake, url = airflow
+    client = MesAirflowClient(url, USER, PASSWORD, retries=2, retry_wait=0.01)
+    fake.trigger_failures = [503, 429]
+    assert (
+        client.trigger_production_unit_update(1, "Running", "Stamping", run_id="mes__unit1__b")
+        == "mes__unit1__b"
+    )
+    assert fake.runs == ["mes__unit1__b"]
+
+    fake.trigger_failures = [503, 503, 503, 503]
+    with pytest.raises(
+        MesAirflowError, match=r"503 to POST .*: Service unavailable \(after 3 attempts\)"
+    ) as busy:
+        client.trigger_production_unit_update(1, "Running", "Stamping", run_id="mes__unit1__c")
+    assert busy.value.status == 503
+    assert fake.trigger_failures == [503]  # 1 + 2 retries sent, no more
+    assert fake.runs == ["mes__unit1__b"]
+
+
+def test_a_trigger_is_not_repeated_without_a_run_id_nor_after_a_refusal(airflow) -> None:
+    fake, url = airflow
+    client = MesAirflowClient(url, USER, PASSWORD, retry_wait=0.01)
+    fake.trigger_failures = [503]
+    with pytest.raises(MesAirflowError, match="503"):
+        client.trigger_production_unit_update(1, "Running", "Stamping")  # repeated, it could run twice
+    fake.dag_exists = False
+    with pytest.raises(MesAirflowError, match="404"):
+        client.trigger_production_unit_update(1, "Running", "Stamping", run_id="mes__unit1__d")
+    fake.dag_exists = True
+    client.trigger_production_unit_update(1, "Running", "Stamping", run_id="mes__unit1__e")
+    # a run id that already exists before the first attempt is a conflict, not a success
+    with pytest.raises(MesAirflowError, match=r"409 to POST .*already exists") as taken:
+        client.trigger_production_unit_update(1, "Running", "Stamping", run_id="mes__unit1__e")
+    assert taken.value.status == 409
+    assert len([r for r in fake.requests if r["path"] == RUNS_PATH]) == 4
+
+
 def test_an_unreachable_airflow_is_an_error() -> None:
     client = MesAirflowClient("http://127.0.0.1:9", USER, PASSWORD, timeout=2)
     with pytest.raises(MesAirflowError, match=r"Cannot reach Airflow at http://127.0.0.1:9"):
@@ -198,6 +262,10 @@ def test_client_settings_are_checked_and_the_password_never_shown(monkeypatch: p
         MesAirflowClient("http://host", USER, "")
     with pytest.raises(ValueError, match="Invalid timeout"):
         MesAirflowClient("http://host", USER, PASSWORD, timeout=0)
+    with pytest.raises(ValueError, match="Invalid retries"):
+        MesAirflowClient("http://host", USER, PASSWORD, retries=-1)
+    with pytest.raises(ValueError, match="Invalid retry_wait"):
+        MesAirflowClient("http://host", USER, PASSWORD, retry_wait="1")
     client = MesAirflowClient("https://host/airflow/", USER, PASSWORD)
     assert client.base_url == "https://host/airflow"
     assert PASSWORD not in repr(client) and PASSWORD not in str(vars(client).get("base_url"))
