@@ -56,8 +56,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
-from bench.serial_day_report import connected, day_report  # noqa: E402
-from bench.unit_updates import Api  # noqa: E402
+from bench.serial_day_report import day_report  # noqa: E402
+from bench.stack_api import StackApi  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
 from gateway_sandbox.trace import in_flight_overlaps, read_trace  # noqa: E402
 from include.mes.db import engine_from_url  # noqa: E402
@@ -166,7 +166,7 @@ def applied(ledger: Ledger, unit: ProductionUnit, sent: list[str]) -> list[str]:
 
 
 def plant_changes(
-    api: Api,
+    api: StackApi,
     stack: ProductionStack,
     repository: MesRepository,
     ledger: Ledger,
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = None
     try:
         stack.up()
-        api = connected(stack)
+        api = StackApi.connect(stack)
         api.unpause_when_parsed(*DAG_IDS)
         engine = engine_from_url(stack.mes_url())
         repository = MesRepository(engine)

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
-from bench.unit_updates import Api  # noqa: E402
+from bench.stack_api import StackApi  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
 from gateway_sandbox.trace import read_trace  # noqa: E402
 from include.day_report_keys import DAY_REPORT_RECORD_TYPE  # noqa: E402
@@ -61,7 +61,7 @@ def traced_records(trace: Path) -> list[dict[str, Any]]:
     return [entry for entry in read_trace(trace) if entry["topic"] == topic]
 
 
-def day_report(api: Api, ledger: Ledger, trace: Path, day: date, units: int) -> dict[str, Any]:
+def day_report(api: StackApi, ledger: Ledger, trace: Path, day: date, units: int) -> dict[str, Any]:
     """Run the day report of *day*; time it from the trigger to the run's end."""
     before = ledger.count_records(DAY_REPORT_RECORD_TYPE)
     traced_before = len(traced_records(trace))
@@ -92,18 +92,6 @@ def day_report(api: Api, ledger: Ledger, trace: Path, day: date, units: int) -> 
     }
 
 
-def connected(stack: ProductionStack, attempts: int = 10) -> Api:
-    """The REST API's client, once the API server hands out a token (a loaded machine answers late)."""
-    for attempt in range(attempts):
-        try:
-            return Api(stack)
-        except OSError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(5)
-    raise AssertionError("unreachable")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--units", type=int, default=5)
@@ -128,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = None
     try:
         stack.up()
-        api = connected(stack)
+        api = StackApi.connect(stack)
         api.unpause_when_parsed(DAG_ID)
         engine = engine_from_url(stack.mes_url())
         generate_plant(engine, units=args.units, weeks=1, end_date=DAY)

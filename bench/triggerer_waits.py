@@ -35,12 +35,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
+from bench.stack_api import StackApi  # noqa: E402
 from local_services.ports import free_port  # noqa: E402
 from local_services.termination import stop_on_termination  # noqa: E402
 from scripts.production_stack import ProductionStack  # noqa: E402
-from scripts.stack.airflow_api import admin_password, connection_json, http_json  # noqa: E402
+from scripts.stack.airflow_api import connection_json  # noqa: E402
 from scripts.stack.processes import session_members  # noqa: E402
-from scripts.stack.settings import ADMIN_USER, TOKEN_CONN_ID, Settings  # noqa: E402
+from scripts.stack.settings import TOKEN_CONN_ID, Settings  # noqa: E402
 
 DAG_ID = "bench_deferred_waits"
 
@@ -76,27 +77,6 @@ def proc_tree_usage(pids: list[int]) -> tuple[float, float]:
         except (OSError, IndexError, ValueError):
             continue
     return cpu, rss
-
-
-class Api:
-    def __init__(self, stack: ProductionStack) -> None:
-        self.url = stack.settings.url
-        password = admin_password(stack.settings)
-        self.token = http_json(f"{self.url}/auth/token", {"username": ADMIN_USER, "password": password})[
-            "access_token"
-        ]
-
-    def __call__(self, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
-        return http_json(f"{self.url}{path}", body, self.token, method)
-
-    def states(self, run_id: str) -> dict[str, int]:
-        from urllib.parse import quote
-
-        tis = self(f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=1000")
-        counts: dict[str, int] = {}
-        for ti in tis["task_instances"]:
-            counts[ti["state"] or "none"] = counts.get(ti["state"] or "none", 0) + 1
-        return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         conn = connection_json(token_conn)
         conn["extra"] = {**conn.get("extra", {}), "timeout": 3600}
         stack.import_connections({TOKEN_CONN_ID: conn})
-        api = Api(stack)
+        api = StackApi(stack)
         deadline = time.monotonic() + 300
         while DAG_ID not in {d["dag_id"] for d in api("/api/v2/dags?limit=100")["dags"]}:
             if time.monotonic() > deadline:
@@ -147,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         run_id = api(f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": {}})["dag_run_id"]
         triggered = time.monotonic()
         deadline = triggered + 1800
-        while (counts := api.states(run_id)).get("deferred", 0) < waits:
+        while (counts := api.task_state_counts(DAG_ID, run_id)).get("deferred", 0) < waits:
             if time.monotonic() > deadline or counts.get("failed"):
                 raise SystemExit(f"the waits did not all defer: {counts}")
             time.sleep(2)
@@ -159,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_samples, running_samples = [], []
         while time.monotonic() - window_start < 30:
             rss_samples.append(proc_tree_usage(pids)[1])
-            counts = api.states(run_id)
+            counts = api.task_state_counts(DAG_ID, run_id)
             running_samples.append(counts.get("running", 0) + counts.get("queued", 0))
             time.sleep(3)
         cpu1, _ = proc_tree_usage(pids)
@@ -169,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["worker slots used"] = max(running_samples)
         released = time.monotonic()
         hold.unlink()
-        while api.states(run_id).get("deferred", 0) > 0:
+        while api.task_state_counts(DAG_ID, run_id).get("deferred", 0) > 0:
             if time.monotonic() - released > 600:
                 raise SystemExit("answers not delivered within 600 s")
             time.sleep(0.25)
@@ -185,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1)
         figures["run done"] = time.monotonic() - released
         figures["run state"] = state
-        figures["final states"] = api.states(run_id)
+        figures["final states"] = api.task_state_counts(DAG_ID, run_id)
     finally:
         stack.down()
         # the stack's ledger holds the agents' private keys, its Airflow home the Fernet key

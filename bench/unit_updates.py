@@ -32,13 +32,13 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
+from bench.stack_api import StackApi  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
 from include.mes.db import engine_from_url  # noqa: E402
 from include.mes.repository import MesRepository  # noqa: E402
@@ -46,42 +46,16 @@ from include.mes_client import PRODUCTION_UNIT_UPDATE_DAG_ID, MesAirflowClient, 
 from local_services.ports import free_port  # noqa: E402
 from local_services.termination import stop_on_termination  # noqa: E402
 from scripts.production_stack import ProductionStack  # noqa: E402
-from scripts.stack.airflow_api import admin_password, http_json  # noqa: E402
+from scripts.stack.airflow_api import admin_password  # noqa: E402
 from scripts.stack.settings import ADMIN_USER, Settings  # noqa: E402
 
 UNITS, PER_UNIT = 5, 4
 
 
-class Api:
-    def __init__(self, stack: ProductionStack) -> None:
-        self.url = stack.settings.url
-        password = admin_password(stack.settings)
-        self.token = http_json(f"{self.url}/auth/token", {"username": ADMIN_USER, "password": password})[
-            "access_token"
-        ]
-
-    def __call__(self, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
-        return http_json(f"{self.url}{path}", body, self.token, method)
-
-    def unpause_when_parsed(self, *dag_ids: str, timeout: float = 300) -> None:
-        """Wait until the DAG processor has parsed *dag_ids*, then unpause them."""
-        deadline = time.monotonic() + timeout
-        while not set(dag_ids) <= {d["dag_id"] for d in self("/api/v2/dags?limit=100")["dags"]}:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{', '.join(dag_ids)} not parsed within {timeout:.0f} s")
-            time.sleep(2)
-        for dag_id in dag_ids:
-            self(f"/api/v2/dags/{quote(dag_id)}", {"is_paused": False}, "PATCH")
-
-    def states(self, run_ids: set[str]) -> dict[str, str]:
-        runs = self(f"/api/v2/dags/{PRODUCTION_UNIT_UPDATE_DAG_ID}/dagRuns?limit=1000")
-        return {r["dag_run_id"]: r["state"] for r in runs["dag_runs"] if r["dag_run_id"] in run_ids}
-
-
-def wait_for(api: Api, run_ids: set[str], timeout: float = 1200, poll: float = 0.5) -> dict[str, str]:
+def wait_for(api: StackApi, run_ids: set[str], timeout: float = 1200, poll: float = 0.5) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = api.states(run_ids)
+        states = api.run_states(PRODUCTION_UNIT_UPDATE_DAG_ID, run_ids)
         if len(states) == len(run_ids) and all(s in ("success", "failed") for s in states.values()):
             return states
         time.sleep(poll)
@@ -89,7 +63,7 @@ def wait_for(api: Api, run_ids: set[str], timeout: float = 1200, poll: float = 0
 
 
 def twenty_updates(
-    api: Api, client: MesAirflowClient, repository: MesRepository, ledger: Ledger, tag: str
+    api: StackApi, client: MesAirflowClient, repository: MesRepository, ledger: Ledger, tag: str
 ) -> dict[str, Any]:
     """Make 4 changes of each of 5 units at once through the MES's path; time until all ran."""
     units = repository.production_units()[:UNITS]
@@ -149,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = None
     try:
         stack.up()
-        api = Api(stack)
+        api = StackApi(stack)
         api.unpause_when_parsed(PRODUCTION_UNIT_UPDATE_DAG_ID)
         engine = engine_from_url(stack.mes_url())
         repository = MesRepository(engine)
