@@ -5,11 +5,8 @@ write a second later (so deferred waits are the normal path); once more with ``s
 Runs use ``dag.test()`` and the ``airflow dags test`` command. The runs' times are printed
 (``-s`` shows them).
 
-Not here: the same runs under the scheduler and a triggerer (LocalExecutor). With every write
-answered a second later, each of the day report's records defers, and on Airflow 3.3.2 a resumed
-attempt that reaches RUNNING before the scheduler drains the stale success event of the deferring
-attempt is failed as a "state mismatch" (apache/airflow#72716, fix proposed in
-apache/airflow#72767); under load that ends the day report's mapped tasks after their retries.
+The same runs under the scheduler, supervised tasks and a triggerer:
+``tests/supervised/test_original_gateway_supervised.py``.
 """
 
 from __future__ import annotations
@@ -126,6 +123,10 @@ def test_every_dag_on_the_original_gateway(original, tmp_path):
     assert ledger.order(order)["status"] == "REJECTED"
     assert mes.order_request(order).status == "REJECTED"
     assert ledger.verify() == []
+    listed = requests_by_topic(tmp_path)["BLK_Part_Lst"]
+    check, _ = timed_run("blockchain_token_check")
+    assert check.state == "success", task_states(check)
+    assert requests_by_topic(tmp_path)["BLK_Part_Lst"] == listed + 1  # one list request
 
 
 def test_a_sync_ends_on_a_gateway_that_ignores_start(original, tmp_path, caplog):

@@ -11,26 +11,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date
-from pathlib import Path
 
 import pytest
 import sqlalchemy
 
-from gateway_sandbox.broker import free_port
-from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.trace import in_flight_overlaps, read_trace
 from include.day_report_keys import DAY_REPORT_RECORD_TYPE
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
-from include.sample_data import generate_plant
-from tests.conftest import PostgresServer, needs, prefixed_topics
-from tests.dags.conftest import PRODUCT_DAG_IDS, erp_agent, product_dag_confs
-from tests.sandbox_process import SandboxProcess
+from tests.conftest import needs
+from tests.dags.conftest import erp_agent, product_dag_confs
+from tests.supervised.conftest import DAY, Deployed, failed_task_logs, project_deployment
 from tests.supervised.deployment import AirflowDeployment
 
 pytestmark = [
@@ -41,84 +35,13 @@ pytestmark = [
     pytest.mark.timeout(900),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-DAY = date(2026, 11, 27)
-DAG_IDS = PRODUCT_DAG_IDS | {"blockchain_secret_probe"}
-
-
-def failed_task_logs(airflow: AirflowDeployment, details: dict[str, dict[str, str]]) -> str:
-    """The ends of the stored logs of every task in *details* that did not succeed."""
-    failed = {
-        (dag_id, task.split("[")[0])
-        for dag_id, tasks in details.items()
-        for task, state in tasks.items()
-        if state != "success"
-    }
-    return "\n".join(
-        f"--- {path}\n{text[-3000:]}"
-        for path, text in airflow.task_logs().items()
-        if any(f"dag_id={d}" in str(path) and f"task_id={t}" in str(path) for d, t in failed)
-    )
-
-
-def dags_folder(tmp: Path) -> Path:
-    """The project's DAGs plus the test-only probe DAG."""
-    folder = tmp / "dags"
-    folder.mkdir()
-    for entry in (ROOT / "dags").iterdir():
-        if entry.name != "__pycache__":
-            (folder / entry.name).symlink_to(entry)
-    (folder / "blockchain_secret_probe.py").symlink_to(
-        Path(__file__).parent / "probe_dags/blockchain_secret_probe.py"
-    )
-    return folder
-
-
-@pytest.fixture(scope="module")
-def metadata_database(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh PostgreSQL database for Airflow's metadata: several services write it at once,
-    which SQLite serialises with 'database is locked' errors under load."""
-    server = postgres_server
-    with server.fresh_database("airflow_sv") as name:
-        yield f"postgresql+psycopg2://{server.user}@{server.host}:{server.port}/{name}"
-
 
 @pytest.fixture(scope="module")
 @needs("airflow")
-def deployment(tmp_path_factory, kafka_bootstrap, metadata_database):
+def deployment(tmp_path_factory, kafka_bootstrap, metadata_database) -> Iterator[Deployed]:
     tmp = tmp_path_factory.mktemp("supervised")
-    prefix = f"sv{os.getpid()}_"
-    mes_path = tmp / "mes.sqlite3"
-    engine = engine_from_url(f"sqlite:///{mes_path}")
-    generate_plant(engine, units=2, weeks=1, end_date=DAY)
-    engine.dispose()
-
-    ledger_path = tmp / "ledger.sqlite3"
-    sandbox_log = tmp / "sandbox.log"
-    sandbox = SandboxProcess(kafka_bootstrap, ledger_path, prefix, sandbox_log).start()
-    env = {
-        "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
-            {"conn_type": "kafka", "extra": {"bootstrap.servers": kafka_bootstrap}}
-        ),
-        "AIRFLOW_CONN_MES_DB": json.dumps({"conn_type": "sqlite", "host": str(mes_path)}),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_database,
-    }
-    airflow = AirflowDeployment(tmp / "airflow-home", dags_folder(tmp), env, free_port())
-    try:
-        airflow.migrate()
-        topics_only = {"blockchain_master": {"conn_type": "blockchain_token", "extra": {
-            "topics": json.dumps(prefixed_topics(prefix)), "timeout": 30}}}  # fmt: skip
-        (tmp / "conn.json").write_text(json.dumps(topics_only))
-        airflow.airflow("connections", "import", str(tmp / "conn.json"))
-        created = airflow.command("blockchain-provider", "token", "create", "--name", "MES", check=False)
-        assert created.returncode == 0, created.stderr
-        assert airflow.command("blockchain-provider", "pools", "ensure").returncode == 0
-        airflow.start()
-        airflow.wait_for_dags(DAG_IDS)
-        yield airflow, Ledger(str(ledger_path)), mes_path, sandbox_log, sandbox
-    finally:
-        airflow.stop()
-        sandbox.stop()
+    with project_deployment(tmp, kafka_bootstrap, metadata_database) as deployed:
+        yield deployed
 
 
 def stored_connection(airflow: AirflowDeployment) -> dict:
