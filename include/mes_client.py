@@ -17,7 +17,8 @@ whichever order they start in (:mod:`include.mes.unit_updates`).
 A trigger that names its run id (as :func:`patch_production_unit`'s does) is sent again when
 Airflow did not answer in time, could not be reached, or answered 5xx or 429: a busy API server
 then neither loses the change's run nor starts it twice, since Airflow refuses a second run of one
-id (409), which a repeat reads as "the earlier attempt started it".
+id (409), which a repeat after an attempt Airflow may have carried out (no answer, a cut-off
+answer, 5xx) reads as "that attempt started it".
 
 Only the standard library is used. Neither the password nor the token is ever logged or shown
 in an error or a ``repr``.
@@ -30,6 +31,8 @@ import json
 import logging
 import os
 import re
+import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -57,14 +60,30 @@ _RUN_ID = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
 
 
 class MesAirflowError(RuntimeError):
-    """Airflow could not be reached or refused a request; ``status`` is the HTTP status, if any,
-    and ``retriable`` whether the same request may succeed if sent again (no answer in time, no
-    connection, 5xx or 429)."""
+    """Airflow could not be reached or refused a request.
 
-    def __init__(self, message: str, status: int | None = None, *, retriable: bool = False) -> None:
+    :ivar status: the HTTP status, if any.
+    :ivar retriable: whether the same request may succeed if sent again (no answer in time, no
+        connection, a cut-off answer, 5xx or 429).
+    :ivar maybe_done: whether Airflow may have carried the request out all the same (no answer in
+        time, a cut-off answer, 5xx).
+    :ivar path: the path of the request that failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        *,
+        retriable: bool = False,
+        maybe_done: bool = False,
+        path: str = "",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retriable = retriable
+        self.maybe_done = maybe_done
+        self.path = path
 
 
 class MesAirflowClient:
@@ -78,7 +97,8 @@ class MesAirflowClient:
     :param dag_id: the DAG to trigger; default ``blockchain_production_unit_update``.
     :param retries: how many more times a trigger that names its run id is sent after a retriable
         failure (:attr:`MesAirflowError.retriable`); default 3. A trigger without a run id is sent
-        once: repeated, it could start two runs.
+        once: repeated, it could start two runs. With the defaults, a trigger Airflow never answers
+        fails after about 47 s (4 x 10 s, and 1 + 2 + 4 s between).
     :param retry_wait: seconds before the first repeat, doubled before each next one; default 1.
     """
 
@@ -94,6 +114,11 @@ class MesAirflowClient:
         retry_wait: float = 1.0,
     ) -> None:
         parsed = urllib.parse.urlsplit(base_url if isinstance(base_url, str) else "")
+        if parsed.username is not None or parsed.password is not None:
+            # not shown: it holds a password
+            raise ValueError(
+                "Invalid base_url: credentials in the URL are not accepted; give username and password"
+            )
         if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
             raise ValueError(f"Invalid base_url {base_url!r}: expected http(s)://host[:port][/prefix]")
         if not isinstance(username, str) or not username:
@@ -165,19 +190,27 @@ class MesAirflowClient:
                 raise ValueError(f"Invalid run_id {run_id!r:.80}: 1 to 250 of letters, digits and _.~:+-")
             body["dag_run_id"] = run_id
         attempts = 1 + (self.retries if run_id is not None else 0)
+        maybe_started = False  # whether an earlier attempt may have started the run
         for attempt in range(attempts):
             try:
                 answer = self._trigger_once(path, body)
                 break
             except MesAirflowError as exc:
-                if attempt and exc.status == 409:
-                    # an earlier attempt, whose answer was lost, started the run: Airflow refuses
-                    # a second run of one id
+                if exc.status == 409 and maybe_started:
+                    # Airflow refuses a second run of one id: the earlier attempt, whose answer
+                    # was lost, started it
                     log.info("Run %s of %s was started by an earlier attempt", run_id, self.dag_id)
                     return str(run_id)
+                maybe_started = maybe_started or (exc.maybe_done and exc.path == path)
                 if not exc.retriable or attempt == attempts - 1:
                     if attempt:
-                        raise MesAirflowError(f"{exc} (after {attempt + 1} attempts)", exc.status) from None
+                        raise MesAirflowError(
+                            f"{exc} (after {attempt + 1} attempts)",
+                            exc.status,
+                            retriable=exc.retriable,
+                            maybe_done=maybe_started,
+                            path=path,
+                        ) from None
                     raise
                 wait = self.retry_wait * 2**attempt
                 log.warning("%s; trying run %s again in %g s", exc, run_id, wait)
@@ -224,29 +257,40 @@ class MesAirflowClient:
                 f"Airflow answered {exc.code} to POST {path}" + (f": {detail}" if detail else ""),
                 exc.code,
                 retriable=exc.code >= 500 or exc.code == 429,
+                maybe_done=exc.code >= 500,
+                path=path,
             ) from None
         except TimeoutError:
-            raise MesAirflowError(
-                f"No answer from Airflow to POST {path} within {self.timeout:g} s", retriable=True
-            ) from None
+            raise self._no_answer(path) from None
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, TimeoutError):
-                raise MesAirflowError(
-                    f"No answer from Airflow to POST {path} within {self.timeout:g} s", retriable=True
-                ) from None
+                raise self._no_answer(path) from None
+            # a name that does not resolve or a certificate refused will not change on a repeat
+            lasting = isinstance(reason, socket.gaierror | ssl.SSLCertVerificationError)
             raise MesAirflowError(
-                f"Cannot reach Airflow at {self.base_url}: {reason}", retriable=True
+                f"Cannot reach Airflow at {self.base_url}: {reason}", retriable=not lasting, path=path
             ) from None
         except (ConnectionError, http.client.HTTPException) as exc:
             # reset or cut off mid-answer: whether Airflow acted is unknown
             raise MesAirflowError(
-                f"Airflow's answer to POST {path} was cut off ({type(exc).__name__})", retriable=True
+                f"Airflow's answer to POST {path} was cut off ({type(exc).__name__})",
+                retriable=True,
+                maybe_done=True,
+                path=path,
             ) from None
         try:
             return json.loads(raw.decode("utf-8")) if raw else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise MesAirflowError(f"Airflow's answer to POST {path} is not JSON") from None
+
+    def _no_answer(self, path: str) -> MesAirflowError:
+        return MesAirflowError(
+            f"No answer from Airflow to POST {path} within {self.timeout:g} s",
+            retriable=True,
+            maybe_done=True,
+            path=path,
+        )
 
 
 def _detail(error: urllib.error.HTTPError) -> str:

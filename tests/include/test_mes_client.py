@@ -18,6 +18,7 @@ from include.mes_client import MesAirflowClient, MesAirflowError, patch_producti
 
 USER, PASSWORD = "mes", "s3cret-Passw0rd"
 RUNS_PATH = "/api/v2/dags/blockchain_production_unit_update/dagRuns"
+CUT_OFF = 0  # a status that makes the fake server close the connection without answering
 
 
 class FakeAirflow:
@@ -33,6 +34,7 @@ class FakeAirflow:
         self.runs: list[str] = []  # the run ids started, in order
         self.trigger_failures: list[int] = []  # statuses of the next triggers, before any run starts
         self.late_triggers = 0  # how many next triggers start their run, then answer after 1 s
+        self.cut_triggers = 0  # how many next triggers start their run, then close without an answer
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         payload = json.loads(body) if body else None
@@ -62,11 +64,19 @@ class FakeAirflow:
             given = (payload or {}).get("dag_run_id")
             run_id = given or f"manual__2026-01-0{len(self.requests)}T09:30:00+00:00"
             if run_id in self.runs:
-                return 409, {"detail": f"The DagRun with run_id: `{run_id}` already exists"}
+                # what Airflow 3.3.2 answers to a second run of one id (its unique constraint)
+                return 409, {"detail": {
+                    "reason": "Unique constraint violation",
+                    "statement": "INSERT INTO dag_run (...) VALUES (...)",
+                    "orig_error": "UNIQUE constraint failed: dag_run.dag_id, dag_run.run_id",
+                }}  # fmt: skip
             self.runs.append(run_id)
             if self.late_triggers:
                 self.late_triggers -= 1
                 time.sleep(1.0)
+            if self.cut_triggers:
+                self.cut_triggers -= 1
+                return CUT_OFF, None
             return 200, {
                 "dag_run_id": run_id,
                 "dag_id": "blockchain_production_unit_update",
@@ -85,6 +95,9 @@ def airflow() -> Iterator[tuple[FakeAirflow, str]]:
             body = self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, answer = fake.handle("POST", self.path, headers, body)
+            if status == CUT_OFF:
+                self.close_connection = True
+                return
             data = json.dumps(answer).encode()
             try:
                 self.send_response(status)
@@ -221,10 +234,31 @@ def test_a_trigger_is_not_repeated_without_a_run_id_nor_after_a_refusal(airflow)
     fake.dag_exists = True
     client.trigger_production_unit_update(1, "Running", "Stamping", run_id="mes__unit1__e")
     # a run id that already exists before the first attempt is a conflict, not a success
-    with pytest.raises(MesAirflowError, match=r"409 to POST .*already exists") as taken:
+    with pytest.raises(MesAirflowError, match=r"409 to POST .*Unique constraint violation") as taken:
         client.trigger_production_unit_update(1, "Running", "Stamping", run_id="mes__unit1__e")
     assert taken.value.status == 409
-    assert len([r for r in fake.requests if r["path"] == RUNS_PATH]) == 4
+    # ... and so it is after an attempt Airflow refused without acting on it (429)
+    fake.trigger_failures = [429]
+    with pytest.raises(MesAirflowError, match=r"409 to POST .* \(after 2 attempts\)"):
+        client.trigger_production_unit_update(1, "Running", "Stamping", run_id="mes__unit1__e")
+    assert len([r for r in fake.requests if r["path"] == RUNS_PATH]) == 6
+    assert fake.runs == ["mes__unit1__e"]
+
+
+def test_a_trigger_whose_answer_was_cut_off_is_sent_again_and_starts_one_run(airflow) -> None:
+    fake, url = airflow
+    client = MesAirflowClient(url, USER, PASSWORD, retry_wait=0.01)
+    fake.cut_triggers = 1  # the run starts, the connection closes before its answer
+    assert (
+        client.trigger_production_unit_update(1, "Running", "Stamping", run_id="mes__unit1__f")
+        == "mes__unit1__f"
+    )
+    assert fake.runs == ["mes__unit1__f"]
+    assert len([r for r in fake.requests if r["path"] == RUNS_PATH]) == 2
+    fake.cut_triggers = 1
+    with pytest.raises(MesAirflowError, match=r"answer to POST .*/dagRuns was cut off") as cut:
+        client.trigger_production_unit_update(1, "Running", "Stamping")  # no run id: not repeated
+    assert cut.value.maybe_done and cut.value.retriable
 
 
 def test_an_unreachable_airflow_is_an_error() -> None:
@@ -266,6 +300,9 @@ def test_client_settings_are_checked_and_the_password_never_shown(monkeypatch: p
         MesAirflowClient("http://host", USER, PASSWORD, retries=-1)
     with pytest.raises(ValueError, match="Invalid retry_wait"):
         MesAirflowClient("http://host", USER, PASSWORD, retry_wait="1")
+    with pytest.raises(ValueError, match="credentials in the URL are not accepted") as in_url:
+        MesAirflowClient(f"http://{USER}:{PASSWORD}@host", USER, PASSWORD)
+    assert PASSWORD not in str(in_url.value)
     client = MesAirflowClient("https://host/airflow/", USER, PASSWORD)
     assert client.base_url == "https://host/airflow"
     assert PASSWORD not in repr(client) and PASSWORD not in str(vars(client).get("base_url"))
