@@ -7,8 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from scripts.production_stack import ProductionStack
-from scripts.stack.airflow_api import admin_password, http_json
-from scripts.stack.settings import ADMIN_USER
+from scripts.stack.airflow_api import admin_password, api_token, http_json
 
 
 class StackApi:
@@ -20,10 +19,7 @@ class StackApi:
 
     def __init__(self, stack: ProductionStack) -> None:
         self.url = stack.settings.url
-        password = admin_password(stack.settings)
-        self.token = http_json(f"{self.url}/auth/token", {"username": ADMIN_USER, "password": password})[
-            "access_token"
-        ]
+        self.token = api_token(self.url, admin_password(stack.settings))
 
     @classmethod
     def connect(cls, stack: ProductionStack, attempts: int = 10) -> StackApi:
@@ -51,8 +47,8 @@ class StackApi:
             self(f"/api/v2/dags/{quote(dag_id)}", {"is_paused": False}, "PATCH")
 
     def run_states(self, dag_id: str, run_ids: set[str]) -> dict[str, str]:
-        """The state of each of *run_ids* of *dag_id* that exists (among its last 1,000 runs)."""
-        runs = self(f"/api/v2/dags/{quote(dag_id)}/dagRuns?limit=1000")
+        """The state of each of *run_ids* of *dag_id* that exists (among its newest 1,000 runs)."""
+        runs = self(f"/api/v2/dags/{quote(dag_id)}/dagRuns?limit=1000&order_by=-id")
         return {r["dag_run_id"]: r["state"] for r in runs["dag_runs"] if r["dag_run_id"] in run_ids}
 
     def task_state_counts(self, dag_id: str, run_id: str) -> dict[str, int]:

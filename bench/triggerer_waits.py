@@ -117,12 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         conn = connection_json(token_conn)
         conn["extra"] = {**conn.get("extra", {}), "timeout": 3600}
         stack.import_connections({TOKEN_CONN_ID: conn})
-        api = StackApi(stack)
-        deadline = time.monotonic() + 300
-        while DAG_ID not in {d["dag_id"] for d in api("/api/v2/dags?limit=100")["dags"]}:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{DAG_ID} was not parsed")
-            time.sleep(2)
+        api = StackApi.connect(stack)
+        api.unpause_when_parsed(DAG_ID)
         hold.write_text("")  # every answer waits from now on
         run_id = api(f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": {}})["dag_run_id"]
         triggered = time.monotonic()

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = None
     try:
         stack.up()
-        api = StackApi(stack)
+        api = StackApi.connect(stack)
         api.unpause_when_parsed(PRODUCTION_UNIT_UPDATE_DAG_ID)
         engine = engine_from_url(stack.mes_url())
         repository = MesRepository(engine)
