@@ -1,13 +1,15 @@
 """What the gateway sandbox's trace (``serve --trace``: a JSON line per answered request, with a
-digest of its token and when it was received and answered) tells about requests in flight."""
+digest of its token and when it was received and answered) tells about requests in flight, and
+how many of each topic there were."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Entry", "in_flight_overlaps", "read_trace"]
+__all__ = ["Entry", "in_flight_overlaps", "read_trace", "requests_by_topic"]
 
 Entry = dict[str, Any]
 
@@ -17,6 +19,11 @@ def read_trace(path: Path) -> list[Entry]:
     before the sandbox has answered anything)."""
     lines = path.read_text().splitlines() if path.exists() else []
     return sorted((json.loads(line) for line in lines if line.strip()), key=lambda entry: entry["received"])
+
+
+def requests_by_topic(path: Path) -> Counter[str]:
+    """How many requests of each protocol topic the trace at *path* holds."""
+    return Counter(entry["topic"] for entry in read_trace(path))
 
 
 def in_flight_overlaps(entries: list[Entry]) -> tuple[list[tuple[Entry, Entry]], set[frozenset[str]]]:

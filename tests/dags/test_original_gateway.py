@@ -2,8 +2,9 @@
 
 It refuses any second creation of a record type or record, has no read topic and answers each
 write a second later (so deferred waits are the normal path); once more with ``start`` ignored.
-Runs use ``dag.test()`` and the ``airflow dags test`` command. The runs' times are printed
-(``-s`` shows them).
+Every DAG runs with the ``airflow dags test`` command, the sync with ``start`` ignored with
+``dag.test()`` in this process (what the command runs). The runs' times are printed (``-s`` shows
+them).
 
 The same runs under the scheduler, supervised tasks and a triggerer:
 ``tests/supervised/test_original_gateway_supervised.py``.
@@ -14,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 
+from gateway_sandbox.trace import requests_by_topic
 from include.day_report_keys import DAY_REPORT_RECORD_TYPE, PRODUCTION_UNIT_RECORD_TYPE
 from tests.conftest import airflow
 from tests.dags.conftest import erp_agent, mes_connection, run_dag, start_stack, task_states
@@ -56,18 +56,34 @@ def original(request, monkeypatch, tmp_path, kafka_bootstrap, topic_prefix, airf
     get_fernet.cache_clear()
 
 
-def requests_by_topic(tmp_path: Path) -> Counter:
-    """The requests the gateway answered, by protocol topic (the sandbox's trace)."""
-    path = tmp_path / "trace.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return Counter(json.loads(line)["topic"] for line in lines)
-
-
 def timed_run(dag_id: str, conf: dict | None = None) -> tuple[object, float]:
+    """Run *dag_id* in this process with ``dag.test()``; the finished DagRun and its seconds."""
     started = time.monotonic()
     run = run_dag(dag_id, conf)
     elapsed = time.monotonic() - started
-    print(f"{dag_id} {json.dumps(conf)}: {run.state} in {elapsed:.1f} s")
+    print(f"dag.test() {dag_id} {json.dumps(conf)}: {run.state} in {elapsed:.1f} s")
+    return run, elapsed
+
+
+def command_run(dag_id: str, conf: dict | None = None) -> tuple[object, float]:
+    """Run *dag_id* as a data engineer first does, with ``airflow dags test`` (the deadline alert
+    off: the command exits 1 after any successful run of a DAG with one, apache/airflow#73428; the
+    last test below covers that), and fail unless it exits 0; the finished DagRun and its seconds."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    started = time.monotonic()
+    config = ("-c", json.dumps(conf)) if conf else ()
+    env = {**os.environ, "BLOCKCHAIN_DEADLINE_ALERTS": "off"}
+    result = airflow("dags", "test", dag_id, *config, check=False, env=env)
+    elapsed = time.monotonic() - started
+    print(f"airflow dags test {dag_id} {json.dumps(conf)}: exit {result.returncode} in {elapsed:.1f} s")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    with create_session() as session:
+        newest = select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1)
+        run = session.scalars(newest).one()
+        session.expunge(run)
     return run, elapsed
 
 
@@ -82,10 +98,10 @@ def test_every_dag_on_the_original_gateway(original, tmp_path):
 
     # two consecutive days of reports: the record type is sent once, on the first day only
     for day in (DAY - timedelta(days=1), DAY):
-        report, _elapsed = timed_run("blockchain_day_report", {"day": day.isoformat()})
+        report, _elapsed = command_run("blockchain_day_report", {"day": day.isoformat()})
         assert report.state == "success", task_states(report)
     assert ledger.count_records(DAY_REPORT_RECORD_TYPE) == 2 * 28
-    sent = requests_by_topic(tmp_path)
+    sent = requests_by_topic(tmp_path / "trace.jsonl")
     assert sent["BLK_Rty"] == 1
     assert sent["BLK_Rty_Get"] == sent["BLK_Rec_Get"] == 0
 
@@ -93,10 +109,10 @@ def test_every_dag_on_the_original_gateway(original, tmp_path):
     unit = mes.production_units()[0]
     for status in ("RUNNING", "STOPPED"):
         conf = {"production_unit_id": unit.id, "status": status, "process_name": "Stamping"}
-        update, _elapsed = timed_run("blockchain_production_unit_update", conf)
+        update, _elapsed = command_run("blockchain_production_unit_update", conf)
         assert update.state == "success", task_states(update)
     assert ledger.record(f"PU_{unit.code}")["properties"]["Status"] == "STOPPED"
-    sent = requests_by_topic(tmp_path)
+    sent = requests_by_topic(tmp_path / "trace.jsonl")
     assert sent["BLK_Rty"] == 2  # DayReportIndicator, ProductionUnit: each once
     assert sent["BLK_Rec_ProductionUnit"] == 3  # one creation, two updates
     assert sent["BLK_Rty_Get"] == sent["BLK_Rec_Get"] == 0
@@ -112,21 +128,23 @@ def test_every_dag_on_the_original_gateway(original, tmp_path):
     ledger.answer_partner_request(stack.mes_public_key, accepted, True)
     order = ledger.create_order(customer, stack.mes_public_key, "part", "Operator's order", {})
     for dag_id in ("blockchain_partner_sync", "blockchain_order_sync"):
-        sync, _elapsed = timed_run(dag_id)
+        sync, _elapsed = command_run(dag_id)
         assert sync.state == "success", task_states(sync)
     assert {r.partner_request_id for r in mes.partner_requests()} == {partner_request, accepted}
     assert [o.abs_action_id for o in mes.order_requests()] == [order]
-    accept, _ = timed_run("blockchain_partner_answer", {"request_id": partner_request, "decision": "accept"})
-    reject, _ = timed_run("blockchain_order_answer", {"request_id": order, "decision": "reject"})
+    accept, _ = command_run(
+        "blockchain_partner_answer", {"request_id": partner_request, "decision": "accept"}
+    )
+    reject, _ = command_run("blockchain_order_answer", {"request_id": order, "decision": "reject"})
     assert (accept.state, reject.state) == ("success", "success"), (task_states(accept), task_states(reject))
     assert ledger.partner_request(partner_request)["status"] == "ACCEPTED"
     assert ledger.order(order)["status"] == "REJECTED"
     assert mes.order_request(order).status == "REJECTED"
     assert ledger.verify() == []
-    listed = requests_by_topic(tmp_path)["BLK_Part_Lst"]
-    check, _ = timed_run("blockchain_token_check")
+    listed = requests_by_topic(tmp_path / "trace.jsonl")["BLK_Part_Lst"]
+    check, _ = command_run("blockchain_token_check")
     assert check.state == "success", task_states(check)
-    assert requests_by_topic(tmp_path)["BLK_Part_Lst"] == listed + 1  # one list request
+    assert requests_by_topic(tmp_path / "trace.jsonl")["BLK_Part_Lst"] == listed + 1  # one list request
 
 
 def test_a_sync_ends_on_a_gateway_that_ignores_start(original, tmp_path, caplog):
@@ -138,7 +156,7 @@ def test_a_sync_ends_on_a_gateway_that_ignores_start(original, tmp_path, caplog)
         sync, elapsed = timed_run("blockchain_partner_sync")
     assert sync.state == "success", task_states(sync)
     # the first page, then the same page again (start ignored): stored once, then the end
-    assert requests_by_topic(tmp_path)["BLK_Part_Lst"] == 2
+    assert requests_by_topic(tmp_path / "trace.jsonl")["BLK_Part_Lst"] == 2
     assert {r.partner_request_id for r in stack.mes().partner_requests()} == ids
     alerts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT")]
     assert any("ignore 'start'" in text for text in alerts), alerts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway_sandbox.trace import in_flight_overlaps, read_trace
+from gateway_sandbox.trace import in_flight_overlaps, read_trace, requests_by_topic
 
 
 def entry(token: str, received: float, answered: float) -> dict[str, object]:
@@ -28,6 +28,14 @@ def test_overlaps_of_one_token_and_across_tokens(tmp_path: Path) -> None:
     assert across == {frozenset("ab")}
 
 
+def test_requests_are_counted_by_topic(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    entries = [entry("a", 0.0, 1.0), {**entry("a", 1.0, 2.0), "topic": "BLK_Rty"}, entry("b", 0.5, 1.5)]
+    trace.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    assert requests_by_topic(trace) == {"BLK_Rec_ProductionUnit": 2, "BLK_Rty": 1}
+
+
 def test_no_trace_yet_is_no_entries(tmp_path: Path) -> None:
     assert read_trace(tmp_path / "missing.jsonl") == []
+    assert requests_by_topic(tmp_path / "missing.jsonl") == {}
     assert in_flight_overlaps([]) == ([], set())

@@ -95,6 +95,9 @@ def project_deployment(
         ),
         "AIRFLOW_CONN_MES_DB": json.dumps({"conn_type": "sqlite", "host": str(mes_path)}),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_database,
+        # only the runs a test triggers: a scheduled sync or check would add requests to the ones
+        # a test counts at the gateway
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
     }
     airflow = AirflowDeployment(tmp / "airflow-home", dags_folder(tmp), env, free_port())
     try:

@@ -194,9 +194,12 @@ class AirflowDeployment:
         errors = self.get("/api/v2/importErrors")
         raise TimeoutError(f"DAGs {sorted(dag_ids)} not all parsed in time; import errors: {errors}")
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        run = self.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
-        return run["dag_run_id"]
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        """Start a run of *dag_id* (with the id *run_id*, if given); its run id."""
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if run_id is not None:
+            body["dag_run_id"] = run_id
+        return self.post(f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
 
     def api_get(self, path: str) -> Any:
         return self.get(f"/api/v2{path}")

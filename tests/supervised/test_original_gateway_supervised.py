@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from blockchain_provider.protocol import gateway_identity
+from gateway_sandbox.trace import requests_by_topic
 from include.day_report_keys import DAY_REPORT_RECORD_TYPE, PRODUCTION_UNIT_RECORD_TYPE
 from include.mes.db import engine_from_url
 from include.mes.repository import MesRepository
@@ -48,20 +49,13 @@ def original(tmp_path_factory, kafka_bootstrap, metadata_database) -> Iterator[t
         yield deployed, trace
 
 
-def requests_by_topic(trace: Path) -> Counter:
-    """The requests the gateway answered so far, by protocol topic (the sandbox's trace)."""
-    lines = trace.read_text().splitlines() if trace.exists() else []
-    return Counter(json.loads(line)["topic"] for line in lines)
-
-
 def run(
-    airflow: AirflowDeployment, dag_id: str, conf: dict | None = None, run_id: str | None = None
+    airflow: AirflowDeployment, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None
 ) -> float:
     """Trigger *dag_id* through the REST API, wait for its run to end, fail with the failed tasks'
     stored logs unless it succeeded; the seconds it took (printed)."""
     started = time.monotonic()
-    body = {"logical_date": None, "conf": conf or {}, **({"dag_run_id": run_id} if run_id else {})}
-    run_id = airflow.post(f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
+    run_id = airflow.trigger(dag_id, conf, run_id)
     state = airflow.wait_for_run(dag_id, run_id, timeout=900)
     elapsed = time.monotonic() - started
     print(f"supervised, original gateway: {dag_id} {json.dumps(conf)}: {state} in {elapsed:.1f} s")
