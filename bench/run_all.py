@@ -44,7 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "dags"))
 # Airflow reads its configuration when first imported: a scratch home, no examples.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-home-"))
+from bench.scratch_home import use_scratch_airflow_home  # noqa: E402
+
+use_scratch_airflow_home("bench-airflow-home-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 # the operators' per-page and per-report INFO lines would bury the table (see harness.quiet)
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")

@@ -32,3 +32,34 @@ def test_every_script_imports(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(SCRIPTS) >= 10, SCRIPTS
+
+
+def test_a_scripts_scratch_airflow_home_is_made_only_when_none_is_given_and_removed_at_exit(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import os\nfrom bench.scratch_home import use_scratch_airflow_home\n"
+        "use_scratch_airflow_home('bench-test-home-')\nprint(os.environ['AIRFLOW_HOME'])\n"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "AIRFLOW_HOME"}
+    env = {**base, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+
+    def home(extra: dict[str, str]) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout.strip()
+
+    scratch = home({})
+    assert Path(scratch).parent == tmp_path and Path(scratch).name.startswith("bench-test-home-")
+    assert list(tmp_path.iterdir()) == []  # removed when the script ended
+    given = tmp_path / "given"
+    given.mkdir()
+    assert home({"AIRFLOW_HOME": str(given)}) == str(given)
+    assert list(tmp_path.iterdir()) == [given]  # kept, and nothing else made
