@@ -764,10 +764,9 @@ class MesRepository:
         """The stored *kind* (``partner`` or ``order``) request with this id, or ``None``."""
         stored = _stored_kind(kind)
         query = sa.select(stored.table).where(stored.table.c[stored.key] == _request_id(request_id))
-        to_item = self._partner if stored is _STORED_KINDS["partner"] else self._order
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
-        return None if row is None else to_item(row)
+        return None if row is None else stored.to_item(row)
 
     def requests_first_seen(
         self, kind: str, since: datetime, status: str | None = "OPEN"
@@ -779,9 +778,8 @@ class MesRepository:
         since = since.astimezone(UTC) if since.tzinfo is not None else since.replace(tzinfo=UTC)
         query = _by_status(table, status).where(table.c.first_seen_at >= since)
         query = query.order_by(table.c.first_seen_at, table.c.timestamp, table.c[stored.key])
-        to_item = self._partner if stored is _STORED_KINDS["partner"] else self._order
         with self.engine.connect() as conn:
-            return [to_item(row) for row in conn.execute(query).mappings()]
+            return [stored.to_item(row) for row in conn.execute(query).mappings()]
 
     def partner_requests(self, status: str | None = None) -> list[PartnerRequest]:
         """Stored partner requests, newest first, optionally only those with *status*."""
@@ -811,24 +809,27 @@ class MesRepository:
         query = _by_status(table, status)
         count = sa.select(sa.func.count()).select_from(query.subquery())
         page = query.order_by(table.c.timestamp.desc(), key).offset(offset).limit(limit)
-        to_item = self._partner if stored is _STORED_KINDS["partner"] else self._order
         with self.engine.connect() as conn:
             total = conn.execute(count).scalar_one()
-            return total, [to_item(row) for row in conn.execute(page).mappings()]
+            return total, [stored.to_item(row) for row in conn.execute(page).mappings()]
 
 
 @dataclass(frozen=True)
 class _StoredKind:
-    """Where the MES keeps one kind of request: its table, its key column, its row builder."""
+    """Where the MES keeps one kind of request: its table, its key column, its row builder (a
+    listed item to a row) and its item builder (a row to the kind's item)."""
 
     table: sa.Table
     key: str
     to_row: Callable[[object, int], dict[str, Any]]
+    to_item: Callable[[RowMapping], PartnerRequest | OrderRequest]
 
 
 _STORED_KINDS = {
-    "partner": _StoredKind(schema.partner_requests, "partner_request_id", partner_request_row),
-    "order": _StoredKind(schema.order_requests, "abs_action_id", order_request_row),
+    "partner": _StoredKind(
+        schema.partner_requests, "partner_request_id", partner_request_row, MesRepository._partner
+    ),
+    "order": _StoredKind(schema.order_requests, "abs_action_id", order_request_row, MesRepository._order),
 }
 
 
