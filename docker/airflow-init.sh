@@ -119,7 +119,9 @@ for conn_id in "${KAFKA_CONN_ID}" "${MES_CONN_ID}"; do
 done
 
 step "Kafka topics"
-blockchain-provider topics ensure --kafka-conn-id "${KAFKA_CONN_ID}" --conn-id "${TOKEN_CONN_ID}"
+# with the topics of the record types the DAGs create records of
+blockchain-provider topics ensure --kafka-conn-id "${KAFKA_CONN_ID}" --conn-id "${TOKEN_CONN_ID}" \
+    --record-type DayReportIndicator --record-type ProductionUnit
 
 step "MES agent and its token (connection ${TOKEN_CONN_ID})"
 public_key="$(stored_public_key)"

@@ -45,6 +45,9 @@ os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="airflow-home-")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# the MES side of the provider, configured as a deployment configures it
+os.environ["AIRFLOW__BLOCKCHAIN__REQUEST_STORE"] = "include.mes.request_store.MesRequestStore"
+os.environ["AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY"] = "include.mes.reporter_store.MesReporterRegistry"
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT), str(ROOT / "dags"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
 )

@@ -16,13 +16,14 @@ import pendulum
 
 from blockchain_provider.notifications import failure_notifiers
 from blockchain_provider.pools import pool_name, reporter_pool_name
+from include.mes.db import configured_conn_id
 
 if TYPE_CHECKING:
     from include.mes.repository import MesRepository
 
 KAFKA_CONN_ID = os.environ.get("BLOCKCHAIN_KAFKA_CONN_ID", "kafka_default")
 TOKEN_CONN_ID = os.environ.get("BLOCKCHAIN_TOKEN_CONN_ID", "blockchain_master")
-MES_CONN_ID = os.environ.get("BLOCKCHAIN_MES_CONN_ID", "mes_db")
+MES_CONN_ID = configured_conn_id()
 PLANT_TIMEZONE = pendulum.timezone(os.environ.get("BLOCKCHAIN_PLANT_TIMEZONE", "Europe/Lisbon"))
 
 #: One slot per token: the original gateway does not echo request ids, so a token's requests

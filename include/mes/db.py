@@ -21,16 +21,29 @@ Both apply :func:`configure_engine`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-__all__ = ["DEFAULT_CONN_ID", "SQLITE_BUSY_TIMEOUT_MS", "configure_engine", "engine_from_url", "mes_engine"]
+__all__ = [
+    "DEFAULT_CONN_ID",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "configure_engine",
+    "configured_conn_id",
+    "engine_from_url",
+    "mes_engine",
+]
 
 DEFAULT_CONN_ID = "mes_db"
 #: How long a SQLite writer waits for another one to finish before failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def configured_conn_id() -> str:
+    """The MES database's Airflow connection: ``BLOCKCHAIN_MES_CONN_ID``, default ``mes_db``."""
+    return os.environ.get("BLOCKCHAIN_MES_CONN_ID") or DEFAULT_CONN_ID
 
 
 def mes_engine(conn_id: str = DEFAULT_CONN_ID, **engine_kwargs: Any) -> Engine:
@@ -51,8 +64,6 @@ def mes_engine(conn_id: str = DEFAULT_CONN_ID, **engine_kwargs: Any) -> Engine:
         # Outside a task (a command such as `python -m include.sample_data`) the Task SDK reads
         # only the environment and secrets backends: read the metadata database as the Airflow
         # CLI does, and hand it to the SQL hook (which looks the id up again) in this process.
-        import os
-
         from airflow.models.connection import Connection
 
         os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = Connection.get_connection_from_secrets(

@@ -3,10 +3,13 @@
 :class:`MesReporterStore` is what the provider's ``UpdateDynamicRecordOperator`` asks for a
 record's reporter: its token, where to keep a new reporter's password and credentials, and where
 the triggerer reads the token of an update whose answer it waits for (:func:`reporter_token`).
+:class:`MesReporterRegistry` is what ``blockchain-provider reporters`` lists and rotates them
+through (``AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY=include.mes.reporter_store.MesReporterRegistry``).
 """
 
 from __future__ import annotations
 
+from blockchain_provider.reporter_registry import ReporterCredentials, ReporterEntry
 from include.mes.repository import MesRepository
 
 
@@ -63,3 +66,29 @@ def reporter_token(conn_id: str, record_id: str) -> str | None:
     if reporter is None or reporter.token is None:
         return None
     return reporter.token.reveal()
+
+
+class MesReporterRegistry:
+    """Every unit's reporter in the MES database of the connection ``BLOCKCHAIN_MES_CONN_ID``
+    names (default ``mes_db``): the provider's ``ReporterRegistry``. A reporter's name is its
+    unit's code. Reading a secret needs Airflow's Fernet key, as the workers do."""
+
+    def __init__(self, conn_id: str | None = None) -> None:
+        from include.mes.db import configured_conn_id, mes_engine
+
+        self.repository = MesRepository(mes_engine(conn_id or configured_conn_id()))
+
+    def reporters(self) -> list[ReporterEntry]:
+        return [
+            ReporterEntry(r["name"], r["record_id"], r["topic"], r["public_key"], bool(r["has_token"]))
+            for r in self.repository.reporters()
+        ]
+
+    def credentials(self, name: str) -> ReporterCredentials | None:
+        reporter = self.repository.reporter_of_unit(name)
+        if reporter is None or reporter.public_key is None:
+            return None
+        return ReporterCredentials(reporter.record_id, reporter.public_key, reporter.password.reveal())
+
+    def set_token(self, record_id: str, token: str) -> None:
+        self.repository.set_reporter_token(record_id, token)

@@ -62,6 +62,7 @@ from typing import IO, Any
 
 from blockchain_provider.cli import ERROR_KINDS, EXIT_OK, EXIT_REFUSED
 from gateway_sandbox.broker import BrokerError, TansuBroker, wait_for_broker
+from include.day_report_keys import DAY_REPORT_RECORD_TYPE, PRODUCTION_UNIT_RECORD_TYPE
 from local_services.kafka import KafkaCluster, KafkaError, kafka_version, missing_prerequisites
 from scripts.stack import StackError
 from scripts.stack.airflow_api import admin_password, airflow_health, connection_json
@@ -147,6 +148,10 @@ class Stack:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(s.root / "dags"),
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(s.root / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                # the MES side of the provider: the stored requests the "Blockchain requests" page
+                # reads, the reporters `blockchain-provider reporters` lists and rotates
+                "AIRFLOW__BLOCKCHAIN__REQUEST_STORE": "include.mes.request_store.MesRequestStore",
+                "AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY": "include.mes.reporter_store.MesReporterRegistry",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
@@ -410,6 +415,8 @@ class Stack:
                     TOKEN_CONN_ID,
                     "--partitions",
                     str(self.topic_partitions),
+                    # the record types the DAGs create records of
+                    *("--record-type", DAY_REPORT_RECORD_TYPE, "--record-type", PRODUCTION_UNIT_RECORD_TYPE),
                 ]
             )
 

@@ -818,6 +818,16 @@ def test_init_job_runs_every_step():
     ):
         assert step in text, f"airflow-init does not run `{step}`"
     assert '"${MES_SAMPLE_DATA:-false}" == "true"' in text, "sample data only on request"
+    # the provider knows no record type: the topics of the DAGs' own are named
+    from include.day_report_keys import DAY_REPORT_RECORD_TYPE, PRODUCTION_UNIT_RECORD_TYPE
+
+    (ensure,) = [
+        c for c in shell_commands(INIT_SCRIPT, "blockchain-provider") if c[:2] == ["topics", "ensure"]
+    ]
+    assert {ensure[i + 1] for i, arg in enumerate(ensure) if arg == "--record-type"} == {
+        DAY_REPORT_RECORD_TYPE,
+        PRODUCTION_UNIT_RECORD_TYPE,
+    }
     # a gateway that does not answer ends the step, not the start-up
     joined = re.sub(r"\\\n\s*", " ", text)
     for command in ("token create", "token check"):

@@ -62,3 +62,26 @@ def test_everything_the_provider_ships_is_registered_and_importable():
         assert hasattr(importlib.import_module(module), name), path
     registered = set(ProvidersManager().notification)
     assert set(info["notifications"]) <= registered
+
+
+def test_the_provider_names_nothing_of_the_project() -> None:
+    """Installed into another deployment, the provider imports and names none of this project's
+    packages: what it needs from the MES side comes through its configured interfaces."""
+    import re
+    from pathlib import Path
+
+    import blockchain_provider
+
+    package = Path(blockchain_provider.__file__).parent
+    project = re.compile(r"\b(include|dags|gateway_sandbox|local_services|scripts|blockchain_common)\.")
+    imports = re.compile(
+        r"^\s*(from|import)\s+(include|dags|gateway_sandbox|local_services|scripts|blockchain_common)\b"
+    )
+    found = []
+    for path in sorted(package.rglob("*")):
+        if path.suffix not in {".py", ".js", ".html", ".css"}:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if imports.match(line) or project.search(line):
+                found.append(f"{path.relative_to(package)}:{number}: {line.strip()}")
+    assert found == []

@@ -20,7 +20,8 @@ def test_new_topics_get_a_replica_per_broker_up_to_three(gateway_env, monkeypatc
     prefix = f"t{uuid.uuid4().hex[:8]}_"
     conn = {"conn_type": "blockchain_token", "extra": {"topics": json.dumps(prefixed_topics(prefix))}}
     monkeypatch.setattr(cli, "read_connection", lambda conn_id: conn if conn_id == "blockchain_t" else None)
-    assert cli.main(["topics", "ensure", "--conn-id", "blockchain_t", "--json"]) == cli.EXIT_OK
+    record_types = ["--record-type", "ProductionUnit", "--record-type", "DayReportIndicator"]
+    assert cli.main(["topics", "ensure", "--conn-id", "blockchain_t", "--json", *record_types]) == cli.EXIT_OK
     created = json.loads(capsys.readouterr().out)
     assert created["ok"] is True and created["command"] == "topics ensure"
     metadata = AdminClient({"bootstrap.servers": gateway_env.bootstrap}).list_topics(timeout=30)
@@ -32,7 +33,7 @@ def test_new_topics_get_a_replica_per_broker_up_to_three(gateway_env, monkeypatc
     } <= set(ours)
     assert set(created["created"]) == set(ours) and created["present"] == []
     # a second run finds them all
-    assert cli.main(["topics", "ensure", "--conn-id", "blockchain_t", "--json"]) == cli.EXIT_OK
+    assert cli.main(["topics", "ensure", "--conn-id", "blockchain_t", "--json", *record_types]) == cli.EXIT_OK
     again = json.loads(capsys.readouterr().out)
     assert again["created"] == [] and set(again["present"]) == set(ours)
     replicas = min(3, len(metadata.brokers))

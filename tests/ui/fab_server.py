@@ -69,6 +69,8 @@ class FabApiServer:
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__BLOCKCHAIN__REQUEST_STORE": "include.mes.request_store.MesRequestStore",
+            "AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY": "include.mes.reporter_store.MesReporterRegistry",
             "AIRFLOW__API__BASE_URL": self.base_url,
             "AIRFLOW__API__SECRET_KEY": "fab-test-flask-secret-" + "s" * 32,
             "AIRFLOW__API_AUTH__JWT_SECRET": "fab-test-jwt-secret-" + "j" * 64,

@@ -373,6 +373,25 @@ def test_one_request_whatever_its_status(client: TestClient, token: Any, mes: An
     assert client.get(f"{PREFIX}/api/requests/partner/{rid(1)}").status_code == 401
 
 
+def test_a_deployment_without_a_request_store_is_told_what_to_set(
+    client: TestClient, token: Any, mes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider reads stored requests only through the store the configuration names."""
+    from blockchain_provider.ui import api as ui_app
+
+    mes.upsert_partner_requests([partner(1)])
+    reader = as_user(client, token, "reader")
+    monkeypatch.delenv("AIRFLOW__BLOCKCHAIN__REQUEST_STORE")
+    ui_app.reset_caches()
+    for path in (f"{PREFIX}/api/requests", f"{PREFIX}/api/requests/partner/{rid(1)}"):
+        response = reader.get(path)
+        assert response.status_code == 503
+        assert "[blockchain] request_store" in response.json()["detail"]
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REQUEST_STORE", "include.mes.request_store.MesRequestStore")
+    ui_app.reset_caches()
+    assert reader.get(f"{PREFIX}/api/requests").json()["total"] == 1
+
+
 def test_who_may_read_no_request_dag_gets_neither_page_nor_data(
     client: TestClient, token: Any, mes: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,6 +43,57 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "config": {
+            "blockchain": {
+                "description": (
+                    "What the provider reads from the deployment that installs it, and the DAGs its "
+                    '"Blockchain requests" page triggers.\n'
+                ),
+                "options": {
+                    "request_store": {
+                        "description": (
+                            "Dotted path to the deployment's RequestStore (a class or callable taking "
+                            "no argument; see blockchain_provider.request_store): where the page reads "
+                            "the partner and order requests the sync DAGs stored. Unset, the page "
+                            "answers 503 and says so.\n"
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "my_deployment.requests.MyRequestStore",
+                        "default": None,
+                    },
+                    "reporter_registry": {
+                        "description": (
+                            "Dotted path to the deployment's ReporterRegistry (a class or callable taking "
+                            "no argument; see blockchain_provider.reporter_registry): the reporters "
+                            "`blockchain-provider reporters` lists and rotates.\n"
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "my_deployment.reporters.MyReporterRegistry",
+                        "default": None,
+                    },
+                    "answer_dag_id": {
+                        "description": (
+                            "The DAG the page triggers to answer a request; {kind} is partner or order.\n"
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": None,
+                        "default": "blockchain_{kind}_answer",
+                    },
+                    "sync_dag_id": {
+                        "description": (
+                            "The DAG the page triggers to sync the requests; {kind} is partner or order.\n"
+                        ),
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": None,
+                        "default": "blockchain_{kind}_sync",
+                    },
+                },
+            }
+        },
         "notifications": [
             "blockchain_provider.notifications.LogNotifier",
             "blockchain_provider.notifications.slack.EscapingSlackNotifier",

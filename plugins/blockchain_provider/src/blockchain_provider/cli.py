@@ -5,8 +5,8 @@
     blockchain-provider token check  --conn-id blockchain_master
     blockchain-provider pools ensure --conn-id blockchain_master [--slots 1] [--reporter-slots 16]
     blockchain-provider topics ensure --kafka-conn-id kafka_default --conn-id blockchain_master
-    blockchain-provider reporters list [--mes-conn-id mes_db]
-    blockchain-provider reporters rotate --unit PT10 [--mes-conn-id mes_db]
+    blockchain-provider reporters list
+    blockchain-provider reporters rotate --unit PT10
 
 ``create`` makes the MES agent at the gateway (``BLK_Agt``) with a generated strong password;
 ``rotate`` gets a fresh token for the same agent with the stored public key and password. Both
@@ -17,12 +17,11 @@ the Airflow CLI reads them (environment, secrets backends, metadata database).
 
 The token and the password are never printed, unless ``--show`` is given.
 
-``reporters`` reads the reporters the production-unit flow stored in the MES database (one per
-unit, the original's ``KafkaToken`` rows of instance type ``Reporter``): ``list`` prints units,
-record ids and public keys, never a token; ``rotate`` gets a unit's reporter a fresh token
-(``BLK_Agt`` with its public key and stored password; the gateway revokes the earlier ones) and
-stores it, encrypted with Airflow's Fernet key. They run beside the project (its ``include``
-package importable, as the DAGs have it) with the ``mes_db`` connection.
+``reporters`` reads the reporters the deployment's records were created with, through the
+:class:`~blockchain_provider.reporter_registry.ReporterRegistry` that ``[blockchain]
+reporter_registry`` names: ``list`` prints their names, record ids and public keys, never a
+token; ``rotate`` gets a reporter a fresh token (``BLK_Agt`` with its public key and stored
+password; the gateway revokes the earlier ones) and hands it to the registry to keep.
 
 Every command takes ``--json``: it then prints one JSON object on stdout and nothing else there,
 ``{"ok": true, "command": "token create", "public_key": ..., ...}`` or ``{"ok": false,
@@ -58,6 +57,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -459,7 +459,7 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
     present = set(metadata.topics)
     # as many replicas as brokers, up to 3: a cluster keeps its topics when a broker fails
     replication = args.replication or max(1, min(3, len(metadata.brokers)))
-    record_types = args.record_types or ["DayReportIndicator", "ProductionUnit"]
+    record_types = args.record_types or []
     wanted = [topics[name] for name in protocol.DEFAULT_TOPICS if name != protocol.RECORDS]
     wanted += [topics[protocol.record_topic(name)] for name in record_types]
     missing = [
@@ -483,84 +483,69 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
     )
 
 
-def _mes_repository(conn_id: str) -> Any:
+@contextlib.contextmanager
+def _registry_refusals() -> Iterator[None]:
+    """Report what the deployment's reporter registry refuses (no such reporter, a secret it
+    cannot read, no registry configured) as one line, as the other commands do."""
+    from blockchain_provider.configured import ConfiguredObjectError
+
     try:
-        from include.mes.db import mes_engine
-        from include.mes.repository import MesRepository
-    except ImportError:
-        raise CommandError(
-            "the MES package `include` is not importable: run this from the project directory "
-            "(or with it on PYTHONPATH), where the DAGs find it",
-            EXIT_CONFIG,
-        ) from None
-    repository = MesRepository(mes_engine(conn_id))
-    repository.create_schema()
-    return repository
+        yield
+    except (ConfiguredObjectError, LookupError, ValueError, RuntimeError) as exc:
+        raise CommandError(str(exc), EXIT_CONFIG) from None
 
 
-def _mes_errors(command: Any) -> Any:
-    """Report the MES layer's refusals (no Fernet key, an unreadable secret, no such reporter) as
-    one line, as the other commands do."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            from include.mes.crypto import MesSecretError
-        except ImportError:
-            return command(args)  # which says what is missing
-        try:
-            return command(args)
-        except (MesSecretError, LookupError) as exc:
-            raise CommandError(str(exc), EXIT_CONFIG) from None
-
-    run.__doc__ = command.__doc__
-    return run
-
-
-@_mes_errors
 def cmd_reporters_list(args: argparse.Namespace) -> int:
-    """Units, record ids, topics and public keys of the stored reporters; never a token."""
-    reporters = _mes_repository(args.mes_conn_id).reporters()
+    """Names, record ids, topics and public keys of the stored reporters; never a token."""
+    from blockchain_provider.reporter_registry import configured_reporter_registry
+
+    with _registry_refusals():
+        reporters = list(configured_reporter_registry().reporters())
     if args.json:
         listed = [
             {
-                "unit": r["name"],
-                "record_id": r["record_id"],
-                "topic": r["topic"],
-                "public_key": r["public_key"],
-                "has_token": bool(r["has_token"]),
+                "unit": r.name,
+                "record_id": r.record_id,
+                "topic": r.topic,
+                "public_key": r.public_key,
+                "has_token": r.has_token,
             }
             for r in reporters
         ]
         return _done(args, "", reporters=listed)
     if not reporters:
-        print("No reporters: a unit's reporter is created by its first production-unit update")
+        print("No reporters: a record's reporter is created with the record")
         return EXIT_OK
     print(f"{'unit':<16} {'record id':<20} {'public key':<66} topic")
     for r in reporters:
-        public_key = r["public_key"] or "(creation not answered yet)"
-        print(f"{r['name']:<16} {r['record_id']:<20} {public_key:<66} {r['topic']}")
+        public_key = r.public_key or "(creation not answered yet)"
+        print(f"{r.name:<16} {r.record_id:<20} {public_key:<66} {r.topic}")
     return EXIT_OK
 
 
-@_mes_errors
 def cmd_reporters_rotate(args: argparse.Namespace) -> int:
-    """A fresh token for the unit's reporter, stored encrypted in the MES database."""
-    repository = _mes_repository(args.mes_conn_id)
-    reporter = repository.reporter_of_unit(args.unit)
-    if reporter is None or reporter.public_key is None:
+    """A fresh token for the reporter, kept by the deployment's reporter registry."""
+    from blockchain_provider.reporter_registry import configured_reporter_registry
+
+    with _registry_refusals():
+        registry = configured_reporter_registry()
+        credentials = registry.credentials(args.unit)
+    if credentials is None:
         raise CommandError(
             f"unit {args.unit} has no reporter yet (its first update creates one)", EXIT_CONFIG
         )
     expose_connection(args.conn_id)
     with _hook(args) as hook:
-        token = hook.get_token(reporter.public_key, reporter.password.reveal())
-    repository.set_reporter_token(reporter.record_id, token)
+        token = hook.get_token(credentials.public_key, credentials.password)
+    with _registry_refusals():
+        registry.set_token(credentials.record_id, token)
     return _done(
         args,
-        f"Stored a fresh token for reporter {reporter.public_key} of unit {args.unit} ({reporter.record_id})",
+        f"Stored a fresh token for reporter {credentials.public_key} of unit {args.unit} "
+        f"({credentials.record_id})",
         unit=args.unit,
-        record_id=reporter.record_id,
-        public_key=reporter.public_key,
+        record_id=credentials.record_id,
+        public_key=credentials.public_key,
     )
 
 
@@ -631,8 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--record-type",
         action="append",
         dest="record_types",
-        help="also create this record type's topic BLK_Rec_<record type> (repeatable); default: "
-        "DayReportIndicator and ProductionUnit",
+        help="also create this record type's topic BLK_Rec_<record type> (repeatable)",
     )
     ensure.add_argument("--partitions", type=int, default=1)
     ensure.add_argument(
@@ -660,9 +644,6 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--kafka-conn-id", default="kafka_default", help="default: kafka_default")
     rotate.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the gateway")
     for sub in (listing, rotate):
-        sub.add_argument(
-            "--mes-conn-id", default="mes_db", help="the MES database connection; default: mes_db"
-        )
         sub.add_argument("--json", action="store_true", help=JSON_HELP)
     return parser
 

@@ -29,7 +29,6 @@ Nothing is rendered here from the ledger's data: the page's script builds every 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import ssl
@@ -44,7 +43,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
+from blockchain_provider.configured import ConfiguredObjectError
 from blockchain_provider.request_kinds import REQUEST_KINDS
+from blockchain_provider.request_store import (
+    RequestStore,
+    answer_dag_id,
+    configured_request_store,
+    reset_request_store,
+    sync_dag_id,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -75,18 +82,6 @@ SECURITY_HEADERS = {
 }
 
 
-def answer_dag_id(kind: Kind) -> str:
-    return f"blockchain_{kind}_answer"
-
-
-def sync_dag_id(kind: Kind) -> str:
-    return f"blockchain_{kind}_sync"
-
-
-def mes_conn_id() -> str:
-    return os.environ.get("BLOCKCHAIN_MES_CONN_ID", "mes_db")
-
-
 def token_conn_id() -> str:
     return os.environ.get("BLOCKCHAIN_TOKEN_CONN_ID", "blockchain_master")
 
@@ -94,30 +89,18 @@ def token_conn_id() -> str:
 # ----------------------------------------------------------------------------- data sources
 
 
-@functools.lru_cache(maxsize=4)
-def _repository(conn_id: str) -> Any:
-    from include.mes.db import mes_engine
-    from include.mes.repository import MesRepository
-
-    repository = MesRepository(mes_engine(conn_id))
-    repository.create_schema()
-    return repository
-
-
-def mes_repository() -> Any:
-    """The MES repository on the ``mes_db`` connection (one engine per API server process)."""
+def request_store() -> RequestStore:
+    """The deployment's store of requests (``[blockchain] request_store``), built once per API
+    server process; 503 when it is not configured or cannot be built."""
     try:
-        return _repository(mes_conn_id())
-    except ImportError as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"The MES data access (include.mes) is not importable in the API server: {exc}",
-        ) from None
+        return configured_request_store()
+    except ConfiguredObjectError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     except Exception as exc:
-        log.exception("Cannot open the MES database of connection %s", mes_conn_id())
+        log.exception("The request store cannot be built")
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"Cannot open the MES database of connection {mes_conn_id()!r}: {type(exc).__name__}",
+            f"The request store ([blockchain] request_store) cannot be built: {type(exc).__name__}",
         ) from None
 
 
@@ -133,8 +116,8 @@ def mes_agent() -> str | None:
 
 
 def reset_caches() -> None:
-    """Forget the MES engine (after the ``mes_db`` connection changed)."""
-    _repository.cache_clear()
+    """Forget the request store (after its configuration or its connection changed)."""
+    reset_request_store()
 
 
 # ---------------------------------------------------------------------------------- security
@@ -507,9 +490,9 @@ def create_app() -> FastAPI:
     ) -> dict[str, Any]:
         can = capabilities(user, kind)
         _require(can["view"], f"read {kind} requests (read access to {sync_dag_id(kind)})")
-        repository = mes_repository()
+        store = request_store()
         try:
-            total, items = repository.request_page(
+            total, items = store.request_page(
                 kind, status_ or None, offset=(page - 1) * page_size, limit=page_size
             )
         except ValueError as exc:
@@ -535,9 +518,9 @@ def create_app() -> FastAPI:
         """One request, whatever its status: the page follows the rows it answered."""
         can = capabilities(user, kind)
         _require(can["view"], f"read {kind} requests (read access to {sync_dag_id(kind)})")
-        repository = mes_repository()
+        store = request_store()
         try:
-            item = repository.request(kind, request_id)
+            item = store.request(kind, request_id)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         if item is None:
@@ -557,9 +540,9 @@ def create_app() -> FastAPI:
         _require(is_authorized(user, dag_id, "POST", run=True), f"trigger {dag_id}")
         conf = {"request_id": request_id, "decision": body.decision}
         validate_params(dag_id, conf)
-        repository = mes_repository()
+        store = request_store()
         try:
-            item = repository.request(kind, request_id)
+            item = store.request(kind, request_id)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         if item is None:

@@ -1,0 +1,157 @@
+"""The page's request store and DAG ids come from Airflow's configuration (``[blockchain]``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from blockchain_provider import request_store
+from blockchain_provider.configured import ConfiguredObjectError
+from blockchain_provider.request_store import (
+    RequestStore,
+    answer_dag_id,
+    configured_request_store,
+    sync_dag_id,
+)
+
+#: Stores built by :class:`CountingStore`, to check the store is built once per process.
+BUILT: list[CountingStore] = []
+
+
+class CountingStore:
+    """A store of nothing, counting how often it is built."""
+
+    def __init__(self) -> None:
+        BUILT.append(self)
+
+    def request_page(
+        self, kind: str, status: str | None = None, *, offset: int = 0, limit: int = 25
+    ) -> tuple[int, Sequence[Any]]:
+        return 0, []
+
+    def request(self, kind: str, request_id: str) -> Any | None:
+        return None
+
+
+class NotAStore:
+    pass
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    request_store.reset_request_store()
+    BUILT.clear()
+    yield
+    request_store.reset_request_store()
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, path: str | None) -> None:
+    if path is None:
+        monkeypatch.delenv("AIRFLOW__BLOCKCHAIN__REQUEST_STORE", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REQUEST_STORE", path)
+
+
+def test_an_unconfigured_store_names_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, None)
+    with pytest.raises(
+        ConfiguredObjectError, match=r"\[blockchain\] request_store .*AIRFLOW__BLOCKCHAIN__REQUEST_STORE"
+    ):
+        configured_request_store()
+
+
+def test_the_configured_store_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, f"{__name__}.CountingStore")
+    first = configured_request_store()
+    assert isinstance(first, CountingStore) and isinstance(first, RequestStore)
+    assert configured_request_store() is first and len(BUILT) == 1
+    request_store.reset_request_store()
+    assert configured_request_store() is not first and len(BUILT) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("no_such_package.Store", "cannot be imported"),
+        (f"{__name__}.NotAStore", "built a NotAStore, which has no request_page and request methods"),
+    ],
+)
+def test_a_wrong_store_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch, path: str, says: str) -> None:
+    configure(monkeypatch, path)
+    with pytest.raises(ConfiguredObjectError) as raised:
+        configured_request_store()
+    assert repr(path) in str(raised.value) and says in str(raised.value)
+
+
+def test_the_projects_store_implements_the_interface(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MES's store is what the project configures (tests/conftest.py, compose, make run)."""
+    import json
+
+    from include.mes.request_store import MesRequestStore
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "m.db")})
+    )
+    configure(monkeypatch, "include.mes.request_store.MesRequestStore")
+    store = configured_request_store()
+    assert isinstance(store, MesRequestStore) and isinstance(store, RequestStore)
+    assert store.request_page("partner") == (0, [])
+    assert store.request("order", f"{1:032x}") is None
+    with pytest.raises(ValueError, match="action"):
+        store.request_page("action")
+
+
+def test_dag_ids_default_to_the_projects_and_follow_the_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AIRFLOW__BLOCKCHAIN__ANSWER_DAG_ID", raising=False)
+    monkeypatch.delenv("AIRFLOW__BLOCKCHAIN__SYNC_DAG_ID", raising=False)
+    assert (answer_dag_id("partner"), sync_dag_id("order")) == (
+        "blockchain_partner_answer",
+        "blockchain_order_sync",
+    )
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__ANSWER_DAG_ID", "plant_a_{kind}_answer")
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__SYNC_DAG_ID", "plant_a_{kind}_sync")
+    assert (answer_dag_id("order"), sync_dag_id("partner")) == (
+        "plant_a_order_answer",
+        "plant_a_partner_sync",
+    )
+
+
+def test_the_options_are_declared_in_the_provider_info() -> None:
+    from blockchain_provider import get_provider_info
+
+    options = get_provider_info()["config"]["blockchain"]["options"]
+    assert options["request_store"]["default"] is None
+    assert options["answer_dag_id"]["default"] == request_store.DEFAULT_ANSWER_DAG_ID
+    assert options["sync_dag_id"]["default"] == request_store.DEFAULT_SYNC_DAG_ID
+
+
+def test_the_reporter_registry_is_configured_the_same_way(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from blockchain_provider.reporter_registry import ReporterRegistry, configured_reporter_registry
+    from include.mes.db import engine_from_url
+    from include.mes.reporter_store import MesReporterRegistry
+    from include.mes.repository import MesRepository
+
+    monkeypatch.delenv("AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY", raising=False)
+    with pytest.raises(ConfiguredObjectError, match=r"\[blockchain\] reporter_registry"):
+        configured_reporter_registry()
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY", f"{__name__}.CountingStore")
+    with pytest.raises(ConfiguredObjectError, match="no reporters, credentials and set_token methods"):
+        configured_reporter_registry()
+    monkeypatch.setenv(
+        "AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY", "include.mes.reporter_store.MesReporterRegistry"
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "m.db")})
+    )
+    MesRepository(engine_from_url(f"sqlite:///{tmp_path / 'm.db'}")).create_schema()
+    registry = configured_reporter_registry()
+    assert isinstance(registry, MesReporterRegistry) and isinstance(registry, ReporterRegistry)
+    assert list(registry.reporters()) == [] and registry.credentials("PT10") is None
