@@ -9,7 +9,8 @@ through (``AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY=include.mes.reporter_store.Mes
 
 from __future__ import annotations
 
-from blockchain_provider.reporter_registry import ReporterCredentials, ReporterEntry
+from blockchain_provider.reporter_registry import ReporterEntry, ReporterLogin, ReporterRegistryError
+from include.mes.crypto import MesSecretError
 from include.mes.repository import MesRepository
 
 
@@ -77,6 +78,7 @@ class MesReporterRegistry:
         from include.mes.db import configured_conn_id, mes_engine
 
         self.repository = MesRepository(mes_engine(conn_id or configured_conn_id()))
+        self.repository.create_schema()
 
     def reporters(self) -> list[ReporterEntry]:
         return [
@@ -84,11 +86,18 @@ class MesReporterRegistry:
             for r in self.repository.reporters()
         ]
 
-    def credentials(self, name: str) -> ReporterCredentials | None:
+    def credentials(self, name: str) -> ReporterLogin | None:
         reporter = self.repository.reporter_of_unit(name)
         if reporter is None or reporter.public_key is None:
             return None
-        return ReporterCredentials(reporter.record_id, reporter.public_key, reporter.password.reveal())
+        try:
+            password = reporter.password.reveal()
+        except MesSecretError as exc:
+            raise ReporterRegistryError(str(exc)) from None
+        return ReporterLogin(reporter.record_id, reporter.public_key, password)
 
     def set_token(self, record_id: str, token: str) -> None:
-        self.repository.set_reporter_token(record_id, token)
+        try:
+            self.repository.set_reporter_token(record_id, token)
+        except (MesSecretError, LookupError) as exc:
+            raise ReporterRegistryError(str(exc)) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -125,8 +125,9 @@ def test_the_options_are_declared_in_the_provider_info() -> None:
 
     options = get_provider_info()["config"]["blockchain"]["options"]
     assert options["request_store"]["default"] is None
-    assert options["answer_dag_id"]["default"] == request_store.DEFAULT_ANSWER_DAG_ID
-    assert options["sync_dag_id"]["default"] == request_store.DEFAULT_SYNC_DAG_ID
+    # Airflow formats a provider's default with its own variables: the braces are doubled
+    assert options["answer_dag_id"]["default"].format() == request_store.DEFAULT_ANSWER_DAG_ID
+    assert options["sync_dag_id"]["default"].format() == request_store.DEFAULT_SYNC_DAG_ID
 
 
 def test_the_reporter_registry_is_configured_the_same_way(
@@ -155,3 +156,70 @@ def test_the_reporter_registry_is_configured_the_same_way(
     registry = configured_reporter_registry()
     assert isinstance(registry, MesReporterRegistry) and isinstance(registry, ReporterRegistry)
     assert list(registry.reporters()) == [] and registry.credentials("PT10") is None
+
+
+class BrokenStore:
+    """A store whose construction fails with a secret in its error text."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("could not connect to postgresql://mes:s3cret@db/mes")
+
+
+def test_a_store_that_fails_to_build_is_named_without_its_error_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, f"{__name__}.BrokenStore")
+    with pytest.raises(ConfiguredObjectError) as raised:
+        configured_request_store()
+    assert "could not be built: RuntimeError" in str(raised.value) and "s3cret" not in str(raised.value)
+
+
+class FakeRegistry:
+    """Two reporters; keeping a token fails when ``refuse`` is set."""
+
+    refuse = False
+    kept: ClassVar[list[tuple[str, str]]] = []
+
+    def reporters(self) -> list[Any]:
+        from blockchain_provider.reporter_registry import ReporterEntry
+
+        return [ReporterEntry("PT10", "PU_PT10", "BLK_Rec_ProductionUnit", "02" + "ab" * 32, 1)]
+
+    def credentials(self, name: str) -> Any:
+        from blockchain_provider.reporter_registry import ReporterLogin
+
+        return ReporterLogin("PU_PT10", "02" + "ab" * 32, "the-password") if name == "PT10" else None
+
+    def set_token(self, record_id: str, token: str) -> None:
+        if FakeRegistry.refuse:
+            raise OSError("disk full")
+        FakeRegistry.kept.append((record_id, token))
+
+
+def test_reporters_commands_go_through_the_registry(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    import contextlib
+    import json
+
+    from blockchain_provider import cli
+    from blockchain_provider.reporter_registry import ReporterLogin
+
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY", f"{__name__}.FakeRegistry")
+    assert cli.main(["reporters", "list", "--json"]) == cli.EXIT_OK
+    (listed,) = json.loads(capsys.readouterr().out)["reporters"]
+    assert listed["unit"] == "PT10" and listed["has_token"] is True
+    assert "the-password" not in repr(ReporterLogin("r", "k", "the-password"))
+
+    class Hook:
+        def get_token(self, public_key: str, password: str) -> str:
+            assert password == "the-password"
+            return "fresh-token"
+
+    monkeypatch.setattr(cli, "_hook", lambda args: contextlib.nullcontext(Hook()))
+    monkeypatch.setattr(cli, "expose_connection", lambda conn_id: None)
+    FakeRegistry.kept.clear()
+    assert cli.main(["reporters", "rotate", "--name", "PT10", "--json"]) == cli.EXIT_OK
+    assert FakeRegistry.kept == [("PU_PT10", "fresh-token")] and "fresh-token" not in capsys.readouterr().out
+    assert cli.main(["reporters", "rotate", "--unit", "PT11"]) == cli.EXIT_CONFIG
+    assert "PT11 has no reporter yet" in capsys.readouterr().err
+    monkeypatch.setattr(FakeRegistry, "refuse", True)
+    assert cli.main(["reporters", "rotate", "--name", "PT10"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "revoked the earlier ones" in err and "OSError" in err and "fresh-token" not in err

@@ -57,7 +57,7 @@ def get_provider_info() -> dict[str, Any]:
                             "the partner and order requests the sync DAGs stored. Unset, the page "
                             "answers 503 and says so.\n"
                         ),
-                        "version_added": "0.2.0",
+                        "version_added": None,
                         "type": "string",
                         "example": "my_deployment.requests.MyRequestStore",
                         "default": None,
@@ -68,7 +68,7 @@ def get_provider_info() -> dict[str, Any]:
                             "no argument; see blockchain_provider.reporter_registry): the reporters "
                             "`blockchain-provider reporters` lists and rotates.\n"
                         ),
-                        "version_added": "0.2.0",
+                        "version_added": None,
                         "type": "string",
                         "example": "my_deployment.reporters.MyReporterRegistry",
                         "default": None,
@@ -77,19 +77,20 @@ def get_provider_info() -> dict[str, Any]:
                         "description": (
                             "The DAG the page triggers to answer a request; {kind} is partner or order.\n"
                         ),
-                        "version_added": "0.2.0",
+                        "version_added": None,
                         "type": "string",
                         "example": None,
-                        "default": "blockchain_{kind}_answer",
+                        # doubled: Airflow formats a provider default with its own variables
+                        "default": "blockchain_{{kind}}_answer",
                     },
                     "sync_dag_id": {
                         "description": (
                             "The DAG the page triggers to sync the requests; {kind} is partner or order.\n"
                         ),
-                        "version_added": "0.2.0",
+                        "version_added": None,
                         "type": "string",
                         "example": None,
-                        "default": "blockchain_{kind}_sync",
+                        "default": "blockchain_{{kind}}_sync",
                     },
                 },
             }

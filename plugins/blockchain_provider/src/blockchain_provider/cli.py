@@ -40,7 +40,8 @@ Exit codes (the ``error`` of the JSON in brackets), so that scripts never read t
 - 5 [``broker``]: the Kafka broker could not be reached, or did not take the request;
 - 6 [``config``]: nothing was sent: a connection is missing or invalid, or what is stored does
   not allow the command (``token create`` when an agent is stored, without ``--force``;
-  ``token rotate`` without a stored agent; a unit without a reporter; no Fernet key);
+  ``token rotate`` without a stored agent; ``reporters rotate`` of a name without a reporter;
+  a reporter registry that is not configured or cannot read a stored secret);
 - 7 [``protocol``]: the gateway's answer broke the protocol.
 """
 
@@ -486,12 +487,13 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _registry_refusals() -> Iterator[None]:
     """Report what the deployment's reporter registry refuses (no such reporter, a secret it
-    cannot read, no registry configured) as one line, as the other commands do."""
+    cannot read, no registry configured or buildable) as one line, as the other commands do."""
     from blockchain_provider.configured import ConfiguredObjectError
+    from blockchain_provider.reporter_registry import ReporterRegistryError
 
     try:
         yield
-    except (ConfiguredObjectError, LookupError, ValueError, RuntimeError) as exc:
+    except (ConfiguredObjectError, ReporterRegistryError, ValueError) as exc:
         raise CommandError(str(exc), EXIT_CONFIG) from None
 
 
@@ -508,13 +510,13 @@ def cmd_reporters_list(args: argparse.Namespace) -> int:
                 "record_id": r.record_id,
                 "topic": r.topic,
                 "public_key": r.public_key,
-                "has_token": r.has_token,
+                "has_token": bool(r.has_token),
             }
             for r in reporters
         ]
         return _done(args, "", reporters=listed)
     if not reporters:
-        print("No reporters: a record's reporter is created with the record")
+        print("No reporters: a record's reporter is created with its record")
         return EXIT_OK
     print(f"{'unit':<16} {'record id':<20} {'public key':<66} topic")
     for r in reporters:
@@ -531,17 +533,21 @@ def cmd_reporters_rotate(args: argparse.Namespace) -> int:
         registry = configured_reporter_registry()
         credentials = registry.credentials(args.unit)
     if credentials is None:
-        raise CommandError(
-            f"unit {args.unit} has no reporter yet (its first update creates one)", EXIT_CONFIG
-        )
+        raise CommandError(f"{args.unit} has no reporter yet, or its creation was not answered", EXIT_CONFIG)
     expose_connection(args.conn_id)
     with _hook(args) as hook:
         token = hook.get_token(credentials.public_key, credentials.password)
-    with _registry_refusals():
+    try:
         registry.set_token(credentials.record_id, token)
+    except Exception as exc:
+        # the gateway has revoked the earlier tokens: nothing can be sent with the stored one now
+        raise CommandError(
+            f"the gateway issued {args.unit} a fresh token and revoked the earlier ones, but the "
+            f"reporter registry did not keep it ({type(exc).__name__}): run `reporters rotate` again"
+        ) from None
     return _done(
         args,
-        f"Stored a fresh token for reporter {credentials.public_key} of unit {args.unit} "
+        f"Stored a fresh token for reporter {credentials.public_key} of {args.unit} "
         f"({credentials.record_id})",
         unit=args.unit,
         record_id=credentials.record_id,
@@ -628,16 +634,20 @@ def build_parser() -> argparse.ArgumentParser:
     ensure.add_argument("--timeout", type=float, default=30.0)
 
     reporters = groups.add_parser(
-        "reporters", help="the production units' reporters (MES database)", **documented
+        "reporters",
+        help="the reporters of the deployment's records ([blockchain] reporter_registry)",
+        **documented,
     )
     reporter_commands = reporters.add_subparsers(dest="command", required=True)
     listing = reporter_commands.add_parser(
         "list", help="units, record ids and public keys (no tokens)", **documented
     )
     listing.set_defaults(func=cmd_reporters_list)
-    rotate = reporter_commands.add_parser("rotate", help="get a unit's reporter a fresh token", **documented)
+    rotate = reporter_commands.add_parser("rotate", help="get a reporter a fresh token", **documented)
     rotate.set_defaults(func=cmd_reporters_rotate)
-    rotate.add_argument("--unit", required=True, help="the production unit's code, e.g. PT10")
+    rotate.add_argument(
+        "--name", "--unit", dest="unit", required=True, help="the reporter's name in the registry, e.g. PT10"
+    )
     rotate.add_argument(
         "--conn-id", default="blockchain_master", help="topics and timeout; default: blockchain_master"
     )

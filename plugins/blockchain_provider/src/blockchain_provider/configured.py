@@ -10,7 +10,10 @@ the way they set every other Airflow option. The options are declared in ``get_p
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: The configuration section of the provider's options.
 SECTION = "blockchain"
@@ -29,12 +32,14 @@ def option(key: str, default: str | None = None) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else default
 
 
-def configured_object(key: str, what: str) -> Any:
-    """Build the object that ``[blockchain] <key>`` names: a dotted path to a class, or any
-    callable, taking no argument. *what* names the interface in the errors."""
+def configured_object(key: str, what: str, path: str | None = None) -> Any:
+    """Build the object that ``[blockchain] <key>`` (or *path*, read from it already) names: a
+    dotted path to a class, or any callable, taking no argument. *what* names the interface in
+    the errors. An error of the build itself is reported by its type only: a database's error
+    text may carry connection details."""
     from airflow.sdk.module_loading import import_string
 
-    path = option(key)
+    path = path or option(key)
     if path is None:
         raise ConfiguredObjectError(
             f"No {what} is configured: set [{SECTION}] {key} (AIRFLOW__{SECTION.upper()}__{key.upper()}) "
@@ -44,7 +49,13 @@ def configured_object(key: str, what: str) -> Any:
         factory = import_string(path)
     except ImportError as exc:
         raise ConfiguredObjectError(f"[{SECTION}] {key} {path!r} cannot be imported: {exc}") from None
-    return factory()
+    try:
+        return factory()
+    except Exception as exc:
+        log.exception("[%s] %s %r could not be built", SECTION, key, path)
+        raise ConfiguredObjectError(
+            f"[{SECTION}] {key} {path!r} could not be built: {type(exc).__name__} (see the log)"
+        ) from None
 
 
 def check_interface(key: str, built: Any, interface: type, methods: str) -> None:

@@ -14,6 +14,7 @@ Airflow's configuration::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from blockchain_provider.configured import check_interface, configured_object
@@ -29,25 +30,32 @@ class ReporterEntry(NamedTuple):
     has_token: bool
 
 
-class ReporterCredentials(NamedTuple):
-    """What ``reporters rotate`` asks the gateway a fresh token with."""
+@dataclass(frozen=True)
+class ReporterLogin:
+    """What ``reporters rotate`` asks the gateway a fresh token with; the password is never in
+    its repr."""
 
     record_id: str
     public_key: str
-    password: str
+    password: str = field(repr=False)
+
+
+class ReporterRegistryError(Exception):
+    """What a registry raises for what it refuses or cannot read (no such reporter, a stored
+    secret it cannot decrypt). The message names the input, and nothing secret."""
 
 
 @runtime_checkable
 class ReporterRegistry(Protocol):
-    """The reporters one deployment created. Each method raises :class:`LookupError` or
-    :class:`ValueError` (with a message naming the input, and nothing secret) for what it
-    refuses, and :class:`RuntimeError` when it cannot read a stored secret."""
+    """The reporters one deployment created. Each method raises :class:`ReporterRegistryError`
+    or :class:`ValueError` (with a message naming the input, and nothing secret) for what it
+    refuses or cannot read."""
 
     def reporters(self) -> Sequence[ReporterEntry]:
         """Every reporter, in the order to list them."""
         ...
 
-    def credentials(self, name: str) -> ReporterCredentials | None:
+    def credentials(self, name: str) -> ReporterLogin | None:
         """The reporter named *name*'s record, public key and password; ``None`` when there is no
         such reporter or the gateway has not answered its creation yet."""
         ...

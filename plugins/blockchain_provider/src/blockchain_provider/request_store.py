@@ -17,6 +17,7 @@ The page's answer and sync DAGs are configured the same way (:func:`answer_dag_i
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,9 +61,12 @@ def sync_dag_id(kind: str) -> str:
     return str(option("sync_dag_id", DEFAULT_SYNC_DAG_ID)).format(kind=kind)
 
 
+_building = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
-def _built(path: str) -> RequestStore:
-    store = configured_object("request_store", "RequestStore")
+def _built(path: str | None) -> RequestStore:
+    store = configured_object("request_store", "RequestStore", path)
     check_interface("request_store", store, RequestStore, "request_page and request")
     return store
 
@@ -73,9 +77,12 @@ def configured_request_store() -> RequestStore:
 
     :raises ConfiguredObjectError: not configured, not importable, or not a store.
     """
-    return _built(str(option("request_store")))
+    path = option("request_store")
+    with _building:  # the page's first requests may come at once: one store, one engine
+        return _built(path)
 
 
 def reset_request_store() -> None:
-    """Forget the built store (after its configuration or its connection changed)."""
+    """Forget the built store: after its option changed, or anything the store itself reads once
+    (its database connection)."""
     _built.cache_clear()

@@ -12,10 +12,10 @@ Routes (under ``/blockchain-requests``):
 Every route needs a signed-in user (the UI's ``_token`` cookie, or an ``Authorization: Bearer``
 JWT) and asks Airflow's auth manager, whichever is configured (simple, FAB, ...):
 
-* reading *kind* requests: read access to the DAG ``blockchain_<kind>_sync`` or
-  ``blockchain_<kind>_answer``;
-* answering: permission to trigger ``blockchain_<kind>_answer`` (create a DAG run of it);
-* syncing: permission to trigger ``blockchain_<kind>_sync``;
+* reading *kind* requests: read access to the kind's sync or answer DAG (``[blockchain]
+  sync_dag_id`` and ``answer_dag_id``, see :mod:`blockchain_provider.request_store`);
+* answering: permission to trigger the answer DAG (create a DAG run of it);
+* syncing: permission to trigger the sync DAG;
 * a run's state is shown only to who may read that DAG's runs.
 
 Answers and syncs are triggered through Airflow's own REST API (``POST /api/v2/dags/{dag_id}/dagRuns``)
