@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check test lint run production bench bench-production bench-unit-updates bench-serial-day-report bench-plant clean kafka-check kafka-jars
+.PHONY: setup check test lint run production bench bench-production bench-unit-updates bench-serial-day-report bench-plant dist clean kafka-check kafka-jars
 
 setup: $(STAMP)
 
@@ -80,6 +80,10 @@ bench-serial-day-report: kafka-check setup kafka-jars
 # ARGS="--echo" with echo, ARGS="--day-report" the units' day report too
 bench-plant: kafka-check setup kafka-jars
 	$(BIN)/python bench/plant_scale.py $(ARGS)
+
+# the provider's wheel and sdist, in dist/ (to install into an Airflow of your own)
+dist: setup
+	$(BIN)/python -m build --outdir dist plugins/blockchain_provider
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
