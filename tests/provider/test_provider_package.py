@@ -30,6 +30,9 @@ def test_connection_form_marks_the_secrets():
         "extra__blockchain_token__instance_type",
         "extra__blockchain_token__echo_request_id",
         "extra__blockchain_token__topics",
+        "extra__blockchain_token__late_answer_grace",
+        "extra__blockchain_token__reads",
+        "extra__blockchain_token__timeout",
     }
     assert ours["extra__blockchain_token__agent_password"].is_sensitive
     assert not ours["extra__blockchain_token__instance_type"].is_sensitive

@@ -11,6 +11,8 @@ __all__ = ["__version__", "get_provider_info"]
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+    from blockchain_provider import connection_form
+
     return {
         "package-name": "airflow-provider-blockchain",
         "name": "Blockchain gateway (Kafka)",
@@ -105,61 +107,8 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "blockchain_provider.hooks.kafka_blockchain.KafkaBlockchainHook",
                 "hook-name": "Blockchain token",
                 "connection-type": "blockchain_token",
-                "conn-fields": {
-                    "agent_password": {
-                        "label": "Agent password",
-                        "description": "The agent's password at the gateway; needed to rotate the token.",
-                        "schema": {"type": ["string", "null"], "format": "password"},
-                    },
-                    "instance_type": {
-                        "label": "Instance type",
-                        "description": "The agent's role: the MES's own agent is the Master.",
-                        "schema": {
-                            "type": ["string", "null"],
-                            "default": "Master",
-                            "enum": ["Master", "Reporter", "Partner", "Other"],
-                        },
-                    },
-                    "agent_name": {"label": "Agent name", "schema": {"type": ["string", "null"]}},
-                    "record_id": {
-                        "label": "Record id",
-                        "description": "The ledger record this agent reports on, when it has one.",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "echo_request_id": {
-                        "label": "Gateway echoes request_id",
-                        "description": (
-                            "Set when the gateway echoes the request_id header: requests may then be "
-                            "pipelined. Off (the original gateway), requests of one token are serialised."
-                        ),
-                        "schema": {"type": ["boolean", "null"], "default": False},
-                    },
-                    "reads": {
-                        "label": "Gateway answers reads",
-                        "description": (
-                            "Set when the gateway answers BLK_Rty_Get and BLK_Rec_Get. Off (the original "
-                            "gateway has no read topic), no task waits on a read."
-                        ),
-                        "schema": {"type": ["boolean", "null"], "default": False},
-                    },
-                    "timeout": {
-                        "label": "Response timeout (s)",
-                        "schema": {"type": ["number", "null"], "default": 30},
-                    },
-                    "topics": {
-                        "label": "Topic overrides (JSON)",
-                        "description": 'Default name to actual name, e.g. {"BLK_Act_Lst": "BLK_ACT_Lst"}.',
-                        "schema": {"type": ["string", "null"]},
-                    },
-                },
-                "ui-field-behaviour": {
-                    "hidden-fields": ["host", "schema", "port", "extra"],
-                    "relabeling": {"login": "Public key", "password": "Token"},
-                    "placeholders": {
-                        "login": "66 hex characters, starting 02 or 03",
-                        "topics": '{"BLK_Res": "BLK_Res"}',
-                    },
-                },
+                "conn-fields": connection_form.CONN_FIELDS,
+                "ui-field-behaviour": connection_form.UI_FIELD_BEHAVIOUR,
             }
         ],
     }

@@ -25,6 +25,7 @@ from airflow.sdk import BaseHook
 from confluent_kafka import Consumer, Producer
 
 from blockchain_provider import protocol
+from blockchain_provider.connection_form import ui_field_behaviour
 from blockchain_provider.exceptions import (
     BlockchainConfigError,
     BlockchainGatewayError,
@@ -75,12 +76,9 @@ class KafkaBlockchainHook(BaseHook):
     # ------------------------------------------------------------- connection
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Custom field behaviour of the ``blockchain_token`` connection form."""
-        return {
-            "hidden_fields": ["host", "schema", "port", "extra"],
-            "relabeling": {"login": "Public key", "password": "Token"},
-            "placeholders": {"login": "66 hex characters, starting 02 or 03"},
-        }
+        """Custom field behaviour of the ``blockchain_token`` connection form (declared once, in
+        :mod:`blockchain_provider.connection_form`)."""
+        return ui_field_behaviour()
 
     @cached_property
     def settings(self) -> GatewaySettings:

@@ -6,12 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blockchain_provider import protocol
+from blockchain_provider.connection_form import DEFAULT_LATE_ANSWER_GRACE, DEFAULT_TIMEOUT
 from blockchain_provider.exceptions import BlockchainConfigError
-
-DEFAULT_TIMEOUT = 30.0
-#: Without request_id echo, how long after a timeout the token stays blocked while the late answer
-#: may still come (the ``late_answer_grace`` field of the token connection overrides it).
-DEFAULT_LATE_ANSWER_GRACE = 30.0
 
 
 class _Secret:
