@@ -87,10 +87,11 @@ class MesReporterRegistry:
         ]
 
     def credentials(self, name: str) -> ReporterLogin | None:
-        reporter = self.repository.reporter_of_unit(name)
-        if reporter is None or reporter.public_key is None:
-            return None
         try:
+            # reading the row decrypts its secrets: a Fernet key that cannot is the registry's refusal
+            reporter = self.repository.reporter_of_unit(name)
+            if reporter is None or reporter.public_key is None:
+                return None
             password = reporter.password.reveal()
         except MesSecretError as exc:
             raise ReporterRegistryError(str(exc)) from None
