@@ -240,7 +240,7 @@ def hook_round_trips(
         if echo:
             calls = [protocol.list_call(protocol.PARTNER_LIST, i % n, 1) for i in range(count)]
             with Stopwatch() as pipelined:
-                outcomes = h.call_many(calls, max_in_flight=16)
+                outcomes = h.client.call_many(calls, max_in_flight=16)
             result.pipelined_s = pipelined.seconds
             assert [o.value[0]["partner_request_id"] for o in outcomes] == [ids[i % n] for i in range(count)]
     return result

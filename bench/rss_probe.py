@@ -51,12 +51,12 @@ def main() -> None:
 
     call = protocol.list_call(protocol.PARTNER_LIST, 0, 10)
     with KafkaBlockchainHook(timeout=30) as hook:
-        hook.call_many([call] * 100)
+        hook.client.call_many([call] * 100)
         warm, warm_peak = rss_kb(), peak_rss_kb()
         done = 0
         while done < args.requests:
             batch = min(500, args.requests - done)
-            outcomes = hook.call_many([call] * batch)
+            outcomes = hook.client.call_many([call] * batch)
             assert all(outcome.kind == "data" for outcome in outcomes)
             done += batch
         now = rss_kb()

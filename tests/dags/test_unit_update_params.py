@@ -277,15 +277,20 @@ def test_a_value_that_fails_inside_the_task_fails_at_once(monkeypatch, unit_dag,
         run_operator(task, context)
 
 
-class _BlipHook:
-    """A gateway hook whose broker does not answer in time."""
-
-    gateway_id = "localhost:9092/02" + "ab" * 32
+class _BlipClient:
+    """A request engine whose broker does not answer in time."""
 
     def call(self, *args, **kwargs):
         raise BlockchainTimeoutError("no answer", topic="BLK_Rty", request_id="r", timeout=1)
 
     send_batch = call  # the deferrable task's way to send
+
+
+class _BlipHook:
+    """A gateway hook whose broker does not answer in time."""
+
+    gateway_id = "localhost:9092/02" + "ab" * 32
+    client = _BlipClient()
 
     def close(self):
         return None

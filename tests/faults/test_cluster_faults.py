@@ -142,7 +142,7 @@ def test_killing_the_leader_of_blk_res_and_blk_part_lst_loses_and_duplicates_not
 
                 def create(record_id: str = record_id) -> Any:
                     calls_per_record[record_id] += 1
-                    return hook.call(
+                    return hook.client.call(
                         protocol.record_create_call(
                             record_id, "Unit", f"Unit {record_id}", {"Status": f"S-{record_id}"}
                         )

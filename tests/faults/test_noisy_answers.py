@@ -60,11 +60,11 @@ def test_a_thousand_garbage_and_foreign_answers_do_not_mislead_any_request(make_
         updates = [protocol.record_update_call("Unit", rid, {"Status": f"S-{rid}"}) for rid in ids]
         gets = [protocol.record_get_call(rid) for rid in ids]
         if echo:
-            updated = hook.call_many(updates, max_in_flight=16)
-            read = hook.call_many(gets, max_in_flight=16)
+            updated = hook.client.call_many(updates, max_in_flight=16)
+            read = hook.client.call_many(gets, max_in_flight=16)
         else:
-            updated = [hook.call(call) for call in updates]
-            read = [hook.call(call) for call in gets]
+            updated = [hook.client.call(call) for call in updates]
+            read = [hook.client.call(call) for call in gets]
         reader = hook._reader
         malformed, skipped, ignored = reader.malformed, reader.skipped, reader.ignored
 
@@ -91,7 +91,7 @@ def test_duplicate_answers_are_each_processed_once(make_stack):
         for rid in ids:
             outcomes.append(hook.update_record("Unit", rid, {"Status": f"D-{rid}"}))
             outcomes.append(hook.get_record(rid)["properties"]["Status"])
-        pipelined = hook.call_many([protocol.record_get_call(rid) for rid in ids], max_in_flight=16)
+        pipelined = hook.client.call_many([protocol.record_get_call(rid) for rid in ids], max_in_flight=16)
         reader = hook._reader
         # every duplicate was read and set aside (unread: its request no longer waits)
         assert wait_for(lambda: reader.skipped + reader.ignored == 300)

@@ -55,7 +55,7 @@ def test_partner_answers_in_flight_when_the_gateway_is_killed_are_applied_once(m
     def answer(ids: list[str]) -> None:
         with KafkaBlockchainHook() as hook:
             calls = [protocol.answer_call(protocol.PARTNER_ANSWER, pid, True) for pid in ids]
-            for pid, outcome in zip(ids, hook.call_many(calls), strict=True):
+            for pid, outcome in zip(ids, hook.client.call_many(calls), strict=True):
                 results[pid] = outcome if isinstance(outcome, Exception) else outcome.value
 
     first = threading.Thread(target=answer, args=(in_flight,))

@@ -38,7 +38,7 @@ UNIT_TYPE = [{"name": "Status", "data_type": "STRING", "dynamic": True}]
 #: One call of every kind the hook offers, with the request topic it writes to.
 CALLS: list[tuple[str, str, Callable[[KafkaBlockchainHook], object]]] = [
     ("request", "BLK_Part_Lst", lambda h: h.request("BLK_Part_Lst", header={"start": 0, "limit": 1})),
-    ("call", "BLK_Rty_Get", lambda h: h.call(protocol.record_type_get_call("Unit"))),
+    ("call", "BLK_Rty_Get", lambda h: h.client.call(protocol.record_type_get_call("Unit"))),
     ("list_partner_requests", "BLK_Part_Lst", lambda h: h.list_partner_requests()),
     ("iter_partner_requests", "BLK_Part_Lst", lambda h: list(h.iter_partner_requests())),
     ("list_order_requests", "BLK_Act_Lst", lambda h: h.list_order_requests()),
@@ -95,7 +95,7 @@ def test_every_wait_ends_by_its_deadline_and_leaves_nothing_behind(make_stack, e
         # 40 calls at once: pipelined with echo, one by one without; either way the first
         # timeout ends the batch, and no call is sent after the caller has given up.
         batch = [protocol.record_get_call(f"R{i}") for i in range(40)]
-        error, elapsed = timed(lambda: hook.call_many(batch, max_in_flight=16))
+        error, elapsed = timed(lambda: hook.client.call_many(batch, max_in_flight=16))
         assert elapsed < HANG, f"call_many waited {elapsed:.2f} s"
         assert error.timeout == TIMEOUT
         batch_sent = len(requests_sent(stack)["BLK_Rec_Get"]) - 1  # the get_record call above
@@ -120,7 +120,7 @@ def test_every_wait_ends_by_its_deadline_and_leaves_nothing_behind(make_stack, e
 
     # A deferred task's wait (the trigger, in the triggerer) ends by its deadline too.
     with KafkaBlockchainHook() as hook:
-        pending = hook.send(protocol.list_call(protocol.ORDER_LIST, 0, 10))
+        pending = hook.client.send(protocol.list_call(protocol.ORDER_LIST, 0, 10))
     trigger = AwaitResponsesTrigger.for_pending([pending])
     started = time.monotonic()
     event = asyncio.run(first_event(trigger))

@@ -257,13 +257,13 @@ def test_a_trigger_started_after_its_deadline_still_finds_the_answer_already_the
 
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, Ledger()) as responder:
         with KafkaBlockchainHook(timeout=1) as hook:
-            pending = hook.send(protocol.list_call(protocol.PARTNER_LIST, 0, 10))
+            pending = hook.client.send(protocol.list_call(protocol.PARTNER_LIST, 0, 10))
         wait_until(lambda: len(responder.seen) == 1)
         wait_until(lambda: time.time() > pending.deadline + 0.5, timeout=5)
         event = asyncio.run(first_event(AwaitResponsesTrigger.for_pending([pending])))
         _resume, (found,) = events.results(event.payload)
         assert isinstance(found, AnswerAt), found
-        (outcome,) = KafkaBlockchainHook().answers_at([found])
+        (outcome,) = KafkaBlockchainHook().client.answers_at([found])
     assert outcome.value == [partner(1), partner(2, "ACCEPTED")]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from blockchain_provider import protocol
@@ -23,7 +25,8 @@ def answering(monkeypatch: pytest.MonkeyPatch, value: object) -> KafkaBlockchain
     def call(call: protocol.Call, **_kwargs: object) -> Outcome:
         return Outcome("data", value, call.topic, protocol.new_request_id())
 
-    monkeypatch.setattr(hook, "call", call)
+    # the hook's request engine, answering without a broker or a connection
+    monkeypatch.setitem(vars(hook), "client", SimpleNamespace(call=call))
     return hook
 
 

@@ -28,6 +28,7 @@ from blockchain_provider.exceptions import (
     BlockchainTimeoutError,
 )
 from blockchain_provider.hooks import kafka_clients
+from blockchain_provider.hooks.gateway_client import GatewayClient
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.operators import CreateRecordsOperator
 from blockchain_provider.outcomes import AnswerAt, Outcome
@@ -369,7 +370,7 @@ def test_a_resumed_task_notes_what_a_conversation_wrote_then_fails_on_its_timeou
     state = {"already_done": 0, "written": 0, "done": [], "refused": {}}
     payload = events.batch(RESPONSES, answers, {"state": state, "pending": ["R00", "R01", "R02", "R03"]})
     monkeypatch.setattr(
-        KafkaBlockchainHook,
+        GatewayClient,
         "answers_at",
         lambda self, located: [Outcome("message", "ok", a.topic, a.request_id) for a in located],
     )

@@ -204,9 +204,9 @@ def test_the_resumed_task_reads_back_the_answer_the_trigger_found_and_only_that(
     value = answer({"data": [{"id": 1}]}, token="tok-trigger-unit", request_id=request_id)
     fake_topic.append(0, value)
     at = AnswerAt("BLK_Part_Lst", request_id, "BLK_Res", 0, 0, hashlib.sha256(value).hexdigest())
-    (outcome,) = KafkaBlockchainHook().answers_at([at])
+    (outcome,) = KafkaBlockchainHook().client.answers_at([at])
     assert (outcome.value, outcome.request_id, outcome.topic) == ([{"id": 1}], request_id, "BLK_Part_Lst")
     # the topic was rewritten (a broker that lost its data): another message at that offset
     other = AnswerAt("BLK_Part_Lst", request_id, "BLK_Res", 0, 0, "0" * 64)
     with pytest.raises(BlockchainProtocolError, match=r"BLK_Res\[0\]@0 is not the answer to request"):
-        KafkaBlockchainHook().answers_at([other])
+        KafkaBlockchainHook().client.answers_at([other])

@@ -33,11 +33,11 @@ from blockchain_provider.exceptions import (
     MalformedResponseError,
 )
 from blockchain_provider.hooks import kafka_clients
-from blockchain_provider.hooks.gateway_client import READER_START_TIMEOUT, GatewayClient, PendingRequest
+from blockchain_provider.hooks.gateway_client import READER_START_TIMEOUT, GatewayClient
 from blockchain_provider.hooks.kafka_clients import TANSU_CONSUMER_DEFAULTS
 from blockchain_provider.hooks.response_reader import ResponseReader
 from blockchain_provider.hooks.settings import GatewaySettings, _mask, gateway_settings
-from blockchain_provider.outcomes import AnswerAt, Outcome
+from blockchain_provider.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class KafkaBlockchainHook(BaseHook):
     def get_conn(self) -> Producer:
         """The request producer (started on first use)."""
         self._ensure_started()
-        producer = self._client.producer
+        producer = self.client.producer
         assert producer is not None
         return producer
 
@@ -132,7 +132,10 @@ class KafkaBlockchainHook(BaseHook):
         )
 
     @cached_property
-    def _client(self) -> GatewayClient:
+    def client(self) -> GatewayClient:
+        """The request engine (:class:`.GatewayClient`), built on first use: ``call``, ``call_many``,
+        ``send``, ``send_batch`` and ``answers_at`` are its own, documented there. The hook adds
+        the connection, the conveniences below and :meth:`close`."""
         # built on first use, so a test or a DAG may set READER_START_TIMEOUT before
         return GatewayClient(
             self.settings,
@@ -145,7 +148,7 @@ class KafkaBlockchainHook(BaseHook):
         )
 
     def _started_client(self) -> GatewayClient | None:
-        return self.__dict__.get("_client")
+        return self.__dict__.get("client")
 
     @property
     def _reader(self) -> ResponseReader | None:
@@ -160,7 +163,7 @@ class KafkaBlockchainHook(BaseHook):
         return None if client is None else client.producer
 
     def _ensure_started(self) -> ResponseReader:
-        return self._client.ensure_started()
+        return self.client.ensure_started()
 
     def close(self) -> None:
         """Stop the response reader and close the Kafka clients (:meth:`.GatewayClient.close`).
@@ -199,68 +202,7 @@ class KafkaBlockchainHook(BaseHook):
         :raises BlockchainTimeoutError: no answer by the deadline.
         :raises BlockchainDeliveryError: the broker did not take the request.
         """
-        return self.call(protocol.Call(topic, dict(header or {}), body), timeout=timeout)
-
-    def call(
-        self,
-        call: protocol.Call,
-        *,
-        timeout: float | None = None,
-        token: str | None = None,
-        secrets: tuple[str, ...] = (),
-    ) -> Outcome:
-        """Send a :class:`~blockchain_provider.protocol.Call` and return its answer (see :meth:`request`).
-
-        :param timeout: seconds to wait for the answer; defaults to the connection's.
-        :param token: sign with this token (a reporter's) instead of the connection's.
-        :param secrets: besides the connection's token and password, texts to scrub from a
-            gateway error (a new agent's password).
-        """
-        return self._client.call(call, timeout=timeout, token=token, secrets=secrets)
-
-    def call_many(
-        self, calls: list[protocol.Call], *, max_in_flight: int = 16, timeout: float | None = None
-    ) -> list[Outcome | BlockchainGatewayError]:
-        """Send many calls; return each one's outcome, or its gateway refusal, in order
-        (:meth:`.GatewayClient.call_many`).
-
-        :param max_in_flight: with request_id echo, how many are pipelined at a time; defaults to 16.
-        :param timeout: seconds to wait for each answer; defaults to the connection's.
-        """
-        return self._client.call_many(calls, max_in_flight=max_in_flight, timeout=timeout)
-
-    # ------------------------------------------------------------- deferral
-    def send(
-        self, call: protocol.Call, *, timeout: float | None = None, token: str | None = None
-    ) -> PendingRequest:
-        """Send *call* without waiting; return what a trigger needs to wait for the answer
-        (:meth:`.GatewayClient.send`).
-
-        :param timeout: seconds the trigger waits for the answer; defaults to the connection's.
-        :param token: sign with this token (a reporter's) instead of the connection's.
-        """
-        return self._client.send(call, timeout=timeout, token=token)
-
-    def send_batch(
-        self,
-        calls: list[protocol.Call],
-        *,
-        timeout: float | None = None,
-        wait: float = 0.0,
-        token: str | None = None,
-    ) -> list[Outcome | BlockchainGatewayError | PendingRequest]:
-        """Send *calls*, wait up to *wait* seconds for their answers, and return each one's outcome
-        or refusal, or what a trigger needs to wait for it (:meth:`.GatewayClient.send_batch`).
-
-        :param timeout: seconds from sending to the end of each wait; defaults to the connection's.
-        :param wait: seconds to wait in this process first; defaults to 0.
-        :param token: sign with this token (a reporter's) instead of the connection's.
-        """
-        return self._client.send_batch(calls, timeout=timeout, wait=wait, token=token)
-
-    def answers_at(self, located: list[AnswerAt]) -> list[Outcome]:
-        """Read back the answers a trigger found, in order (:meth:`.GatewayClient.answers_at`)."""
-        return self._client.answers_at(located)
+        return self.client.call(protocol.Call(topic, dict(header or {}), body), timeout=timeout)
 
     # ------------------------------------------------------------ conveniences
     def list_partner_requests(self, start: int = 0, limit: int = 10) -> list[dict[str, Any]]:
@@ -273,7 +215,9 @@ class KafkaBlockchainHook(BaseHook):
 
     def answer_partner_request(self, partner_request_id: str, accept: bool) -> str:
         """Accept (``True``) or reject a partner request; return the gateway's confirmation."""
-        return self.call(protocol.answer_call(protocol.PARTNER_ANSWER, partner_request_id, accept)).value
+        return self.client.call(
+            protocol.answer_call(protocol.PARTNER_ANSWER, partner_request_id, accept)
+        ).value
 
     def list_order_requests(self, start: int = 0, limit: int = 10) -> list[dict[str, Any]]:
         """One page of order requests addressed to this agent (``BLK_Act_Lst``)."""
@@ -285,7 +229,7 @@ class KafkaBlockchainHook(BaseHook):
 
     def answer_order_request(self, order_request_id: str, accept: bool) -> str:
         """Accept (``True``) or reject an order request; return the gateway's confirmation."""
-        return self.call(protocol.answer_call(protocol.ORDER_ANSWER, order_request_id, accept)).value
+        return self.client.call(protocol.answer_call(protocol.ORDER_ANSWER, order_request_id, accept)).value
 
     def get_record_type(self, name: str) -> dict[str, Any] | None:
         """(optional read, ``BLK_Rty_Get``) The record type *name*, or ``None`` when the gateway does not
@@ -295,7 +239,7 @@ class KafkaBlockchainHook(BaseHook):
     def create_record_type(self, name: str, description: str, properties: list[dict[str, Any]]) -> str:
         """Create a record type (``BLK_Rty``); ``properties`` are ``{"name", "data_type", "dynamic"}``.
         Creating it again identically is confirmed, not refused."""
-        return self.call(protocol.record_type_create_call(name, description, properties)).value
+        return self.client.call(protocol.record_type_create_call(name, description, properties)).value
 
     def get_record(self, record_id: str, *, timeout: float | None = None) -> dict[str, Any] | None:
         """(optional read, ``BLK_Rec_Get``) The record *record_id*, or ``None`` when it does not exist.
@@ -308,7 +252,9 @@ class KafkaBlockchainHook(BaseHook):
         self, record_id: str, record_type: str, description: str, properties: Mapping[str, Any]
     ) -> str:
         """Create a non-dynamic record (written once); creating it again identically is confirmed."""
-        return self.call(protocol.record_create_call(record_id, record_type, description, properties)).value
+        return self.client.call(
+            protocol.record_create_call(record_id, record_type, description, properties)
+        ).value
 
     def create_dynamic_record(
         self,
@@ -324,7 +270,7 @@ class KafkaBlockchainHook(BaseHook):
             record_id, record_type, description, properties, dynamic=True, password=password
         )
         _mask(password)
-        outcome = self.call(call)
+        outcome = self.client.call(call)
         if outcome.kind != "data":
             shown = " ".join(str(outcome.value).split())[:200]
             raise MalformedResponseError(
@@ -341,13 +287,15 @@ class KafkaBlockchainHook(BaseHook):
     ) -> str:
         """Update dynamic properties of a record on its record type's topic, signed with *token* (the
         record's reporter's); the connection's token when ``None``."""
-        return self.call(protocol.record_update_call(record_type, record_id, properties), token=token).value
+        return self.client.call(
+            protocol.record_update_call(record_type, record_id, properties), token=token
+        ).value
 
     def create_agent(self, name: str, password: str) -> tuple[str, str]:
         """Create an agent at the gateway; return ``(public_key, token)``. Both are secrets' neighbours:
         the token is registered for masking at once."""
         _mask(password)
-        data = self.call(protocol.agent_create_call(name, password), secrets=(password,)).value
+        data = self.client.call(protocol.agent_create_call(name, password), secrets=(password,)).value
         return self._agent_answer(data, need_public_key=True)
 
     def get_token(self, public_key: str | None = None, password: str | None = None) -> str:
@@ -360,7 +308,7 @@ class KafkaBlockchainHook(BaseHook):
             raise BlockchainConfigError(
                 f"Connection {self.token_conn_id} needs its public key and agent password to get a token"
             )
-        data = self.call(protocol.agent_token_call(public_key, password), secrets=(password,)).value
+        data = self.client.call(protocol.agent_token_call(public_key, password), secrets=(password,)).value
         return self._agent_answer(data, need_public_key=False)[1]
 
     @staticmethod
@@ -375,14 +323,14 @@ class KafkaBlockchainHook(BaseHook):
 
     def _get_or_none(self, call: protocol.Call, *, timeout: float | None = None) -> dict[str, Any] | None:
         try:
-            return self.call(call, timeout=timeout).value
+            return self.client.call(call, timeout=timeout).value
         except BlockchainGatewayError as exc:
             if protocol.is_not_found(exc.gateway_text):
                 return None
             raise
 
     def _page(self, call: protocol.Call) -> list[dict[str, Any]]:
-        value = self.call(call).value
+        value = self.client.call(call).value
         if not isinstance(value, list):
             raise BlockchainProtocolError(
                 f"The gateway answered {call.topic} with {type(value).__name__}, not a list"

@@ -209,7 +209,7 @@ class BaseBlockchainOperator(BaseOperator):
         the result. Another operator may run this one's steps inside its own task this way."""
         while True:
             try:
-                outcome, error = hook.call(step.call, timeout=step.timeout), None
+                outcome, error = hook.client.call(step.call, timeout=step.timeout), None
             except BlockchainGatewayError as exc:
                 outcome, error = None, exc
             except BlockchainError as exc:
@@ -223,7 +223,7 @@ class BaseBlockchainOperator(BaseOperator):
 
     def _defer(self, step: Step) -> NoReturn:
         try:
-            pending = self.hook.send(step.call, timeout=step.timeout)
+            pending = self.hook.client.send(step.call, timeout=step.timeout)
         finally:
             self.hook.close()
         self.defer_for_answers([pending], {"state": step.state, "optional": step.optional})
@@ -311,7 +311,7 @@ class BaseBlockchainOperator(BaseOperator):
         order sent, each answer, read back from the response topic, or the refusal or timeout."""
         resume, results = events.results(event)
         located = [result for result in results if isinstance(result, AnswerAt)]
-        read = iter(self.hook.answers_at(located) if located else [])
+        read = iter(self.hook.client.answers_at(located) if located else [])
         answers: list[Outcome | BlockchainError] = []
         for result in results:
             if isinstance(result, AnswerAt):

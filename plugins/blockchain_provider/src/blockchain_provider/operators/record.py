@@ -264,7 +264,7 @@ class CreateRecordsOperator(BaseBlockchainOperator):
         if self.deferrable:
             return self._send(context, specs, state)
         try:
-            outcomes = self.hook.call_many([self._call(spec) for spec in specs]) if specs else []
+            outcomes = self.hook.client.call_many([self._call(spec) for spec in specs]) if specs else []
         finally:
             self.hook.close()
         self._settle(
@@ -281,7 +281,7 @@ class CreateRecordsOperator(BaseBlockchainOperator):
         try:
             while specs:
                 window, specs = (specs, []) if hook.settings.echo_request_id else (specs[:1], specs[1:])
-                results = hook.send_batch([self._call(spec) for spec in window], wait=self.defer_after)
+                results = hook.client.send_batch([self._call(spec) for spec in window], wait=self.defer_after)
                 answered = [
                     (spec["record_id"], result)
                     for spec, result in zip(window, results, strict=True)

@@ -457,10 +457,10 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         the token (a reporter's without *token_source*)."""
         if not self.deferrable or (token is not None and token_source is None):
             try:
-                return hook.call(call, token=token, timeout=timeout)
+                return hook.client.call(call, token=token, timeout=timeout)
             except BlockchainGatewayError as exc:
                 return exc
-        (result,) = hook.send_batch([call], timeout=timeout, wait=self.defer_after, token=token)
+        (result,) = hook.client.send_batch([call], timeout=timeout, wait=self.defer_after, token=token)
         if not isinstance(result, PendingRequest):
             return result
         self.log.info("%s: sent, its answer awaited in the triggerer", key)
