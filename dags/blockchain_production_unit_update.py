@@ -128,7 +128,7 @@ def own_change(context: Mapping[str, Any]) -> tuple[MesRepository, ProductionUni
     A unit that does not exist, or values the MES refuses, fail the task at once (no retries: a
     retry would fail alike, and would hold back the unit's later updates).
     """
-    from include.mes.repository import ProductionUnitNotFoundError
+    from include.mes.models import ProductionUnitNotFoundError
 
     unit_id, status, process_name = unit_update_args(context["params"])
     repository = mes_repository()
