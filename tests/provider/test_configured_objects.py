@@ -212,8 +212,8 @@ def test_reporters_commands_go_through_the_registry(monkeypatch: pytest.MonkeyPa
             assert password == "the-password"
             return "fresh-token"
 
-    monkeypatch.setattr(cli, "_hook", lambda args: contextlib.nullcontext(Hook()))
-    monkeypatch.setattr(cli, "expose_connection", lambda conn_id: None)
+    monkeypatch.setattr(cli.common, "_hook", lambda args: contextlib.nullcontext(Hook()))
+    monkeypatch.setattr(cli.common, "expose_connection", lambda conn_id: None)
     FakeRegistry.kept.clear()
     assert cli.main(["reporters", "rotate", "--name", "PT10", "--json"]) == cli.EXIT_OK
     assert FakeRegistry.kept == [("PU_PT10", "fresh-token")] and "fresh-token" not in capsys.readouterr().out

@@ -23,8 +23,8 @@ class Store:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.connections: dict[str, dict[str, Any]] = {}
-        monkeypatch.setattr(cli, "read_connection", self.connections.get)
-        monkeypatch.setattr(cli, "write_connection", self.write)
+        monkeypatch.setattr(cli.common, "read_connection", self.connections.get)
+        monkeypatch.setattr(cli.common, "write_connection", self.write)
 
     def write(self, conn_id: str, conn: dict[str, Any], api_url: str | None) -> None:
         self.connections[conn_id] = json.loads(json.dumps(conn))
@@ -155,7 +155,7 @@ def test_a_gateway_that_does_not_answer_is_no_answer(kafka_bootstrap, topic_pref
 
 def test_a_connection_that_is_not_defined_is_config(capsys, monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_BLOCKCHAIN_NOPE", raising=False)
-    monkeypatch.setattr(cli, "read_connection", lambda conn_id: None)
+    monkeypatch.setattr(cli.common, "read_connection", lambda conn_id: None)
     code, outcome, _text = run(capsys, "token", "check", "--conn-id", "blockchain_nope", "--json")
     assert code == cli.EXIT_CONFIG
     assert outcome["error"] == "config" and "blockchain_nope is not defined" in outcome["message"]
@@ -176,7 +176,7 @@ def test_pools_ensure_reports_the_pool(tmp_path, monkeypatch, capsys):
     airflow = tmp_path / "airflow"
     airflow.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n[ "$2" = get ] && exit 1\nexit 0\n')
     airflow.chmod(0o755)
-    monkeypatch.setattr(cli.shutil, "which", lambda name, path=None: str(airflow))
+    monkeypatch.setattr(cli.common.shutil, "which", lambda name, path=None: str(airflow))
     code, outcome, _text = run(capsys, "pools", "ensure", "--conn-id", "blockchain_master", "--json")
     assert code == cli.EXIT_OK
     assert outcome == {

@@ -40,7 +40,9 @@ def new_connection(gateway_env, monkeypatch):
         "extra": {"topics": json.dumps(prefixed_topics(gateway_env.prefix))},
     }
     monkeypatch.setenv("AIRFLOW_CONN_BLOCKCHAIN_NEW", json.dumps(conn))
-    monkeypatch.setattr(cli, "read_connection", lambda conn_id: conn if conn_id == "blockchain_new" else None)
+    monkeypatch.setattr(
+        cli.common, "read_connection", lambda conn_id: conn if conn_id == "blockchain_new" else None
+    )
     return conn
 
 
@@ -56,7 +58,7 @@ def test_when_the_connection_cannot_be_written_the_credentials_are_kept_privatel
     def unreachable(conn_id, conn, api_url):
         raise cli.CommandError("the REST API refused the connection update: HTTP 503")
 
-    monkeypatch.setattr(cli, "write_connection", unreachable)
+    monkeypatch.setattr(cli.common, "write_connection", unreachable)
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, handler):
         code = cli.main(
             ["token", "create", "--conn-id", "blockchain_new", "--name", "MES", "--timeout", "10", "--json"]
@@ -81,7 +83,7 @@ def test_when_the_connection_cannot_be_written_the_credentials_are_kept_privatel
 def test_a_broken_connection_fails_before_anything_is_sent(gateway_env, monkeypatch):
     broken = {"conn_type": "blockchain_token", "extra": "{not json"}
     monkeypatch.setenv("AIRFLOW_CONN_BLOCKCHAIN_NEW", json.dumps({"conn_type": "blockchain_token"}))
-    monkeypatch.setattr(cli, "read_connection", lambda conn_id: broken)
+    monkeypatch.setattr(cli.common, "read_connection", lambda conn_id: broken)
     seen = []
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, lambda *a: seen.append(a)):
         code = cli.main(["token", "create", "--conn-id", "blockchain_new", "--name", "MES", "--timeout", "5"])

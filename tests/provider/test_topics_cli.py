@@ -19,7 +19,9 @@ pytestmark = pytest.mark.broker
 def test_new_topics_get_a_replica_per_broker_up_to_three(gateway_env, monkeypatch, capsys):
     prefix = f"t{uuid.uuid4().hex[:8]}_"
     conn = {"conn_type": "blockchain_token", "extra": {"topics": json.dumps(prefixed_topics(prefix))}}
-    monkeypatch.setattr(cli, "read_connection", lambda conn_id: conn if conn_id == "blockchain_t" else None)
+    monkeypatch.setattr(
+        cli.common, "read_connection", lambda conn_id: conn if conn_id == "blockchain_t" else None
+    )
     record_types = ["--record-type", "ProductionUnit", "--record-type", "DayReportIndicator"]
     assert cli.main(["topics", "ensure", "--conn-id", "blockchain_t", "--json", *record_types]) == cli.EXIT_OK
     created = json.loads(capsys.readouterr().out)
@@ -52,7 +54,7 @@ def test_a_broker_that_does_not_answer_is_a_broker_failure(monkeypatch, capsys):
         "AIRFLOW_CONN_KAFKA_DEFAULT",
         json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": f"127.0.0.1:{free_port()}"}}),
     )
-    monkeypatch.setattr(cli, "read_connection", lambda conn_id: None)
+    monkeypatch.setattr(cli.common, "read_connection", lambda conn_id: None)
     assert cli.main(["topics", "ensure", "--timeout", "2", "--json"]) == cli.EXIT_BROKER
     outcome = json.loads(capsys.readouterr().out)
     assert outcome["ok"] is False and outcome["error"] == "broker" and outcome["exit_code"] == cli.EXIT_BROKER
