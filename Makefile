@@ -84,6 +84,8 @@ bench-plant: kafka-check setup kafka-jars
 # the provider's wheel and sdist, in dist/ (to install into an Airflow of your own)
 dist: setup
 	$(BIN)/python -m build --outdir dist plugins/blockchain_provider
+	@# the build leaves its egg-info in src/, where the editable install would show Airflow the provider twice
+	rm -rf plugins/blockchain_provider/src/*.egg-info
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -46,7 +47,15 @@ def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel and the sdist ``python -m build`` makes of the provider."""
     out = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "build", "--outdir", str(out), str(PROVIDER)])
+    # built from a copy: a build writes its egg-info into the source tree, where the editable
+    # install's path would then show Airflow the provider twice
+    before = set(PROVIDER.rglob("*.egg-info"))
+    source = tmp_path_factory.mktemp("source") / "blockchain_provider"
+    shutil.copytree(
+        PROVIDER, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "dist", "__pycache__")
+    )
+    run([sys.executable, "-m", "build", "--outdir", str(out), str(source)])
+    assert set(PROVIDER.rglob("*.egg-info")) == before, "the build wrote into the source tree"
     return out
 
 

@@ -6,7 +6,8 @@ import pytest
 from fastapi import HTTPException
 from starlette.requests import Request
 
-from blockchain_provider.ui.api import airflow_api_url, run_url, user_token
+from blockchain_provider.ui.airflow_api import airflow_api_url, run_url
+from blockchain_provider.ui.auth import user_token
 
 
 def request(
@@ -102,7 +103,7 @@ def tls_server(tmp_path_factory):
 def call(port: int) -> int:
     import httpx
 
-    from blockchain_provider.ui.api import _default_api_client
+    from blockchain_provider.ui.airflow_api import _default_api_client
 
     try:
         with _default_api_client(request(("127.0.0.1", port))) as client:

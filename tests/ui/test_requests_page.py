@@ -44,10 +44,10 @@ def partner(n: int, status: str = "OPEN", to: str = MES_AGENT, age: int = 0) -> 
 @pytest.fixture
 def client(api_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """A browser of the API server; the plugin reaches Airflow's REST API of the same app."""
-    from blockchain_provider.ui import api as ui_app
+    from blockchain_provider.ui import airflow_api
 
     monkeypatch.setattr(
-        ui_app,
+        airflow_api,
         "api_client_factory",
         lambda request: TestClient(api_server, base_url="http://testserver/api/v2"),
     )
@@ -310,17 +310,17 @@ def test_the_forwarded_token_is_the_callers_own(
     client: TestClient, token: Any, mes: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Airflow's REST API sees the caller's JWT (from the cookie or the Authorization header)."""
-    from blockchain_provider.ui import api as ui_app
+    from blockchain_provider.ui import airflow_api
 
     seen: list[str] = []
-    real = ui_app.api_client_factory
+    real = airflow_api.api_client_factory
 
     def recording(request: Any) -> TestClient:
         inner = real(request)
         inner.event_hooks["request"].append(lambda r: seen.append(r.headers["authorization"]))
         return inner
 
-    monkeypatch.setattr(ui_app, "api_client_factory", recording)
+    monkeypatch.setattr(airflow_api, "api_client_factory", recording)
     mes.upsert_partner_requests([partner(1)])
     client.cookies.clear()
     jwt = token("operator")
