@@ -8,6 +8,7 @@ only): the providers manager reads it at discovery.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from blockchain_provider import protocol
@@ -96,12 +97,4 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 def ui_field_behaviour() -> dict[str, Any]:
     """:data:`UI_FIELD_BEHAVIOUR` in the shape of a hook's ``get_ui_field_behaviour`` (snake-case
     keys), a copy."""
-    return {key.replace("-", "_"): _copy(value) for key, value in UI_FIELD_BEHAVIOUR.items()}
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return list(value)
-    return value
+    return {key.replace("-", "_"): copy.deepcopy(value) for key, value in UI_FIELD_BEHAVIOUR.items()}

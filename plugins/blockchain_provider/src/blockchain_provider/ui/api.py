@@ -95,13 +95,8 @@ def request_store() -> RequestStore:
     try:
         return configured_request_store()
     except ConfiguredObjectError as exc:
+        # a store that fails to build is one too: configured_object logs it and names its type
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
-    except Exception as exc:
-        log.exception("The request store cannot be built")
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"The request store ([blockchain] request_store) cannot be built: {type(exc).__name__}",
-        ) from None
 
 
 def mes_agent() -> str | None:
