@@ -96,8 +96,7 @@ def test_the_schema_accepts(unit_dag, change):
 )
 def test_the_params_the_task_and_the_mes_apply_one_rule(unit_dag, status):
     """What the Params accept, the task and the MES's note accept, and the reverse."""
-    import blockchain_production_unit_update as module
-
+    from include.mes import unit_update_runs as module
     from include.mes.models import validate_unit_status
 
     try:
@@ -115,7 +114,7 @@ def test_the_params_the_task_and_the_mes_apply_one_rule(unit_dag, status):
 
 
 def test_what_the_schema_accepts_the_task_handles():
-    import blockchain_production_unit_update as module
+    from include.mes import unit_update_runs as module
 
     assert module.unit_update_args({**GOOD, "production_unit_id": 3.0}) == (3, "RUNNING", "Stamping")
     for bad in ({"production_unit_id": 10**30}, {"status": "RUN\x00"}, {"process_name": "a\ud800"}):
@@ -124,80 +123,98 @@ def test_what_the_schema_accepts_the_task_handles():
 
 
 @pytest.fixture
-def claim(monkeypatch, unit_dag, tmp_path):
-    """The task's ``update`` callable on a SQLite MES database: ``claim(run_id, try_number=1, **conf)``."""
+def claim(unit_dag, tmp_path):
+    """The update task's queue on a SQLite MES database, and ``context(run_id, try_number=1, **conf)``."""
     from include.mes.db import engine_from_url
     from include.mes.repository import MesRepository
+    from include.mes.unit_update_runs import UnitChangeQueue
 
-    task = unit_dag.get_task("update_unit_record")
-    module = task.update.__wrapped__.__globals__  # the DAG file as the DagBag loaded it
+    queue = unit_dag.get_task("update_unit_record").queue
+    assert isinstance(queue, UnitChangeQueue)  # the DAG drains the MES's queue
     engine = engine_from_url(f"sqlite:///{tmp_path / 'mes.sqlite3'}")
     repository = MesRepository(engine)
     repository.create_schema()
+    queue = UnitChangeQueue(lambda: repository, "mes_db")
 
-    monkeypatch.setitem(module, "mes_repository", lambda: repository)
-
-    def make(run_id: str, try_number: int = 1, **conf):
-        context = {
+    def context(run_id: str, try_number: int = 1, **conf):
+        return {
             "params": {**GOOD, **conf},
             "dag_run": SimpleNamespace(run_id=run_id),
             "ti": SimpleNamespace(try_number=try_number, max_tries=3),
         }
-        return task.update(context)
 
     try:
-        yield make, repository
+        yield queue, context, repository
     finally:
         engine.dispose()
 
 
 def test_a_missing_unit_fails_at_once(claim):
     """A missing unit is not retried three times (it would hold back the unit's later updates)."""
-    make, _repository = claim
+    queue, context, _repository = claim
     with pytest.raises(AirflowFailException, match="Production unit 3"):
-        with make("manual__1"):
-            pass
+        queue.claim(context("manual__1"))
 
 
 def test_a_run_whose_change_was_applied_has_nothing_left_and_names_who_applied_it(claim):
-    make, repository = claim
+    from include.mes.unit_updates import unit_lock_holder
+
+    queue, context, repository = claim
     unit = repository.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
     repository.set_production_unit_state(unit.id, "S1", "P1", dag_run_id="mes__a")
     repository.set_production_unit_state(unit.id, "S2", "P2", dag_run_id="mes__b")
-    with make("mes__b", production_unit_id=unit.id) as claimed:
-        # the run's own change last, the MES's noted values (not the conf's) in order
-        assert [(p.key, p.own, dict(p.update.updates)) for p in claimed.pending] == [
-            (f"change {repository.unit_change('mes__a').seq}", False, {"Status": "S1", "ProcessName": "P1"}),
-            (f"change {repository.unit_change('mes__b').seq}", True, {"Status": "S2", "ProcessName": "P2"}),
-        ]
-        for pending in claimed.pending:
-            pending.mark_sending()
-            pending.mark_applied("ok")
-    with make("mes__a", production_unit_id=unit.id) as claimed:
-        assert claimed.pending == [] and claimed.applied_by == "run mes__b"
-        assert claimed.summary["unit"] == "PT10"
+    claimed = queue.claim(context("mes__b", production_unit_id=unit.id))
+    # the run's own change last, the MES's noted values (not the conf's) in order
+    assert [(p.key, p.own, dict(p.update.updates)) for p in claimed.pending] == [
+        (f"change {repository.unit_change('mes__a').seq}", False, {"Status": "S1", "ProcessName": "P1"}),
+        (f"change {repository.unit_change('mes__b').seq}", True, {"Status": "S2", "ProcessName": "P2"}),
+    ]
+    assert unit_lock_holder(repository.engine, unit.id) == "mes__b"
+    for pending in claimed.pending:
+        pending.mark_sending()
+        pending.mark_applied("ok")
+    claimed.release()
+    assert unit_lock_holder(repository.engine, unit.id) is None
+    claimed = queue.claim(context("mes__a", production_unit_id=unit.id))
+    assert claimed.pending == [] and claimed.applied_by == "run mes__b"
+    assert claimed.summary["unit"] == "PT10"
+
+
+def test_a_claim_kept_for_a_deferral_keeps_the_units_lock(claim):
+    from include.mes.unit_updates import unit_lock_holder
+
+    queue, context, repository = claim
+    unit = repository.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
+    repository.set_production_unit_state(unit.id, "S1", "P1", dag_run_id="mes__a")
+    queue.claim(context("mes__a", production_unit_id=unit.id)).keep(60.0)
+    assert unit_lock_holder(repository.engine, unit.id) == "mes__a"
+    # the resumed task claims again under the same run, and lets go when it is done
+    queue.claim(context("mes__a", production_unit_id=unit.id)).release()
+    assert unit_lock_holder(repository.engine, unit.id) is None
 
 
 def test_a_run_that_fails_for_good_gives_its_change_up(claim):
-    make, repository = claim
+    from include.mes.unit_updates import UnitLockTimeoutError
+
+    queue, context, repository = claim
     unit = repository.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
     repository.set_production_unit_state(unit.id, "S1", "P1", dag_run_id="mes__a")
-    with pytest.raises(BlockchainTimeoutError):
-        with make("mes__a", try_number=1, production_unit_id=unit.id):
-            raise BlockchainTimeoutError("no answer", topic="BLK_Rec", request_id="r", timeout=1)
-    assert repository.unit_change("mes__a").pending  # a try that will be retried keeps it
-    with pytest.raises(BlockchainTimeoutError):
-        with make("mes__a", try_number=4, production_unit_id=unit.id):
-            raise BlockchainTimeoutError("no answer", topic="BLK_Rec", request_id="r", timeout=1)
+    # a run whose claim lapsed gives nothing up: the lock's holder applies its change in turn
+    queue.failed(context("mes__a", production_unit_id=unit.id), UnitLockTimeoutError("lapsed"))
+    assert repository.unit_change("mes__a").pending
+    queue.claim(context("mes__a", production_unit_id=unit.id)).release()
+    queue.failed(
+        context("mes__a", try_number=4, production_unit_id=unit.id),
+        BlockchainTimeoutError("no answer", topic="BLK_Rec", request_id="r", timeout=1),
+    )
     given_up = repository.unit_change("mes__a")
     assert (given_up.outcome, given_up.applied_by_run) == ("failed", "mes__a")
     # the run cleared and run again does not put its older values back
     with pytest.raises(AirflowFailException, match="was given up"):
-        with make("mes__a", production_unit_id=unit.id):
-            pass
+        queue.claim(context("mes__a", production_unit_id=unit.id))
     # a run triggered by hand notes its own change when it starts, after the given-up one
-    with make("manual__b", production_unit_id=unit.id, status="S2") as claimed:
-        assert [(p.own, p.update.updates["Status"]) for p in claimed.pending] == [(True, "S2")]
+    claimed = queue.claim(context("manual__b", production_unit_id=unit.id, status="S2"))
+    assert [(p.own, p.update.updates["Status"]) for p in claimed.pending] == [(True, "S2")]
 
 
 def note_as_before(repository, unit_id: int, status: str, process_name: str, run_id: str) -> None:
@@ -222,26 +239,25 @@ def note_as_before(repository, unit_id: int, status: str, process_name: str, run
     ("status", "process_name"), [("Stopped\x1b]0;x\x07", "Idle"), ("Stopped", "Idle\u202e"), ("\u3164", "")]
 )
 def test_a_change_refused_by_its_own_run_is_not_applied_by_the_next(claim, status, process_name):
-    make, repository = claim
+    queue, context, repository = claim
     unit = repository.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
     note_as_before(repository, unit.id, status, process_name, "mes__bad")
     with pytest.raises(AirflowFailException, match="Invalid"):
-        with make("mes__bad", production_unit_id=unit.id, status=status, process_name=process_name):
-            pass
+        queue.claim(context("mes__bad", production_unit_id=unit.id, status=status, process_name=process_name))
     repository.set_production_unit_state(unit.id, "Running", "Deep drawing", dag_run_id="mes__good")
-    with make(
-        "mes__good", production_unit_id=unit.id, status="Running", process_name="Deep drawing"
-    ) as claimed:
-        assert [(p.own, dict(p.update.updates)) for p in claimed.pending] == [
-            (True, {"Status": "Running", "ProcessName": "Deep drawing"})
-        ]
+    claimed = queue.claim(
+        context("mes__good", production_unit_id=unit.id, status="Running", process_name="Deep drawing")
+    )
+    assert [(p.own, dict(p.update.updates)) for p in claimed.pending] == [
+        (True, {"Status": "Running", "ProcessName": "Deep drawing"})
+    ]
     bad = repository.unit_change("mes__bad")
     assert (bad.outcome, bad.applied_by_run) == ("refused", "mes__good")
     assert "Invalid" in bad.detail
 
 
 def test_the_mes_does_not_note_a_change_its_dag_would_refuse(claim):
-    _make, repository = claim
+    _queue, _context, repository = claim
     unit = repository.add_production_unit("PT10", "Press line 10", "Running", "Stamping")
     for status, process_name in (("Stopped\x1b", ""), ("\u200b", ""), ("Stopped", "a\u2028b")):
         with pytest.raises(ValueError, match="Invalid"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from contextlib import contextmanager
 
 import pytest
 from airflow.sdk import BaseOperator
@@ -643,23 +642,17 @@ def test_update_dynamic_record_creates_its_reporter_once_and_updates_as_it(gatew
     set_connections(monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, reads=reads)
     gateway, store, memory = Ledger(), MemoryStore(), RecordTypeMemory()
 
-    def update(status):
-        return lambda context: DynamicRecordUpdate(
-            record_id="PU_PT10",
-            description="Unit PT10",
-            properties={"Code": "PT10", "Status": "NEW"},
-            updates={"Status": status},
-            store=store,
-            summary={"unit": "PT10"},
-        )
-
     def operator(status):
         return UpdateDynamicRecordOperator(
             task_id="u",
             record_type="ProductionUnit",
             record_type_description="Units",
             record_type_properties=PROPS,
-            update=update(status),
+            record_id="PU_PT10",
+            description="Unit PT10",
+            properties={"Code": "PT10", "Status": "NEW"},
+            updates={"Status": status},
+            reporters=store,
             record_types=lambda: memory,
         )
 
@@ -667,7 +660,6 @@ def test_update_dynamic_record_creates_its_reporter_once_and_updates_as_it(gatew
         result = run_deferred(operator("RUN"))
         assert result == {
             "record_id": "PU_PT10",
-            "unit": "PT10",
             "Status": "RUN",
             "message": "record updated",
         }
@@ -714,14 +706,11 @@ def unit_operator(store, status, **kwargs):
         record_type="ProductionUnit",
         record_type_description="Units",
         record_type_properties=PROPS,
-        update=lambda context: DynamicRecordUpdate(
-            record_id="PU_PT20",
-            description="Unit PT20",
-            properties={"Code": "PT20", "Status": "NEW"},
-            updates={"Status": status},
-            store=store,
-            summary={"unit": "PT20"},
-        ),
+        record_id="PU_PT20",
+        description="Unit PT20",
+        properties={"Code": "PT20", "Status": "NEW"},
+        updates={"Status": status},
+        reporters=store,
         **kwargs,
     )
 
@@ -743,41 +732,102 @@ def test_a_deferred_update_waits_in_the_triggerer_when_it_can_read_the_reporters
     assert not [kwargs for _, kwargs in triggers if RT in json.dumps(kwargs)]
 
 
+class ListQueue:
+    """A record's queue in a list, its lock a flag, as a database would keep them."""
+
+    def __init__(self, store, *, busy_claims=0, failure=None):
+        self.store, self.busy_claims, self.failure = store, busy_claims, failure
+        self.claims, self.failed_with, self.locked, self.kept = 0, [], False, []
+
+    def claim(self, context):
+        from blockchain_provider.operators import ClaimedUpdates, PendingUpdate, QueueBusy
+
+        self.claims += 1
+        if self.claims <= self.busy_claims:
+            raise QueueBusy("PU_PT21 is held by run other")
+        if self.failure is not None:
+            raise self.failure
+        self.locked = True
+        update = DynamicRecordUpdate("PU_PT21", "Unit PT21", {"Code": "PT21"}, {"Status": "RUN"}, self.store)
+        return ClaimedUpdates(
+            pending=[PendingUpdate(update=update, key="change 1", own=True)],
+            keep=self.kept.append,
+            release=lambda: setattr(self, "locked", False),
+        )
+
+    def failed(self, context, failure):
+        self.failed_with.append(type(failure).__name__)
+
+
 @pytest.mark.broker
 def test_a_busy_queue_waits_in_the_triggerer_when_deferrable(gateway_env):
     from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
-    from blockchain_provider.operators import ClaimedUpdates, PendingUpdate, QueueBusy
+    from blockchain_provider.operators import QueueBusy
 
-    gateway, store, claims = Ledger(), MemoryStore(), []
+    gateway, store = Ledger(), MemoryStore()
 
-    @contextmanager
-    def claim(context):
-        claims.append(len(claims))
-        if len(claims) == 1:
-            raise QueueBusy("PU_PT21 is held by run other")
-        update = DynamicRecordUpdate("PU_PT21", "Unit PT21", {"Code": "PT21"}, {"Status": "RUN"}, store)
-        yield ClaimedUpdates(pending=[PendingUpdate(update=update, key="change 1", own=True)])
-
-    def operator(deferrable):
+    def operator(queue, deferrable):
         return UpdateDynamicRecordOperator(
             task_id="u",
             record_type="ProductionUnit",
             record_type_description="Units",
             record_type_properties=PROPS,
-            update=claim,
+            queue=queue,
             deferrable=deferrable,
+            defer_after=0,
             queue_retry=0.5,
         )
 
+    blocking = ListQueue(store, busy_claims=1)
     with pytest.raises(QueueBusy, match="held by run other"):
-        run_operator(operator(False))  # blocking: the try fails, and is retried
-    claims.clear()
-    triggers = []
-    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway):
-        result = run_operator(operator(True), triggers=triggers)
-    assert result["applied"] == ["change 1"] and len(claims) == 2
+        run_operator(operator(blocking, False))  # blocking: the try fails, and is retried
+    assert blocking.failed_with == []  # not its last try: nothing given up
+    queue, triggers = ListQueue(store, busy_claims=1), []
+    with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, slowly(gateway, 0.3)):
+        result = run_operator(operator(queue, True), triggers=triggers)
+    assert result["applied"] == ["change 1"] and queue.claims >= 2
     assert triggers[0][0] == f"{DateTimeTrigger.__module__}.DateTimeTrigger"
+    # the claims that deferred for an answer kept the lock; the last let go of it
+    assert queue.kept and not queue.locked and queue.failed_with == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "try_number", "told"),
+    [
+        ("busy", 1, []),  # retried: the queue keeps the update
+        ("busy", 4, ["QueueBusy"]),  # the last try: the queue notes it failed for good
+        ("fail", 1, ["AirflowFailException"]),  # no retry fixes it
+    ],
+)
+def test_the_queue_is_told_of_a_failure_no_retry_follows(failure, try_number, told):
+    from blockchain_provider.operators import QueueBusy
+
+    queue = ListQueue(
+        MemoryStore(), failure=QueueBusy("held") if failure == "busy" else AirflowFailException("no")
+    )
+    operator = UpdateDynamicRecordOperator(
+        task_id="u",
+        record_type="ProductionUnit",
+        record_type_description="Units",
+        record_type_properties=PROPS,
+        queue=queue,
+        deferrable=False,
+    )
+    with pytest.raises((QueueBusy, AirflowFailException)):
+        operator.execute(task_context(try_number=try_number))
+    assert queue.failed_with == told
+
+
+def test_an_update_is_given_as_values_or_as_a_queue():
+    kwargs = {"task_id": "u", "record_type": "ProductionUnit", "record_type_description": "U"}
+    kwargs["record_type_properties"] = PROPS
+    with pytest.raises(BlockchainConfigError, match="record_id, updates, reporters missing"):
+        UpdateDynamicRecordOperator(**kwargs)
+    with pytest.raises(BlockchainConfigError, match="not both"):
+        UpdateDynamicRecordOperator(**kwargs, queue=ListQueue(MemoryStore()), record_id="PU_1")
+    with pytest.raises(BlockchainConfigError, match="an UpdateQueue"):
+        UpdateDynamicRecordOperator(**kwargs, queue=object())
 
 
 def test_every_operator_templates_its_connections():
@@ -867,13 +917,11 @@ def test_a_dynamic_record_answered_without_a_reporter_fails_at_once(gateway_env,
         record_type="ProductionUnit",
         record_type_description="Units",
         record_type_properties=PROPS,
-        update=lambda context: DynamicRecordUpdate(
-            record_id="PU_PT30",
-            description="Unit PT30",
-            properties={"Code": "PT30", "Status": "NEW"},
-            updates={"Status": "RUN"},
-            store=MemoryStore(),
-        ),
+        record_id="PU_PT30",
+        description="Unit PT30",
+        properties={"Code": "PT30", "Status": "NEW"},
+        updates={"Status": "RUN"},
+        reporters=MemoryStore(),
         deferrable=deferrable,
     )
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, no_reporter):

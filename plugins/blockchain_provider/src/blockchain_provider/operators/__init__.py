@@ -23,6 +23,7 @@ from blockchain_provider.operators.reporter import (
     QueueBusy,
     ReporterStore,
     UpdateDynamicRecordOperator,
+    UpdateQueue,
 )
 from blockchain_provider.operators.token import CheckTokenOperator
 
@@ -43,5 +44,6 @@ __all__ = [
     "QueueBusy",
     "ReporterStore",
     "UpdateDynamicRecordOperator",
+    "UpdateQueue",
     "UpdateRecordOperator",
 ]

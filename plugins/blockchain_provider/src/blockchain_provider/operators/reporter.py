@@ -6,28 +6,24 @@ credentials are kept is the caller's: a :class:`ReporterStore` (the MES database
 production units).
 
 When a record's updates may be triggered faster than they are applied, and must be applied in
-the order they were made, the caller keeps them in a queue of its own and hands the operator a
-claim (:class:`ClaimedUpdates` from a context manager): the pending updates, in order, under a
-lock the caller holds until the block ends, each with callbacks that note it applied. The
-operator knows nothing of where the queue or the lock lives.
-
-Deferred, a task hands a slow answer's wait to the triggerer and resumes in another process:
-the claim's context manager then sees :class:`~airflow.sdk.exceptions.TaskDeferred` and must
-keep its lock (the resumed task claims again, under the same run), and a claim that finds the
-queue held by another task raises :class:`QueueBusy`, so the task looks again a little later
-from the triggerer instead of waiting in a worker slot.
+the order they were made, the caller keeps them in a queue of its own (an :class:`UpdateQueue`)
+and the operator claims it: the pending updates, in order, under a lock the caller holds, each
+with callbacks that note it applied. The operator knows nothing of where the queue or the lock
+lives, and ends each claim itself: it keeps the lock when the task goes on later (it deferred to
+the triggerer, or hands on to the run's next task) and lets go of it otherwise. A claim that
+finds the queue held by another task raises :class:`QueueBusy`, so the task looks again a little
+later from the triggerer instead of waiting in a worker slot.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from airflow.sdk.log import mask_secret
 
 from blockchain_provider import protocol
@@ -41,7 +37,7 @@ from blockchain_provider.exceptions import (
 from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.memory import RecordTypeMemorySource
-from blockchain_provider.operators.base import BaseBlockchainOperator, Done, resolve_callable
+from blockchain_provider.operators.base import BaseBlockchainOperator, Done, is_template, resolve_callable
 from blockchain_provider.operators.record import EnsureRecordTypeOperator
 from blockchain_provider.outcomes import Outcome
 from blockchain_provider.quoting import quote
@@ -137,20 +133,43 @@ class PendingUpdate:
 class ClaimedUpdates:
     """What a claim on a record's queue gives the operator, while the caller's lock is held.
 
+    The operator ends every claim once, with :attr:`keep` or :attr:`release`.
+
     :param pending: the updates to apply, in order; the task's own among them unless it was
         applied already (then the list is usually empty).
     :param applied_by: when the task's own update was applied before this claim, who applied it
         (e.g. another run's id), for the task's result; default ``None``.
     :param summary: small facts for the task's result (a unit's code), no secret; default empty.
-    :param keep: called when the claim goes on in a later task of the same run (a task that only
-        creates hands the queue to the task that updates): the lock must then outlast the block;
-        default does nothing.
+    :param keep: called with the seconds the task may be away when the claim goes on later, in
+        another process (the task deferred, or a task of part ``"create"`` hands the claim to the
+        run's update task, with 0): the lock must outlast them; default does nothing.
+    :param release: called when the try ends otherwise, however it ends: the lock goes; default
+        does nothing.
     """
 
     pending: Sequence[PendingUpdate]
     applied_by: str | None = None
     summary: Mapping[str, Any] = field(default_factory=dict)
-    keep: Callable[[], None] = field(default=_nothing, repr=False)
+    keep: Callable[[float], None] = field(default=_nothing, repr=False)
+    release: Callable[[], None] = field(default=_nothing, repr=False)
+
+
+class UpdateQueue(Protocol):
+    """A record's queue of updates, kept by the caller and serialised by a lock the caller holds.
+
+    :class:`UpdateDynamicRecordOperator` claims it each time its task starts or resumes, and calls
+    :meth:`failed` when a try fails for good.
+    """
+
+    def claim(self, context: Mapping[str, Any]) -> ClaimedUpdates:
+        """Take the queue's lock for the task's run, and give the updates pending up to the task's own.
+
+        :raises QueueBusy: another task holds the lock.
+        """
+
+    def failed(self, context: Mapping[str, Any], failure: BaseException) -> None:
+        """The task failed for good (its last try, or a failure no retry can fix), claimed or not:
+        note what becomes of its own update (the queue's later claims then pass it by)."""
 
 
 def ensure_record_type(
@@ -217,18 +236,23 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
 
     Returns the record id, the gateway's confirmation, the values set and the update's summary.
 
+    The update is given as plain values (*record_id*, *description*, *properties*, *updates* and
+    the *reporters* store), or as a *queue* the caller keeps (:class:`UpdateQueue`), whose
+    pending updates are applied in order under the caller's lock.
+
+    Returns the record id, the gateway's confirmation, the values set and the update's summary.
+
     :param record_type: the record type's name (it names the topic).
     :param record_type_description: what the record type's records hold.
     :param record_type_properties: its ``{"name", "data_type", "dynamic"}`` objects.
-    :param update: a callable (or dotted path to one) given the task's context that returns
-        either the :class:`DynamicRecordUpdate` to make, or a context manager whose block holds
-        the caller's lock on the record's queue and which gives the :class:`ClaimedUpdates` to
-        apply in order.
+    :param record_id: the record's id; templated.
+    :param description: its description, used when it is created; templated.
+    :param properties: its properties when created (dynamic ones with their first value); templated.
+    :param updates: the dynamic properties to set; templated.
+    :param reporters: where the record's reporter is kept (:class:`ReporterStore`).
+    :param queue: instead of the five above, the caller's queue of updates (:class:`UpdateQueue`).
     :param defer_after: when deferrable, seconds to wait in the worker for an answer before
         handing the wait to the triggerer; defaults to 1. ``0`` defers every wait.
-    :param queue_wait: when deferrable, seconds a claim may wait in the worker for a busy queue
-        before it raises :class:`QueueBusy` (the *update* callable reads it from the task);
-        defaults to 5.
     :param part: ``"all"`` (the default), ``"create"`` or ``"update"``: see above.
     :param queue_retry: seconds a deferrable task waits in the triggerer before it claims a busy
         queue again; defaults to 2.
@@ -238,16 +262,27 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         update).
     """
 
+    template_fields = (
+        *BaseBlockchainOperator.template_fields,
+        "record_id",
+        "description",
+        "properties",
+        "updates",
+    )
+
     def __init__(
         self,
         *,
         record_type: str,
         record_type_description: str,
         record_type_properties: list[dict[str, Any]],
-        update: str
-        | Callable[[Mapping[str, Any]], DynamicRecordUpdate | AbstractContextManager[ClaimedUpdates]],
+        record_id: str | None = None,
+        description: str = "",
+        properties: Mapping[str, Any] | None = None,
+        updates: Mapping[str, Any] | None = None,
+        reporters: ReporterStore | None = None,
+        queue: UpdateQueue | None = None,
         defer_after: float = 1.0,
-        queue_wait: float = 5.0,
         queue_retry: float = 2.0,
         record_types: RecordTypeMemorySource | None = None,
         part: str = "all",
@@ -264,47 +299,63 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         self.record_type = record_type
         self.record_type_description = record_type_description
         self.record_type_properties = record_type_properties
-        resolve_callable(update, "update")
-        self.update = update
-        for name, value in (
-            ("defer_after", defer_after),
-            ("queue_wait", queue_wait),
-            ("queue_retry", queue_retry),
+        plain = {"record_id": record_id, "updates": updates, "reporters": reporters}
+        if queue is None and None in plain.values():
+            missing = ", ".join(name for name, value in plain.items() if value is None)
+            raise BlockchainConfigError(f"Give the update ({missing} missing), or a queue")
+        if queue is not None and any(
+            value is not None for value in (record_id, properties, updates, reporters)
         ):
+            raise BlockchainConfigError("Give either the update's values or a queue, not both")
+        if queue is not None and not (
+            callable(getattr(queue, "claim", None)) and callable(getattr(queue, "failed", None))
+        ):
+            raise BlockchainConfigError(
+                f"queue must have claim() and failed() (an UpdateQueue), not {queue!r:.80}"
+            )
+        if record_id is not None and not is_template(record_id):
+            protocol.validate_name(record_id, "record id")
+        self.record_id = record_id
+        self.description = description
+        self.properties = properties if properties is not None else {}
+        self.updates = updates
+        self.reporters = reporters
+        self.queue = queue
+        for name, value in (("defer_after", defer_after), ("queue_retry", queue_retry)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise BlockchainConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
         self.defer_after = float(defer_after)
-        self.queue_wait = float(queue_wait)
         self.queue_retry = float(queue_retry)
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
         return self._run(context, {}, None)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
-        """Resume after the triggerer; when the wait itself failed (the trigger failed, or the
-        deferral timed out), the failure is raised inside the caller's claim, so the claim lets go
-        of its lock, and notes what it notes of a failed try, as it does for any other error."""
+        """Resume after the triggerer. When the wait itself failed (the trigger failed, or the
+        deferral timed out), the claim the task kept is let go of, and a failure for good is noted."""
         from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
 
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except (TaskDeferralError, TaskDeferralTimeout) as failure:
-            self._fail_in_claim(context, failure)
+            if self.queue is not None:
+                self._end_claim(context, failure)
             raise
 
-    def _fail_in_claim(self, context: Mapping[str, Any], failure: BaseException) -> None:
-        make = resolve_callable(self.update, "update")
-        assert make is not None
+    def _end_claim(self, context: Mapping[str, Any], failure: BaseException) -> None:
+        """Let go of the claim the task kept while it was away, after *failure* ended its wait."""
         try:
-            made = make(context)
-            if isinstance(made, DynamicRecordUpdate):
-                return
-            with made:
-                raise failure
-        except QueueBusy:
-            self.log.warning("The record's queue is held by another task: nothing of this try to let go of")
-        except type(failure):
-            pass  # raised by the caller
+            self.queue.claim(context).release()  # type: ignore[union-attr]
+        except Exception as exc:  # the lock may be another run's by now: nothing of this try to let go of
+            self.log.warning("The record's queue could not be claimed to let go of it: %s", exc)
+        self._note_failure(context, failure)
+
+    def _note_failure(self, context: Mapping[str, Any], failure: BaseException) -> None:
+        """Tell the queue of a failure no retry follows (the last try, or one that no retry fixes)."""
+        ti = context.get("ti")
+        last_try = ti is not None and getattr(ti, "try_number", 1) > getattr(ti, "max_tries", 0)
+        if isinstance(failure, AirflowFailException) or last_try:
+            self.queue.failed(context, failure)  # type: ignore[union-attr]
 
     def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> dict[str, Any]:
         """Resume after the triggerer: with the answer a deferred request waited for, or after the
@@ -318,15 +369,13 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     def _run(
         self, context: Mapping[str, Any], state: dict[str, Any], answer: tuple[str | None, Any] | None
     ) -> dict[str, Any]:
-        make = resolve_callable(self.update, "update")
-        assert make is not None
+        if self.queue is None:
+            return self._run_plain(context, state, answer)
         try:
-            made = make(context)
-            if not isinstance(made, DynamicRecordUpdate):
-                with made as claimed:
-                    return self._apply(claimed, context, state, answer)
+            claimed = self.queue.claim(context)
         except QueueBusy as exc:
             if not self.deferrable:
+                self._note_failure(context, exc)
                 raise
             self.log.info(
                 "%s: claiming again in %g s, meanwhile waiting in the triggerer", exc, self.queue_retry
@@ -334,12 +383,43 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
             self.defer(
                 trigger=TimeDeltaTrigger(timedelta(seconds=self.queue_retry)), method_name="execute_complete"
             )
+        except Exception as exc:
+            self._note_failure(context, exc)
+            raise
         try:
-            protocol.record_update_call(self.record_type, made.record_id, made.updates)
+            result = self._apply(claimed, context, state, answer)
+        except TaskDeferred as deferred:
+            # the task goes on when the triggerer has the answer: the lock lasts the wait out
+            claimed.keep(deferred.timeout.total_seconds() if deferred.timeout is not None else 0.0)
+            raise
+        except BaseException as exc:
+            claimed.release()
+            if isinstance(exc, Exception):
+                self._note_failure(context, exc)
+            raise
+        if self.part == "create" and claimed.pending:
+            # the run's update task goes on with the claim
+            claimed.keep(0.0)
+        else:
+            claimed.release()
+        return result
+
+    def _run_plain(
+        self, context: Mapping[str, Any], state: dict[str, Any], answer: tuple[str | None, Any] | None
+    ) -> dict[str, Any]:
+        update = DynamicRecordUpdate(
+            record_id=str(self.record_id),
+            description=self.description,
+            properties=dict(self.properties),
+            updates=dict(self.updates or {}),
+            store=self.reporters,  # type: ignore[arg-type]
+        )
+        try:
+            protocol.record_update_call(self.record_type, update.record_id, update.updates)
         except InvalidIdentifierError as exc:
             # a value the ledger's rules refuse: a retry would fail alike
             raise AirflowFailException(str(exc)) from None
-        single = ClaimedUpdates(pending=[PendingUpdate(update=made, key="update", own=True)])
+        single = ClaimedUpdates(pending=[PendingUpdate(update=update, key="update", own=True)])
         result = self._apply(single, context, state, answer)
         result.pop("applied", None)
         return result
@@ -388,7 +468,6 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
                 }.items():
                     self._reporter_token(hook, update)
                     result.setdefault("created", []).append(record_id)
-                claimed.keep()
                 return result
             for index, item in enumerate(claimed.pending):
                 update = item.update
