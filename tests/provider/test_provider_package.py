@@ -67,6 +67,20 @@ def test_everything_the_provider_ships_is_registered_and_importable():
     assert set(info["notifications"]) <= registered
 
 
+def test_the_plugin_is_declared_where_airflow_looks_for_it():
+    """The providers manager's declaration and the entry point every Airflow process loads name
+    the same plugin, which exists."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    (declared,) = get_provider_info()["plugins"]
+    module, _, name = declared["plugin-class"].rpartition(".")
+    plugin = getattr(importlib.import_module(module), name)
+    assert plugin.name == declared["name"]
+    (entry,) = [e for e in entry_points(group="airflow.plugins") if e.name == declared["name"]]
+    assert entry.load() is plugin
+
+
 def test_the_provider_names_nothing_of_the_project() -> None:
     """Installed into another deployment, the provider imports and names none of this project's
     packages: what it needs from the MES side comes through its configured interfaces."""

@@ -36,6 +36,12 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        # also the "airflow.plugins" entry point (pyproject.toml), as the Kafka provider does: the
+        # providers manager loads the plugins it declares only when [core]
+        # lazy_discover_providers is off, the entry point in every Airflow process
+        "plugins": [
+            {"name": "blockchain_requests", "plugin-class": "blockchain_provider.ui.BlockchainRequestsPlugin"}
+        ],
         "triggers": [
             {
                 "integration-name": "Blockchain gateway",
