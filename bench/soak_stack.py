@@ -82,7 +82,7 @@ def main() -> None:
     from blockchain_provider.hooks import gateway_client
     from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
     from blockchain_provider.operators import ListOrderRequestsOperator, ListPartnerRequestsOperator
-    from blockchain_provider.operators.reporter import ensure_record_type
+    from blockchain_provider.operators.record import ensure_record_type
     from gateway_sandbox import crypto
     from include.day_report_keys import (
         DAY_REPORT_RECORD_PROPERTIES,

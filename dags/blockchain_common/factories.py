@@ -20,7 +20,11 @@ from blockchain_provider.operators import (
     ListOrderRequestsOperator,
     ListPartnerRequestsOperator,
 )
-from blockchain_provider.operators.base import BaseAnswerOperator, BaseGetRequestOperator, BaseListOperator
+from blockchain_provider.operators.requests import (
+    BaseAnswerOperator,
+    BaseGetRequestOperator,
+    BaseListOperator,
+)
 from blockchain_provider.protocol import REQUEST_ID_PATTERN
 from blockchain_provider.quoting import quote
 from blockchain_provider.request_kinds import RequestKindName

@@ -306,6 +306,7 @@ class _BlipHook:
     """A gateway hook whose broker does not answer in time."""
 
     gateway_id = "localhost:9092/02" + "ab" * 32
+    kafka_config_id, token_conn_id = "kafka_default", "blockchain_master"
     client = _BlipClient()
 
     def close(self):

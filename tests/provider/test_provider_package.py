@@ -47,16 +47,18 @@ def test_everything_the_provider_ships_is_registered_and_importable():
     import pkgutil
 
     from airflow.providers_manager import ProvidersManager
+    from airflow.sdk import BaseOperator
 
     import blockchain_provider.operators as operators_package
 
     info = get_provider_info()
     declared = {m for entry in info["operators"] for m in entry["python-modules"]}
-    shipped = {
-        f"blockchain_provider.operators.{m.name}"
-        for m in pkgutil.iter_modules(operators_package.__path__)
-        if m.name != "base"
+    modules = {
+        f"blockchain_provider.operators.{m.name}" for m in pkgutil.iter_modules(operators_package.__path__)
     }
+    exported = [getattr(operators_package, name) for name in operators_package.__all__]
+    shipped = {c.__module__ for c in exported if isinstance(c, type) and issubclass(c, BaseOperator)}
+    assert shipped <= modules
     assert declared == shipped
     for module in declared | {m for e in info["triggers"] for m in e["python-modules"]}:
         importlib.import_module(module)

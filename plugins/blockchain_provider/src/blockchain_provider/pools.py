@@ -8,7 +8,7 @@ The records' reporters that a master creates each sign with a token of their own
 need not queue behind the master's. They run in a pool of their own, whose slots bound how many
 reporters have a request in flight at once; what keeps one reporter to one request at a time is
 the caller's lock on the record's queue (one task at a time per record, see
-:class:`~blockchain_provider.operators.reporter.UpdateQueue`), not the pool.
+:class:`~blockchain_provider.operators.update_queue.UpdateQueue`), not the pool.
 """
 
 from __future__ import annotations

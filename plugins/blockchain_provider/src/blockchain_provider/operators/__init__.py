@@ -16,16 +16,16 @@ from blockchain_provider.operators.record import (
     EnsureRecordTypeOperator,
     UpdateRecordOperator,
 )
-from blockchain_provider.operators.reporter import (
+from blockchain_provider.operators.reporter import UpdateDynamicRecordOperator
+from blockchain_provider.operators.token import CheckTokenOperator
+from blockchain_provider.operators.update_queue import (
     ClaimedUpdates,
     DynamicRecordUpdate,
     PendingUpdate,
     QueueBusy,
     ReporterStore,
-    UpdateDynamicRecordOperator,
     UpdateQueue,
 )
-from blockchain_provider.operators.token import CheckTokenOperator
 
 __all__ = [
     "AnswerOrderRequestOperator",

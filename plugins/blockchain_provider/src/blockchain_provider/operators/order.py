@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from blockchain_provider.operators.base import BaseAnswerOperator, BaseGetRequestOperator, BaseListOperator
+from blockchain_provider.operators.requests import (
+    BaseAnswerOperator,
+    BaseGetRequestOperator,
+    BaseListOperator,
+)
 from blockchain_provider.request_kinds import ORDER
 
 

@@ -8,7 +8,7 @@ confirming one; reads (``BLK_Rty_Get``) are used only where the connection switc
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -22,10 +22,14 @@ from blockchain_provider.operators.base import (
     Step,
     is_template,
     resolve_callable,
+    seconds_argument,
 )
 from blockchain_provider.outcomes import Outcome, gateway_refusal
 from blockchain_provider.quoting import quote
 from blockchain_provider.triggers.serial_requests import MAX_CONVERSATION
+
+if TYPE_CHECKING:
+    from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 
 
 def _declared(properties: Any) -> set[tuple[Any, Any, bool]] | None:
@@ -151,6 +155,43 @@ class EnsureRecordTypeOperator(BaseBlockchainOperator):
         return Done(f"{self.name} exists with the same properties")
 
 
+def record_type_steps(
+    hook: KafkaBlockchainHook,
+    name: str,
+    description: str,
+    properties: list[dict[str, Any]],
+    record_types: RecordTypeMemorySource | None = None,
+) -> EnsureRecordTypeOperator:
+    """:class:`EnsureRecordTypeOperator`'s steps for record type *name*, to run with *hook* (the same
+    gateway, connections and clients) inside another task."""
+    ensure = EnsureRecordTypeOperator(
+        task_id="ensure_record_type",
+        name=name,
+        description=description,
+        properties=properties,
+        record_types=record_types,
+        kafka_config_id=hook.kafka_config_id,
+        token_conn_id=hook.token_conn_id,
+    )
+    ensure.hook = hook  # type: ignore[misc]
+    return ensure
+
+
+def ensure_record_type(
+    hook: KafkaBlockchainHook,
+    name: str,
+    description: str,
+    properties: list[dict[str, Any]],
+    record_types: RecordTypeMemorySource | None = None,
+) -> None:
+    """Create record type *name* unless *record_types* remembers it; a refusal is taken as "it
+    exists" (read and compared where reads are on). Run with *hook* inside another task."""
+    ensure = record_type_steps(hook, name, description, properties, record_types)
+    first = ensure.first_step({})
+    if not isinstance(first, Done):
+        ensure.run_steps({}, first, hook)
+
+
 class CreateRecordOperator(BaseBlockchainOperator):
     """Create a non-dynamic record on ``BLK_Rec_<record type>``; an identical one is confirmed.
 
@@ -242,9 +283,7 @@ class CreateRecordsOperator(BaseBlockchainOperator):
         resolve_callable(on_written, "on_written")
         self.records = records
         self.on_written = on_written
-        if isinstance(defer_after, bool) or not isinstance(defer_after, (int, float)) or defer_after < 0:
-            raise BlockchainConfigError(f"defer_after must be a number of seconds >= 0, not {defer_after!r}")
-        self.defer_after = float(defer_after)
+        self.defer_after = seconds_argument("defer_after", defer_after)
 
     def _produce(self, context: Mapping[str, Any]) -> tuple[list[RecordSpec], int]:
         produce = resolve_callable(self.records, "records")

@@ -1,26 +1,15 @@
 """Update a dynamic record as its own reporter (PROTOCOL.md 3.3), creating both on first use.
 
 A dynamic record is created with a password; the gateway answers with the record's reporter
-agent (public key and token), and only that reporter may update the record. Where the reporter's
-credentials are kept is the caller's: a :class:`ReporterStore` (the MES database, for the
-production units).
-
-When a record's updates may be triggered faster than they are applied, and must be applied in
-the order they were made, the caller keeps them in a queue of its own (an :class:`UpdateQueue`)
-and the operator claims it: the pending updates, in order, under a lock the caller holds, each
-with callbacks that note it applied. The operator knows nothing of where the queue or the lock
-lives, and ends each claim itself: it keeps the lock when the task goes on later (it deferred to
-the triggerer, or hands on to the run's next task) and lets go of it otherwise. A claim that
-finds the queue held by another task raises :class:`QueueBusy`, so the task looks again a little
-later from the triggerer instead of waiting in a worker slot.
+agent (public key and token), and only that reporter may update the record. Where reporters are
+kept and a record's queue of updates are the deployment's (:mod:`~.update_queue`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
@@ -34,11 +23,26 @@ from blockchain_provider.exceptions import (
     InvalidIdentifierError,
     MalformedResponseError,
 )
-from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.memory import RecordTypeMemorySource
-from blockchain_provider.operators.base import BaseBlockchainOperator, Done, is_template, resolve_callable
-from blockchain_provider.operators.record import EnsureRecordTypeOperator
+from blockchain_provider.operators.base import (
+    BaseBlockchainOperator,
+    Done,
+    answer_for,
+    is_template,
+    resolve_callable,
+    seconds_argument,
+)
+from blockchain_provider.operators.record import record_type_steps
+from blockchain_provider.operators.update_queue import (
+    ClaimedUpdates,
+    DynamicRecordUpdate,
+    PendingUpdate,
+    QueueBusy,
+    ReporterStore,
+    UpdateQueue,
+    check_update_arguments,
+)
 from blockchain_provider.outcomes import Outcome
 from blockchain_provider.quoting import quote
 from blockchain_provider.triggers import events
@@ -46,158 +50,6 @@ from blockchain_provider.triggers import events
 #: Seconds a retry waits for the optional read of its record (a gateway without ``BLK_Rec_Get``
 #: never answers it, and the token's pool slot is held meanwhile).
 RETRY_READ_TIMEOUT = 10.0
-
-
-class QueueBusy(Exception):
-    """A claim found the record's queue held by another task; the message says which.
-
-    A deferrable :class:`UpdateDynamicRecordOperator` looks again after ``queue_retry`` seconds,
-    waiting in the triggerer; a blocking one fails its try.
-    """
-
-
-class ReporterStore(Protocol):
-    """Where the reporters of dynamic records are kept, by record id.
-
-    A store may also say where the triggerer reads a reporter's token, so that a deferred task's
-    update waits there: ``token_source(record_id)`` returning a dotted path to a function and its
-    keyword arguments (ids, no secret), or ``None``. Without it, updates wait in the worker.
-    """
-
-    def token(self, record_id: str) -> str | None:
-        """The reporter's token, or ``None`` while the record has no reporter."""
-
-    def prepare(self, record_id: str, topic: str, password: str) -> str:
-        """Keep *password* for the record's reporter unless one is kept already, and return the kept
-        one. It is stored before the record is created, so a rerun after a lost answer sends the
-        same password (the gateway then answers the same reporter with a fresh token)."""
-
-    def store(self, record_id: str, public_key: str, token: str) -> None:
-        """Keep what the gateway answered for the record's reporter."""
-
-
-@dataclass
-class DynamicRecordUpdate:
-    """One update of a dynamic record, and what creating the record takes the first time.
-
-    :param record_id: the record's id.
-    :param description: its description, used when it is created.
-    :param properties: its properties when created (dynamic ones with their first value).
-    :param updates: the dynamic properties to set now.
-    :param store: where its reporter is kept.
-    :param summary: small facts for the task's result (a unit's code), no secret.
-    """
-
-    record_id: str
-    description: str
-    properties: Mapping[str, Any]
-    updates: Mapping[str, Any]
-    store: ReporterStore = field(repr=False)
-    summary: Mapping[str, Any] = field(default_factory=dict)
-
-
-def _nothing(*_args: Any) -> None:
-    return None
-
-
-@dataclass
-class PendingUpdate:
-    """One update of a caller's queue, to apply now: the update and how to note what became of it.
-
-    Each note must be durable (committed) when the callback returns: a later claim must see it,
-    even if the worker dies right after.
-
-    :param update: the update to make.
-    :param key: names it in logs and in the task's result (e.g. ``"change 12"``), no secret.
-    :param own: it is the update the task was started for; default ``False``.
-    :param maybe_sent: an earlier attempt may have sent it without noting the answer, so the record
-        is read first (``BLK_Rec_Get``) and nothing is sent if it already holds the values;
-        default ``False``.
-    :param mark_sending: called just before the update is sent; default does nothing.
-    :param mark_applied: called with the gateway's confirmation (or ``"already up to date"``) once
-        the record holds the update; default does nothing.
-    :param mark_refused: called with the reason when the update can never be applied (a value the
-        ledger's rules refuse); default does nothing.
-    """
-
-    update: DynamicRecordUpdate
-    key: str
-    own: bool = False
-    maybe_sent: bool = False
-    mark_sending: Callable[[], None] = field(default=_nothing, repr=False)
-    mark_applied: Callable[[str], None] = field(default=_nothing, repr=False)
-    mark_refused: Callable[[str], None] = field(default=_nothing, repr=False)
-
-
-@dataclass
-class ClaimedUpdates:
-    """What a claim on a record's queue gives the operator, while the caller's lock is held.
-
-    The operator ends every claim once, with :attr:`keep` or :attr:`release`.
-
-    :param pending: the updates to apply, in order; the task's own among them unless it was
-        applied already (then the list is usually empty).
-    :param applied_by: when the task's own update was applied before this claim, who applied it
-        (e.g. another run's id), for the task's result; default ``None``.
-    :param summary: small facts for the task's result (a unit's code), no secret; default empty.
-    :param keep: called with the seconds the task may be away when the claim goes on later, in
-        another process (the task deferred, or a task of part ``"create"`` hands the claim to the
-        run's update task, with 0): the lock must outlast them; default does nothing.
-    :param release: called when the try ends otherwise, however it ends: the lock goes; default
-        does nothing.
-    """
-
-    pending: Sequence[PendingUpdate]
-    applied_by: str | None = None
-    summary: Mapping[str, Any] = field(default_factory=dict)
-    keep: Callable[[float], None] = field(default=_nothing, repr=False)
-    release: Callable[[], None] = field(default=_nothing, repr=False)
-
-
-class UpdateQueue(Protocol):
-    """A record's queue of updates, kept by the caller and serialised by a lock the caller holds.
-
-    :class:`UpdateDynamicRecordOperator` claims it each time its task starts or resumes, and calls
-    :meth:`failed` when a try fails for good.
-    """
-
-    def claim(self, context: Mapping[str, Any]) -> ClaimedUpdates:
-        """Take the queue's lock for the task's run, and give the updates pending up to the task's own.
-
-        :raises QueueBusy: another task holds the lock.
-        """
-
-    def failed(self, context: Mapping[str, Any], failure: BaseException) -> None:
-        """The task failed for good (its last try, or a failure no retry can fix), claimed or not:
-        note what becomes of its own update (the queue's later claims then pass it by)."""
-
-
-def ensure_record_type(
-    hook: KafkaBlockchainHook,
-    name: str,
-    description: str,
-    properties: list[dict[str, Any]],
-    record_types: RecordTypeMemorySource | None = None,
-) -> None:
-    """Create record type *name* unless *record_types* remembers it; a refusal is taken as "it
-    exists" (read and compared where reads are on).
-
-    :class:`~blockchain_provider.operators.record.EnsureRecordTypeOperator`'s steps, run with
-    *hook* inside another task.
-    """
-    ensure = EnsureRecordTypeOperator(
-        task_id="ensure_record_type",
-        name=name,
-        description=description,
-        properties=properties,
-        record_types=record_types,
-        kafka_config_id=hook.kafka_config_id,
-        token_conn_id=hook.token_conn_id,
-    )
-    ensure.hook = hook  # type: ignore[misc]  # the same gateway, connections and clients
-    first = ensure.first_step({})
-    if not isinstance(first, Done):
-        ensure.run_steps({}, first, hook)
 
 
 #: What an :class:`UpdateDynamicRecordOperator` does: everything, only what the master signs
@@ -233,8 +85,6 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     token's pool: a task of part ``"create"`` sends only what the master signs and hands the claim
     on (:attr:`ClaimedUpdates.keep`); one of part ``"update"`` sends only what the reporters sign,
     and fails when the record has no reporter yet.
-
-    Returns the record id, the gateway's confirmation, the values set and the update's summary.
 
     The update is given as plain values (*record_id*, *description*, *properties*, *updates* and
     the *reporters* store), or as a *queue* the caller keeps (:class:`UpdateQueue`), whose
@@ -299,20 +149,9 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         self.record_type = record_type
         self.record_type_description = record_type_description
         self.record_type_properties = record_type_properties
-        plain = {"record_id": record_id, "updates": updates, "reporters": reporters}
-        if queue is None and None in plain.values():
-            missing = ", ".join(name for name, value in plain.items() if value is None)
-            raise BlockchainConfigError(f"Give the update ({missing} missing), or a queue")
-        if queue is not None and any(
-            value is not None for value in (record_id, properties, updates, reporters)
-        ):
-            raise BlockchainConfigError("Give either the update's values or a queue, not both")
-        if queue is not None and not (
-            callable(getattr(queue, "claim", None)) and callable(getattr(queue, "failed", None))
-        ):
-            raise BlockchainConfigError(
-                f"queue must have claim() and failed() (an UpdateQueue), not {queue!r:.80}"
-            )
+        check_update_arguments(
+            queue, record_id=record_id, properties=properties, updates=updates, reporters=reporters
+        )
         if record_id is not None and not is_template(record_id):
             protocol.validate_name(record_id, "record id")
         self.record_id = record_id
@@ -321,11 +160,8 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         self.updates = updates
         self.reporters = reporters
         self.queue = queue
-        for name, value in (("defer_after", defer_after), ("queue_retry", queue_retry)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise BlockchainConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
-        self.defer_after = float(defer_after)
-        self.queue_retry = float(queue_retry)
+        self.defer_after = seconds_argument("defer_after", defer_after)
+        self.queue_retry = seconds_argument("queue_retry", queue_retry)
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
         return self._run(context, {}, None)
@@ -484,7 +320,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
                 token = self._reporter_token(hook, update)
                 source = getattr(update.store, "token_source", None)
                 token_source = source(update.record_id) if callable(source) else None
-                outcome = _answer_for(answer, f"update {item.key}")
+                outcome = answer_for(answer, f"update {item.key}")
                 if outcome is None:
                     read_first = item.maybe_sent or (retry and index == 0)
                     if read_first and self._record_holds(hook, update, state, answer, item.key):
@@ -494,7 +330,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
                         )
                     else:
                         item.mark_sending()
-                        outcome = self._ask(hook, f"update {item.key}", call, state, token, token_source)
+                        outcome = self.ask(hook, f"update {item.key}", call, state, token, token_source)
                 if isinstance(outcome, BlockchainGatewayError):
                     # refused: sending it again changes nothing, and kept pending it would
                     # stand before every later update of the record
@@ -520,31 +356,6 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
             raise AirflowFailException(state["refused_own"])
         return result
 
-    def _ask(
-        self,
-        hook: KafkaBlockchainHook,
-        key: str,
-        call: protocol.Call,
-        state: dict[str, Any],
-        token: str | None = None,
-        token_source: tuple[str, dict[str, Any]] | None = None,
-        timeout: float | None = None,
-    ) -> Outcome | BlockchainError:
-        """Make *call* (signed with *token*, the connection's when ``None``) and return its answer
-        or the gateway's refusal. Deferrable, an answer not come within *defer_after* defers the
-        task (resumed with *state*, and the answer under *key*), unless the triggerer could not read
-        the token (a reporter's without *token_source*)."""
-        if not self.deferrable or (token is not None and token_source is None):
-            try:
-                return hook.client.call(call, token=token, timeout=timeout)
-            except BlockchainGatewayError as exc:
-                return exc
-        (result,) = hook.client.send_batch([call], timeout=timeout, wait=self.defer_after, token=token)
-        if not isinstance(result, PendingRequest):
-            return result
-        self.log.info("%s: sent, its answer awaited in the triggerer", key)
-        self.defer_for_answers([result], {"state": {**state, "asking": key}}, token_source)
-
     def _ensure_record_type(
         self,
         hook: KafkaBlockchainHook,
@@ -554,22 +365,19 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     ) -> None:
         """Create the record type unless remembered, or take it as existing
         (:class:`~blockchain_provider.operators.record.EnsureRecordTypeOperator`'s steps)."""
-        ensure = EnsureRecordTypeOperator(
-            task_id="ensure_record_type",
-            name=self.record_type,
-            description=self.record_type_description,
-            properties=self.record_type_properties,
-            record_types=self.record_types,
-            kafka_config_id=self.kafka_config_id,
-            token_conn_id=self.token_conn_id,
+        ensure = record_type_steps(
+            hook,
+            self.record_type,
+            self.record_type_description,
+            self.record_type_properties,
+            self.record_types,
         )
-        ensure.hook = hook  # type: ignore[misc]  # the same gateway, connections and clients
         first = ensure.first_step({})
         if isinstance(first, Done):
             return
-        outcome = _answer_for(answer, "ensure record type")
+        outcome = answer_for(answer, "ensure record type")
         if outcome is None:
-            outcome = self._ask(hook, "ensure record type", first.call, state)
+            outcome = self.ask(hook, "ensure record type", first.call, state)
         if isinstance(outcome, Outcome):
             following = ensure.next_step({}, first.state, outcome, None)
         elif isinstance(outcome, BlockchainGatewayError):
@@ -622,10 +430,10 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
                 key,
             )
             return False
-        outcome = _answer_for(answer, f"read {key}")
+        outcome = answer_for(answer, f"read {key}")
         if outcome is None:
             try:
-                outcome = self._ask(
+                outcome = self.ask(
                     hook,
                     f"read {key}",
                     protocol.record_get_call(update.record_id),
@@ -640,10 +448,3 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         record = outcome.value
         current = record.get("properties") if isinstance(record, dict) else None
         return isinstance(current, dict) and all(current.get(k) == v for k, v in update.updates.items())
-
-
-def _answer_for(answer: tuple[str | None, Any] | None, key: str) -> Any:
-    """What became of the request the task deferred on, if it is the one named *key*."""
-    if answer is None or answer[0] != key:
-        return None
-    return answer[1]
