@@ -31,8 +31,8 @@ check: setup lint
 # session from the jars kafka/pom.xml pins; needs Java >= 17 and Maven), then the tests that guard
 # `make run`'s embedded broker on tansu (markers `tansu` and `also_tansu`; see README, Tests).
 test: kafka-check setup lint kafka-jars
-	TEST_KAFKA=apache $(BIN)/python -m pytest -m "not tansu"
-	TEST_KAFKA=tansu $(BIN)/python -m pytest -m "tansu or also_tansu"
+	TEST_KAFKA=apache $(BIN)/python -m pytest -m "not tansu" --durations=20
+	TEST_KAFKA=tansu $(BIN)/python -m pytest -m "tansu or also_tansu" --durations=20
 
 # Stops `make test` at once, naming what is missing, on a machine without Java >= 17 or Maven.
 kafka-check:

@@ -8,7 +8,9 @@ missing key is an error: the MES never stores these secrets in clear.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
+
+from blockchain_provider.secret_text import SecretText
 
 __all__ = ["FernetLike", "MesSecretError", "SecretText", "airflow_fernet", "decrypt", "encrypt"]
 
@@ -20,35 +22,6 @@ class MesSecretError(RuntimeError):
 class FernetLike(Protocol):
     def encrypt(self, msg: bytes) -> bytes: ...
     def decrypt(self, msg: bytes | str, ttl: int | None = None) -> bytes: ...
-
-
-class SecretText:
-    """A secret string that ``repr``, ``str`` and f-strings never show; :meth:`reveal` returns it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
-
-    def __format__(self, spec: str) -> str:
-        return "<secret>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SecretText) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(("SecretText", self._value))
-
-    def __reduce__(self) -> Any:  # never pickled into an XCom or a log record by accident
-        raise TypeError("a SecretText is not serialisable")
 
 
 def airflow_fernet() -> FernetLike:

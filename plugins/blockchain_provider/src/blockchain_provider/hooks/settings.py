@@ -8,23 +8,7 @@ from typing import Any
 from blockchain_provider import protocol
 from blockchain_provider.connection_form import DEFAULT_LATE_ANSWER_GRACE, DEFAULT_TIMEOUT
 from blockchain_provider.exceptions import BlockchainConfigError
-
-
-class _Secret:
-    """A string that ``repr``/``str`` never show."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
+from blockchain_provider.secret_text import SecretText
 
 
 def _mask(value: str) -> None:
@@ -40,9 +24,9 @@ def _mask(value: str) -> None:
 class GatewaySettings:
     """What a ``blockchain_token`` connection holds. ``repr`` shows no secret."""
 
-    token: _Secret | None
+    token: SecretText | None
     public_key: str | None
-    agent_password: _Secret | None
+    agent_password: SecretText | None
     instance_type: str | None
     agent_name: str | None
     record_id: str | None
@@ -75,9 +59,9 @@ def gateway_settings(conn: Any, conn_id: str, timeout: float | None = None) -> G
     if public_key:
         protocol.validate_public_key(public_key, f"public key of connection {conn_id}")
     return GatewaySettings(
-        token=_Secret(token) if token else None,
+        token=SecretText(token) if token else None,
         public_key=public_key,
-        agent_password=_Secret(agent_password) if agent_password else None,
+        agent_password=SecretText(agent_password) if agent_password else None,
         instance_type=extra.get("instance_type"),
         agent_name=extra.get("agent_name"),
         record_id=extra.get("record_id"),
