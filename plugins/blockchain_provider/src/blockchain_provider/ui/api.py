@@ -205,18 +205,23 @@ def create_app() -> FastAPI:
             "sync": sync_runs(kind) if can["sync_runs"] else None,
         }
 
+    def stored_request(kind: Kind, request_id: str) -> Any:
+        """The MES's request *request_id* of *kind*: 422 for an id out of its format, 404 when the
+        MES has none."""
+        try:
+            item = request_store().request(kind, request_id)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if item is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"No {kind} request {request_id} in the MES")
+        return item
+
     @api.get("/api/requests/{kind}/{request_id}")
     def one_request(kind: Kind, request_id: str, user: UserDep) -> dict[str, Any]:
         """One request, whatever its status: the page follows the rows it answered."""
         can = capabilities(user, kind)
         _require(can["view"], f"read {kind} requests (read access to {sync_dag_id(kind)})")
-        store = request_store()
-        try:
-            item = store.request(kind, request_id)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
-        if item is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"No {kind} request {request_id} in the MES")
+        item = stored_request(kind, request_id)
         (row,) = rows_json(kind, [item], mes_agent(), can)
         return row
 
@@ -232,13 +237,7 @@ def create_app() -> FastAPI:
         _require(is_authorized(user, dag_id, "POST", run=True), f"trigger {dag_id}")
         conf = {"request_id": request_id, "decision": body.decision}
         validate_params(dag_id, conf)
-        store = request_store()
-        try:
-            item = store.request(kind, request_id)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
-        if item is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"No {kind} request {request_id} in the MES")
+        item = stored_request(kind, request_id)
         if item.receiving_agent != mes_agent():
             raise HTTPException(
                 status.HTTP_409_CONFLICT, f"The {kind} request {request_id} is not addressed to this MES"
