@@ -18,7 +18,7 @@ from blockchain_provider.exceptions import (
     BlockchainGatewayError,
     BlockchainTimeoutError,
 )
-from blockchain_provider.hooks import gateway_client, kafka_blockchain, kafka_clients
+from blockchain_provider.hooks import delivery, gateway_client, kafka_blockchain, kafka_clients
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.triggers import await_response
 from gateway_sandbox.broker import TansuBroker, ensure_topics, free_port
@@ -559,7 +559,7 @@ def test_a_caller_that_gets_its_token_too_late_gives_up_unsent(gateway_env):
     sends nothing, since no answer could arrive before its deadline."""
     with KafkaBlockchainHook(timeout=0.5) as hook:
         token = hook.settings.token.reveal()
-        lock = gateway_client._token_lock(f"{hook.kafka_config_id}\0{hook.settings.topics.responses}", token)
+        lock = delivery.token_lock(f"{hook.kafka_config_id}\0{hook.settings.topics.responses}", token)
         lock.acquire()
         releaser = threading.Timer(0.5 - gateway_client.MIN_SEND_BUDGET / 2, lock.release)
         releaser.start()

@@ -17,7 +17,6 @@ from blockchain_provider.exceptions import (
     BlockchainTimeoutError,
     InvalidIdentifierError,
 )
-from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.operators import (
     AnswerOrderRequestOperator,
     AnswerPartnerRequestOperator,
@@ -32,7 +31,7 @@ from blockchain_provider.operators import (
     UpdateDynamicRecordOperator,
     UpdateRecordOperator,
 )
-from blockchain_provider.outcomes import AnswerAt
+from blockchain_provider.outcomes import AnswerAt, PendingRequest
 from blockchain_provider.triggers import events
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 from local_services.responder import ScriptedResponder

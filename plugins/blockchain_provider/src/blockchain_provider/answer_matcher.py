@@ -6,7 +6,7 @@ but does not fit it (forged, or of another token), or noise to set aside, and co
 raises: whatever the message holds (bad UTF-8, a lone surrogate anywhere, wrong types, a huge
 literal) is counted and set aside.
 
-Offsets have one vocabulary here, in the reader, :class:`~.hooks.gateway_client.PendingRequest`
+Offsets have one vocabulary here, in the reader, :class:`~.outcomes.PendingRequest`
 and the trigger: a *position* is the offset of the next message to read in a partition, and
 :data:`Positions` maps each partition to one. A request's *start positions* are fixed before it is
 sent: an answer matched by its token is taken only at or after them, so it cannot be an answer

@@ -7,10 +7,11 @@ The request engine (:mod:`.hooks.gateway_client`) and the trigger
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from blockchain_provider import protocol
+from blockchain_provider.answer_matcher import Positions
 from blockchain_provider.exceptions import BlockchainGatewayError
 
 #: The longest refusal text a trigger event carries (characters; it is at most 4 bytes each).
@@ -73,3 +74,22 @@ def refusal(
 def refusal_text(response: protocol.Response, secrets: tuple[str | None, ...]) -> str:
     """The gateway's text of an ``error`` answer without *secrets*, bounded (:func:`bounded_text`)."""
     return bounded_text(protocol.error_text(response, secrets))
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request sent but not yet answered, as a deferred task hands it to the trigger.
+
+    ``start_positions``: where its answer is looked for (:data:`.response_reader.Positions`);
+    ``sent_at``: when it was sent, and ``deadline``: when its wait ends, in seconds since the epoch.
+    """
+
+    topic: str
+    request_id: str
+    response_topic: str
+    start_positions: Positions
+    deadline: float
+    by_request_id_only: bool
+    expect: dict[str, Any] = field(default_factory=protocol.ANY_ANSWER.to_primitives)
+    late_answer_grace: float = 0.0
+    sent_at: float | None = None

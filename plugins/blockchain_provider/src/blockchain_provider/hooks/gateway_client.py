@@ -21,30 +21,27 @@ connections. The token is never logged, put in an exception or shown by ``repr``
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from blockchain_provider import protocol
 from blockchain_provider.answer_matcher import Positions
 from blockchain_provider.exceptions import (
     BlockchainBrokerError,
     BlockchainConfigError,
-    BlockchainDeliveryError,
     BlockchainGatewayError,
-    BlockchainProtocolError,
     BlockchainTimeoutError,
 )
-from blockchain_provider.hooks.response_reader import ResponseReader, read_at
+from blockchain_provider.hooks.delivery import ReleaseOnce, deliver, token_lock
+from blockchain_provider.hooks.response_reader import ResponseReader, read_answers_at
 from blockchain_provider.hooks.settings import GatewaySettings, _mask
-from blockchain_provider.outcomes import AnswerAt, Outcome, refusal
+from blockchain_provider.outcomes import AnswerAt, Outcome, PendingRequest, refusal
 
 log = logging.getLogger(__name__)
 
@@ -55,98 +52,8 @@ READER_START_TIMEOUT = 30.0
 MIN_SEND_BUDGET = 0.05
 
 
-@dataclass(frozen=True)
-class PendingRequest:
-    """A request sent but not yet answered, as a deferred task hands it to the trigger.
-
-    ``start_positions``: where its answer is looked for (:data:`.response_reader.Positions`);
-    ``sent_at``: when it was sent, and ``deadline``: when its wait ends, in seconds since the epoch.
-    """
-
-    topic: str
-    request_id: str
-    response_topic: str
-    start_positions: Positions
-    deadline: float
-    by_request_id_only: bool
-    expect: dict[str, Any] = field(default_factory=protocol.ANY_ANSWER.to_primitives)
-    late_answer_grace: float = 0.0
-    sent_at: float | None = None
-
-
-class _ReleaseOnce:
-    """Releases a lock the first time it is called, from whichever thread."""
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-        self._guard = threading.Lock()
-        self._done = False
-
-    def __call__(self) -> None:
-        with self._guard:
-            if self._done:
-                return
-            self._done = True
-        self._lock.release()
-
-
 class _Abandoned(Exception):
     """A call of :meth:`GatewayClient.call_many` not sent because an earlier one failed."""
-
-
-# Requests of one token are serialised across every hook instance of the process when the
-# gateway does not echo request ids. Keyed by a digest, so the token itself is not kept here.
-_TOKEN_LOCKS: dict[str, threading.Lock] = {}
-_TOKEN_LOCKS_GUARD = threading.Lock()
-
-
-def _token_lock(scope: str, token: str) -> threading.Lock:
-    key = hashlib.sha256(f"{scope}\0{token}".encode()).hexdigest()
-    with _TOKEN_LOCKS_GUARD:
-        return _TOKEN_LOCKS.setdefault(key, threading.Lock())
-
-
-def deliver(producer: Producer, request: protocol.Request, topic: str, timeout: float, broker: str) -> None:
-    """Produce *request* on *topic* and wait until the broker confirms it, or raise naming the
-    topic and *broker* (the bootstrap servers). The worker's client and the triggerer's serial
-    conversation send this way.
-
-    :raises BlockchainDeliveryError: the broker did not take the request.
-    """
-    outcome: dict[str, Any] = {}
-    delivered = threading.Event()
-
-    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-        outcome["error"] = err
-        delivered.set()
-
-    try:
-        producer.produce(
-            topic,
-            value=request.encode(),
-            key=request.kafka_key(),
-            headers=request.kafka_headers(),
-            on_delivery=on_delivery,
-        )
-    except (BufferError, ValueError, Exception) as exc:
-        raise BlockchainDeliveryError(
-            f"Could not send request {request.request_id} to topic {topic} on broker {broker}: {exc}",
-            topic=topic,
-            request_id=request.request_id,
-        ) from None
-    deadline = time.monotonic() + max(timeout, 1.0) + 10
-    while not delivered.is_set():
-        producer.poll(0.005)
-        if time.monotonic() > deadline:
-            break
-    error = outcome.get("error")
-    if not delivered.is_set() or error is not None:
-        reason = error.str() if error is not None else "no delivery report"
-        raise BlockchainDeliveryError(
-            f"The broker {broker} did not take request {request.request_id} for topic {topic}: {reason}",
-            topic=topic,
-            request_id=request.request_id,
-        )
 
 
 class GatewayClient:
@@ -283,7 +190,7 @@ class GatewayClient:
         timeout = settings.timeout if timeout is None else timeout
         if by_id_only:
             return self._exchange(call, token, timeout, by_id_only, secrets=secrets)
-        lock = _token_lock(f"{self._lock_scope}\0{settings.topics.responses}", token)
+        lock = token_lock(f"{self._lock_scope}\0{settings.topics.responses}", token)
         queued = time.monotonic()
         acquired = lock.acquire(timeout=timeout)
         # The deadline covers the wait for the token: a queued caller gets what is left of it.
@@ -299,7 +206,7 @@ class GatewayClient:
                 request_id="(not sent)",
                 timeout=timeout,
             )
-        release = _ReleaseOnce(lock)
+        release = ReleaseOnce(lock)
         held = False
         try:
             # a request that times out hands *release* to the reader: the token stays blocked until
@@ -526,26 +433,15 @@ class GatewayClient:
         :raises BlockchainBrokerError: an answer could not be read back (no longer on the topic).
         :raises BlockchainProtocolError: the message there is not the one the trigger matched.
         """
+        timeout = self.settings.timeout if timeout is None else timeout
         if not located:
             return []
-        timeout = self.settings.timeout if timeout is None else timeout
         consumer = self._new_consumer()
         try:
-            values = read_at(
-                consumer, located[0].response_topic, [(a.partition, a.offset) for a in located], timeout
-            )
+            responses = read_answers_at(consumer, located, timeout)
         finally:
             consumer.close()
-        outcomes = []
-        for answer in located:
-            value = values[(answer.partition, answer.offset)]
-            if hashlib.sha256(value or b"").hexdigest() != answer.digest:
-                raise BlockchainProtocolError(
-                    f"The message at {answer.response_topic}[{answer.partition}]@{answer.offset} is not the "
-                    f"answer to request {answer.request_id} found there before (the topic was rewritten)"
-                )
-            response = protocol.decode_response(value)
-            outcomes.append(
-                Outcome(response.kind, response.value, answer.topic, answer.request_id, response.public_key)
-            )
-        return outcomes
+        return [
+            Outcome(response.kind, response.value, answer.topic, answer.request_id, response.public_key)
+            for answer, response in zip(located, responses, strict=True)
+        ]

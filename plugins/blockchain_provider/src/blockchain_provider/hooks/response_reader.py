@@ -6,18 +6,27 @@ The offsets vocabulary (*positions*, *start positions*) is :mod:`blockchain_prov
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from blockchain_provider import protocol
 from blockchain_provider.answer_matcher import AnswerMatcher, Positions, Verdict, Wait
-from blockchain_provider.exceptions import BlockchainBrokerError, BlockchainConfigError
+from blockchain_provider.exceptions import (
+    BlockchainBrokerError,
+    BlockchainConfigError,
+    BlockchainProtocolError,
+)
 from blockchain_provider.hooks.kafka_clients import consume_available
+
+if TYPE_CHECKING:
+    from blockchain_provider.outcomes import AnswerAt
 
 log = logging.getLogger(__name__)
 
@@ -378,3 +387,26 @@ def read_at(
             + ": it is no longer on the topic, or the broker did not answer"
         )
     return found
+
+
+def read_answers_at(consumer: Consumer, located: list[AnswerAt], timeout: float) -> list[protocol.Response]:
+    """Read back, in order, the answers a trigger found (a deferred task resuming).
+
+    Each is the message at its offset whose value has the digest the trigger noted: the answer
+    it matched, decoded here as a reader decodes it.
+
+    :raises BlockchainBrokerError: an answer could not be read back (no longer on the topic).
+    :raises BlockchainProtocolError: the message there is not the one the trigger matched.
+    """
+    places = [(answer.partition, answer.offset) for answer in located]
+    values = read_at(consumer, located[0].response_topic, places, timeout)
+    responses = []
+    for answer in located:
+        value = values[(answer.partition, answer.offset)]
+        if hashlib.sha256(value or b"").hexdigest() != answer.digest:
+            raise BlockchainProtocolError(
+                f"The message at {answer.response_topic}[{answer.partition}]@{answer.offset} is not the "
+                f"answer to request {answer.request_id} found there before (the topic was rewritten)"
+            )
+        responses.append(protocol.decode_response(value))
+    return responses

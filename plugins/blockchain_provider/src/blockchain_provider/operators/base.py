@@ -34,9 +34,8 @@ from blockchain_provider.exceptions import (
     BlockchainGatewayError,
     InvalidIdentifierError,
 )
-from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-from blockchain_provider.outcomes import AnswerAt, Outcome
+from blockchain_provider.outcomes import AnswerAt, Outcome, PendingRequest
 from blockchain_provider.triggers import events
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 

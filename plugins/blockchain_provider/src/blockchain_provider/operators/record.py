@@ -14,7 +14,6 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainConfigError, BlockchainError, BlockchainGatewayError
-from blockchain_provider.hooks.gateway_client import PendingRequest
 from blockchain_provider.memory import RecordTypeMemory, RecordTypeMemorySource
 from blockchain_provider.operators.base import (
     BaseBlockchainOperator,
@@ -24,7 +23,7 @@ from blockchain_provider.operators.base import (
     resolve_callable,
     seconds_argument,
 )
-from blockchain_provider.outcomes import Outcome, gateway_refusal
+from blockchain_provider.outcomes import Outcome, PendingRequest, gateway_refusal
 from blockchain_provider.quoting import quote
 from blockchain_provider.triggers.serial_requests import MAX_CONVERSATION
 

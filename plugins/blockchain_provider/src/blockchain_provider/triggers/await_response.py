@@ -32,7 +32,7 @@ from blockchain_provider.outcomes import AnswerAt, refusal_text
 from blockchain_provider.triggers import events
 
 if TYPE_CHECKING:
-    from blockchain_provider.hooks.gateway_client import PendingRequest
+    from blockchain_provider.outcomes import PendingRequest
 
 log = logging.getLogger(__name__)
 

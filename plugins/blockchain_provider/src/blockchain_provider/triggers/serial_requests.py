@@ -41,7 +41,7 @@ from blockchain_provider.exceptions import (
     BlockchainDeliveryError,
 )
 from blockchain_provider.hooks import kafka_clients
-from blockchain_provider.hooks.gateway_client import deliver
+from blockchain_provider.hooks.delivery import deliver
 from blockchain_provider.triggers import events
 from blockchain_provider.triggers.await_response import CATCH_UP_LIMIT, AnswerWaitTrigger
 
