@@ -31,7 +31,7 @@ def test_a_large_literal_never_reaches_the_literal_parser(monkeypatch):
     def refuse(text):
         raise AssertionError(f"literal parser called with {len(text)} characters")
 
-    monkeypatch.setattr(protocol.ast, "literal_eval", refuse)
+    monkeypatch.setattr(protocol.decoder.ast, "literal_eval", refuse)
     raw = json.dumps(_literal(300 * 1024)).encode()
     assert len(raw) < protocol.MAX_RESPONSE_BYTES
     with pytest.raises(MalformedResponseError, match="literal"):
@@ -68,8 +68,8 @@ def test_a_literal_the_rewrite_cannot_read_reaches_the_literal_parser_only_while
     """Tuples are cheap to write and slow to parse: past a few KiB they are refused unparsed, so
     a message that names a waiting request cannot hold the reader for seconds."""
     calls = []
-    parse = protocol.ast.literal_eval
-    monkeypatch.setattr(protocol.ast, "literal_eval", lambda text: calls.append(len(text)) or parse(text))
+    parse = protocol.decoder.ast.literal_eval
+    monkeypatch.setattr(protocol.decoder.ast, "literal_eval", lambda text: calls.append(len(text)) or parse(text))
     assert protocol.MAX_SLOW_LITERAL_CHARS <= 8 * 1024
     large = _literal(200 * 1024).replace("'T'", "'T', 'request_id': '" + "ab" * 16 + "'")
     with pytest.raises(MalformedResponseError, match="exceeds"):
@@ -137,11 +137,11 @@ def test_a_python_literal_decodes_exactly_as_the_literal_parser_reads_it(value):
         expected = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         with pytest.raises(MalformedResponseError):
-            protocol._decode_inner(text)
+            protocol.decoder._decode_inner(text)
         return
-    decoded = protocol._decode_inner(text)
-    assert decoded == protocol._plain(expected)
-    assert repr(decoded) == repr(protocol._plain(expected))  # no surrogate pair joined, no -0.0 lost
+    decoded = protocol.decoder._decode_inner(text)
+    assert decoded == protocol.decoder._plain(expected)
+    assert repr(decoded) == repr(protocol.decoder._plain(expected))  # no surrogate pair joined, no -0.0 lost
 
 
 @pytest.mark.broker

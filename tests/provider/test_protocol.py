@@ -106,8 +106,8 @@ JSON_LIKE = st.recursive(
 @given(JSON_LIKE)
 def test_python_literals_take_the_json_rewrite_and_decode_as_the_literal_parser_does(value):
     text = repr(value)
-    assert protocol._literal_as_json(text) is not None  # the fast path, not the literal parser
-    assert protocol._decode_inner(text) == ast.literal_eval(text)
+    assert protocol.decoder._literal_as_json(text) is not None  # the fast path, not the literal parser
+    assert protocol.decoder._decode_inner(text) == ast.literal_eval(text)
 
 
 LITERAL_PIECES = [
@@ -157,7 +157,7 @@ LITERALS = st.recursive(
 @settings(max_examples=1000)  # about a third reach the comparison
 @given(LITERALS | st.lists(st.sampled_from(LITERAL_PIECES), max_size=12).map("".join))
 def test_the_json_rewrite_never_decodes_a_literal_differently(text):
-    rewritten = protocol._literal_as_json(text)
+    rewritten = protocol.decoder._literal_as_json(text)
     if rewritten is None:
         return  # the literal parser decides, as before
     try:
@@ -176,8 +176,8 @@ def test_python_literal_escapes_decode_as_python_reads_them():
     text = repr([{"auth": "T"}, {"data": ['it\'s "quoted"', "tab\tnew\nline\\", "\x07\x00é😀\ud800"]}])
     assert protocol.decode_response(json.dumps(text).encode()).value == ast.literal_eval(text)[1]["data"]
     # an escape repr never writes still goes to the literal parser, and means what Python says
-    assert protocol._literal_as_json("['a\\/b']") is None
-    assert protocol._decode_inner("['a\\/b']") == ["a\\/b"]
+    assert protocol.decoder._literal_as_json("['a\\/b']") is None
+    assert protocol.decoder._decode_inner("['a\\/b']") == ["a\\/b"]
 
 
 @given(st.binary(max_size=200))

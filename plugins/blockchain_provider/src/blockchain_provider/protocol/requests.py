@@ -1,0 +1,318 @@
+"""The requests (PROTOCOL.md sections 1 and 3): what each asks (:class:`Call`), its envelope with
+token and request id (:class:`Request`), the builders of every message, and paging.
+
+Requests are JSON arrays ``[header, body?]``; the hook, the operators and the trigger never build
+one themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from blockchain_provider.exceptions import (
+    BlockchainConfigError,
+    InvalidIdentifierError,
+    MalformedResponseError,
+)
+from blockchain_provider.protocol.identifiers import (
+    _shown,
+    answered_public_key,
+    validate_name,
+    validate_request_id,
+)
+from blockchain_provider.protocol.ours import (
+    AGENTS,
+    MAX_LIST_PAGES,
+    NON_DYNAMIC_PASSWORD,
+    RECORDS,
+    REQUEST_ID_KAFKA_HEADER,
+    _check_properties,
+    _check_values,
+)
+from blockchain_provider.protocol.topics import (
+    ORDER_ANSWER,
+    ORDER_LIST,
+    PARTNER_ANSWER,
+    PARTNER_LIST,
+    RECORD_TYPES,
+    RESPONSES,
+    is_known_topic,
+    record_topic,
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What one request asks, before its token and request id are added.
+
+    :param topic: the protocol (default) name of the request topic.
+    :param header: header keys besides ``auth`` and ``request_id`` (``start``/``limit`` of a list).
+    :param body: the body object, or ``None`` for a header-only request.
+    """
+
+    topic: str
+    header: Mapping[str, Any] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not is_known_topic(self.topic) or self.topic in (RESPONSES, RECORDS):
+            raise InvalidIdentifierError(f"Unknown request topic {_shown(self.topic)}")
+        reserved = {"auth", "request_id"} & set(self.header)
+        if reserved:
+            raise InvalidIdentifierError(
+                f"Header keys {sorted(reserved)} are set by the hook, not the caller"
+            )
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request ready to send. The header holds the token; ``repr`` never shows it."""
+
+    topic: str
+    request_id: str
+    header: Mapping[str, Any] = field(repr=False)
+    body: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    def encode(self) -> bytes:
+        """The Kafka message value: a JSON array ``[header]`` or ``[header, body]``."""
+        envelope: list[Any] = [dict(self.header)]
+        if self.body is not None:
+            envelope.append(dict(self.body))
+        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        """(ours) The request id as a Kafka header, for gateways that read headers."""
+        return [(REQUEST_ID_KAFKA_HEADER, self.request_id.encode("ascii"))]
+
+    def kafka_key(self) -> bytes:
+        """(ours) The request id as the message key."""
+        return self.request_id.encode("ascii")
+
+
+def envelope(call: Call, request_id: str, token: str | None) -> Request:
+    """Add the token (``auth``) and request id to *call*.
+
+    Agent requests (``BLK_Agt``) are sent before a token exists and carry none.
+    """
+    header: dict[str, Any] = {}
+    if call.topic != AGENTS:
+        if not isinstance(token, str) or not token:
+            raise InvalidIdentifierError("The blockchain token is empty: set the connection's Token field")
+        header["auth"] = token
+    header.update(call.header)
+    header["request_id"] = validate_request_id(request_id)
+    return Request(call.topic, request_id, header, call.body)
+
+
+def _check_page(start: object, limit: object) -> tuple[int, int]:
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise InvalidIdentifierError(f"Invalid start {_shown(start)}: expected an integer >= 0")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+        raise InvalidIdentifierError(f"Invalid limit {_shown(limit)}: expected an integer from 1 to 10000")
+    return start, limit
+
+
+def list_call(topic: str, start: int, limit: int) -> Call:
+    """A page of partner requests (``BLK_Part_Lst``) or order requests (``BLK_Act_Lst``)."""
+    if topic not in (PARTNER_LIST, ORDER_LIST):
+        raise InvalidIdentifierError(f"{topic} is not a list topic")
+    start, limit = _check_page(start, limit)
+    return Call(topic, {"start": start, "limit": limit})
+
+
+def answer_call(topic: str, item_id: str, accept: bool) -> Call:
+    """Accept or reject a partner request (``BLK_Part_Ans``) or an order (``BLK_Act_Ans``)."""
+    if topic not in (PARTNER_ANSWER, ORDER_ANSWER):
+        raise InvalidIdentifierError(f"{topic} is not an answer topic")
+    what = "partner request id" if topic == PARTNER_ANSWER else "order request id"
+    validate_request_id(item_id, what)
+    if not isinstance(accept, bool):
+        raise InvalidIdentifierError(f"Invalid decision {_shown(accept)}: expected True (accept) or False")
+    return Call(topic, {}, {"id": item_id, "response": 1 if accept else 0})
+
+
+def _check_description(description: object) -> str:
+    if not isinstance(description, str) or not description.strip() or len(description) > 1000:
+        raise InvalidIdentifierError(f"Invalid description {_shown(description)}: 1-1000 characters")
+    return description
+
+
+#: The shortest reporter password the MES accepts; it generates much longer ones.
+MIN_PASSWORD_LENGTH = 12
+
+
+def new_password() -> str:
+    """A fresh strong password for a reporter agent (256 random bits, URL-safe text)."""
+    return secrets.token_urlsafe(32)
+
+
+def record_type_create_call(name: str, description: str, properties: list[dict[str, Any]]) -> Call:
+    """Create a record type on ``BLK_Rty`` (PROTOCOL.md 3.3):
+    ``[{"auth", "isRecord": false}, {"name", "description", "properties": [P, ...]}]``.
+
+    ``P`` is ``{"name", "data_type", "dynamic"}`` (ours). Creating it again identically is
+    answered ``message``.
+    """
+    body = {
+        "name": validate_name(name, "record type name"),
+        "description": _check_description(description),
+        "properties": _check_properties(properties),
+    }
+    record_topic(name)  # its records need a topic
+    return Call(RECORD_TYPES, {"isRecord": False}, body)
+
+
+def record_create_call(
+    record_id: str,
+    record_type: str,
+    description: str,
+    properties: Mapping[str, Any] | list[dict[str, Any]],
+    *,
+    dynamic: bool = False,
+    password: str = NON_DYNAMIC_PASSWORD,
+) -> Call:
+    """Create a record on ``BLK_Rec_<record type>`` (PROTOCOL.md 3.3):
+    ``[{"auth", "isRecord": true}, {"record_id", "record_type", "description", "dynamic", "password",
+    "properties": [V, ...]}]``.
+
+    A dynamic record also creates its reporter agent with *password* (at least 12 characters);
+    the answer's ``data`` is ``{"record_id", "public_key", "token"}``. A non-dynamic record has the
+    password ``""`` (ours) and is answered ``message``.
+    """
+    if not isinstance(dynamic, bool):
+        raise InvalidIdentifierError(f"Invalid dynamic flag {_shown(dynamic)}: expected a boolean")
+    if dynamic:
+        if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+            raise InvalidIdentifierError(
+                f"A dynamic record needs its reporter's password, at least {MIN_PASSWORD_LENGTH} characters"
+            )
+    elif password != NON_DYNAMIC_PASSWORD:
+        raise InvalidIdentifierError("A non-dynamic record has no reporter: its password must be empty")
+    body = {
+        "record_id": validate_name(record_id, "record id"),
+        "record_type": validate_name(record_type, "record type name"),
+        "description": _check_description(description),
+        "dynamic": dynamic,
+        "password": password,
+        "properties": _check_values(properties),
+    }
+    return Call(record_topic(record_type), {"isRecord": True}, body)
+
+
+def record_update_call(
+    record_type: str, record_id: str, properties: Mapping[str, Any] | list[dict[str, Any]]
+) -> Call:
+    """Update dynamic properties on the record's ``BLK_Rec_<record type>`` (PROTOCOL.md 3.3):
+    ``[{"auth", "isRecord": false}, {"record_id", "properties": [V, ...]}]``; send it with the
+    reporter's token."""
+    body = {"record_id": validate_name(record_id, "record id"), "properties": _check_values(properties)}
+    return Call(record_topic(record_type), {"isRecord": False}, body)
+
+
+@dataclass(frozen=True)
+class ReporterCredentials:
+    """What creating a dynamic record answers: its reporter agent. ``repr`` hides the token."""
+
+    record_id: str
+    public_key: str
+    token: str = field(repr=False)
+
+
+def reporter_from_answer(value: Any, record_id: str) -> ReporterCredentials:
+    """The reporter in the answer to creating the dynamic record *record_id*, or raise.
+
+    The error names what is missing, never the token.
+    """
+    if not isinstance(value, Mapping):
+        raise MalformedResponseError(
+            f"The answer to creating dynamic record {record_id} has no reporter data (got {type(value).__name__})"
+        )
+    if value.get("record_id") not in (None, record_id):
+        raise MalformedResponseError(f"The answer to creating record {record_id} names another record")
+    public_key = answered_public_key(value.get("public_key"), f"reporter public key of record {record_id}")
+    token = value.get("token")
+    if not isinstance(token, str) or not token:
+        raise MalformedResponseError(
+            f"The answer to creating dynamic record {record_id} has no reporter token"
+        )
+    return ReporterCredentials(record_id, public_key, token)
+
+
+def next_start(start: int, received: int) -> int | None:
+    """Paging (PROTOCOL.md 3.1): the ``start`` of the next page, or ``None`` after an empty page.
+
+    A page shorter than the ``limit`` asked is not the end: a gateway may cap its pages.
+    """
+    return None if received == 0 else start + received
+
+
+#: Why a listing ended other than on an empty page.
+REPEATED_PAGE = "repeated"
+
+
+PAGE_CAP = "cap"
+
+
+def page_digest(page: list[Any]) -> str:
+    """A short fingerprint of a list page, kept between pages instead of the page itself."""
+    canonical = json.dumps(page, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class PageTurn:
+    """What follows a page read at ``start``: the next ``start`` (``None``: the listing ends), the
+    page's digest and page count to carry on, and why it ended early (``None``: it did not, or
+    it ended on an empty page).
+
+    ``repeated``: the page is the one before again (a gateway that ignores ``start``); it is not
+    new, so the caller neither stores nor counts it. ``cap``: the page was the last one allowed.
+    """
+
+    start: int | None
+    digest: str
+    pages: int
+    ended_by: str | None = None
+
+
+def turn_page(
+    start: int, page: list[Any], previous_digest: str | None, pages_read: int, max_pages: int = MAX_LIST_PAGES
+) -> PageTurn:
+    """Paging with the ends a gateway that ignores ``start`` needs (PROTOCOL.md 3.1): an empty
+    page ends the listing; so does (ours) a non-empty page identical to the one before, and the
+    *max_pages*-th page. *pages_read* counts the pages before this one."""
+    digest = page_digest(page)
+    pages = pages_read + 1
+    following = next_start(start, len(page))
+    if following is None:
+        return PageTurn(None, digest, pages)
+    if previous_digest is not None and digest == previous_digest:
+        return PageTurn(None, digest, pages_read, REPEATED_PAGE)
+    if pages >= max_pages:
+        return PageTurn(None, digest, pages, PAGE_CAP)
+    return PageTurn(following, digest, pages)
+
+
+def listing_end_warning(topic: str, turn: PageTurn, start: int) -> str:
+    """The warning (and alert) text of a listing that ended early, *turn* being its last page."""
+    if turn.ended_by == REPEATED_PAGE:
+        return (
+            f"{topic}: the page at position {start} is the page before again; the gateway seems to "
+            f"ignore 'start', so the listing ends after {turn.pages} page(s): items beyond them are not read"
+        )
+    return (
+        f"{topic}: the listing ends at its cap of {turn.pages} page(s) (position {start}); "
+        "items beyond it are not read"
+    )
+
+
+def validate_max_pages(value: object) -> int:
+    """A listing's page cap: an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BlockchainConfigError(f"max_pages must be an integer >= 1, not {value!r:.40}")
+    return value

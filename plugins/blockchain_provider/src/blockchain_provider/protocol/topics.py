@@ -1,0 +1,114 @@
+"""The topics (PROTOCOL.md section 3): their protocol names, and the actual names a connection maps them to."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from blockchain_provider.exceptions import InvalidIdentifierError
+from blockchain_provider.protocol.identifiers import validate_name
+from blockchain_provider.protocol.ours import AGENTS, RECORD_GET, RECORD_TYPE_GET, RECORDS
+
+RESPONSES = "BLK_Res"
+
+PARTNER_LIST = "BLK_Part_Lst"
+
+PARTNER_ANSWER = "BLK_Part_Ans"
+
+ORDER_LIST = "BLK_Act_Lst"
+
+ORDER_ANSWER = "BLK_Act_Ans"
+
+RECORD_TYPES = "BLK_Rty"
+
+
+DEFAULT_TOPICS: tuple[str, ...] = (
+    RESPONSES,
+    PARTNER_LIST,
+    PARTNER_ANSWER,
+    ORDER_LIST,
+    ORDER_ANSWER,
+    RECORD_TYPES,
+    RECORDS,
+    RECORD_TYPE_GET,
+    RECORD_GET,
+    AGENTS,
+)
+
+
+@dataclass(frozen=True)
+class TopicMap:
+    """Actual topic names by their protocol (default) names.
+
+    :param overrides: default name -> actual name, for the topics that differ.
+    """
+
+    overrides: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(name for name in self.overrides if not is_known_topic(name))
+        if unknown:
+            raise InvalidIdentifierError(
+                f"Unknown topic(s) in topic overrides: {', '.join(unknown)}; "
+                f"the protocol's topics are {', '.join(DEFAULT_TOPICS)} and {RECORDS}_<record type>"
+            )
+        for name, actual in self.overrides.items():
+            if not isinstance(actual, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", actual):
+                raise InvalidIdentifierError(f"Topic override for {name} is not a valid Kafka topic name")
+
+    def __getitem__(self, name: str) -> str:
+        if name in DEFAULT_TOPICS:
+            return self.overrides.get(name, name)
+        if is_record_topic(name):
+            # an explicit override of this record topic, else the (overridden) base plus the suffix
+            return self.overrides.get(name) or self[RECORDS] + name[len(RECORDS) :]
+        raise KeyError(name)
+
+    @property
+    def responses(self) -> str:
+        return self[RESPONSES]
+
+    @classmethod
+    def parse(cls, value: Mapping[str, str] | str | None) -> TopicMap:
+        """Build from a mapping or a JSON object text, as a connection's extra holds it."""
+        if value is None or value == "":
+            return cls()
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise InvalidIdentifierError(f"Topic overrides are not a JSON object: {exc}") from None
+        if not isinstance(value, Mapping):
+            raise InvalidIdentifierError("Topic overrides must be a JSON object of default name -> name")
+        return cls(dict(value))
+
+
+_RECORD_TYPE_TOPIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def record_topic(record_type: str) -> str:
+    """(ours) The protocol name of the topic of records of *record_type*: ``BLK_Rec_<record type>``.
+
+    The name must also be a legal part of a Kafka topic name (letters, digits, ``_ . -``), and
+    ``Get`` is taken by the read topic ``BLK_Rec_Get``.
+    """
+    name = validate_name(record_type, "record type name")
+    if not _RECORD_TYPE_TOPIC_RE.fullmatch(name) or f"{RECORDS}_{name}" in DEFAULT_TOPICS:
+        raise InvalidIdentifierError(
+            f"Record type name {name!r} cannot name a topic: use letters, digits and _ . - (not 'Get')"
+        )
+    return f"{RECORDS}_{name}"
+
+
+def is_record_topic(name: object) -> bool:
+    """Whether *name* is the protocol name of a record topic (``BLK_Rec_<record type>``)."""
+    if not isinstance(name, str) or not name.startswith(RECORDS + "_") or name in DEFAULT_TOPICS:
+        return False
+    return bool(_RECORD_TYPE_TOPIC_RE.fullmatch(name[len(RECORDS) + 1 :]))
+
+
+def is_known_topic(name: object) -> bool:
+    """Whether *name* is one of the protocol's topics or a record topic."""
+    return name in DEFAULT_TOPICS or is_record_topic(name)
