@@ -69,7 +69,9 @@ def test_a_literal_the_rewrite_cannot_read_reaches_the_literal_parser_only_while
     a message that names a waiting request cannot hold the reader for seconds."""
     calls = []
     parse = protocol.decoder.ast.literal_eval
-    monkeypatch.setattr(protocol.decoder.ast, "literal_eval", lambda text: calls.append(len(text)) or parse(text))
+    monkeypatch.setattr(
+        protocol.decoder.ast, "literal_eval", lambda text: calls.append(len(text)) or parse(text)
+    )
     assert protocol.MAX_SLOW_LITERAL_CHARS <= 8 * 1024
     large = _literal(200 * 1024).replace("'T'", "'T', 'request_id': '" + "ab" * 16 + "'")
     with pytest.raises(MalformedResponseError, match="exceeds"):
