@@ -7,7 +7,6 @@ connection, broker or database is touched at parse time.
 
 from __future__ import annotations
 
-import functools
 import os
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -87,19 +86,8 @@ def record_type_memory() -> Any:
 
 
 def mes_repository() -> MesRepository:
-    """The MES database on the ``mes_db`` connection, one engine per task process.
+    """The MES database on the ``mes_db`` connection, one engine per task process
+    (:func:`include.mes.repository.process_repository`)."""
+    from include.mes.repository import process_repository
 
-    A task runs in its own process, and a sync stores page after page: opening the database
-    once per process keeps a page's write to the write itself. Its tables must exist: they are
-    created when the deployment is set up (``python -m include.mes.schema``), never by a task.
-    """
-    # the connection as the environment gives it (tests, local runs) is part of the key
-    return _mes_repository(MES_CONN_ID, os.environ.get(f"AIRFLOW_CONN_{MES_CONN_ID.upper()}"))
-
-
-@functools.lru_cache(maxsize=4)
-def _mes_repository(conn_id: str, _from_environment: str | None) -> MesRepository:
-    from include.mes.db import mes_engine
-    from include.mes.repository import MesRepository
-
-    return MesRepository(mes_engine(conn_id))
+    return process_repository(MES_CONN_ID)

@@ -1,17 +1,18 @@
 """The production units' reporters, kept in the MES database (the original's ``KafkaToken`` rows).
 
 :class:`MesReporterStore` is what the provider's ``UpdateDynamicRecordOperator`` asks for a
-record's reporter: its token, where to keep a new reporter's password and credentials, and where
-the triggerer reads the token of an update whose answer it waits for (:func:`reporter_token`).
-:class:`MesReporterRegistry` is what ``blockchain-provider reporters`` lists and rotates them
-through (``AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY=include.mes.reporter_store.MesReporterRegistry``).
+record's reporter: its token, and where to keep a new reporter's password and credentials.
+:class:`MesReporterRegistry` is the provider's ``ReporterRegistry``
+(``AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY=include.mes.reporter_store.MesReporterRegistry``): the
+triggerer reads the token of an update whose answer it waits for through it, and
+``blockchain-provider reporters`` lists and rotates the reporters through it.
 """
 
 from __future__ import annotations
 
 from blockchain_provider.reporter_registry import ReporterEntry, ReporterLogin, ReporterRegistryError
 from include.mes.crypto import MesSecretError
-from include.mes.repository import MesRepository
+from include.mes.repository import MesRepository, process_repository
 
 
 class MesReporterStore:
@@ -19,30 +20,18 @@ class MesReporterStore:
 
     :param repository: the MES database.
     :param unit_code: the unit's code (``PT10``), the reporter's name.
-    :param conn_id: the Airflow connection of the MES database, for the triggerer to read the
-        token by; defaults to ``None`` (updates then wait for their answers in the worker).
     """
 
-    def __init__(self, repository: MesRepository, unit_code: str, conn_id: str | None = None) -> None:
+    def __init__(self, repository: MesRepository, unit_code: str) -> None:
         self.repository = repository
         self.unit_code = unit_code
-        self.conn_id = conn_id
 
     def __repr__(self) -> str:
         return f"MesReporterStore(unit={self.unit_code!r})"
 
     def token(self, record_id: str) -> str | None:
         """The reporter's token, or ``None`` until the gateway has answered its creation."""
-        reporter = self.repository.reporter(record_id)
-        if reporter is None or reporter.token is None:
-            return None
-        return reporter.token.reveal()
-
-    def token_source(self, record_id: str) -> tuple[str, dict[str, str]] | None:
-        """Where the triggerer reads the reporter's token: :func:`reporter_token` and its arguments."""
-        if self.conn_id is None:
-            return None
-        return f"{__name__}.reporter_token", {"conn_id": self.conn_id, "record_id": record_id}
+        return stored_token(self.repository, record_id)
 
     def prepare(self, record_id: str, topic: str, password: str) -> str:
         """Store *password* for the reporter unless it has one already; return the stored one."""
@@ -53,17 +42,9 @@ class MesReporterStore:
         self.repository.store_reporter_credentials(record_id, public_key, token)
 
 
-def reporter_token(conn_id: str, record_id: str) -> str | None:
-    """The token of record *record_id*'s reporter, read from the MES database of Airflow connection
-    *conn_id*; ``None`` when it has none. The triggerer calls it to match and clean the answer to
-    an update signed with that token."""
-    from include.mes.db import mes_engine
-
-    engine = mes_engine(conn_id)
-    try:
-        reporter = MesRepository(engine).reporter(record_id)
-    finally:
-        engine.dispose()
+def stored_token(repository: MesRepository, record_id: str) -> str | None:
+    """The token of record *record_id*'s reporter in the MES database; ``None`` when it has none."""
+    reporter = repository.reporter(record_id)
     if reporter is None or reporter.token is None:
         return None
     return reporter.token.reveal()
@@ -72,13 +53,19 @@ def reporter_token(conn_id: str, record_id: str) -> str | None:
 class MesReporterRegistry:
     """Every unit's reporter in the MES database of the connection ``BLOCKCHAIN_MES_CONN_ID``
     names (default ``mes_db``): the provider's ``ReporterRegistry``. A reporter's name is its
-    unit's code. Reading a secret needs Airflow's Fernet key, as the workers do."""
+    unit's code. Reading a secret needs Airflow's Fernet key, as the workers do. It reads the
+    database through the process's engine (:func:`~include.mes.repository.process_repository`):
+    the triggerer's waits share one."""
 
     def __init__(self, conn_id: str | None = None) -> None:
-        from include.mes.db import configured_conn_id, mes_engine
+        from include.mes.db import configured_conn_id
 
-        self.repository = MesRepository(mes_engine(conn_id or configured_conn_id()))
+        self.conn_id = conn_id or configured_conn_id()
         self.repository.create_schema()
+
+    @property
+    def repository(self) -> MesRepository:
+        return process_repository(self.conn_id)
 
     def reporters(self) -> list[ReporterEntry]:
         return [
@@ -102,3 +89,8 @@ class MesReporterRegistry:
             self.repository.set_reporter_token(record_id, token)
         except (MesSecretError, LookupError) as exc:
             raise ReporterRegistryError(str(exc)) from None
+
+    def token(self, record_id: str) -> str | None:
+        """The token of record *record_id*'s reporter (the triggerer's registry, one per process,
+        asks it with one database engine for every wait)."""
+        return stored_token(self.repository, record_id)

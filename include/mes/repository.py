@@ -14,6 +14,9 @@ an item is reported as newly seen once, and none fails on a duplicate key.
 
 from __future__ import annotations
 
+import functools
+import os
+
 from sqlalchemy.engine import Engine
 
 from include.mes import crypto, schema
@@ -23,7 +26,7 @@ from include.mes.repositories.requests import RequestsRepository
 from include.mes.repositories.unit_changes import UnitChangesRepository
 from include.mes.repositories.units import UnitsRepository
 
-__all__ = ["DayReportNotFoundError", "MesRepository"]
+__all__ = ["DayReportNotFoundError", "MesRepository", "process_repository"]
 
 
 class MesRepository(
@@ -55,3 +58,21 @@ class MesRepository(
     def create_schema(self) -> None:
         """Create the MES tables that are missing (idempotent)."""
         schema.create_schema(self.engine)
+
+
+def process_repository(conn_id: str) -> MesRepository:
+    """The MES database on Airflow connection *conn_id*, one engine per process.
+
+    A task runs in its own process, and a sync stores page after page: opening the database once
+    per process keeps a page's write to the write itself; a triggerer's waits share one engine.
+    The connection as the environment gives it (tests, local runs) is part of the key. Its tables
+    must exist: they are created when the deployment is set up (``python -m include.mes.schema``).
+    """
+    return _process_repository(conn_id, os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"))
+
+
+@functools.lru_cache(maxsize=4)
+def _process_repository(conn_id: str, _from_environment: str | None) -> MesRepository:
+    from include.mes.db import mes_engine
+
+    return MesRepository(mes_engine(conn_id))

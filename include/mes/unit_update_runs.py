@@ -171,15 +171,10 @@ class UnitChangeQueue:
     slot that the holder needs, and the try's retry claims again.
 
     :param repository: gives the MES database when the task runs.
-    :param conn_id: the MES database's connection, where the triggerer reads a reporter's token.
     """
 
-    def __init__(self, repository: Callable[[], MesRepository], conn_id: str) -> None:
+    def __init__(self, repository: Callable[[], MesRepository]) -> None:
         self.repository = repository
-        self.conn_id = conn_id
-
-    def __repr__(self) -> str:
-        return f"UnitChangeQueue(conn_id={self.conn_id!r})"
 
     def claim(self, context: Mapping[str, Any]) -> ClaimedUpdates:
         repository = self.repository()
@@ -208,7 +203,7 @@ class UnitChangeQueue:
                 "fails rather than wait in that slot, and its retry claims again"
             ) from None
         try:
-            store = MesReporterStore(repository, unit.code, self.conn_id)
+            store = MesReporterStore(repository, unit.code)
             pending = [
                 PendingUpdate(
                     update=DynamicRecordUpdate(

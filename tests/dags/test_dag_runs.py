@@ -411,11 +411,9 @@ def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
     assert [c.outcome for c in mes.unit_changes(unit.id)] == ["applied", "applied"]
     # the updates' waits read the reporter's token in the triggerer; no trigger carries a token
     reporter = mes.reporter_of_unit(unit.code)
-    sourced = [kwargs for _, kwargs in waits if kwargs.get("token_source")]
-    assert sourced and all(
-        kwargs["token_source"] == "include.mes.reporter_store.reporter_token"
-        and kwargs["token_source_kwargs"] == {"conn_id": "mes_db", "record_id": record_id}
-        for kwargs in sourced
+    signed_by_reporter = [kwargs for _, kwargs in waits if kwargs.get("reporter_record_id")]
+    assert signed_by_reporter and all(
+        kwargs["reporter_record_id"] == record_id for kwargs in signed_by_reporter
     )
     assert not [kwargs for _, kwargs in waits if reporter.token.reveal() in str(kwargs)]
     assert ledger.verify() == []

@@ -134,7 +134,7 @@ def claim(unit_dag, tmp_path):
     engine = engine_from_url(f"sqlite:///{tmp_path / 'mes.sqlite3'}")
     repository = MesRepository(engine)
     repository.create_schema()
-    queue = UnitChangeQueue(lambda: repository, "mes_db")
+    queue = UnitChangeQueue(lambda: repository)
 
     def context(run_id: str, try_number: int = 1, **conf):
         return {

@@ -144,7 +144,7 @@ def test_the_reporter_registry_is_configured_the_same_way(
     with pytest.raises(ConfiguredObjectError, match=r"\[blockchain\] reporter_registry"):
         configured_reporter_registry()
     monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY", f"{__name__}.CountingStore")
-    with pytest.raises(ConfiguredObjectError, match="no reporters, credentials and set_token methods"):
+    with pytest.raises(ConfiguredObjectError, match="no reporters, credentials, set_token and token methods"):
         configured_reporter_registry()
     monkeypatch.setenv(
         "AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY", "include.mes.reporter_store.MesReporterRegistry"
@@ -156,6 +156,42 @@ def test_the_reporter_registry_is_configured_the_same_way(
     registry = configured_reporter_registry()
     assert isinstance(registry, MesReporterRegistry) and isinstance(registry, ReporterRegistry)
     assert list(registry.reporters()) == [] and registry.credentials("PT10") is None
+    assert registry.token("PU_PT10") is None
+
+
+class CountingRegistry:
+    """A registry that counts how often it is built, as a database-backed one opens an engine."""
+
+    built = 0
+
+    def __init__(self) -> None:
+        CountingRegistry.built += 1
+
+    def reporters(self) -> list[Any]:
+        return []
+
+    def credentials(self, name: str) -> Any:
+        return None
+
+    def set_token(self, record_id: str, token: str) -> None:
+        return None
+
+    def token(self, record_id: str) -> str | None:
+        return f"token-of-{record_id}" if record_id == "PU_PT10" else None
+
+
+def test_the_triggerer_builds_its_reporter_registry_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every wait for an update's answer asks the same registry: none opens a database of its own."""
+    from blockchain_provider.reporter_registry import reporter_token, triggerer_reads_reporter_tokens
+
+    monkeypatch.delenv("AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY", raising=False)
+    assert not triggerer_reads_reporter_tokens()
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY", f"{__name__}.CountingRegistry")
+    assert triggerer_reads_reporter_tokens()
+    before = CountingRegistry.built
+    assert [reporter_token("PU_PT10") for _ in range(3)] == ["token-of-PU_PT10"] * 3
+    assert reporter_token("PU_PT11") is None
+    assert CountingRegistry.built == before + 1
 
 
 class BrokenStore:
@@ -192,6 +228,9 @@ class FakeRegistry:
         if FakeRegistry.refuse:
             raise OSError("disk full")
         FakeRegistry.kept.append((record_id, token))
+
+    def token(self, record_id: str) -> str | None:
+        return None
 
 
 def test_reporters_commands_go_through_the_registry(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:

@@ -619,6 +619,11 @@ def test_deferred_create_records_notes_the_written_before_it_fails(gateway_env, 
     assert noted == ["PT12_0", "PT12_2"] and not answering
 
 
+#: The reporters' tokens the triggerer reads in these tests, through TriggererRegistry (a
+#: deployment's registry reads them where its store keeps them: the MES database).
+TRIGGERER_TOKENS: dict[str, str] = {}
+
+
 class MemoryStore:
     """Reporters kept in a dict, as a database would keep them."""
 
@@ -633,6 +638,29 @@ class MemoryStore:
 
     def store(self, record_id, public_key, token):
         self.rows[record_id].update(public_key=public_key, token=token)
+        TRIGGERER_TOKENS[record_id] = token
+
+
+class TriggererRegistry:
+    """The deployment's reporter registry as the triggerer uses it: a reporter's token by record."""
+
+    def reporters(self):
+        return []
+
+    def credentials(self, name):
+        return None
+
+    def set_token(self, record_id, token):
+        TRIGGERER_TOKENS[record_id] = token
+
+    def token(self, record_id):
+        return TRIGGERER_TOKENS.get(record_id)
+
+
+@pytest.fixture(autouse=True)
+def triggerer_registry(monkeypatch):
+    """The triggerer reads reporters' tokens through TriggererRegistry."""
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY", f"{__name__}.TriggererRegistry")
 
 
 @pytest.mark.broker
@@ -680,25 +708,6 @@ def test_update_dynamic_record_creates_its_reporter_once_and_updates_as_it(gatew
     assert gateway.records["PU_PT10"]["properties"]["Status"] == "STOP"
 
 
-#: The reporters' tokens the triggerer reads in these tests (a deployment's come from the MES).
-TRIGGERER_TOKENS: dict[str, str] = {}
-
-
-def triggerer_token(record_id):
-    return TRIGGERER_TOKENS.get(record_id)
-
-
-class SourcedStore(MemoryStore):
-    """A store that tells the triggerer where to read a reporter's token."""
-
-    def token_source(self, record_id):
-        return f"{__name__}.triggerer_token", {"record_id": record_id}
-
-    def store(self, record_id, public_key, token):
-        super().store(record_id, public_key, token)
-        TRIGGERER_TOKENS[record_id] = token
-
-
 def unit_operator(store, status, **kwargs):
     return UpdateDynamicRecordOperator(
         task_id="u",
@@ -716,18 +725,21 @@ def unit_operator(store, status, **kwargs):
 
 @pytest.mark.broker
 @pytest.mark.parametrize("sourced", [True, False])
-def test_a_deferred_update_waits_in_the_triggerer_when_it_can_read_the_reporters_token(gateway_env, sourced):
-    gateway, triggers = Ledger(), []
-    store = SourcedStore() if sourced else MemoryStore()
+def test_a_deferred_update_waits_in_the_triggerer_when_it_can_read_the_reporters_token(
+    gateway_env, monkeypatch, sourced
+):
+    gateway, triggers, store = Ledger(), [], MemoryStore()
+    if not sourced:  # no registry: the triggerer cannot read a reporter's token
+        monkeypatch.delenv("AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY")
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, slowly(gateway, 0.3)):
         result = run_operator(unit_operator(store, "RUN", deferrable=True, defer_after=0), triggers=triggers)
     assert (result["Status"], result["message"]) == ("RUN", "record updated")
     assert gateway.records["PU_PT20"]["properties"]["Status"] == "RUN"
-    sources = [kwargs["token_source"] for _, kwargs in triggers]
+    signers = [kwargs["reporter_record_id"] for _, kwargs in triggers]
     if sourced:  # the record type's creation (master token), then the update (the reporter's)
-        assert sources == [None, f"{__name__}.triggerer_token"]
+        assert signers == [None, "PU_PT20"]
     else:  # the update, signed with a token no connection holds, waited in the worker
-        assert sources == [None]
+        assert signers == [None]
     assert not [kwargs for _, kwargs in triggers if RT in json.dumps(kwargs)]
 
 

@@ -1,9 +1,9 @@
-"""Where ``blockchain-provider reporters`` finds the reporters a deployment created.
+"""Where the provider finds the reporters a deployment created.
 
 A deployment that creates records with reporters of their own (each signing with its own token)
-keeps those reporters' credentials itself. The ``reporters list`` and ``reporters rotate``
-commands reach them through a :class:`ReporterRegistry` the deployment implements and names in
-Airflow's configuration::
+keeps those reporters' credentials itself. The triggerer (to match the answer to an update a
+reporter signed) and the ``reporters list`` and ``reporters rotate`` commands reach them through a
+:class:`ReporterRegistry` the deployment implements and names in Airflow's configuration::
 
     [blockchain]
     reporter_registry = my_package.my_module.MyReporterRegistry
@@ -13,11 +13,12 @@ Airflow's configuration::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from blockchain_provider.configured import check_interface, configured_object
+from blockchain_provider.configured import check_interface, configured_object, option
 
 
 class ReporterEntry(NamedTuple):
@@ -64,6 +65,10 @@ class ReporterRegistry(Protocol):
         """Keep the fresh *token* of the reporter of *record_id*, as securely as its others."""
         ...
 
+    def token(self, record_id: str) -> str | None:
+        """The token of the reporter of *record_id*; ``None`` when it has none (yet)."""
+        ...
+
 
 def configured_reporter_registry() -> ReporterRegistry:
     """The registry ``[blockchain] reporter_registry`` names (built at each call: a command makes
@@ -71,6 +76,29 @@ def configured_reporter_registry() -> ReporterRegistry:
 
     :raises ConfiguredObjectError: not configured, not importable, or not a registry.
     """
-    registry = configured_object("reporter_registry", "ReporterRegistry")
-    check_interface("reporter_registry", registry, ReporterRegistry, "reporters, credentials and set_token")
+    return _registry(option("reporter_registry"))
+
+
+def _registry(path: str | None) -> ReporterRegistry:
+    registry = configured_object("reporter_registry", "ReporterRegistry", path)
+    check_interface(
+        "reporter_registry", registry, ReporterRegistry, "reporters, credentials, set_token and token"
+    )
     return registry
+
+
+#: The triggerer's registry, built once per process and configured path: a wait for an update's
+#: answer asks it for the reporter's token, and opens no database of its own.
+_process_registry = functools.lru_cache(maxsize=4)(_registry)
+
+
+def triggerer_reads_reporter_tokens() -> bool:
+    """Whether a registry is configured, so that the triggerer can read a reporter's token, and
+    an update a reporter signs may wait for its answer there."""
+    return option("reporter_registry") is not None
+
+
+def reporter_token(record_id: str) -> str | None:
+    """The token of the reporter of *record_id*, from the registry ``[blockchain]
+    reporter_registry`` names (built once per process); ``None`` when it has none."""
+    return _process_registry(option("reporter_registry")).token(record_id)

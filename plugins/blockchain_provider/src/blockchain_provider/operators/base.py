@@ -227,7 +227,7 @@ class BaseBlockchainOperator(BaseOperator):
         self,
         pending: list[PendingRequest],
         resume: dict[str, Any],
-        token_source: tuple[str, dict[str, Any]] | None = None,
+        reporter_record_id: str | None = None,
     ) -> NoReturn:
         """Hand the wait for the answers to *pending* (sent together) to the triggerer; the task
         resumes in :meth:`execute_complete`, which reads them with :meth:`answers_from`.
@@ -235,15 +235,15 @@ class BaseBlockchainOperator(BaseOperator):
         :param resume: what the task resumes with (small: positions, counts, ids); it goes through
             the trigger and comes back in its event, as the deferral's own kwargs are dropped by
             ``airflow dags test``.
-        :param token_source: where the triggerer reads the token they were signed with, when no
-            connection holds it (a record's reporter's): a dotted path and its keyword arguments.
+        :param reporter_record_id: they were signed by this record's reporter, whose token the
+            triggerer reads from the deployment's reporter registry.
         """
         trigger = AwaitResponsesTrigger.for_pending(
             pending,
             token_conn_id=self.token_conn_id,
             kafka_config_id=self.kafka_config_id,
             resume=resume,
-            token_source=token_source,
+            reporter_record_id=reporter_record_id,
         )
         self.log.info("%d request(s) sent, their answers awaited in the triggerer", len(pending))
         self.defer(
@@ -308,15 +308,15 @@ class BaseBlockchainOperator(BaseOperator):
         call: protocol.Call,
         state: dict[str, Any],
         token: str | None = None,
-        token_source: tuple[str, dict[str, Any]] | None = None,
+        reporter_record_id: str | None = None,
         timeout: float | None = None,
     ) -> Outcome | BlockchainError:
         """Make *call* (signed with *token*, the connection's when ``None``) and return its answer
         or the gateway's refusal. Deferrable, an answer not come within the operator's
         ``defer_after`` seconds defers the task to ``execute_complete`` (resumed with *state*, and
         the answer under *key*: :func:`answer_for`), unless the triggerer could not read the token
-        (a reporter's without *token_source*)."""
-        if not self.deferrable or (token is not None and token_source is None):
+        (a reporter's, without *reporter_record_id*)."""
+        if not self.deferrable or (token is not None and reporter_record_id is None):
             try:
                 return hook.client.call(call, token=token, timeout=timeout)
             except BlockchainGatewayError as exc:
@@ -325,7 +325,7 @@ class BaseBlockchainOperator(BaseOperator):
         if not isinstance(result, PendingRequest):
             return result
         self.log.info("%s: sent, its answer awaited in the triggerer", key)
-        self.defer_for_answers([result], {"state": {**state, "asking": key}}, token_source)
+        self.defer_for_answers([result], {"state": {**state, "asking": key}}, reporter_record_id)
 
     def answers_from(self, event: Any) -> tuple[dict[str, Any], list[Outcome | BlockchainError]]:
         """What a wait for answers came to (:func:`.events.results`): its ``resume`` and, in the

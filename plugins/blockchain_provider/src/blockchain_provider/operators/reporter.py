@@ -45,6 +45,7 @@ from blockchain_provider.operators.update_queue import (
 )
 from blockchain_provider.outcomes import Outcome
 from blockchain_provider.quoting import quote
+from blockchain_provider.reporter_registry import triggerer_reads_reporter_tokens
 from blockchain_provider.triggers import events
 
 #: Seconds a retry waits for the optional read of its record (a gateway without ``BLK_Rec_Get``
@@ -77,8 +78,8 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
 
     Deferrable: each request is sent from the worker, and an answer that has not come within
     *defer_after* seconds is awaited in the triggerer; the task resumes with it and goes on. An
-    update waits there when the store says where the triggerer reads the reporter's token
-    (:class:`ReporterStore`), else in the worker. The creation of a record and its reporter always
+    update waits there when the triggerer can read the reporter's token (``[blockchain]
+    reporter_registry`` is set), else in the worker. The creation of a record and its reporter always
     waits in the worker: its answer holds the reporter's token, which no event may carry.
 
     The master's requests and the reporter's may run in tasks of their own (*part*), each in its
@@ -318,8 +319,8 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
                         state["refused_own"] = str(exc)
                     continue
                 token = self._reporter_token(hook, update)
-                source = getattr(update.store, "token_source", None)
-                token_source = source(update.record_id) if callable(source) else None
+                # the triggerer reads a reporter's token from the deployment's registry, if any
+                reporter = update.record_id if triggerer_reads_reporter_tokens() else None
                 outcome = answer_for(answer, f"update {item.key}")
                 if outcome is None:
                     read_first = item.maybe_sent or (retry and index == 0)
@@ -330,7 +331,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
                         )
                     else:
                         item.mark_sending()
-                        outcome = self.ask(hook, f"update {item.key}", call, state, token, token_source)
+                        outcome = self.ask(hook, f"update {item.key}", call, state, token, reporter)
                 if isinstance(outcome, BlockchainGatewayError):
                     # refused: sending it again changes nothing, and kept pending it would
                     # stand before every later update of the record

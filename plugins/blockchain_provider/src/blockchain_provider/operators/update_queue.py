@@ -40,11 +40,12 @@ class QueueBusy(Exception):
 
 
 class ReporterStore(Protocol):
-    """Where the reporters of dynamic records are kept, by record id.
+    """Where the reporters of dynamic records are kept, by record id, as the operator writes them.
 
-    A store may also say where the triggerer reads a reporter's token, so that a deferred task's
-    update waits there: ``token_source(record_id)`` returning a dotted path to a function and its
-    keyword arguments (ids, no secret), or ``None``. Without it, updates wait in the worker.
+    The triggerer reads a reporter's token from the deployment's
+    :class:`~blockchain_provider.reporter_registry.ReporterRegistry` (``[blockchain]
+    reporter_registry``), which must read where the store keeps them; without a registry, an
+    update a reporter signs waits for its answer in the worker.
     """
 
     def token(self, record_id: str) -> str | None:

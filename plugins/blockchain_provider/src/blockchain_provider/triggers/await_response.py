@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.log import mask_secret
-from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
@@ -76,8 +75,7 @@ class AnswerWaitTrigger(BaseTrigger):
     poll_timeout: float
     late_answer_grace: float
     by_request_id_only: bool
-    token_source: str | None
-    token_source_kwargs: dict[str, Any] | None
+    reporter_record_id: str | None
 
     def _init_wait(self) -> None:
         self._consumer: Any = None
@@ -96,8 +94,8 @@ class AnswerWaitTrigger(BaseTrigger):
         hook = self._hook() if hook is None else hook
         settings = await sync_to_async(lambda: hook.settings)()
         token = settings.token.reveal() if settings.token is not None else None
-        if self.token_source is not None:
-            token = await sync_to_async(self._sourced_token)()
+        if self.reporter_record_id is not None:
+            token = await sync_to_async(self._reporter_token)()
         agent_password = settings.agent_password.reveal() if settings.agent_password is not None else None
         self._consumer = await sync_to_async(hook.new_response_consumer)(
             TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
@@ -188,17 +186,14 @@ class AnswerWaitTrigger(BaseTrigger):
                 else:
                     yield request_id, events.success(request, at)
 
-    def _sourced_token(self) -> str:
-        try:
-            fetch = import_string(str(self.token_source))
-        except ImportError as exc:
-            raise BlockchainConfigError(
-                f"Token source {self.token_source!r} cannot be imported: {exc}"
-            ) from None
-        token = fetch(**(self.token_source_kwargs or {}))
+    def _reporter_token(self) -> str:
+        """The token of the reporter that signed the requests, from the deployment's registry."""
+        from blockchain_provider.reporter_registry import reporter_token
+
+        token = reporter_token(str(self.reporter_record_id))
         if not isinstance(token, str) or not token:
             raise BlockchainConfigError(
-                f"Token source {self.token_source!r} has no token for {self.token_source_kwargs}"
+                f"The reporter registry has no token for record {self.reporter_record_id}"
             )
         mask_secret(token)
         return token
@@ -277,11 +272,9 @@ class AwaitResponsesTrigger(AnswerWaitTrigger):
         it waited; defaults to ``None`` (unknown).
     :param resume: what the deferred task resumes with, handed back in the event: small and
         JSON-serialisable; defaults to ``None``.
-    :param token_source: the requests were signed with a token no connection holds (a record's
-        reporter's): a dotted path to a function that returns it, called in the triggerer with
-        *token_source_kwargs*; defaults to ``None`` (the token of ``token_conn_id``).
-    :param token_source_kwargs: the keyword arguments of *token_source* (ids, never a secret);
-        defaults to ``None``.
+    :param reporter_record_id: the requests were signed with a token no connection holds: that of
+        this record's reporter, which the triggerer reads from the deployment's reporter registry
+        (``[blockchain] reporter_registry``); defaults to ``None`` (the token of ``token_conn_id``).
     """
 
     def __init__(
@@ -298,8 +291,7 @@ class AwaitResponsesTrigger(AnswerWaitTrigger):
         late_answer_grace: float = 0.0,
         sent_at: float | None = None,
         resume: dict[str, Any] | None = None,
-        token_source: str | None = None,
-        token_source_kwargs: dict[str, Any] | None = None,
+        reporter_record_id: str | None = None,
     ) -> None:
         super().__init__()
         if not requests:
@@ -329,8 +321,7 @@ class AwaitResponsesTrigger(AnswerWaitTrigger):
         self.late_answer_grace = 0.0 if self.by_request_id_only else max(0.0, float(late_answer_grace))
         self.sent_at = None if sent_at is None else float(sent_at)
         self.resume = resume
-        self.token_source = token_source
-        self.token_source_kwargs = token_source_kwargs
+        self.reporter_record_id = None if reporter_record_id is None else str(reporter_record_id)
         self._init_wait()
 
     @classmethod
@@ -341,19 +332,18 @@ class AwaitResponsesTrigger(AnswerWaitTrigger):
         token_conn_id: str = "blockchain_master",
         kafka_config_id: str = "kafka_default",
         resume: dict[str, Any] | None = None,
-        token_source: tuple[str, dict[str, Any]] | None = None,
+        reporter_record_id: str | None = None,
     ) -> AwaitResponsesTrigger:
         """The wait for the answers to *pending*, requests sent together (the start positions were
         fixed before the first was sent); it ends by the last one's deadline.
 
-        :param token_source: where the triggerer reads the token they were signed with, when no
-            connection holds it: a dotted path and its keyword arguments; defaults to ``None``.
+        :param reporter_record_id: the record whose reporter signed them, when no connection holds
+            its token (the triggerer reads it from the reporter registry); defaults to ``None``.
         """
         if not pending:
             raise BlockchainConfigError("A wait for answers needs at least one request")
         first = pending[0]
         sent = [request.sent_at for request in pending if request.sent_at is not None]
-        path, kwargs = token_source if token_source is not None else (None, None)
         return cls(
             requests=[
                 {"topic": request.topic, "request_id": request.request_id, "expect": request.expect}
@@ -368,8 +358,7 @@ class AwaitResponsesTrigger(AnswerWaitTrigger):
             late_answer_grace=first.late_answer_grace,
             sent_at=min(sent) if sent else None,
             resume=resume,
-            token_source=path,
-            token_source_kwargs=kwargs,
+            reporter_record_id=reporter_record_id,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -387,8 +376,7 @@ class AwaitResponsesTrigger(AnswerWaitTrigger):
                 "late_answer_grace": self.late_answer_grace,
                 "sent_at": self.sent_at,
                 "resume": self.resume,
-                "token_source": self.token_source,
-                "token_source_kwargs": self.token_source_kwargs,
+                "reporter_record_id": self.reporter_record_id,
             },
         )
 

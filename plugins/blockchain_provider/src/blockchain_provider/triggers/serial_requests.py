@@ -129,8 +129,7 @@ class SerialRequestsTrigger(AnswerWaitTrigger):
         self.poll_timeout = float(poll_timeout)
         self.late_answer_grace = 0.0 if self.by_request_id_only else max(0.0, float(late_answer_grace))
         self.resume = resume
-        self.token_source = None
-        self.token_source_kwargs = None
+        self.reporter_record_id = None
         self._producer: Any = None
         self._init_wait()
 
