@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "plugins" / "blockchain_provider" / "src"))
 
 from blockchain_provider import protocol  # noqa: E402
+from blockchain_provider.exceptions import MalformedResponseError  # noqa: E402
 from local_services.termination import stop_on_termination  # noqa: E402
 
 #: Kafka's default largest message (message.max.bytes) is 1,000,000 bytes.
@@ -67,7 +68,7 @@ def decoder_figures() -> None:
     raw = json.dumps(hostile_literal(HOSTILE_BYTES - 100)).encode()
 
     def decode() -> None:
-        with contextlib.suppress(protocol.MalformedResponseError):
+        with contextlib.suppress(MalformedResponseError):
             protocol.decode_response(raw)
 
     ms = statistics.median(timed(decode) for _ in range(20))

@@ -15,6 +15,7 @@ an item is reported as newly seen once, and none fails on a duplicate key.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 
 from sqlalchemy.engine import Engine
@@ -65,14 +66,20 @@ def process_repository(conn_id: str) -> MesRepository:
 
     A task runs in its own process, and a sync stores page after page: opening the database once
     per process keeps a page's write to the write itself; a triggerer's waits share one engine.
-    The connection as the environment gives it (tests, local runs) is part of the key. Its tables
-    must exist: they are created when the deployment is set up (``python -m include.mes.schema``).
+    The connection as the environment gives it (tests, local runs) is part of the key; one the
+    metadata database or a secrets backend gives is read when the process first asks. The tables
+    are created when the deployment is set up (``python -m include.mes.schema``), not by a task.
     """
-    return _process_repository(conn_id, os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"))
+    # a digest of the connection as the environment gives it: the cache holds no password
+    from_environment = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    digest = hashlib.sha256(from_environment.encode()).hexdigest() if from_environment else None
+    return _process_repository(conn_id, digest)
 
 
 @functools.lru_cache(maxsize=4)
-def _process_repository(conn_id: str, _from_environment: str | None) -> MesRepository:
+def _process_repository(conn_id: str, _environment_digest: str | None) -> MesRepository:
     from include.mes.db import mes_engine
 
-    return MesRepository(mes_engine(conn_id))
+    # a long-lived process (the triggerer) outlives database restarts: a pooled connection is
+    # checked before it is used
+    return MesRepository(mes_engine(conn_id, pool_pre_ping=True))

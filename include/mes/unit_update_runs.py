@@ -241,12 +241,7 @@ class UnitChangeQueue:
         )
 
     def failed(self, context: Mapping[str, Any], failure: BaseException) -> None:
-        """Give the run's change up, so the unit's later runs pass it by instead of trying it again.
-
-        A run whose claim lapsed gives nothing up: its change is valid and stays noted, and the
-        drain that holds the lock, or a later one, applies it in its turn.
-        """
-        if isinstance(failure, UnitLockTimeoutError):
-            return
+        """Give the run's change up (the run failed for good after its claim), so the unit's later
+        runs pass it by instead of trying it again."""
         reason = f"its run failed for good: {type(failure).__name__}"
         self.repository().give_up_unit_change(context["dag_run"].run_id, reason)

@@ -149,7 +149,8 @@ class Stack:
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(s.root / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # the MES side of the provider: the stored requests the "Blockchain requests" page
-                # reads, the reporters `blockchain-provider reporters` lists and rotates
+                # reads; the reporters whose tokens the triggerer reads and that
+                # `blockchain-provider reporters` lists and rotates
                 "AIRFLOW__BLOCKCHAIN__REQUEST_STORE": "include.mes.request_store.MesRequestStore",
                 "AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY": "include.mes.reporter_store.MesReporterRegistry",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTerminated, AirflowTaskTimeout
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import (
@@ -28,6 +28,7 @@ from blockchain_provider.operators import (
     GetPartnerRequestOperator,
     ListOrderRequestsOperator,
     ListPartnerRequestsOperator,
+    QueueBusy,
     UpdateDynamicRecordOperator,
     UpdateRecordOperator,
 )
@@ -803,19 +804,39 @@ def test_a_busy_queue_waits_in_the_triggerer_when_deferrable(gateway_env):
     assert queue.kept and not queue.locked and queue.failed_with == []
 
 
+class FailingStore(MemoryStore):
+    """A store whose reading of the reporter's token fails with *failure*."""
+
+    def __init__(self, failure):
+        super().__init__()
+        self.failure = failure
+
+    def token(self, record_id):
+        raise self.failure
+
+
+def _timeout():
+    return BlockchainTimeoutError("no answer", topic="BLK_Rec", request_id="r", timeout=1)
+
+
 @pytest.mark.parametrize(
-    ("failure", "try_number", "told"),
+    ("where", "failure", "try_number", "told"),
     [
-        ("busy", 1, []),  # retried: the queue keeps the update
-        ("busy", 4, ["QueueBusy"]),  # the last try: the queue notes it failed for good
-        ("fail", 1, ["AirflowFailException"]),  # no retry fixes it
+        # a claim that fails tells nothing: the update stays in the queue, whose holder applies it
+        ("claim", lambda: QueueBusy("held"), 4, []),
+        ("claim", lambda: AirflowFailException("not this unit's"), 1, []),
+        # a failure under the claim: told when no retry follows
+        ("apply", _timeout, 1, []),
+        ("apply", _timeout, 4, ["BlockchainTimeoutError"]),
+        ("apply", lambda: AirflowFailException("no"), 1, ["AirflowFailException"]),
+        ("apply", lambda: AirflowTaskTimeout("execution_timeout"), 4, ["AirflowTaskTimeout"]),
+        ("apply", lambda: AirflowTaskTerminated("killed"), 1, ["AirflowTaskTerminated"]),
     ],
 )
-def test_the_queue_is_told_of_a_failure_no_retry_follows(failure, try_number, told):
-    from blockchain_provider.operators import QueueBusy
-
+def test_the_queue_is_told_of_a_failure_no_retry_follows_and_the_lock_goes(where, failure, try_number, told):
     queue = ListQueue(
-        MemoryStore(), failure=QueueBusy("held") if failure == "busy" else AirflowFailException("no")
+        FailingStore(failure()) if where == "apply" else MemoryStore(),
+        failure=failure() if where == "claim" else None,
     )
     operator = UpdateDynamicRecordOperator(
         task_id="u",
@@ -824,10 +845,12 @@ def test_the_queue_is_told_of_a_failure_no_retry_follows(failure, try_number, to
         record_type_properties=PROPS,
         queue=queue,
         deferrable=False,
+        part="update",  # nothing of the master's: the first thing done under the claim reads the token
     )
-    with pytest.raises((QueueBusy, AirflowFailException)):
+    with pytest.raises(BaseException) as raised:
         operator.execute(task_context(try_number=try_number))
-    assert queue.failed_with == told
+    assert type(raised.value) is type(failure())
+    assert queue.failed_with == told and not queue.locked
 
 
 def test_an_update_is_given_as_values_or_as_a_queue():

@@ -210,3 +210,18 @@ def test_the_resumed_task_reads_back_the_answer_the_trigger_found_and_only_that(
     other = AnswerAt("BLK_Part_Lst", request_id, "BLK_Res", 0, 0, "0" * 64)
     with pytest.raises(BlockchainProtocolError, match=r"BLK_Res\[0\]@0 is not the answer to request"):
         KafkaBlockchainHook().client.answers_at([other])
+
+
+def test_a_wait_serialised_with_a_token_source_resumes_with_its_reporter():
+    """A wait deferred by version 0.2.0 (token_source and its kwargs) still names its reporter after
+    an upgrade; what the trigger serialises now carries the record id only."""
+    legacy = _batch(
+        [protocol.new_request_id()],
+        deadline=time.time() + 60,
+        token_source="include.mes.reporter_store.reporter_token",
+        token_source_kwargs={"conn_id": "mes_db", "record_id": "PU_PT10"},
+    )
+    assert legacy.reporter_record_id == "PU_PT10"
+    _path, kwargs = legacy.serialize()
+    assert kwargs["reporter_record_id"] == "PU_PT10" and "token_source" not in kwargs
+    assert _batch([protocol.new_request_id()], deadline=time.time() + 60).reporter_record_id is None

@@ -80,7 +80,7 @@ def refusal_text(response: protocol.Response, secrets: tuple[str | None, ...]) -
 class PendingRequest:
     """A request sent but not yet answered, as a deferred task hands it to the trigger.
 
-    ``start_positions``: where its answer is looked for (:data:`.response_reader.Positions`);
+    ``start_positions``: where its answer is looked for (:data:`.answer_matcher.Positions`);
     ``sent_at``: when it was sent, and ``deadline``: when its wait ends, in seconds since the epoch.
     """
 

@@ -42,6 +42,8 @@ from blockchain_provider.operators.update_queue import (
     ReporterStore,
     UpdateQueue,
     check_update_arguments,
+    end_kept_claim,
+    fail_claim,
 )
 from blockchain_provider.outcomes import Outcome
 from blockchain_provider.quoting import quote
@@ -176,23 +178,8 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
             return super().resume_execution(next_method, next_kwargs, context)
         except (TaskDeferralError, TaskDeferralTimeout) as failure:
             if self.queue is not None:
-                self._end_claim(context, failure)
+                end_kept_claim(self.queue, context, failure)
             raise
-
-    def _end_claim(self, context: Mapping[str, Any], failure: BaseException) -> None:
-        """Let go of the claim the task kept while it was away, after *failure* ended its wait."""
-        try:
-            self.queue.claim(context).release()  # type: ignore[union-attr]
-        except Exception as exc:  # the lock may be another run's by now: nothing of this try to let go of
-            self.log.warning("The record's queue could not be claimed to let go of it: %s", exc)
-        self._note_failure(context, failure)
-
-    def _note_failure(self, context: Mapping[str, Any], failure: BaseException) -> None:
-        """Tell the queue of a failure no retry follows (the last try, or one that no retry fixes)."""
-        ti = context.get("ti")
-        last_try = ti is not None and getattr(ti, "try_number", 1) > getattr(ti, "max_tries", 0)
-        if isinstance(failure, AirflowFailException) or last_try:
-            self.queue.failed(context, failure)  # type: ignore[union-attr]
 
     def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> dict[str, Any]:
         """Resume after the triggerer: with the answer a deferred request waited for, or after the
@@ -208,11 +195,12 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     ) -> dict[str, Any]:
         if self.queue is None:
             return self._run_plain(context, state, answer)
+        # a claim that fails notes nothing: the update stays in the queue, whose holder (or a later
+        # task) applies it in its turn
         try:
             claimed = self.queue.claim(context)
         except QueueBusy as exc:
             if not self.deferrable:
-                self._note_failure(context, exc)
                 raise
             self.log.info(
                 "%s: claiming again in %g s, meanwhile waiting in the triggerer", exc, self.queue_retry
@@ -220,25 +208,25 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
             self.defer(
                 trigger=TimeDeltaTrigger(timedelta(seconds=self.queue_retry)), method_name="execute_complete"
             )
-        except Exception as exc:
-            self._note_failure(context, exc)
-            raise
         try:
             result = self._apply(claimed, context, state, answer)
+            if self.part == "create" and claimed.pending:
+                # the run's update task goes on with the claim
+                claimed.keep(0.0)
+            else:
+                claimed.release()
         except TaskDeferred as deferred:
             # the task goes on when the triggerer has the answer: the lock lasts the wait out
-            claimed.keep(deferred.timeout.total_seconds() if deferred.timeout is not None else 0.0)
+            away = deferred.timeout.total_seconds() if deferred.timeout is not None else 0.0
+            try:
+                claimed.keep(away)
+            except BaseException as lost:
+                fail_claim(self.queue, claimed, context, lost)
+                raise
             raise
-        except BaseException as exc:
-            claimed.release()
-            if isinstance(exc, Exception):
-                self._note_failure(context, exc)
+        except BaseException as exc:  # a timeout or a kill of the task too
+            fail_claim(self.queue, claimed, context, exc)
             raise
-        if self.part == "create" and claimed.pending:
-            # the run's update task goes on with the claim
-            claimed.keep(0.0)
-        else:
-            claimed.release()
         return result
 
     def _run_plain(

@@ -14,11 +14,14 @@ of waiting in a worker slot.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from blockchain_provider.exceptions import BlockchainConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ClaimedUpdates",
@@ -28,6 +31,8 @@ __all__ = [
     "ReporterStore",
     "UpdateQueue",
     "check_update_arguments",
+    "end_kept_claim",
+    "fail_claim",
 ]
 
 
@@ -170,3 +175,32 @@ def check_update_arguments(queue: Any, **plain: Any) -> None:
         raise BlockchainConfigError(
             f"queue must have claim() and failed() (an UpdateQueue), not {queue!r:.80}"
         )
+
+
+def fail_claim(
+    queue: UpdateQueue, claimed: ClaimedUpdates, context: Mapping[str, Any], failure: BaseException
+) -> None:
+    """A try failed with *failure* while it held *claimed*: tell *queue* when no retry follows (a
+    failure no retry fixes, a task killed, or the last try), then let go of the claim (in that
+    order: no other task may drain the update between the two)."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTerminated
+
+    try:
+        ti = context.get("ti")
+        last_try = ti is not None and getattr(ti, "try_number", 1) > getattr(ti, "max_tries", 0)
+        if isinstance(failure, (AirflowFailException, AirflowTaskTerminated)) or last_try:
+            queue.failed(context, failure)
+    finally:
+        claimed.release()
+
+
+def end_kept_claim(queue: UpdateQueue, context: Mapping[str, Any], failure: BaseException) -> None:
+    """A deferred task's wait failed (*failure*): let go of the claim it kept while away, as
+    :func:`fail_claim` does. A claim that cannot be taken again (another task holds the queue by
+    now) lets nothing go and tells nothing: the holder applies the task's update in its turn."""
+    try:
+        claimed = queue.claim(context)
+    except Exception as exc:
+        log.warning("The record's queue could not be claimed to let go of it: %s", exc)
+        return
+    fail_claim(queue, claimed, context, failure)

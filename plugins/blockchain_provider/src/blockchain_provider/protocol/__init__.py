@@ -5,10 +5,11 @@ they never build or parse an envelope themselves. Its modules, one job each:
 
 - :mod:`.topics`: the topics' protocol names and a connection's overrides (PROTOCOL.md 3);
 - :mod:`.identifiers`: public keys, request ids and names, and their checks (3.5);
-- :mod:`.requests`: each message's builder, its envelope, paging (1 and 3);
+- :mod:`.requests`: each message's builder and its envelope (1 and 3);
 - :mod:`.decoder`: the answers on ``BLK_Res`` in their three encodings (1 and 2);
 - :mod:`.matching`: which answer can be a request's (2);
-- :mod:`.ours`: every choice the gateway's documentation does not make (*(ours)* in PROTOCOL.md).
+- :mod:`.ours`: every choice the gateway's documentation does not make (*(ours)* in PROTOCOL.md),
+  paging with them.
   A real gateway that differs is met by changing that module or the connection's topic
   overrides, not the DAGs.
 
@@ -49,42 +50,46 @@ from blockchain_provider.protocol.matching import (
 from blockchain_provider.protocol.ours import (
     AGENTS,
     MAX_LIST_PAGES,
+    MIN_PASSWORD_LENGTH,
     NON_DYNAMIC_PASSWORD,
+    PAGE_CAP,
     PROPERTY_TYPES,
     READS_DEFAULT,
     RECORD_GET,
+    RECORD_TOPIC_PREFIX,
     RECORD_TYPE_GET,
     RECORDS,
+    REPEATED_PAGE,
+    REQUEST_ID_HEADER,
     REQUEST_ID_KAFKA_HEADER,
+    PageTurn,
     agent_create_call,
     agent_token_call,
     gateway_identity,
     is_not_found,
+    listing_end_warning,
     new_request_id,
+    next_start,
+    page_digest,
     record_get_call,
     record_type_get_call,
+    request_id_kafka_headers,
+    request_id_kafka_key,
+    turn_page,
+    validate_max_pages,
 )
 from blockchain_provider.protocol.requests import (
-    MIN_PASSWORD_LENGTH,
-    PAGE_CAP,
-    REPEATED_PAGE,
     Call,
-    PageTurn,
     ReporterCredentials,
     Request,
     answer_call,
     envelope,
     list_call,
-    listing_end_warning,
     new_password,
-    next_start,
-    page_digest,
     record_create_call,
     record_type_create_call,
     record_update_call,
     reporter_from_answer,
-    turn_page,
-    validate_max_pages,
 )
 from blockchain_provider.protocol.topics import (
     DEFAULT_TOPICS,
@@ -121,9 +126,11 @@ __all__ = [
     "READS_DEFAULT",
     "RECORDS",
     "RECORD_GET",
+    "RECORD_TOPIC_PREFIX",
     "RECORD_TYPES",
     "RECORD_TYPE_GET",
     "REPEATED_PAGE",
+    "REQUEST_ID_HEADER",
     "REQUEST_ID_KAFKA_HEADER",
     "REQUEST_ID_PATTERN",
     "RESPONSES",
@@ -164,6 +171,8 @@ __all__ = [
     "record_type_get_call",
     "record_update_call",
     "reporter_from_answer",
+    "request_id_kafka_headers",
+    "request_id_kafka_key",
     "same_text",
     "turn_page",
     "validate_max_pages",

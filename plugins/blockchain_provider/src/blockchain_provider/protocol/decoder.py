@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from blockchain_provider.exceptions import MalformedResponseError
 from blockchain_provider.protocol.identifiers import _REQUEST_ID_RE
+from blockchain_provider.protocol.ours import REQUEST_ID_HEADER
 from blockchain_provider.quoting import quote, redact
 
 #: Responses larger than this are not decoded (in UTF-8 bytes, for a ``str`` too). A page of 100
@@ -247,7 +248,7 @@ def _to_response(envelope: Any) -> Response:
     if len(kinds) != 1:
         raise MalformedResponseError("response outcome must hold exactly one of data, message, error")
     kind = kinds[0]
-    request_id = header.get("request_id")
+    request_id = header.get(REQUEST_ID_HEADER)
     if request_id is not None and not (isinstance(request_id, str) and _REQUEST_ID_RE.fullmatch(request_id)):
         raise MalformedResponseError("response header has an invalid request_id")
     public_key = header.get("public_key")

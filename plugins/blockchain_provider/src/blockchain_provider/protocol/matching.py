@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blockchain_provider.protocol.decoder import OutcomeKind, Response
-from blockchain_provider.protocol.ours import AGENTS, RECORD_GET, RECORDS
+from blockchain_provider.protocol.ours import AGENTS, RECORD_GET, RECORD_TOPIC_PREFIX, RECORDS
 from blockchain_provider.protocol.requests import Call
 from blockchain_provider.protocol.topics import ORDER_LIST, PARTNER_LIST
 
@@ -62,7 +62,7 @@ def expectation(call: Call) -> Expectation:
 def _is_record_topic(topic: str) -> bool:
     """Whether *topic* (a protocol name) carries record creations and updates: ``BLK_Rec`` or
     ``BLK_Rec_<record type>``, not the read topic ``BLK_Rec_Get``."""
-    return topic == RECORDS or (topic.startswith(RECORDS + "_") and topic != RECORD_GET)
+    return topic == RECORDS or (topic.startswith(RECORD_TOPIC_PREFIX) and topic != RECORD_GET)
 
 
 def same_text(a: object, b: object) -> bool:

@@ -1,20 +1,24 @@
 """The project's own choices where the gateway's documentation is silent (*(ours)* in PROTOCOL.md).
 
-They are all here: the ``request_id`` header and its Kafka header name, the record topics'
-prefix, the shapes of a property definition and of a property value in the record messages, the
-empty password of a non-dynamic record, the optional read topics and messages (off unless the
-connection switches them on), the agent messages, the page cap of a listing, what names a gateway
-for "created once per gateway", and how a refusal says "not found". A real gateway that differs
-is met by changing this module or the connection's topic overrides, not the DAGs.
+They are all here: the ``request_id`` header key, the request id as the Kafka message key and
+header, the record topics' prefix, the shapes of a property definition and of a property value in
+the record messages, the empty password of a non-dynamic record, the optional read topics and
+messages (off unless the connection switches them on), the agent messages, the ends of a listing
+besides the empty page (a repeated page, the page cap), what names a gateway for "created once
+per gateway", and how a refusal says "not found". A real gateway that differs is met by changing
+this module or the connection's topic overrides, not the DAGs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from blockchain_provider.exceptions import InvalidIdentifierError
+from blockchain_provider.exceptions import BlockchainConfigError, InvalidIdentifierError
 from blockchain_provider.protocol.identifiers import _shown, validate_name, validate_public_key
 
 if TYPE_CHECKING:
@@ -34,8 +38,16 @@ AGENTS = "BLK_Agt"
 #: (ours) a non-dynamic record's password: it has no reporter, and can never be updated.
 NON_DYNAMIC_PASSWORD = ""
 
-#: (ours) the Kafka header that carries the request id next to the envelope's header key.
+#: (ours) the envelope's header key of the request id, which a gateway that correlates echoes in
+#: its answer's header.
+REQUEST_ID_HEADER = "request_id"
+#: (ours) the Kafka header that carries the request id next to the envelope's header key; the
+#: message key carries it too (:func:`request_id_kafka_key`).
 REQUEST_ID_KAFKA_HEADER = "blk-request-id"
+#: (ours) a record of type N travels on ``BLK_Rec_N``.
+RECORD_TOPIC_PREFIX = RECORDS + "_"
+#: The shortest reporter or agent password the MES accepts; it generates much longer ones.
+MIN_PASSWORD_LENGTH = 12
 
 #: (ours) whether the gateway answers the read topics ``BLK_Rty_Get``/``BLK_Rec_Get``: the
 #: original has none, so no flow waits on a read unless the token connection's ``reads`` field
@@ -45,6 +57,16 @@ READS_DEFAULT = False
 #: (ours) the most pages one listing reads (PROTOCOL.md 3.1: "a cap on the number of pages ends
 #: it too"); at 500 items a page, half a million requests. A setting of the list operators.
 MAX_LIST_PAGES = 1000
+
+
+def request_id_kafka_key(request_id: str) -> bytes:
+    """(ours) The request id as the message key."""
+    return request_id.encode("ascii")
+
+
+def request_id_kafka_headers(request_id: str) -> list[tuple[str, bytes]]:
+    """(ours) The request id as a Kafka header, for gateways that read headers."""
+    return [(REQUEST_ID_KAFKA_HEADER, request_id.encode("ascii"))]
 
 
 def new_request_id() -> str:
@@ -143,8 +165,10 @@ def agent_create_call(name: str, password: str) -> Call:
     """(ours) Create an agent (``BLK_Agt``). The answer's data holds ``public_key`` and ``token``."""
     from blockchain_provider.protocol.requests import Call
 
-    if not isinstance(password, str) or len(password) < 12:
-        raise InvalidIdentifierError("The agent password must be a string of at least 12 characters")
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidIdentifierError(
+            f"The agent password must be a string of at least {MIN_PASSWORD_LENGTH} characters"
+        )
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise InvalidIdentifierError(f"Invalid agent name {_shown(name)}: 1-200 characters")
     return Call(AGENTS, {}, {"action": "create", "name": name, "password": password})
@@ -159,3 +183,82 @@ def agent_token_call(public_key: str, password: str) -> Call:
     return Call(
         AGENTS, {"public_key": validate_public_key(public_key)}, {"action": "token", "password": password}
     )
+
+
+# Paging (PROTOCOL.md 3.1): an empty page ends a listing (the sources); so do (ours) a page
+# identical to the one before (a gateway that ignores start) and the page cap.
+
+
+def next_start(start: int, received: int) -> int | None:
+    """Paging (PROTOCOL.md 3.1): the ``start`` of the next page, or ``None`` after an empty page.
+
+    A page shorter than the ``limit`` asked is not the end: a gateway may cap its pages.
+    """
+    return None if received == 0 else start + received
+
+
+#: Why a listing ended other than on an empty page.
+REPEATED_PAGE = "repeated"
+
+
+PAGE_CAP = "cap"
+
+
+def page_digest(page: list[Any]) -> str:
+    """A short fingerprint of a list page, kept between pages instead of the page itself."""
+    canonical = json.dumps(page, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class PageTurn:
+    """What follows a page read at ``start``: the next ``start`` (``None``: the listing ends), the
+    page's digest and page count to carry on, and why it ended early (``None``: it did not, or
+    it ended on an empty page).
+
+    ``repeated``: the page is the one before again (a gateway that ignores ``start``); it is not
+    new, so the caller neither stores nor counts it. ``cap``: the page was the last one allowed.
+    """
+
+    start: int | None
+    digest: str
+    pages: int
+    ended_by: str | None = None
+
+
+def turn_page(
+    start: int, page: list[Any], previous_digest: str | None, pages_read: int, max_pages: int = MAX_LIST_PAGES
+) -> PageTurn:
+    """Paging with the ends a gateway that ignores ``start`` needs (PROTOCOL.md 3.1): an empty
+    page ends the listing; so does (ours) a non-empty page identical to the one before, and the
+    *max_pages*-th page. *pages_read* counts the pages before this one."""
+    digest = page_digest(page)
+    pages = pages_read + 1
+    following = next_start(start, len(page))
+    if following is None:
+        return PageTurn(None, digest, pages)
+    if previous_digest is not None and digest == previous_digest:
+        return PageTurn(None, digest, pages_read, REPEATED_PAGE)
+    if pages >= max_pages:
+        return PageTurn(None, digest, pages, PAGE_CAP)
+    return PageTurn(following, digest, pages)
+
+
+def listing_end_warning(topic: str, turn: PageTurn, start: int) -> str:
+    """The warning (and alert) text of a listing that ended early, *turn* being its last page."""
+    if turn.ended_by == REPEATED_PAGE:
+        return (
+            f"{topic}: the page at position {start} is the page before again; the gateway seems to "
+            f"ignore 'start', so the listing ends after {turn.pages} page(s): items beyond them are not read"
+        )
+    return (
+        f"{topic}: the listing ends at its cap of {turn.pages} page(s) (position {start}); "
+        "items beyond it are not read"
+    )
+
+
+def validate_max_pages(value: object) -> int:
+    """A listing's page cap: an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BlockchainConfigError(f"max_pages must be an integer >= 1, not {value!r:.40}")
+    return value

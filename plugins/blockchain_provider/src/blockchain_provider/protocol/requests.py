@@ -7,7 +7,6 @@ one themselves.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections.abc import Mapping
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blockchain_provider.exceptions import (
-    BlockchainConfigError,
     InvalidIdentifierError,
     MalformedResponseError,
 )
@@ -27,12 +25,14 @@ from blockchain_provider.protocol.identifiers import (
 )
 from blockchain_provider.protocol.ours import (
     AGENTS,
-    MAX_LIST_PAGES,
+    MIN_PASSWORD_LENGTH,
     NON_DYNAMIC_PASSWORD,
     RECORDS,
-    REQUEST_ID_KAFKA_HEADER,
+    REQUEST_ID_HEADER,
     _check_properties,
     _check_values,
+    request_id_kafka_headers,
+    request_id_kafka_key,
 )
 from blockchain_provider.protocol.topics import (
     ORDER_ANSWER,
@@ -62,7 +62,7 @@ class Call:
     def __post_init__(self) -> None:
         if not is_known_topic(self.topic) or self.topic in (RESPONSES, RECORDS):
             raise InvalidIdentifierError(f"Unknown request topic {_shown(self.topic)}")
-        reserved = {"auth", "request_id"} & set(self.header)
+        reserved = {"auth", REQUEST_ID_HEADER} & set(self.header)
         if reserved:
             raise InvalidIdentifierError(
                 f"Header keys {sorted(reserved)} are set by the hook, not the caller"
@@ -86,12 +86,12 @@ class Request:
         return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
-        """(ours) The request id as a Kafka header, for gateways that read headers."""
-        return [(REQUEST_ID_KAFKA_HEADER, self.request_id.encode("ascii"))]
+        """The request id as Kafka headers (:func:`~.ours.request_id_kafka_headers`)."""
+        return request_id_kafka_headers(self.request_id)
 
     def kafka_key(self) -> bytes:
-        """(ours) The request id as the message key."""
-        return self.request_id.encode("ascii")
+        """The request id as the message key (:func:`~.ours.request_id_kafka_key`)."""
+        return request_id_kafka_key(self.request_id)
 
 
 def envelope(call: Call, request_id: str, token: str | None) -> Request:
@@ -105,7 +105,7 @@ def envelope(call: Call, request_id: str, token: str | None) -> Request:
             raise InvalidIdentifierError("The blockchain token is empty: set the connection's Token field")
         header["auth"] = token
     header.update(call.header)
-    header["request_id"] = validate_request_id(request_id)
+    header[REQUEST_ID_HEADER] = validate_request_id(request_id)
     return Request(call.topic, request_id, header, call.body)
 
 
@@ -140,10 +140,6 @@ def _check_description(description: object) -> str:
     if not isinstance(description, str) or not description.strip() or len(description) > 1000:
         raise InvalidIdentifierError(f"Invalid description {_shown(description)}: 1-1000 characters")
     return description
-
-
-#: The shortest reporter password the MES accepts; it generates much longer ones.
-MIN_PASSWORD_LENGTH = 12
 
 
 def new_password() -> str:
@@ -241,78 +237,3 @@ def reporter_from_answer(value: Any, record_id: str) -> ReporterCredentials:
             f"The answer to creating dynamic record {record_id} has no reporter token"
         )
     return ReporterCredentials(record_id, public_key, token)
-
-
-def next_start(start: int, received: int) -> int | None:
-    """Paging (PROTOCOL.md 3.1): the ``start`` of the next page, or ``None`` after an empty page.
-
-    A page shorter than the ``limit`` asked is not the end: a gateway may cap its pages.
-    """
-    return None if received == 0 else start + received
-
-
-#: Why a listing ended other than on an empty page.
-REPEATED_PAGE = "repeated"
-
-
-PAGE_CAP = "cap"
-
-
-def page_digest(page: list[Any]) -> str:
-    """A short fingerprint of a list page, kept between pages instead of the page itself."""
-    canonical = json.dumps(page, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class PageTurn:
-    """What follows a page read at ``start``: the next ``start`` (``None``: the listing ends), the
-    page's digest and page count to carry on, and why it ended early (``None``: it did not, or
-    it ended on an empty page).
-
-    ``repeated``: the page is the one before again (a gateway that ignores ``start``); it is not
-    new, so the caller neither stores nor counts it. ``cap``: the page was the last one allowed.
-    """
-
-    start: int | None
-    digest: str
-    pages: int
-    ended_by: str | None = None
-
-
-def turn_page(
-    start: int, page: list[Any], previous_digest: str | None, pages_read: int, max_pages: int = MAX_LIST_PAGES
-) -> PageTurn:
-    """Paging with the ends a gateway that ignores ``start`` needs (PROTOCOL.md 3.1): an empty
-    page ends the listing; so does (ours) a non-empty page identical to the one before, and the
-    *max_pages*-th page. *pages_read* counts the pages before this one."""
-    digest = page_digest(page)
-    pages = pages_read + 1
-    following = next_start(start, len(page))
-    if following is None:
-        return PageTurn(None, digest, pages)
-    if previous_digest is not None and digest == previous_digest:
-        return PageTurn(None, digest, pages_read, REPEATED_PAGE)
-    if pages >= max_pages:
-        return PageTurn(None, digest, pages, PAGE_CAP)
-    return PageTurn(following, digest, pages)
-
-
-def listing_end_warning(topic: str, turn: PageTurn, start: int) -> str:
-    """The warning (and alert) text of a listing that ended early, *turn* being its last page."""
-    if turn.ended_by == REPEATED_PAGE:
-        return (
-            f"{topic}: the page at position {start} is the page before again; the gateway seems to "
-            f"ignore 'start', so the listing ends after {turn.pages} page(s): items beyond them are not read"
-        )
-    return (
-        f"{topic}: the listing ends at its cap of {turn.pages} page(s) (position {start}); "
-        "items beyond it are not read"
-    )
-
-
-def validate_max_pages(value: object) -> int:
-    """A listing's page cap: an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BlockchainConfigError(f"max_pages must be an integer >= 1, not {value!r:.40}")
-    return value

@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 
 from blockchain_provider.exceptions import InvalidIdentifierError
 from blockchain_provider.protocol.identifiers import validate_name
-from blockchain_provider.protocol.ours import AGENTS, RECORD_GET, RECORD_TYPE_GET, RECORDS
+from blockchain_provider.protocol.ours import (
+    AGENTS,
+    RECORD_GET,
+    RECORD_TOPIC_PREFIX,
+    RECORD_TYPE_GET,
+    RECORDS,
+)
 
 RESPONSES = "BLK_Res"
 
@@ -95,16 +101,16 @@ def record_topic(record_type: str) -> str:
     ``Get`` is taken by the read topic ``BLK_Rec_Get``.
     """
     name = validate_name(record_type, "record type name")
-    if not _RECORD_TYPE_TOPIC_RE.fullmatch(name) or f"{RECORDS}_{name}" in DEFAULT_TOPICS:
+    if not _RECORD_TYPE_TOPIC_RE.fullmatch(name) or RECORD_TOPIC_PREFIX + name in DEFAULT_TOPICS:
         raise InvalidIdentifierError(
             f"Record type name {name!r} cannot name a topic: use letters, digits and _ . - (not 'Get')"
         )
-    return f"{RECORDS}_{name}"
+    return RECORD_TOPIC_PREFIX + name
 
 
 def is_record_topic(name: object) -> bool:
     """Whether *name* is the protocol name of a record topic (``BLK_Rec_<record type>``)."""
-    if not isinstance(name, str) or not name.startswith(RECORDS + "_") or name in DEFAULT_TOPICS:
+    if not isinstance(name, str) or not name.startswith(RECORD_TOPIC_PREFIX) or name in DEFAULT_TOPICS:
         return False
     return bool(_RECORD_TYPE_TOPIC_RE.fullmatch(name[len(RECORDS) + 1 :]))
 

@@ -275,6 +275,10 @@ class AwaitResponsesTrigger(AnswerWaitTrigger):
     :param reporter_record_id: the requests were signed with a token no connection holds: that of
         this record's reporter, which the triggerer reads from the deployment's reporter registry
         (``[blockchain] reporter_registry``); defaults to ``None`` (the token of ``token_conn_id``).
+    :param token_source: (deprecated) version 0.2.0's way to name the reporter's token, read only so
+        that the waits deferred before an upgrade resume: its ``record_id`` keyword argument is
+        taken as *reporter_record_id*.
+    :param token_source_kwargs: (deprecated) see *token_source*.
     """
 
     def __init__(
@@ -292,8 +296,13 @@ class AwaitResponsesTrigger(AnswerWaitTrigger):
         sent_at: float | None = None,
         resume: dict[str, Any] | None = None,
         reporter_record_id: str | None = None,
+        token_source: str | None = None,
+        token_source_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if reporter_record_id is None and token_source is not None:
+            # a wait serialised by version 0.2.0, still deferred when the triggerer was upgraded
+            reporter_record_id = (token_source_kwargs or {}).get("record_id")
         if not requests:
             raise BlockchainConfigError("A wait for answers needs at least one request")
         if len(requests) > 1 and not by_request_id_only:
