@@ -964,3 +964,20 @@ def test_a_dynamic_record_answered_without_a_reporter_fails_at_once(gateway_env,
     text = str(failed.value)
     assert "PU_PT30" in text and "message 'record PU_PT30 created'" in text
     assert "public key and token" in text
+
+
+def test_updates_rendered_to_something_else_fail_at_once():
+    """A template that renders to text, not an object of values, is not retried: it renders alike."""
+    operator = UpdateDynamicRecordOperator(
+        task_id="u",
+        record_type="ProductionUnit",
+        record_type_description="Units",
+        record_type_properties=PROPS,
+        record_id="PU_PT40",
+        updates="{{ params.updates }}",
+        reporters=MemoryStore(),
+    )
+    operator.updates = "Status=RUN"  # as the template rendered it
+    with pytest.raises(AirflowFailException, match="updates must be an object"):
+        operator.execute(task_context())
+    assert "hook" not in vars(operator)  # nothing sent

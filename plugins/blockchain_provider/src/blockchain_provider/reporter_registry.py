@@ -66,7 +66,9 @@ class ReporterRegistry(Protocol):
         ...
 
     def token(self, record_id: str) -> str | None:
-        """The token of the reporter of *record_id*; ``None`` when it has none (yet)."""
+        """The token of the reporter of *record_id*; ``None`` when it has none (yet). In the
+        triggerer one registry serves every wait for the life of the process: read the token when
+        asked (a rotated token must take effect), do not keep it from ``__init__``."""
         ...
 
 

@@ -34,3 +34,10 @@ class SecretText:
 
     def __reduce__(self) -> Any:  # never pickled into an XCom or a log record by accident
         raise TypeError("a SecretText is not serialisable")
+
+    # a copy (of an operator, of a hook's settings) is the same immutable secret
+    def __copy__(self) -> SecretText:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SecretText:
+        return self

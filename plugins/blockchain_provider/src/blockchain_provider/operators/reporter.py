@@ -232,11 +232,17 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     def _run_plain(
         self, context: Mapping[str, Any], state: dict[str, Any], answer: tuple[str | None, Any] | None
     ) -> dict[str, Any]:
+        for name in ("properties", "updates"):
+            if not isinstance(getattr(self, name), Mapping):
+                # a template rendered to something else: a retry renders it alike
+                raise AirflowFailException(
+                    f"{name} must be an object of property values, not {getattr(self, name)!r:.60}"
+                )
         update = DynamicRecordUpdate(
             record_id=str(self.record_id),
             description=self.description,
             properties=dict(self.properties),
-            updates=dict(self.updates or {}),
+            updates=dict(self.updates),
             store=self.reporters,  # type: ignore[arg-type]
         )
         try:
