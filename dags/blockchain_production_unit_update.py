@@ -129,7 +129,7 @@ def blockchain_production_unit_update() -> None:
         "record_type_properties": PRODUCTION_UNIT_RECORD_PROPERTIES,
         "record_types": record_type_memory,
         # the unit's noted changes, drained in order under its lock (include/mes/unit_update_runs.py)
-        "queue": UnitChangeQueue(mes_repository),
+        "update_queue": UnitChangeQueue(mes_repository),
     }
     create = UpdateDynamicRecordOperator(
         task_id=CREATE_TASK,

@@ -129,8 +129,10 @@ def claim(unit_dag, tmp_path):
     from include.mes.repository import MesRepository
     from include.mes.unit_update_runs import UnitChangeQueue
 
-    queue = unit_dag.get_task("update_unit_record").queue
-    assert isinstance(queue, UnitChangeQueue)  # the DAG drains the MES's queue
+    task = unit_dag.get_task("update_unit_record")
+    assert isinstance(task.update_queue, UnitChangeQueue)  # the DAG drains the MES's queue
+    # the executor's queue stays Airflow's: a Celery worker must pick the task up
+    assert task.queue == unit_dag.get_task("claim_unit").queue and isinstance(task.queue, str)
     engine = engine_from_url(f"sqlite:///{tmp_path / 'mes.sqlite3'}")
     repository = MesRepository(engine)
     repository.create_schema()

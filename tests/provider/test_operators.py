@@ -785,7 +785,7 @@ def test_a_busy_queue_waits_in_the_triggerer_when_deferrable(gateway_env):
             record_type="ProductionUnit",
             record_type_description="Units",
             record_type_properties=PROPS,
-            queue=queue,
+            update_queue=queue,
             deferrable=deferrable,
             defer_after=0,
             queue_retry=0.5,
@@ -843,7 +843,7 @@ def test_the_queue_is_told_of_a_failure_no_retry_follows_and_the_lock_goes(where
         record_type="ProductionUnit",
         record_type_description="Units",
         record_type_properties=PROPS,
-        queue=queue,
+        update_queue=queue,
         deferrable=False,
         part="update",  # nothing of the master's: the first thing done under the claim reads the token
     )
@@ -859,9 +859,9 @@ def test_an_update_is_given_as_values_or_as_a_queue():
     with pytest.raises(BlockchainConfigError, match="record_id, updates, reporters missing"):
         UpdateDynamicRecordOperator(**kwargs)
     with pytest.raises(BlockchainConfigError, match="not both"):
-        UpdateDynamicRecordOperator(**kwargs, queue=ListQueue(MemoryStore()), record_id="PU_1")
+        UpdateDynamicRecordOperator(**kwargs, update_queue=ListQueue(MemoryStore()), record_id="PU_1")
     with pytest.raises(BlockchainConfigError, match="an UpdateQueue"):
-        UpdateDynamicRecordOperator(**kwargs, queue=object())
+        UpdateDynamicRecordOperator(**kwargs, update_queue=object())
 
 
 def test_every_operator_templates_its_connections():

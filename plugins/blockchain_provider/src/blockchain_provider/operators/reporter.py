@@ -90,7 +90,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     and fails when the record has no reporter yet.
 
     The update is given as plain values (*record_id*, *description*, *properties*, *updates* and
-    the *reporters* store), or as a *queue* the caller keeps (:class:`UpdateQueue`), whose
+    the *reporters* store), or as an *update_queue* the caller keeps (:class:`UpdateQueue`), whose
     pending updates are applied in order under the caller's lock.
 
     Returns the record id, the gateway's confirmation, the values set and the update's summary.
@@ -103,7 +103,8 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     :param properties: its properties when created (dynamic ones with their first value); templated.
     :param updates: the dynamic properties to set; templated.
     :param reporters: where the record's reporter is kept (:class:`ReporterStore`).
-    :param queue: instead of the five above, the caller's queue of updates (:class:`UpdateQueue`).
+    :param update_queue: instead of the five above, the caller's queue of updates
+        (:class:`UpdateQueue`); not ``queue``, which is Airflow's (the executor's queue of the task).
     :param defer_after: when deferrable, seconds to wait in the worker for an answer before
         handing the wait to the triggerer; defaults to 1. ``0`` defers every wait.
     :param part: ``"all"`` (the default), ``"create"`` or ``"update"``: see above.
@@ -134,7 +135,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         properties: Mapping[str, Any] | None = None,
         updates: Mapping[str, Any] | None = None,
         reporters: ReporterStore | None = None,
-        queue: UpdateQueue | None = None,
+        update_queue: UpdateQueue | None = None,
         defer_after: float = 1.0,
         queue_retry: float = 2.0,
         record_types: RecordTypeMemorySource | None = None,
@@ -153,7 +154,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         self.record_type_description = record_type_description
         self.record_type_properties = record_type_properties
         check_update_arguments(
-            queue, record_id=record_id, properties=properties, updates=updates, reporters=reporters
+            update_queue, record_id=record_id, properties=properties, updates=updates, reporters=reporters
         )
         if record_id is not None and not is_template(record_id):
             protocol.validate_name(record_id, "record id")
@@ -162,7 +163,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         self.properties = properties if properties is not None else {}
         self.updates = updates
         self.reporters = reporters
-        self.queue = queue
+        self.update_queue = update_queue
         self.defer_after = seconds_argument("defer_after", defer_after)
         self.queue_retry = seconds_argument("queue_retry", queue_retry)
 
@@ -177,8 +178,8 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         try:
             return super().resume_execution(next_method, next_kwargs, context)
         except (TaskDeferralError, TaskDeferralTimeout) as failure:
-            if self.queue is not None:
-                end_kept_claim(self.queue, context, failure)
+            if self.update_queue is not None:
+                end_kept_claim(self.update_queue, context, failure)
             raise
 
     def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> dict[str, Any]:
@@ -193,12 +194,12 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
     def _run(
         self, context: Mapping[str, Any], state: dict[str, Any], answer: tuple[str | None, Any] | None
     ) -> dict[str, Any]:
-        if self.queue is None:
+        if self.update_queue is None:
             return self._run_plain(context, state, answer)
         # a claim that fails notes nothing: the update stays in the queue, whose holder (or a later
         # task) applies it in its turn
         try:
-            claimed = self.queue.claim(context)
+            claimed = self.update_queue.claim(context)
         except QueueBusy as exc:
             if not self.deferrable:
                 raise
@@ -221,11 +222,11 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
             try:
                 claimed.keep(away)
             except BaseException as lost:
-                fail_claim(self.queue, claimed, context, lost)
+                fail_claim(self.update_queue, claimed, context, lost)
                 raise
             raise
         except BaseException as exc:  # a timeout or a kill of the task too
-            fail_claim(self.queue, claimed, context, exc)
+            fail_claim(self.update_queue, claimed, context, exc)
             raise
         return result
 

@@ -167,13 +167,13 @@ def check_update_arguments(queue: Any, **plain: Any) -> None:
     if queue is None:
         missing = [name for name in ("record_id", "updates", "reporters") if plain.get(name) is None]
         if missing:
-            raise BlockchainConfigError(f"Give the update ({', '.join(missing)} missing), or a queue")
+            raise BlockchainConfigError(f"Give the update ({', '.join(missing)} missing), or an update_queue")
         return
     if any(value is not None for value in plain.values()):
-        raise BlockchainConfigError("Give either the update's values or a queue, not both")
+        raise BlockchainConfigError("Give either the update's values or an update_queue, not both")
     if not (callable(getattr(queue, "claim", None)) and callable(getattr(queue, "failed", None))):
         raise BlockchainConfigError(
-            f"queue must have claim() and failed() (an UpdateQueue), not {queue!r:.80}"
+            f"update_queue must have claim() and failed() (an UpdateQueue), not {queue!r:.80}"
         )
 
 
