@@ -37,7 +37,13 @@ class Seen:
     body: dict[str, Any] | None
     kafka_headers: dict[str, bytes] = field(default_factory=dict)
     key: bytes | None = None
-    sent_at: float = 0.0  # the request's Kafka timestamp, in seconds
+    #: the request's Kafka timestamp: whole milliseconds of the wall clock, truncated by the producer
+    sent_at_ms: int = 0
+
+    @property
+    def sent_at(self) -> float:
+        """The request's Kafka timestamp, in seconds."""
+        return self.sent_at_ms / 1000
 
 
 class ScriptedResponder:
@@ -132,9 +138,9 @@ class ScriptedResponder:
                 envelope = json.loads(message.value())
                 header = envelope[0]
                 body = envelope[1] if len(envelope) > 1 else None
-                sent_at = message.timestamp()[1] / 1000
+                sent_at_ms = message.timestamp()[1]
                 self.seen.append(
-                    Seen(topic, header, body, dict(message.headers() or []), message.key(), sent_at)
+                    Seen(topic, header, body, dict(message.headers() or []), message.key(), sent_at_ms)
                 )
                 outcome = self.handler(topic, header, body)
                 if outcome is None:
