@@ -2,7 +2,8 @@
 
 An operator is a small state machine of calls: :meth:`~BaseBlockchainOperator.first_step` gives
 the first call, and :meth:`~BaseBlockchainOperator.next_step` turns each answer into either the
-next call or the result. A list walks its pages this way; "ensure record type" creates, then
+next call or the result: an answer by way of :meth:`~BaseBlockchainOperator.answered`, a refusal
+by way of :meth:`~BaseBlockchainOperator.refused` (which fails the task unless overridden). A list walks its pages this way; "ensure record type" creates, then
 reads what the ledger holds when the creation is refused. The same machine runs in the worker or,
 deferred, sends each call from the worker and waits for its answer in the triggerer, holding no
 worker slot while it waits. ``deferrable`` defaults to Airflow's ``[operators]
@@ -174,14 +175,25 @@ class BaseBlockchainOperator(BaseOperator):
         outcome: Outcome | None,
         error: BlockchainError | None,
     ) -> Step | Done:
-        """By default the first answer is the result, and a refusal fails the task.
+        """Hand an answer to :meth:`answered`, a refusal to :meth:`refused`.
 
         *error* is the gateway's refusal, or for an optional step any error of the wait.
         """
         if error is not None:
-            raise error
+            return self.refused(context, state, error)
         assert outcome is not None
+        return self.answered(context, state, outcome)
+
+    def answered(self, context: Mapping[str, Any], state: dict[str, Any], outcome: Outcome) -> Step | Done:
+        """The step after an answer; by default the first answer is the result."""
         return Done(outcome.value)
+
+    def refused(
+        self, context: Mapping[str, Any], state: dict[str, Any], error: BlockchainError
+    ) -> Step | Done:
+        """The step after the gateway's refusal (or an optional step's failed wait); by default
+        the task fails with it."""
+        raise error
 
     # --------------------------------------------------------------- running
     def execute(self, context: Mapping[str, Any]) -> Any:

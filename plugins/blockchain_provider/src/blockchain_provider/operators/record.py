@@ -8,7 +8,7 @@ confirming one; reads (``BLK_Rty_Get``) are used only where the connection switc
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -114,44 +114,45 @@ class EnsureRecordTypeOperator(BaseBlockchainOperator):
         if memory is not None:
             memory.remember(self.hook.gateway_id, self.name)
 
-    def next_step(
-        self,
-        context: Mapping[str, Any],
-        state: dict[str, Any],
-        outcome: Outcome | None,
-        error: BlockchainError | None,
-    ) -> Step | Done:
+    def answered(self, context: Mapping[str, Any], state: dict[str, Any], outcome: Outcome) -> Done:
         if "refusal" not in state:
-            if error is None:
-                assert outcome is not None
-                self.log.info("Record type %s: %s", self.name, quote(outcome.value))
-                self._remember()
-                return Done(outcome.value)
-            if not isinstance(error, BlockchainGatewayError):
-                raise error
-            if not self.hook.settings.reads:
-                self.log.warning(
-                    "The gateway refused to create record type %s (%s), which the MES has no memory of "
-                    "creating: taken as existing and remembered. Its properties cannot be compared "
-                    "without reads (the connection's 'reads' field).",
-                    self.name,
-                    error.gateway_text,
-                )
-                self._remember()
-                return Done(f"{self.name} exists (refused as a new type: {error.gateway_text})")
-            refusal = {"text": error.gateway_text, "topic": error.topic, "request_id": error.request_id}
-            return Step(protocol.record_type_get_call(self.name), {"refusal": refusal}, optional=True)
-        refusal = state["refusal"]
-        existing = outcome.value if outcome is not None else None
-        if error is not None or not isinstance(existing, dict):
-            self.log.warning(
-                "Could not read record type %s (BLK_Rty_Get): %s", self.name, quote(error or existing)
-            )
-            raise gateway_refusal(refusal["topic"], refusal["request_id"], refusal["text"])
+            self.log.info("Record type %s: %s", self.name, quote(outcome.value))
+            self._remember()
+            return Done(outcome.value)
+        existing = outcome.value
+        if not isinstance(existing, dict):
+            self._unread(state, existing)
         check_declaration(self.name, existing, self.properties)
         self.log.info("Record type %s exists on the ledger with the same properties: using it", self.name)
         self._remember()
         return Done(f"{self.name} exists with the same properties")
+
+    def refused(
+        self, context: Mapping[str, Any], state: dict[str, Any], error: BlockchainError
+    ) -> Step | Done:
+        if "refusal" in state:
+            self._unread(state, error)
+        if not isinstance(error, BlockchainGatewayError):
+            raise error
+        if not self.hook.settings.reads:
+            self.log.warning(
+                "The gateway refused to create record type %s (%s), which the MES has no memory of "
+                "creating: taken as existing and remembered. Its properties cannot be compared "
+                "without reads (the connection's 'reads' field).",
+                self.name,
+                error.gateway_text,
+            )
+            self._remember()
+            return Done(f"{self.name} exists (refused as a new type: {error.gateway_text})")
+        refusal = {"text": error.gateway_text, "topic": error.topic, "request_id": error.request_id}
+        return Step(protocol.record_type_get_call(self.name), {"refusal": refusal}, optional=True)
+
+    def _unread(self, state: dict[str, Any], what: object) -> NoReturn:
+        """The ledger's record type could not be read (*what*: the error, or an answer that is not
+        one): the task fails with the creation's refusal."""
+        self.log.warning("Could not read record type %s (BLK_Rty_Get): %s", self.name, quote(what))
+        refusal = state["refusal"]
+        raise gateway_refusal(refusal["topic"], refusal["request_id"], refusal["text"])
 
 
 def record_type_steps(

@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from blockchain_provider import protocol
-from blockchain_provider.exceptions import BlockchainConfigError, BlockchainError, BlockchainProtocolError
+from blockchain_provider.exceptions import BlockchainConfigError, BlockchainProtocolError
 from blockchain_provider.operators.base import (
     BaseBlockchainOperator,
     Done,
@@ -40,8 +40,7 @@ def parse_decision(value: Any, what: str = "decision") -> bool:
     raise BlockchainConfigError(f"Invalid {what} {value!r}: expected 'accept' or 'reject'")
 
 
-def _page_of(outcome: Outcome | None) -> list[Any]:
-    assert outcome is not None
+def _page_of(outcome: Outcome) -> list[Any]:
     page = outcome.value
     if not isinstance(page, list):
         raise BlockchainProtocolError(f"{outcome.topic} answered {type(page).__name__}, not a list")
@@ -135,15 +134,7 @@ class BaseListOperator(BaseBlockchainOperator):
         call = protocol.list_call(self.kind.list_topic, 0, int(self.page_size))
         return Step(call, {"start": 0, "summary": {"count": 0, "by_status": {}}})
 
-    def next_step(
-        self,
-        context: Mapping[str, Any],
-        state: dict[str, Any],
-        outcome: Outcome | None,
-        error: BlockchainError | None,
-    ) -> Step | Done:
-        if error is not None:
-            raise error
+    def answered(self, context: Mapping[str, Any], state: dict[str, Any], outcome: Outcome) -> Step | Done:
         page = _page_of(outcome)
         self.log.info("%s: %d item(s) from position %d", self.kind.list_topic, len(page), state["start"])
         turn = _turn_page(self.kind, state, page, self.max_pages)
@@ -207,15 +198,7 @@ class BaseGetRequestOperator(BaseBlockchainOperator):
         protocol.validate_request_id(self.request_id, f"{self.kind.label} id")
         return Step(protocol.list_call(self.kind.list_topic, 0, self.page_size), {"start": 0})
 
-    def next_step(
-        self,
-        context: Mapping[str, Any],
-        state: dict[str, Any],
-        outcome: Outcome | None,
-        error: BlockchainError | None,
-    ) -> Step | Done:
-        if error is not None:
-            raise error
+    def answered(self, context: Mapping[str, Any], state: dict[str, Any], outcome: Outcome) -> Step | Done:
         page = _page_of(outcome)
         item = _find(self.kind, self.request_id, page)
         if item is not None:
@@ -302,17 +285,8 @@ class BaseAnswerOperator(BaseBlockchainOperator):
             return Step(call, {"phase": "read", "start": 0})
         return self._answer()
 
-    def next_step(
-        self,
-        context: Mapping[str, Any],
-        state: dict[str, Any],
-        outcome: Outcome | None,
-        error: BlockchainError | None,
-    ) -> Step | Done:
-        if error is not None:
-            raise error
+    def answered(self, context: Mapping[str, Any], state: dict[str, Any], outcome: Outcome) -> Step | Done:
         if state.get("phase") != "read":
-            assert outcome is not None
             self.log.info(
                 "%s %s answered: %s", self.kind.label.capitalize(), self.request_id, quote(outcome.value)
             )

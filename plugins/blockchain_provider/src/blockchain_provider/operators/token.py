@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -24,18 +24,13 @@ class CheckTokenOperator(BaseBlockchainOperator):
     def first_step(self, context: Mapping[str, Any]) -> Step:
         return Step(protocol.list_call(protocol.PARTNER_LIST, 0, 1))
 
-    def next_step(
-        self,
-        context: Mapping[str, Any],
-        state: dict[str, Any],
-        outcome: Outcome | None,
-        error: BlockchainError | None,
-    ) -> Done:
+    def answered(self, context: Mapping[str, Any], state: dict[str, Any], outcome: Outcome) -> Done:
+        return Done("accepted")
+
+    def refused(self, context: Mapping[str, Any], state: dict[str, Any], error: BlockchainError) -> NoReturn:
         if isinstance(error, BlockchainGatewayError):
             raise AirflowFailException(
                 f"The gateway refused the token of connection {self.token_conn_id}: {error.gateway_text}. "
                 f"Rotate it: blockchain-provider token rotate --conn-id {self.token_conn_id}"
             )
-        if error is not None:
-            raise error
-        return Done("accepted")
+        raise error
