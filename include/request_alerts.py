@@ -7,17 +7,16 @@ cannot start a line of the alert (or of the task log that shows it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from blockchain_provider.quoting import quote
+from include.mes.request_kinds import StoredKind, stored_kind
 
 #: At most this many requests or items are listed in one alert.
 SUMMARY_LIMIT = 20
-#: The longest order type, order description and reason an alert quotes.
-TYPE_MAX_LENGTH = 60
-DESCRIPTION_MAX_LENGTH = 200
+#: The longest reason an alert quotes.
 REASON_MAX_LENGTH = 300
 
 
@@ -25,26 +24,23 @@ def _when(item: Any) -> str:
     return datetime.fromtimestamp(int(item.timestamp or 0), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _partner_line(item: Any) -> str:
-    return f"- {quote(item.partner_request_id, 32)} from {quote(item.issuing_agent[:12])}... at {_when(item)}"
-
-
-def _order_line(item: Any) -> str:
+def _line(kind: StoredKind, item: Any) -> str:
+    """``- <id> [<alert fields>] from <issuer>... at <time>``, each value quoted."""
+    details = ": ".join(quote(getattr(item, name), longest) for name, longest in kind.alert_fields)
     return (
-        f"- {quote(item.abs_action_id, 32)} {quote(item.type, TYPE_MAX_LENGTH)}: "
-        f"{quote(item.description, DESCRIPTION_MAX_LENGTH)} "
+        f"- {quote(getattr(item, kind.key), 32)} {details + ' ' if details else ''}"
         f"from {quote(item.issuing_agent[:12])}... at {_when(item)}"
     )
-
-
-_LINES: dict[str, Callable[[Any], str]] = {"partner": _partner_line, "order": _order_line}
 
 
 def describe_open_requests(kind: str, items: Sequence[Any]) -> str:
     """The alert for newly seen OPEN *kind* requests (stored requests of the MES), listing the
     first :data:`SUMMARY_LIMIT`."""
-    line = _LINES[kind]
-    text = [f"{len(items)} new OPEN {kind} request(s) to answer:", *(line(i) for i in items[:SUMMARY_LIMIT])]
+    stored = stored_kind(kind)
+    text = [
+        f"{len(items)} new OPEN {kind} request(s) to answer:",
+        *(_line(stored, item) for item in items[:SUMMARY_LIMIT]),
+    ]
     if len(items) > SUMMARY_LIMIT:
         text.append(f"... and {len(items) - SUMMARY_LIMIT} more")
     return "\n".join(text)

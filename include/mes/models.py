@@ -203,11 +203,10 @@ class NewDayReport:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PartnerRequest:
-    """A partner request as last synced from the gateway."""
+@dataclass(frozen=True, kw_only=True)
+class StoredRequest:
+    """What every kind of request the MES stores has, as last synced from the gateway."""
 
-    partner_request_id: str
     issuing_agent: str
     receiving_agent: str
     status: str
@@ -218,8 +217,15 @@ class PartnerRequest:
     updated_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class OrderRequest:
+@dataclass(frozen=True, kw_only=True)
+class PartnerRequest(StoredRequest):
+    """A partner request as last synced from the gateway."""
+
+    partner_request_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderRequest(StoredRequest):
     """An order request ("abstract action") as last synced from the gateway."""
 
     abs_action_id: str
@@ -227,14 +233,6 @@ class OrderRequest:
     description: str
     metadata: dict[str, Any]
     files: list[Any]
-    issuing_agent: str
-    receiving_agent: str
-    status: str
-    timestamp: int
-    answer_timestamp: int
-    transaction_ids: tuple[str, ...]
-    first_seen_at: datetime | None = None
-    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +250,8 @@ class UpsertResult:
     updated: int = 0
     unchanged: int = 0
     new_open: list[dict[str, Any]] = field(default_factory=list)
+    #: the ids of :attr:`new_open`, in the same order
+    new_open_ids: list[str] = field(default_factory=list)
     #: items set aside (not stored) because they are invalid
     rejected: int = 0
     #: the rejected items not set aside before, ``{"item_id", "reason"}`` each: alert on these
@@ -260,11 +260,6 @@ class UpsertResult:
     @property
     def total(self) -> int:
         return self.inserted + self.updated + self.unchanged
-
-    @property
-    def new_open_ids(self) -> list[str]:
-        """The ids of :attr:`new_open` (``partner_request_id`` or ``abs_action_id``)."""
-        return [item.get("partner_request_id") or item["abs_action_id"] for item in self.new_open]
 
 
 def canonical_json(value: Any) -> str:

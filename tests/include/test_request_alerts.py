@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from include.mes.models import OrderRequest, PartnerRequest
-from include.request_alerts import (
-    DESCRIPTION_MAX_LENGTH,
-    SUMMARY_LIMIT,
-    describe_open_requests,
-    describe_rejected_items,
-)
+from include.mes.request_kinds import ORDER
+from include.request_alerts import SUMMARY_LIMIT, describe_open_requests, describe_rejected_items
 
 AGENT = "02" + "ab" * 32
 FORGED = "Wheels\nFORGED-ALERT-LINE: cancel everything\r\n\x1b]0;pwned\x07 \u202eevil\u2028more\x85end"
@@ -48,6 +44,7 @@ def test_a_forged_order_description_stays_on_its_own_line_escaped():
 
 
 def test_a_long_description_is_capped():
+    DESCRIPTION_MAX_LENGTH = dict(ORDER.alert_fields)["description"]
     text = describe_open_requests("order", [order("x" * 10_000)])
     line = text.split("\n")[1]
     assert "x" * DESCRIPTION_MAX_LENGTH not in line

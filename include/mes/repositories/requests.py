@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from include.mes import schema
 from include.mes.models import (
@@ -19,11 +18,11 @@ from include.mes.models import (
     InvalidRequestItemError,
     OrderRequest,
     PartnerRequest,
+    StoredRequest,
     UpsertResult,
-    order_request_row,
-    partner_request_row,
 )
 from include.mes.repositories.base import RepositoryBase, _chunks, _dialect_insert, _serialise_writers
+from include.mes.request_kinds import StoredKind, stored_kind
 
 
 class RequestsRepository(RepositoryBase):
@@ -38,8 +37,7 @@ class RequestsRepository(RepositoryBase):
         ``new_rejected`` the first time only. Ledger items are permanent: one bad item must not
         stop every later sync.
         """
-        stored = _stored_kind(kind)
-        return self._upsert(stored.table, stored.key, stored.to_row, items)
+        return self._upsert(stored_kind(kind), items)
 
     def upsert_partner_requests(self, items: Iterable[Mapping[str, Any]]) -> UpsertResult:
         """Store partner requests as listed by the gateway; see :meth:`upsert_requests`."""
@@ -49,23 +47,17 @@ class RequestsRepository(RepositoryBase):
         """Store order requests as listed by the gateway; see :meth:`upsert_requests`."""
         return self.upsert_requests("order", items)
 
-    def _upsert(
-        self,
-        table: sa.Table,
-        key: str,
-        to_row: Callable[[object, int], dict[str, Any]],
-        items: Iterable[Mapping[str, Any]],
-    ) -> UpsertResult:
+    def _upsert(self, stored: StoredKind, items: Iterable[Mapping[str, Any]]) -> UpsertResult:
+        table, key, kind = stored.table, stored.key, stored.name
         latest: dict[str, tuple[dict[str, Any], Mapping[str, Any]]] = {}
         bad: dict[str, dict[str, Any]] = {}
         for index, item in enumerate(items):
             try:
-                row = to_row(item, index)
+                row = stored.to_row(item, index)
             except InvalidRequestItemError as exc:
                 bad[_fingerprint(item)] = {"item_id": _item_id(item, key), "reason": _reason(exc)}
                 continue
             latest[row[key]] = (row, item)
-        kind = "partner" if table is schema.partner_requests else "order"
         if not latest:
             if not bad:
                 return UpsertResult()
@@ -104,6 +96,7 @@ class RequestsRepository(RepositoryBase):
             updated=len(changed),
             unchanged=unchanged,
             new_open=[dict(item) for item in new_open],
+            new_open_ids=[item[key] for item in new_open],
             rejected=len(bad),
             new_rejected=new_rejected,
         )
@@ -197,57 +190,17 @@ class RequestsRepository(RepositoryBase):
             )
             conn.execute(update, params)
 
-    @staticmethod
-    def _partner(row: RowMapping) -> PartnerRequest:
-        return PartnerRequest(
-            partner_request_id=row["partner_request_id"],
-            issuing_agent=row["issuing_agent"],
-            receiving_agent=row["receiving_agent"],
-            status=row["status"],
-            timestamp=row["timestamp"],
-            answer_timestamp=row["answer_timestamp"],
-            transaction_ids=tuple(json.loads(row["transaction_ids"])),
-            first_seen_at=schema.aware(row["first_seen_at"]),
-            updated_at=schema.aware(row["updated_at"]),
-        )
-
-    @staticmethod
-    def _order(row: RowMapping) -> OrderRequest:
-        return OrderRequest(
-            abs_action_id=row["abs_action_id"],
-            type=row["type"],
-            description=row["description"],
-            metadata=json.loads(row["metadata"]),
-            files=json.loads(row["files"]),
-            issuing_agent=row["issuing_agent"],
-            receiving_agent=row["receiving_agent"],
-            status=row["status"],
-            timestamp=row["timestamp"],
-            answer_timestamp=row["answer_timestamp"],
-            transaction_ids=tuple(json.loads(row["transaction_ids"])),
-            first_seen_at=schema.aware(row["first_seen_at"]),
-            updated_at=schema.aware(row["updated_at"]),
-        )
-
     def partner_request(self, partner_request_id: str) -> PartnerRequest | None:
         """The stored partner request with this id, or ``None``."""
-        table = schema.partner_requests
-        query = sa.select(table).where(table.c.partner_request_id == _request_id(partner_request_id))
-        with self.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else self._partner(row)
+        return self.request("partner", partner_request_id)  # type: ignore[return-value]
 
     def order_request(self, abs_action_id: str) -> OrderRequest | None:
         """The stored order request with this id, or ``None``."""
-        table = schema.order_requests
-        query = sa.select(table).where(table.c.abs_action_id == _request_id(abs_action_id))
-        with self.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else self._order(row)
+        return self.request("order", abs_action_id)  # type: ignore[return-value]
 
-    def request(self, kind: str, request_id: str) -> PartnerRequest | OrderRequest | None:
-        """The stored *kind* (``partner`` or ``order``) request with this id, or ``None``."""
-        stored = _stored_kind(kind)
+    def request(self, kind: str, request_id: str) -> StoredRequest | None:
+        """The stored *kind* request with this id, or ``None``."""
+        stored = stored_kind(kind)
         query = sa.select(stored.table).where(stored.table.c[stored.key] == _request_id(request_id))
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
@@ -255,10 +208,10 @@ class RequestsRepository(RepositoryBase):
 
     def requests_first_seen(
         self, kind: str, since: datetime, status: str | None = "OPEN"
-    ) -> list[PartnerRequest] | list[OrderRequest]:
+    ) -> list[StoredRequest]:
         """The *kind* requests the MES first stored at or after *since* (with *status*, only those),
         in the order it stored them."""
-        stored = _stored_kind(kind)
+        stored = stored_kind(kind)
         table = stored.table
         since = since.astimezone(UTC) if since.tzinfo is not None else since.replace(tzinfo=UTC)
         query = _by_status(table, status).where(table.c.first_seen_at >= since)
@@ -266,26 +219,28 @@ class RequestsRepository(RepositoryBase):
         with self.engine.connect() as conn:
             return [stored.to_item(row) for row in conn.execute(query).mappings()]
 
+    def requests(self, kind: str, status: str | None = None) -> list[StoredRequest]:
+        """Stored *kind* requests, newest first, optionally only those with *status*."""
+        stored = stored_kind(kind)
+        table = stored.table
+        query = _by_status(table, status).order_by(table.c.timestamp.desc(), table.c[stored.key])
+        with self.engine.connect() as conn:
+            return [stored.to_item(row) for row in conn.execute(query).mappings()]
+
     def partner_requests(self, status: str | None = None) -> list[PartnerRequest]:
         """Stored partner requests, newest first, optionally only those with *status*."""
-        table = schema.partner_requests
-        query = _by_status(table, status).order_by(table.c.timestamp.desc(), table.c.partner_request_id)
-        with self.engine.connect() as conn:
-            return [self._partner(row) for row in conn.execute(query).mappings()]
+        return self.requests("partner", status)  # type: ignore[return-value]
 
     def order_requests(self, status: str | None = None) -> list[OrderRequest]:
         """Stored order requests, newest first, optionally only those with *status*."""
-        table = schema.order_requests
-        query = _by_status(table, status).order_by(table.c.timestamp.desc(), table.c.abs_action_id)
-        with self.engine.connect() as conn:
-            return [self._order(row) for row in conn.execute(query).mappings()]
+        return self.requests("order", status)  # type: ignore[return-value]
 
     def request_page(
         self, kind: str, status: str | None = None, *, offset: int = 0, limit: int = 25
-    ) -> tuple[int, list[PartnerRequest] | list[OrderRequest]]:
-        """One page of stored *kind* (``partner`` or ``order``) requests, newest first, and how
-        many there are in all (with *status*, only those)."""
-        stored = _stored_kind(kind)
+    ) -> tuple[int, list[StoredRequest]]:
+        """One page of stored *kind* requests, newest first, and how many there are in all (with
+        *status*, only those)."""
+        stored = stored_kind(kind)
         for name, value, least in (("offset", offset, 0), ("limit", limit, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"Invalid {name} {value!r}: expected an integer >= {least}")
@@ -297,34 +252,6 @@ class RequestsRepository(RepositoryBase):
         with self.engine.connect() as conn:
             total = conn.execute(count).scalar_one()
             return total, [stored.to_item(row) for row in conn.execute(page).mappings()]
-
-
-@dataclass(frozen=True)
-class _StoredKind:
-    """Where the MES keeps one kind of request: its table, its key column, its row builder (a
-    listed item to a row) and its item builder (a row to the kind's item)."""
-
-    table: sa.Table
-    key: str
-    to_row: Callable[[object, int], dict[str, Any]]
-    to_item: Callable[[RowMapping], PartnerRequest | OrderRequest]
-
-
-_STORED_KINDS = {
-    "partner": _StoredKind(
-        schema.partner_requests, "partner_request_id", partner_request_row, RequestsRepository._partner
-    ),
-    "order": _StoredKind(
-        schema.order_requests, "abs_action_id", order_request_row, RequestsRepository._order
-    ),
-}
-
-
-def _stored_kind(kind: str) -> _StoredKind:
-    try:
-        return _STORED_KINDS[kind]
-    except (KeyError, TypeError):
-        raise ValueError(f"Invalid request kind {kind!r}: expected partner or order") from None
 
 
 def _fingerprint(item: object) -> str:
