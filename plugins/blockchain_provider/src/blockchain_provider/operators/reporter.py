@@ -301,6 +301,8 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
                     self._reporter_token(hook, update)
                     result.setdefault("created", []).append(record_id)
                 return result
+            # the triggerer reads a reporter's token from the deployment's registry, if any
+            registry = triggerer_reads_reporter_tokens()
             for index, item in enumerate(claimed.pending):
                 update = item.update
                 if item.own:
@@ -314,8 +316,7 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
                         state["refused_own"] = str(exc)
                     continue
                 token = self._reporter_token(hook, update)
-                # the triggerer reads a reporter's token from the deployment's registry, if any
-                reporter = update.record_id if triggerer_reads_reporter_tokens() else None
+                reporter = update.record_id if registry else None
                 outcome = answer_for(answer, f"update {item.key}")
                 if outcome is None:
                     read_first = item.maybe_sent or (retry and index == 0)
