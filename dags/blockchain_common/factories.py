@@ -1,76 +1,37 @@
-"""The two DAG shapes that exist twice: a periodic sync and a manual answer, for partner and order
-requests alike. Each DAG file names its kind and documents itself."""
+"""The two DAG shapes every request kind has: a periodic sync and a manual answer, for partner
+requests, orders and any kind a deployment configures alike. Each DAG file names its kind and
+documents itself; everything else comes from the kind's declaration (the provider's RequestKind,
+the MES's StoredKind)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, task
 
 from blockchain_common import START_DATE, TAGS, default_args, gateway_args, mes_repository
 from blockchain_provider.notifications import send_alert
-from blockchain_provider.operators import (
-    AnswerOrderRequestOperator,
-    AnswerPartnerRequestOperator,
-    GetOrderRequestOperator,
-    GetPartnerRequestOperator,
-    ListOrderRequestsOperator,
-    ListPartnerRequestsOperator,
-)
-from blockchain_provider.operators.requests import (
-    BaseAnswerOperator,
-    BaseGetRequestOperator,
-    BaseListOperator,
-)
+from blockchain_provider.operators import AnswerRequestOperator, GetRequestOperator, ListRequestsOperator
 from blockchain_provider.protocol import REQUEST_ID_PATTERN
 from blockchain_provider.quoting import quote
-from blockchain_provider.request_kinds import RequestKindName
+from blockchain_provider.request_kinds import request_kind
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class KindDags:
-    """What the DAGs of one request kind are built from."""
+def new_open_requests(kind: str) -> Asset:
+    """The asset a *kind* sync announces when it sees OPEN requests for the first time; other DAGs
+    may schedule on it (e.g. to open a ticket, or to auto-answer from a rule)."""
+    return Asset(name=f"blockchain_new_open_{kind}_requests", uri=f"blockchain://mes/{kind}_requests/open")
 
-    list_operator: type[BaseListOperator]
-    get_operator: type[BaseGetRequestOperator]
-    answer_operator: type[BaseAnswerOperator]
-    #: the title of the answer DAG's request id field
-    id_title: str
-    #: announced when a sync sees OPEN requests for the first time; other DAGs may schedule on
-    #: it (e.g. to open a ticket, or to auto-answer from a rule)
-    new_open: Asset
-
-
-KINDS: dict[str, KindDags] = {
-    "partner": KindDags(
-        ListPartnerRequestsOperator,
-        GetPartnerRequestOperator,
-        AnswerPartnerRequestOperator,
-        "Partner request id",
-        Asset(name="blockchain_new_open_partner_requests", uri="blockchain://mes/partner_requests/open"),
-    ),
-    "order": KindDags(
-        ListOrderRequestsOperator,
-        GetOrderRequestOperator,
-        AnswerOrderRequestOperator,
-        "Order request id (abs_action_id)",
-        Asset(name="blockchain_new_open_order_requests", uri="blockchain://mes/order_requests/open"),
-    ),
-}
 
 #: Items per list request of a sync (the gateway may answer fewer: only an empty page ends a list).
 SYNC_PAGE_SIZE = 500
 
-#: The asset events of each kind (kept by name for the DAGs that schedule on them).
-NEW_OPEN_REQUESTS = {kind: dags.new_open for kind, dags in KINDS.items()}
 
-
-def store_requests(kind: RequestKindName) -> Any:
+def store_requests(kind: str) -> Any:
     """The function that stores each page of *kind* requests in the MES, for the list operator.
 
     It returns counts (the summary stays small), and alerts once about ledger items set aside as
@@ -93,13 +54,13 @@ def store_requests(kind: RequestKindName) -> Any:
     return store
 
 
-def first_seen_in_run(kind: RequestKindName, context: Mapping[str, Any]) -> list[Any]:
+def first_seen_in_run(kind: str, context: Mapping[str, Any]) -> list[Any]:
     """The OPEN *kind* requests the MES first stored during this run, whichever try stored them
     (a try that failed on page 5 stored pages 1 to 4, and its retry finds them unchanged)."""
     return mes_repository().requests_first_seen(kind, context["dag_run"].start_date)
 
 
-def store_request(kind: RequestKindName) -> Any:
+def store_request(kind: str) -> Any:
     """The function that stores one *kind* request, as the ledger now lists it, in the MES."""
 
     def store(item: dict[str, Any], context: Mapping[str, Any]) -> None:
@@ -107,16 +68,16 @@ def store_request(kind: RequestKindName) -> Any:
         log.info(
             "%s request %s is now %s in the MES",
             kind.capitalize(),
-            quote(item.get(KINDS[kind].list_operator.kind.id_field), 40),
+            quote(item.get(request_kind(kind).id_field), 40),
             quote(item.get("status"), 40),
         )
 
     return store
 
 
-def sync_dag(kind: RequestKindName, doc_md: str) -> Any:
+def sync_dag(kind: str, doc_md: str) -> Any:
     """Every 15 minutes: read every page of *kind* requests, upsert them, announce new OPEN ones."""
-    dags = KINDS[kind]
+    announced = new_open_requests(kind)
 
     @dag(
         dag_id=f"blockchain_{kind}_sync",
@@ -129,7 +90,8 @@ def sync_dag(kind: RequestKindName, doc_md: str) -> Any:
         doc_md=doc_md,
     )
     def sync() -> None:
-        result = dags.list_operator(
+        result = ListRequestsOperator(
+            kind=kind,
             task_id=f"sync_{kind}_requests",
             doc_md="Read every page from the ledger and upsert each into the MES as it comes.",
             apply_function_batch=store_requests(kind),
@@ -143,7 +105,7 @@ def sync_dag(kind: RequestKindName, doc_md: str) -> Any:
             """Continue only when the run stored OPEN requests for the first time."""
             return bool(first_seen_in_run(kind, context))
 
-        @task(task_id=f"announce_new_open_{kind}_requests", outlets=[dags.new_open])
+        @task(task_id=f"announce_new_open_{kind}_requests", outlets=[announced])
         def announce(**context: Any) -> None:
             """Log and send the summary, and emit the asset event (with the count) for other DAGs."""
             from include.request_alerts import describe_open_requests
@@ -152,16 +114,16 @@ def sync_dag(kind: RequestKindName, doc_md: str) -> Any:
             summary = describe_open_requests(kind, new_open)
             log.info("%s", summary)
             send_alert(summary, context)
-            context["outlet_events"][dags.new_open].extra = {"count": len(new_open)}
+            context["outlet_events"][announced].extra = {"count": len(new_open)}
 
         result >> any_new_open() >> announce()
 
     return sync()
 
 
-def answer_dag(kind: RequestKindName, doc_md: str) -> Any:
+def answer_dag(kind: str, doc_md: str) -> Any:
     """Manual: accept or reject one *kind* request, after checking it can be answered."""
-    dags = KINDS[kind]
+    declared = request_kind(kind)
 
     @dag(
         dag_id=f"blockchain_{kind}_answer",
@@ -178,7 +140,7 @@ def answer_dag(kind: RequestKindName, doc_md: str) -> Any:
                 # JSON-schema "$" also matches before a final newline: the length closes that gap
                 minLength=32,
                 maxLength=32,
-                title=dags.id_title,
+                title=f"{declared.label.capitalize()} id ({declared.id_field})",
                 description="32 lowercase hex characters, as listed by the sync DAG or the MES.",
             ),
             "decision": Param(
@@ -191,7 +153,8 @@ def answer_dag(kind: RequestKindName, doc_md: str) -> Any:
     )
     def answer() -> None:
         request_id = "{{ params.request_id }}"
-        check = dags.get_operator(
+        check = GetRequestOperator(
+            kind=kind,
             task_id=f"check_{kind}_request",
             doc_md="The request must exist, be addressed to this MES and be OPEN; otherwise fail, send nothing.",
             request_id=request_id,
@@ -199,7 +162,8 @@ def answer_dag(kind: RequestKindName, doc_md: str) -> Any:
             addressed_to_us=True,
             **gateway_args(),
         )
-        send_answer = dags.answer_operator(
+        send_answer = AnswerRequestOperator(
+            kind=kind,
             task_id=f"answer_{kind}_request",
             doc_md=(
                 "Send the decision. Retry-safe: a retry reads the request's status first (our decision "
@@ -209,7 +173,8 @@ def answer_dag(kind: RequestKindName, doc_md: str) -> Any:
             decision="{{ params.decision }}",
             **gateway_args(),
         )
-        refresh = dags.get_operator(
+        refresh = GetRequestOperator(
+            kind=kind,
             task_id=f"refresh_mes_{kind}_request",
             doc_md="Store the request's new status in the MES.",
             request_id=request_id,

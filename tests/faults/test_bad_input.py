@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, ParamValidationError
 from blockchain_common import gateway_args
-from blockchain_common.factories import KINDS
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,7 @@ from blockchain_provider.exceptions import BlockchainError, InvalidIdentifierErr
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.operators.order import AnswerOrderRequestOperator
 from blockchain_provider.operators.partner import AnswerPartnerRequestOperator
+from blockchain_provider.operators.requests import GetRequestOperator
 from tests.faults.conftest import load_dag, requests_sent
 from tests.operator_runs import run_operator, task_context
 
@@ -169,7 +169,8 @@ def test_the_answer_dags_refuse_every_invalid_id_and_decision_before_kafka(quiet
         refused_before_kafka(lambda hook: answer(hook, request_id, True), InvalidIdentifierError, refused)
         # the answer DAG's first task, which checks the request before anything is answered
         try:
-            check_task = KINDS[kind].get_operator(
+            check_task = GetRequestOperator(
+                kind=kind,
                 task_id=f"check_{kind}_request",
                 request_id=request_id,
                 expected_status="OPEN",

@@ -28,6 +28,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "Blockchain gateway",
                 "python-modules": [
+                    "blockchain_provider.operators.requests",
                     "blockchain_provider.operators.partner",
                     "blockchain_provider.operators.order",
                     "blockchain_provider.operators.record",
@@ -62,7 +63,7 @@ def get_provider_info() -> dict[str, Any]:
                         "description": (
                             "Dotted path to the deployment's RequestStore (a class or callable taking "
                             "no argument; see blockchain_provider.request_store): where the page reads "
-                            "the partner and order requests the sync DAGs stored. Unset, the page "
+                            "the requests the sync DAGs stored. Unset, the page "
                             "answers 503 and says so.\n"
                         ),
                         "version_added": None,
@@ -81,9 +82,21 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "my_deployment.reporters.MyReporterRegistry",
                         "default": None,
                     },
+                    "request_kinds": {
+                        "description": (
+                            "Comma-separated dotted paths to RequestKind objects (see "
+                            "blockchain_provider.request_kinds): the kinds of request the deployment's "
+                            "gateway lists besides partner requests and orders. Every Airflow "
+                            "component must see the same value.\n"
+                        ),
+                        "version_added": None,
+                        "type": "string",
+                        "example": "my_deployment.kinds.QUOTE",
+                        "default": None,
+                    },
                     "answer_dag_id": {
                         "description": (
-                            "The DAG the page triggers to answer a request; {kind} is partner or order.\n"
+                            "The DAG the page triggers to answer a request; {kind} is the request kind's name.\n"
                         ),
                         "version_added": None,
                         "type": "string",
@@ -93,7 +106,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "sync_dag_id": {
                         "description": (
-                            "The DAG the page triggers to sync the requests; {kind} is partner or order.\n"
+                            "The DAG the page triggers to sync the requests; {kind} is the request kind's name.\n"
                         ),
                         "version_added": None,
                         "type": "string",

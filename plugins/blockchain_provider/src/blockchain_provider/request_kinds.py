@@ -1,33 +1,68 @@
-"""The two kinds of request the ledger addresses to the MES: partner requests and orders.
+"""The kinds of request the ledger addresses to the MES: partner requests, orders, and any kind a
+deployment adds.
 
-Each kind has a list topic, an answer topic and an id field (PROTOCOL.md 3.1 and 3.2); the
-operators, the CLI and the requests page read them from :data:`REQUEST_KINDS` instead of
-branching on the kind.
+A kind is declared once, as a :class:`RequestKind`: its list topic, its answer topic, the field
+of a listed item that holds its id, and how it is named (PROTOCOL.md 3.1 and 3.2 for the two the
+gateway has). The protocol takes its list and answer topics from here; the operators, the CLI and
+the requests page read kinds from :func:`request_kinds` instead of branching on them.
+
+A deployment whose gateway lists another kind declares it in its own code and names it in
+Airflow's configuration, so that every Airflow process (scheduler, worker, triggerer, API server)
+knows it::
+
+    [blockchain]
+    request_kinds = my_deployment.kinds.QUOTE
+
+(a comma-separated list of dotted paths to :class:`RequestKind` objects).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
-from typing import Literal
 
-from blockchain_provider import protocol
+from blockchain_provider.configured import ConfiguredObjectError, option
 
-RequestKindName = Literal["partner", "order"]
+#: A kind's name: it is part of URLs, DAG ids and asset names.
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: A kind's topic: a protocol topic name, not a record topic (``BLK_Rec_...``).
+_TOPIC_RE = re.compile(r"^BLK_[A-Za-z0-9_]{1,100}$")
+_ID_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
 class RequestKind:
-    """What differs between partner requests and orders on the wire."""
+    """One kind of request the ledger lists for the MES to accept or reject.
 
-    name: RequestKindName
-    #: the topic that lists the kind's requests, page by page
+    :param name: lowercase letters, digits and ``_`` (``partner``, ``order``).
+    :param list_topic: the topic that lists the kind's requests, page by page (``start``/``limit``).
+    :param answer_topic: the topic that accepts or rejects one (``{"id", "response"}``).
+    :param id_field: the field of a listed item that holds its id (32 lowercase hex).
+    :param label: how logs, errors and the page name one (``"partner request"``).
+    """
+
+    name: str
     list_topic: str
-    #: the topic that accepts or rejects one
     answer_topic: str
-    #: the field of a listed item that holds its id
     id_field: str
-    #: how logs and errors name one ("partner request", "order request")
     label: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
+            raise ValueError(f"Invalid request kind name {self.name!r}: lowercase letters, digits and _")
+        for what, topic in (("list_topic", self.list_topic), ("answer_topic", self.answer_topic)):
+            if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic) or topic.startswith("BLK_Rec"):
+                raise ValueError(
+                    f"Invalid {what} {topic!r} of request kind {self.name}: BLK_ and letters, digits or "
+                    "_ (not a record topic)"
+                )
+        if self.list_topic == self.answer_topic:
+            raise ValueError(f"Request kind {self.name} lists and answers on one topic {self.list_topic}")
+        if not isinstance(self.id_field, str) or not _ID_FIELD_RE.fullmatch(self.id_field):
+            raise ValueError(f"Invalid id_field {self.id_field!r} of request kind {self.name}")
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise ValueError(f"Request kind {self.name} has no label")
 
     def item_id(self, item: object) -> str | None:
         """The id of a listed *item*, or ``None`` when it has none."""
@@ -35,17 +70,73 @@ class RequestKind:
         return value if isinstance(value, str) else None
 
 
-PARTNER = RequestKind(
-    "partner", protocol.PARTNER_LIST, protocol.PARTNER_ANSWER, "partner_request_id", "partner request"
-)
-ORDER = RequestKind("order", protocol.ORDER_LIST, protocol.ORDER_ANSWER, "abs_action_id", "order request")
+PARTNER = RequestKind("partner", "BLK_Part_Lst", "BLK_Part_Ans", "partner_request_id", "partner request")
+ORDER = RequestKind("order", "BLK_Act_Lst", "BLK_Act_Ans", "abs_action_id", "order request")
 
-REQUEST_KINDS: dict[str, RequestKind] = {kind.name: kind for kind in (PARTNER, ORDER)}
+#: The kinds the gateway of the sources has.
+BUILT_IN_KINDS: tuple[RequestKind, ...] = (PARTNER, ORDER)
 
 
-def request_kind(name: str) -> RequestKind:
+def request_kinds() -> dict[str, RequestKind]:
+    """Every kind by name: the built-in ones, then those ``[blockchain] request_kinds`` names.
+
+    :raises ConfiguredObjectError: a configured kind cannot be imported, is no
+        :class:`RequestKind`, or takes a name or topic another kind has.
+    """
+    return _kinds(option("request_kinds"))
+
+
+def request_kind(name: object) -> RequestKind:
     """The kind called *name*; a clear error for any other name."""
+    kinds = request_kinds()
     try:
-        return REQUEST_KINDS[name]
-    except KeyError:
-        raise ValueError(f"Unknown request kind {name!r}: expected one of {sorted(REQUEST_KINDS)}") from None
+        return kinds[name]  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown request kind {name!r}: expected one of {', '.join(kinds)}") from None
+
+
+def kind_of_topic(topic: object) -> RequestKind | None:
+    """The kind that lists or answers on the protocol topic *topic*, or ``None``."""
+    return _by_topic(option("request_kinds")).get(topic)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=4)
+def _kinds(paths: str | None) -> dict[str, RequestKind]:
+    kinds = {kind.name: kind for kind in BUILT_IN_KINDS}
+    taken = {topic: kind.name for kind in BUILT_IN_KINDS for topic in (kind.list_topic, kind.answer_topic)}
+    for path in (part.strip() for part in (paths or "").split(",")):
+        if not path:
+            continue
+        kind = _imported(path)
+        clash = kinds.get(kind.name) or next(
+            (kinds[taken[t]] for t in (kind.list_topic, kind.answer_topic) if t in taken), None
+        )
+        if clash is not None and clash != kind:
+            raise ConfiguredObjectError(
+                f"[blockchain] request_kinds: {path} ({kind.name}) takes the name or a topic of kind "
+                f"{clash.name}"
+            )
+        kinds[kind.name] = kind
+        taken.update({kind.list_topic: kind.name, kind.answer_topic: kind.name})
+    return kinds
+
+
+@functools.lru_cache(maxsize=4)
+def _by_topic(paths: str | None) -> dict[str, RequestKind]:
+    return {topic: kind for kind in _kinds(paths).values() for topic in (kind.list_topic, kind.answer_topic)}
+
+
+def _imported(path: str) -> RequestKind:
+    from airflow.sdk.module_loading import import_string
+
+    try:
+        kind = import_string(path)
+    except Exception as exc:
+        raise ConfiguredObjectError(
+            f"[blockchain] request_kinds: cannot import {path}: {type(exc).__name__}"
+        ) from None
+    if not isinstance(kind, RequestKind):
+        raise ConfiguredObjectError(
+            f"[blockchain] request_kinds: {path} is a {type(kind).__name__}, not a RequestKind"
+        )
+    return kind

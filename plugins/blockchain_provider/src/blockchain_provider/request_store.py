@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from blockchain_provider.configured import check_interface, configured_object, option
 
-#: Defaults of the page's DAG ids, ``{kind}`` being ``partner`` or ``order``.
+#: Defaults of the page's DAG ids, ``{kind}`` being the request kind's name.
 DEFAULT_ANSWER_DAG_ID = "blockchain_{kind}_answer"
 DEFAULT_SYNC_DAG_ID = "blockchain_{kind}_sync"
 
@@ -32,8 +32,11 @@ DEFAULT_SYNC_DAG_ID = "blockchain_{kind}_sync"
 class RequestStore(Protocol):
     """The stored requests of one deployment, as the page reads them.
 
-    *kind* is a key of :data:`blockchain_provider.request_kinds.REQUEST_KINDS` (``partner`` or
-    ``order``); an item is that kind's item model (its ``item_model``), as the sync stored it.
+    *kind* is a name of :func:`blockchain_provider.request_kinds.request_kinds` (``partner``,
+    ``order`` or a configured kind's); an item is the deployment's model of that kind, as the sync
+    stored it: it has the attributes every request has (``status``, ``issuing_agent``,
+    ``receiving_agent``, ``timestamp``, ``answer_timestamp``) and the kind's id field, and the page
+    shows its other fields (a dataclass's fields, else its attributes) as the kind's own columns.
     Both methods raise :class:`ValueError` for a kind, status or request id they refuse; the
     page answers 422 with its message, which must therefore say what was refused and nothing
     secret.

@@ -31,7 +31,7 @@ def cmd_topics_ensure(args: argparse.Namespace) -> int:
     # as many replicas as brokers, up to 3: a cluster keeps its topics when a broker fails
     replication = args.replication or max(1, min(3, len(metadata.brokers)))
     record_types = args.record_types or []
-    wanted = [topics[name] for name in protocol.DEFAULT_TOPICS if name != protocol.RECORDS]
+    wanted = [topics[name] for name in protocol.protocol_topics() if name != protocol.RECORDS]
     wanted += [topics[protocol.record_topic(name)] for name in record_types]
     missing = [
         NewTopic(t, num_partitions=args.partitions, replication_factor=replication)

@@ -17,6 +17,11 @@ from blockchain_provider.operators.record import (
     UpdateRecordOperator,
 )
 from blockchain_provider.operators.reporter import UpdateDynamicRecordOperator
+from blockchain_provider.operators.requests import (
+    AnswerRequestOperator,
+    GetRequestOperator,
+    ListRequestsOperator,
+)
 from blockchain_provider.operators.token import CheckTokenOperator
 from blockchain_provider.operators.update_queue import (
     ClaimedUpdates,
@@ -30,6 +35,7 @@ from blockchain_provider.operators.update_queue import (
 __all__ = [
     "AnswerOrderRequestOperator",
     "AnswerPartnerRequestOperator",
+    "AnswerRequestOperator",
     "CheckTokenOperator",
     "ClaimedUpdates",
     "CreateRecordOperator",
@@ -38,8 +44,10 @@ __all__ = [
     "EnsureRecordTypeOperator",
     "GetOrderRequestOperator",
     "GetPartnerRequestOperator",
+    "GetRequestOperator",
     "ListOrderRequestsOperator",
     "ListPartnerRequestsOperator",
+    "ListRequestsOperator",
     "PendingUpdate",
     "QueueBusy",
     "ReporterStore",

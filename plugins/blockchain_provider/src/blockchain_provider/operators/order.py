@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from blockchain_provider.operators.requests import (
-    BaseAnswerOperator,
-    BaseGetRequestOperator,
-    BaseListOperator,
+    AnswerRequestOperator,
+    GetRequestOperator,
+    ListRequestsOperator,
 )
 from blockchain_provider.request_kinds import ORDER
 
 
-class ListOrderRequestsOperator(BaseListOperator):
+class ListOrderRequestsOperator(ListRequestsOperator):
     """Read every order request addressed to this agent (``BLK_Act_Lst``), page by page.
 
     Returns ``{"count", "by_status", ...}``; the items go to *apply_function_batch* page by page.
@@ -19,7 +19,7 @@ class ListOrderRequestsOperator(BaseListOperator):
     kind = ORDER
 
 
-class GetOrderRequestOperator(BaseGetRequestOperator):
+class GetOrderRequestOperator(GetRequestOperator):
     """Find one order request on ``BLK_Act_Lst``; fail when it is missing or not as required.
 
     :param request_id: the order's id (``abs_action_id``), 32 lowercase hex; templated.
@@ -28,7 +28,7 @@ class GetOrderRequestOperator(BaseGetRequestOperator):
     kind = ORDER
 
 
-class AnswerOrderRequestOperator(BaseAnswerOperator):
+class AnswerOrderRequestOperator(AnswerRequestOperator):
     """Accept or reject an order request (``BLK_Act_Ans``); returns the gateway's confirmation.
 
     :param request_id: the order's id (``abs_action_id``), 32 lowercase hex; templated.

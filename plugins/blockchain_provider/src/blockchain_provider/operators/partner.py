@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from blockchain_provider.operators.requests import (
-    BaseAnswerOperator,
-    BaseGetRequestOperator,
-    BaseListOperator,
+    AnswerRequestOperator,
+    GetRequestOperator,
+    ListRequestsOperator,
 )
 from blockchain_provider.request_kinds import PARTNER
 
 
-class ListPartnerRequestsOperator(BaseListOperator):
+class ListPartnerRequestsOperator(ListRequestsOperator):
     """Read every partner request addressed to this agent (``BLK_Part_Lst``), page by page.
 
     Returns ``{"count", "by_status", ...}``; the items go to *apply_function_batch* page by page.
@@ -19,7 +19,7 @@ class ListPartnerRequestsOperator(BaseListOperator):
     kind = PARTNER
 
 
-class GetPartnerRequestOperator(BaseGetRequestOperator):
+class GetPartnerRequestOperator(GetRequestOperator):
     """Find one partner request on ``BLK_Part_Lst``; fail when it is missing or not as required.
 
     :param request_id: the partner request's id, 32 lowercase hex; templated.
@@ -28,7 +28,7 @@ class GetPartnerRequestOperator(BaseGetRequestOperator):
     kind = PARTNER
 
 
-class AnswerPartnerRequestOperator(BaseAnswerOperator):
+class AnswerPartnerRequestOperator(AnswerRequestOperator):
     """Accept or reject a partner request (``BLK_Part_Ans``); returns the gateway's confirmation.
 
     :param request_id: the partner request's id, 32 lowercase hex; templated.

@@ -1,5 +1,6 @@
-"""The bases of the list, get and answer operators: one subclass per request kind
-(:class:`~blockchain_provider.request_kinds.RequestKind`), which sets ``kind`` and nothing else.
+"""The list, get and answer operators of every request kind
+(:class:`~blockchain_provider.request_kinds.RequestKind`): each takes the kind as ``kind`` (the
+kind or its name); the partner and order operators are these with ``kind`` set.
 
 A list walks its pages (an empty page ends it; so do a page identical to the one before and the
 page cap); a get walks them until it finds its request; an answer finds the request first, then
@@ -26,7 +27,7 @@ from blockchain_provider.operators.base import (
 )
 from blockchain_provider.outcomes import Outcome
 from blockchain_provider.quoting import quote
-from blockchain_provider.request_kinds import RequestKind
+from blockchain_provider.request_kinds import RequestKind, request_kind
 
 
 def parse_decision(value: Any, what: str = "decision") -> bool:
@@ -91,12 +92,29 @@ def _find(kind: RequestKind, request_id: str, page: list[Any]) -> dict[str, Any]
     return next((item for item in page if kind.item_id(item) == request_id), None)
 
 
-class BaseListOperator(BaseBlockchainOperator):
+class _KindOperator(BaseBlockchainOperator):
+    """An operator of one request kind: ``kind`` from the argument, else from the class."""
+
+    kind: RequestKind
+
+    def __init__(self, *, kind: RequestKind | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if kind is not None:
+            self.kind = kind if isinstance(kind, RequestKind) else request_kind(kind)
+        elif not isinstance(getattr(self, "kind", None), RequestKind):
+            raise BlockchainConfigError(
+                f"{type(self).__name__} needs a request kind: pass kind= (a RequestKind or its name)"
+            )
+
+
+class ListRequestsOperator(_KindOperator):
     """Read every page of a list topic; return a summary: ``{"count", "by_status", ...}``.
 
     The items go to *apply_function_batch*, page by page, as they are read (for instance into a
     database); they are never pushed to XCom nor kept between pages.
 
+    :param kind: the request kind, a :class:`RequestKind` or its name (the partner and order
+        operators set it).
     :param page_size: items per request, defaults to 100; templated.
     :param apply_function_batch: called with each page's items (a list of dicts) and the task's
         context, a callable or a dotted path to one. It may return a dict of numbers and lists:
@@ -111,7 +129,6 @@ class BaseListOperator(BaseBlockchainOperator):
     it does at its page cap.
     """
 
-    kind: RequestKind
     template_fields = (*BaseBlockchainOperator.template_fields, "page_size")
 
     def __init__(
@@ -155,11 +172,13 @@ class BaseListOperator(BaseBlockchainOperator):
         return Done(summary) if following is None else following
 
 
-class BaseGetRequestOperator(BaseBlockchainOperator):
+class GetRequestOperator(_KindOperator):
     """Find one request by id on its list topic; fail when it is not there or not as required.
 
     Returns ``{"request_id", "status", "issuing_agent"}``; the whole item goes to *apply_function*.
 
+    :param kind: the request kind, a :class:`RequestKind` or its name (the partner and order
+        operators set it).
     :param request_id: the request's id (32 lowercase hex); templated.
     :param expected_status: fail unless the request has this status (e.g. ``"OPEN"``), defaults
         to None (any status).
@@ -170,7 +189,6 @@ class BaseGetRequestOperator(BaseBlockchainOperator):
     :param page_size: items per list request, defaults to 100.
     """
 
-    kind: RequestKind
     template_fields = (*BaseBlockchainOperator.template_fields, "request_id")
 
     def __init__(
@@ -244,7 +262,7 @@ class BaseGetRequestOperator(BaseBlockchainOperator):
         }
 
 
-class BaseAnswerOperator(BaseBlockchainOperator):
+class AnswerRequestOperator(_KindOperator):
     """Accept or reject one request by id; returns the gateway's confirmation.
 
     Retry-safe: a retry (the earlier try may have been applied without its answer arriving)
@@ -252,12 +270,13 @@ class BaseAnswerOperator(BaseBlockchainOperator):
     still OPEN is answered again; any other status fails the task. An answer is final on the
     ledger, so a blind second answer would only be refused.
 
+    :param kind: the request kind, a :class:`RequestKind` or its name (the partner and order
+        operators set it).
     :param request_id: the request's id (32 lowercase hex); templated.
     :param decision: ``"accept"``/``"reject"`` or a boolean; templated.
     :param page_size: items per list request when a retry reads the status, defaults to 100.
     """
 
-    kind: RequestKind
     template_fields = (*BaseBlockchainOperator.template_fields, "request_id", "decision")
 
     def __init__(self, *, request_id: str, decision: str | bool, page_size: int = 100, **kwargs: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from blockchain_provider.protocol.decoder import OutcomeKind, Response
 from blockchain_provider.protocol.ours import AGENTS, RECORD_GET, RECORD_TOPIC_PREFIX, RECORDS
 from blockchain_provider.protocol.requests import Call
-from blockchain_provider.protocol.topics import ORDER_LIST, PARTNER_LIST
+from blockchain_provider.protocol.topics import list_topic_kind
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def expectation(call: Call) -> Expectation:
     ``data`` (the reporter) or ``message`` for the creation of a dynamic record."""
     if call.topic == AGENTS:
         return Expectation(("data",), agent=True, public_key=call.header.get("public_key") or None)
-    if call.topic in (PARTNER_LIST, ORDER_LIST):
+    if list_topic_kind(call.topic) is not None:
         return Expectation(("data",))
     body = call.body or {}
     if call.topic.endswith("_Get") or body.get("action") == "get":

@@ -35,13 +35,11 @@ from blockchain_provider.protocol.ours import (
     request_id_kafka_key,
 )
 from blockchain_provider.protocol.topics import (
-    ORDER_ANSWER,
-    ORDER_LIST,
-    PARTNER_ANSWER,
-    PARTNER_LIST,
     RECORD_TYPES,
     RESPONSES,
+    answer_topic_kind,
     is_known_topic,
+    list_topic_kind,
     record_topic,
 )
 
@@ -118,19 +116,21 @@ def _check_page(start: object, limit: object) -> tuple[int, int]:
 
 
 def list_call(topic: str, start: int, limit: int) -> Call:
-    """A page of partner requests (``BLK_Part_Lst``) or order requests (``BLK_Act_Lst``)."""
-    if topic not in (PARTNER_LIST, ORDER_LIST):
+    """A page of a request kind's requests: partner requests (``BLK_Part_Lst``), order requests
+    (``BLK_Act_Lst``) or a configured kind's."""
+    if list_topic_kind(topic) is None:
         raise InvalidIdentifierError(f"{topic} is not a list topic")
     start, limit = _check_page(start, limit)
     return Call(topic, {"start": start, "limit": limit})
 
 
 def answer_call(topic: str, item_id: str, accept: bool) -> Call:
-    """Accept or reject a partner request (``BLK_Part_Ans``) or an order (``BLK_Act_Ans``)."""
-    if topic not in (PARTNER_ANSWER, ORDER_ANSWER):
+    """Accept or reject a request: a partner request (``BLK_Part_Ans``), an order
+    (``BLK_Act_Ans``) or a configured kind's."""
+    kind = answer_topic_kind(topic)
+    if kind is None:
         raise InvalidIdentifierError(f"{topic} is not an answer topic")
-    what = "partner request id" if topic == PARTNER_ANSWER else "order request id"
-    validate_request_id(item_id, what)
+    validate_request_id(item_id, f"{kind.label} id")
     if not isinstance(accept, bool):
         raise InvalidIdentifierError(f"Invalid decision {_shown(accept)}: expected True (accept) or False")
     return Call(topic, {}, {"id": item_id, "response": 1 if accept else 0})

@@ -16,32 +16,67 @@ from blockchain_provider.protocol.ours import (
     RECORD_TYPE_GET,
     RECORDS,
 )
+from blockchain_provider.request_kinds import (
+    BUILT_IN_KINDS,
+    ORDER,
+    PARTNER,
+    RequestKind,
+    kind_of_topic,
+    request_kinds,
+)
 
 RESPONSES = "BLK_Res"
 
-PARTNER_LIST = "BLK_Part_Lst"
+# The request kinds' topics are declared with their kind (blockchain_provider.request_kinds).
+PARTNER_LIST = PARTNER.list_topic
 
-PARTNER_ANSWER = "BLK_Part_Ans"
+PARTNER_ANSWER = PARTNER.answer_topic
 
-ORDER_LIST = "BLK_Act_Lst"
+ORDER_LIST = ORDER.list_topic
 
-ORDER_ANSWER = "BLK_Act_Ans"
+ORDER_ANSWER = ORDER.answer_topic
 
 RECORD_TYPES = "BLK_Rty"
 
+#: The topics that belong to no request kind.
+_OTHER_TOPICS: tuple[str, ...] = (RESPONSES, RECORD_TYPES, RECORDS, RECORD_TYPE_GET, RECORD_GET, AGENTS)
 
+#: The protocol's topics: the built-in kinds' and the others.
 DEFAULT_TOPICS: tuple[str, ...] = (
     RESPONSES,
-    PARTNER_LIST,
-    PARTNER_ANSWER,
-    ORDER_LIST,
-    ORDER_ANSWER,
-    RECORD_TYPES,
-    RECORDS,
-    RECORD_TYPE_GET,
-    RECORD_GET,
-    AGENTS,
+    *(topic for kind in BUILT_IN_KINDS for topic in (kind.list_topic, kind.answer_topic)),
+    *_OTHER_TOPICS[1:],
 )
+
+
+def protocol_topics() -> tuple[str, ...]:
+    """The protocol's topics and those of the kinds a deployment configured (``[blockchain]
+    request_kinds``).
+
+    :raises InvalidIdentifierError: a configured kind takes a topic the protocol has for another use.
+    """
+    kinds = request_kinds()
+    if len(kinds) == len(BUILT_IN_KINDS):
+        return DEFAULT_TOPICS
+    added = [topic for kind in kinds.values() for topic in (kind.list_topic, kind.answer_topic)]
+    taken = sorted(set(added) & set(_OTHER_TOPICS))
+    if taken:
+        raise InvalidIdentifierError(
+            f"A configured request kind takes the protocol's topic(s) {', '.join(taken)}"
+        )
+    return (*DEFAULT_TOPICS, *(topic for topic in added if topic not in DEFAULT_TOPICS))
+
+
+def list_topic_kind(topic: object) -> RequestKind | None:
+    """The request kind that lists on *topic*, or ``None``."""
+    kind = kind_of_topic(topic)
+    return kind if kind is not None and kind.list_topic == topic else None
+
+
+def answer_topic_kind(topic: object) -> RequestKind | None:
+    """The request kind that answers on *topic*, or ``None``."""
+    kind = kind_of_topic(topic)
+    return kind if kind is not None and kind.answer_topic == topic else None
 
 
 @dataclass(frozen=True)
@@ -58,14 +93,14 @@ class TopicMap:
         if unknown:
             raise InvalidIdentifierError(
                 f"Unknown topic(s) in topic overrides: {', '.join(unknown)}; "
-                f"the protocol's topics are {', '.join(DEFAULT_TOPICS)} and {RECORDS}_<record type>"
+                f"the protocol's topics are {', '.join(protocol_topics())} and {RECORDS}_<record type>"
             )
         for name, actual in self.overrides.items():
             if not isinstance(actual, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", actual):
                 raise InvalidIdentifierError(f"Topic override for {name} is not a valid Kafka topic name")
 
     def __getitem__(self, name: str) -> str:
-        if name in DEFAULT_TOPICS:
+        if name in DEFAULT_TOPICS or kind_of_topic(name) is not None:
             return self.overrides.get(name, name)
         if is_record_topic(name):
             # an explicit override of this record topic, else the (overridden) base plus the suffix
@@ -116,5 +151,5 @@ def is_record_topic(name: object) -> bool:
 
 
 def is_known_topic(name: object) -> bool:
-    """Whether *name* is one of the protocol's topics or a record topic."""
-    return name in DEFAULT_TOPICS or is_record_topic(name)
+    """Whether *name* is one of the protocol's topics, a configured request kind's, or a record topic."""
+    return name in DEFAULT_TOPICS or kind_of_topic(name) is not None or is_record_topic(name)
