@@ -216,10 +216,13 @@ def test_order_rows_carry_ledger_text_as_plain_data(client: TestClient, token: A
     response = as_user(client, token, "reader").get(f"{PREFIX}/api/requests", params={"kind": "order"})
     assert response.headers["content-type"] == "application/json"
     (item,) = response.json()["items"]
-    assert item["description"] == markup
-    assert item["type"] == "<b>Purchase</b>"
-    assert item["metadata"] == {"note": "</script><script>alert(3)</script>", "qty": 4}
-    assert item["files"] == 1
+    # the order's own columns, as the MES's order model declares them
+    assert response.json()["columns"] == ["type", "description", "metadata", "files"]
+    fields = item["fields"]
+    assert fields["description"] == markup
+    assert fields["type"] == "<b>Purchase</b>"
+    assert fields["metadata"] == {"note": "</script><script>alert(3)</script>", "qty": 4}
+    assert fields["files"] == [{"name": "a.pdf"}]
     # a viewer sees the request but no answer button, and neither sync nor runs
     assert item["can_answer"] is False
     assert response.json()["can"] == {"answer": False, "sync": False}
@@ -453,3 +456,29 @@ def test_posts_must_be_json_so_another_site_cannot_forge_them(
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_a_third_kind_is_listed_with_its_own_columns(
+    client: TestClient, token: Any, mes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kind the deployment declares (tests/third_kind.py) is on the page: its name and label
+    from the API, its own columns from the MES's model of it."""
+    from tests.third_kind import use_quote_kind
+
+    reader = as_user(client, token, "reader")
+    assert reader.get(f"{PREFIX}/api/requests", params={"kind": "quote"}).status_code == 422
+    use_quote_kind(monkeypatch, mes.engine)
+    item = {**partner(7), "quote_request_id": rid(7), "product": "<b>Wheel</b>"}
+    del item["partner_request_id"]
+    assert mes.upsert_requests("quote", [item]).inserted == 1
+    assert reader.get(f"{PREFIX}/api/kinds").json() == [
+        {"name": "partner", "label": "partner request"},
+        {"name": "order", "label": "order request"},
+        {"name": "quote", "label": "quote request"},
+    ]
+    page = reader.get(f"{PREFIX}/api/requests", params={"kind": "quote"}).json()
+    assert (page["kind"], page["total"], page["columns"]) == ("quote", 1, ["product"])
+    (row,) = page["items"]
+    assert (row["id"], row["status"], row["fields"]) == (rid(7), "OPEN", {"product": "<b>Wheel</b>"})
+    assert row["addressed_to_us"] is True
+    assert reader.get(f"{PREFIX}/api/requests/quote/{rid(7)}").json()["fields"] == {"product": "<b>Wheel</b>"}

@@ -4,10 +4,11 @@ Routes (under ``/blockchain-requests``):
 
 ``GET /``                                         the page (HTML; the data comes from the API below)
 ``GET /static/{name}``                            its script, style sheet and icon
-``GET /api/requests?kind=&status=&page=&page_size=``  one page of partner or order requests
+``GET /api/kinds``                                 the request kinds this user may read
+``GET /api/requests?kind=&status=&page=&page_size=``  one page of a kind's requests
 ``GET /api/requests/{kind}/{request_id}``         one request, whatever its status
 ``POST /api/requests/{kind}/{request_id}/answer`` ``{"decision": "accept"|"reject"}``: trigger the answer DAG
-``POST /api/sync/{kind}``                         trigger the partner or order sync DAG
+``POST /api/sync/{kind}``                         trigger the kind's sync DAG
 
 Every route needs a signed-in user (the UI's ``_token`` cookie, or an ``Authorization: Bearer``
 JWT) and asks Airflow's auth manager, whichever is configured (simple, FAB, ...):
@@ -40,6 +41,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict
 
 from blockchain_provider.configured import ConfiguredObjectError
+from blockchain_provider.request_kinds import request_kinds
 from blockchain_provider.request_store import (
     RequestStore,
     answer_dag_id,
@@ -55,7 +57,7 @@ from blockchain_provider.ui.airflow_api import (
     validate_params,
 )
 from blockchain_provider.ui.auth import UserDep, _require, capabilities, is_authorized, json_only
-from blockchain_provider.ui.kinds import KINDS, Kind
+from blockchain_provider.ui.kinds import KindDep
 from blockchain_provider.ui.rows import rows_json
 
 if TYPE_CHECKING:
@@ -131,7 +133,7 @@ def create_app() -> FastAPI:
     """The app the plugin mounts at :data:`URL_PREFIX`."""
     api = FastAPI(
         title="Blockchain requests",
-        description="Partner and order requests of the MES, answered through the answer DAGs.",
+        description="The requests the ledger addresses to the MES, answered through the answer DAGs.",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -161,8 +163,8 @@ def create_app() -> FastAPI:
     @api.get("/", response_class=HTMLResponse)
     def page(user: UserDep) -> Response:
         _require(
-            any(capabilities(user, kind)["view"] for kind in KINDS),
-            "read partner or order requests (read access to their sync or answer DAGs)",
+            any(capabilities(user, kind)["view"] for kind in request_kinds()),
+            "read blockchain requests (read access to a sync or answer DAG of theirs)",
         )
         return Response(_static("index.html"), media_type="text/html; charset=utf-8")
 
@@ -172,10 +174,16 @@ def create_app() -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "Not found")
         return Response(_static(name), media_type=STATIC_FILES[name])
 
+    @api.get("/api/kinds")
+    def kinds(user: UserDep) -> list[dict[str, str]]:
+        """The request kinds this user may read, in their declared order: the page's kind filter."""
+        readable = [kind for kind in request_kinds().values() if capabilities(user, kind.name)["view"]]
+        return [{"name": kind.name, "label": kind.label} for kind in readable]
+
     @api.get("/api/requests")
     def list_requests(
         user: UserDep,
-        kind: Kind = "partner",
+        kind: KindDep,
         status_: Annotated[str | None, Query(alias="status", max_length=16)] = None,
         page: Annotated[int, Query(ge=1, le=100_000)] = 1,
         page_size: Annotated[int, Query(ge=1, le=100)] = 25,
@@ -193,6 +201,8 @@ def create_app() -> FastAPI:
         rows = rows_json(kind, items, agent, can)
         return {
             "kind": kind,
+            # the kind's own columns, as its item model declares them
+            "columns": list(rows[0]["fields"]) if rows else [],
             "status": status_ or None,
             "page": page,
             "page_size": page_size,
@@ -205,7 +215,7 @@ def create_app() -> FastAPI:
             "sync": sync_runs(kind) if can["sync_runs"] else None,
         }
 
-    def stored_request(kind: Kind, request_id: str) -> Any:
+    def stored_request(kind: str, request_id: str) -> Any:
         """The MES's request *request_id* of *kind*: 422 for an id out of its format, 404 when the
         MES has none."""
         try:
@@ -217,7 +227,7 @@ def create_app() -> FastAPI:
         return item
 
     @api.get("/api/requests/{kind}/{request_id}")
-    def one_request(kind: Kind, request_id: str, user: UserDep) -> dict[str, Any]:
+    def one_request(kind: KindDep, request_id: str, user: UserDep) -> dict[str, Any]:
         """One request, whatever its status: the page follows the rows it answered."""
         can = capabilities(user, kind)
         _require(can["view"], f"read {kind} requests (read access to {sync_dag_id(kind)})")
@@ -231,7 +241,7 @@ def create_app() -> FastAPI:
         dependencies=[Depends(json_only)],
     )
     def answer(
-        kind: Kind, request_id: str, body: AnswerBody, request: Request, user: UserDep
+        kind: KindDep, request_id: str, body: AnswerBody, request: Request, user: UserDep
     ) -> dict[str, Any]:
         dag_id = answer_dag_id(kind)
         _require(is_authorized(user, dag_id, "POST", run=True), f"trigger {dag_id}")
@@ -262,7 +272,7 @@ def create_app() -> FastAPI:
         }
 
     @api.post("/api/sync/{kind}", status_code=status.HTTP_201_CREATED, dependencies=[Depends(json_only)])
-    def sync(kind: Kind, request: Request, user: UserDep) -> dict[str, Any]:
+    def sync(kind: KindDep, request: Request, user: UserDep) -> dict[str, Any]:
         dag_id = sync_dag_id(kind)
         _require(is_authorized(user, dag_id, "POST", run=True), f"trigger {dag_id}")
         run = trigger_run(request, dag_id, {})

@@ -8,7 +8,8 @@
   const ACTIVE = new Set(["queued", "running"]);
   // tracked: the requests answered from this view, kept on it (with their new status) until the
   // filters change, even when they no longer match them
-  const state = { kind: "partner", status: "", page: 1, pageSize: 25, data: null, timer: null, tracked: new Set() };
+  // kinds: the request kinds this user may read (name, label), as the API declares them
+  const state = { kind: "", kinds: [], status: "", page: 1, pageSize: 25, data: null, timer: null, tracked: new Set() };
   const $ = (id) => document.getElementById(id);
 
   function el(tag, props, children) {
@@ -117,8 +118,19 @@
     });
   }
 
+  function label(kind) {
+    const found = state.kinds.find((known) => known.name === kind);
+    return found ? found.label : `${kind} request`;
+  }
+
+  // A column's title from a field's name: "abs_action_id" -> "Abs action id".
+  function title(name) {
+    const text = String(name).replace(/_/g, " ");
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
   async function answer(item, decision) {
-    const what = state.kind === "partner" ? "partner request" : "order";
+    const what = label(state.kind);
     const verb = decision === "accept" ? "Accept" : "Reject";
     const sure = await confirmAction(
       `${verb} ${what}?`,
@@ -153,14 +165,25 @@
     await load();
   }
 
-  function columns() {
+  function columns(data) {
     const names = ["Status", "Request", "Issuing agent", "Received (UTC)", "Answered (UTC)"];
-    if (state.kind === "order") names.push("Type", "Description", "Metadata");
+    names.push(...data.columns.map(title));
     names.push("Answer run", "Actions");
     return names;
   }
 
-  function renderRow(item) {
+  // A field of the kind's own: text as text, anything else as its JSON in <code>.
+  function fieldCell(name, value) {
+    const className = /^[a-z][a-z0-9_]*$/.test(name) ? name : undefined;
+    if (value !== null && typeof value === "object") {
+      const json = JSON.stringify(value);
+      return el("td", { className: `mono ${className || ""}`.trim(), title: json }, [el("code", { text: json })]);
+    }
+    const text = value === null || value === undefined ? "" : String(value);
+    return el("td", { className, title: text, text });
+  }
+
+  function renderRow(item, data) {
     const followed = !item.matches_filter;
     const cells = [
       el("td", {}, [el("span", { className: `status status-${item.status}`, text: item.status })]),
@@ -169,14 +192,7 @@
       el("td", { className: "time", title: item.received_at || "", text: formatTime(item.received_at) }),
       el("td", { className: "time", title: item.answered_at || "", text: formatTime(item.answered_at) }),
     ];
-    if (state.kind === "order") {
-      const metadata = JSON.stringify(item.metadata);
-      cells.push(
-        el("td", { text: item.type }),
-        el("td", { className: "description", title: item.description, text: item.description }),
-        el("td", { className: "mono metadata", title: metadata }, [el("code", { text: metadata })]),
-      );
-    }
+    for (const name of data.columns) cells.push(fieldCell(name, (item.fields || {})[name]));
     cells.push(el("td", {}, item.run ? [runLink(item.run)] : []));
     const actions = el("td", { className: "actions" });
     if (item.can_answer && !(item.run && ACTIVE.has(item.run.state))) {
@@ -202,18 +218,18 @@
 
   function render(data) {
     const head = $("columns");
-    head.replaceChildren(...columns().map((name) => el("th", { scope: "col", text: name })));
+    head.replaceChildren(...columns(data).map((name) => el("th", { scope: "col", text: name })));
     const body = $("rows");
     if (data.items.length === 0) {
-      body.replaceChildren(el("tr", {}, [el("td", { colspan: columns().length, className: "empty", text: "No requests." })]));
+      body.replaceChildren(el("tr", {}, [el("td", { colspan: columns(data).length, className: "empty", text: "No requests." })]));
     } else {
-      body.replaceChildren(...data.items.map(renderRow));
+      body.replaceChildren(...data.items.map((item) => renderRow(item, data)));
     }
     const pages = Math.max(1, Math.ceil(data.total / data.page_size));
     $("page-info").textContent = `Page ${data.page} of ${pages}`;
     $("previous").disabled = data.page <= 1;
     $("next").disabled = data.page >= pages;
-    const noun = data.kind === "partner" ? "partner request" : "order request";
+    const noun = label(data.kind);
     $("summary").textContent = `${data.total} ${noun}${data.total === 1 ? "" : "s"}`;
 
     const lastSync = $("last-sync");
@@ -270,9 +286,23 @@
     state.timer = setTimeout(load, activeRuns(state.data) ? POLL_ACTIVE_MS : POLL_IDLE_MS);
   }
 
-  function start() {
+  async function start() {
+    try {
+      state.kinds = await api("api/kinds");
+    } catch (error) {
+      showMessage(`Could not load the request kinds: ${error.message}`);
+      return;
+    }
+    $("kind").replaceChildren(
+      ...state.kinds.map((kind) => el("option", { value: kind.name, text: `${title(kind.label)}s` })),
+    );
+    if (state.kinds.length === 0) {
+      showMessage("You may read no kind of request.");
+      return;
+    }
     const params = new URLSearchParams(window.location.search);
-    if (params.get("kind") === "order") state.kind = "order";
+    const asked = state.kinds.find((kind) => kind.name === params.get("kind"));
+    state.kind = (asked || state.kinds[0]).name;
     if (["OPEN", "ACCEPTED", "REJECTED"].includes(params.get("status"))) state.status = params.get("status");
     $("kind").value = state.kind;
     $("status").value = state.status;
