@@ -297,22 +297,28 @@ def _timestamp(value: object) -> int | None:
     return None
 
 
-def _common_row(
-    kind: str, id_field: str, index: int, item: object
-) -> tuple[dict[str, Any], Mapping[str, Any]]:
+def request_row(label: str, id_field: str, item: object, index: int = 0) -> dict[str, Any]:
+    """Check the fields every kind of request has (its id in *id_field*, the agents, status, times
+    and transactions) and return them as a database row; a kind with fields of its own adds them.
+
+    :param label: how errors name one item of the kind (``"partner request"``).
+    :param item: the dict as the gateway sent it.
+    :param index: its position in the batch, quoted in error messages.
+    :raises InvalidRequestItemError: naming the item and the bad field.
+    """
     if not isinstance(item, Mapping):
-        raise _fail(kind, index, None, f"expected an object, got {type(item).__name__}")
+        raise _fail(label, index, None, f"expected an object, got {type(item).__name__}")
     item_id = item.get(id_field)
     if not isinstance(item_id, str) or not REQUEST_ID_RE.fullmatch(item_id):
         raise _fail(
-            kind, index, None, f"field {id_field} {_shown(item_id)} is not 32 lowercase hex characters"
+            label, index, None, f"field {id_field} {_shown(item_id)} is not 32 lowercase hex characters"
         )
     row: dict[str, Any] = {id_field: item_id}
     for agent_field in ("issuing_agent", "receiving_agent"):
         agent = item.get(agent_field)
         if not isinstance(agent, str) or not _PUBLIC_KEY_RE.fullmatch(agent):
             raise _fail(
-                kind,
+                label,
                 index,
                 item_id,
                 f"field {agent_field} {_shown(agent)} is not a public key (66 lowercase hex, starting 02 or 03)",
@@ -321,33 +327,36 @@ def _common_row(
     status = item.get("status")
     if status not in REQUEST_STATUSES:
         raise _fail(
-            kind, index, item_id, f"field status {_shown(status)} is not one of {', '.join(REQUEST_STATUSES)}"
+            label,
+            index,
+            item_id,
+            f"field status {_shown(status)} is not one of {', '.join(REQUEST_STATUSES)}",
         )
     row["status"] = status
     for ts_field, default in (("timestamp", None), ("answer_timestamp", 0)):
         raw = item.get(ts_field, default)
         ts = _timestamp(raw)
         if ts is None:
-            raise _fail(kind, index, item_id, f"field {ts_field} {_shown(raw)} is not a unix time in seconds")
+            raise _fail(
+                label, index, item_id, f"field {ts_field} {_shown(raw)} is not a unix time in seconds"
+            )
         row[ts_field] = ts
     tx_ids = item.get("transaction_ids", [])
     if not isinstance(tx_ids, list | tuple) or not all(
         isinstance(tx, str) and _TRANSACTION_ID_RE.fullmatch(tx) for tx in tx_ids
     ):
-        raise _fail(kind, index, item_id, "field transaction_ids is not a list of 128-hex transaction ids")
+        raise _fail(label, index, item_id, "field transaction_ids is not a list of 128-hex transaction ids")
     row["transaction_ids"] = canonical_json(list(tx_ids))
-    return row, item
+    return row
 
 
 def partner_request_row(item: object, index: int = 0) -> dict[str, Any]:
-    """Check one partner request item and return its database row (without the bookkeeping times).
+    """Check one partner request item and return its database row (without the bookkeeping times):
+    a partner request has only the fields every request has.
 
-    :param item: the dict as the gateway sent it.
-    :param index: its position in the batch, quoted in error messages.
     :raises InvalidRequestItemError: naming the item and the bad field.
     """
-    row, _ = _common_row("partner request", "partner_request_id", index, item)
-    return row
+    return request_row("partner request", "partner_request_id", item, index)
 
 
 def order_request_row(item: object, index: int = 0) -> dict[str, Any]:
@@ -357,7 +366,8 @@ def order_request_row(item: object, index: int = 0) -> dict[str, Any]:
 
     :raises InvalidRequestItemError: naming the item and the bad field.
     """
-    row, source = _common_row("order request", "abs_action_id", index, item)
+    row = request_row("order request", "abs_action_id", item, index)
+    source: Mapping[str, Any] = item  # type: ignore[assignment]  # a mapping: request_row checked it
     item_id = row["abs_action_id"]
     for text_field, default in (("type", None), ("description", "")):
         value = source.get(text_field, default)

@@ -1,4 +1,4 @@
-"""The MES's stored partner and order requests, as the provider's "Blockchain requests" page reads
+"""The MES's stored requests of every kind, as the provider's "Blockchain requests" page reads
 them: the deployment's :class:`blockchain_provider.request_store.RequestStore`.
 
 The API server builds it from Airflow's configuration::
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from include.mes.db import configured_conn_id, mes_engine
-from include.mes.models import OrderRequest, PartnerRequest
+from include.mes.models import StoredRequest
 from include.mes.repository import MesRepository
 
 
@@ -28,8 +28,8 @@ class MesRequestStore:
 
     def request_page(
         self, kind: str, status: str | None = None, *, offset: int = 0, limit: int = 25
-    ) -> tuple[int, Sequence[PartnerRequest | OrderRequest]]:
+    ) -> tuple[int, Sequence[StoredRequest]]:
         return self._repository.request_page(kind, status, offset=offset, limit=limit)
 
-    def request(self, kind: str, request_id: str) -> PartnerRequest | OrderRequest | None:
+    def request(self, kind: str, request_id: str) -> StoredRequest | None:
         return self._repository.request(kind, request_id)

@@ -132,28 +132,32 @@ _REQUEST_COMMON = (
     ("transaction_ids", sa.Text),
 )
 
-partner_requests = sa.Table(
-    "partner_requests",
-    metadata,
-    sa.Column("partner_request_id", sa.String(32), primary_key=True),
-    *(sa.Column(name, type_, nullable=False) for name, type_ in _REQUEST_COMMON),
-    _utc_time("first_seen_at"),
-    _utc_time("updated_at"),
-    sa.Index("ix_partner_requests_status", "status"),
-)
 
-order_requests = sa.Table(
+def request_table(name: str, meta: sa.MetaData, id_field: str, *own: sa.Column) -> sa.Table:
+    """The table of one kind of request: its id, its *own* columns, the columns every kind has,
+    the bookkeeping times and an index on the status."""
+    return sa.Table(
+        name,
+        meta,
+        sa.Column(id_field, sa.String(32), primary_key=True),
+        *own,
+        *(sa.Column(column, type_, nullable=False) for column, type_ in _REQUEST_COMMON),
+        _utc_time("first_seen_at"),
+        _utc_time("updated_at"),
+        sa.Index(f"ix_{name}_status", "status"),
+    )
+
+
+partner_requests = request_table("partner_requests", metadata, "partner_request_id")
+
+order_requests = request_table(
     "order_requests",
     metadata,
-    sa.Column("abs_action_id", sa.String(32), primary_key=True),
+    "abs_action_id",
     sa.Column("type", sa.Text, nullable=False),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("metadata", sa.Text, nullable=False),
     sa.Column("files", sa.Text, nullable=False),
-    *(sa.Column(name, type_, nullable=False) for name, type_ in _REQUEST_COMMON),
-    _utc_time("first_seen_at"),
-    _utc_time("updated_at"),
-    sa.Index("ix_order_requests_status", "status"),
 )
 
 day_report_submissions = sa.Table(

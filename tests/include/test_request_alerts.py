@@ -10,19 +10,20 @@ AGENT = "02" + "ab" * 32
 FORGED = "Wheels\nFORGED-ALERT-LINE: cancel everything\r\n\x1b]0;pwned\x07 \u202eevil\u2028more\x85end"
 
 
+#: What every stored request has, for an OPEN request from and to this MES's agent.
+COMMON = {
+    "issuing_agent": AGENT,
+    "receiving_agent": AGENT,
+    "status": "OPEN",
+    "timestamp": 1_700_000_000,
+    "answer_timestamp": 0,
+    "transaction_ids": (),
+}
+
+
 def order(description: str = "Wheels", *, type_: str = "PURCHASE", n: int = 0) -> OrderRequest:
     return OrderRequest(
-        abs_action_id=f"{n:032x}",
-        type=type_,
-        description=description,
-        metadata={},
-        files=[],
-        issuing_agent=AGENT,
-        receiving_agent=AGENT,
-        status="OPEN",
-        timestamp=1_700_000_000,
-        answer_timestamp=0,
-        transaction_ids=(),
+        **COMMON, abs_action_id=f"{n:032x}", type=type_, description=description, metadata={}, files=[]
     )
 
 
@@ -54,13 +55,7 @@ def test_a_long_description_is_capped():
 
 def test_partner_lines_quote_the_agent_escaped():
     partner = PartnerRequest(
-        partner_request_id="a" * 32,
-        issuing_agent="\x1b[31m\nFORGED" + AGENT,
-        receiving_agent=AGENT,
-        status="OPEN",
-        timestamp=0,
-        answer_timestamp=0,
-        transaction_ids=(),
+        **{**COMMON, "timestamp": 0, "issuing_agent": "\x1b[31m\nFORGED" + AGENT}, partner_request_id="a" * 32
     )
     text = describe_open_requests("partner", [partner])
     assert text.split("\n")[1].startswith("- " + "a" * 32 + " from \\x1b[31m FORGED...")
@@ -102,3 +97,15 @@ def test_the_alert_line_quotes_a_forged_description_escaped_once(caplog, monkeyp
     assert_harmless(text)
     assert "\\x1b]0;pwned\\x07" in lines[1] and "\\\\x1b" not in lines[1]
     assert "C:\\\\path" in lines[1]  # a backslash of the ledger's, escaped once
+
+
+def test_a_third_kinds_alert_line_quotes_its_own_fields(monkeypatch):
+    from tests.third_kind import QuoteRequest, use_quote_kind
+
+    use_quote_kind(monkeypatch)
+    item = QuoteRequest(**COMMON, quote_request_id="c" * 32, product="Wheel\nFORGED")
+    text = describe_open_requests("quote", [item])
+    assert text.split("\n") == [
+        "1 new OPEN quote request(s) to answer:",
+        f"- {'c' * 32} Wheel FORGED from {AGENT[:12]}... at 2023-11-14 22:13 UTC",
+    ]
