@@ -50,7 +50,12 @@ def quote_request_row(item: object, index: int = 0) -> dict[str, Any]:
 
 
 STORED_QUOTE = StoredKind(
-    "quote", quote_requests, QuoteRequest, quote_request_row, alert_fields=(("product", 60),)
+    "quote",
+    quote_requests,
+    QuoteRequest,
+    quote_request_row,
+    alert_fields=(("product", 60),),
+    page_columns=("product",),
 )
 
 #: The DAG file a deployment writes for the kind: the two shapes every kind has.

@@ -43,6 +43,7 @@ class StoredKind:
     :param json_columns: the columns held as JSON text besides ``transaction_ids``.
     :param alert_fields: the fields an alert line quotes between the id and the issuer, with the
         longest text of each, joined by ``": "``.
+    :param page_columns: the fields the Blockchain requests page shows as the kind's own columns.
     """
 
     name: str
@@ -51,6 +52,7 @@ class StoredKind:
     to_row: Callable[[object, int], dict[str, Any]]
     json_columns: tuple[str, ...] = ()
     alert_fields: tuple[tuple[str, int], ...] = ()
+    page_columns: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -80,6 +82,7 @@ ORDER = StoredKind(
     order_request_row,
     json_columns=("metadata", "files"),
     alert_fields=(("type", 60), ("description", 200)),
+    page_columns=("type", "description", "metadata"),
 )
 
 STORED_KINDS: dict[str, StoredKind] = {kind.name: kind for kind in (PARTNER, ORDER)}

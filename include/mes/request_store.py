@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from include.mes.db import configured_conn_id, mes_engine
 from include.mes.models import StoredRequest
 from include.mes.repository import MesRepository
+from include.mes.request_kinds import stored_kind
 
 
 class MesRequestStore:
@@ -33,3 +34,6 @@ class MesRequestStore:
 
     def request(self, kind: str, request_id: str) -> StoredRequest | None:
         return self._repository.request(kind, request_id)
+
+    def columns(self, kind: str) -> Sequence[str]:
+        return stored_kind(kind).page_columns

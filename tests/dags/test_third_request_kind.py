@@ -82,7 +82,7 @@ def test_a_third_kind_declared_in_the_tests_is_synced_and_answered(stack, monkey
             f"{n:032x}": (gateway.quotes[f"{n:032x}"]["status"], f"Steering wheel, model {n}")
             for n in (1, 2, 3)
         }
-        # the kind's alert line names its own field
+        # two quotes were new and OPEN: announced (the alert's line is tests/include/test_request_alerts.py's)
         assert synced.get_task_instance("announce_new_open_quote_requests").state == "success"
 
         answer = dags.dags["blockchain_quote_answer"]

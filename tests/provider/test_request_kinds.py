@@ -69,8 +69,20 @@ def test_a_configured_kind_that_cannot_be_used_is_refused_naming_the_option(monk
 
 def test_a_kind_on_a_topic_the_protocol_uses_otherwise_is_refused(monkeypatch):
     monkeypatch.setenv(OPTION, "tests.provider.test_request_kinds.ON_A_PROTOCOL_TOPIC")
-    with pytest.raises(InvalidIdentifierError, match="takes the protocol's topic"):
-        protocol.protocol_topics()
+    with pytest.raises(ConfiguredObjectError, match=r"takes the protocol's topic\(s\) BLK_Rty"):
+        request_kinds()
+
+
+def test_a_broken_option_fails_only_what_concerns_the_kinds_it_adds(monkeypatch):
+    monkeypatch.setenv(OPTION, "tests.provider.no_such_module.KIND")
+    # the protocol's own topics and record topics are told without the configuration
+    creation = protocol.record_type_create_call("T", "d", [{"name": "a", "data_type": "STRING"}])
+    assert protocol.expectation(creation).kinds == ("message",)
+    assert protocol.TopicMap({"BLK_Rty": "plant1.types"})["BLK_Rty"] == "plant1.types"
+    assert protocol.TopicMap()["BLK_Rec_ProductionUnit"] == "BLK_Rec_ProductionUnit"
+    assert protocol.list_call("BLK_Part_Lst", 0, 5).topic == "BLK_Part_Lst"
+    with pytest.raises(ConfiguredObjectError, match="No module named"):
+        protocol.list_call("BLK_Quo_Lst", 0, 5)
 
 
 @pytest.mark.parametrize(
@@ -80,6 +92,8 @@ def test_a_kind_on_a_topic_the_protocol_uses_otherwise_is_refused(monkeypatch):
         (("quote", "Quo_Lst", "BLK_Quo_Ans", "quote_id", "quote"), "list_topic"),
         (("quote", "BLK_Quo_Lst", "BLK_Rec_Quo", "quote_id", "quote"), "answer_topic"),
         (("quote", "BLK_Quo_Lst", "BLK_Quo_Lst", "quote_id", "quote"), "one topic"),
+        (("quote", "BLK_Quo_Lst", "BLK_Quo_Get", "quote_id", "quote"), "answer_topic"),
+        (("quotation_requests", "BLK_Quo_Lst", "BLK_Quo_Ans", "quote_id", "quote"), "name"),
         (("quote", "BLK_Quo_Lst", "BLK_Quo_Ans", "quote id", "quote"), "id_field"),
         (("quote", "BLK_Quo_Lst", "BLK_Quo_Ans", "quote_id", " "), "label"),
     ],

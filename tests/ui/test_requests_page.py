@@ -118,8 +118,12 @@ def test_the_page_and_its_files_need_a_signed_in_user(client: TestClient, token:
     page = client.get(f"{PREFIX}/", follow_redirects=False)
     assert page.status_code in (302, 303, 307)
     assert "/auth/login" in page.headers["location"]
-    for path in ("/static/app.js", "/api/requests", "/api/requests?kind=order"):
+    for path in ("/static/app.js", "/api/kinds", "/api/requests", "/api/requests?kind=order"):
         assert client.get(PREFIX + path).status_code == 401, path
+    # nothing is said of the kinds before sign-in, not even that one is unknown
+    for path in ("/api/requests?kind=quote", f"/api/requests/quote/{rid(1)}"):
+        assert client.get(PREFIX + path).status_code == 401, path
+    assert client.post(f"{PREFIX}/api/sync/quote", json={}).status_code == 401
     assert client.post(f"{PREFIX}/api/sync/partner", json={}).status_code == 401
     assert (
         client.post(f"{PREFIX}/api/requests/partner/{rid(1)}/answer", json={"decision": "accept"}).status_code
@@ -216,13 +220,13 @@ def test_order_rows_carry_ledger_text_as_plain_data(client: TestClient, token: A
     response = as_user(client, token, "reader").get(f"{PREFIX}/api/requests", params={"kind": "order"})
     assert response.headers["content-type"] == "application/json"
     (item,) = response.json()["items"]
-    # the order's own columns, as the MES's order model declares them
-    assert response.json()["columns"] == ["type", "description", "metadata", "files"]
+    # the order's own columns, as the MES's stored kind names them
+    assert response.json()["columns"] == ["type", "description", "metadata"]
     fields = item["fields"]
     assert fields["description"] == markup
     assert fields["type"] == "<b>Purchase</b>"
     assert fields["metadata"] == {"note": "</script><script>alert(3)</script>", "qty": 4}
-    assert fields["files"] == [{"name": "a.pdf"}]
+    assert "files" not in fields  # an attribute the store does not name is not shown
     # a viewer sees the request but no answer button, and neither sync nor runs
     assert item["can_answer"] is False
     assert response.json()["can"] == {"answer": False, "sync": False}
@@ -482,3 +486,14 @@ def test_a_third_kind_is_listed_with_its_own_columns(
     assert (row["id"], row["status"], row["fields"]) == (rid(7), "OPEN", {"product": "<b>Wheel</b>"})
     assert row["addressed_to_us"] is True
     assert reader.get(f"{PREFIX}/api/requests/quote/{rid(7)}").json()["fields"] == {"product": "<b>Wheel</b>"}
+
+
+def test_a_broken_kinds_option_answers_503_naming_it(
+    client: TestClient, token: Any, mes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REQUEST_KINDS", "tests.no_such_module.QUOTE")
+    reader = as_user(client, token, "reader")
+    for path in ("/api/kinds", "/api/requests?kind=partner"):
+        response = reader.get(PREFIX + path)
+        assert response.status_code == 503, path
+        assert "[blockchain] request_kinds" in response.json()["detail"]

@@ -1,4 +1,4 @@
-"""Partner and order requests synced from the gateway, and the items set aside."""
+"""The requests of every kind synced from the gateway, and the items set aside."""
 
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ from include.mes.request_kinds import StoredKind, stored_kind
 
 
 class RequestsRepository(RepositoryBase):
-    """Partner and order requests: upserted by the syncs, read by the flows and the page."""
+    """The requests of every stored kind: upserted by the syncs, read by the flows and the page."""
 
     def upsert_requests(self, kind: str, items: Iterable[Mapping[str, Any]]) -> UpsertResult:
-        """Store *kind* (``partner`` or ``order``) requests as listed by the gateway (PROTOCOL.md 3.1, 3.2).
+        """Store *kind* requests as listed by the gateway (PROTOCOL.md 3.1, 3.2 for partners and orders).
 
         Items are checked one by one; an item given twice counts once, and its last occurrence
         wins. An invalid item (a bad field, a NUL, a lone surrogate, an oversized text) is not
@@ -74,13 +74,13 @@ class RequestsRepository(RepositoryBase):
         unchanged = 0
         with self.engine.begin() as conn:
             _serialise_writers(conn, table.name)
-            stored: dict[str, tuple[Any, ...]] = {}
+            existing: dict[str, tuple[Any, ...]] = {}
             for ids in _chunks(list(latest), self.chunk_size):
                 for row in conn.execute(sa.select(*select_columns).where(key_column.in_(ids))):
-                    stored[row[0]] = tuple(row[1:])
+                    existing[row[0]] = tuple(row[1:])
             now = schema.utcnow()
             for item_id, (row, item) in latest.items():
-                old = stored.get(item_id)
+                old = existing.get(item_id)
                 if old is None:
                     inserted.append({**row, "first_seen_at": now, "updated_at": now})
                     if row["status"] == "OPEN":
@@ -139,7 +139,7 @@ class RequestsRepository(RepositoryBase):
         return [{"item_id": row["item_id"], "reason": row["reason"]} for row in new]
 
     def rejected_items(self, kind: str) -> list[dict[str, Any]]:
-        """The items of *kind* (``partner`` or ``order``) set aside by syncs, oldest first."""
+        """The items of *kind* set aside by syncs, oldest first."""
         table = schema.rejected_items
         with self.engine.connect() as conn:
             rows = conn.execute(

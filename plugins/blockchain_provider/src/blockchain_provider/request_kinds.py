@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from blockchain_provider.configured import ConfiguredObjectError, option
 
-#: A kind's name: it is part of URLs, DAG ids and asset names.
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-#: A kind's topic: a protocol topic name, not a record topic (``BLK_Rec_...``).
+#: A kind's name: short, as it is part of URLs, DAG ids, asset names and a deployment's tables.
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
+#: A kind's topic: a protocol topic name, neither a record topic (``BLK_Rec...``) nor a read
+#: (``..._Get``, which the protocol's matching expects data from).
 _TOPIC_RE = re.compile(r"^BLK_[A-Za-z0-9_]{1,100}$")
 _ID_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -52,10 +55,15 @@ class RequestKind:
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             raise ValueError(f"Invalid request kind name {self.name!r}: lowercase letters, digits and _")
         for what, topic in (("list_topic", self.list_topic), ("answer_topic", self.answer_topic)):
-            if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic) or topic.startswith("BLK_Rec"):
+            if (
+                not isinstance(topic, str)
+                or not _TOPIC_RE.fullmatch(topic)
+                or topic.startswith("BLK_Rec")
+                or topic.endswith("_Get")
+            ):
                 raise ValueError(
                     f"Invalid {what} {topic!r} of request kind {self.name}: BLK_ and letters, digits or "
-                    "_ (not a record topic)"
+                    "_ (not a record topic, not ending in _Get)"
                 )
         if self.list_topic == self.answer_topic:
             raise ValueError(f"Request kind {self.name} lists and answers on one topic {self.list_topic}")
@@ -77,11 +85,11 @@ ORDER = RequestKind("order", "BLK_Act_Lst", "BLK_Act_Ans", "abs_action_id", "ord
 BUILT_IN_KINDS: tuple[RequestKind, ...] = (PARTNER, ORDER)
 
 
-def request_kinds() -> dict[str, RequestKind]:
+def request_kinds() -> Mapping[str, RequestKind]:
     """Every kind by name: the built-in ones, then those ``[blockchain] request_kinds`` names.
 
     :raises ConfiguredObjectError: a configured kind cannot be imported, is no
-        :class:`RequestKind`, or takes a name or topic another kind has.
+        :class:`RequestKind`, or takes a name or topic another kind (or the protocol) has.
     """
     return _kinds(option("request_kinds"))
 
@@ -101,7 +109,9 @@ def kind_of_topic(topic: object) -> RequestKind | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _kinds(paths: str | None) -> dict[str, RequestKind]:
+def _kinds(paths: str | None) -> Mapping[str, RequestKind]:
+    from blockchain_provider.protocol.topics import NON_KIND_TOPICS
+
     kinds = {kind.name: kind for kind in BUILT_IN_KINDS}
     taken = {topic: kind.name for kind in BUILT_IN_KINDS for topic in (kind.list_topic, kind.answer_topic)}
     for path in (part.strip() for part in (paths or "").split(",")):
@@ -116,14 +126,22 @@ def _kinds(paths: str | None) -> dict[str, RequestKind]:
                 f"[blockchain] request_kinds: {path} ({kind.name}) takes the name or a topic of kind "
                 f"{clash.name}"
             )
+        protocols = sorted({kind.list_topic, kind.answer_topic} & set(NON_KIND_TOPICS))
+        if protocols:
+            raise ConfiguredObjectError(
+                f"[blockchain] request_kinds: {path} ({kind.name}) takes the protocol's topic(s) "
+                f"{', '.join(protocols)}"
+            )
         kinds[kind.name] = kind
         taken.update({kind.list_topic: kind.name, kind.answer_topic: kind.name})
-    return kinds
+    return MappingProxyType(kinds)
 
 
 @functools.lru_cache(maxsize=4)
-def _by_topic(paths: str | None) -> dict[str, RequestKind]:
-    return {topic: kind for kind in _kinds(paths).values() for topic in (kind.list_topic, kind.answer_topic)}
+def _by_topic(paths: str | None) -> Mapping[str, RequestKind]:
+    return MappingProxyType(
+        {topic: kind for kind in _kinds(paths).values() for topic in (kind.list_topic, kind.answer_topic)}
+    )
 
 
 def _imported(path: str) -> RequestKind:
@@ -131,7 +149,9 @@ def _imported(path: str) -> RequestKind:
 
     try:
         kind = import_string(path)
-    except Exception as exc:
+    except ImportError as exc:
+        raise ConfiguredObjectError(f"[blockchain] request_kinds: cannot import {path}: {exc}") from None
+    except Exception as exc:  # the module's own error: its text is not repeated
         raise ConfiguredObjectError(
             f"[blockchain] request_kinds: cannot import {path}: {type(exc).__name__}"
         ) from None

@@ -35,8 +35,11 @@ class RequestStore(Protocol):
     *kind* is a name of :func:`blockchain_provider.request_kinds.request_kinds` (``partner``,
     ``order`` or a configured kind's); an item is the deployment's model of that kind, as the sync
     stored it: it has the attributes every request has (``status``, ``issuing_agent``,
-    ``receiving_agent``, ``timestamp``, ``answer_timestamp``) and the kind's id field, and the page
-    shows its other fields (a dataclass's fields, else its attributes) as the kind's own columns.
+    ``receiving_agent``, ``timestamp``, ``answer_timestamp``) and the kind's id field.
+
+    A store may also have ``columns(kind) -> Sequence[str]``: the attributes of a *kind* item the
+    page shows as the kind's own columns, in order (for orders: type, description, metadata).
+    Without it, the page shows none: it never shows an attribute the store did not name.
     Both methods raise :class:`ValueError` for a kind, status or request id they refuse; the
     page answers 422 with its message, which must therefore say what was refused and nothing
     secret.
@@ -52,6 +55,13 @@ class RequestStore(Protocol):
     def request(self, kind: str, request_id: str) -> Any | None:
         """The stored *kind* request with this id, whatever its status, or ``None``."""
         ...
+
+
+def page_columns(store: RequestStore, kind: str) -> list[str]:
+    """The *kind* attributes the page shows as columns: what the store's optional
+    ``columns(kind)`` names, else none."""
+    columns = getattr(store, "columns", None)
+    return [str(name) for name in columns(kind)] if callable(columns) else []
 
 
 def answer_dag_id(kind: str) -> str:

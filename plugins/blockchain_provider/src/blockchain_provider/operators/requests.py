@@ -338,3 +338,9 @@ class AnswerRequestOperator(_KindOperator):
                 f"{what} is {status}, not OPEN: cannot {'accept' if accept else 'reject'} it"
             )
         return self._answer()
+
+
+# The names of 0.2.0, which a deployment may subclass with ``kind`` set.
+BaseListOperator = ListRequestsOperator
+BaseGetRequestOperator = GetRequestOperator
+BaseAnswerOperator = AnswerRequestOperator

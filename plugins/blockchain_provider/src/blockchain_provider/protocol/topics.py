@@ -39,43 +39,53 @@ ORDER_ANSWER = ORDER.answer_topic
 RECORD_TYPES = "BLK_Rty"
 
 #: The topics that belong to no request kind.
-_OTHER_TOPICS: tuple[str, ...] = (RESPONSES, RECORD_TYPES, RECORDS, RECORD_TYPE_GET, RECORD_GET, AGENTS)
+NON_KIND_TOPICS: tuple[str, ...] = (RESPONSES, RECORD_TYPES, RECORDS, RECORD_TYPE_GET, RECORD_GET, AGENTS)
 
 #: The protocol's topics: the built-in kinds' and the others.
 DEFAULT_TOPICS: tuple[str, ...] = (
     RESPONSES,
     *(topic for kind in BUILT_IN_KINDS for topic in (kind.list_topic, kind.answer_topic)),
-    *_OTHER_TOPICS[1:],
+    *NON_KIND_TOPICS[1:],
 )
+
+#: The built-in kinds by their topics.
+_BUILT_IN_BY_TOPIC = {
+    topic: kind for kind in BUILT_IN_KINDS for topic in (kind.list_topic, kind.answer_topic)
+}
 
 
 def protocol_topics() -> tuple[str, ...]:
     """The protocol's topics and those of the kinds a deployment configured (``[blockchain]
-    request_kinds``).
+    request_kinds``)."""
+    added = [
+        topic
+        for kind in request_kinds().values()
+        for topic in (kind.list_topic, kind.answer_topic)
+        if topic not in DEFAULT_TOPICS
+    ]
+    return (*DEFAULT_TOPICS, *added)
 
-    :raises InvalidIdentifierError: a configured kind takes a topic the protocol has for another use.
-    """
-    kinds = request_kinds()
-    if len(kinds) == len(BUILT_IN_KINDS):
-        return DEFAULT_TOPICS
-    added = [topic for kind in kinds.values() for topic in (kind.list_topic, kind.answer_topic)]
-    taken = sorted(set(added) & set(_OTHER_TOPICS))
-    if taken:
-        raise InvalidIdentifierError(
-            f"A configured request kind takes the protocol's topic(s) {', '.join(taken)}"
-        )
-    return (*DEFAULT_TOPICS, *(topic for topic in added if topic not in DEFAULT_TOPICS))
+
+def _kind_of(topic: object) -> RequestKind | None:
+    """The request kind that lists or answers on *topic*. The protocol's own topics and record
+    topics are told without reading the configuration, so that a broken ``[blockchain]
+    request_kinds`` fails only what concerns the kinds it adds."""
+    if topic in DEFAULT_TOPICS:
+        return _BUILT_IN_BY_TOPIC.get(topic)  # type: ignore[arg-type]
+    if is_record_topic(topic):
+        return None
+    return kind_of_topic(topic)
 
 
 def list_topic_kind(topic: object) -> RequestKind | None:
     """The request kind that lists on *topic*, or ``None``."""
-    kind = kind_of_topic(topic)
+    kind = _kind_of(topic)
     return kind if kind is not None and kind.list_topic == topic else None
 
 
 def answer_topic_kind(topic: object) -> RequestKind | None:
     """The request kind that answers on *topic*, or ``None``."""
-    kind = kind_of_topic(topic)
+    kind = _kind_of(topic)
     return kind if kind is not None and kind.answer_topic == topic else None
 
 
@@ -100,11 +110,13 @@ class TopicMap:
                 raise InvalidIdentifierError(f"Topic override for {name} is not a valid Kafka topic name")
 
     def __getitem__(self, name: str) -> str:
-        if name in DEFAULT_TOPICS or kind_of_topic(name) is not None:
+        if name in DEFAULT_TOPICS:
             return self.overrides.get(name, name)
         if is_record_topic(name):
             # an explicit override of this record topic, else the (overridden) base plus the suffix
             return self.overrides.get(name) or self[RECORDS] + name[len(RECORDS) :]
+        if _kind_of(name) is not None:
+            return self.overrides.get(name, name)
         raise KeyError(name)
 
     @property
@@ -152,4 +164,4 @@ def is_record_topic(name: object) -> bool:
 
 def is_known_topic(name: object) -> bool:
     """Whether *name* is one of the protocol's topics, a configured request kind's, or a record topic."""
-    return name in DEFAULT_TOPICS or kind_of_topic(name) is not None or is_record_topic(name)
+    return name in DEFAULT_TOPICS or is_record_topic(name) or _kind_of(name) is not None

@@ -17,7 +17,6 @@ from blockchain_provider.request_store import (
     sync_dag_id,
 )
 from blockchain_provider.ui.auth import user_token
-from blockchain_provider.ui.kinds import Kind
 
 if TYPE_CHECKING:
     import httpx
@@ -159,7 +158,7 @@ def _run_json(dag_id: str, run: Any) -> dict[str, Any]:
     }
 
 
-def latest_answer_runs(kind: Kind, request_ids: set[str]) -> dict[str, dict[str, Any]]:
+def latest_answer_runs(kind: str, request_ids: set[str]) -> dict[str, dict[str, Any]]:
     """The latest answer run of each of *request_ids*, among the DAG's recent runs."""
     if not request_ids:
         return {}
@@ -181,7 +180,7 @@ def latest_answer_runs(kind: Kind, request_ids: set[str]) -> dict[str, dict[str,
     return found
 
 
-def sync_runs(kind: Kind) -> dict[str, Any]:
+def sync_runs(kind: str) -> dict[str, Any]:
     """The sync DAG's last successful run and its latest run."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session

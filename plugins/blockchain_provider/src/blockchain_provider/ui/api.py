@@ -41,11 +41,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict
 
 from blockchain_provider.configured import ConfiguredObjectError
-from blockchain_provider.request_kinds import request_kinds
 from blockchain_provider.request_store import (
     RequestStore,
     answer_dag_id,
     configured_request_store,
+    page_columns,
     reset_request_store,
     sync_dag_id,
 )
@@ -57,7 +57,7 @@ from blockchain_provider.ui.airflow_api import (
     validate_params,
 )
 from blockchain_provider.ui.auth import UserDep, _require, capabilities, is_authorized, json_only
-from blockchain_provider.ui.kinds import KindDep
+from blockchain_provider.ui.kinds import KindDep, page_kinds
 from blockchain_provider.ui.rows import rows_json
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def create_app() -> FastAPI:
     @api.get("/", response_class=HTMLResponse)
     def page(user: UserDep) -> Response:
         _require(
-            any(capabilities(user, kind)["view"] for kind in request_kinds()),
+            any(capabilities(user, kind)["view"] for kind in page_kinds()),
             "read blockchain requests (read access to a sync or answer DAG of theirs)",
         )
         return Response(_static("index.html"), media_type="text/html; charset=utf-8")
@@ -177,7 +177,7 @@ def create_app() -> FastAPI:
     @api.get("/api/kinds")
     def kinds(user: UserDep) -> list[dict[str, str]]:
         """The request kinds this user may read, in their declared order: the page's kind filter."""
-        readable = [kind for kind in request_kinds().values() if capabilities(user, kind.name)["view"]]
+        readable = [kind for kind in page_kinds().values() if capabilities(user, kind.name)["view"]]
         return [{"name": kind.name, "label": kind.label} for kind in readable]
 
     @api.get("/api/requests")
@@ -198,11 +198,12 @@ def create_app() -> FastAPI:
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         agent = mes_agent()
-        rows = rows_json(kind, items, agent, can)
+        columns = page_columns(store, kind)
+        rows = rows_json(kind, items, agent, can, columns)
         return {
             "kind": kind,
-            # the kind's own columns, as its item model declares them
-            "columns": list(rows[0]["fields"]) if rows else [],
+            # the kind's own columns, as the store names them
+            "columns": columns,
             "status": status_ or None,
             "page": page,
             "page_size": page_size,
@@ -232,7 +233,7 @@ def create_app() -> FastAPI:
         can = capabilities(user, kind)
         _require(can["view"], f"read {kind} requests (read access to {sync_dag_id(kind)})")
         item = stored_request(kind, request_id)
-        (row,) = rows_json(kind, [item], mes_agent(), can)
+        (row,) = rows_json(kind, [item], mes_agent(), can, page_columns(request_store(), kind))
         return row
 
     @api.post(

@@ -3,7 +3,7 @@ API resolves it, and the configured auth manager's answer per DAG."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,10 +12,6 @@ from blockchain_provider.request_store import (
     answer_dag_id,
     sync_dag_id,
 )
-from blockchain_provider.ui.kinds import Kind
-
-if TYPE_CHECKING:
-    pass
 
 COOKIE_NAME_JWT_TOKEN = "_token"  # Airflow's (base_auth_manager.COOKIE_NAME_JWT_TOKEN)
 
@@ -62,7 +58,7 @@ def is_authorized(user: Any, dag_id: str, method: Literal["GET", "POST"], run: b
     )
 
 
-def capabilities(user: Any, kind: Kind) -> dict[str, bool]:
+def capabilities(user: Any, kind: str) -> dict[str, bool]:
     answer, sync = answer_dag_id(kind), sync_dag_id(kind)
     return {
         "view": is_authorized(user, sync, "GET") or is_authorized(user, answer, "GET"),
