@@ -24,11 +24,11 @@ def _when(item: Any) -> str:
     return datetime.fromtimestamp(int(item.timestamp or 0), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _line(kind: StoredKind, item: Any) -> str:
-    """``- <id> [<alert fields>] from <issuer>... at <time>``, each value quoted."""
+def _line(kind: StoredKind, key: str, item: Any) -> str:
+    """``- <id> [<alert fields>] from <issuer>... at <time>``, each value quoted (the id in *key*)."""
     details = ": ".join(quote(getattr(item, name), longest) for name, longest in kind.alert_fields)
     return (
-        f"- {quote(getattr(item, kind.key), 32)} {details + ' ' if details else ''}"
+        f"- {quote(getattr(item, key), 32)} {details + ' ' if details else ''}"
         f"from {quote(item.issuing_agent[:12])}... at {_when(item)}"
     )
 
@@ -37,9 +37,10 @@ def describe_open_requests(kind: str, items: Sequence[Any]) -> str:
     """The alert for newly seen OPEN *kind* requests (stored requests of the MES), listing the
     first :data:`SUMMARY_LIMIT`."""
     stored = stored_kind(kind)
+    key = stored.key
     text = [
         f"{len(items)} new OPEN {kind} request(s) to answer:",
-        *(_line(stored, item) for item in items[:SUMMARY_LIMIT]),
+        *(_line(stored, key, item) for item in items[:SUMMARY_LIMIT]),
     ]
     if len(items) > SUMMARY_LIMIT:
         text.append(f"... and {len(items) - SUMMARY_LIMIT} more")

@@ -3,8 +3,9 @@
 An operator is a small state machine of calls: :meth:`~BaseBlockchainOperator.first_step` gives
 the first call, and :meth:`~BaseBlockchainOperator.next_step` turns each answer into either the
 next call or the result: an answer by way of :meth:`~BaseBlockchainOperator.answered`, a refusal
-by way of :meth:`~BaseBlockchainOperator.refused` (which fails the task unless overridden). A list walks its pages this way; "ensure record type" creates, then
-reads what the ledger holds when the creation is refused. The same machine runs in the worker or,
+by way of :meth:`~BaseBlockchainOperator.refused` (which fails the task unless overridden). A
+list walks its pages this way; "ensure record type" creates, then reads what the ledger holds
+when the creation is refused. The same machine runs in the worker or,
 deferred, sends each call from the worker and waits for its answer in the triggerer, holding no
 worker slot while it waits. ``deferrable`` defaults to Airflow's ``[operators]
 default_deferrable``, as in Airflow's own providers.

@@ -16,11 +16,12 @@ def _time(epoch: int) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
-def item_json(kind: str, item: Any, agent: str | None, columns: list[str]) -> dict[str, Any]:
-    """A stored request as the page shows it: plain data, rendered as text by the page; *columns*
-    are the kind's own attributes the store names (:func:`~blockchain_provider.request_store.page_columns`)."""
+def item_json(id_field: str, item: Any, agent: str | None, columns: list[str]) -> dict[str, Any]:
+    """A stored request (its id in *id_field*) as the page shows it: plain data, rendered as text
+    by the page; *columns* are the kind's own attributes the store names
+    (:func:`~blockchain_provider.request_store.page_columns`)."""
     return {
-        "id": getattr(item, request_kind(kind).id_field),
+        "id": getattr(item, id_field),
         "status": item.status,
         "issuing_agent": item.issuing_agent,
         "receiving_agent": item.receiving_agent,
@@ -35,7 +36,8 @@ def rows_json(
     kind: str, items: list[Any], agent: str | None, can: dict[str, bool], columns: list[str]
 ) -> list[dict[str, Any]]:
     """The page's rows: each item with its latest answer run and whether this user may answer it."""
-    rows = [item_json(kind, item, agent, columns) for item in items]
+    id_field = request_kind(kind).id_field
+    rows = [item_json(id_field, item, agent, columns) for item in items]
     runs = latest_answer_runs(kind, {row["id"] for row in rows}) if can["answer_runs"] else {}
     for row in rows:
         row["run"] = runs.get(row["id"])
