@@ -27,10 +27,12 @@ concurrent tasks.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from include.day_report_keys import INDICATORS, SHIFTS
 
@@ -93,6 +95,19 @@ def aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+_Row = TypeVar("_Row")
+
+
+def from_row(model: type[_Row], row: RowMapping) -> _Row:
+    """The *model* dataclass of a stored *row*: each field from the column of its name, and a time
+    with its zone (:func:`aware`)."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(model):  # type: ignore[arg-type]
+        value = row[field.name]
+        values[field.name] = aware(value) if isinstance(value, datetime) else value
+    return model(**values)
 
 
 def _utc_time(name: str, nullable: bool = False) -> sa.Column:

@@ -17,7 +17,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
 
-from include.mes.unit_updates import CLAIM_LEASE, claim_unit, unit_lock_holder
+from include.mes.unit_updates import CLAIM_LEASE, claim_unit, positive_seconds, unit_lock_holder
 
 __all__ = ["CLAIMED", "DEFAULT_POLL", "UnitClaimTrigger"]
 
@@ -49,13 +49,11 @@ class UnitClaimTrigger(BaseTrigger):
         poll: float = DEFAULT_POLL,
     ) -> None:
         super().__init__()
-        if poll <= 0 or lease <= 0:
-            raise ValueError(f"Invalid poll {poll!r} or lease {lease!r}: expected positive seconds")
         self.conn_id = conn_id
         self.unit_id = unit_id
         self.run_id = run_id
-        self.lease = float(lease)
-        self.poll = float(poll)
+        self.lease = positive_seconds("lease", lease)
+        self.poll = positive_seconds("poll", poll)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (

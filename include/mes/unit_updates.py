@@ -109,19 +109,19 @@ class UnitChange:
 
 
 def _change(row: sa.RowMapping) -> UnitChange:
-    return UnitChange(
-        seq=row["seq"],
-        production_unit_id=row["production_unit_id"],
-        status=row["status"],
-        process_name=row["process_name"],
-        dag_run_id=row["dag_run_id"],
-        noted_at=schema.aware(row["noted_at"]),
-        attempted_at=schema.aware(row["attempted_at"]),
-        applied_at=schema.aware(row["applied_at"]),
-        applied_by_run=row["applied_by_run"],
-        outcome=row["outcome"],
-        detail=row["detail"],
-    )
+    return schema.from_row(UnitChange, row)
+
+
+def positive_seconds(name: str, value: float) -> float:
+    """*value*, the argument *name*, as seconds > 0; anything else raises ``ValueError`` naming it."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or value == float("inf")
+    ):
+        raise ValueError(f"Invalid {name} {value!r}: expected positive seconds")
+    return float(value)
 
 
 def _validate_run_id(run_id: str) -> str:
@@ -221,13 +221,11 @@ class UnitDrain:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         validate_unit_id(unit_id)
-        if lock_timeout <= 0:
-            raise ValueError(f"Invalid lock_timeout {lock_timeout!r}: expected positive seconds")
         self.engine = engine
         self.unit_id = unit_id
         self.up_to = up_to
         self.run_id = _validate_run_id(run_id)
-        self.lock_timeout = float(lock_timeout)
+        self.lock_timeout = positive_seconds("lock_timeout", lock_timeout)
         self._held = False
         self._keep = False
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.engine import RowMapping
 
 from include.day_report_keys import (
     validate_unit_code,
@@ -22,31 +21,17 @@ from include.mes.repositories.base import RepositoryBase
 class UnitsRepository(RepositoryBase):
     """Production units: read, added, their state set."""
 
-    @staticmethod
-    def _unit(row: RowMapping) -> ProductionUnit:
-        return ProductionUnit(
-            id=row["id"],
-            code=row["code"],
-            name=row["name"],
-            status=row["status"],
-            process_name=row["process_name"],
-            updated_at=schema.aware(row["updated_at"]),
-        )
-
     def production_units(self) -> list[ProductionUnit]:
         """All production units, by id."""
         units = schema.production_units
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(units).order_by(units.c.id)).mappings().all()
-        return [self._unit(row) for row in rows]
+        return [schema.from_row(ProductionUnit, row) for row in rows]
 
     def production_unit(self, unit_id: int) -> ProductionUnit | None:
         """The unit with id *unit_id*, or ``None`` if there is none."""
         validate_unit_id(unit_id)
-        units = schema.production_units
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(units).where(units.c.id == unit_id)).mappings().first()
-        return None if row is None else self._unit(row)
+        return self._unit_where(schema.production_units.c.id == unit_id)
 
     def require_production_unit(self, unit_id: int) -> ProductionUnit:
         """The unit with id *unit_id*; raises :class:`ProductionUnitNotFoundError` naming the id if missing."""
@@ -58,10 +43,13 @@ class UnitsRepository(RepositoryBase):
     def production_unit_by_code(self, code: str) -> ProductionUnit | None:
         """The unit whose code is *code* (like ``PT10``), or ``None``."""
         validate_unit_code(code)
-        units = schema.production_units
+        return self._unit_where(schema.production_units.c.code == code)
+
+    def _unit_where(self, condition: sa.ColumnElement[bool]) -> ProductionUnit | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(units).where(units.c.code == code)).mappings().first()
-        return None if row is None else self._unit(row)
+            select = sa.select(schema.production_units).where(condition)
+            row = conn.execute(select).mappings().first()
+        return None if row is None else schema.from_row(ProductionUnit, row)
 
     def add_production_unit(
         self, code: str, name: str, status: str, process_name: str = ""
@@ -114,4 +102,4 @@ class UnitsRepository(RepositoryBase):
                 unit_updates.note_unit_change(conn, unit_id, status, process_name, dag_run_id)
         if row is None:
             raise ProductionUnitNotFoundError(unit_id)
-        return self._unit(row)
+        return schema.from_row(ProductionUnit, row)
