@@ -92,6 +92,27 @@ def _find(kind: RequestKind, request_id: str, page: list[Any]) -> dict[str, Any]
     return next((item for item in page if kind.item_id(item) == request_id), None)
 
 
+def _seek(
+    operator: _KindOperator, request_id: str, page_size: int, state: dict[str, Any], outcome: Outcome
+) -> dict[str, Any] | Step:
+    """Request *request_id* if the page *outcome* holds it, else the step that reads the next page;
+    fails the task when the listing has ended without it."""
+    kind = operator.kind
+    page = _page_of(outcome)
+    item = _find(kind, request_id, page)
+    if item is not None:
+        return item
+    turn = _turn_page(kind, state, page)
+    _end_early(operator, kind, state, turn, None)
+    following = _next_page(kind, state, turn, page_size)
+    if following is None:
+        missing = (
+            "does not exist on the ledger" if turn.ended_by is None else "was not found in the pages read"
+        )
+        raise AirflowFailException(f"{kind.label.capitalize()} {request_id} {missing}")
+    return following
+
+
 class _KindOperator(BaseBlockchainOperator):
     """An operator of one request kind: ``kind`` from the argument, else from the class."""
 
@@ -217,23 +238,8 @@ class GetRequestOperator(_KindOperator):
         return Step(protocol.list_call(self.kind.list_topic, 0, self.page_size), {"start": 0})
 
     def answered(self, context: Mapping[str, Any], state: dict[str, Any], outcome: Outcome) -> Step | Done:
-        page = _page_of(outcome)
-        item = _find(self.kind, self.request_id, page)
-        if item is not None:
-            return Done(self._found(item, context))
-        turn = _turn_page(self.kind, state, page)
-        _end_early(self, self.kind, state, turn, None)
-        following = _next_page(self.kind, state, turn, self.page_size)
-        if following is None:
-            raise AirflowFailException(
-                f"{self.kind.label.capitalize()} {self.request_id} "
-                + (
-                    "does not exist on the ledger"
-                    if turn.ended_by is None
-                    else "was not found in the pages read"
-                )
-            )
-        return following
+        item = _seek(self, self.request_id, self.page_size, state, outcome)
+        return item if isinstance(item, Step) else Done(self._found(item, context))
 
     def _found(self, item: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
         what = f"{self.kind.label.capitalize()} {self.request_id}"
@@ -310,23 +316,10 @@ class AnswerRequestOperator(_KindOperator):
                 "%s %s answered: %s", self.kind.label.capitalize(), self.request_id, quote(outcome.value)
             )
             return Done(outcome.value)
-        page = _page_of(outcome)
-        item = _find(self.kind, self.request_id, page)
+        item = _seek(self, self.request_id, self.page_size, state, outcome)
+        if isinstance(item, Step):
+            return item
         what = f"{self.kind.label.capitalize()} {self.request_id}"
-        if item is None:
-            turn = _turn_page(self.kind, state, page)
-            _end_early(self, self.kind, state, turn, None)
-            following = _next_page(self.kind, state, turn, self.page_size)
-            if following is None:
-                raise AirflowFailException(
-                    f"{what} "
-                    + (
-                        "does not exist on the ledger"
-                        if turn.ended_by is None
-                        else "was not found in the pages read"
-                    )
-                )
-            return following
         accept = parse_decision(self.decision)
         wanted = "ACCEPTED" if accept else "REJECTED"
         status = item.get("status")
