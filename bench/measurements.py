@@ -485,6 +485,19 @@ class SharedHook:
         """Left open for the next operator."""
 
 
+def ensure_day_report_type(h: Any) -> None:
+    """What the day report DAG's first task runs, on hook *h*: ``EnsureRecordTypeOperator`` for
+    the day-report record type."""
+    from blockchain_provider.operators import EnsureRecordTypeOperator
+    from include.day_report_keys import DAY_REPORT_RECORD_TYPE_DECLARATION
+
+    ensure = EnsureRecordTypeOperator(
+        task_id="ensure_record_type", deferrable=False, **DAY_REPORT_RECORD_TYPE_DECLARATION
+    )
+    ensure.__dict__["hook"] = SharedHook(h)  # the operators' hook is a cached property
+    run_task(ensure)
+
+
 def submit_day_reports(h: Any, repository: Any, report_ids: list[str]) -> int:
     """What the day report DAG runs, on one hook: ``EnsureRecordTypeOperator``, then one
     ``CreateRecordsOperator`` per report in turn (its records pipelined), each noted in the MES.
@@ -494,24 +507,12 @@ def submit_day_reports(h: Any, repository: Any, report_ids: list[str]) -> int:
     :param report_ids: the day's reports.
     :return: the records written.
     """
-    from blockchain_provider.operators import CreateRecordsOperator, EnsureRecordTypeOperator
-    from include.day_report_keys import (
-        DAY_REPORT_RECORD_PROPERTIES,
-        DAY_REPORT_RECORD_TYPE,
-        DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-    )
+    from blockchain_provider.operators import CreateRecordsOperator
+    from include.day_report_keys import DAY_REPORT_RECORD_TYPE
     from include.mes.day_report_records import note_written, records_to_write
 
+    ensure_day_report_type(h)
     shared = SharedHook(h)
-    ensure = EnsureRecordTypeOperator(
-        task_id="ensure_record_type",
-        name=DAY_REPORT_RECORD_TYPE,
-        description=DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-        properties=DAY_REPORT_RECORD_PROPERTIES,
-        deferrable=False,
-    )
-    ensure.__dict__["hook"] = shared  # the operators' hook is a cached property
-    run_task(ensure)
     written = 0
     for report_id in report_ids:
         send = CreateRecordsOperator(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -48,7 +47,12 @@ use_scratch_airflow_home("soak-airflow-home-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 from bench.harness import percentile  # noqa: E402
-from bench.measurements import SharedHook, run_task, submit_day_reports  # noqa: E402
+from bench.measurements import (  # noqa: E402
+    SharedHook,
+    ensure_day_report_type,
+    run_task,
+    submit_day_reports,
+)
 from bench.results import RESULTS, SOAK_HEADING, write_section  # noqa: E402
 from gateway_sandbox.broker import DEFAULT_TOPICS, TansuBroker, ensure_topics  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
@@ -82,13 +86,7 @@ def main() -> None:
     from blockchain_provider.hooks import gateway_client
     from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
     from blockchain_provider.operators import ListOrderRequestsOperator, ListPartnerRequestsOperator
-    from blockchain_provider.operators.record import ensure_record_type
     from gateway_sandbox import crypto
-    from include.day_report_keys import (
-        DAY_REPORT_RECORD_PROPERTIES,
-        DAY_REPORT_RECORD_TYPE,
-        DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-    )
     from include.mes.db import engine_from_url
     from include.mes.repository import MesRepository
     from include.sample_data import generate_plant
@@ -178,13 +176,7 @@ def main() -> None:
     try:
         time.sleep(2)  # the sandbox positions itself
         with KafkaBlockchainHook() as hook:
-            ensure_record_type(
-                hook,
-                DAY_REPORT_RECORD_TYPE,
-                DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-                DAY_REPORT_RECORD_PROPERTIES,
-                logging.getLogger("soak"),
-            )
+            ensure_day_report_type(hook)
         for day in range(args.days):
             today = START + timedelta(days=day)
             try:

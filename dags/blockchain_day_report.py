@@ -51,11 +51,7 @@ from blockchain_common import (
 )
 
 from blockchain_provider.operators import CreateRecordsOperator, EnsureRecordTypeOperator
-from include.day_report_keys import (
-    DAY_REPORT_RECORD_PROPERTIES,
-    DAY_REPORT_RECORD_TYPE,
-    DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-)
+from include.day_report_keys import DAY_REPORT_RECORD_TYPE, DAY_REPORT_RECORD_TYPE_DECLARATION
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +113,7 @@ def blockchain_day_report() -> None:
     ensure_record_type = EnsureRecordTypeOperator(
         task_id="ensure_record_type",
         doc_md="Create record type `DayReportIndicator` unless the MES created it on this gateway already.",
-        name=DAY_REPORT_RECORD_TYPE,
-        description=DAY_REPORT_RECORD_TYPE_DESCRIPTION,
-        properties=DAY_REPORT_RECORD_PROPERTIES,
+        **DAY_REPORT_RECORD_TYPE_DECLARATION,
         record_types=record_type_memory,
         **gateway_args(),
     )

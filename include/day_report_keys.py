@@ -21,12 +21,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from types import MappingProxyType
 from typing import Any, Protocol
 
 __all__ = [
     "DAY_REPORT_FLOW_PREFIX",
     "DAY_REPORT_RECORD_PROPERTIES",
     "DAY_REPORT_RECORD_TYPE",
+    "DAY_REPORT_RECORD_TYPE_DECLARATION",
     "DAY_REPORT_RECORD_TYPE_DESCRIPTION",
     "INDICATORS",
     "PRODUCTION_UNIT_RECORD_PROPERTIES",
@@ -217,6 +219,16 @@ DAY_REPORT_RECORD_TYPE_DESCRIPTION = "One indicator of one shift of a production
 DAY_REPORT_RECORD_PROPERTIES: list[dict[str, Any]] = [
     {"name": "Value", "data_type": "NUMBER", "dynamic": False},
 ]
+
+#: The record type as the record-type operator is given it (its ``name``, ``description`` and
+#: ``properties``).
+DAY_REPORT_RECORD_TYPE_DECLARATION: Mapping[str, Any] = MappingProxyType(
+    {
+        "name": DAY_REPORT_RECORD_TYPE,
+        "description": DAY_REPORT_RECORD_TYPE_DESCRIPTION,
+        "properties": DAY_REPORT_RECORD_PROPERTIES,
+    }
+)
 
 #: Record type of a production unit; its status and process change over time (dynamic).
 PRODUCTION_UNIT_RECORD_TYPE = "ProductionUnit"

@@ -177,21 +177,6 @@ def record_type_steps(
     return ensure
 
 
-def ensure_record_type(
-    hook: KafkaBlockchainHook,
-    name: str,
-    description: str,
-    properties: list[dict[str, Any]],
-    record_types: RecordTypeMemorySource | None = None,
-) -> None:
-    """Create record type *name* unless *record_types* remembers it; a refusal is taken as "it
-    exists" (read and compared where reads are on). Run with *hook* inside another task."""
-    ensure = record_type_steps(hook, name, description, properties, record_types)
-    first = ensure.first_step({})
-    if not isinstance(first, Done):
-        ensure.run_steps({}, first, hook)
-
-
 class CreateRecordOperator(BaseBlockchainOperator):
     """Create a non-dynamic record on ``BLK_Rec_<record type>``; an identical one is confirmed.
 
