@@ -104,12 +104,14 @@ def resume(
             current = deferred
 
 
-async def first_event(trigger: Any) -> Any:
+async def first_event(trigger: Any) -> TriggerEvent:
+    """Run *trigger* to its first event, then clean it up as the triggerer does."""
     try:
         async for event in trigger.run():
             return event
     finally:
         await trigger.cleanup()
+    raise AssertionError("the trigger ended without an event")
 
 
 def dag_task(dag_id: str, task_id: str, mapped: dict[str, Any] | None = None) -> Any:

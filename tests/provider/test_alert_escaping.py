@@ -25,6 +25,21 @@ def rendered(message_template: str, context: dict) -> dict[str, object]:
     return out
 
 
+def failure_alert_texts(exception: BaseException) -> list[str]:
+    """What each failure alert's channel sends for a task that failed with *exception*."""
+    context = {
+        "exception": exception,
+        "ti": type("TI", (), {"task_id": "t", "try_number": 1})(),
+        "dag": type("D", (), {"dag_id": "d", "render_template_as_native_obj": False})(),
+        "run_id": "r",
+    }
+    texts = []
+    for notifier in notifications.failure_notifiers():
+        notifier.render_template_fields(context, jinja_env=jinja2.Environment())
+        texts.append(getattr(notifier, "text", None) or notifier.html_content)
+    return texts
+
+
 def test_slack_text_escapes_what_it_quotes(channels):
     slack = next(
         n
@@ -46,15 +61,7 @@ def test_email_html_escapes_what_it_quotes_and_the_subject_is_one_line(channels)
 
 
 def test_the_failure_alert_escapes_the_exception(channels):
-    context = {
-        "exception": ValueError(HOSTILE),
-        "ti": type("TI", (), {"task_id": "t", "try_number": 1})(),
-        "dag": type("D", (), {"dag_id": "d", "render_template_as_native_obj": False})(),
-        "run_id": "r",
-    }
-    for notifier in notifications.failure_notifiers():
-        notifier.render_template_fields(context, jinja_env=jinja2.Environment())
-        text = getattr(notifier, "text", None) or notifier.html_content
+    for text in failure_alert_texts(ValueError(HOSTILE)):
         assert "<script>" not in text and "<!channel>" not in text
 
 
@@ -94,14 +101,6 @@ def test_the_alert_log_line_escapes_what_it_quotes(caplog, monkeypatch):
 
 
 def test_the_failure_alert_keeps_the_exception_on_its_line(channels):
-    context = {
-        "exception": ValueError("boom\nFORGED-ALERT-LINE\x1b[2J"),
-        "ti": type("TI", (), {"task_id": "t", "try_number": 1})(),
-        "dag": type("D", (), {"dag_id": "d", "render_template_as_native_obj": False})(),
-        "run_id": "r",
-    }
-    for notifier in notifications.failure_notifiers():
-        notifier.render_template_fields(context, jinja_env=jinja2.Environment())
-        text = getattr(notifier, "text", None) or notifier.html_content
+    for text in failure_alert_texts(ValueError("boom\nFORGED-ALERT-LINE\x1b[2J")):
         assert "\n" not in text.replace('<pre style="white-space: pre-wrap">', "")
         assert "boom FORGED-ALERT-LINE\\x1b[2J" in text

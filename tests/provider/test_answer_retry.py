@@ -9,7 +9,7 @@ import pytest
 from blockchain_provider.exceptions import BlockchainTimeoutError
 from local_services.responder import ScriptedResponder
 from tests.operator_runs import dag_task, run_operator, task_context
-from tests.provider.conftest import set_connections
+from tests.provider.environments import reconnect
 from tests.provider.test_hook import partner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,14 +39,7 @@ class Gateway:
 
 @pytest.fixture
 def short_timeout(gateway_env, monkeypatch):
-    set_connections(
-        monkeypatch,
-        gateway_env.bootstrap,
-        gateway_env.prefix,
-        gateway_env.token,
-        timeout=2,
-        late_answer_grace=0,
-    )
+    reconnect(monkeypatch, gateway_env, timeout=2, late_answer_grace=0)
     return gateway_env
 
 

@@ -11,7 +11,8 @@ from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainTimeoutError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from local_services.responder import ScriptedResponder, encode
-from tests.provider.conftest import MES_PUBKEY, set_connections
+from tests.provider.conftest import MES_PUBKEY, GatewayEnv
+from tests.provider.environments import reconnect
 
 pytestmark = pytest.mark.broker
 
@@ -19,19 +20,8 @@ PID = "9df8888dea6df991f86e0e61b2379e46"
 ERP = "025e451e2caf44821d0fb262c1cfd2e8c02fb37c989adf548aede227283126d5cb"
 
 
-def _echo_env(monkeypatch, gateway_env, **extra):
-    set_connections(
-        monkeypatch,
-        gateway_env.bootstrap,
-        gateway_env.prefix,
-        gateway_env.token,
-        echo_request_id=True,
-        **extra,
-    )
-
-
 def test_an_echoed_answer_with_another_token_is_not_taken(gateway_env, monkeypatch):
-    _echo_env(monkeypatch, gateway_env)
+    reconnect(monkeypatch, gateway_env, echo_request_id=True)
 
     def forge(producer, topic, header):
         forged = [{"auth": "someone-else", "request_id": header["request_id"]}, {"message": "forged"}]
@@ -50,7 +40,7 @@ def test_an_echoed_answer_with_another_token_is_not_taken(gateway_env, monkeypat
 def test_an_answer_that_does_not_fit_the_call_is_not_taken(gateway_env, monkeypatch):
     """A write is answered by a message, a list by data: a forged answer of the other kind,
     even with our token and request id, is set aside."""
-    _echo_env(monkeypatch, gateway_env)
+    reconnect(monkeypatch, gateway_env, echo_request_id=True)
 
     def forge(producer, topic, header):
         rid = header["request_id"]
@@ -125,12 +115,23 @@ def test_expectations_of_each_call():
     assert (token_call.agent, token_call.public_key) == (True, MES_PUBKEY)
 
 
+def answering_late(gateway_env: GatewayEnv, seconds: float) -> ScriptedResponder:
+    """A gateway that lets each request time out and answers it *seconds* after reading it."""
+    responder: ScriptedResponder
+
+    def handler(topic, header, body):
+        late = encode([{"auth": header["auth"]}, {"data": ["late"]}], "json")
+        threading.Timer(seconds, responder.write, (late,)).start()
+        return None
+
+    responder = ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, handler)
+    return responder
+
+
 def test_a_late_answer_is_not_taken_by_the_next_request_of_the_token(gateway_env, monkeypatch):
     """Without echo, the answer to a request that timed out arrives while the next request of
     the same token waits: the next request must get its own answer, not the late one."""
-    set_connections(
-        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, late_answer_grace=20
-    )
+    reconnect(monkeypatch, gateway_env, late_answer_grace=20)
     calls = []
     late_written = threading.Event()
     responder: ScriptedResponder
@@ -161,9 +162,7 @@ def test_a_late_answer_is_not_taken_by_the_next_request_of_the_token(gateway_env
 
 
 def test_a_late_answer_that_never_comes_blocks_the_token_for_the_grace_period(gateway_env, monkeypatch):
-    set_connections(
-        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, late_answer_grace=2
-    )
+    reconnect(monkeypatch, gateway_env, late_answer_grace=2)
     calls = []
 
     def handler(topic, header, body):
@@ -193,7 +192,7 @@ def test_the_day_report_marks_nothing_on_a_forged_or_missing_answer(gateway_env,
     from include.sample_data import generate_plant
     from tests.operator_runs import dag_task, run_operator
 
-    _echo_env(monkeypatch, gateway_env, timeout=3, late_answer_grace=0)
+    reconnect(monkeypatch, gateway_env, echo_request_id=True, timeout=3, late_answer_grace=0)
     mes_path = tmp_path / "mes.sqlite3"
     monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
     repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
@@ -238,7 +237,7 @@ def test_the_trigger_takes_no_forged_answer(gateway_env, monkeypatch):
     from blockchain_provider.operators import AnswerPartnerRequestOperator
     from tests.provider.test_operators import run_deferred
 
-    _echo_env(monkeypatch, gateway_env)
+    reconnect(monkeypatch, gateway_env, echo_request_id=True)
 
     def forge(producer, topic, header):
         rid = header["request_id"]
@@ -262,23 +261,8 @@ def test_the_trigger_waits_out_a_late_answer_before_giving_up(gateway_env, monke
     from blockchain_provider.operators import ListPartnerRequestsOperator
     from tests.provider.test_operators import run_deferred
 
-    set_connections(
-        monkeypatch,
-        gateway_env.bootstrap,
-        gateway_env.prefix,
-        gateway_env.token,
-        timeout=1,
-        late_answer_grace=20,
-    )
-    responder: ScriptedResponder
-
-    def handler(topic, header, body):
-        late = encode([{"auth": header["auth"]}, {"data": ["late"]}], "json")
-        threading.Timer(2, responder.write, (late,)).start()
-        return None
-
-    responder = ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, handler)
-    with responder:
+    reconnect(monkeypatch, gateway_env, timeout=1, late_answer_grace=20)
+    with answering_late(gateway_env, 2):
         with pytest.raises(BlockchainTimeoutError, match="late answer"):
             run_deferred(ListPartnerRequestsOperator(task_id="lp", deferrable=True))
 
@@ -286,9 +270,7 @@ def test_the_trigger_waits_out_a_late_answer_before_giving_up(gateway_env, monke
 def test_a_task_that_timed_out_holds_its_token_until_the_grace_period_is_over(gateway_env, monkeypatch):
     """Across processes the token's pool slot is what serialises requests: a task whose request
     timed out keeps it (its hook's close waits) until the late answer comes or the grace passes."""
-    set_connections(
-        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, late_answer_grace=2
-    )
+    reconnect(monkeypatch, gateway_env, late_answer_grace=2)
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, lambda *a: None):
         hook = KafkaBlockchainHook(timeout=1)
         called_at = time.monotonic()  # before the call: a loaded machine can only add to the wait
@@ -299,18 +281,8 @@ def test_a_task_that_timed_out_holds_its_token_until_the_grace_period_is_over(ga
 
 
 def test_a_late_answer_ends_the_wait_of_close(gateway_env, monkeypatch):
-    set_connections(
-        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, late_answer_grace=60
-    )
-    responder: ScriptedResponder
-
-    def handler(topic, header, body):
-        late = encode([{"auth": header["auth"]}, {"data": ["late"]}], "json")
-        threading.Timer(2, responder.write, (late,)).start()
-        return None
-
-    responder = ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, handler)
-    with responder:
+    reconnect(monkeypatch, gateway_env, late_answer_grace=60)
+    with answering_late(gateway_env, 2):
         hook = KafkaBlockchainHook(timeout=1)
         with pytest.raises(BlockchainTimeoutError):
             hook.list_partner_requests()

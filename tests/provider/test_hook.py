@@ -24,6 +24,7 @@ from blockchain_provider.triggers import await_response
 from gateway_sandbox.broker import TansuBroker, ensure_topics, free_port
 from local_services.responder import ScriptedResponder, encode, wait_until
 from tests.provider.conftest import MES_PUBKEY, set_connections
+from tests.provider.environments import reconnect
 
 pytestmark = pytest.mark.broker
 
@@ -187,7 +188,7 @@ def test_happy_path_of_every_request(gateway_env):
 
 
 def test_agent_answers_match_by_request_id_and_an_error_is_an_error_not_a_timeout(gateway_env, monkeypatch):
-    set_connections(monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, timeout=20)
+    reconnect(monkeypatch, gateway_env, timeout=20)
 
     def handler(topic, header, body):
         # the answer's auth is the agent's public key, never a token; it echoes request_id
@@ -338,9 +339,7 @@ def test_gateway_error_raises_with_the_gateways_text(gateway_env):
 @pytest.mark.also_tansu
 def test_timeout_against_a_silent_gateway_ends_by_the_deadline(gateway_env, monkeypatch):
     # closing the hook waits out the grace period for a late answer: a short one here
-    set_connections(
-        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, late_answer_grace=1
-    )
+    reconnect(monkeypatch, gateway_env, late_answer_grace=1)
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, lambda *a: None) as responder:
         with KafkaBlockchainHook(timeout=2) as hook:
             started = time.monotonic()
@@ -359,9 +358,7 @@ def test_timeout_against_a_silent_gateway_ends_by_the_deadline(gateway_env, monk
 @pytest.mark.also_tansu
 @pytest.mark.parametrize("echo", [True, False])
 def test_ten_concurrent_requests_with_one_token_get_their_own_answers(gateway_env, monkeypatch, echo):
-    set_connections(
-        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, echo_request_id=echo
-    )
+    reconnect(monkeypatch, gateway_env, echo_request_id=echo)
     in_flight = {"now": 0, "max": 0}
     lock = threading.Lock()
     answered = []

@@ -10,9 +10,8 @@ import pytest
 
 from blockchain_provider.exceptions import BlockchainGatewayError
 from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
-from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
-from tests.conftest import set_connections
+from tests.provider.environments import mes_agent
 
 pytestmark = pytest.mark.broker
 
@@ -24,27 +23,15 @@ UNIT_TYPE = [
 
 @pytest.mark.parametrize("echo", [False, True], ids=["original gateway", "echo"])
 def test_every_message_against_the_sandbox(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch, echo):
-    ledger_path = str(tmp_path / "ledger.sqlite3")
-    password = secrets.token_urlsafe(24)
-    ledger = Ledger(ledger_path)
-    mes_pk, token = ledger.create_agent("MES", password)
+    agent = mes_agent(monkeypatch, kafka_bootstrap, topic_prefix, tmp_path, echo_request_id=echo, timeout=20)
+    ledger, mes_pk = agent.ledger, agent.public_key
     erp, _ = ledger.create_agent("ERP", "erp-password-0123")
     partner_ids = [ledger.create_partner_request(erp, mes_pk)]
     other = [ledger.create_agent(f"ERP {i}", "erp-password-0123")[0] for i in range(6)]
     partner_ids += [ledger.create_partner_request(agent, mes_pk) for agent in other]
     ledger.answer_partner_request(mes_pk, partner_ids[1], True)
     order = ledger.create_order(other[0], mes_pk, "production", "Operator's order", {"Part": "wheel"})
-    set_connections(
-        monkeypatch,
-        kafka_bootstrap,
-        topic_prefix,
-        token,
-        public_key=mes_pk,
-        agent_password=password,
-        echo_request_id=echo,
-        timeout=20,
-    )
-    with GatewayServer(kafka_bootstrap, ledger_path, topic_prefix=topic_prefix, echo=echo, page_cap=5):
+    with GatewayServer(kafka_bootstrap, agent.ledger_path, topic_prefix=topic_prefix, echo=echo, page_cap=5):
         with KafkaBlockchainHook() as hook:
             # BLK_Part_Lst / BLK_Act_Lst, paged past the gateway's cap of 5 to the empty page
             listed = list(hook.iter_partner_requests(page_size=100))

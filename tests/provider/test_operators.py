@@ -37,7 +37,8 @@ from blockchain_provider.triggers import events
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 from local_services.responder import ScriptedResponder
 from tests.operator_runs import first_event, run_operator, task_context
-from tests.provider.conftest import MES_PUBKEY, set_connections
+from tests.provider.conftest import MES_PUBKEY
+from tests.provider.environments import reconnect
 from tests.provider.test_hook import ERP, PID, RT, Ledger, paging_handler, partner
 
 PROPS = [
@@ -177,11 +178,9 @@ def test_gateway_refusal_fails_the_task(gateway_env, deferrable):
 
 @pytest.mark.broker
 def test_deferred_wait_times_out(gateway_env, monkeypatch):
-    set_connections(
+    reconnect(
         monkeypatch,
-        gateway_env.bootstrap,
-        gateway_env.prefix,
-        gateway_env.token,
+        gateway_env,
         timeout=1,
         late_answer_grace=1,  # the trigger waits this long for a late answer after the deadline
     )
@@ -192,9 +191,7 @@ def test_deferred_wait_times_out(gateway_env, monkeypatch):
 
 @pytest.mark.broker
 def test_deferred_echo_mode_skips_noise(gateway_env, monkeypatch):
-    set_connections(
-        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, echo_request_id=True
-    )
+    reconnect(monkeypatch, gateway_env, echo_request_id=True)
 
     def noise(producer, topic, header):
         # the right token but no request id, then garbage: neither answers an echoing request
@@ -366,15 +363,7 @@ class StrictRecordTypes(Ledger):
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_ensure_record_type_uses_one_declared_alike_and_refuses_another(gateway_env, deferrable, monkeypatch):
     # a gateway that answers reads (the connection says so): a refused type is read and compared
-    set_connections(
-        monkeypatch,
-        gateway_env.bootstrap,
-        gateway_env.prefix,
-        gateway_env.token,
-        timeout=2,
-        late_answer_grace=0,
-        reads=True,
-    )
+    reconnect(monkeypatch, gateway_env, timeout=2, late_answer_grace=0, reads=True)
     theirs = {"name": "ProductionUnit", "description": "other words", "creator": ERP}
 
     def ensure():
@@ -423,9 +412,7 @@ class CountingStrictTypes(StrictRecordTypes):
 @pytest.mark.broker
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_a_record_type_is_created_once_per_gateway(gateway_env, deferrable, capsys):
-    memory = RecordTypeMemory()
-
-    def ensure():
+    def ensure(memory):
         return EnsureRecordTypeOperator(
             task_id="rt",
             name="ProductionUnit",
@@ -435,10 +422,11 @@ def test_a_record_type_is_created_once_per_gateway(gateway_env, deferrable, caps
             deferrable=deferrable,
         )
 
+    memory = RecordTypeMemory()
     gateway = CountingStrictTypes()
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway):
-        assert run_deferred(ensure()) == "record type created"
-        assert run_deferred(ensure()) == "ProductionUnit created earlier"
+        assert run_deferred(ensure(memory)) == "record type created"
+        assert run_deferred(ensure(memory)) == "ProductionUnit created earlier"
     # the second run sent nothing: the gateway, which refuses a second creation, never saw one
     assert gateway.sent == ["BLK_Rty"]
     ((gateway_id, name),) = memory.known
@@ -448,14 +436,7 @@ def test_a_record_type_is_created_once_per_gateway(gateway_env, deferrable, caps
     # a restored MES database: the type exists on the ledger, the MES does not know it
     forgotten = RecordTypeMemory()
     gateway = CountingStrictTypes({"ProductionUnit": {"name": "ProductionUnit", "properties": PROPS}})
-    operator = EnsureRecordTypeOperator(
-        task_id="rt",
-        name="ProductionUnit",
-        description="Units",
-        properties=PROPS,
-        record_types=lambda: forgotten,
-        deferrable=deferrable,
-    )
+    operator = ensure(forgotten)
     capsys.readouterr()
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway):
         result = run_deferred(operator)
@@ -525,9 +506,7 @@ def slowly(handler, seconds):
 @pytest.mark.broker
 @pytest.mark.parametrize("echo", [True, False])
 def test_deferred_create_records_awaits_slow_answers_in_the_triggerer(gateway_env, monkeypatch, echo):
-    set_connections(
-        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, echo_request_id=echo
-    )
+    reconnect(monkeypatch, gateway_env, echo_request_id=echo)
     gateway, noted, triggers = Ledger(), [], []
     op = CreateRecordsOperator(
         task_id="c",
@@ -551,9 +530,7 @@ def test_deferred_create_records_awaits_slow_answers_in_the_triggerer(gateway_en
 
 @pytest.mark.broker
 def test_deferred_create_records_takes_prompt_answers_in_the_worker(gateway_env, monkeypatch):
-    set_connections(
-        monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, echo_request_id=True
-    )
+    reconnect(monkeypatch, gateway_env, echo_request_id=True)
     gateway, triggers = Ledger(), []
     op = CreateRecordsOperator(
         task_id="c",
@@ -570,14 +547,7 @@ def test_deferred_create_records_takes_prompt_answers_in_the_worker(gateway_env,
 
 @pytest.mark.broker
 def test_deferred_create_records_notes_the_written_before_it_fails(gateway_env, monkeypatch):
-    set_connections(
-        monkeypatch,
-        gateway_env.bootstrap,
-        gateway_env.prefix,
-        gateway_env.token,
-        echo_request_id=True,
-        timeout=3,
-    )
+    reconnect(monkeypatch, gateway_env, echo_request_id=True, timeout=3)
     gateway, noted = Ledger(), []
 
     def refuse_one_ignore_one(topic, header, body):
@@ -664,25 +634,39 @@ def triggerer_registry(monkeypatch):
     monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY", f"{__name__}.TriggererRegistry")
 
 
+def production_unit_operator(**kwargs) -> UpdateDynamicRecordOperator:
+    """An update of a record of type ProductionUnit (PROPS), which the operator ensures first;
+    *kwargs* say which record, or which queue, and how."""
+    return UpdateDynamicRecordOperator(
+        task_id="u",
+        record_type="ProductionUnit",
+        record_type_description="Units",
+        record_type_properties=PROPS,
+        **kwargs,
+    )
+
+
+def unit_operator(store, status, unit="PT20", **kwargs) -> UpdateDynamicRecordOperator:
+    """The update of production unit *unit*'s record (created with status NEW) to *status*, its
+    reporter kept in *store*."""
+    return production_unit_operator(
+        record_id=f"PU_{unit}",
+        description=f"Unit {unit}",
+        properties={"Code": unit, "Status": "NEW"},
+        updates={"Status": status},
+        reporters=store,
+        **kwargs,
+    )
+
+
 @pytest.mark.broker
 @pytest.mark.parametrize("reads", [True, False])
 def test_update_dynamic_record_creates_its_reporter_once_and_updates_as_it(gateway_env, monkeypatch, reads):
-    set_connections(monkeypatch, gateway_env.bootstrap, gateway_env.prefix, gateway_env.token, reads=reads)
+    reconnect(monkeypatch, gateway_env, reads=reads)
     gateway, store, memory = Ledger(), MemoryStore(), RecordTypeMemory()
 
     def operator(status):
-        return UpdateDynamicRecordOperator(
-            task_id="u",
-            record_type="ProductionUnit",
-            record_type_description="Units",
-            record_type_properties=PROPS,
-            record_id="PU_PT10",
-            description="Unit PT10",
-            properties={"Code": "PT10", "Status": "NEW"},
-            updates={"Status": status},
-            reporters=store,
-            record_types=lambda: memory,
-        )
+        return unit_operator(store, status, unit="PT10", record_types=lambda: memory)
 
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, gateway) as responder:
         result = run_deferred(operator("RUN"))
@@ -707,21 +691,6 @@ def test_update_dynamic_record_creates_its_reporter_once_and_updates_as_it(gatew
     # the record type was created by the first update only: the MES remembers it
     assert topics.count("BLK_Rty") == 1
     assert gateway.records["PU_PT10"]["properties"]["Status"] == "STOP"
-
-
-def unit_operator(store, status, **kwargs):
-    return UpdateDynamicRecordOperator(
-        task_id="u",
-        record_type="ProductionUnit",
-        record_type_description="Units",
-        record_type_properties=PROPS,
-        record_id="PU_PT20",
-        description="Unit PT20",
-        properties={"Code": "PT20", "Status": "NEW"},
-        updates={"Status": status},
-        reporters=store,
-        **kwargs,
-    )
 
 
 @pytest.mark.broker
@@ -780,11 +749,7 @@ def test_a_busy_queue_waits_in_the_triggerer_when_deferrable(gateway_env):
     gateway, store = Ledger(), MemoryStore()
 
     def operator(queue, deferrable):
-        return UpdateDynamicRecordOperator(
-            task_id="u",
-            record_type="ProductionUnit",
-            record_type_description="Units",
-            record_type_properties=PROPS,
+        return production_unit_operator(
             update_queue=queue,
             deferrable=deferrable,
             defer_after=0,
@@ -838,11 +803,7 @@ def test_the_queue_is_told_of_a_failure_no_retry_follows_and_the_lock_goes(where
         FailingStore(failure()) if where == "apply" else MemoryStore(),
         failure=failure() if where == "claim" else None,
     )
-    operator = UpdateDynamicRecordOperator(
-        task_id="u",
-        record_type="ProductionUnit",
-        record_type_description="Units",
-        record_type_properties=PROPS,
+    operator = production_unit_operator(
         update_queue=queue,
         deferrable=False,
         part="update",  # nothing of the master's: the first thing done under the claim reads the token
@@ -946,18 +907,7 @@ def test_a_dynamic_record_answered_without_a_reporter_fails_at_once(gateway_env,
             return {"message": f"record {body['record_id']} created"}
         return {"error": "unexpected"}
 
-    operator = UpdateDynamicRecordOperator(
-        task_id="u",
-        record_type="ProductionUnit",
-        record_type_description="Units",
-        record_type_properties=PROPS,
-        record_id="PU_PT30",
-        description="Unit PT30",
-        properties={"Code": "PT30", "Status": "NEW"},
-        updates={"Status": "RUN"},
-        reporters=MemoryStore(),
-        deferrable=deferrable,
-    )
+    operator = unit_operator(MemoryStore(), "RUN", unit="PT30", deferrable=deferrable)
     with ScriptedResponder(gateway_env.bootstrap, gateway_env.prefix, no_reporter):
         with pytest.raises(AirflowFailException) as failed:
             run_deferred(operator)
@@ -968,11 +918,7 @@ def test_a_dynamic_record_answered_without_a_reporter_fails_at_once(gateway_env,
 
 def test_updates_rendered_to_something_else_fail_at_once():
     """A template that renders to text, not an object of values, is not retried: it renders alike."""
-    operator = UpdateDynamicRecordOperator(
-        task_id="u",
-        record_type="ProductionUnit",
-        record_type_description="Units",
-        record_type_properties=PROPS,
+    operator = production_unit_operator(
         record_id="PU_PT40",
         updates="{{ params.updates }}",
         reporters=MemoryStore(),

@@ -10,13 +10,9 @@ reads the refusal is taken as "it exists": tests/provider/test_operators.py). Bo
 
 from __future__ import annotations
 
-import json
-import secrets
-
 import pytest
 
 from blockchain_provider.exceptions import BlockchainConfigError
-from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
 from include.day_report_keys import (
     DAY_REPORT_RECORD_PROPERTIES,
@@ -24,10 +20,8 @@ from include.day_report_keys import (
     PRODUCTION_UNIT_RECORD_PROPERTIES,
     PRODUCTION_UNIT_RECORD_TYPE,
 )
-from include.mes.db import engine_from_url
-from include.mes.repository import MesRepository
-from tests.conftest import set_connections
 from tests.operator_runs import dag_task, run_operator, run_unit_update, task_context
+from tests.provider.environments import mes_agent, mes_database
 
 pytestmark = pytest.mark.broker
 
@@ -49,36 +43,13 @@ ENSURED_BY = {
 
 @pytest.fixture
 def sandbox(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
-    from airflow.sdk.crypto import get_fernet
-    from cryptography.fernet import Fernet
-
-    ledger_path = str(tmp_path / "ledger.sqlite3")
-    password = secrets.token_urlsafe(24)
-    ledger = Ledger(ledger_path)
-    mes_pk, token = ledger.create_agent("MES", password)
-    erp, _ = ledger.create_agent("ERP", "erp-password-0123")
-    set_connections(
-        monkeypatch,
-        kafka_bootstrap,
-        topic_prefix,
-        token,
-        public_key=mes_pk,
-        agent_password=password,
-        timeout=20,
-        reads=True,
-    )
-    mes_path = tmp_path / "mes.sqlite3"
-    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
-    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
-    get_fernet.cache_clear()
-    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
-    repository.create_schema()
-    repository.add_production_unit("PT10", "Press line 10", "IDLE")
-    with GatewayServer(kafka_bootstrap, ledger_path, topic_prefix=topic_prefix):
-        yield ledger, erp, repository
-    ledger.close()
-    repository.engine.dispose()
-    get_fernet.cache_clear()
+    agent = mes_agent(monkeypatch, kafka_bootstrap, topic_prefix, tmp_path, timeout=20, reads=True)
+    erp, _ = agent.ledger.create_agent("ERP", "erp-password-0123")
+    with mes_database(monkeypatch, tmp_path) as repository:
+        repository.add_production_unit("PT10", "Press line 10", "IDLE")
+        with GatewayServer(kafka_bootstrap, agent.ledger_path, topic_prefix=topic_prefix):
+            yield agent.ledger, erp, repository
+    agent.ledger.close()
 
 
 @pytest.mark.parametrize("name", sorted(ENSURED_BY))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +12,9 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
-from tests.conftest import set_connections
 from tests.operator_runs import run_unit_update
+from tests.provider.environments import mes_agent, mes_database
 
 pytestmark = pytest.mark.broker
 
@@ -29,29 +27,13 @@ def blockchain_provider(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def plant(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
     """The sandbox, the MES database with two units, the connections and the Fernet key."""
-    from airflow.sdk.crypto import get_fernet
-
-    from include.mes.db import engine_from_url
-    from include.mes.repository import MesRepository
-
-    ledger_path = str(tmp_path / "ledger.sqlite3")
-    password = secrets.token_urlsafe(24)
-    with Ledger(ledger_path) as ledger:
-        public_key, token = ledger.create_agent("MES", password)
-    set_connections(
-        monkeypatch, kafka_bootstrap, topic_prefix, token, public_key=public_key, agent_password=password
-    )
-    mes_path = tmp_path / "mes.sqlite3"
-    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
-    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
-    get_fernet.cache_clear()
-    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
-    repository.create_schema()
-    repository.add_production_unit("PT10", "Press line 10", "IDLE")
-    repository.add_production_unit("PT11", "Press line 11", "IDLE")
-    with GatewayServer(kafka_bootstrap, ledger_path, topic_prefix=topic_prefix) as server:
-        yield repository, Ledger(ledger_path), server
-    get_fernet.cache_clear()
+    agent = mes_agent(monkeypatch, kafka_bootstrap, topic_prefix, tmp_path)
+    with mes_database(monkeypatch, tmp_path) as repository:
+        repository.add_production_unit("PT10", "Press line 10", "IDLE")
+        repository.add_production_unit("PT11", "Press line 11", "IDLE")
+        with GatewayServer(kafka_bootstrap, agent.ledger_path, topic_prefix=topic_prefix) as server:
+            yield repository, agent.ledger, server
+    agent.ledger.close()
 
 
 def update_unit(unit_id: int, status: str, process_name: str, *, try_number: int = 1, run: str = "1") -> dict:

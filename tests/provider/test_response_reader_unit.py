@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import uuid
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +21,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import BlockchainBrokerError
-from blockchain_provider.hooks.response_reader import ResponseReader, read_at
+from blockchain_provider.hooks.response_reader import ResponseReader, _Waiter, read_at
 
 TOPIC = "BLK_Res"
 TOKEN = "tok-reader-unit"
@@ -37,28 +38,39 @@ class FakeError:
         return f"error {self._code}"
 
 
+@dataclass
 class FakeMessage:
-    """What the reader asks of a message: partition, offset, value, error, timestamp."""
+    """What a consumer asks of a message: topic, partition, offset, key, value, error and the
+    time it was written (seconds)."""
 
-    def __init__(
-        self, partition: int, offset: int, value: bytes | None = None, error: FakeError | None = None
-    ):
-        self._partition, self._offset, self._value, self._error = partition, offset, value, error
+    part: int
+    at: int
+    data: bytes | None = None
+    failure: FakeError | None = None
+    topic_name: str = TOPIC
+    message_key: bytes | None = None
+    written: float = 0.0
+
+    def topic(self) -> str:
+        return self.topic_name
 
     def partition(self) -> int:
-        return self._partition
+        return self.part
 
     def offset(self) -> int:
-        return self._offset
+        return self.at
+
+    def key(self) -> bytes | None:
+        return self.message_key
 
     def value(self) -> bytes | None:
-        return self._value
+        return self.data
 
     def error(self) -> FakeError | None:
-        return self._error
+        return self.failure
 
     def timestamp(self) -> tuple[int, int]:
-        return TIMESTAMP_CREATE_TIME, 0
+        return TIMESTAMP_CREATE_TIME, int(self.written * 1000)
 
 
 class FakeConsumer:
@@ -100,7 +112,7 @@ class FakeConsumer:
                 return FakeMessage(partition, offset, self.log[partition][offset])
             if self._eof_at.get(partition) != offset:
                 self._eof_at[partition] = offset
-                return FakeMessage(partition, offset, error=FakeError(KafkaError._PARTITION_EOF))
+                return FakeMessage(partition, offset, failure=FakeError(KafkaError._PARTITION_EOF))
         return None
 
     def poll(self, timeout: float) -> FakeMessage | None:
@@ -145,6 +157,24 @@ def read_all(reader: ResponseReader) -> None:
     reader.read_once(0)
 
 
+def waiting_reader() -> tuple[FakeConsumer, ResponseReader, _Waiter]:
+    """A fresh topic, a reader at its end, and a request of TOKEN registered with the reader."""
+    consumer = FakeConsumer()
+    reader = started(consumer)
+    return consumer, reader, registered(reader)
+
+
+def registered(reader: ResponseReader) -> _Waiter:
+    """A request of TOKEN registered with *reader*, its answer told by the token (no echo)."""
+    return reader.register(protocol.new_request_id(), TOKEN, by_request_id_only=False)
+
+
+def answered(consumer: FakeConsumer, reader: ResponseReader, data: list[Any]) -> None:
+    """An answer of TOKEN with *data* appended to *consumer*'s topic, and read by *reader*."""
+    consumer.append(0, answer({"data": data}))
+    read_all(reader)
+
+
 def test_read_to_end_positions_the_reader_after_what_was_there():
     consumer = FakeConsumer(partitions=2)
     consumer.append(0, b"old")
@@ -178,49 +208,39 @@ def test_an_answer_before_the_start_positions_is_not_taken():
     other_reader = started(consumer.another(), broker)  # reads to the end: the topic is known to end at 1
     assert other_reader.positions() == {0: 1}
     assert reader.positions() == {0: 0}
-    waiter = reader.register(protocol.new_request_id(), TOKEN, by_request_id_only=False)
+    waiter = registered(reader)
     assert waiter.start_positions == {0: 1}
     read_all(reader)
     assert not waiter.event.is_set()
     assert reader.skipped == 1
-    consumer.append(0, answer({"data": ["ours"]}))
-    read_all(reader)
+    answered(consumer, reader, ["ours"])
     assert waiter.response is not None and waiter.response.value == ["ours"]
 
 
 def test_a_late_answer_releases_the_held_token_and_is_not_taken():
-    consumer = FakeConsumer()
-    reader = started(consumer)
-    waiter = reader.register(protocol.new_request_id(), TOKEN, by_request_id_only=False)
+    consumer, reader, waiter = waiting_reader()
     released = []
     # the request timed out: its token stays blocked until the late answer (or a minute)
     assert reader.hold_late(waiter, 60.0, lambda: released.append(True))
-    consumer.append(0, answer({"data": ["late"]}))
-    read_all(reader)
+    answered(consumer, reader, ["late"])
     assert released == [True]
     assert waiter.settled.is_set()
     assert waiter.response is None  # the caller gave up: nobody takes it
     assert reader.late == 1
     # the token is free again: the next request takes the next answer, not that one
-    following = reader.register(protocol.new_request_id(), TOKEN, by_request_id_only=False)
-    consumer.append(0, answer({"data": ["next"]}))
-    read_all(reader)
+    following = registered(reader)
+    answered(consumer, reader, ["next"])
     assert following.response is not None and following.response.value == ["next"]
 
 
 def test_hold_late_holds_nothing_when_the_answer_came_meanwhile():
-    consumer = FakeConsumer()
-    reader = started(consumer)
-    waiter = reader.register(protocol.new_request_id(), TOKEN, by_request_id_only=False)
-    consumer.append(0, answer({"data": ["just in time"]}))
-    read_all(reader)
+    consumer, reader, waiter = waiting_reader()
+    answered(consumer, reader, ["just in time"])
     assert not reader.hold_late(waiter, 60.0, lambda: pytest.fail("nothing to release"))
 
 
 def test_the_reader_survives_a_failure_on_one_message(monkeypatch, caplog):
-    consumer = FakeConsumer()
-    reader = started(consumer)
-    waiter = reader.register(protocol.new_request_id(), TOKEN, by_request_id_only=False)
+    consumer, reader, waiter = waiting_reader()
     decode = protocol.decode_response
 
     def failing(value):

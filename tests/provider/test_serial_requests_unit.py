@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from airflow.triggers.base import TriggerEvent
-from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError
+from confluent_kafka import KafkaError
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import (
@@ -34,9 +34,9 @@ from blockchain_provider.operators import CreateRecordsOperator
 from blockchain_provider.outcomes import AnswerAt, Outcome
 from blockchain_provider.triggers import events
 from blockchain_provider.triggers.serial_requests import MAX_CONVERSATION, SerialRequestsTrigger
-from tests.operator_runs import stored, task_context
+from tests.operator_runs import first_event, stored, task_context
 from tests.provider.conftest import set_connections
-from tests.provider.test_response_reader_unit import FakeError
+from tests.provider.test_response_reader_unit import FakeError, FakeMessage
 
 TOKEN = "tok-serial-unit-0123456789"
 RECORDS = "BLK_Rec_DayReportIndicator"
@@ -44,42 +44,10 @@ RESPONSES = "BLK_Res"
 
 
 @dataclass
-class Message:
-    topic_name: str
-    part: int
-    at: int
-    data: bytes | None
-    message_key: bytes | None = None
-    written: float = 0.0
-    failure: FakeError | None = None
-
-    def topic(self) -> str:
-        return self.topic_name
-
-    def partition(self) -> int:
-        return self.part
-
-    def offset(self) -> int:
-        return self.at
-
-    def value(self) -> bytes | None:
-        return self.data
-
-    def key(self) -> bytes | None:
-        return self.message_key
-
-    def error(self) -> FakeError | None:
-        return self.failure
-
-    def timestamp(self) -> tuple[int, int]:
-        return TIMESTAMP_CREATE_TIME, int(self.written * 1000)
-
-
-@dataclass
 class Broker:
     """Topics of one partition each, and what the gateway does with each request it reads."""
 
-    topics: dict[str, list[Message]] = field(default_factory=lambda: {RECORDS: [], RESPONSES: []})
+    topics: dict[str, list[FakeMessage]] = field(default_factory=lambda: {RECORDS: [], RESPONSES: []})
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: record id -> "hold" (never answered) or "refuse"; any other record is answered
     script: dict[str, str] = field(default_factory=dict)
@@ -91,7 +59,9 @@ class Broker:
     def write(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         with self.lock:
             log = self.topics[topic]
-            log.append(Message(topic, 0, len(log), value, key, time.time()))
+            log.append(
+                FakeMessage(0, len(log), value, topic_name=topic, message_key=key, written=time.time())
+            )
 
     def requests(self) -> list[dict[str, Any]]:
         return [json.loads(m.data or b"")[1] for m in self.topics[RECORDS]]
@@ -136,7 +106,7 @@ class Consumer:
     def assign(self, partitions: list[Any]) -> None:
         self.next = {(tp.topic, tp.partition): tp.offset for tp in partitions}
 
-    def _take(self) -> Message | None:
+    def _take(self) -> FakeMessage | None:
         with self.broker.lock:
             for place, offset in self.next.items():
                 log = self.broker.topics[place[0]]
@@ -145,19 +115,19 @@ class Consumer:
                     return log[offset]
                 if self.eof.get(place) != offset:
                     self.eof[place] = offset
-                    return Message(
-                        place[0], place[1], offset, None, failure=FakeError(KafkaError._PARTITION_EOF)
+                    return FakeMessage(
+                        place[1], offset, failure=FakeError(KafkaError._PARTITION_EOF), topic_name=place[0]
                     )
         return None
 
-    def poll(self, timeout: float) -> Message | None:
+    def poll(self, timeout: float) -> FakeMessage | None:
         until = time.monotonic() + timeout
         while (message := self._take()) is None and time.monotonic() < until:
             time.sleep(0.005)
         return message
 
-    def consume(self, num_messages: int, timeout: float) -> list[Message]:
-        taken: list[Message] = []
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        taken: list[FakeMessage] = []
         while len(taken) < num_messages and (message := self._take()) is not None:
             taken.append(message)
         return taken
@@ -220,15 +190,6 @@ def conversation(broker: Broker, count: int, **kwargs: Any) -> SerialRequestsTri
         resume={"pending": ["R00"]},
         **kwargs,
     )
-
-
-async def first_event(trigger: SerialRequestsTrigger) -> Any:
-    try:
-        async for event in trigger.run():
-            return event
-    finally:
-        await trigger.cleanup()
-    raise AssertionError("the trigger ended without an event")
 
 
 def revived(trigger: SerialRequestsTrigger) -> SerialRequestsTrigger:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from blockchain_provider import cli
-from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
 from tests.conftest import prefixed_topics, set_connections
+from tests.provider.environments import mes_agent
 
 pytestmark = pytest.mark.broker
 
@@ -30,6 +30,12 @@ class Store:
         self.connections[conn_id] = json.loads(json.dumps(conn))
 
 
+def done_on_master(command: str, public_key: str) -> dict[str, Any]:
+    """The object ``--json`` prints when *command* succeeded for agent *public_key* on the MES's
+    connection."""
+    return {"ok": True, "command": command, "public_key": public_key, "conn_id": "blockchain_master"}
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
     """Exit code, the one JSON object on stdout, and stderr."""
     code = cli.main(list(argv))
@@ -42,17 +48,12 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, 
 @pytest.fixture
 def gateway(kafka_bootstrap, topic_prefix, tmp_path, monkeypatch):
     """The sandbox on fresh topics, its ledger with the MES agent, and the connections naming it."""
-    ledger_path = str(tmp_path / "ledger.sqlite3")
-    password = secrets.token_urlsafe(24)
-    with Ledger(ledger_path) as ledger:
-        public_key, token = ledger.create_agent("MES", password)
-    set_connections(
-        monkeypatch, kafka_bootstrap, topic_prefix, token, public_key=public_key, agent_password=password
-    )
+    agent = mes_agent(monkeypatch, kafka_bootstrap, topic_prefix, tmp_path)
     store = Store(monkeypatch)
     store.connections["blockchain_master"] = json.loads(os.environ["AIRFLOW_CONN_BLOCKCHAIN_MASTER"])
-    with GatewayServer(kafka_bootstrap, ledger_path, topic_prefix=topic_prefix):
-        yield store, Ledger(ledger_path), public_key, token, password
+    with GatewayServer(kafka_bootstrap, agent.ledger_path, topic_prefix=topic_prefix):
+        yield store, agent.ledger, agent.public_key, agent.token, agent.password
+    agent.ledger.close()
 
 
 def test_create_reports_the_new_agent_and_refuses_a_second_one(gateway, topic_prefix, capsys):
@@ -89,12 +90,7 @@ def test_check_says_ok_or_refused_by_exit_code_and_json(gateway, monkeypatch, ca
     store, _ledger, public_key, _token, _password = gateway
     code, outcome, text = run(capsys, "token", "check", "--timeout", "20", "--json")
     assert code == cli.EXIT_OK, text
-    assert outcome == {
-        "ok": True,
-        "command": "token check",
-        "public_key": public_key,
-        "conn_id": "blockchain_master",
-    }
+    assert outcome == done_on_master("token check", public_key)
 
     forged = {**store.connections["blockchain_master"], "password": "tok-" + secrets.token_urlsafe(24)}
     monkeypatch.setenv("AIRFLOW_CONN_BLOCKCHAIN_MASTER", json.dumps(forged))
@@ -112,12 +108,7 @@ def test_rotate_reports_the_agent_and_a_refusal(gateway, capsys):
     store, ledger, public_key, token, password = gateway
     code, outcome, text = run(capsys, "token", "rotate", "--timeout", "20", "--json")
     assert code == cli.EXIT_OK, text
-    assert outcome == {
-        "ok": True,
-        "command": "token rotate",
-        "public_key": public_key,
-        "conn_id": "blockchain_master",
-    }
+    assert outcome == done_on_master("token rotate", public_key)
     fresh = store.connections["blockchain_master"]["password"]
     assert fresh != token and ledger.agent_for_token(fresh) == public_key
     for secret in (token, fresh, password):

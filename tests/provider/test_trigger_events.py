@@ -22,7 +22,7 @@ from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.outcomes import REFUSAL_TEXT_LIMIT, AnswerAt
 from blockchain_provider.triggers import events
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
-from tests.operator_runs import stored
+from tests.operator_runs import first_event, stored
 from tests.provider.conftest import set_connections
 from tests.provider.test_response_reader_unit import FakeConsumer, answer
 
@@ -80,15 +80,6 @@ def test_an_answer_of_no_known_status_is_refused():
         events.results(events.batch("BLK_Res", [{"status": "error", **vars(REF)}]))
 
 
-async def _first_event(trigger: AwaitResponsesTrigger) -> dict:
-    try:
-        async for event in trigger.run():
-            return event.payload
-    finally:
-        await trigger.cleanup()
-    raise AssertionError("the trigger ended without an event")
-
-
 @pytest.fixture
 def fake_topic(monkeypatch) -> FakeConsumer:
     """The trigger's consumer: a fake ``BLK_Res`` of one partition."""
@@ -114,7 +105,7 @@ def _batch(request_ids: list[str], *, deadline: float, echo: bool = True, **kwar
 def test_the_trigger_reports_the_time_waited_since_sending(fake_topic):
     now = time.time()
     # past: the wait reads what is there, then gives up
-    event = asyncio.run(_first_event(_batch([REF.request_id], deadline=now - 2, sent_at=now - 42)))
+    event = asyncio.run(first_event(_batch([REF.request_id], deadline=now - 2, sent_at=now - 42))).payload
     _resume, (silent,) = events.results(event)
     assert isinstance(silent, BlockchainTimeoutError)
     assert silent.timeout >= 42  # not the ~0 left before the deadline
@@ -127,7 +118,7 @@ def test_the_trigger_names_where_its_answer_is(fake_topic):
     fake_topic.append(0, ours)
     # the first message is before where the answer is looked for
     trigger = _batch([request_id], deadline=time.time() + 600, start_positions={"0": 1})
-    event = asyncio.run(_first_event(trigger))
+    event = asyncio.run(first_event(trigger)).payload
     _resume, (found,) = events.results(event)
     assert isinstance(found, AnswerAt) and (found.partition, found.offset) == (0, 1)
     assert found.digest == hashlib.sha256(ours).hexdigest()
@@ -149,19 +140,10 @@ def test_a_deferred_page_of_500_items_yields_an_event_under_8_kib(fake_topic):
         sent_at=time.time(),
         resume={"state": {"start": 500, "summary": {"count": 500, "by_status": {"OPEN": 500}}}},
     )
-    payload, size = stored(asyncio.run(_first_trigger_event(trigger)))
+    payload, size = stored(asyncio.run(first_event(trigger)))
     assert size < events.MAX_EVENT_BYTES
     _resume, (found,) = events.results(payload)
     assert isinstance(found, AnswerAt)
-
-
-async def _first_trigger_event(trigger: AwaitResponsesTrigger) -> TriggerEvent:
-    try:
-        async for event in trigger.run():
-            return event
-    finally:
-        await trigger.cleanup()
-    raise AssertionError("the trigger ended without an event")
 
 
 def test_the_batch_trigger_orders_the_answers_as_the_requests_were_sent(fake_topic):
@@ -173,7 +155,7 @@ def test_the_batch_trigger_orders_the_answers_as_the_requests_were_sent(fake_top
     fake_topic.append(0, answer({"message": "one"}, token="tok-trigger-unit", request_id=first))
     trigger = _batch([first, second], deadline=time.time() + 600)
     assert AwaitResponsesTrigger(**trigger.serialize()[1]).serialize() == trigger.serialize()
-    event = asyncio.run(_first_event(trigger))
+    event = asyncio.run(first_event(trigger)).payload
     resume, found = events.results(event)
     assert resume == {"pending": ["first", "second"]}
     assert [(a.request_id, a.offset) for a in found] == [(first, 2), (second, 0)]
@@ -185,7 +167,7 @@ def test_the_batch_trigger_reports_the_unanswered_as_timeouts(fake_topic):
     fake_topic.append(
         0, answer({"error": "bad tok-trigger-unit"}, token="tok-trigger-unit", request_id=first)
     )
-    event = asyncio.run(_first_event(_batch([first, second], deadline=time.time() - 1)))
+    event = asyncio.run(first_event(_batch([first, second], deadline=time.time() - 1))).payload
     _resume, (refused, silent) = events.results(event)
     assert isinstance(refused, BlockchainGatewayError) and refused.gateway_text == "bad ***"
     assert isinstance(silent, BlockchainTimeoutError) and silent.request_id == second
