@@ -129,6 +129,11 @@ REQUEST_TOPICS = (
 )
 _BY_LIST_TOPIC = {kind.list_topic: kind for kind in REQUEST_TOPICS}
 _BY_ANSWER_TOPIC = {kind.answer_topic: kind for kind in REQUEST_TOPICS}
+#: The topics that read one item: topic -> (the body field naming it, the ledger's lookup, its noun).
+_BY_GET_TOPIC: dict[str, tuple[str, Callable[[Ledger, str], dict[str, Any] | None], str]] = {
+    wire.RECORD_TYPE_GET: ("name", Ledger.record_type, "record type"),
+    wire.RECORD_GET: ("record_id", Ledger.record, "record"),
+}
 
 
 class Refused(Exception):
@@ -232,7 +237,7 @@ def _action_name(topic: str, body: Any) -> str:
     if topic in _BY_ANSWER_TOPIC:
         response = body.get("response")
         return {1: "accept", 0: "reject"}.get(response, "answer") if isinstance(response, int) else "answer"
-    if topic in (wire.RECORD_TYPE_GET, wire.RECORD_GET):
+    if topic in _BY_GET_TOPIC:
         return "get"
     return "create" if topic == wire.RECORD_TYPES else "-"
 
@@ -269,18 +274,13 @@ def _dispatch(
         with ledger.transaction():
             item = kind.answer(ledger, agent, item_id, response)
         return {"message": f"{kind.noun} {item_id} {item['status']}"}
-    if topic == wire.RECORD_TYPE_GET:
-        name = _body(body, topic).get("name")
-        rtype = ledger.record_type(name) if isinstance(name, str) else None
-        if rtype is None:
-            raise Refused(f"record type {_name(name)} not found")
-        return {"data": rtype}
-    if topic == wire.RECORD_GET:
-        record_id = _body(body, topic).get("record_id")
-        record = ledger.record(record_id) if isinstance(record_id, str) else None
-        if record is None:
-            raise Refused(f"record {_name(record_id)} not found")
-        return {"data": record}
+    if topic in _BY_GET_TOPIC:
+        key, find, noun = _BY_GET_TOPIC[topic]
+        wanted = _body(body, topic).get(key)
+        found = find(ledger, wanted) if isinstance(wanted, str) else None
+        if found is None:
+            raise Refused(f"{noun} {_name(wanted)} not found")
+        return {"data": found}
     if topic == wire.RECORD_TYPES:
         body = _body(body, topic)
         if _is_record(header, topic):

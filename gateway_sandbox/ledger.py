@@ -496,8 +496,9 @@ class Ledger(GatewayBookkeeping):
             params.append(status)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
-    def partner_requests(
+    def requests(
         self,
+        kind: RequestKind,
         receiver_pk: str | None = None,
         *,
         issuer_pk: str | None = None,
@@ -506,23 +507,17 @@ class Ledger(GatewayBookkeeping):
         start: int = 0,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Partner requests in creation order (stable), filtered and paged."""
+        """*kind*'s items in creation order (stable), filtered and paged."""
         where, params = self._filters(receiver_pk, issuer_pk, agent_pk, status)
-        return self._page(PARTNER_REQUEST, where, params, start, limit)
+        return self._page(kind, where, params, start, limit)
 
-    def orders(
-        self,
-        receiver_pk: str | None = None,
-        *,
-        issuer_pk: str | None = None,
-        agent_pk: str | None = None,
-        status: str | None = None,
-        start: int = 0,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Order requests in creation order (stable), filtered and paged."""
-        where, params = self._filters(receiver_pk, issuer_pk, agent_pk, status)
-        return self._page(ORDER, where, params, start, limit)
+    def partner_requests(self, receiver_pk: str | None = None, **filters: Any) -> list[dict[str, Any]]:
+        """Partner requests in creation order (stable), filtered and paged (see :meth:`requests`)."""
+        return self.requests(PARTNER_REQUEST, receiver_pk, **filters)
+
+    def orders(self, receiver_pk: str | None = None, **filters: Any) -> list[dict[str, Any]]:
+        """Order requests in creation order (stable), filtered and paged (see :meth:`requests`)."""
+        return self.requests(ORDER, receiver_pk, **filters)
 
     def _page(
         self, kind: RequestKind, where: str, params: list[Any], start: int, limit: int | None

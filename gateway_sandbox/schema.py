@@ -73,89 +73,21 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 )
 
-#: The replayable state tables: name -> (key column, compared columns).
-STATE_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "agents": ("public_key", ("public_key", "name", "created_at", "seq", "transaction_ids")),
-    "partner_requests": (
-        "partner_request_id",
-        (
-            "partner_request_id",
-            "seq",
-            "issuing_agent",
-            "receiving_agent",
-            "status",
-            "timestamp",
-            "answer_timestamp",
-            "transaction_ids",
-        ),
-    ),
-    "orders": (
-        "abs_action_id",
-        (
-            "abs_action_id",
-            "seq",
-            "type",
-            "description",
-            "metadata",
-            "files",
-            "issuing_agent",
-            "receiving_agent",
-            "status",
-            "timestamp",
-            "answer_timestamp",
-            "transaction_ids",
-        ),
-    ),
-    "record_types": (
-        "name",
-        ("name", "seq", "creator", "properties", "created_at", "transaction_ids", "description"),
-    ),
-    "records": (
-        "record_id",
-        (
-            "record_id",
-            "seq",
-            "record_type",
-            "owner",
-            "reporters",
-            "properties",
-            "created_properties",
-            "created_at",
-            "transaction_ids",
-            "description",
-            "dynamic",
-        ),
-    ),
-}
+#: The fields a request kind's item ends with, after its own: who asked whom, and the answer.
+_ANSWERED_FIELDS = (
+    "issuing_agent",
+    "receiving_agent",
+    "status",
+    "timestamp",
+    "answer_timestamp",
+    "transaction_ids",
+)
 
 #: Columns added to the state tables after their first version: ``(table, column, declaration)``.
 ADDED_COLUMNS = (
     ("record_types", "description", "TEXT NOT NULL DEFAULT ''"),
     ("records", "description", "TEXT NOT NULL DEFAULT ''"),
     ("records", "dynamic", "INTEGER NOT NULL DEFAULT 0"),
-)
-
-_PARTNER_FIELDS = (
-    "partner_request_id",
-    "issuing_agent",
-    "receiving_agent",
-    "status",
-    "timestamp",
-    "answer_timestamp",
-    "transaction_ids",
-)
-_ORDER_FIELDS = (
-    "abs_action_id",
-    "type",
-    "description",
-    "metadata",
-    "files",
-    "issuing_agent",
-    "receiving_agent",
-    "status",
-    "timestamp",
-    "answer_timestamp",
-    "transaction_ids",
 )
 
 _JSON_COLUMNS = ("metadata", "files", "transaction_ids")
@@ -184,11 +116,52 @@ class RequestKind:
         parts = [f"'{name}', {f'json({name})' if name in _JSON_COLUMNS else name}" for name in self.fields]
         return f"json_object({', '.join(parts)})"
 
+    @property
+    def state_columns(self) -> tuple[str, ...]:
+        """The columns of its state table a replay compares: the id, ``seq``, then the other fields."""
+        return (self.id_column, "seq", *self.fields[1:])
+
 
 PARTNER_REQUEST = RequestKind(
-    "partner_request", "partner request", "partner_requests", "partner_request_id", _PARTNER_FIELDS
+    "partner_request",
+    "partner request",
+    "partner_requests",
+    "partner_request_id",
+    ("partner_request_id", *_ANSWERED_FIELDS),
 )
-ORDER = RequestKind("order", "order request", "orders", "abs_action_id", _ORDER_FIELDS)
+ORDER = RequestKind(
+    "order",
+    "order request",
+    "orders",
+    "abs_action_id",
+    ("abs_action_id", "type", "description", "metadata", "files", *_ANSWERED_FIELDS),
+)
+
+#: The replayable state tables: name -> (key column, compared columns).
+STATE_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "agents": ("public_key", ("public_key", "name", "created_at", "seq", "transaction_ids")),
+    **{kind.table: (kind.id_column, kind.state_columns) for kind in (PARTNER_REQUEST, ORDER)},
+    "record_types": (
+        "name",
+        ("name", "seq", "creator", "properties", "created_at", "transaction_ids", "description"),
+    ),
+    "records": (
+        "record_id",
+        (
+            "record_id",
+            "seq",
+            "record_type",
+            "owner",
+            "reporters",
+            "properties",
+            "created_properties",
+            "created_at",
+            "transaction_ids",
+            "description",
+            "dynamic",
+        ),
+    ),
+}
 
 #: The request kind each answer op answers.
 ANSWER_OPS: dict[str, RequestKind] = {f"{kind.name}.answer": kind for kind in (PARTNER_REQUEST, ORDER)}

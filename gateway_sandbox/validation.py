@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,17 +46,20 @@ def short(key: str) -> str:
     return key[:12] + "..." if isinstance(key, str) and len(key) > 15 else str(key)
 
 
+def _matching(value: object, pattern: re.Pattern[str], what: str, expected: str) -> str:
+    """*value* if it is text that *pattern* matches whole; else a refusal naming *what* and *expected*."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise LedgerError(f"invalid {what} {shown(value)}: expected {expected}")
+    return value
+
+
 def check_public_key(value: object, what: str = "public key") -> str:
     """An agent's public key: 66 lowercase hex starting 02 or 03.
 
     :param value: the value to check.
     :param what: how a refusal names it; default ``"public key"``.
     """
-    if not isinstance(value, str) or not PUBLIC_KEY_RE.fullmatch(value):
-        raise LedgerError(
-            f"invalid {what} {shown(value)}: expected 66 lowercase hex characters starting 02 or 03"
-        )
-    return value
+    return _matching(value, PUBLIC_KEY_RE, what, "66 lowercase hex characters starting 02 or 03")
 
 
 def check_item_id(value: object, what: str) -> str:
@@ -64,9 +68,7 @@ def check_item_id(value: object, what: str) -> str:
     :param value: the value to check.
     :param what: how a refusal names it.
     """
-    if not isinstance(value, str) or not ITEM_ID_RE.fullmatch(value):
-        raise LedgerError(f"invalid {what} {shown(value)}: expected 32 lowercase hex characters")
-    return value
+    return _matching(value, ITEM_ID_RE, what, "32 lowercase hex characters")
 
 
 def check_name(value: object, what: str) -> str:
@@ -75,9 +77,7 @@ def check_name(value: object, what: str) -> str:
     :param value: the value to check.
     :param what: how a refusal names it.
     """
-    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
-        raise LedgerError(f"invalid {what} {shown(value)}: expected 1-128 letters, digits and _ . : -")
-    return value
+    return _matching(value, NAME_RE, what, "1-128 letters, digits and _ . : -")
 
 
 def check_description(value: object) -> str:

@@ -47,6 +47,10 @@ DEFAULT_TOPICS: tuple[str, ...] = (
 #: Every topic the sandbox consumes (all but the response topic).
 REQUEST_TOPICS: tuple[str, ...] = tuple(name for name in DEFAULT_TOPICS if name != RESPONSES)
 
+#: The request topics with a fixed name on which an agent acts with its token: all but the agents'
+#: topic (a password instead) and the base of the record topics (records travel on ``BLK_Rec_N``).
+TOKEN_TOPICS: tuple[str, ...] = tuple(name for name in REQUEST_TOPICS if name not in (AGENTS, RECORDS))
+
 #: (ours) the Kafka header that carries the request id.
 REQUEST_ID_HEADER = "blk-request-id"
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from gateway_sandbox.wire import AGENTS, TOKEN_TOPICS, record_topic
+
 Handler = Callable[[str, dict[str, Any], dict[str, Any] | None], dict[str, Any] | None]
 
 
@@ -65,16 +67,10 @@ class ScriptedResponder:
         encoding: str = "json",
         before: Callable[[Producer, str, dict[str, Any]], None] | None = None,
         topics: tuple[str, ...] = (
-            "BLK_Part_Lst",
-            "BLK_Part_Ans",
-            "BLK_Act_Lst",
-            "BLK_Act_Ans",
-            "BLK_Rty",
-            "BLK_Rty_Get",
-            "BLK_Rec_Get",
-            "BLK_Rec_ProductionUnit",
-            "BLK_Rec_DayReportIndicator",
-            "BLK_Agt",
+            *TOKEN_TOPICS,
+            record_topic("ProductionUnit"),
+            record_topic("DayReportIndicator"),
+            AGENTS,
         ),
     ) -> None:
         self.prefix = prefix

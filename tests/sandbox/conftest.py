@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -14,6 +14,8 @@ from tests.sandbox.client import BlkClient
 
 MES_PASSWORD = "mes-password-0123"
 ERP_PASSWORD = "erp-password-0123"
+
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -28,37 +30,44 @@ def ledger(db_path: str) -> Iterator[Ledger]:
         yield opened
 
 
+def _closed_at_teardown(
+    open_one: Callable[..., _T], close: Callable[[_T], None]
+) -> Iterator[Callable[..., _T]]:
+    """A fixture's body: yield *open_one*, then *close* everything it opened, in order."""
+    opened: list[_T] = []
+
+    def make(*args: Any, **kwargs: Any) -> _T:
+        made = open_one(*args, **kwargs)
+        opened.append(made)
+        return made
+
+    yield make
+    for made in opened:
+        close(made)
+
+
 @pytest.fixture
 def make_server(
     kafka_bootstrap: str, topic_prefix: str, db_path: str
 ) -> Iterator[Callable[..., GatewayServer]]:
     """Start a GatewayServer on the test's topic prefix and ledger; stopped at teardown."""
-    servers: list[GatewayServer] = []
 
-    def make(**kwargs: Any) -> GatewayServer:
+    def start(**kwargs: Any) -> GatewayServer:
         kwargs.setdefault("topic_prefix", topic_prefix)
         path = kwargs.pop("db_path", db_path)
-        server = GatewayServer(kafka_bootstrap, path, **kwargs).start()
-        servers.append(server)
-        return server
+        return GatewayServer(kafka_bootstrap, path, **kwargs).start()
 
-    yield make
-    for server in servers:
-        server.stop()
+    yield from _closed_at_teardown(start, GatewayServer.stop)
 
 
 @pytest.fixture
 def make_client(kafka_bootstrap: str, topic_prefix: str) -> Iterator[Callable[..., BlkClient]]:
-    clients: list[BlkClient] = []
+    """A client on the test's topic prefix (or *prefix*); closed at teardown."""
 
-    def make(encoding: str = "python-literal", prefix: str | None = None) -> BlkClient:
-        client = BlkClient(kafka_bootstrap, prefix or topic_prefix, encoding=encoding)
-        clients.append(client)
-        return client
+    def connect(encoding: str = "python-literal", prefix: str | None = None) -> BlkClient:
+        return BlkClient(kafka_bootstrap, prefix or topic_prefix, encoding=encoding)
 
-    yield make
-    for client in clients:
-        client.close()
+    yield from _closed_at_teardown(connect, BlkClient.close)
 
 
 @pytest.fixture

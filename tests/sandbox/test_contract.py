@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from gateway_sandbox import wire
 from gateway_sandbox.ledger import Ledger
 from tests.sandbox.conftest import ERP_PASSWORD, MES_PASSWORD
 
@@ -19,17 +20,18 @@ pytestmark = pytest.mark.broker
 PUBLIC_KEY = re.compile(r"^0[23][0-9a-f]{64}$")
 TXID = re.compile(r"^[0-9a-f]{128}$")
 ITEM_ID = re.compile(r"^[0-9a-f]{32}$")
+#: The fields of a partner request's or order's item after its own: who asked whom, and the answer.
+ANSWERED_ITEM_FIELDS = {
+    "issuing_agent",
+    "receiving_agent",
+    "status",
+    "timestamp",
+    "answer_timestamp",
+    "transaction_ids",
+}
 
-REQUEST_TOPICS = (
-    "BLK_Part_Lst",
-    "BLK_Part_Ans",
-    "BLK_Act_Lst",
-    "BLK_Act_Ans",
-    "BLK_Rty",
-    "BLK_Rty_Get",
-    "BLK_Rec_Get",
-    "BLK_Rec_ProductionUnit",
-)
+#: Every topic that takes a token, among them the record topic of ProductionUnit (created by the test).
+REQUEST_TOPICS = (*wire.TOKEN_TOPICS, wire.record_topic("ProductionUnit"))
 
 
 def _partners(ledger: Ledger, mes_pk: str, count: int, accept: bool | None = None) -> list[tuple[str, str]]:
@@ -138,15 +140,7 @@ def test_partner_requests_list_pages_in_a_stable_order(make_server, make_client,
     listed = [item for page in pages for item in page]
     assert [item["partner_request_id"] for item in listed] == [item for _, item in made]
     first = listed[0]
-    assert set(first) == {
-        "partner_request_id",
-        "issuing_agent",
-        "receiving_agent",
-        "status",
-        "timestamp",
-        "answer_timestamp",
-        "transaction_ids",
-    }
+    assert set(first) == {"partner_request_id", *ANSWERED_ITEM_FIELDS}
     assert first["issuing_agent"] == made[0][0]
     assert first["receiving_agent"] == mes_pk
     assert first["status"] == "OPEN"
@@ -227,19 +221,7 @@ def test_orders_list_and_answers(make_server, make_client, ledger, mes):
     listed = client.request("BLK_Act_Lst", {"auth": token, "start": 0, "limit": 10}).outcome["data"]
     assert [o["abs_action_id"] for o in listed] == [first, second]
     order = listed[0]
-    assert set(order) == {
-        "abs_action_id",
-        "type",
-        "description",
-        "metadata",
-        "files",
-        "issuing_agent",
-        "receiving_agent",
-        "status",
-        "timestamp",
-        "answer_timestamp",
-        "transaction_ids",
-    }
+    assert set(order) == {"abs_action_id", "type", "description", "metadata", "files", *ANSWERED_ITEM_FIELDS}
     assert order["metadata"] == metadata  # an apostrophe, None and True survive the literal encoding
     assert order["files"] == ["drawing.pdf"]
     assert (order["issuing_agent"], order["receiving_agent"], order["status"]) == (erp, mes_pk, "OPEN")
@@ -300,6 +282,18 @@ def _values(values: dict) -> list[dict]:
     return [{"name": name, "value": value} for name, value in values.items()]
 
 
+def _unit_creation(values: dict, description: str, *, dynamic: bool, password: str) -> dict:
+    """The body creating the ProductionUnit record ``PU_<Code>`` with these property *values*."""
+    return {
+        "record_id": f"PU_{values['Code']}",
+        "record_type": "ProductionUnit",
+        "description": description,
+        "dynamic": dynamic,
+        "password": password,
+        "properties": _values(values),
+    }
+
+
 def test_record_types_create_and_read(make_server, make_client, mes):
     _, token = mes
     server = make_server(echo=True)
@@ -352,14 +346,9 @@ def test_dynamic_record_creates_its_reporter_who_alone_updates_it(make_server, m
     topic = "BLK_Rec_ProductionUnit"
 
     values = {"Code": "PT10", "Capacity": 12.5, "Status": "idle", "Active": True}
-    create = {
-        "record_id": "PU_PT10",
-        "record_type": "ProductionUnit",
-        "description": "Production unit PT10 Press line 10",
-        "dynamic": True,
-        "password": REPORTER_PASSWORD,
-        "properties": _values(values),
-    }
+    create = _unit_creation(
+        values, "Production unit PT10 Press line 10", dynamic=True, password=REPORTER_PASSWORD
+    )
     created = client.request(topic, {"auth": token, "isRecord": True}, create)
     data = created.outcome["data"]
     assert set(data) == {"record_id", "public_key", "token"} and data["record_id"] == "PU_PT10"
@@ -410,14 +399,7 @@ def test_record_creation_errors(make_server, make_client, ledger, mes):
     make_server(echo=True)
     client = make_client()
     values = {"Code": "PT11", "Capacity": 1, "Status": "idle", "Active": True}
-    create = {
-        "record_id": "PU_PT11",
-        "record_type": "ProductionUnit",
-        "description": "d",
-        "dynamic": False,
-        "password": "",
-        "properties": _values(values),
-    }
+    create = _unit_creation(values, "d", dynamic=False, password="")
     header = {"auth": token, "isRecord": True}
     for topic, body, text in (
         ("BLK_Rec_Nope", {**create, "record_type": "Nope"}, "record type Nope not found"),
