@@ -370,3 +370,20 @@ def set_connections(
             }
         ),
     )
+
+
+def set_mes_connections(
+    monkeypatch: pytest.MonkeyPatch,
+    bootstrap: str,
+    prefix: str,
+    agent: tuple[str, str, str],
+    mes_conn: dict[str, Any],
+    **extra: Any,
+) -> None:
+    """The connections of an MES: :func:`set_connections` for its *agent* (``(public key, token,
+    agent password)``, as :func:`mes_agent_ledger` returns it), and ``mes_db`` on *mes_conn*."""
+    public_key, token, agent_password = agent
+    set_connections(
+        monkeypatch, bootstrap, prefix, token, public_key=public_key, agent_password=agent_password, **extra
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps(mes_conn))

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
+import copy
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.profiles import profile as gateway_profile
 from gateway_sandbox.server import GatewayServer
-from tests.conftest import create_mes_schema, mes_agent_ledger, set_connections, use_fernet_key
+from tests.conftest import create_mes_schema, mes_agent_ledger, set_mes_connections, use_fernet_key
 from tests.include.conftest import postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,17 +128,8 @@ def start_stack(
         trace_path=trace_path,
     )
     server.start()
-    set_connections(
-        monkeypatch,
-        bootstrap,
-        prefix,
-        token,
-        public_key=public_key,
-        agent_password=agent_password,
-        echo_request_id=echo,
-        timeout=20,
-    )
-    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps(mes_conn))
+    agent = (public_key, token, agent_password)
+    set_mes_connections(monkeypatch, bootstrap, prefix, agent, mes_conn, echo_request_id=echo, timeout=20)
     from include.mes.db import mes_engine
 
     create_mes_schema(mes_engine("mes_db"))
@@ -169,6 +161,20 @@ def stack(
 def erp_agent(ledger: Ledger, name: str = "ERP") -> str:
     public_key, _token = ledger.create_agent(name, secrets.token_urlsafe(16))
     return public_key
+
+
+def refused_by_params(dag: Any, conf: dict[str, Any]) -> bool:
+    """Whether triggering *dag* with *conf* is refused, as a trigger validates it."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dag.params)
+    try:
+        for key, value in conf.items():
+            params[key] = value
+        params.validate()
+    except ParamValidationError:
+        return True
+    return False
 
 
 def run_dag(dag_id: str, conf: dict | None = None):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, ParamValidationError
+from airflow.sdk.exceptions import AirflowFailException
 
 from blockchain_provider.exceptions import BlockchainTimeoutError
+from tests.dags.conftest import refused_by_params
 from tests.operator_runs import run_operator, task_context
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,17 +21,6 @@ def unit_dag():
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(str(ROOT / "dags")).dags["blockchain_production_unit_update"]
-
-
-def refused(dag, conf) -> bool:
-    params = copy.deepcopy(dag.params)
-    try:
-        for key, value in conf.items():
-            params[key] = value
-        params.validate()
-    except ParamValidationError:
-        return True
-    return False
 
 
 GOOD = {"production_unit_id": 3, "status": "RUNNING", "process_name": "Stamping"}
@@ -73,7 +62,7 @@ GOOD = {"production_unit_id": 3, "status": "RUNNING", "process_name": "Stamping"
     ],
 )
 def test_the_schema_refuses(unit_dag, change):
-    assert refused(unit_dag, {**GOOD, **change})
+    assert refused_by_params(unit_dag, {**GOOD, **change})
 
 
 @pytest.mark.parametrize(
@@ -88,7 +77,7 @@ def test_the_schema_refuses(unit_dag, change):
     ],
 )
 def test_the_schema_accepts(unit_dag, change):
-    assert not refused(unit_dag, {**GOOD, **change})
+    assert not refused_by_params(unit_dag, {**GOOD, **change})
 
 
 @pytest.mark.parametrize(
@@ -109,7 +98,7 @@ def test_the_params_the_task_and_the_mes_apply_one_rule(unit_dag, status):
         task_accepts = True
     except AirflowFailException:
         task_accepts = False
-    assert mes_accepts == task_accepts == (not refused(unit_dag, {**GOOD, "status": status}))
+    assert mes_accepts == task_accepts == (not refused_by_params(unit_dag, {**GOOD, "status": status}))
     assert mes_accepts is (status in ("RUNNING", "Parado \u2013 manutenção"))
 
 

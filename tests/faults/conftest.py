@@ -9,11 +9,10 @@ tables, the request topics. Every ledger a case writes is registered in :data:`L
 from __future__ import annotations
 
 import gc
-import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -22,28 +21,27 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from gateway_sandbox import wire
 from gateway_sandbox.faults import Faults
 from gateway_sandbox.ledger import Ledger
 from gateway_sandbox.server import GatewayServer
+from include.day_report_keys import DAY_REPORT_RECORD_TYPE, day_report_keys
 from include.mes.db import engine_from_url
 from tests import sandbox_process
-from tests.conftest import create_mes_schema, mes_agent_ledger, use_fernet_key, wait_until
-from tests.conftest import set_connections as shared_set_connections
+from tests.conftest import (
+    create_mes_schema,
+    mes_agent_ledger,
+    set_mes_connections,
+    use_fernet_key,
+    wait_until,
+)
 from tests.dags.conftest import ROOT
 
 #: Request topics (protocol names): nothing else than the MES writes to them.
 REQUEST_TOPICS = (
-    "BLK_Part_Lst",
-    "BLK_Part_Ans",
-    "BLK_Act_Lst",
-    "BLK_Act_Ans",
-    "BLK_Rty",
-    "BLK_Rty_Get",
-    "BLK_Rec_Get",
-    "BLK_Rec_Unit",
-    "BLK_Rec_DayReportIndicator",
-    "BLK_Rec_ProductionUnit",
-    "BLK_Agt",
+    *wire.TOKEN_TOPICS,
+    *(wire.record_topic(name) for name in ("Unit", "DayReportIndicator", "ProductionUnit")),
+    wire.AGENTS,
 )
 
 #: Every ledger written by a case of this suite, verified at the end (test_ledger_integrity.py).
@@ -83,6 +81,19 @@ class FaultStack:
     def topic(self, name: str) -> str:
         return self.prefix + name
 
+    def assert_day_reports_written_once(self, reports: Sequence[Any]) -> None:
+        """The ledger holds the 28 records of each of the MES's day *reports*, each written by one
+        transaction with the report's value."""
+        with self.ledger() as ledger:
+            assert ledger.count_records(DAY_REPORT_RECORD_TYPE) == 28 * len(reports)
+            for report in reports:
+                for key in day_report_keys(report.report_id):
+                    record = ledger.record(key.record_id)
+                    assert len(record["transaction_ids"]) == 1, key.record_id  # written once
+                    assert record["properties"]["Value"] == pytest.approx(
+                        report.value(key.shift, key.indicator)
+                    )
+
     def serve(self, **kwargs: Any) -> GatewayServer:
         """Start (another) in-process sandbox on this stack's ledger and topics."""
         kwargs.setdefault("topic_prefix", self.prefix)
@@ -96,36 +107,6 @@ class FaultStack:
         for server in self.servers:
             server.stop()
         self.servers.clear()
-
-
-def set_connections(
-    monkeypatch: pytest.MonkeyPatch,
-    bootstrap: str,
-    prefix: str,
-    public_key: str,
-    token: str,
-    agent_password: str,
-    mes_path: Path,
-    *,
-    echo: bool,
-    timeout: float,
-    kafka_extra: dict[str, Any] | None = None,
-    **extra: Any,
-) -> None:
-    """``kafka_default``, ``blockchain_master`` and ``mes_db`` as Airflow reads them from the environment."""
-    shared_set_connections(
-        monkeypatch,
-        bootstrap,
-        prefix,
-        token,
-        public_key=public_key,
-        agent_password=agent_password,
-        kafka_extra=kafka_extra,
-        echo_request_id=echo,
-        timeout=timeout,
-        **extra,
-    )
-    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps({"conn_type": "sqlite", "host": str(mes_path)}))
 
 
 @pytest.fixture
@@ -162,15 +143,13 @@ def make_stack(
         public_key, token, agent_password = mes_agent_ledger(ledger_path)
         LEDGERS.append(ledger_path)
         mes_path = directory / "mes.sqlite3"
-        set_connections(
+        set_mes_connections(
             monkeypatch,
             bootstrap,
             prefix,
-            public_key,
-            token,
-            agent_password,
-            mes_path,
-            echo=echo,
+            (public_key, token, agent_password),
+            {"conn_type": "sqlite", "host": str(mes_path)},
+            echo_request_id=echo,
             timeout=timeout,
             kafka_extra=kafka_extra,
             **({} if late_answer_grace is None else {"late_answer_grace": late_answer_grace}),

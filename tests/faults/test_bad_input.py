@@ -9,7 +9,6 @@ before the hook starts. Each case then reads the request topics from their begin
 
 from __future__ import annotations
 
-import copy
 import re
 import string
 from typing import Any
@@ -26,6 +25,7 @@ from blockchain_provider.hooks.kafka_blockchain import KafkaBlockchainHook
 from blockchain_provider.operators.order import AnswerOrderRequestOperator
 from blockchain_provider.operators.partner import AnswerPartnerRequestOperator
 from blockchain_provider.operators.requests import GetRequestOperator
+from tests.dags.conftest import refused_by_params
 from tests.faults.conftest import load_dag, requests_sent
 from tests.operator_runs import run_operator, task_context
 
@@ -81,18 +81,6 @@ BAD_IDS = st.one_of(near_miss_ids(), ANY_VALUE).filter(lambda v: not valid_id(v)
 DECISIONS = st.one_of(
     st.sampled_from(["accept", "reject"]), ANY_VALUE, st.sampled_from(["Accept", " reject", "yes"])
 )
-
-
-def refused_by_params(dag, conf: dict[str, Any]) -> bool:
-    """Whether triggering *dag* with *conf* is refused, as a trigger validates it."""
-    params = copy.deepcopy(dag.params)
-    try:
-        for key, value in conf.items():
-            params[key] = value
-        params.validate()
-    except ParamValidationError:
-        return True
-    return False
 
 
 def task_refused_before_kafka(
