@@ -40,10 +40,7 @@ echo, one with) unless
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -56,20 +53,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
+from bench.harness import load_average  # noqa: E402
 from bench.serial_day_report import day_report  # noqa: E402
-from bench.stack_api import StackApi  # noqa: E402
+from bench.stack_api import StackApi, running_stack, scratch_stack_settings  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
 from gateway_sandbox.trace import in_flight_overlaps, read_trace  # noqa: E402
-from include.mes.db import engine_from_url  # noqa: E402
 from include.mes.models import ProductionUnit  # noqa: E402
 from include.mes.repository import MesRepository  # noqa: E402
 from include.mes_client import PRODUCTION_UNIT_UPDATE_DAG_ID, MesAirflowClient, patch_production_unit  # noqa: E402
 from include.sample_data import generate_plant  # noqa: E402
-from local_services.ports import free_port  # noqa: E402
 from local_services.termination import stop_on_termination  # noqa: E402
 from scripts.production_stack import AIRFLOW_DATABASE, ProductionStack  # noqa: E402
 from scripts.stack.airflow_api import admin_password  # noqa: E402
-from scripts.stack.settings import ADMIN_USER, Settings  # noqa: E402
+from scripts.stack.settings import ADMIN_USER  # noqa: E402
 
 DAG_IDS = (PRODUCTION_UNIT_UPDATE_DAG_ID, "blockchain_day_report")
 #: The trace's topic of a unit's record updates (each signed by the unit's reporter)
@@ -235,53 +231,50 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.busy_units <= args.units:
         parser.error(f"--busy-units {args.busy_units}: expected 1 to --units ({args.units})")
     stop_on_termination()  # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
-    tmp = Path(tempfile.mkdtemp(prefix="bench-plant-scale-"))
-    trace = tmp / "trace.jsonl"
-    settings = Settings(
-        root=ROOT, stack_dir=tmp / "stack", airflow_port=free_port(), kafka="apache", timeout=600
-    )
     pool_slots = 8 if args.echo else 1
-    gateway = ("--profile", "original", "--trace", str(trace))
-    stack = ProductionStack(
-        settings, echo=args.echo, pool_slots=pool_slots, sandbox_options=(*gateway, "--write-delay-ms", "0")
-    )
     figures: dict[str, Any] = {}
     report: dict[str, Any] | None = None
-    began = time.monotonic()
-    engine = None
-    try:
-        stack.up()
-        api = StackApi.connect(stack)
-        api.unpause_when_parsed(*DAG_IDS)
-        engine = engine_from_url(stack.mes_url())
-        repository = MesRepository(engine)
-        day = date.today() - timedelta(days=1)  # the sample reports' last day
-        generate_plant(engine, units=args.units, weeks=1, end_date=day)
-        units = repository.production_units()[: args.units]
-        ledger = Ledger(str(settings.ledger))
-        # not timed: each unit's first update creates its record and reporter
-        started = time.monotonic()
-        client = MesAirflowClient(settings.url, ADMIN_USER, admin_password(settings))
-        warm, _ = trigger_all(client, repository, {unit.id: ["WARM"] for unit in units})
-        states = wait_for_runs(stack.postgres.url(AIRFLOW_DATABASE), warm, timeout=3600)  # type: ignore[union-attr]
-        if list(states.values()).count("success") != len(units):
-            raise SystemExit(f"the first updates did not all succeed: {sorted(set(states.values()))}")
-        print(f"first updates of {len(units)} units in {time.monotonic() - started:.0f} s (not timed)")
-        stack.sandbox_options = (*gateway, "--write-delay-ms", f"{args.delay_ms:g}")
-        stack.restart_sandbox(echo=args.echo, pool_slots=pool_slots)
-        figures = plant_changes(
-            api, stack, repository, ledger, trace, units, args.busy_units, args.extra_changes, args.timeout
+    with scratch_stack_settings("bench-plant-scale-") as (tmp, settings):
+        trace = tmp / "trace.jsonl"
+        gateway = ("--profile", "original", "--trace", str(trace))
+        stack = ProductionStack(
+            settings,
+            echo=args.echo,
+            pool_slots=pool_slots,
+            sandbox_options=(*gateway, "--write-delay-ms", "0"),
         )
-        if args.day_report:
-            report = day_report(api, ledger, trace, day, len(units))
-    finally:
-        if engine is not None:
-            engine.dispose()
-        stack.down()
-        # the stack's ledger holds the agents' private keys, its Airflow home the Fernet key
-        shutil.rmtree(tmp, ignore_errors=True)
+        began = time.monotonic()
+        with running_stack(stack, *DAG_IDS) as (api, engine):
+            repository = MesRepository(engine)
+            day = date.today() - timedelta(days=1)  # the sample reports' last day
+            generate_plant(engine, units=args.units, weeks=1, end_date=day)
+            units = repository.production_units()[: args.units]
+            ledger = Ledger(str(settings.ledger))
+            # not timed: each unit's first update creates its record and reporter
+            started = time.monotonic()
+            client = MesAirflowClient(settings.url, ADMIN_USER, admin_password(settings))
+            warm, _ = trigger_all(client, repository, {unit.id: ["WARM"] for unit in units})
+            states = wait_for_runs(stack.postgres.url(AIRFLOW_DATABASE), warm, timeout=3600)  # type: ignore[union-attr]
+            if list(states.values()).count("success") != len(units):
+                raise SystemExit(f"the first updates did not all succeed: {sorted(set(states.values()))}")
+            print(f"first updates of {len(units)} units in {time.monotonic() - started:.0f} s (not timed)")
+            stack.sandbox_options = (*gateway, "--write-delay-ms", f"{args.delay_ms:g}")
+            stack.restart_sandbox(echo=args.echo, pool_slots=pool_slots)
+            figures = plant_changes(
+                api,
+                stack,
+                repository,
+                ledger,
+                trace,
+                units,
+                args.busy_units,
+                args.extra_changes,
+                args.timeout,
+            )
+            if args.day_report:
+                report = day_report(api, ledger, trace, day, len(units))
     whole = time.monotonic() - began
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     f = figures
     delay = args.delay_ms / 1000
     matching = "echo on, pool 8 slots" if args.echo else "no echo (matched by token), pool 1 slot"

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import shutil
 import sys
-import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -39,16 +36,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
-from bench.stack_api import StackApi  # noqa: E402
+from bench.harness import load_average  # noqa: E402
+from bench.stack_api import StackApi, running_stack, scratch_stack_settings  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
 from gateway_sandbox.trace import read_trace  # noqa: E402
 from include.day_report_keys import DAY_REPORT_RECORD_TYPE  # noqa: E402
-from include.mes.db import engine_from_url  # noqa: E402
 from include.sample_data import generate_plant  # noqa: E402
-from local_services.ports import free_port  # noqa: E402
 from local_services.termination import stop_on_termination  # noqa: E402
 from scripts.production_stack import ProductionStack  # noqa: E402
-from scripts.stack.settings import Settings  # noqa: E402
 
 DAG_ID = "blockchain_day_report"
 DAY = date(2026, 11, 27)
@@ -100,38 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stop_on_termination()  # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
     delay = args.delay_ms / 1000
-    tmp = Path(tempfile.mkdtemp(prefix="bench-serial-day-report-"))
-    trace = tmp / "trace.jsonl"
-    settings = Settings(
-        root=ROOT, stack_dir=tmp / "stack", airflow_port=free_port(), kafka="apache", timeout=600
-    )
-    stack = ProductionStack(
-        settings,
-        echo=False,
-        pool_slots=1,
-        sandbox_options=("--delay-ms", f"{args.delay_ms:g}", "--trace", str(trace)),
-    )
     figures: dict[str, dict[str, Any]] = {}
-    began = time.monotonic()
-    engine = None
-    try:
-        stack.up()
-        api = StackApi.connect(stack)
-        api.unpause_when_parsed(DAG_ID)
-        engine = engine_from_url(stack.mes_url())
-        generate_plant(engine, units=args.units, weeks=1, end_date=DAY)
-        ledger = Ledger(str(settings.ledger))
-        figures["echo off, pool 1 slot"] = day_report(api, ledger, trace, DAY, args.units)
-        stack.restart_sandbox(echo=True, pool_slots=8)
-        figures["echo on, pool 8 slots"] = day_report(api, ledger, trace, DAY - timedelta(days=1), args.units)
-    finally:
-        if engine is not None:
-            engine.dispose()
-        stack.down()
-        # the stack's ledger holds the agents' private keys, its Airflow home the Fernet key
-        shutil.rmtree(tmp, ignore_errors=True)
+    with scratch_stack_settings("bench-serial-day-report-") as (tmp, settings):
+        trace = tmp / "trace.jsonl"
+        stack = ProductionStack(
+            settings,
+            echo=False,
+            pool_slots=1,
+            sandbox_options=("--delay-ms", f"{args.delay_ms:g}", "--trace", str(trace)),
+        )
+        began = time.monotonic()
+        with running_stack(stack, DAG_ID) as (api, engine):
+            generate_plant(engine, units=args.units, weeks=1, end_date=DAY)
+            ledger = Ledger(str(settings.ledger))
+            figures["echo off, pool 1 slot"] = day_report(api, ledger, trace, DAY, args.units)
+            stack.restart_sandbox(echo=True, pool_slots=8)
+            figures["echo on, pool 8 slots"] = day_report(
+                api, ledger, trace, DAY - timedelta(days=1), args.units
+            )
     whole = time.monotonic() - began
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     lines = []
     for name, f in figures.items():
         floor = f["expected"] * delay

@@ -1,13 +1,26 @@
-"""The benchmarks' client of a running stack's REST API (as its admin user)."""
+"""The benchmarks' client of a running stack's REST API (as its admin user), and the production-shape
+stack they run on: its scratch folder and settings, started and stopped."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from sqlalchemy.engine import Engine
+
+from include.mes.db import engine_from_url
+from local_services.ports import free_port
 from scripts.production_stack import ProductionStack
 from scripts.stack.airflow_api import admin_password, api_token, http_json
+from scripts.stack.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class StackApi:
@@ -58,3 +71,35 @@ class StackApi:
         for ti in self(path)["task_instances"]:
             counts[ti["state"] or "none"] = counts.get(ti["state"] or "none", 0) + 1
         return counts
+
+
+@contextmanager
+def scratch_stack_settings(prefix: str) -> Iterator[tuple[Path, Settings]]:
+    """A scratch folder named from *prefix* and the settings of a production-shape stack in it
+    (3 Apache Kafka brokers, a free Airflow port); the folder is removed at the end."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        settings = Settings(
+            root=ROOT, stack_dir=tmp / "stack", airflow_port=free_port(), kafka="apache", timeout=600
+        )
+        yield tmp, settings
+    finally:
+        # the stack's ledger holds the agents' private keys, its Airflow home the Fernet key
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def running_stack(stack: ProductionStack, *dag_ids: str) -> Iterator[tuple[StackApi, Engine]]:
+    """*stack* started and *dag_ids* unpaused once parsed: its API client and an engine on its MES
+    database. The engine is disposed of and the stack stopped at the end."""
+    engine = None
+    try:
+        stack.up()
+        api = StackApi.connect(stack)
+        api.unpause_when_parsed(*dag_ids)
+        engine = engine_from_url(stack.mes_url())
+        yield api, engine
+    finally:
+        if engine is not None:
+            engine.dispose()
+        stack.down()

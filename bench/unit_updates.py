@@ -24,10 +24,7 @@ Prints the figures and writes them into the "Production-unit updates" section of
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,16 +35,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
-from bench.stack_api import StackApi  # noqa: E402
+from bench.harness import load_average  # noqa: E402
+from bench.stack_api import StackApi, running_stack, scratch_stack_settings  # noqa: E402
 from gateway_sandbox.ledger import Ledger  # noqa: E402
-from include.mes.db import engine_from_url  # noqa: E402
 from include.mes.repository import MesRepository  # noqa: E402
 from include.mes_client import PRODUCTION_UNIT_UPDATE_DAG_ID, MesAirflowClient, patch_production_unit  # noqa: E402
-from local_services.ports import free_port  # noqa: E402
 from local_services.termination import stop_on_termination  # noqa: E402
 from scripts.production_stack import ProductionStack  # noqa: E402
 from scripts.stack.airflow_api import admin_password  # noqa: E402
-from scripts.stack.settings import ADMIN_USER, Settings  # noqa: E402
+from scripts.stack.settings import ADMIN_USER  # noqa: E402
 
 UNITS, PER_UNIT = 5, 4
 
@@ -112,41 +108,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # a SIGTERM (timeout, kill) stops what the script started, as Ctrl-C does
     stop_on_termination()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-unit-updates-"))
-    settings = Settings(
-        root=ROOT, stack_dir=tmp / "stack", airflow_port=free_port(), kafka="apache", timeout=600
-    )
     delay = ("--delay-ms", str(args.delay_ms)) if args.delay_ms else ()
-    stack = ProductionStack(settings, echo=False, pool_slots=1, sandbox_options=delay)
     figures: dict[str, dict[str, Any]] = {}
-    began = time.monotonic()
-    engine = None
-    try:
-        stack.up()
-        api = StackApi.connect(stack)
-        api.unpause_when_parsed(PRODUCTION_UNIT_UPDATE_DAG_ID)
-        engine = engine_from_url(stack.mes_url())
-        repository = MesRepository(engine)
-        ledger = Ledger(str(settings.ledger))
-        client = MesAirflowClient(settings.url, ADMIN_USER, admin_password(settings))
-        # each unit's first update creates its record and reporter: done before anything is timed
-        first = {
-            patch_production_unit(repository, client, unit.id, "WARM", "")
-            for unit in repository.production_units()[:UNITS]
-        }
-        if list(wait_for(api, first).values()).count("success") != UNITS:
-            raise SystemExit("the warm-up updates did not all succeed")
-        figures["echo off, pool 1 slot"] = twenty_updates(api, client, repository, ledger, "OFF")
-        stack.restart_sandbox(echo=True, pool_slots=8)
-        figures["echo on, pool 8 slots"] = twenty_updates(api, client, repository, ledger, "ON")
-    finally:
-        if engine is not None:
-            engine.dispose()
-        stack.down()
-        # the stack's ledger holds the agents' private keys, its Airflow home the Fernet key
-        shutil.rmtree(tmp, ignore_errors=True)
+    with scratch_stack_settings("bench-unit-updates-") as (_tmp, settings):
+        stack = ProductionStack(settings, echo=False, pool_slots=1, sandbox_options=delay)
+        began = time.monotonic()
+        with running_stack(stack, PRODUCTION_UNIT_UPDATE_DAG_ID) as (api, engine):
+            repository = MesRepository(engine)
+            ledger = Ledger(str(settings.ledger))
+            client = MesAirflowClient(settings.url, ADMIN_USER, admin_password(settings))
+            # each unit's first update creates its record and reporter: done before anything is timed
+            first = {
+                patch_production_unit(repository, client, unit.id, "WARM", "")
+                for unit in repository.production_units()[:UNITS]
+            }
+            if list(wait_for(api, first).values()).count("success") != UNITS:
+                raise SystemExit("the warm-up updates did not all succeed")
+            figures["echo off, pool 1 slot"] = twenty_updates(api, client, repository, ledger, "OFF")
+            stack.restart_sandbox(echo=True, pool_slots=8)
+            figures["echo on, pool 8 slots"] = twenty_updates(api, client, repository, ledger, "ON")
     whole = time.monotonic() - began
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     off, on = figures["echo off, pool 1 slot"], figures["echo on, pool 8 slots"]
     late = f", gateway {args.delay_ms / 1000:g} s late" if args.delay_ms else ""
     lines = [
