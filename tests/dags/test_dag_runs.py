@@ -10,6 +10,7 @@ import json
 import math
 import os
 from datetime import date
+from typing import Any
 
 import pytest
 from blockchain_common.factories import SYNC_PAGE_SIZE
@@ -288,13 +289,18 @@ def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack, mon
         mes.set_production_unit_state(unit.id, f"S{n}", f"P{n}", dag_run_id=f"mes__backlog{n}")
     mes.set_production_unit_state(other.id, "OTHER", "", dag_run_id="mes__other")
 
-    run = run_dag(
-        "blockchain_production_unit_update",
-        {"production_unit_id": unit.id, "status": "S4", "process_name": "P4"},
-    )
-    assert run.state == "success", task_states(run)
+    def update(status: str, process_name: str) -> Any:
+        """The unit's update run to *status* (it must succeed)."""
+        run = run_dag(
+            "blockchain_production_unit_update",
+            {"production_unit_id": unit.id, "status": status, "process_name": process_name},
+        )
+        assert run.state == "success", task_states(run)
+        return run
+
+    run = update("S4", "P4")
     ledger = stack.ledger()
-    updates = [p["properties"] for _, p in _ops(ledger, "record.update") if p["record_id"] == record_id]
+    updates = ledger.record_updates(record_id)
     assert [(u["Status"], u["ProcessName"]) for u in updates] == [(f"S{n}", f"P{n}") for n in (1, 2, 3, 4)]
     assert ledger.record(record_id)["properties"]["Status"] == "S4"
     # each noted applied, by this run; its own change noted when it started, after the backlog
@@ -315,13 +321,8 @@ def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack, mon
             drain.mark_attempted(lost.seq)
 
     lose("S4", "mes__lost")
-    again = run_dag(
-        "blockchain_production_unit_update",
-        {"production_unit_id": unit.id, "status": "S5", "process_name": "P5"},
-    )
-    assert again.state == "success", task_states(again)
-    updates = [p["properties"] for _, p in _ops(ledger, "record.update") if p["record_id"] == record_id]
-    assert [u["Status"] for u in updates] == ["S1", "S2", "S3", "S4", "S4", "S5"]
+    again = update("S5", "P5")
+    assert [u["Status"] for u in ledger.record_updates(record_id)] == ["S1", "S2", "S3", "S4", "S4", "S5"]
     lost = mes.unit_change("mes__lost")
     assert (lost.outcome, lost.detail, lost.applied_by_run) == (
         "applied",
@@ -336,13 +337,9 @@ def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack, mon
     )
     mes.set_production_unit_state(unit.id, "S4", "P4", dag_run_id="mes__reset")
     lose("S4", "mes__lost2")
-    again = run_dag(
-        "blockchain_production_unit_update",
-        {"production_unit_id": unit.id, "status": "S6", "process_name": "P6"},
-    )
-    assert again.state == "success", task_states(again)
-    updates = [p["properties"] for _, p in _ops(ledger, "record.update") if p["record_id"] == record_id]
-    assert [u["Status"] for u in updates] == ["S1", "S2", "S3", "S4", "S4", "S5", "S4", "S6"]
+    again = update("S6", "P6")
+    statuses = [u["Status"] for u in ledger.record_updates(record_id)]
+    assert statuses == ["S1", "S2", "S3", "S4", "S4", "S5", "S4", "S6"]
     lost = mes.unit_change("mes__lost2")
     assert (lost.outcome, lost.detail, lost.applied_by_run) == ("applied", "already up to date", again.run_id)
     assert mes.unit_change(again.run_id).applied_by_run == again.run_id

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,21 +32,6 @@ pytestmark = [
     pytest.mark.airflow_db,
     pytest.mark.timeout(600),
 ]
-
-
-@pytest.fixture(scope="module")
-def mes_path(fab_mes_path: Path) -> Path:
-    return fab_mes_path
-
-
-@pytest.fixture(scope="module")
-def mes(mes_path: Path) -> Any:
-    from include.mes.db import engine_from_url
-    from include.mes.repository import MesRepository
-
-    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
-    repository.create_schema()
-    return repository
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +69,11 @@ def sign_in_with_fab(tab: Any, server: FabApiServer, username: str, url: str) ->
 
 def test_an_op_user_rejects_from_the_page_signed_in_through_fab(
     server: FabApiServer,
-    mes: Any,
+    fab_mes: Any,
     page: Any,  # noqa: F811 - the fixture imported above
 ) -> None:
     expect = sync_api.expect
-    request_id = open_partner_request(mes, 1)
+    request_id = open_partner_request(fab_mes, 1)
 
     sign_in_with_fab(page, server, "operator", server.base_url + "/")
     page.get_by_role("link", name="Blockchain requests").click()
@@ -120,11 +104,11 @@ def test_an_op_user_rejects_from_the_page_signed_in_through_fab(
 
 def test_a_viewer_signed_in_through_fab_sees_no_buttons(
     server: FabApiServer,
-    mes: Any,
+    fab_mes: Any,
     page: Any,  # noqa: F811
 ) -> None:
     expect = sync_api.expect
-    request_id = open_partner_request(mes, 2)
+    request_id = open_partner_request(fab_mes, 2)
     answers = len(server.dag_runs(ANSWER_DAG))
 
     # the page's own address (by FAB's default, Viewer may not list plugins: no navigation entry)

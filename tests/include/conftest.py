@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from include.mes import schema
 from include.mes.db import engine_from_url
+from include.mes.repository import MesRepository
 from tests.conftest import PostgresServer
 
 
@@ -37,3 +38,11 @@ def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
         yield eng
     finally:
         eng.dispose()
+
+
+@pytest.fixture
+def repo(engine: Engine) -> MesRepository:
+    """The MES repository on *engine*'s database, its schema created."""
+    repository = MesRepository(engine)
+    repository.create_schema()
+    return repository

@@ -57,13 +57,6 @@ def hex32(n: int) -> str:
     return f"{n:032x}"
 
 
-@pytest.fixture
-def repo(engine: Engine) -> MesRepository:
-    repository = MesRepository(engine)
-    repository.create_schema()
-    return repository
-
-
 def all_values(base: float = 0.5) -> dict[tuple[str, str], float]:
     keys = day_report_keys("0" * 24)
     return {(k.shift, k.indicator): base + n / 1000 for n, k in enumerate(keys)}

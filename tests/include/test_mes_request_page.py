@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy.engine import Engine
 
 from include.mes.repository import MesRepository
 from tests.include.test_mes_repository import hex32, order, partner
-
-
-@pytest.fixture
-def repo(engine: Engine) -> MesRepository:
-    repository = MesRepository(engine)
-    repository.create_schema()
-    return repository
 
 
 def test_pages_are_newest_first_and_count_the_filtered_total(repo: MesRepository) -> None:

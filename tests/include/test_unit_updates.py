@@ -26,13 +26,6 @@ from include.mes.unit_updates import (
 from tests.conftest import wait_until
 
 
-@pytest.fixture
-def repo(engine: Engine) -> MesRepository:
-    repository = MesRepository(engine)
-    repository.create_schema()
-    return repository
-
-
 def test_the_unit_updates_table_is_created_with_the_schema(engine: Engine) -> None:
     schema.create_schema(engine)
     columns = {c["name"] for c in sa.inspect(engine).get_columns("unit_updates")}

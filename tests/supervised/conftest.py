@@ -18,7 +18,7 @@ from gateway_sandbox.broker import free_port
 from gateway_sandbox.ledger import Ledger
 from include.mes.db import engine_from_url
 from include.sample_data import generate_plant
-from tests.conftest import PostgresServer, prefixed_topics
+from tests.conftest import PostgresServer, needs, prefixed_topics
 from tests.dags.conftest import PRODUCT_DAG_IDS
 from tests.sandbox_process import SandboxProcess
 from tests.supervised.deployment import AirflowDeployment
@@ -65,6 +65,7 @@ def failed_task_logs(airflow: AirflowDeployment, details: dict[str, dict[str, st
 
 
 @pytest.fixture(scope="module")
+@needs("airflow_db")
 def metadata_database(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh PostgreSQL database for Airflow's metadata: several services write it at once,
     which SQLite serialises with 'database is locked' errors under load."""

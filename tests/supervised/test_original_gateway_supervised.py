@@ -29,13 +29,8 @@ from tests.dags.conftest import erp_agent
 from tests.supervised.conftest import DAY, Deployed, failed_task_logs, project_deployment
 from tests.supervised.deployment import AirflowDeployment
 
-pytestmark = [
-    pytest.mark.broker,
-    pytest.mark.postgres,
-    pytest.mark.slow,
-    pytest.mark.airflow_db,
-    pytest.mark.timeout(1200),
-]
+# broker, postgres, airflow_db and airflow: from the fixtures the deployment starts
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,8 @@ from tests.dags.conftest import erp_agent, product_dag_confs
 from tests.supervised.conftest import DAY, Deployed, failed_task_logs, project_deployment
 from tests.supervised.deployment import AirflowDeployment
 
-pytestmark = [
-    pytest.mark.broker,
-    pytest.mark.postgres,
-    pytest.mark.slow,
-    pytest.mark.airflow_db,
-    pytest.mark.timeout(900),
-]
+# broker, postgres, airflow_db and airflow: from the fixtures the deployment starts
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +42,15 @@ def deployment(tmp_path_factory, kafka_bootstrap, metadata_database) -> Iterator
 def stored_connection(airflow: AirflowDeployment) -> dict:
     result = airflow.airflow("connections", "get", "blockchain_master", "-o", "json")
     return json.loads(result.stdout)[0]
+
+
+def fail_unless_succeeded(airflow: AirflowDeployment, dag_id: str, states: dict[str, str]) -> None:
+    """Fail with the task states and stored logs of the runs of *dag_id* in *states* (run id:
+    final state) that did not succeed."""
+    failed = [run_id for run_id, state in states.items() if state != "success"]
+    if failed:
+        details = {dag_id: {t: s for r in failed for t, s in airflow.task_states(dag_id, r).items()}}
+        pytest.fail(f"runs did not succeed: {details}\n{failed_task_logs(airflow, details)}")
 
 
 def test_every_dag_supervised_with_the_token_masked(deployment):
@@ -194,19 +198,11 @@ def test_a_slow_gateway_hands_unit_updates_to_the_triggerer_in_order(deployment)
         states = {run_id: airflow.wait_for_run(dag_id, run_id, timeout=600) for run_id in runs}
     finally:
         sandbox.restart()
-    failed = [run_id for run_id, state in states.items() if state != "success"]
-    if failed:
-        details = {dag_id: {t: s for r in failed for t, s in airflow.task_states(dag_id, r).items()}}
-        pytest.fail(f"runs did not succeed: {details}\n{failed_task_logs(airflow, details)}")
+    fail_unless_succeeded(airflow, dag_id, states)
 
     record_id = f"PU_{unit.code}"
     reporter = repository.reporter_of_unit(unit.code)
-    updates = ledger._conn.execute(
-        "SELECT json_extract(payload, '$.properties') FROM transactions "
-        "WHERE json_extract(payload, '$.record_id') = ? AND op = 'record.update' ORDER BY seq",
-        (record_id,),
-    ).fetchall()
-    assert [json.loads(properties)["Status"] for (properties,) in updates] == ["SLOW_1", "SLOW_2"]
+    assert [u["Status"] for u in ledger.record_updates(record_id)] == ["SLOW_1", "SLOW_2"]
     assert ledger.record(record_id)["properties"]["Status"] == "SLOW_2"
     assert [c.outcome for c in repository.unit_changes(unit.id)][-2:] == ["applied", "applied"]
     logs = {path: text for path, text in airflow.task_logs().items() if any(r in str(path) for r in runs)}
@@ -266,21 +262,11 @@ def test_a_run_waiting_for_its_units_lock_keeps_no_pool_slot_from_the_holder(dep
     finally:
         sandbox.restart()
         engine.dispose()
-    failed = [run_id for run_id, state in states.items() if state != "success"]
-    if failed:
-        details = {dag_id: {t: s for r in failed for t, s in airflow.task_states(dag_id, r).items()}}
-        pytest.fail(f"runs did not succeed: {details}\n{failed_task_logs(airflow, details)}")
+    fail_unless_succeeded(airflow, dag_id, states)
 
     # the holder drained both changes, in order
     record_id = f"PU_{unit.code}"
-    statuses = [
-        json.loads(properties)["Status"]
-        for (properties,) in ledger._conn.execute(
-            "SELECT json_extract(payload, '$.properties') FROM transactions "
-            "WHERE json_extract(payload, '$.record_id') = ? AND op = 'record.update' ORDER BY seq",
-            (record_id,),
-        ).fetchall()
-    ]
+    statuses = [u["Status"] for u in ledger.record_updates(record_id)]
     assert statuses[-2:] == [confs[waiter]["status"], confs[holder]["status"]]
     assert {repository.unit_change(r).applied_by_run for r in (waiter, holder)} == {holder}
     # no task of the waiter waited for the lock in a slot of the pool
@@ -324,20 +310,10 @@ def test_units_updates_run_side_by_side_one_request_per_reporter_token(deploymen
     finally:
         sandbox.restart()
         engine.dispose()
-    failed = [run_id for run_id, state in states.items() if state != "success"]
-    if failed:
-        details = {dag_id: {t: s for r in failed for t, s in airflow.task_states(dag_id, r).items()}}
-        pytest.fail(f"runs did not succeed: {details}\n{failed_task_logs(airflow, details)}")
+    fail_unless_succeeded(airflow, dag_id, states)
 
     for unit in units:
-        statuses = [
-            json.loads(properties)["Status"]
-            for (properties,) in ledger._conn.execute(
-                "SELECT json_extract(payload, '$.properties') FROM transactions "
-                "WHERE json_extract(payload, '$.record_id') = ? AND op = 'record.update' ORDER BY seq",
-                (f"PU_{unit.code}",),
-            ).fetchall()
-        ]
+        statuses = [u["Status"] for u in ledger.record_updates(f"PU_{unit.code}")]
         # a try retried without reads may send its values again (README): the same values twice
         # in a row, never an older value after a newer one
         assert [status for status, _ in itertools.groupby(statuses)][-3:] == [s for _, s in changes[unit.id]]

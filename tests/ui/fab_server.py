@@ -234,6 +234,18 @@ def fab_mes_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fab_mes(fab_mes_path: Path) -> Any:
+    """The MES repository (schema created) on the database the session's FAB API server's page
+    reads."""
+    from include.mes.db import engine_from_url
+    from include.mes.repository import MesRepository
+
+    repository = MesRepository(engine_from_url(f"sqlite:///{fab_mes_path}"))
+    repository.create_schema()
+    return repository
+
+
+@pytest.fixture(scope="session")
 @needs("airflow")
 def fab_server(tmp_path_factory: pytest.TempPathFactory, fab_mes_path: Path) -> Iterator[FabApiServer]:
     """The API server, with the MES database and this MES's agent given as connections."""

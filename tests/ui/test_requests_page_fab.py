@@ -35,23 +35,8 @@ def new_id() -> str:
 
 
 @pytest.fixture(scope="module")
-def mes_path(fab_mes_path: Path) -> Path:
-    return fab_mes_path
-
-
-@pytest.fixture(scope="module")
 def server(fab_server: FabApiServer) -> FabApiServer:
     return fab_server
-
-
-@pytest.fixture(scope="module")
-def mes(mes_path: Path) -> Any:
-    from include.mes.db import engine_from_url
-    from include.mes.repository import MesRepository
-
-    repository = MesRepository(engine_from_url(f"sqlite:///{mes_path}"))
-    repository.create_schema()
-    return repository
 
 
 def open_partner_request(mes: Any) -> str:
@@ -97,12 +82,12 @@ def answer(client: Any, request_id: str, decision: str = "reject") -> Any:
 )
 def test_the_buttons_follow_the_users_fab_role(
     server: FabApiServer,
-    mes: Any,
+    fab_mes: Any,
     username: str,
     partner_can: dict[str, bool],
     order_can: dict[str, bool] | None,
 ) -> None:
-    request_id = open_partner_request(mes)
+    request_id = open_partner_request(fab_mes)
     with server.client(username) as client:
         page = client.get(f"{PREFIX}/")
         assert page.status_code == 200, page.text
@@ -139,8 +124,10 @@ def test_signing_in_through_fab_and_unknown_tokens(server: FabApiServer) -> None
 
 
 @pytest.mark.parametrize("username", ["admin", "operator"])
-def test_admin_and_op_answer_and_sync_as_themselves(server: FabApiServer, mes: Any, username: str) -> None:
-    request_id = open_partner_request(mes)
+def test_admin_and_op_answer_and_sync_as_themselves(
+    server: FabApiServer, fab_mes: Any, username: str
+) -> None:
+    request_id = open_partner_request(fab_mes)
     with server.client(username) as client:
         response = answer(client, request_id)
         assert response.status_code == 201, response.text
@@ -162,8 +149,8 @@ def test_admin_and_op_answer_and_sync_as_themselves(server: FabApiServer, mes: A
     assert sync_run["triggering_user_name"] == username
 
 
-def test_answers_are_validated_as_the_dag_params_are(server: FabApiServer, mes: Any) -> None:
-    request_id = open_partner_request(mes)
+def test_answers_are_validated_as_the_dag_params_are(server: FabApiServer, fab_mes: Any) -> None:
+    request_id = open_partner_request(fab_mes)
     before = len(server.dag_runs("blockchain_partner_answer"))
     with server.client("operator") as client:
         bad = answer(client, request_id, "maybe")
@@ -172,9 +159,9 @@ def test_answers_are_validated_as_the_dag_params_are(server: FabApiServer, mes: 
     assert len(server.dag_runs("blockchain_partner_answer")) == before
 
 
-def test_signed_in_through_the_login_form_the_cookie_is_enough(server: FabApiServer, mes: Any) -> None:
+def test_signed_in_through_the_login_form_the_cookie_is_enough(server: FabApiServer, fab_mes: Any) -> None:
     """As in a browser: FAB's login form sets the ``_token`` cookie the page's requests carry."""
-    request_id = open_partner_request(mes)
+    request_id = open_partner_request(fab_mes)
     page_url = f"{server.base_url}{PREFIX}/"
     with closing(server.sign_in_with_form("operator", page_url)) as browser:
         assert "_token" in browser.cookies
@@ -194,8 +181,8 @@ def test_signed_in_through_the_login_form_the_cookie_is_enough(server: FabApiSer
 # ------------------------------------------------------------------------------ Viewer, others
 
 
-def test_a_viewer_gets_no_buttons_and_403_from_answer_and_sync(server: FabApiServer, mes: Any) -> None:
-    request_id = open_partner_request(mes)
+def test_a_viewer_gets_no_buttons_and_403_from_answer_and_sync(server: FabApiServer, fab_mes: Any) -> None:
+    request_id = open_partner_request(fab_mes)
     answers = len(server.dag_runs("blockchain_partner_answer"))
     syncs = len(server.dag_runs("blockchain_partner_sync"))
     with server.client("reader") as reader:
@@ -209,9 +196,9 @@ def test_a_viewer_gets_no_buttons_and_403_from_answer_and_sync(server: FabApiSer
     assert len(server.dag_runs("blockchain_partner_sync")) == syncs
 
 
-def test_a_user_without_the_answer_dag_cannot_answer(server: FabApiServer, mes: Any) -> None:
+def test_a_user_without_the_answer_dag_cannot_answer(server: FabApiServer, fab_mes: Any) -> None:
     """A role with the partner sync DAG only: it syncs, but answers nothing, here or in Airflow."""
-    request_id = open_partner_request(mes)
+    request_id = open_partner_request(fab_mes)
     answers = len(server.dag_runs("blockchain_partner_answer"))
     with server.client("syncer") as syncer:
         shown = row(syncer, request_id)
