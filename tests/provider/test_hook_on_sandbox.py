@@ -37,6 +37,10 @@ def test_every_message_against_the_sandbox(kafka_bootstrap, topic_prefix, tmp_pa
             listed = list(hook.iter_partner_requests(page_size=100))
             assert [item["partner_request_id"] for item in listed] == partner_ids
             assert [item["abs_action_id"] for item in hook.iter_order_requests()] == [order]
+            # the same, by the kind's name
+            first = hook.list_requests("partner", 0, 3)
+            assert [item["partner_request_id"] for item in first] == partner_ids[:3]
+            assert [item["abs_action_id"] for item in hook.iter_requests("order", page_size=2)] == [order]
             # BLK_Part_Ans / BLK_Act_Ans
             assert "ACCEPTED" in hook.answer_partner_request(partner_ids[0], True)
             assert "REJECTED" in hook.answer_order_request(order, False)

@@ -38,6 +38,7 @@ from blockchain_provider.hooks.kafka_clients import TANSU_CONSUMER_DEFAULTS
 from blockchain_provider.hooks.response_reader import ResponseReader
 from blockchain_provider.hooks.settings import GatewaySettings, _mask, gateway_settings
 from blockchain_provider.outcomes import Outcome
+from blockchain_provider.request_kinds import ORDER, PARTNER, RequestKind, request_kind
 
 log = logging.getLogger(__name__)
 
@@ -205,31 +206,45 @@ class KafkaBlockchainHook(BaseHook):
         return self.client.call(protocol.Call(topic, dict(header or {}), body), timeout=timeout)
 
     # ------------------------------------------------------------ conveniences
-    def list_partner_requests(self, start: int = 0, limit: int = 10) -> list[dict[str, Any]]:
-        """One page of partner requests addressed to this agent (``BLK_Part_Lst``)."""
-        return self._page(protocol.list_call(protocol.PARTNER_LIST, start, limit))
+    def list_requests(self, kind: RequestKind | str, start: int = 0, limit: int = 10) -> list[dict[str, Any]]:
+        """One page of the requests of *kind* (a :class:`RequestKind` or its name) addressed to
+        this agent."""
+        return self._page(protocol.list_call(request_kind(kind).list_topic, start, limit))
 
-    def iter_partner_requests(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        """Every partner request, page by page until an empty page."""
-        return self._iter_pages(protocol.PARTNER_LIST, page_size)
+    def iter_requests(self, kind: RequestKind | str, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every request of *kind*, page by page until an empty page."""
+        return self._iter_pages(request_kind(kind).list_topic, page_size)
 
-    def answer_partner_request(self, partner_request_id: str, accept: bool) -> str:
-        """Accept (``True``) or reject a partner request; return the gateway's confirmation."""
+    def answer_request(self, kind: RequestKind | str, request_id: str, accept: bool) -> str:
+        """Accept (``True``) or reject request *request_id* of *kind*; return the gateway's
+        confirmation."""
         return self.client.call(
-            protocol.answer_call(protocol.PARTNER_ANSWER, partner_request_id, accept)
+            protocol.answer_call(request_kind(kind).answer_topic, request_id, accept)
         ).value
 
+    def list_partner_requests(self, start: int = 0, limit: int = 10) -> list[dict[str, Any]]:
+        """One page of partner requests (``BLK_Part_Lst``): :meth:`list_requests` of partner."""
+        return self.list_requests(PARTNER, start, limit)
+
+    def iter_partner_requests(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every partner request: :meth:`iter_requests` of partner."""
+        return self.iter_requests(PARTNER, page_size)
+
+    def answer_partner_request(self, partner_request_id: str, accept: bool) -> str:
+        """Accept or reject a partner request: :meth:`answer_request` of partner."""
+        return self.answer_request(PARTNER, partner_request_id, accept)
+
     def list_order_requests(self, start: int = 0, limit: int = 10) -> list[dict[str, Any]]:
-        """One page of order requests addressed to this agent (``BLK_Act_Lst``)."""
-        return self._page(protocol.list_call(protocol.ORDER_LIST, start, limit))
+        """One page of order requests (``BLK_Act_Lst``): :meth:`list_requests` of order."""
+        return self.list_requests(ORDER, start, limit)
 
     def iter_order_requests(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
-        """Every order request, page by page until an empty page."""
-        return self._iter_pages(protocol.ORDER_LIST, page_size)
+        """Every order request: :meth:`iter_requests` of order."""
+        return self.iter_requests(ORDER, page_size)
 
     def answer_order_request(self, order_request_id: str, accept: bool) -> str:
-        """Accept (``True``) or reject an order request; return the gateway's confirmation."""
-        return self.client.call(protocol.answer_call(protocol.ORDER_ANSWER, order_request_id, accept)).value
+        """Accept or reject an order request: :meth:`answer_request` of order."""
+        return self.answer_request(ORDER, order_request_id, accept)
 
     def get_record_type(self, name: str) -> dict[str, Any] | None:
         """(optional read, ``BLK_Rty_Get``) The record type *name*, or ``None`` when the gateway does not

@@ -121,7 +121,7 @@ class _KindOperator(BaseBlockchainOperator):
     def __init__(self, *, kind: RequestKind | str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if kind is not None:
-            self.kind = kind if isinstance(kind, RequestKind) else request_kind(kind)
+            self.kind = request_kind(kind)
         elif not isinstance(getattr(self, "kind", None), RequestKind):
             raise BlockchainConfigError(
                 f"{type(self).__name__} needs a request kind: pass kind= (a RequestKind or its name)"
