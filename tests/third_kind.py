@@ -2,12 +2,14 @@
 "Adding a request kind"): quote requests, listed on ``BLK_Quo_Lst`` and answered on
 ``BLK_Quo_Ans``, each with a ``product`` of its own.
 
-The provider side is :data:`QUOTE`, named by ``[blockchain] request_kinds``; the MES side is
+The provider side is :data:`QUOTE`, which a deployment adds to ``LEDGER_KINDS`` of
+``include/mes/request_kinds.py`` (the tuple ``[blockchain] request_kinds`` names); the MES side is
 :data:`STORED_QUOTE`: its table, row builder and model. Nothing else declares the kind.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import textwrap
@@ -18,7 +20,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from blockchain_provider import request_kinds as provider_request_kinds
 from blockchain_provider.request_kinds import RequestKind
+from include.mes import request_kinds as mes_request_kinds
 from include.mes import schema
 from include.mes.models import InvalidRequestItemError, StoredRequest, request_row
 from include.mes.request_kinds import STORED_KINDS, StoredKind
@@ -74,11 +78,19 @@ QUOTE_DAGS = textwrap.dedent(
 def use_quote_kind(
     monkeypatch: pytest.MonkeyPatch, engine: sa.Engine | None = None, topic_prefix: str | None = None
 ) -> None:
-    """Declare the kind for this test: the provider's option, the MES's stored kinds, (on
+    """Declare the kind for this test as the README says: in ``LEDGER_KINDS``, which the
+    provider's option names as in docker-compose.yaml, in the MES's stored kinds, (on
     *engine*) its table and (with *topic_prefix*) its topics' names on the token connection the
     environment defines, as the test's other topics are named."""
-    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REQUEST_KINDS", f"{__name__}.QUOTE")
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__REQUEST_KINDS", "include.mes.request_kinds.LEDGER_KINDS")
+    monkeypatch.setattr(mes_request_kinds, "LEDGER_KINDS", (*mes_request_kinds.LEDGER_KINDS, QUOTE))
     monkeypatch.setitem(STORED_KINDS, "quote", STORED_QUOTE)
+    # the kinds the option names are read once per process: for this test, from caches of its own
+    for cached in ("_kinds", "_by_topic"):
+        function = getattr(provider_request_kinds, cached)
+        monkeypatch.setattr(
+            provider_request_kinds, cached, functools.lru_cache(maxsize=4)(function.__wrapped__)
+        )
     if engine is not None:
         quote_requests.metadata.create_all(engine)
     if topic_prefix is not None:

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
-from blockchain_provider.request_kinds import request_kind
+from blockchain_provider.request_kinds import RequestKind, request_kind
 from include.mes import schema
 from include.mes.models import (
     OrderRequest,
@@ -84,6 +84,12 @@ ORDER = StoredKind(
     alert_fields=(("type", 60), ("description", 200)),
     page_columns=("type", "description", "metadata"),
 )
+
+#: The kinds of request this deployment's gateway lists besides partner requests and orders (the
+#: provider's, which has those two): ``[blockchain] request_kinds`` names this tuple wherever the
+#: project runs Airflow (docker-compose.yaml, ``make run``, ``make production``), so that a kind
+#: added here is known to every Airflow component. Each has its stored kind in :data:`STORED_KINDS`.
+LEDGER_KINDS: tuple[RequestKind, ...] = ()
 
 STORED_KINDS: dict[str, StoredKind] = {kind.name: kind for kind in (PARTNER, ORDER)}
 

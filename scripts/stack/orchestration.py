@@ -150,9 +150,11 @@ class Stack:
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # the MES side of the provider: the stored requests the "Blockchain requests" page
                 # reads; the reporters whose tokens the triggerer reads and that
-                # `blockchain-provider reporters` lists and rotates
+                # `blockchain-provider reporters` lists and rotates; the kinds of request the
+                # gateway lists besides partner requests and orders
                 "AIRFLOW__BLOCKCHAIN__REQUEST_STORE": "include.mes.request_store.MesRequestStore",
                 "AIRFLOW__BLOCKCHAIN__REPORTER_REGISTRY": "include.mes.reporter_store.MesReporterRegistry",
+                "AIRFLOW__BLOCKCHAIN__REQUEST_KINDS": "include.mes.request_kinds.LEDGER_KINDS",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,

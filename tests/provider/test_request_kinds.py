@@ -17,6 +17,9 @@ OPTION = "AIRFLOW__BLOCKCHAIN__REQUEST_KINDS"
 CLASHING = RequestKind("offer", "BLK_Act_Lst", "BLK_Off_Ans", "offer_id", "offer")
 ON_A_PROTOCOL_TOPIC = RequestKind("typo", "BLK_Rty", "BLK_Typ_Ans", "typo_id", "typo")
 NOT_A_KIND = "partner"
+#: the kinds of a deployment, named once by the option
+SEVERAL = (QUOTE, RequestKind("offer", "BLK_Off_Lst", "BLK_Off_Ans", "offer_id", "offer"))
+SEVERAL_AND_NOT_A_KIND = (QUOTE, "offer")
 
 
 def test_the_protocol_takes_the_built_in_kinds_topics_from_their_declaration():
@@ -56,7 +59,7 @@ def test_the_generic_operators_take_a_kind_by_name(monkeypatch):
     ("configured", "refused"),
     [
         ("tests.provider.test_request_kinds.CLASHING", "takes the name or a topic of kind order"),
-        ("tests.provider.test_request_kinds.NOT_A_KIND", "is a str, not a RequestKind"),
+        ("tests.provider.test_request_kinds.NOT_A_KIND", "is or holds a str, not a RequestKind"),
         ("tests.provider.no_such_module.KIND", "cannot import tests.provider.no_such_module.KIND"),
     ],
 )
@@ -101,3 +104,22 @@ def test_a_broken_option_fails_only_what_concerns_the_kinds_it_adds(monkeypatch)
 def test_a_kind_out_of_shape_is_refused_naming_the_field(fields, named):
     with pytest.raises(ValueError, match=named):
         RequestKind(*fields)
+
+
+def test_a_kind_is_named_or_given_as_it_is(monkeypatch):
+    monkeypatch.delenv(OPTION, raising=False)
+    assert request_kind("order") is ORDER
+    assert request_kind(PARTNER) is PARTNER
+    with pytest.raises(ValueError, match="Unknown request kind 'quote': expected one of partner, order"):
+        request_kind("quote")
+
+
+def test_the_option_names_a_tuple_of_kinds_once(monkeypatch):
+    monkeypatch.setenv(OPTION, "include.mes.request_kinds.LEDGER_KINDS")
+    assert list(request_kinds()) == ["partner", "order"]  # the project's own: none yet
+    monkeypatch.setenv(OPTION, "tests.provider.test_request_kinds.SEVERAL")
+    assert list(request_kinds()) == ["partner", "order", "quote", "offer"]
+    assert protocol.answer_call("BLK_Off_Ans", "c" * 32, True).body == {"id": "c" * 32, "response": 1}
+    monkeypatch.setenv(OPTION, "tests.provider.test_request_kinds.SEVERAL_AND_NOT_A_KIND")
+    with pytest.raises(ConfiguredObjectError, match="SEVERAL_AND_NOT_A_KIND is or holds a str"):
+        request_kinds()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["__version__", "get_provider_info"]
 
@@ -84,8 +84,9 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "request_kinds": {
                         "description": (
-                            "Comma-separated dotted paths to RequestKind objects (see "
-                            "blockchain_provider.request_kinds): the kinds of request the deployment's "
+                            "Comma-separated dotted paths, each to a RequestKind or to a tuple or list "
+                            "of them (see blockchain_provider.request_kinds): the kinds of request the "
+                            "deployment's "
                             "gateway lists besides partner requests and orders. Every Airflow "
                             "component must see the same value.\n"
                         ),

@@ -13,7 +13,8 @@ knows it::
     [blockchain]
     request_kinds = my_deployment.kinds.QUOTE
 
-(a comma-separated list of dotted paths to :class:`RequestKind` objects).
+(a comma-separated list of dotted paths, each to a :class:`RequestKind` or to a tuple or list of
+them, so that a deployment can name its kinds once and add to them in code).
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ def request_kinds() -> Mapping[str, RequestKind]:
 
 
 def request_kind(name: object) -> RequestKind:
-    """The kind called *name*; a clear error for any other name."""
+    """The kind called *name* (a :class:`RequestKind` is taken as it is); a clear error for any
+    other name."""
+    if isinstance(name, RequestKind):
+        return name
     kinds = request_kinds()
     try:
         return kinds[name]  # type: ignore[index]
@@ -115,25 +119,23 @@ def _kinds(paths: str | None) -> Mapping[str, RequestKind]:
     kinds = {kind.name: kind for kind in BUILT_IN_KINDS}
     taken = {topic: kind.name for kind in BUILT_IN_KINDS for topic in (kind.list_topic, kind.answer_topic)}
     for path in (part.strip() for part in (paths or "").split(",")):
-        if not path:
-            continue
-        kind = _imported(path)
-        clash = kinds.get(kind.name) or next(
-            (kinds[taken[t]] for t in (kind.list_topic, kind.answer_topic) if t in taken), None
-        )
-        if clash is not None and clash != kind:
-            raise ConfiguredObjectError(
-                f"[blockchain] request_kinds: {path} ({kind.name}) takes the name or a topic of kind "
-                f"{clash.name}"
+        for kind in _imported(path) if path else ():
+            clash = kinds.get(kind.name) or next(
+                (kinds[taken[t]] for t in (kind.list_topic, kind.answer_topic) if t in taken), None
             )
-        protocols = sorted({kind.list_topic, kind.answer_topic} & set(NON_KIND_TOPICS))
-        if protocols:
-            raise ConfiguredObjectError(
-                f"[blockchain] request_kinds: {path} ({kind.name}) takes the protocol's topic(s) "
-                f"{', '.join(protocols)}"
-            )
-        kinds[kind.name] = kind
-        taken.update({kind.list_topic: kind.name, kind.answer_topic: kind.name})
+            if clash is not None and clash != kind:
+                raise ConfiguredObjectError(
+                    f"[blockchain] request_kinds: {path} ({kind.name}) takes the name or a topic of kind "
+                    f"{clash.name}"
+                )
+            protocols = sorted({kind.list_topic, kind.answer_topic} & set(NON_KIND_TOPICS))
+            if protocols:
+                raise ConfiguredObjectError(
+                    f"[blockchain] request_kinds: {path} ({kind.name}) takes the protocol's topic(s) "
+                    f"{', '.join(protocols)}"
+                )
+            kinds[kind.name] = kind
+            taken.update({kind.list_topic: kind.name, kind.answer_topic: kind.name})
     return MappingProxyType(kinds)
 
 
@@ -144,19 +146,22 @@ def _by_topic(paths: str | None) -> Mapping[str, RequestKind]:
     )
 
 
-def _imported(path: str) -> RequestKind:
+def _imported(path: str) -> tuple[RequestKind, ...]:
+    """The kind *path* names, or the kinds of the tuple or list it names."""
     from airflow.sdk.module_loading import import_string
 
     try:
-        kind = import_string(path)
+        named = import_string(path)
     except ImportError as exc:
         raise ConfiguredObjectError(f"[blockchain] request_kinds: cannot import {path}: {exc}") from None
     except Exception as exc:  # the module's own error: its text is not repeated
         raise ConfiguredObjectError(
             f"[blockchain] request_kinds: cannot import {path}: {type(exc).__name__}"
         ) from None
-    if not isinstance(kind, RequestKind):
-        raise ConfiguredObjectError(
-            f"[blockchain] request_kinds: {path} is a {type(kind).__name__}, not a RequestKind"
-        )
-    return kind
+    kinds = tuple(named) if isinstance(named, (tuple, list)) else (named,)
+    for kind in kinds:
+        if not isinstance(kind, RequestKind):
+            raise ConfiguredObjectError(
+                f"[blockchain] request_kinds: {path} is or holds a {type(kind).__name__}, not a RequestKind"
+            )
+    return kinds
