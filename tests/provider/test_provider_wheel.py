@@ -123,6 +123,7 @@ def test_the_build_makes_a_wheel_and_an_sdist_with_what_a_package_carries(dist: 
         text = archive.read(metadata).decode()
     assert f"Version: {__version__}" in text and "License-Expression: Apache-2.0" in text
     assert "# airflow-provider-blockchain" in text  # the README is the package page
+    assert f"## {__version__} (" in text  # and the changelog follows it
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "blockchain_provider/ui/static/app.js" in names
     with tarfile.open(sdist) as archive:
