@@ -12,9 +12,9 @@ HOSTILE = '<a href="http://x">click</a> & <!channel> <@U123|boss> </pre><script>
 
 @pytest.fixture
 def channels(monkeypatch):
-    monkeypatch.setenv("BLOCKCHAIN_ALERT_SLACK_CONN_ID", "slack_alerts")
-    monkeypatch.setenv("BLOCKCHAIN_ALERT_SMTP_CONN_ID", "smtp_alerts")
-    monkeypatch.setenv("BLOCKCHAIN_ALERT_EMAIL_TO", "ops@example.com")
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__ALERT_SLACK_CONN_ID", "slack_alerts")
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__ALERT_SMTP_CONN_ID", "smtp_alerts")
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__ALERT_EMAIL_TO", "ops@example.com")
 
 
 def rendered(message_template: str, context: dict) -> dict[str, object]:

@@ -130,6 +130,26 @@ def test_the_options_are_declared_in_the_provider_info() -> None:
     assert options["sync_dag_id"]["default"].format() == request_store.DEFAULT_SYNC_DAG_ID
 
 
+def test_every_option_is_declared_and_read_from_the_configuration_before_its_old_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from blockchain_provider import get_provider_info
+    from blockchain_provider.configured import OPTIONS, option
+
+    assert set(get_provider_info()["config"]["blockchain"]["options"]) == set(OPTIONS)
+    for name in ("AIRFLOW__BLOCKCHAIN__TOKEN_CONN_ID", "BLOCKCHAIN_TOKEN_CONN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert option("token_conn_id", "blockchain_master") == "blockchain_master"
+    monkeypatch.setenv("BLOCKCHAIN_TOKEN_CONN_ID", " plant_b ")  # the name 0.2.0 read
+    assert option("token_conn_id", "blockchain_master") == "plant_b"
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__TOKEN_CONN_ID", "plant_c")
+    assert option("token_conn_id", "blockchain_master") == "plant_c"
+    # an option that had no variable of its own is read from the configuration only
+    monkeypatch.delenv("AIRFLOW__BLOCKCHAIN__REQUEST_STORE", raising=False)
+    monkeypatch.setenv("BLOCKCHAIN_REQUEST_STORE", "tests.provider.test_configured_objects.FakeStore")
+    assert option("request_store") is None
+
+
 def test_the_reporter_registry_is_configured_the_same_way(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

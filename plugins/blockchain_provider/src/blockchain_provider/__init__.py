@@ -11,7 +11,7 @@ __all__ = ["__version__", "get_provider_info"]
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow's providers manager (entry point ``apache_airflow_provider``)."""
-    from blockchain_provider import connection_form
+    from blockchain_provider import configured, connection_form
 
     return {
         "package-name": "airflow-provider-blockchain",
@@ -55,66 +55,10 @@ def get_provider_info() -> dict[str, Any]:
         "config": {
             "blockchain": {
                 "description": (
-                    "What the provider reads from the deployment that installs it, and the DAGs its "
-                    '"Blockchain requests" page triggers.\n'
+                    "What the provider reads from the deployment that installs it, the DAGs its "
+                    '"Blockchain requests" page triggers, and where alerts go.\n'
                 ),
-                "options": {
-                    "request_store": {
-                        "description": (
-                            "Dotted path to the deployment's RequestStore (a class or callable taking "
-                            "no argument; see blockchain_provider.request_store): where the page reads "
-                            "the requests the sync DAGs stored. Unset, the page "
-                            "answers 503 and says so.\n"
-                        ),
-                        "version_added": None,
-                        "type": "string",
-                        "example": "my_deployment.requests.MyRequestStore",
-                        "default": None,
-                    },
-                    "reporter_registry": {
-                        "description": (
-                            "Dotted path to the deployment's ReporterRegistry (a class or callable taking "
-                            "no argument; see blockchain_provider.reporter_registry): the reporters "
-                            "`blockchain-provider reporters` lists and rotates.\n"
-                        ),
-                        "version_added": None,
-                        "type": "string",
-                        "example": "my_deployment.reporters.MyReporterRegistry",
-                        "default": None,
-                    },
-                    "request_kinds": {
-                        "description": (
-                            "Comma-separated dotted paths, each to a RequestKind or to a tuple or list "
-                            "of them (see blockchain_provider.request_kinds): the kinds of request the "
-                            "deployment's "
-                            "gateway lists besides partner requests and orders. Every Airflow "
-                            "component must see the same value.\n"
-                        ),
-                        "version_added": None,
-                        "type": "string",
-                        "example": "my_deployment.kinds.QUOTE",
-                        "default": None,
-                    },
-                    "answer_dag_id": {
-                        "description": (
-                            "The DAG the page triggers to answer a request; {kind} is the request kind's name.\n"
-                        ),
-                        "version_added": None,
-                        "type": "string",
-                        "example": None,
-                        # doubled: Airflow formats a provider default with its own variables
-                        "default": "blockchain_{{kind}}_answer",
-                    },
-                    "sync_dag_id": {
-                        "description": (
-                            "The DAG the page triggers to sync the requests; {kind} is the request kind's name.\n"
-                        ),
-                        "version_added": None,
-                        "type": "string",
-                        "example": None,
-                        "default": "blockchain_{{kind}}_sync",
-                    },
-                },
+                "options": {key: declared.declared() for key, declared in configured.OPTIONS.items()},
             }
         },
         "notifications": [

@@ -11,6 +11,8 @@ the way they set every other Airflow option. The options are declared in ``get_p
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -19,16 +21,117 @@ log = logging.getLogger(__name__)
 SECTION = "blockchain"
 
 
+@dataclass(frozen=True)
+class Option:
+    """One ``[blockchain]`` option, as ``get_provider_info`` declares it.
+
+    :param description: what it sets (one paragraph).
+    :param example: a value, shown by ``airflow config list``.
+    :param default: its value when unset; ``{`` and ``}`` are doubled in the declaration, as
+        Airflow formats a provider's default with its own variables.
+    :param environment: the environment variable read when the option is unset (the name 0.2.0
+        read it from), if any.
+    """
+
+    description: str
+    example: str | None = None
+    default: str | None = None
+    environment: str | None = None
+
+    def declared(self) -> dict[str, Any]:
+        """The option in ``get_provider_info``'s ``config`` section."""
+        default = self.default
+        return {
+            "description": self.description + "\n",
+            "version_added": None,
+            "type": "string",
+            "example": self.example,
+            "default": None if default is None else default.replace("{", "{{").replace("}", "}}"),
+        }
+
+
+#: Every option of the provider's.
+OPTIONS: dict[str, Option] = {
+    "request_store": Option(
+        "Dotted path to the deployment's RequestStore (a class or callable taking no argument; see "
+        "blockchain_provider.request_store): where the page reads the requests the sync DAGs "
+        "stored. Unset, the page answers 503 and says so.",
+        example="my_deployment.requests.MyRequestStore",
+    ),
+    "reporter_registry": Option(
+        "Dotted path to the deployment's ReporterRegistry (a class or callable taking no argument; "
+        "see blockchain_provider.reporter_registry): the reporters `blockchain-provider reporters` "
+        "lists and rotates, and whose tokens the triggerer reads.",
+        example="my_deployment.reporters.MyReporterRegistry",
+    ),
+    "request_kinds": Option(
+        "Comma-separated dotted paths, each to a RequestKind or to a tuple or list of them (see "
+        "blockchain_provider.request_kinds): the kinds of request the deployment's gateway lists "
+        "besides partner requests and orders. Every Airflow component must see the same value.",
+        example="my_deployment.kinds.QUOTE",
+    ),
+    "answer_dag_id": Option(
+        "The DAG the page triggers to answer a request; {kind} is the request kind's name.",
+        default="blockchain_{kind}_answer",
+    ),
+    "sync_dag_id": Option(
+        "The DAG the page triggers to sync the requests; {kind} is the request kind's name.",
+        default="blockchain_{kind}_sync",
+    ),
+    "token_conn_id": Option(
+        "The token connection whose agent the page answers for: a request addressed to its public "
+        "key can be accepted or rejected there. Default: blockchain_master.",
+        example="blockchain_master",
+        environment="BLOCKCHAIN_TOKEN_CONN_ID",
+    ),
+    "ui_airflow_api_url": Option(
+        "Where the page calls Airflow's REST API, when not on the API server's own socket (a proxy, "
+        "another host name).",
+        example="http://127.0.0.1:8080/api/v2",
+        environment="BLOCKCHAIN_UI_AIRFLOW_API_URL",
+    ),
+    "ui_airflow_api_ca": Option(
+        "The CA bundle an https ui_airflow_api_url is verified against. Default: the system's.",
+        example="/opt/airflow/certs/ca.pem",
+        environment="BLOCKCHAIN_UI_AIRFLOW_API_CA",
+    ),
+    "alert_slack_conn_id": Option(
+        "A Slack API or webhook connection that alerts are sent to (besides the task log).",
+        example="slack_api_default",
+        environment="BLOCKCHAIN_ALERT_SLACK_CONN_ID",
+    ),
+    "alert_slack_channel": Option(
+        "The Slack channel of the alerts, where the connection does not name one.",
+        example="mes-alerts",
+        environment="BLOCKCHAIN_ALERT_SLACK_CHANNEL",
+    ),
+    "alert_smtp_conn_id": Option(
+        "An SMTP connection that alerts are e-mailed through, to alert_email_to.",
+        example="smtp_default",
+        environment="BLOCKCHAIN_ALERT_SMTP_CONN_ID",
+    ),
+    "alert_email_to": Option(
+        "Comma-separated recipients of the e-mailed alerts.",
+        example="ops@example.com",
+        environment="BLOCKCHAIN_ALERT_EMAIL_TO",
+    ),
+}
+
+
 class ConfiguredObjectError(RuntimeError):
     """An object an option names cannot be built: not configured, not importable, or not what the
     option asks for. The message names the option."""
 
 
 def option(key: str, default: str | None = None) -> str | None:
-    """``[blockchain] <key>``, stripped; *default* when unset or blank."""
+    """``[blockchain] <key>``, stripped; else the option's environment variable (``BLOCKCHAIN_<KEY>``,
+    where it has one); *default* when both are unset or blank."""
     from airflow.configuration import conf
 
-    value = conf.get(SECTION, key, fallback=default)
+    value = conf.get(SECTION, key, fallback=None)
+    if not (isinstance(value, str) and value.strip()):
+        environment = OPTIONS[key].environment if key in OPTIONS else None
+        value = os.environ.get(environment) if environment else None
     return value.strip() if isinstance(value, str) and value.strip() else default
 
 

@@ -1,11 +1,12 @@
 """Alerts for the blockchain DAGs: by Slack or e-mail when configured, else an error log line.
 
-Configuration is by environment, read when a DAG is parsed or an alert is sent:
+Configuration is by ``[blockchain]`` options (or the environment variables of 0.2.0,
+``BLOCKCHAIN_ALERT_*``), read when a DAG is parsed or an alert is sent:
 
-* ``BLOCKCHAIN_ALERT_SLACK_CONN_ID`` (+ optional ``BLOCKCHAIN_ALERT_SLACK_CHANNEL``): a Slack
-  API or webhook connection;
-* ``BLOCKCHAIN_ALERT_SMTP_CONN_ID`` + ``BLOCKCHAIN_ALERT_EMAIL_TO`` (comma-separated): an SMTP
-  connection and its recipients.
+* ``alert_slack_conn_id`` (+ optional ``alert_slack_channel``): a Slack API or webhook
+  connection;
+* ``alert_smtp_conn_id`` + ``alert_email_to`` (comma-separated): an SMTP connection and its
+  recipients.
 
 Both may be set. With neither, alerts are ``ERROR`` lines in the task (or triggerer) log, which
 the Airflow UI shows with the failed run.
@@ -20,20 +21,15 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import BaseNotifier
 
+from blockchain_provider.configured import option
 from blockchain_provider.quoting import quote
 
 log = logging.getLogger(__name__)
-
-
-def _setting(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
 
 
 class LogNotifier(BaseNotifier):
@@ -105,18 +101,18 @@ def _smtp_notifier(**kwargs: Any) -> BaseNotifier:
 
 
 def alert_notifiers(message: str) -> list[BaseNotifier]:
-    """The notifiers configured by the environment, each sending *message* (a Jinja template)."""
+    """The notifiers the options configure, each sending *message* (a Jinja template)."""
     notifiers: list[BaseNotifier] = []
-    slack_conn_id = _setting("BLOCKCHAIN_ALERT_SLACK_CONN_ID")
+    slack_conn_id = option("alert_slack_conn_id")
     if slack_conn_id:
-        channel = _setting("BLOCKCHAIN_ALERT_SLACK_CHANNEL")
+        channel = option("alert_slack_channel")
         notifiers.append(
             _slack_notifier(
                 slack_conn_id=slack_conn_id, text=message, **({"channel": channel} if channel else {})
             )
         )
-    smtp_conn_id = _setting("BLOCKCHAIN_ALERT_SMTP_CONN_ID")
-    recipients = _setting("BLOCKCHAIN_ALERT_EMAIL_TO")
+    smtp_conn_id = option("alert_smtp_conn_id")
+    recipients = option("alert_email_to")
     if smtp_conn_id and recipients:
         notifiers.append(
             _smtp_notifier(
@@ -150,7 +146,7 @@ async def deadline_missed(context: Mapping[str, Any] | None = None, **kwargs: An
     dag_id = kwargs.get("dag_id") or (context or {}).get("dag_run", {}).get("dag_id", "?")
     message = kwargs.get("message") or f"{dag_id} has not finished by its deadline"
     log.error("ALERT %s", alert_text(message))
-    if _setting("BLOCKCHAIN_ALERT_SLACK_CONN_ID") or _setting("BLOCKCHAIN_ALERT_SMTP_CONN_ID"):
+    if option("alert_slack_conn_id") or option("alert_smtp_conn_id"):
         from asgiref.sync import sync_to_async
 
         await sync_to_async(send_alert)(message)

@@ -4,7 +4,6 @@ so Airflow checks them again), the DAGs' Params, and the DAG runs the page shows
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import HTTPException, Request, status
 
+from blockchain_provider.configured import option
 from blockchain_provider.request_store import (
     answer_dag_id,
     sync_dag_id,
@@ -36,10 +36,10 @@ def _airflow_path_prefix() -> str:
 def airflow_api_url(request: Request) -> str:
     """Where this API server's REST API answers, seen from this process.
 
-    ``BLOCKCHAIN_UI_AIRFLOW_API_URL`` when set (e.g. ``http://127.0.0.1:8080/api/v2``); otherwise
+    ``[blockchain] ui_airflow_api_url`` when set (e.g. ``http://127.0.0.1:8080/api/v2``); otherwise
     the address of the socket this request arrived on, which is this server.
     """
-    override = os.environ.get("BLOCKCHAIN_UI_AIRFLOW_API_URL")
+    override = option("ui_airflow_api_url")
     if override:
         return override.rstrip("/")
     server = request.scope.get("server")
@@ -50,7 +50,7 @@ def airflow_api_url(request: Request) -> str:
         if not base.startswith(("http://", "https://")):
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
-                "Cannot tell where Airflow's REST API listens: set BLOCKCHAIN_UI_AIRFLOW_API_URL",
+                "Cannot tell where Airflow's REST API listens: set [blockchain] ui_airflow_api_url",
             )
         return f"{base}/api/v2"
     from airflow.configuration import conf
@@ -66,16 +66,16 @@ def _tls_settings(request: Request, url: str) -> tuple[ssl.SSLContext | None, st
     """How the call to *url* is verified: the TLS context (``None`` for plain http) and the host
     name the server's certificate must name, when it is not *url*'s own host.
 
-    Never unverified. ``BLOCKCHAIN_UI_AIRFLOW_API_URL`` over https is verified against the CA
-    bundle ``BLOCKCHAIN_UI_AIRFLOW_API_CA`` (default: the system's) and its host name. The
+    Never unverified. ``[blockchain] ui_airflow_api_url`` over https is verified against the CA
+    bundle ``ui_airflow_api_ca`` (default: the system's) and its host name. The
     server's own socket over https (``[api] ssl_cert`` set) is verified against exactly that
     certificate, for the host name of ``[api] base_url``: the socket's address is not the name
     the certificate gives.
     """
     if urlsplit(url).scheme != "https":
         return None, None
-    if os.environ.get("BLOCKCHAIN_UI_AIRFLOW_API_URL"):
-        return ssl.create_default_context(cafile=os.environ.get("BLOCKCHAIN_UI_AIRFLOW_API_CA") or None), None
+    if option("ui_airflow_api_url"):
+        return ssl.create_default_context(cafile=option("ui_airflow_api_ca")), None
     from airflow.configuration import conf
 
     host = urlsplit(conf.get("api", "base_url", fallback="") or "").hostname
@@ -83,7 +83,7 @@ def _tls_settings(request: Request, url: str) -> tuple[ssl.SSLContext | None, st
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "Cannot verify this API server's certificate: set [api] base_url to its https address, "
-            "or BLOCKCHAIN_UI_AIRFLOW_API_URL",
+            "or [blockchain] ui_airflow_api_url",
         )
     context = ssl.create_default_context(cafile=conf.get("api", "ssl_cert"))
     # the server's own certificate is the one trusted, whoever issued it

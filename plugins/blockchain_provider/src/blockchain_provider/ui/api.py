@@ -31,7 +31,6 @@ Nothing is rendered here from the ledger's data: the page's script builds every 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
@@ -40,7 +39,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from blockchain_provider.configured import ConfiguredObjectError
+from blockchain_provider.configured import ConfiguredObjectError, option
 from blockchain_provider.request_store import (
     RequestStore,
     answer_dag_id,
@@ -85,7 +84,8 @@ SECURITY_HEADERS = {
 
 
 def token_conn_id() -> str:
-    return os.environ.get("BLOCKCHAIN_TOKEN_CONN_ID", "blockchain_master")
+    """The token connection whose agent the page answers for (``[blockchain] token_conn_id``)."""
+    return option("token_conn_id", "blockchain_master")
 
 
 # ----------------------------------------------------------------------------- data sources
