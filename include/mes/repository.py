@@ -4,8 +4,8 @@ the MES created on the ledger (record types, reporters).
 :class:`MesRepository` wraps an engine (see :mod:`include.mes.db`) and works the same on SQLite
 and PostgreSQL. Every method runs in its own transaction.
 
-Syncing requests (:meth:`MesRepository.upsert_partner_requests`,
-:meth:`MesRepository.upsert_order_requests`) reads the stored rows of the given ids in chunks,
+Syncing requests (:meth:`MesRepository.upsert_requests`, for any stored kind; the partner and
+order methods are it with the kind set) reads the stored rows of the given ids in chunks,
 classifies each item as inserted, updated or unchanged, and writes the inserted and changed ones
 with one dialect ``INSERT ... ON CONFLICT DO UPDATE`` executed for many rows, all in one
 transaction. Concurrent syncs of the same table take turns (see :func:`.repositories.base._serialise_writers`), so
