@@ -22,7 +22,8 @@ from sqlalchemy.engine import Engine
 
 from include.mes import crypto, schema
 from include.mes.repositories.day_reports import DayReportNotFoundError, DayReportsRepository
-from include.mes.repositories.ledger_creations import LedgerCreationsRepository
+from include.mes.repositories.record_types import RecordTypesRepository
+from include.mes.repositories.reporters import ReportersRepository
 from include.mes.repositories.requests import RequestsRepository
 from include.mes.repositories.unit_changes import UnitChangesRepository
 from include.mes.repositories.units import UnitsRepository
@@ -34,7 +35,8 @@ class MesRepository(
     UnitsRepository,
     UnitChangesRepository,
     DayReportsRepository,
-    LedgerCreationsRepository,
+    ReportersRepository,
+    RecordTypesRepository,
     RequestsRepository,
 ):
     """The MES database.

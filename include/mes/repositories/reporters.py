@@ -1,5 +1,5 @@
-"""What the MES created on the ledger: record types, and reporters (the original's
-``KafkaToken`` rows)."""
+"""The reporters: the agents the MES created to sign each unit's updates (the original's
+``KafkaToken`` rows), with their encrypted secrets."""
 
 from __future__ import annotations
 
@@ -8,41 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
-from include.day_report_keys import (
-    validate_unit_code,
-)
+from include.day_report_keys import validate_unit_code
 from include.mes import crypto, schema
-from include.mes.models import (
-    Reporter,
-)
+from include.mes.models import Reporter
 from include.mes.repositories.base import RepositoryBase, _dialect_insert
 
 
-class LedgerCreationsRepository(RepositoryBase):
-    """Record types created per gateway, and the reporters with their encrypted secrets."""
-
-    def record_type_created(self, gateway: str, name: str) -> bool:
-        """Whether the MES has created record type *name* on *gateway* (or found it there)."""
-        table = schema.gateway_record_types
-        query = sa.select(table.c.name).where(table.c.gateway == gateway, table.c.name == name)
-        with self.engine.connect() as conn:
-            return conn.execute(query).first() is not None
-
-    def mark_record_type_created(self, gateway: str, name: str) -> None:
-        """Remember that record type *name* exists on *gateway* (marking it twice is harmless)."""
-        for value, what in ((gateway, "gateway"), (name, "record type name")):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"Invalid {what} {value!r}")
-        table = schema.gateway_record_types
-        with self.engine.begin() as conn:
-            stmt = _dialect_insert(conn, table)
-            row = {"gateway": gateway, "name": name, "created_at": schema.utcnow()}
-            if stmt is None:
-                found = sa.select(table.c.name).where(table.c.gateway == gateway, table.c.name == name)
-                if conn.execute(found).first() is None:
-                    conn.execute(sa.insert(table), [row])
-            else:
-                conn.execute(stmt.on_conflict_do_nothing(), [row])
+class ReportersRepository(RepositoryBase):
+    """The reporters, one per production unit, their password and token encrypted."""
 
     def _reporter(self, row: RowMapping) -> Reporter:
         fernet = self._fernet
