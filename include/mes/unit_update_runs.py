@@ -196,7 +196,7 @@ class UnitChangeQueue:
             return ClaimedUpdates(pending=[], applied_by=f"run {own.applied_by_run}", summary=summary)
         drain = repository.drain_unit_changes(unit.id, own.seq, run_id, lock_timeout=IN_POOL_LOCK_WAIT)
         try:
-            changes = drain.__enter__()
+            changes = drain.open()
         except UnitLockTimeoutError as exc:
             raise UnitLockTimeoutError(
                 f"{exc}: this run's claim lapsed before its update got a slot of the pool; the try "
@@ -230,14 +230,14 @@ class UnitChangeQueue:
                     raise AirflowFailException(f"Change {own.seq} was refused for good: {settled.detail}")
                 applied_by = f"run {settled.applied_by_run}" if settled is not None else None
         except BaseException:
-            drain.__exit__(None, None, None)
+            drain.close()
             raise
         return ClaimedUpdates(
             pending=pending,
             applied_by=applied_by,
             summary=summary,
             keep=drain.keep,
-            release=partial(drain.__exit__, None, None, None),
+            release=drain.close,
         )
 
     def failed(self, context: Mapping[str, Any], failure: BaseException) -> None:

@@ -202,7 +202,8 @@ class UnitDrain:
     still pending, in order; a pending change whose values fail the MES's checks is marked
     :data:`REFUSED` there and not given. Each ``mark_*`` method renews the lock and commits at once. The lock
     is released when the block ends, however it ends, unless :meth:`keep` was called in it (the
-    run defers, and takes the lock back when it resumes).
+    run defers, and takes the lock back when it resumes). A block that spans calls (a task's
+    claim, then its updates) starts with :meth:`open` and ends with :meth:`close`.
 
     :param engine: the MES database.
     :param unit_id: the unit.
@@ -233,6 +234,14 @@ class UnitDrain:
         return f"UnitDrain(unit={self.unit_id}, up_to={self.up_to}, run_id={self.run_id!r})"
 
     def __enter__(self) -> list[UnitChange]:
+        return self.open()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()
+
+    def open(self) -> list[UnitChange]:
+        """Take the lock and give the pending changes: the block's start, for a caller whose
+        block spans calls (a task that defers); :meth:`close` ends it."""
         deadline = time.monotonic() + self.lock_timeout
         while not claim_unit(self.engine, self.unit_id, self.run_id):
             if time.monotonic() >= deadline:
@@ -261,7 +270,7 @@ class UnitDrain:
                 )
             return [change for change in map(_change, rows) if self._sendable(change)]
         except BaseException:
-            self._release(None, None, None)
+            self.close()
             raise
 
     def _sendable(self, change: UnitChange) -> bool:
@@ -274,9 +283,6 @@ class UnitDrain:
             self.mark_refused(change.seq, str(exc).encode("utf-8", "backslashreplace").decode("utf-8"))
             return False
         return True
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._release(exc_type, exc, tb)
 
     def keep(self, wait: float = 0.0) -> None:
         """Keep the lock past the block: the run goes on later, in another process, and enters a
@@ -292,7 +298,8 @@ class UnitDrain:
             )
         self._keep = True
 
-    def _release(self, exc_type: object, exc: object, tb: object) -> None:
+    def close(self) -> None:
+        """End the block: release the lock unless :meth:`keep` was called (closing twice is harmless)."""
         held, self._held = self._held, False
         if not held:
             return
