@@ -129,10 +129,10 @@ REQUEST_TOPICS = (
 )
 _BY_LIST_TOPIC = {kind.list_topic: kind for kind in REQUEST_TOPICS}
 _BY_ANSWER_TOPIC = {kind.answer_topic: kind for kind in REQUEST_TOPICS}
-#: The topics that read one item: topic -> (the body field naming it, the ledger's lookup, its noun).
-_BY_GET_TOPIC: dict[str, tuple[str, Callable[[Ledger, str], dict[str, Any] | None], str]] = {
-    wire.RECORD_TYPE_GET: ("name", Ledger.record_type, "record type"),
-    wire.RECORD_GET: ("record_id", Ledger.record, "record"),
+#: The topics that read one item: topic -> (the body field naming it, the ledger's lookup method, its noun).
+_BY_GET_TOPIC: dict[str, tuple[str, str, str]] = {
+    wire.RECORD_TYPE_GET: ("name", "record_type", "record type"),
+    wire.RECORD_GET: ("record_id", "record", "record"),
 }
 
 
@@ -275,9 +275,9 @@ def _dispatch(
             item = kind.answer(ledger, agent, item_id, response)
         return {"message": f"{kind.noun} {item_id} {item['status']}"}
     if topic in _BY_GET_TOPIC:
-        key, find, noun = _BY_GET_TOPIC[topic]
+        key, lookup, noun = _BY_GET_TOPIC[topic]
         wanted = _body(body, topic).get(key)
-        found = find(ledger, wanted) if isinstance(wanted, str) else None
+        found = getattr(ledger, lookup)(wanted) if isinstance(wanted, str) else None
         if found is None:
             raise Refused(f"{noun} {_name(wanted)} not found")
         return {"data": found}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 
+from blockchain_provider.configured import option
 from blockchain_provider.notifications import failure_notifiers
 from blockchain_provider.pools import pool_name, reporter_pool_name
 from include.mes.db import configured_conn_id
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
     from include.mes.repository import MesRepository
 
 KAFKA_CONN_ID = os.environ.get("BLOCKCHAIN_KAFKA_CONN_ID", "kafka_default")
-TOKEN_CONN_ID = os.environ.get("BLOCKCHAIN_TOKEN_CONN_ID", "blockchain_master")
+#: the provider's [blockchain] token_conn_id (or BLOCKCHAIN_TOKEN_CONN_ID), as its page reads it
+TOKEN_CONN_ID = option("token_conn_id", "blockchain_master")
 MES_CONN_ID = configured_conn_id()
 PLANT_TIMEZONE = pendulum.timezone(os.environ.get("BLOCKCHAIN_PLANT_TIMEZONE", "Europe/Lisbon"))
 

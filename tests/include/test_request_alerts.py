@@ -87,8 +87,9 @@ def test_rejected_items_quote_their_reason_and_id_escaped():
 def test_the_alert_line_quotes_a_forged_description_escaped_once(caplog, monkeypatch):
     from blockchain_provider.notifications import send_alert
 
-    for name in ("BLOCKCHAIN_ALERT_SLACK_CONN_ID", "BLOCKCHAIN_ALERT_SMTP_CONN_ID"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("ALERT_SLACK_CONN_ID", "ALERT_SMTP_CONN_ID"):
+        monkeypatch.delenv(f"BLOCKCHAIN_{name}", raising=False)
+        monkeypatch.delenv(f"AIRFLOW__BLOCKCHAIN__{name}", raising=False)
     with caplog.at_level("ERROR"):
         send_alert(describe_open_requests("order", [order(FORGED + " C:\\path")]))
     (text,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT")]

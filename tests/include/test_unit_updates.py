@@ -20,6 +20,7 @@ from include.mes.unit_updates import (
     UnitLockLostError,
     UnitLockTimeoutError,
     claim_unit,
+    positive_seconds,
     release_unit,
     unit_lock_holder,
 )
@@ -228,3 +229,14 @@ def test_a_lapsed_lock_goes_to_the_next_run_and_its_holder_cannot_note(repo: Mes
             drain.keep(60)  # nor can it keep the lock for a deferral
     assert repo.unit_change("run-1").pending  # nothing noted by the run that lost the lock
     assert unit_lock_holder(repo.engine, unit.id) == "run-2"  # its exit did not release run-2's lock
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), True, "5", None])
+def test_seconds_that_are_not_positive_are_refused_naming_the_argument(value):
+    with pytest.raises(ValueError, match=r"^Invalid lease .*: expected positive seconds$"):
+        positive_seconds("lease", value)
+
+
+def test_positive_seconds_are_taken_as_floats():
+    assert positive_seconds("poll", 2) == 2.0 and isinstance(positive_seconds("poll", 2), float)
+    assert positive_seconds("poll", 0.25) == 0.25

@@ -7,7 +7,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +34,8 @@ class MesAgent:
     ledger_path: str
     ledger: Ledger
     public_key: str
-    token: str
-    password: str
+    token: str = field(repr=False)
+    password: str = field(repr=False)
 
 
 def mes_agent(

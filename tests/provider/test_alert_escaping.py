@@ -86,8 +86,9 @@ def test_every_channel_escapes_control_characters_and_caps_lines(channels):
 
 
 def test_the_alert_log_line_escapes_what_it_quotes(caplog, monkeypatch):
-    for name in ("BLOCKCHAIN_ALERT_SLACK_CONN_ID", "BLOCKCHAIN_ALERT_SMTP_CONN_ID"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("ALERT_SLACK_CONN_ID", "ALERT_SMTP_CONN_ID"):
+        monkeypatch.delenv(f"BLOCKCHAIN_{name}", raising=False)
+        monkeypatch.delenv(f"AIRFLOW__BLOCKCHAIN__{name}", raising=False)
     with caplog.at_level("ERROR"):
         notifications.send_alert("2 new OPEN order request(s):\n- " + FORGED)
     (record,) = [r for r in caplog.records if r.getMessage().startswith("ALERT")]

@@ -136,7 +136,13 @@ def test_every_option_is_declared_and_read_from_the_configuration_before_its_old
     from blockchain_provider import get_provider_info
     from blockchain_provider.configured import OPTIONS, option
 
-    assert set(get_provider_info()["config"]["blockchain"]["options"]) == set(OPTIONS)
+    declared = get_provider_info()["config"]["blockchain"]["options"]
+    assert (
+        set(declared)
+        == set(OPTIONS)
+        >= {"request_store", "token_conn_id", "ui_airflow_api_url", "alert_email_to"}
+    )
+    assert declared["token_conn_id"]["default"] is None  # else the old variable would never be read
     for name in ("AIRFLOW__BLOCKCHAIN__TOKEN_CONN_ID", "BLOCKCHAIN_TOKEN_CONN_ID"):
         monkeypatch.delenv(name, raising=False)
     assert option("token_conn_id", "blockchain_master") == "blockchain_master"

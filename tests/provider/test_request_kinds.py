@@ -10,6 +10,7 @@ from blockchain_provider.exceptions import InvalidIdentifierError
 from blockchain_provider.operators import ListRequestsOperator
 from blockchain_provider.operators.requests import AnswerRequestOperator
 from blockchain_provider.request_kinds import ORDER, PARTNER, RequestKind, request_kind, request_kinds
+from include.mes.request_kinds import LEDGER_KINDS
 from tests.third_kind import QUOTE
 
 OPTION = "AIRFLOW__BLOCKCHAIN__REQUEST_KINDS"
@@ -116,7 +117,7 @@ def test_a_kind_is_named_or_given_as_it_is(monkeypatch):
 
 def test_the_option_names_a_tuple_of_kinds_once(monkeypatch):
     monkeypatch.setenv(OPTION, "include.mes.request_kinds.LEDGER_KINDS")
-    assert list(request_kinds()) == ["partner", "order"]  # the project's own: none yet
+    assert list(request_kinds()) == ["partner", "order", *(kind.name for kind in LEDGER_KINDS)]
     monkeypatch.setenv(OPTION, "tests.provider.test_request_kinds.SEVERAL")
     assert list(request_kinds()) == ["partner", "order", "quote", "offer"]
     assert protocol.answer_call("BLK_Off_Ans", "c" * 32, True).body == {"id": "c" * 32, "response": 1}

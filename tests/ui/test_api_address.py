@@ -26,8 +26,9 @@ def request(
 
 @pytest.fixture(autouse=True)
 def plain_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("BLOCKCHAIN_UI_AIRFLOW_API_URL", raising=False)
-    monkeypatch.delenv("BLOCKCHAIN_UI_AIRFLOW_API_CA", raising=False)
+    for name in ("UI_AIRFLOW_API_URL", "UI_AIRFLOW_API_CA"):
+        monkeypatch.delenv(f"BLOCKCHAIN_{name}", raising=False)
+        monkeypatch.delenv(f"AIRFLOW__BLOCKCHAIN__{name}", raising=False)
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example.com")
     monkeypatch.setenv("AIRFLOW__API__SSL_CERT", "")
 
@@ -43,8 +44,10 @@ def test_the_socket_the_request_arrived_on(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_an_override_or_the_base_url_without_a_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     assert airflow_api_url(request(None)) == "http://airflow.example.com/api/v2"
-    monkeypatch.setenv("BLOCKCHAIN_UI_AIRFLOW_API_URL", "http://127.0.0.1:9000/api/v2/")
+    monkeypatch.setenv("BLOCKCHAIN_UI_AIRFLOW_API_URL", "http://127.0.0.1:9000/api/v2/")  # as .env sets it
     assert airflow_api_url(request(("10.0.0.1", 8080))) == "http://127.0.0.1:9000/api/v2"
+    monkeypatch.setenv("AIRFLOW__BLOCKCHAIN__UI_AIRFLOW_API_URL", "http://127.0.0.1:9001/api/v2")
+    assert airflow_api_url(request(("10.0.0.1", 8080))) == "http://127.0.0.1:9001/api/v2"
 
 
 def test_the_callers_token_is_the_one_forwarded() -> None:

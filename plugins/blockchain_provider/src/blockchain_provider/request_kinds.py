@@ -14,7 +14,9 @@ knows it::
     request_kinds = my_deployment.kinds.QUOTE
 
 (a comma-separated list of dotted paths, each to a :class:`RequestKind` or to a tuple or list of
-them, so that a deployment can name its kinds once and add to them in code).
+them, so that a deployment can name its kinds once and add to them in code: in the module that
+defines the tuple, as each process reads the kinds once). A kind the option does not name is
+unknown to the protocol, even where a :class:`RequestKind` object is passed.
 """
 
 from __future__ import annotations
