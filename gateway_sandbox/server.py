@@ -45,6 +45,10 @@ kafka_log = logging.getLogger("gateway_sandbox.kafka")
 
 _ASSIGNED = re.compile(r'"idemp_state":\s*"Assigned"')
 
+#: Seconds a record type's creation waits for its new topic to have a leader on every partition
+#: before it is answered (the agent sends the type's records there next).
+RECORD_TOPIC_WAIT = 10.0
+
 OutboxRow = tuple[float, int, str, bytes | None, bytes, list[tuple[str, str]]]
 
 
@@ -343,15 +347,19 @@ class GatewayServer:
                 found.append(self._record_topic(record_type))
         return found
 
-    def _assign_new(self, topics: list[str]) -> None:
-        """Start reading *topics* (new record topics) where this ledger left them, else from their start."""
+    def _assign_new(self, topics: list[str]) -> set[str]:
+        """Start reading *topics* (new record topics) where this ledger left them, else from their
+        start; returns those read. A topic the consumer's metadata does not show yet, or shows
+        without a leader for each partition (a topic just created on a cluster), is not read."""
         assert self._consumer is not None and self.ledger is not None
         stored = self.ledger.stored_offsets()
         metadata = self._consumer.list_topics(timeout=10)
         assignment = []
         for topic in topics:
             info = metadata.topics.get(topic)
-            if info is None or info.error is not None:
+            if info is None or info.error is not None or not info.partitions:
+                continue
+            if any(part.leader < 0 or part.error is not None for part in info.partitions.values()):
                 continue
             for partition in sorted(info.partitions):
                 low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
@@ -359,18 +367,27 @@ class GatewayServer:
                 offset = saved[0] if saved is not None and low < saved[0] <= high else low
                 assignment.append(TopicPartition(topic, partition, offset))
                 self.start_offsets[(topic, partition)] = offset
+        read = {tp.topic for tp in assignment}
         if assignment:
             self._consumer.incremental_assign(assignment)
-            log.info("reading record topic(s) %s", ", ".join(sorted({tp.topic for tp in assignment})))
+            log.info("reading record topic(s) %s", ", ".join(sorted(read)))
+        return read
 
     def _serve_record_type(self, record_type: str) -> None:
-        """Make the topic of a record type just created exist and be read, before the answer goes out."""
+        """Make the topic of a record type just created exist and be read, before the answer goes
+        out. On a cluster the topic reaches every broker's metadata a moment after its creation:
+        it is waited for (at most :data:`RECORD_TOPIC_WAIT` seconds, then left to discovery)."""
         topic = self._record_topic(record_type)
         if topic in self._assigned_topics:
             return
         ensure_topics(self.bootstrap_servers, [topic], self.topic_partitions)
+        deadline = time.monotonic() + RECORD_TOPIC_WAIT
+        while not self._assign_new([topic]):
+            if time.monotonic() >= deadline:
+                log.warning("record topic %s has no leader yet: read once discovery finds it", topic)
+                return
+            time.sleep(0.1)
         self._assigned_topics.add(topic)
-        self._assign_new([topic])
 
     def _discover(self) -> None:
         assert self._consumer is not None
@@ -388,8 +405,7 @@ class GatewayServer:
         ]
         new = sorted(set(new))
         if new:
-            self._assigned_topics.update(new)
-            self._assign_new(new)
+            self._assigned_topics.update(self._assign_new(new))
 
     def _start_positions(self) -> list[TopicPartition]:
         assert self._consumer is not None and self.ledger is not None
