@@ -36,13 +36,15 @@ again). See `include/mes/unit_update_runs.py` and `include/mes/unit_updates.py`.
 
 from __future__ import annotations
 
-from airflow.sdk import Param, TriggerRule, dag
+from airflow.sdk import Param, dag
 from blockchain_common import (
     GATEWAY_TASK_TIMEOUT,
+    KAFKA_CONN_ID,
     MES_CONN_ID,
     REPORTER_POOL,
     START_DATE,
     TAGS,
+    TOKEN_CONN_ID,
     default_args,
     gateway_args,
     mes_repository,
@@ -56,15 +58,21 @@ from include.day_report_keys import (
     PRODUCTION_UNIT_RECORD_TYPE_DESCRIPTION,
 )
 from include.mes.models import PROCESS_NAME_MAX_LENGTH, STATUS_MAX_LENGTH
-from include.mes.unit_update_runs import UNIT_ID_MAX, ClaimUnitOperator, UnitChangeQueue
+from include.mes.unit_update_runs import (
+    UNIT_ID_MAX,
+    ClaimUnitOperator,
+    DrainUnitChangesOperator,
+    UnitChangeQueue,
+)
 from include.mes.visible_text import PROCESS_NAME_PATTERN, STATUS_PATTERN
 
 #: Runs at once: different units' changes side by side; one unit's take turns on its lock.
 MAX_ACTIVE_RUNS = 16
 
-#: The task that creates a unit's record and reporter (signed by the master, in the master's pool)
-#: and the one that updates it (signed by the unit's reporter, in the reporters' pool).
-CREATE_TASK, UPDATE_TASK = "create_unit_record", "update_unit_record"
+#: The task that creates a unit's record and reporter (signed by the master, in the master's pool),
+#: the one that then applies its first changes (signed by the unit's new reporter), and the one
+#: that drains the changes of every unit with a reporter, from the triggerer.
+CREATE_TASK, UPDATE_TASK, DRAIN_TASK = "create_unit_record", "update_unit_record", "drain_unit_changes"
 
 
 @dag(
@@ -114,11 +122,11 @@ def blockchain_production_unit_update() -> None:
         repository=mes_repository,
         conn_id=MES_CONN_ID,
         create_task_id=CREATE_TASK,
-        update_task_id=UPDATE_TASK,
+        drain_task_id=DRAIN_TASK,
         doc_md=(
-            "Note the run's change and take the unit's lock for the run; a unit busy with another run is "
-            "waited for in the triggerer, outside the gateway pools, so the lock's holder keeps its way to "
-            "their slots. Goes on to the unit's creation when it has no reporter yet, else to its update."
+            "Note the run's change. A unit with its reporter goes on to the drain. One without takes its "
+            "lock for the run (a unit busy with another run is waited for in the triggerer, outside the "
+            "gateway pools) and goes on to its creation."
         ),
         # no gateway pool: the wait for the lock must never keep a slot from the run that holds it
         execution_timeout=GATEWAY_TASK_TIMEOUT,
@@ -154,10 +162,24 @@ def blockchain_production_unit_update() -> None:
         # an answer that takes longer than a second is awaited in the triggerer, which reads the
         # reporter's token from the MES
         **gateway_args(pool=REPORTER_POOL),
-        # after the creation, or straight after the claim when the unit has its reporter
-        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
     )
-    claim >> [create, update]
+    drain = DrainUnitChangesOperator(
+        task_id=DRAIN_TASK,
+        doc_md=(
+            "Apply the run's change, with the noted changes of every unit no other run holds, side by side "
+            "from the triggerer (each unit's in order, signed by its reporter); resumes once, when the "
+            "run's change is settled."
+        ),
+        repository=mes_repository,
+        conn_id=MES_CONN_ID,
+        kafka_config_id=KAFKA_CONN_ID,
+        token_conn_id=TOKEN_CONN_ID,
+        # the reporters' pool bounds the drains at once; each unit's lock keeps its reporter to
+        # one request in flight
+        pool=REPORTER_POOL,
+        execution_timeout=GATEWAY_TASK_TIMEOUT,
+    )
+    claim >> [create, drain]
     create >> update
 
 

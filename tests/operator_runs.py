@@ -18,13 +18,20 @@ from airflow.triggers.base import TriggerEvent
 from blockchain_provider.triggers.await_response import AwaitResponsesTrigger
 from blockchain_provider.triggers.serial_requests import SerialRequestsTrigger
 from include.mes.unit_claims import UnitClaimTrigger
+from include.mes.unit_drain import UnitsDrainTrigger
 
 #: The triggers a task defers to, by the class path they serialise with (a pause before looking
 #: at a busy queue again is Airflow's own timer; a production unit's lock is waited for in
-#: :class:`UnitClaimTrigger`).
+#: :class:`UnitClaimTrigger`, and the units' changes are drained in :class:`UnitsDrainTrigger`).
 TRIGGERS = {
     f"{cls.__module__}.{cls.__qualname__}": cls
-    for cls in (AwaitResponsesTrigger, SerialRequestsTrigger, DateTimeTrigger, UnitClaimTrigger)
+    for cls in (
+        AwaitResponsesTrigger,
+        SerialRequestsTrigger,
+        DateTimeTrigger,
+        UnitClaimTrigger,
+        UnitsDrainTrigger,
+    )
 }
 
 
@@ -135,20 +142,26 @@ def run_unit_update(
     triggers: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> Any:
     """One run of ``blockchain_production_unit_update`` as the scheduler runs its tasks: the claim,
-    then what it goes on to (the unit's creation on its first update, then the update); returns
-    the update's result."""
+    then what it goes on to (on the unit's first update its creation, then the update; else the
+    drain); returns the last task's result."""
     from airflow.sdk.exceptions import DownstreamTasksSkipped
 
     dag_id = "blockchain_production_unit_update"
     claim = dag_task(dag_id, "claim_unit")
-    following = ["create_unit_record", "update_unit_record"]
     try:
         run_operator(
             claim, task_context(try_number=try_number, params=params, run_id=run_id, task=claim), triggers
         )
     except DownstreamTasksSkipped as skipped:
         left = {task_id for task_id, _map_index in skipped.tasks}
-        following = [task_id for task_id in following if task_id not in left]
+    else:
+        raise AssertionError("the claim follows one branch: the unit's creation or the drain")
+    # the update follows the creation, and is skipped with it
+    following = (
+        ["drain_unit_changes"]
+        if "create_unit_record" in left
+        else ["create_unit_record", "update_unit_record"]
+    )
     result = None
     for task_id in following:
         task = dag_task(dag_id, task_id)

@@ -19,6 +19,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from blockchain_provider.operators import ClaimedUpdates, DynamicRecordUpdate, PendingUpdate
+from blockchain_provider.operators.update_queue import last_try
 from include.day_report_keys import (
     production_unit_dynamic_properties,
     production_unit_record_description,
@@ -27,7 +28,13 @@ from include.day_report_keys import (
 )
 from include.mes.models import ProductionUnitNotFoundError, validate_process_name, validate_unit_status
 from include.mes.reporter_store import MesReporterStore
-from include.mes.unit_updates import FAILED, REFUSED, UnitLockTimeoutError, claim_unit, release_unit
+from include.mes.unit_updates import (
+    FAILED,
+    REFUSED,
+    UnitLockTimeoutError,
+    claim_unit,
+    release_unit,
+)
 
 if TYPE_CHECKING:
     from include.mes.models import ProductionUnit
@@ -38,6 +45,7 @@ __all__ = [
     "IN_POOL_LOCK_WAIT",
     "UNIT_ID_MAX",
     "ClaimUnitOperator",
+    "DrainUnitChangesOperator",
     "UnitChangeQueue",
     "own_change",
     "unit_update_args",
@@ -103,8 +111,8 @@ class ClaimUnitOperator(BaseOperator, BranchMixIn):
 
     :param repository: gives the MES database when the task runs.
     :param conn_id: the MES database's connection, for the triggerer's wait.
-    :param create_task_id: the task that creates the unit's record and reporter.
-    :param update_task_id: the task that updates the unit's record.
+    :param create_task_id: the task that creates the unit's record and reporter (then updates it).
+    :param drain_task_id: the task that drains the changes of the units with reporters.
     """
 
     ui_color = "#fff4e0"
@@ -116,14 +124,14 @@ class ClaimUnitOperator(BaseOperator, BranchMixIn):
         repository: Callable[[], MesRepository],
         conn_id: str,
         create_task_id: str,
-        update_task_id: str,
+        drain_task_id: str,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.repository = repository
         self.conn_id = conn_id
         self.create_task_id = create_task_id
-        self.update_task_id = update_task_id
+        self.drain_task_id = drain_task_id
 
     def execute(self, context: Mapping[str, Any]) -> Any:
         from include.mes.unit_claims import UnitClaimTrigger
@@ -132,7 +140,10 @@ class ClaimUnitOperator(BaseOperator, BranchMixIn):
         unit, own = own_change(repository, context)
         if not own.pending:
             self.log.info("Change %s was settled already by run %s", own.seq, own.applied_by_run)
-            return self.do_branch(context, self.update_task_id)
+            return self.do_branch(context, self.drain_task_id)
+        if _has_reporter(repository, unit):
+            # the drain takes the locks of the units it applies, in the triggerer
+            return self.do_branch(context, self.drain_task_id)
         run_id = context["dag_run"].run_id
         if claim_unit(repository.engine, unit.id, run_id):
             return self._go_on(context, repository, unit)
@@ -155,11 +166,134 @@ class ClaimUnitOperator(BaseOperator, BranchMixIn):
         return self._go_on(context, repository, unit)
 
     def _go_on(self, context: Mapping[str, Any], repository: MesRepository, unit: ProductionUnit) -> Any:
-        """The lock is the run's: create the unit's record and reporter first if it has none."""
-        reporter = repository.reporter(production_unit_record_id(unit))
-        if reporter is None or reporter.token is None:
+        """The lock is the run's: create the unit's record and reporter if it has none; if the run
+        that held the lock created them, let go of it and leave the change to the drain."""
+        if not _has_reporter(repository, unit):
             return self.do_branch(context, self.create_task_id)
-        return self.do_branch(context, self.update_task_id)
+        release_unit(repository.engine, unit.id, context["dag_run"].run_id)
+        return self.do_branch(context, self.drain_task_id)
+
+
+def _has_reporter(repository: MesRepository, unit: ProductionUnit) -> bool:
+    """Whether *unit*'s record has its reporter, with its token."""
+    reporter = repository.reporter(production_unit_record_id(unit))
+    return reporter is not None and reporter.token is not None
+
+
+class DrainUnitChangesOperator(BaseOperator):
+    """Have the run's change applied, with every unit's noted changes, from the triggerer.
+
+    The task defers at once to :class:`~include.mes.unit_drain.UnitsDrainTrigger`, which drains
+    the pending changes of every unit with a reporter that no other run holds, side by side (one
+    request in flight per reporter token), and ends once the run's own change is settled. The task
+    resumes once, and reads from the MES what became of the change: applied (by this run or an
+    earlier one, named in the result), refused for good (the task fails, without retries), or
+    still pending (its update got no answer in time: the try fails, and its retry drains again;
+    after the last try the change is given up, as the unit's lock allows).
+
+    :param repository: gives the MES database when the task runs.
+    :param conn_id: the MES database's connection, for the triggerer.
+    :param kafka_config_id: the ``kafka`` connection.
+    :param token_conn_id: the ``blockchain_token`` connection whose agent created the reporters.
+    """
+
+    ui_color = "#e8f4ff"
+
+    def __init__(
+        self,
+        *,
+        repository: Callable[[], MesRepository],
+        conn_id: str,
+        kafka_config_id: str,
+        token_conn_id: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.repository = repository
+        self.conn_id = conn_id
+        self.kafka_config_id = kafka_config_id
+        self.token_conn_id = token_conn_id
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        from include.mes.unit_drain import UnitsDrainTrigger
+
+        unit, own = own_change(self.repository(), context)
+        if not own.pending:
+            return self._settled(unit, own)
+        self.defer(
+            trigger=UnitsDrainTrigger(
+                conn_id=self.conn_id,
+                run_id=context["dag_run"].run_id,
+                kafka_config_id=self.kafka_config_id,
+                token_conn_id=self.token_conn_id,
+            ),
+            method_name="execute_complete",
+            timeout=self.execution_timeout,
+        )
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        """Resume after the triggerer; a wait that failed (the trigger failed, or timed out) is a
+        failed try like a change left pending."""
+        from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
+
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except (TaskDeferralError, TaskDeferralTimeout) as failure:
+            self._give_up_after_last_try(context, failure)
+            raise
+
+    def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> dict[str, Any]:
+        """Resume once the drain ended: read what became of the run's change."""
+        from include.mes.unit_drain import DRAINED
+
+        if not isinstance(event, Mapping) or event.get("status") != DRAINED:
+            raise RuntimeError(f"Unexpected event from the units' drain: {event!r:.200}")
+        unit, own = own_change(self.repository(), context)
+        if own.pending:
+            failure = RuntimeError(
+                f"Change {own.seq} of production unit {unit.code} is still pending: its update got no "
+                "answer in time (or the unit has no reporter); the try fails and its retry drains again"
+            )
+            self._give_up_after_last_try(context, failure)
+            raise failure
+        return self._settled(unit, own)
+
+    def _settled(self, unit: ProductionUnit, own: UnitChange) -> dict[str, Any]:
+        if own.outcome == REFUSED:
+            raise AirflowFailException(f"Change {own.seq} was refused for good: {own.detail}")
+        if own.outcome == FAILED:
+            raise AirflowFailException(
+                f"Change {own.seq} was given up ({own.detail}); make the change again to apply it"
+            )
+        self.log.info("Change %s of %s applied by run %s", own.seq, unit.code, own.applied_by_run)
+        return {
+            "record_id": production_unit_record_id(unit),
+            "unit": unit.code,
+            "change": own.seq,
+            "applied_by": own.applied_by_run,
+        }
+
+    def _give_up_after_last_try(self, context: Mapping[str, Any], failure: BaseException) -> None:
+        """On the last try, give the run's change up so the unit's later runs pass it by; only
+        under the unit's lock, so that no drain holding it is applying the change meanwhile."""
+        if not last_try(context):
+            return
+        repository = self.repository()
+        run_id = context["dag_run"].run_id
+        own = repository.unit_change(run_id)
+        if own is None or not own.pending:
+            return
+        if not claim_unit(repository.engine, own.production_unit_id, run_id):
+            self.log.info(
+                "Production unit %s is being drained by another run: change %s stays",
+                own.production_unit_id,
+                own.seq,
+            )
+            return
+        try:
+            repository.give_up_unit_change(run_id, f"its run failed for good: {type(failure).__name__}")
+        finally:
+            release_unit(repository.engine, own.production_unit_id, run_id)
 
 
 class UnitChangeQueue:

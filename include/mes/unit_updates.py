@@ -50,6 +50,7 @@ __all__ = [
     "unit_change",
     "unit_changes",
     "unit_lock_holder",
+    "units_with_pending_changes",
 ]
 
 #: How a change was settled (``outcome``): applied on the ledger, refused for good by the
@@ -192,6 +193,22 @@ def unit_changes(engine: Engine, unit_id: int, *, pending_only: bool = False) ->
     with engine.connect() as conn:
         rows = conn.execute(query.order_by(table.c.seq)).mappings().all()
     return [_change(row) for row in rows]
+
+
+def units_with_pending_changes(engine: Engine, run_id: str) -> list[int]:
+    """The units with pending changes whose lock is free or run *run_id*'s, oldest change first."""
+    table, claims = schema.unit_updates, schema.unit_claims
+    held_by_others = sa.select(claims.c.production_unit_id).where(
+        claims.c.dag_run_id != run_id, claims.c.claimed_until >= schema.utcnow()
+    )
+    query = (
+        sa.select(table.c.production_unit_id)
+        .where(table.c.applied_at.is_(None), table.c.production_unit_id.not_in(held_by_others))
+        .group_by(table.c.production_unit_id)
+        .order_by(sa.func.min(table.c.seq))
+    )
+    with engine.connect() as conn:
+        return [row[0] for row in conn.execute(query)]
 
 
 class UnitDrain:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import DownstreamTasksSkipped, TaskDeferred
 
 from tests.operator_runs import first_event, stored, task_context
 
@@ -83,10 +83,12 @@ def test_a_run_waiting_for_its_units_lock_keeps_no_slot_of_the_tokens_pool(unit_
 
     # the holder's claim is its own lock: it goes on at once, to the pool
     holder_claim = unit_dag.get_task("claim_unit")
-    result = holder_claim.execute(
-        task_context(run_id="mes__holder", params={**conf, "status": "H"}, task=holder_claim)
-    )
-    assert result == "create_unit_record"  # its first update: the master creates its reporter first
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        holder_claim.execute(
+            task_context(run_id="mes__holder", params={**conf, "status": "H"}, task=holder_claim)
+        )
+    # its first update: the master creates its reporter first, and the drain is skipped
+    assert [task_id for task_id, _ in skipped.value.tasks] == ["drain_unit_changes"]
 
     # the holder lets go; the triggerer takes the lock for the waiter, which then goes on
     async def claimed_when_released():
@@ -101,8 +103,9 @@ def test_a_run_waiting_for_its_units_lock_keeps_no_slot_of_the_tokens_pool(unit_
     assert unit_lock_holder(mes.engine, unit.id) == "mes__waiter"
     waiter_claim = unit_dag.get_task(task_id)
     context = task_context(run_id="mes__waiter", params={**conf, "status": "W"}, task=waiter_claim)
-    resumed = getattr(waiter_claim, deferred.method_name)(context, event=payload, **(deferred.kwargs or {}))
-    assert resumed == "create_unit_record"
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        getattr(waiter_claim, deferred.method_name)(context, event=payload, **(deferred.kwargs or {}))
+    assert [task_id for task_id, _ in skipped.value.tasks] == ["drain_unit_changes"]
 
 
 def test_a_gateway_task_whose_claim_was_taken_over_fails_its_try_at_once(unit_dag, mes):
@@ -127,13 +130,15 @@ def test_a_gateway_task_whose_claim_was_taken_over_fails_its_try_at_once(unit_da
     assert mes.unit_change("mes__late").pending  # its change stays noted for the holder or a retry
 
 
-def test_a_unit_with_its_reporter_goes_straight_to_its_update(unit_dag, mes, monkeypatch):
+def test_a_unit_with_its_reporter_goes_straight_to_the_drain(unit_dag, mes, monkeypatch):
     """Only a unit's first update needs the master's pool (its record and reporter are created);
-    later ones skip the creation and go to the reporters' pool at once."""
+    later ones skip the creation and go to the drain at once, in the reporters' pool, without
+    taking the unit's lock (the drain takes it in the triggerer)."""
     from airflow.sdk.crypto import get_fernet
-    from airflow.sdk.exceptions import DownstreamTasksSkipped
     from blockchain_common import REPORTER_POOL, REQUEST_POOL
     from cryptography.fernet import Fernet
+
+    from include.mes.unit_updates import unit_lock_holder
 
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
     get_fernet.cache_clear()
@@ -149,8 +154,10 @@ def test_a_unit_with_its_reporter_goes_straight_to_its_update(unit_dag, mes, mon
     finally:
         get_fernet.cache_clear()
     assert [task_id for task_id, _ in skipped.value.tasks] == ["create_unit_record"]
+    assert unit_lock_holder(mes.engine, unit.id) is None
     assert unit_dag.get_task("create_unit_record").pool == REQUEST_POOL
     assert unit_dag.get_task("update_unit_record").pool == REPORTER_POOL
+    assert unit_dag.get_task("drain_unit_changes").pool == REPORTER_POOL
 
 
 def test_a_run_whose_change_another_run_applied_lets_go_of_the_lock_its_claim_took(unit_dag, mes):

@@ -102,6 +102,10 @@ class AnswerMatcher:
         if self._by_id.pop(request_id, None) is not None:
             self._update_needles()
 
+    def wait(self, request_id: str) -> Wait | None:
+        """The wait of request *request_id*, ``None`` when it is not waiting."""
+        return self._by_id.get(request_id)
+
     def waiting(self) -> list[str]:
         """The ids of the requests waiting, in the order they were added."""
         return list(self._by_id)

@@ -33,6 +33,7 @@ __all__ = [
     "check_update_arguments",
     "end_kept_claim",
     "fail_claim",
+    "last_try",
 ]
 
 
@@ -177,6 +178,12 @@ def check_update_arguments(queue: Any, **plain: Any) -> None:
         )
 
 
+def last_try(context: Mapping[str, Any]) -> bool:
+    """Whether the task's try is its last: no retry follows a failure."""
+    ti = context.get("ti")
+    return ti is not None and getattr(ti, "try_number", 1) > getattr(ti, "max_tries", 0)
+
+
 def fail_claim(
     queue: UpdateQueue, claimed: ClaimedUpdates, context: Mapping[str, Any], failure: BaseException
 ) -> None:
@@ -186,9 +193,7 @@ def fail_claim(
     from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTerminated
 
     try:
-        ti = context.get("ti")
-        last_try = ti is not None and getattr(ti, "try_number", 1) > getattr(ti, "max_tries", 0)
-        if isinstance(failure, (AirflowFailException, AirflowTaskTerminated)) or last_try:
+        if isinstance(failure, (AirflowFailException, AirflowTaskTerminated)) or last_try(context):
             queue.failed(context, failure)
     finally:
         claimed.release()
