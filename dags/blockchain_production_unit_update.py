@@ -14,24 +14,26 @@ On the unit's first update, `create_unit_record` ensures the record type `Produc
 (dynamic `Status` and `ProcessName`) and creates its dynamic record `PU_<code>` and the unit's own
 reporter agent (created with a fresh strong password; its public key and token are stored in the
 MES database, encrypted with Airflow's Fernet key), signed by the master, in the master token's
-pool. `update_unit_record` then updates the two properties signed with that reporter's token,
-in the reporters' pool: without echo one request in flight is the rule per token, so different
-units' updates run side by side, and never behind the master's requests. Later runs reuse the
-stored reporter and skip the creation. No task needs the Airflow REST API.
+pool; `update_unit_record` then sets the two properties signed with that reporter's token.
+Every later run goes to `drain_unit_changes`, which applies the noted changes of every unit at
+once, from the triggerer: units side by side, each signed by its own reporter (without echo one
+request in flight is the rule per token), never behind the master's requests. No task needs the
+Airflow REST API.
 
 A unit's changes apply in the order the MES made them. The MES notes each change (table
 `unit_updates`, in the transaction that saves it) under the `dag_run_id` it then triggers with.
-A first task, `claim_unit`, takes the unit's lock in the MES database for the run, outside the
-gateway pools: a unit busy with another run is waited for in the triggerer, which takes the lock
-for the run when it is free, so a waiting run never keeps a pool slot from the run that holds the
-lock. Then `update_unit_record` applies the unit's noted changes not yet applied up to its own, in
-order, each noted applied as soon as the ledger has it, and lets go. An answer slower than a
-second is awaited in the triggerer, the lock kept meanwhile. A run whose change an earlier run
-already applied succeeds at once, naming that run.
+A first task, `claim_unit`, reads the run's change. A unit without its reporter is locked for the
+run in the MES database, outside the gateway pools (a unit busy with another run is waited for in
+the triggerer), and created. For a unit with its reporter, `drain_unit_changes` defers at once:
+in the triggerer it takes the lock of every unit with pending changes that no other run holds,
+sends each unit's changes in order, notes each one applied as soon as the ledger has it, and
+lets go; the task resumes once, when the run's own change is settled. A run whose change an
+earlier run already applied succeeds at once, naming that run.
 A run triggered by hand (no note under its id) notes its own change when it starts: among such
 runs the order is the order they start in. A run that fails for good gives its change up, so the
 unit's later runs do not try it again (clearing it later does not apply it: make the change
-again). See `include/mes/unit_update_runs.py` and `include/mes/unit_updates.py`.
+again). See `include/mes/unit_update_runs.py`, `include/mes/unit_drain.py` and
+`include/mes/unit_updates.py`.
 """
 
 from __future__ import annotations

@@ -184,3 +184,34 @@ def test_a_run_whose_change_another_run_applied_lets_go_of_the_lock_its_claim_to
     task.execute(task_context(run_id="mes__early", params={**conf, "status": "E"}, task=task))
     assert mes.unit_change("mes__early").applied_by_run == "mes__late"
     assert unit_lock_holder(mes.engine, unit.id) is None
+
+
+def test_a_run_with_a_reporter_defers_to_the_drain_with_nothing_secret_in_its_arguments(
+    unit_dag, mes, monkeypatch
+):
+    """The drain task defers at once (no wait in the worker); its trigger carries connection ids
+    and the run, never a token, and refuses arguments that make no sense, naming them."""
+    from include.mes.unit_drain import UnitsDrainTrigger
+
+    unit = mes.production_units()[0]
+    params = {"production_unit_id": unit.id, "status": "D", "process_name": "Stamping"}
+    mes.set_production_unit_state(unit.id, "D", "Stamping", dag_run_id="mes__drain")
+    task = unit_dag.get_task("drain_unit_changes")
+    started = time.monotonic()
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute(task_context(run_id="mes__drain", params=params, task=task))
+    assert time.monotonic() - started < 5
+    classpath, kwargs = deferred.value.trigger.serialize()
+    assert classpath == "include.mes.unit_drain.UnitsDrainTrigger"
+    assert kwargs["run_id"] == "mes__drain" and kwargs["conn_id"] == "mes_db"
+    assert "token" not in json.dumps({k: v for k, v in kwargs.items() if k != "token_conn_id"}).lower()
+    assert UnitsDrainTrigger(**kwargs).serialize() == (classpath, kwargs)
+    for name, value in (("timeout", 0), ("poll", -1), ("max_units", 0), ("max_units", True)):
+        with pytest.raises(ValueError, match=name):
+            UnitsDrainTrigger(**{**kwargs, name: value})
+    # a change settled already: the task ends at once, naming who applied it
+    drain = mes.drain_unit_changes(unit.id, mes.unit_change("mes__drain").seq, "mes__other")
+    with drain as pending:
+        drain.mark_applied(pending[0].seq, "done")
+    result = task.execute(task_context(run_id="mes__drain", params=params, task=task))
+    assert result["applied_by"] == "mes__other"

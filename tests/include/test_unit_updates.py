@@ -240,3 +240,29 @@ def test_seconds_that_are_not_positive_are_refused_naming_the_argument(value):
 def test_positive_seconds_are_taken_as_floats():
     assert positive_seconds("poll", 2) == 2.0 and isinstance(positive_seconds("poll", 2), float)
     assert positive_seconds("poll", 0.25) == 0.25
+
+
+def test_the_units_to_drain_are_those_with_pending_changes_and_no_other_holder(repo: MesRepository) -> None:
+    from include.mes.unit_updates import units_with_pending_changes
+
+    pt10, pt11, pt12, pt13 = (
+        repo.add_production_unit(code, f"Press line {code}", "Running", "Stamping")
+        for code in ("PT10", "PT11", "PT12", "PT13")
+    )
+    repo.set_production_unit_state(pt12.id, "Stopped", "", dag_run_id="run-a")
+    repo.set_production_unit_state(pt10.id, "Stopped", "", dag_run_id="run-b")
+    repo.set_production_unit_state(pt11.id, "Stopped", "", dag_run_id="run-c")
+    repo.set_production_unit_state(pt12.id, "Running", "", dag_run_id="run-d")
+    # oldest pending change first; a unit with nothing pending is not one
+    assert units_with_pending_changes(repo.engine, "run-x") == [pt12.id, pt10.id, pt11.id]
+    drain = repo.drain_unit_changes(pt10.id, repo.unit_change("run-b").seq, "run-b")
+    with drain as pending:
+        # a unit another run holds is not; one the asking run holds is
+        assert units_with_pending_changes(repo.engine, "run-x") == [pt12.id, pt11.id]
+        assert units_with_pending_changes(repo.engine, "run-b") == [pt12.id, pt10.id, pt11.id]
+        drain.mark_applied(pending[0].seq, "done")
+    # settled: PT10 has nothing pending any more
+    assert units_with_pending_changes(repo.engine, "run-x") == [pt12.id, pt11.id]
+    assert claim_unit(repo.engine, pt11.id, "run-c", lease=-1.0)  # a lapsed lock holds nothing back
+    assert units_with_pending_changes(repo.engine, "run-x") == [pt12.id, pt11.id]
+    assert pt13.id not in units_with_pending_changes(repo.engine, "run-x")
