@@ -39,7 +39,6 @@ from include.day_report_keys import (
 )
 from include.mes.reporter_store import stored_token
 from include.mes.unit_updates import (
-    UnitDrain,
     claim_unit,
     positive_seconds,
     release_unit,
@@ -55,8 +54,6 @@ DRAINED = "drained"
 DEFAULT_POLL = 0.5
 #: Units one trigger drains at once (each with one request in flight).
 DEFAULT_MAX_UNITS = 128
-#: Past every change a unit may have.
-_ALL_CHANGES = 2**63 - 1
 
 
 class UnitsDrainTrigger(BaseTrigger):
@@ -165,7 +162,7 @@ class UnitsDrainTrigger(BaseTrigger):
         """Apply unit *unit_id*'s pending changes in order (its lock is the run's), and those noted
         meanwhile; let go of the lock when none is left or an update got no answer."""
         counts: Counter[str] = Counter()
-        drain = UnitDrain(repository.engine, unit_id, _ALL_CHANGES, self.run_id)
+        drain = repository.drain_unit_changes(unit_id, None, self.run_id)
         try:
             unit = await sync_to_async(repository.require_production_unit)(unit_id)
             record_id = production_unit_record_id(unit)

@@ -224,7 +224,8 @@ class UnitDrain:
 
     :param engine: the MES database.
     :param unit_id: the unit.
-    :param up_to: the ``seq`` of the last change to drain (the run's own).
+    :param up_to: the ``seq`` of the last change to drain (the run's own); ``None``: every
+        pending change, those noted while the lock is held included.
     :param run_id: the run draining, noted as ``applied_by_run``.
     :param lock_timeout: seconds to wait for the lock; default :data:`DEFAULT_LOCK_TIMEOUT`.
     """
@@ -233,7 +234,7 @@ class UnitDrain:
         self,
         engine: Engine,
         unit_id: int,
-        up_to: int,
+        up_to: int | None,
         run_id: str,
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
@@ -277,8 +278,8 @@ class UnitDrain:
                         sa.select(table)
                         .where(
                             table.c.production_unit_id == self.unit_id,
-                            table.c.seq <= self.up_to,
                             table.c.applied_at.is_(None),
+                            *([] if self.up_to is None else [table.c.seq <= self.up_to]),
                         )
                         .order_by(table.c.seq)
                     )

@@ -31,16 +31,17 @@ DAY = date(2026, 11, 27)
 
 @pytest.fixture
 def original(request, monkeypatch, tmp_path, kafka_bootstrap, topic_prefix, airflow_db):
-    """Broker + the sandbox's ``original`` profile (no echo, Python-literal answers) + MES DB."""
+    """Broker + the sandbox's ``original`` profile (no echo, Python-literal answers) + MES DB
+    (``start(mes="postgres")`` for one on PostgreSQL)."""
     stacks = []
 
-    def start(**options):
+    def start(mes: str = "sqlite", **options):
         running = start_stack(
             monkeypatch,
             tmp_path,
             kafka_bootstrap,
             topic_prefix,
-            mes_connection("sqlite", tmp_path, request),
+            mes_connection(mes, tmp_path, request),
             profile="original",
             trace_path=str(tmp_path / "trace.jsonl"),
             **options,

@@ -59,8 +59,9 @@ def unit_entries(tmp_path, since: float) -> list[dict]:
     ]
 
 
-def test_one_run_drains_every_units_changes_side_by_side_in_order(original, tmp_path):  # noqa: F811
-    stack = original()
+@pytest.mark.parametrize("mes", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_one_run_drains_every_units_changes_side_by_side_in_order(original, tmp_path, mes):  # noqa: F811
+    stack = original(mes=mes)
     mes, units = units_with_reporters(stack, UNITS)
     # two changes of each unit, and three more of the first: 15, made before any run starts
     changes = {unit.id: ["S1", "S2", *(["S3", "S4", "S5"] if n == 0 else [])] for n, unit in enumerate(units)}

@@ -2,7 +2,7 @@
 workers, Airflow's metadata on PostgreSQL, 3 Apache Kafka brokers, the gateway sandbox.
 
 One deployment for every case, in order: every DAG runs; a Celery worker is SIGKILLed while it
-holds a gateway task; 20 production-unit updates for 5 units arrive at once through the MES's path
+holds a gateway task (a unit's creation, awaited in the worker); 20 production-unit updates for 5 units arrive at once through the MES's path
 without echo (one request of the token in flight at a time, measured at the sandbox), then again
 with echo and an 8-slot pool (both durations printed; ``bench/unit_updates.py`` measures them).
 Each case asserts what happened to the data, in the ledger and in the MES.
@@ -199,69 +199,53 @@ def _worker_of(production: Production, pid: int) -> int | None:
     return None
 
 
-def ledger_status(ledger: Ledger, record_id: str) -> str | None:
-    record = ledger.record(record_id)
-    return record["properties"].get("Status") if record else None
-
-
-def _update_task(production: Production, run_id: str) -> dict[str, Any]:
-    """The task instance of a unit update run's task that sends the update."""
-    (ti,) = [t for t in production.task_instances(UPDATE_DAG, run_id) if t["task_id"] == "update_unit_record"]
+def _creation_task(production: Production, run_id: str) -> dict[str, Any]:
+    """The task instance of a unit's first update run that creates its record and reporter."""
+    (ti,) = [t for t in production.task_instances(UPDATE_DAG, run_id) if t["task_id"] == "create_unit_record"]
     return ti
 
 
 def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production: Production) -> None:
+    """A unit's first update creates its record and reporter, and awaits that answer in the worker
+    (it holds the reporter's token): the gateway applies the creation but keeps its answer, and the
+    worker running the task is killed. The retry, on the other worker, creates no second reporter."""
     stack, ledger, repository = production.stack, production.ledger, production.repository
     unit = repository.production_units()[1]
     record_id = f"PU_{unit.code}"
-    # the unit's first update creates its record and reporter; that one runs unhindered
-    first = production.trigger(
-        UPDATE_DAG, {"production_unit_id": unit.id, "status": "BEFORE-KILL", "process_name": "Welding"}
-    )
-    assert production.wait_for_runs({"first": (UPDATE_DAG, first)}, timeout=300)["first"] == "success"
-    reporters = ledger.record(record_id)["reporters"]
-    assert len(reporters) == 1
-    # the gateway applies the update but keeps its answer: the task waits for it in the worker
-    # (for the operator's defer_after, 1 s) before it defers; the kill must land in that wait, so
-    # a change whose task deferred first is followed by another one
-    production.hold.write_text("update\n")
+    assert ledger.record(record_id) is None and repository.reporter(record_id) is None  # its first update
+    status = "KILLED-WORKER"
+    production.hold.write_text("create\n")
     try:
-        for attempt in range(1, 6):
-            status = f"KILLED-WORKER-{attempt}"
-            run_id = production.trigger(
-                UPDATE_DAG, {"production_unit_id": unit.id, "status": status, "process_name": "Welding"}
-            )
-            deadline = time.monotonic() + 300
-            while ledger_status(ledger, record_id) != status:
-                if time.monotonic() > deadline:
-                    raise AssertionError("the update never reached the gateway")
-                time.sleep(0.05)
-            ti = _update_task(production, run_id)
-            if ti["state"] == "running" and ti["pid"]:
-                break
-            assert ti["state"] == "deferred", ti
-            production.hold.unlink()  # let this run finish; the next change tries again
-            assert production.wait_for_runs({"run": (UPDATE_DAG, run_id)}, timeout=300)["run"] == "success"
-            production.hold.write_text("update\n")
-        else:
-            raise AssertionError("every update deferred before its worker could be killed")
+        run_id = production.trigger(
+            UPDATE_DAG, {"production_unit_id": unit.id, "status": status, "process_name": "Welding"}
+        )
+        deadline = time.monotonic() + 300
+        while ledger.record(record_id) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("the creation never reached the gateway")
+            time.sleep(0.05)
+        ti = _creation_task(production, run_id)
+        assert ti["state"] == "running" and ti["pid"], ti  # waiting in the worker for the held answer
         victim = _worker_of(production, ti["pid"])
         assert victim is not None, f"task process {ti['pid']} is under no worker"
         stack.worker(victim).kill()
         assert not stack.worker(victim).alive()
+        reporters = ledger.record(record_id)["reporters"]
+        assert len(reporters) == 1
     finally:
         production.hold.unlink(missing_ok=True)
     # the scheduler finds the task's heartbeat gone, and the retry runs on the worker left
     assert production.wait_for_runs({"run": (UPDATE_DAG, run_id)}, timeout=600)["run"] == "success"
-    ti = _update_task(production, run_id)
+    ti = _creation_task(production, run_id)
     assert ti["try_number"] >= 2
     survivor = 3 - victim
     assert stack.worker(survivor).alive()
-    # the retry read the record (BLK_Rec_Get), found the update applied and sent it no second time
-    updates = [u for u in production.ledger.record_updates(record_id) if u.get("Status") == status]
-    assert updates == [{"Status": status, "ProcessName": "Welding"}]
+    # the retry sent the password it had stored before the first try: the same reporter, whose
+    # token the MES now holds; then the update, signed with it
+    assert ledger.record(record_id)["reporters"] == reporters
+    assert repository.reporter(record_id).token is not None
     assert ledger.record(record_id)["properties"]["Status"] == status
-    assert ledger.record(record_id)["reporters"] == reporters  # the retry created no second reporter
+    assert repository.unit_change(run_id).outcome == "applied"
     # bring the killed worker back for what follows
     stack.services.remove(stack.worker(victim))
     stack.start_worker(victim)

@@ -36,12 +36,12 @@ class UnitChangesRepository(RepositoryBase):
     def drain_unit_changes(
         self,
         unit_id: int,
-        up_to: int,
+        up_to: int | None,
         run_id: str,
         *,
         lock_timeout: float = unit_updates.DEFAULT_LOCK_TIMEOUT,
     ) -> unit_updates.UnitDrain:
-        """The unit's lock and its pending changes up to *up_to*: see :class:`~include.mes.unit_updates.UnitDrain`.
+        """The unit's lock and its pending changes up to *up_to* (``None``: all): see :class:`~include.mes.unit_updates.UnitDrain`.
 
         :param lock_timeout: seconds to wait for the lock; default 300.
         """
