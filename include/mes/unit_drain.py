@@ -7,13 +7,16 @@ signed by that unit's reporter (one request in flight per unit, so per token: th
 gateway's rule without echo). It reads the reporters' tokens from the MES itself (none is in its
 arguments), notes each change applied or refused in the MES as its answer comes (no task resume
 per request), takes the units whose changes are noted meanwhile, and ends once the run's own
-change is settled and none of the units it holds has a change left. A burst of changes is then
-applied by the first runs to reach the triggerer; the later runs find theirs settled.
+change is settled and the units it holds are done with the changes they had then (later changes
+go to later runs, so the trigger ends however fast the MES makes changes). A burst of changes
+is then applied by the first runs to reach the triggerer; the later runs find theirs settled.
 
 A unit whose update gets no answer in time (after the connection's late-answer grace, the token
 is free for nothing else meanwhile) is let go and not taken again by this trigger: its change
-stays pending with ``attempted_at`` set, for the next drain (which sends it again: the gateway's
-reads are off by default, and sending the same values twice leaves the record as it was).
+stays pending with ``attempted_at`` set, for the next drain. Where the gateway answers reads
+(the connection's ``reads`` field), that drain reads the record first and sends nothing it
+already holds; without reads (the default) it sends the change again, which leaves the record
+as the MES has it.
 The trigger's event carries counts, never gateway data.
 """
 
@@ -30,6 +33,7 @@ from asgiref.sync import sync_to_async
 
 from blockchain_provider import protocol
 from blockchain_provider.exceptions import InvalidIdentifierError
+from blockchain_provider.operators.reporter import RETRY_READ_TIMEOUT
 from blockchain_provider.triggers import events
 from blockchain_provider.triggers.gateway_session import GatewaySession
 from include.day_report_keys import (
@@ -91,6 +95,7 @@ class UnitsDrainTrigger(BaseTrigger):
         if isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < 1:
             raise ValueError(f"Invalid max_units {max_units!r}: expected a positive integer")
         self.max_units = max_units
+        self._taking = True
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -136,12 +141,18 @@ class UnitsDrainTrigger(BaseTrigger):
                         if drained["stopped"] or drained["no_reporter"]:
                             passed.add(unit_id)
                     own = await sync_to_async(unit_change)(engine, self.run_id)
+                    own_open = own is not None and own.pending and own.production_unit_id not in passed
+                    # once the run's change is settled, the run takes no more: the units it holds
+                    # end with the changes they have, and later changes go to later runs (the
+                    # trigger ends however fast the MES makes changes)
+                    self._taking = own_open
                     for unit_id in await sync_to_async(units_with_pending_changes)(engine, self.run_id):
-                        if unit_id in running or unit_id in passed or len(running) >= self.max_units:
+                        if not self._taking or len(running) >= self.max_units:
+                            break
+                        if unit_id in running or unit_id in passed:
                             continue
                         if await sync_to_async(claim_unit)(engine, unit_id, self.run_id):
                             running[unit_id] = asyncio.create_task(self._drain(session, repository, unit_id))
-                    own_open = own is not None and own.pending and own.production_unit_id not in passed
                     if not running and not own_open:
                         break
                     if running:
@@ -175,7 +186,8 @@ class UnitsDrainTrigger(BaseTrigger):
                 counts["no_reporter"] += 1
                 return counts
             mask_secret(token)
-            while changes := await sync_to_async(drain.open)():
+            changes = await sync_to_async(drain.open)()
+            while changes:
                 for change in changes:
                     try:
                         updates = production_unit_dynamic_properties(change.status, change.process_name)
@@ -183,6 +195,12 @@ class UnitsDrainTrigger(BaseTrigger):
                     except (InvalidIdentifierError, ValueError) as exc:
                         await sync_to_async(drain.mark_refused)(change.seq, str(exc))
                         counts["refused"] += 1
+                        continue
+                    if change.attempted_at is not None and await self._record_holds(
+                        session, token, record_id, updates
+                    ):
+                        await sync_to_async(drain.mark_applied)(change.seq, "already up to date")
+                        counts["applied"] += 1
                         continue
                     await sync_to_async(drain.mark_attempted)(change.seq)
                     settings = session.settings
@@ -206,8 +224,24 @@ class UnitsDrainTrigger(BaseTrigger):
                         )
                         counts["stopped"] += 1
                         return counts
+                # the changes noted meanwhile too, while the run takes more
+                changes = await sync_to_async(drain.open)() if self._taking else []
             return counts
         finally:
             await sync_to_async(drain.close)()
             # a lock taken by the sweep but never opened (no reporter) goes too
             await sync_to_async(release_unit)(repository.engine, unit_id, self.run_id)
+
+    async def _record_holds(
+        self, session: GatewaySession, token: str, record_id: str, updates: dict[str, str]
+    ) -> bool:
+        """Whether the record holds *updates* already, for a change an earlier drain may have sent
+        without noting its answer: read where the gateway answers reads (the connection's
+        ``reads`` field), signed by the unit's reporter; an unanswered or refused read is no."""
+        if not session.settings.reads:
+            return False
+        read = await session.ask(protocol.record_get_call(record_id), token, RETRY_READ_TIMEOUT)
+        if read.status != events.SUCCESS:
+            self.log.warning("Could not read record %s (BLK_Rec_Get): %s", record_id, read.text)
+            return False
+        return protocol.record_holds(read.value, updates)

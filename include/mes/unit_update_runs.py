@@ -256,9 +256,11 @@ class DrainUnitChangesOperator(BaseOperator):
             )
             self._give_up_after_last_try(context, failure)
             raise failure
-        return self._settled(unit, own)
+        return self._settled(unit, own, context["dag_run"].run_id)
 
-    def _settled(self, unit: ProductionUnit, own: UnitChange) -> dict[str, Any]:
+    def _settled(self, unit: ProductionUnit, own: UnitChange, run_id: str | None = None) -> dict[str, Any]:
+        """The task's result for its settled change; *run_id* when this run's drain just ended (then
+        a change it applied is reported with the gateway's confirmation)."""
         if own.outcome == REFUSED:
             raise AirflowFailException(f"Change {own.seq} was refused for good: {own.detail}")
         if own.outcome == FAILED:
@@ -266,11 +268,14 @@ class DrainUnitChangesOperator(BaseOperator):
                 f"Change {own.seq} was given up ({own.detail}); make the change again to apply it"
             )
         self.log.info("Change %s of %s applied by run %s", own.seq, unit.code, own.applied_by_run)
+        by_this_run = own.applied_by_run == run_id
         return {
             "record_id": production_unit_record_id(unit),
             "unit": unit.code,
             "change": own.seq,
             "applied_by": own.applied_by_run,
+            # the gateway's confirmation, or which run applied it, as the update task says
+            "message": own.detail if by_this_run else f"applied by run {own.applied_by_run}",
         }
 
     def _give_up_after_last_try(self, context: Mapping[str, Any], failure: BaseException) -> None:

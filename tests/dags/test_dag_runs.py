@@ -6,6 +6,7 @@ MES tables, not only on task states.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -349,17 +350,19 @@ def test_production_unit_run_applies_the_units_noted_backlog_in_order(stack, mon
 def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
     """Answers 1.5 s late: the first run's update defers (its requests wait in the triggerer, which
     reads the reporter's token from the MES) and keeps the unit's lock, which its claim took and its
-    creation of the unit's reporter handed on; the second run's claim finds the unit busy and waits
-    for the lock in the triggerer, outside the gateway pools; each resumes, the second goes straight
-    to its update (the reporter exists), and the changes reach the ledger in order."""
+    creation of the unit's reporter handed on. The second run finds the reporter and goes to the
+    drain, whose trigger waits while the first run holds the unit, then takes the lock and applies
+    its change: the changes reach the ledger in order."""
+    import threading
+
     from airflow.sdk.exceptions import DownstreamTasksSkipped, TaskDeferred
 
     from gateway_sandbox.faults import Faults
     from include.mes.db import mes_engine
-    from include.mes.unit_claims import UnitClaimTrigger
+    from include.mes.unit_drain import UnitsDrainTrigger
     from include.mes.unit_updates import unit_lock_holder
     from include.sample_data import generate_plant
-    from tests.operator_runs import dag_task, resume, run_operator, task_context
+    from tests.operator_runs import dag_task, first_event, resume, run_operator, stored, task_context
 
     generate_plant(mes_engine("mes_db"), units=1, weeks=1, end_date=DAY)
     mes = stack.mes()
@@ -371,12 +374,14 @@ def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
         mes.set_production_unit_state(unit.id, params["status"], params["process_name"], dag_run_id=run_id)
         tasks = [
             dag_task("blockchain_production_unit_update", t)
-            for t in ("claim_unit", "create_unit_record", "update_unit_record")
+            for t in ("claim_unit", "create_unit_record", "update_unit_record", "drain_unit_changes")
         ]
         assert tasks[2].deferrable
         runs[n] = [(task, task_context(run_id=run_id, params=params, task=task)) for task in tasks]
 
-    assert runs[1][0][0].execute(runs[1][0][1]) == "create_unit_record"  # the unit's first update
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        runs[1][0][0].execute(runs[1][0][1])  # the unit's first update: its creation
+    assert [task for task, _ in skipped.value.tasks] == ["drain_unit_changes"]
     run_operator(*runs[1][1])
     assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred1"  # handed on to the update
     stack.server.faults = Faults(delay_ms=1500)
@@ -384,20 +389,29 @@ def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
         runs[1][2][0].execute(runs[1][2][1])
     assert type(first.value.trigger).__name__ == "AwaitResponsesTrigger"
     assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred1"  # kept while it waits
-    with pytest.raises(TaskDeferred) as second:
-        runs[2][0][0].execute(runs[2][0][1])  # noted after the first: it waits for the unit
-    assert isinstance(second.value.trigger, UnitClaimTrigger)
 
+    # the second run: the reporter exists, so no creation and no lock of its own; its drain defers
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        runs[2][0][0].execute(runs[2][0][1])
+    assert [task for task, _ in skipped.value.tasks] == ["create_unit_record"]
+    with pytest.raises(TaskDeferred) as second:
+        runs[2][3][0].execute(runs[2][3][1])
+    classpath, drain_kwargs = second.value.trigger.serialize()
+    assert isinstance(second.value.trigger, UnitsDrainTrigger)
+    drained: list = []
+    draining = threading.Thread(
+        target=lambda: drained.append(asyncio.run(first_event(UnitsDrainTrigger(**drain_kwargs))))
+    )
+    draining.start()  # it waits: the first run holds the unit
     waits: list = []
     first_result = resume(*runs[1][2], first.value, waits)
-    assert unit_lock_holder(mes.engine, unit.id) is None
-    with pytest.raises(DownstreamTasksSkipped) as skipped:
-        resume(*runs[2][0], second.value)  # the triggerer took the lock for it
-    assert [task for task, _ in skipped.value.tasks] == ["create_unit_record"]  # the reporter exists
-    assert unit_lock_holder(mes.engine, unit.id) == "mes__deferred2"
-    second_result = run_operator(*runs[2][2], triggers=waits)
-    assert (first_result["Status"], second_result["Status"]) == ("D1", "D2")
+    draining.join(60)
+    assert not draining.is_alive()
+    second_result = runs[2][3][0].execute_complete(runs[2][3][1], event=stored(drained[0])[0])
+    assert first_result["Status"] == "D1"
     assert first_result["applied"] == [f"change {mes.unit_change('mes__deferred1').seq}"]
+    assert second_result["applied_by"] == "mes__deferred2"
+    assert unit_lock_holder(mes.engine, unit.id) is None
 
     ledger = stack.ledger()
     record_id = f"PU_{unit.code}"
@@ -406,13 +420,15 @@ def test_deferred_unit_updates_keep_the_units_lock_and_apply_in_order(stack):
     ]
     assert updates == ["D1", "D2"]
     assert [c.outcome for c in mes.unit_changes(unit.id)] == ["applied", "applied"]
-    # the updates' waits read the reporter's token in the triggerer; no trigger carries a token
+    # the waits read the reporter's token in the triggerer; no trigger carries a token
     reporter = mes.reporter_of_unit(unit.code)
     signed_by_reporter = [kwargs for _, kwargs in waits if kwargs.get("reporter_record_id")]
     assert signed_by_reporter and all(
         kwargs["reporter_record_id"] == record_id for kwargs in signed_by_reporter
     )
-    assert not [kwargs for _, kwargs in waits if reporter.token.reveal() in str(kwargs)]
+    assert not [
+        kwargs for _, kwargs in [*waits, (classpath, drain_kwargs)] if reporter.token.reveal() in str(kwargs)
+    ]
     assert ledger.verify() == []
 
 

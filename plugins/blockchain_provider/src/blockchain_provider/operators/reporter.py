@@ -442,6 +442,4 @@ class UpdateDynamicRecordOperator(BaseBlockchainOperator):
         if not isinstance(outcome, Outcome):
             self.log.warning("Could not read record %s (BLK_Rec_Get): %s", update.record_id, quote(outcome))
             return False
-        record = outcome.value
-        current = record.get("properties") if isinstance(record, dict) else None
-        return isinstance(current, dict) and all(current.get(k) == v for k, v in update.updates.items())
+        return protocol.record_holds(outcome.value, update.updates)

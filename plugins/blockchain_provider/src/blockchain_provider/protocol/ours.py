@@ -161,6 +161,13 @@ def record_get_call(record_id: str) -> Call:
     return Call(RECORD_GET, {}, {"record_id": validate_name(record_id, "record id")})
 
 
+def record_holds(record: Any, updates: Mapping[str, Any]) -> bool:
+    """(ours, optional) Whether *record*, a ``BLK_Rec_Get`` answer's data, holds every value of
+    *updates* already; anything else than a record with its properties is no."""
+    current = record.get("properties") if isinstance(record, dict) else None
+    return isinstance(current, dict) and all(current.get(k) == v for k, v in updates.items())
+
+
 def agent_create_call(name: str, password: str) -> Call:
     """(ours) Create an agent (``BLK_Agt``). The answer's data holds ``public_key`` and ``token``."""
     from blockchain_provider.protocol.requests import Call

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -55,6 +55,8 @@ class GatewayAnswer:
 
     status: str
     text: str
+    #: the answer's decoded value (a read's record, say), for the caller only: never put in an event
+    value: Any = field(default=None, repr=False)
 
     @property
     def answered(self) -> bool:
@@ -229,7 +231,7 @@ class GatewaySession:
                 secrets = (wait.token if wait is not None else None, self._agent_password)
                 answer = GatewayAnswer(events.GATEWAY_ERROR, refusal_text(response, secrets))
             else:
-                answer = GatewayAnswer(events.SUCCESS, _confirmation(response.value))
+                answer = GatewayAnswer(events.SUCCESS, _confirmation(response.value), response.value)
             found.append((match.request_id, answer))
         return found
 
