@@ -183,9 +183,8 @@ def blockchain_production_unit_update() -> None:
         conn_id=MES_CONN_ID,
         kafka_config_id=KAFKA_CONN_ID,
         token_conn_id=TOKEN_CONN_ID,
-        # the reporters' pool bounds the drains at once; each unit's lock keeps its reporter to
-        # one request in flight
-        pool=REPORTER_POOL,
+        # no gateway pool: each unit's lock keeps its reporter to one request in flight, and a
+        # drain waiting for a unit must hold no slot that the unit's creation needs
         execution_timeout=GATEWAY_TASK_TIMEOUT,
         priority_weight=DRAIN_PRIORITY,
         weight_rule="absolute",

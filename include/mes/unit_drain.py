@@ -23,6 +23,7 @@ The trigger's event carries counts, never gateway data.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -43,6 +44,10 @@ from include.day_report_keys import (
 )
 from include.mes.reporter_store import stored_token
 from include.mes.unit_updates import (
+    APPLIED,
+    REFUSED,
+    UnitChange,
+    UnitDrain,
     claim_unit,
     positive_seconds,
     release_unit,
@@ -58,6 +63,10 @@ DRAINED = "drained"
 DEFAULT_POLL = 0.5
 #: Units one trigger drains at once (each with one request in flight).
 DEFAULT_MAX_UNITS = 128
+#: Seconds a unit's drain waits for the unit's lock, which the sweep took for the run already.
+LOCK_RECHECK = 1.0
+#: What became of a change whose answer is not known: the unit is left to a later drain.
+STOPPED = "stopped"
 
 
 class UnitsDrainTrigger(BaseTrigger):
@@ -173,7 +182,8 @@ class UnitsDrainTrigger(BaseTrigger):
         """Apply unit *unit_id*'s pending changes in order (its lock is the run's), and those noted
         meanwhile; let go of the lock when none is left or an update got no answer."""
         counts: Counter[str] = Counter()
-        drain = repository.drain_unit_changes(unit_id, None, self.run_id)
+        # the lock is the run's already: a lock lost meanwhile fails at once, in no shared thread
+        drain = repository.drain_unit_changes(unit_id, None, self.run_id, lock_timeout=LOCK_RECHECK)
         try:
             unit = await sync_to_async(repository.require_production_unit)(unit_id)
             record_id = production_unit_record_id(unit)
@@ -196,34 +206,24 @@ class UnitsDrainTrigger(BaseTrigger):
                         await sync_to_async(drain.mark_refused)(change.seq, str(exc))
                         counts["refused"] += 1
                         continue
-                    if change.attempted_at is not None and await self._record_holds(
-                        session, token, record_id, updates
-                    ):
-                        await sync_to_async(drain.mark_applied)(change.seq, "already up to date")
-                        counts["applied"] += 1
-                        continue
-                    await sync_to_async(drain.mark_attempted)(change.seq)
-                    settings = session.settings
-                    timeout = settings.timeout if self.timeout is None else self.timeout
-                    answer = await session.ask(call, token, timeout + settings.late_answer_grace)
-                    if answer.status == events.SUCCESS:
-                        await sync_to_async(drain.mark_applied)(change.seq, answer.text)
-                        counts["applied"] += 1
-                    elif answer.status == events.GATEWAY_ERROR:
+                    outcome, text = await self._apply(session, drain, token, record_id, change, call, updates)
+                    if outcome == APPLIED:
+                        await sync_to_async(drain.mark_applied)(change.seq, text)
+                    elif outcome == REFUSED:
                         self.log.warning(
-                            "Change %s of %s refused by the gateway: %s", change.seq, unit.code, answer.text
+                            "Change %s of %s refused by the gateway: %s", change.seq, unit.code, text
                         )
-                        await sync_to_async(drain.mark_refused)(change.seq, answer.text)
-                        counts["refused"] += 1
+                        await sync_to_async(drain.mark_refused)(change.seq, text)
                     else:
                         self.log.warning(
                             "Change %s of %s: %s; the unit is left to a later drain",
                             change.seq,
                             unit.code,
-                            answer.text,
+                            text,
                         )
                         counts["stopped"] += 1
                         return counts
+                    counts[outcome] += 1
                 # the changes noted meanwhile too, while the run takes more
                 changes = await sync_to_async(drain.open)() if self._taking else []
             return counts
@@ -232,16 +232,45 @@ class UnitsDrainTrigger(BaseTrigger):
             # a lock taken by the sweep but never opened (no reporter) goes too
             await sync_to_async(release_unit)(repository.engine, unit_id, self.run_id)
 
-    async def _record_holds(
-        self, session: GatewaySession, token: str, record_id: str, updates: dict[str, str]
-    ) -> bool:
-        """Whether the record holds *updates* already, for a change an earlier drain may have sent
-        without noting its answer: read where the gateway answers reads (the connection's
-        ``reads`` field), signed by the unit's reporter; an unanswered or refused read is no."""
-        if not session.settings.reads:
-            return False
-        read = await session.ask(protocol.record_get_call(record_id), token, RETRY_READ_TIMEOUT)
-        if read.status != events.SUCCESS:
-            self.log.warning("Could not read record %s (BLK_Rec_Get): %s", record_id, read.text)
-            return False
-        return protocol.record_holds(read.value, updates)
+    async def _apply(
+        self,
+        session: GatewaySession,
+        drain: UnitDrain,
+        token: str,
+        record_id: str,
+        change: UnitChange,
+        call: protocol.Call,
+        updates: dict[str, str],
+    ) -> tuple[str, str]:
+        """Send *change*'s update, signed with the unit's reporter *token*; ``(APPLIED, the
+        gateway's confirmation)``, ``(REFUSED, its refusal)``, or ``(STOPPED, why)`` when the token's
+        answer is not known (the unit must send nothing more now)."""
+        settings = session.settings
+        wait = (settings.timeout if self.timeout is None else self.timeout) + settings.late_answer_grace
+        if change.attempted_at is not None:
+            # sent before, its answer never noted: an earlier drain of the run may have been stopped
+            # with it in flight (a triggerer restart). Its answer, matched by the token, must not be
+            # taken for the next request's: the token sends nothing until its wait is over.
+            left = change.attempted_at.timestamp() + wait - time.time()
+            if left > 0:
+                await sync_to_async(drain.keep)(left)
+                self.log.info(
+                    "Change %s was sent before: waiting %.0f s for its answer's time to pass",
+                    change.seq,
+                    left,
+                )
+                await asyncio.sleep(left)
+            if session.settings.reads:
+                read = await session.ask(protocol.record_get_call(record_id), token, RETRY_READ_TIMEOUT)
+                if not read.answered:
+                    return STOPPED, f"no answer to the read of record {record_id} (BLK_Rec_Get): {read.text}"
+                if read.status == events.SUCCESS and protocol.record_holds(read.value, updates):
+                    return APPLIED, "already up to date"
+        await sync_to_async(drain.mark_attempted)(change.seq)
+        await sync_to_async(drain.keep)(wait)  # the lock outlasts the wait
+        answer = await session.ask(call, token, wait)
+        if answer.status == events.SUCCESS:
+            return APPLIED, answer.text
+        if answer.status == events.GATEWAY_ERROR:
+            return REFUSED, answer.text
+        return STOPPED, answer.text

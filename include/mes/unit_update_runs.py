@@ -232,14 +232,18 @@ class DrainUnitChangesOperator(BaseOperator):
         )
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
-        """Resume after the triggerer; a wait that failed (the trigger failed, or timed out) is a
-        failed try like a change left pending."""
+        """Resume after the triggerer. When the wait itself failed (the trigger failed, or the
+        deferral timed out) the change may have been applied meanwhile: then the task succeeds;
+        else the try fails, and the change stays pending (the trigger may still be stopping with
+        the unit's lock, so it is not given up here)."""
         from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
 
         try:
             return super().resume_execution(next_method, next_kwargs, context)
-        except (TaskDeferralError, TaskDeferralTimeout) as failure:
-            self._give_up_after_last_try(context, failure)
+        except (TaskDeferralError, TaskDeferralTimeout):
+            unit, own = own_change(self.repository(), context)
+            if not own.pending:
+                return self._settled(unit, own)
             raise
 
     def execute_complete(self, context: Mapping[str, Any], event: Any = None, **_: Any) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 The MES notes each change of a unit's status and process name (table ``unit_updates``) in the
 same transaction that saves it, with the id of the ``blockchain_production_unit_update`` run it
 then triggers (:meth:`~include.mes.repository.MesRepository.set_production_unit_state`). Runs of
-the DAG may then start in any order and side by side: each takes the unit's lock
-(:class:`UnitDrain`), applies the unit's pending changes up to its own in ``seq`` order, notes
-each one applied (committed before the next is sent), and lets go. A run whose change an earlier
-drain already applied has nothing left to do.
+the DAG may then start in any order and side by side. A drain takes a unit's lock
+(:class:`UnitDrain`), applies its pending changes in ``seq`` order (a unit's creation run, those
+up to its own; the triggerer's drain of many units, all of them), notes each one applied
+(committed before the next is sent), and lets go. A run whose change an earlier drain already
+applied has nothing left to do.
 
 The lock is a row per unit (table ``unit_claims``): the run that holds it, and until when. It
 is taken and renewed by a conditional update (or, for a unit's first lock, an insert that a
@@ -14,8 +15,9 @@ second claimer's primary key refuses), so PostgreSQL and SQLite behave alike, an
 outlives the process that took it: a deferred run keeps its unit's lock while the triggerer
 waits for the gateway's answer, and takes it back when it resumes (the run's id is the key, so
 its retry does too). It lasts :data:`CLAIM_LEASE` seconds past its last renewal; every change
-noted renews it, and a run that defers renews it for its deferral's timeout too. Leases are
-told by the workers' clocks, which must agree to well within the lease. A run that died holding it holds back the unit's other runs that long at most.
+noted renews it, and a run that defers (or sends a request from the triggerer) renews it for its
+wait too. Leases are told by the clocks of the workers and triggerers, which must agree to well
+within the lease. A run that died holding it holds back the unit's other runs that long at most.
 
 Changes are read and noted in short transactions of their own, so nothing is held open across a
 gateway wait.

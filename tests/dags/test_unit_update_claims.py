@@ -132,8 +132,8 @@ def test_a_gateway_task_whose_claim_was_taken_over_fails_its_try_at_once(unit_da
 
 def test_a_unit_with_its_reporter_goes_straight_to_the_drain(unit_dag, mes, monkeypatch):
     """Only a unit's first update needs the master's pool (its record and reporter are created);
-    later ones skip the creation and go to the drain at once, in the reporters' pool, without
-    taking the unit's lock (the drain takes it in the triggerer)."""
+    later ones skip the creation and go to the drain at once, in no gateway pool, without taking
+    the unit's lock (the drain takes it in the triggerer)."""
     from airflow.sdk.crypto import get_fernet
     from blockchain_common import REPORTER_POOL, REQUEST_POOL
     from cryptography.fernet import Fernet
@@ -157,7 +157,7 @@ def test_a_unit_with_its_reporter_goes_straight_to_the_drain(unit_dag, mes, monk
     assert unit_lock_holder(mes.engine, unit.id) is None
     assert unit_dag.get_task("create_unit_record").pool == REQUEST_POOL
     assert unit_dag.get_task("update_unit_record").pool == REPORTER_POOL
-    assert unit_dag.get_task("drain_unit_changes").pool == REPORTER_POOL
+    assert unit_dag.get_task("drain_unit_changes").pool not in (REQUEST_POOL, REPORTER_POOL)
 
 
 def test_a_run_whose_change_another_run_applied_lets_go_of_the_lock_its_claim_took(unit_dag, mes):

@@ -99,6 +99,14 @@ class GatewaySession:
         )
         self.response_topic = self.settings.topics.responses
         self.matcher = AnswerMatcher(self.response_topic)
+        try:
+            await self._connect(hook)
+        except BaseException:
+            await self.close()  # what was opened before the failure is closed
+            raise
+        return self
+
+    async def _connect(self, hook: Any) -> None:
         self._producer = await sync_to_async(kafka_clients.new_producer)(self.kafka_config_id)
         self._consumer = await sync_to_async(hook.new_response_consumer)(
             TRIGGER_CONSUMER_DEFAULTS, TRIGGER_TANSU_CONSUMER_DEFAULTS
@@ -115,7 +123,6 @@ class GatewaySession:
         start = await sync_to_async(self._end_positions)()
         self._consumer.assign([TopicPartition(self.response_topic, p, off) for p, off in start.items()])
         self._reader = asyncio.get_running_loop().create_task(self._read_on())
-        return self
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
