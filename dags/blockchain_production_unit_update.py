@@ -70,10 +70,6 @@ from include.mes.visible_text import PROCESS_NAME_PATTERN, STATUS_PATTERN
 
 #: Runs at once: different units' changes side by side; one unit's take turns on its lock.
 MAX_ACTIVE_RUNS = 16
-#: Worker slots the DAG's tasks take at once: its waits are the triggerer's, so its tasks are
-#: short (a claim, a drain that defers at once), and a burst of changes leaves the other DAGs
-#: the rest of the workers.
-MAX_ACTIVE_TASKS = 2
 #: A drain goes before the claims of later runs: it applies their changes too.
 DRAIN_PRIORITY = 10
 
@@ -89,7 +85,6 @@ CREATE_TASK, UPDATE_TASK, DRAIN_TASK = "create_unit_record", "update_unit_record
     start_date=START_DATE,
     catchup=False,
     max_active_runs=MAX_ACTIVE_RUNS,
-    max_active_tasks=MAX_ACTIVE_TASKS,
     default_args=default_args(),
     tags=[*TAGS, "production-unit"],
     doc_md=__doc__,
