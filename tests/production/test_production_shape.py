@@ -219,6 +219,14 @@ def test_worker_killed_holding_a_gateway_task_is_retried_on_the_other(production
     unit = repository.production_units()[1]
     record_id = f"PU_{unit.code}"
     assert ledger.record(record_id) is None and not reporter_rows(repository, record_id)  # its first update
+    if ledger.record_type(PRODUCTION_UNIT_RECORD_TYPE) is None:
+        # run alone: another unit's first update creates the record type, so that the held answer
+        # below is the record's creation, awaited in the worker
+        other = repository.production_units()[2]
+        run = production.trigger(
+            UPDATE_DAG, {"production_unit_id": other.id, "status": "TYPE", "process_name": "Welding"}
+        )
+        assert production.wait_for_runs({"type": (UPDATE_DAG, run)}, timeout=300)["type"] == "success"
     status = "KILLED-WORKER"
     production.hold.write_text("create\n")
     try:
