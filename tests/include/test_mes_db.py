@@ -8,6 +8,7 @@ import urllib.parse
 import pytest
 import sqlalchemy as sa
 
+from include.mes import schema
 from include.mes.db import mes_engine
 from include.mes.repository import MesRepository
 from tests.conftest import PostgresServer
@@ -58,6 +59,7 @@ def test_postgres_connection(
     monkeypatch.setenv("AIRFLOW_CONN_MES_DB", json.dumps(value))
     engine = mes_engine("mes_db")
     try:
+        schema.metadata.drop_all(engine)  # the session's database: an earlier test's units may be there
         assert engine.dialect.name == "postgresql"
         assert engine.dialect.driver == "psycopg"
         assert engine.url.database == postgres_database
