@@ -99,6 +99,25 @@ def own_change(repository: MesRepository, context: Mapping[str, Any]) -> tuple[P
     return unit, own
 
 
+def fail_unless_applied(own: UnitChange) -> None:
+    """Fail the task for good (no retries) when the run's settled change was refused or given up.
+
+    A change given up stays so: the unit's later changes may be on the ledger already, and
+    applying it now would put older values back.
+    """
+    if own.outcome == REFUSED:
+        raise AirflowFailException(f"Change {own.seq} was refused for good: {own.detail}")
+    if own.outcome == FAILED:
+        raise AirflowFailException(
+            f"Change {own.seq} was given up ({own.detail}); make the change again to apply it"
+        )
+
+
+def given_up_reason(failure: BaseException) -> str:
+    """What a change given up by a run that failed for good is noted with."""
+    return f"its run failed for good: {type(failure).__name__}"
+
+
 class ClaimUnitOperator(BaseOperator, BranchMixIn):
     """Note the run's change and take its unit's lock for the run, outside every gateway pool; then
     go on to the unit's creation (master's pool) if it has no reporter yet, else straight to its
@@ -265,12 +284,7 @@ class DrainUnitChangesOperator(BaseOperator):
     def _settled(self, unit: ProductionUnit, own: UnitChange, run_id: str | None = None) -> dict[str, Any]:
         """The task's result for its settled change; *run_id* when this run's drain just ended (then
         a change it applied is reported with the gateway's confirmation)."""
-        if own.outcome == REFUSED:
-            raise AirflowFailException(f"Change {own.seq} was refused for good: {own.detail}")
-        if own.outcome == FAILED:
-            raise AirflowFailException(
-                f"Change {own.seq} was given up ({own.detail}); make the change again to apply it"
-            )
+        fail_unless_applied(own)
         self.log.info("Change %s of %s applied by run %s", own.seq, unit.code, own.applied_by_run)
         by_this_run = own.applied_by_run == run_id
         return {
@@ -300,7 +314,7 @@ class DrainUnitChangesOperator(BaseOperator):
             )
             return
         try:
-            repository.give_up_unit_change(run_id, f"its run failed for good: {type(failure).__name__}")
+            repository.give_up_unit_change(run_id, given_up_reason(failure))
         finally:
             release_unit(repository.engine, own.production_unit_id, run_id)
 
@@ -328,14 +342,7 @@ class UnitChangeQueue:
             # settled while this run waited for the lock (another run's drain applied it, in order):
             # the lock its claim took then must go now, not when its lease ends
             release_unit(repository.engine, unit.id, run_id)
-            if own.outcome == REFUSED:
-                raise AirflowFailException(f"Change {own.seq} was refused for good: {own.detail}")
-            if own.outcome == FAILED:
-                # the unit's later changes may be on the ledger already: applying it now would
-                # put older values back
-                raise AirflowFailException(
-                    f"Change {own.seq} was given up ({own.detail}); make the change again to apply it"
-                )
+            fail_unless_applied(own)
             return ClaimedUpdates(pending=[], applied_by=f"run {own.applied_by_run}", summary=summary)
         drain = repository.drain_unit_changes(unit.id, own.seq, run_id, lock_timeout=IN_POOL_LOCK_WAIT)
         try:
@@ -386,5 +393,4 @@ class UnitChangeQueue:
     def failed(self, context: Mapping[str, Any], failure: BaseException) -> None:
         """Give the run's change up (the run failed for good after its claim), so the unit's later
         runs pass it by instead of trying it again."""
-        reason = f"its run failed for good: {type(failure).__name__}"
-        self.repository().give_up_unit_change(context["dag_run"].run_id, reason)
+        self.repository().give_up_unit_change(context["dag_run"].run_id, given_up_reason(failure))
