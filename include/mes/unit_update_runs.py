@@ -119,9 +119,9 @@ def given_up_reason(failure: BaseException) -> str:
 
 
 class ClaimUnitOperator(BaseOperator, BranchMixIn):
-    """Note the run's change and take its unit's lock for the run, outside every gateway pool; then
-    go on to the unit's creation (master's pool) if it has no reporter yet, else straight to its
-    update (reporters' pool).
+    """Note the run's change. A unit with its reporter goes straight to the drain (which takes the
+    units' locks in the triggerer); one without takes its lock for the run, outside every gateway
+    pool, and goes on to its creation (master's pool).
 
     A unit busy with another run is waited for in the triggerer (:class:`~include.mes.unit_claims.UnitClaimTrigger`,
     which takes the lock for the run when it is free): the wait holds no worker slot and no slot of
